@@ -1,0 +1,3 @@
+from methodhub.cli import main
+
+main()

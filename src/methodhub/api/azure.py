@@ -1,0 +1,376 @@
+"""The Azure IoT Hub REST front door: direct methods and the device registry, in Azure's shapes.
+
+``POST /twins/{id}[/modules/{mid}]/methods`` (ServiceConnect) maps onto the call engine;
+``PUT/GET/DELETE /devices/{id}[/modules/{mid}]`` (RegistryRead/RegistryWrite) onto the registry.
+Bodies, status codes and errors follow azure-direct-methods-wire.md §2 so that Microsoft's
+``azure-iot-hub`` SDK and plain curl users see what Azure would answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import orjson
+
+from methodhub.api.azure_errors import azure_error, utc_timestamp
+from methodhub.api.http import Request, Response
+from methodhub.api.routing import Routes
+from methodhub.auth import ServiceAuthenticator
+from methodhub.calls import Call, CallEngine, CallOutcome
+from methodhub.calls.model import identity_key, validate_method_name
+from methodhub.config import (
+    CONNECT_TIMEOUT_DEFAULT,
+    CONNECT_TIMEOUT_RANGE,
+    MAX_METHOD_PAYLOAD,
+    RESPONSE_TIMEOUT_DEFAULT,
+    RESPONSE_TIMEOUT_RANGE,
+)
+from methodhub.errors import ErrorKind, HubError
+from methodhub.registry import Identity, Registry, Right, SymmetricKeys
+
+NEVER = "0001-01-01T00:00:00Z"
+"""How Azure prints a time that never happened (e.g. lastActivityTime of a new device)."""
+
+
+class Presence(Protocol):
+    """Who is connected right now (the gateway answers)."""
+
+    def connection_state(self, target: str) -> tuple[bool, float | None]:
+        """(connected, since when — epoch seconds, or None if unknown)."""
+        ...
+
+
+def parse_json(body: bytes, what: str) -> Any:
+    """Parse JSON strictly (no NaN/Infinity), falling back to the stdlib for integers beyond 64 bits."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:
+            return json.loads(body, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError):
+            raise HubError(ErrorKind.INVALID_ARGUMENT, f"{what} is not valid JSON: {exc}") from None
+
+
+def dump_json(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # integers beyond 64 bits
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _integer(body: dict[str, Any], key: str, default: int, bounds: tuple[int, int]) -> int:
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HubError(ErrorKind.INVALID_ARGUMENT, f"{key} must be an integer number of seconds.")
+    low, high = bounds
+    if not low <= value <= high:
+        raise HubError(
+            ErrorKind.INVALID_ARGUMENT, f"{key} must be between {low} and {high} seconds; got {value}."
+        )
+    return value
+
+
+def parse_method_call(body_bytes: bytes, target: str) -> Call:
+    """Turn an Azure ``CloudToDeviceMethod`` body into a :class:`Call` (or raise a 400/413 error)."""
+    if not body_bytes:
+        raise HubError(
+            ErrorKind.INVALID_ARGUMENT, "The request body is empty; send a JSON object with methodName."
+        )
+    body = parse_json(body_bytes, "The request body")
+    if not isinstance(body, dict):
+        raise HubError(ErrorKind.INVALID_ARGUMENT, "The request body must be a JSON object.")
+    method = validate_method_name(body.get("methodName"))
+    payload = dump_json(body.get("payload"))
+    if len(payload) > MAX_METHOD_PAYLOAD:
+        raise HubError(
+            ErrorKind.PAYLOAD_TOO_LARGE,
+            f"The method payload is {len(payload)} bytes of JSON; the limit is {MAX_METHOD_PAYLOAD} bytes.",
+        )
+    return Call(
+        target=target,
+        method=method,
+        payload=payload,
+        response_timeout=_integer(
+            body, "responseTimeoutInSeconds", RESPONSE_TIMEOUT_DEFAULT, RESPONSE_TIMEOUT_RANGE
+        ),
+        connect_timeout=_integer(
+            body, "connectTimeoutInSeconds", CONNECT_TIMEOUT_DEFAULT, CONNECT_TIMEOUT_RANGE
+        ),
+    )
+
+
+def method_result(outcome: CallOutcome) -> Response:
+    """``{"status": <device status>, "payload": <device JSON>}`` without re-encoding the payload."""
+    return Response(200, b'{"status":%d,"payload":%b}' % (outcome.status, outcome.payload))
+
+
+def _etag_header(identity: Identity) -> list[tuple[str, str]]:
+    return [("etag", f'"{identity.etag}"')]
+
+
+def _if_match(request: Request) -> str | None:
+    value = request.headers.get("if-match")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return value.strip('"') or None
+
+
+class AzureApi:
+    """Handlers for Azure's REST surface. ``routes()`` registers them on a :class:`Routes`."""
+
+    def __init__(
+        self, engine: CallEngine, registry: Registry, auth: ServiceAuthenticator, presence: Presence
+    ) -> None:
+        self._engine = engine
+        self._registry = registry
+        self._auth = auth
+        self._presence = presence
+
+    def register(self, routes: Routes) -> None:
+        routes.add("POST", "/twins/{device_id}/methods", self.invoke_device_method)
+        routes.add("POST", "/twins/{device_id}/modules/{module_id}/methods", self.invoke_module_method)
+        routes.add("GET", "/devices", self._registry_call(Right.REGISTRY_READ, self._list_devices))
+        for method, right, handler in (
+            ("GET", Right.REGISTRY_READ, self._get_identity),
+            ("PUT", Right.REGISTRY_WRITE, self._put_identity),
+            ("DELETE", Right.REGISTRY_WRITE, self._delete_identity),
+        ):
+            routes.add(method, "/devices/{device_id}", self._registry_call(right, handler))
+            routes.add(
+                method, "/devices/{device_id}/modules/{module_id}", self._registry_call(right, handler)
+            )
+        routes.add(
+            "GET",
+            "/devices/{device_id}/modules",
+            self._registry_call(Right.REGISTRY_READ, self._list_modules),
+        )
+
+    # -- direct methods ---------------------------------------------------------------------------
+
+    def invoke_device_method(self, request: Request) -> Response | Awaitable[Response]:
+        return self._invoke(request, request.path_params["device_id"])
+
+    def invoke_module_method(self, request: Request) -> Response | Awaitable[Response]:
+        params = request.path_params
+        return self._invoke(request, identity_key(params["device_id"], params["module_id"]))
+
+    def _invoke(self, request: Request, target: str) -> Response | Awaitable[Response]:
+        """Fast path: a cached token and a parsed body lead straight to the engine's future,
+        chained into the response without a task. Anything else takes the coroutine path."""
+        header = request.headers.get("authorization")
+        if header is None or self._auth.cached(header, Right.SERVICE_CONNECT) is None:
+            return self._invoke_after_auth(request, target)
+        try:
+            call = parse_method_call(request.body, target)
+        except HubError as exc:
+            return azure_error(exc)
+        return _chain(self._engine.invoke(call), method_result)
+
+    async def _invoke_after_auth(self, request: Request, target: str) -> Response:
+        try:
+            await self._auth.authenticate(
+                request.headers.get("authorization"), request.headers.get("host"), Right.SERVICE_CONNECT
+            )
+            call = parse_method_call(request.body, target)
+        except HubError as exc:
+            return azure_error(exc)
+        return await _chain(self._engine.invoke(call), method_result)
+
+    # -- registry -------------------------------------------------------------------------------------
+
+    def _registry_call(
+        self, right: Right, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def authorized(request: Request) -> Response:
+            try:
+                await self._auth.authenticate(
+                    request.headers.get("authorization"), request.headers.get("host"), right
+                )
+                return await handler(request)
+            except HubError as exc:
+                return azure_error(exc)
+
+        return authorized
+
+    def identity_json(self, identity: Identity) -> dict[str, Any]:
+        """An identity in Azure's Device (or Module) shape."""
+        connected, since = self._presence.connection_state(identity.key)
+        doc: dict[str, Any] = {
+            "deviceId": identity.device_id,
+            "generationId": identity.generation_id,
+            "etag": identity.etag,
+            "connectionState": "Connected" if connected else "Disconnected",
+            "connectionStateUpdatedTime": utc_timestamp(since) if since else NEVER,
+            "lastActivityTime": utc_timestamp(since) if since else NEVER,
+            "cloudToDeviceMessageCount": 0,
+            "authentication": {
+                "symmetricKey": {
+                    "primaryKey": identity.keys.primary,
+                    "secondaryKey": identity.keys.secondary,
+                },
+                "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
+                "type": "sas",
+            },
+        }
+        if identity.module_id is None:
+            doc.update(
+                status=identity.status,
+                statusReason=identity.status_reason,
+                statusUpdatedTime=utc_timestamp(identity.status_updated_at),
+                capabilities={"iotEdge": identity.iot_edge},
+                deviceScope=None,
+                parentScopes=[],
+            )
+        else:
+            doc = {"moduleId": identity.module_id, **doc, "managedBy": None}
+        return doc
+
+    def _identity_response(self, identity: Identity, status: int = 200) -> Response:
+        return Response.json(self.identity_json(identity), status, headers=_etag_header(identity))
+
+    async def _get_identity(self, request: Request) -> Response:
+        device_id, module_id = _ids(request)
+        identity = await self._registry.get_identity(device_id, module_id)
+        if identity is None:
+            raise _missing(device_id, module_id)
+        return self._identity_response(identity)
+
+    async def _put_identity(self, request: Request) -> Response:
+        device_id, module_id = _ids(request)
+        body = parse_json(request.body, "The request body") if request.body else {}
+        if not isinstance(body, dict):
+            raise HubError(ErrorKind.INVALID_ARGUMENT, "The request body must be a JSON object.")
+        for key, expected in (("deviceId", device_id), ("moduleId", module_id)):
+            if body.get(key) not in (None, expected):
+                raise HubError(
+                    ErrorKind.INVALID_ARGUMENT, f"{key} in the body ({body[key]!r}) differs from the URL."
+                )
+        keys = _keys_from(body.get("authentication"))
+        status = body.get("status")
+        if module_id is None and status is not None and status not in ("enabled", "disabled"):
+            raise HubError(ErrorKind.INVALID_ARGUMENT, "status must be 'enabled' or 'disabled'.")
+        reason = body.get("statusReason")
+        etag = _if_match(request)
+        existing = await self._registry.get_identity(device_id, module_id)
+        if existing is None:
+            if etag not in (None, "*"):
+                raise _missing(device_id, module_id)
+            identity = await self._registry.create_identity(
+                device_id,
+                module_id,
+                keys=keys,
+                status=status or "enabled",
+                status_reason=reason,
+                iot_edge=bool((body.get("capabilities") or {}).get("iotEdge", False)),
+            )
+            return self._identity_response(identity)
+        if etag is None:
+            kind = ErrorKind.MODULE_ALREADY_EXISTS if module_id else ErrorKind.DEVICE_ALREADY_EXISTS
+            raise HubError(
+                kind, f"'{existing.key}' already exists; send If-Match with its etag (or \"*\") to update it."
+            )
+        identity = await self._registry.update_identity(
+            device_id, module_id, etag=etag, keys=keys, status=status, status_reason=reason
+        )
+        return self._identity_response(identity)
+
+    async def _delete_identity(self, request: Request) -> Response:
+        device_id, module_id = _ids(request)
+        await self._registry.delete_identity(device_id, module_id, etag=_if_match(request))
+        return Response(204, content_type=None)
+
+    async def _list_devices(self, request: Request) -> Response:
+        limit = _top(request)
+        identities = await self._registry.list_identities(None, limit=limit)
+        return Response.json([self.identity_json(identity) for identity in identities])
+
+    async def _list_modules(self, request: Request) -> Response:
+        device_id = request.path_params["device_id"]
+        if await self._registry.get_identity(device_id) is None:
+            raise _missing(device_id, None)
+        identities = await self._registry.list_identities(device_id)
+        return Response.json([self.identity_json(identity) for identity in identities])
+
+
+def _ids(request: Request) -> tuple[str, str | None]:
+    return request.path_params["device_id"], request.path_params.get("module_id")
+
+
+def _missing(device_id: str, module_id: str | None) -> HubError:
+    if module_id:
+        return HubError(ErrorKind.MODULE_NOT_FOUND, f"No module '{module_id}' on device '{device_id}'.")
+    return HubError(ErrorKind.DEVICE_NOT_FOUND, f"No device '{device_id}' is registered.")
+
+
+def _top(request: Request) -> int:
+    raw = request.query.get("top", "1000")
+    if not raw.isdigit() or not 1 <= int(raw) <= 10000:
+        raise HubError(ErrorKind.INVALID_ARGUMENT, "top must be an integer between 1 and 10000.")
+    return int(raw)
+
+
+def _keys_from(authentication: Any) -> SymmetricKeys | None:
+    """Keys from an Azure ``authentication`` object; None means "generate them"."""
+    if authentication is None:
+        return None
+    if not isinstance(authentication, dict):
+        raise HubError(ErrorKind.INVALID_ARGUMENT, "authentication must be an object.")
+    kind = authentication.get("type", "sas")
+    if kind != "sas":
+        raise HubError(
+            ErrorKind.INVALID_ARGUMENT,
+            f"authentication type '{kind}' is not supported; methodhub supports 'sas' (symmetric keys).",
+        )
+    symmetric = authentication.get("symmetricKey") or {}
+    primary, secondary = symmetric.get("primaryKey"), symmetric.get("secondaryKey")
+    if not primary and not secondary:
+        return None
+    if not primary or not secondary:
+        raise HubError(ErrorKind.INVALID_ARGUMENT, "Give both primaryKey and secondaryKey, or neither.")
+    for key in (primary, secondary):
+        if not SymmetricKeys.is_valid_key(key):
+            raise HubError(
+                ErrorKind.INVALID_ARGUMENT, "Symmetric keys must be base64 encoding 16 to 64 bytes."
+            )
+    return SymmetricKeys(primary, secondary)
+
+
+def _chain(
+    source: asyncio.Future[CallOutcome], convert: Callable[[CallOutcome], Response]
+) -> asyncio.Future[Response]:
+    """A future of the HTTP response for ``source``; cancelling it abandons ``source``."""
+    out: asyncio.Future[Response] = source.get_loop().create_future()
+
+    def done(fut: asyncio.Future[CallOutcome]) -> None:
+        if out.done():
+            return
+        if fut.cancelled():
+            out.cancel()
+            return
+        exc = fut.exception()
+        if exc is None:
+            out.set_result(convert(fut.result()))
+        elif isinstance(exc, HubError):
+            out.set_result(azure_error(exc))
+        else:
+            out.set_exception(exc)
+
+    def abandoned(fut: asyncio.Future[Response]) -> None:
+        if fut.cancelled() and not source.done():
+            source.cancel()
+
+    source.add_done_callback(done)
+    out.add_done_callback(abandoned)
+    return out

@@ -1,0 +1,46 @@
+"""Azure IoT Hub's error body, built once from :mod:`methodhub.errors`.
+
+Azure answers errors with an envelope whose ``Message`` is itself a JSON-encoded string
+(azure-direct-methods-wire.md §2.5)::
+
+    {"Message": "{\\"errorCode\\":404103,\\"trackingId\\":\\"…\\",\\"message\\":\\"Timed out waiting for
+     device to connect.\\",\\"info\\":{\\"timeout\\":\\"00:00:00\\"},\\"timestampUtc\\":\\"…\\"}",
+     "ExceptionMessage": ""}
+
+plus the header ``iothub-errorcode: DeviceNotOnline``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import orjson
+
+from methodhub.api.http import Response
+from methodhub.errors import ErrorKind, HubError
+
+
+def utc_timestamp(epoch: float | None = None) -> str:
+    """ISO 8601 UTC with seven fraction digits, as Azure prints times."""
+    epoch = time.time() if epoch is None else epoch
+    whole = int(epoch)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((epoch - whole) * 1e7):07d}Z"
+
+
+def azure_error(error: HubError) -> Response:
+    """The HTTP response Azure IoT Hub gives for ``error``."""
+    spec = error.kind.spec
+    inner = {
+        "errorCode": spec.azure_code,
+        "trackingId": uuid.uuid4().hex,
+        "message": error.message,
+        "info": error.info,
+        "timestampUtc": utc_timestamp(),
+    }
+    body = orjson.dumps({"Message": orjson.dumps(inner).decode(), "ExceptionMessage": ""})
+    return Response(spec.http_status, body, headers=[("iothub-errorcode", spec.azure_name)])
+
+
+def azure_error_of(kind: ErrorKind, message: str | None = None) -> Response:
+    return azure_error(HubError(kind, message))

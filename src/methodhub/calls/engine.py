@@ -1,0 +1,187 @@
+"""The call engine: one place that turns a :class:`Call` into an outcome or a typed error.
+
+Every front door (Azure REST, Alibaba POP, ...) calls :meth:`CallEngine.invoke`; the timeout,
+offline and connect-wait rules live here once. The engine knows neither MQTT nor HTTP, and not
+whether the device is on this node or another: the :class:`~methodhub.router.base.Router` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from methodhub.calls.model import Call, CallOutcome
+from methodhub.errors import ErrorKind, HubError
+from methodhub.metrics import Metrics
+
+if TYPE_CHECKING:  # the router package imports calls.model; avoid the cycle at run time
+    from methodhub.router.base import Router
+
+log = logging.getLogger("methodhub.calls")
+
+
+class IdentityLookup(Protocol):
+    """The one registry question the engine asks: does this device (or module) exist?"""
+
+    async def get_identity(self, device_id: str, module_id: str | None = None) -> Any | None: ...
+
+
+def format_timespan(seconds: float) -> str:
+    """``hh:mm:ss`` as Azure reports timeouts in its error ``info`` (``"00:00:05"``)."""
+    total = max(0, round(seconds))
+    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+class CallEngine:
+    """Runs calls: dispatch through the router, response timer, offline and connect-wait rules.
+
+    Args:
+        router: carries calls to the node holding the device.
+        identities: tells "unknown device" from "offline device" (asked only when offline).
+        metrics: counts outcomes (``methodhub_calls_total{outcome=...}``).
+    """
+
+    def __init__(self, router: Router, identities: IdentityLookup, metrics: Metrics | None = None) -> None:
+        self._router = router
+        self._identities = identities
+        self._metrics = metrics or Metrics()
+        self._background: set[asyncio.Task[None]] = set()
+
+    def invoke(self, call: Call) -> asyncio.Future[CallOutcome]:
+        """Start ``call``; the returned future ends with the device's outcome or a ``HubError``:
+
+        * ``DEVICE_NOT_FOUND`` / ``MODULE_NOT_FOUND``: no such identity;
+        * ``DEVICE_OFFLINE``: not ready now, nor within ``call.connect_timeout``;
+        * ``CALL_TIMEOUT``: delivered, but no answer within ``call.response_timeout``;
+        * ``DEVICE_DISCONNECTED``: the device went away before answering (reported at once);
+        * ``SERVICE_UNAVAILABLE``: the registry could not be asked.
+
+        Cancelling the returned future abandons the call (the device's late answer is dropped).
+        """
+        loop = asyncio.get_running_loop()
+        run = _CallRun(self, call, loop.create_future(), loop.time() + call.connect_timeout)
+        run.attempt()
+        return run.result
+
+    def _count(self, outcome: str) -> None:
+        self._metrics.calls.inc(outcome)
+
+    def _offline(self, run: _CallRun) -> None:
+        task = asyncio.get_running_loop().create_task(self._wait_for_device(run))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _wait_for_device(self, run: _CallRun) -> None:
+        """Slow path: the device was not ready. Unknown → not found; else wait up to the deadline."""
+        call = run.call
+        try:
+            if not run.identity_checked:
+                device_id, _, module_id = call.target.partition("/")
+                try:
+                    identity = await self._identities.get_identity(device_id, module_id or None)
+                except HubError:
+                    raise
+                except Exception as exc:
+                    log.warning("registry lookup failed for %s: %s", call.target, exc)
+                    raise HubError(
+                        ErrorKind.SERVICE_UNAVAILABLE, "The device registry is unreachable; retry later."
+                    ) from exc
+                if identity is None:
+                    kind = ErrorKind.MODULE_NOT_FOUND if module_id else ErrorKind.DEVICE_NOT_FOUND
+                    what = (
+                        f"module '{module_id}' on device '{device_id}'"
+                        if module_id
+                        else f"device '{device_id}'"
+                    )
+                    raise HubError(kind, f"No {what} is registered.")
+                run.identity_checked = True
+            loop = asyncio.get_running_loop()
+            while (remaining := run.connect_deadline - loop.time()) > 0:
+                if run.result.done():
+                    return
+                if await self._router.wait_ready(call.target, remaining):
+                    if not run.result.done():
+                        run.attempt()
+                    return
+            raise HubError(
+                ErrorKind.DEVICE_OFFLINE,
+                f"Timed out waiting for device to connect. Device '{call.target}' is not online"
+                + (
+                    f" and did not connect within {call.connect_timeout:g} s."
+                    if call.connect_timeout
+                    else "."
+                ),
+                {"timeout": format_timespan(call.connect_timeout)},
+            )
+        except HubError as exc:
+            run.fail(exc)
+
+
+class _CallRun:
+    """The state of one call: its result future, the current delivery attempt and its timer."""
+
+    __slots__ = ("call", "connect_deadline", "engine", "identity_checked", "reply", "result", "timer")
+
+    def __init__(
+        self, engine: CallEngine, call: Call, result: asyncio.Future[CallOutcome], connect_deadline: float
+    ) -> None:
+        self.engine = engine
+        self.call = call
+        self.result = result
+        self.connect_deadline = connect_deadline
+        self.identity_checked = False
+        self.reply: asyncio.Future[CallOutcome] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        result.add_done_callback(self._on_result_done)
+
+    def attempt(self) -> None:
+        """Deliver once: arm the response timer, dispatch, and react when the reply completes."""
+        loop = self.result.get_loop()
+        reply: asyncio.Future[CallOutcome] = loop.create_future()
+        self.reply = reply
+        self.timer = loop.call_later(self.call.response_timeout, self._expire, reply)
+        reply.add_done_callback(self._on_reply)
+        self.engine._router.dispatch(self.call, reply)
+
+    def _expire(self, reply: asyncio.Future[CallOutcome]) -> None:
+        if not reply.done():
+            reply.set_exception(
+                HubError(
+                    ErrorKind.CALL_TIMEOUT,
+                    f"Timed out waiting for the response from device '{self.call.target}' "
+                    f"({self.call.response_timeout:g} s).",
+                )
+            )
+
+    def _on_reply(self, reply: asyncio.Future[CallOutcome]) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.result.done():
+            return
+        if reply.cancelled():
+            self.result.cancel()
+            return
+        exc = reply.exception()
+        if exc is None:
+            self.result.set_result(reply.result())
+            self.engine._count("success")
+        elif isinstance(exc, HubError) and exc.kind is ErrorKind.DEVICE_OFFLINE:
+            self.engine._offline(self)
+        else:
+            self.fail(exc)
+
+    def fail(self, exc: BaseException) -> None:
+        if self.result.done():
+            return
+        self.result.set_exception(exc)
+        self.engine._count(exc.kind.name.lower() if isinstance(exc, HubError) else "error")
+
+    def _on_result_done(self, result: asyncio.Future[CallOutcome]) -> None:
+        # The caller gave up (e.g. the HTTP client went away): abandon the delivery attempt so the
+        # session forgets the request id and a late answer is dropped.
+        if result.cancelled():
+            self.engine._count("abandoned")
+            if self.reply is not None and not self.reply.done():
+                self.reply.cancel()

@@ -1,0 +1,388 @@
+"""``methodhub``: run a hub, manage its registry, call methods, simulate a device.
+
+Scriptable contract (README, docs and tests rely on it): commands that print a credential print it
+alone on stdout; everything for people goes to stderr; exit codes of ``invoke`` say what happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from methodhub import __version__
+from methodhub.auth import ConnectionString
+from methodhub.config import HubConfig
+from methodhub.datadir import default_data_dir, ensure_data_dir, read_runtime, read_settings, write_settings
+from methodhub.errors import HubError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_OFFLINE = 3
+EXIT_TIMEOUT = 4
+
+ENV_CONNECTION_STRING = "METHODHUB_CONNECTION_STRING"
+ENV_URL = "METHODHUB_URL"
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    print(f"methodhub: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not -1 <= value <= 65535:
+        raise argparse.ArgumentTypeError("a port is 0-65535 (0 = pick a free one, -1 = off)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="methodhub",
+        description="Self-hosted IoT hub for synchronous cloud-to-device calls (Azure direct methods).",
+    )
+    parser.add_argument("--version", action="version", version=f"methodhub {__version__}")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=f"where the registry lives (default: ${'METHODHUB_DATA_DIR'} or {default_data_dir()})",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser("serve", help="run a hub (MQTT for devices, HTTP for backends)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument(
+        "--hostname", default=None, help="the hub's name in connection strings and tokens (default localhost)"
+    )
+    serve.add_argument(
+        "--mqtt-port", type=_port, default=1883, help="MQTT port (default 1883; 0 = any free, -1 = off)"
+    )
+    serve.add_argument(
+        "--http-port", type=_port, default=8080, help="HTTP port (default 8080; 0 = any free, -1 = off)"
+    )
+
+    cs = commands.add_parser("connection-string", help="print a service connection string")
+    cs.add_argument("--policy", default="iothubowner", help="access policy (default iothubowner)")
+
+    device = commands.add_parser("device", help="manage device identities")
+    device_commands = device.add_subparsers(dest="device_command", metavar="ACTION", required=True)
+    create = device_commands.add_parser("create", help="register a device and print its connection string")
+    create.add_argument("device_id", metavar="ID")
+    device_commands.add_parser("list", help="list devices")
+    show = device_commands.add_parser("show", help="show one device (JSON)")
+    show.add_argument("device_id", metavar="ID")
+    delete = device_commands.add_parser("delete", help="delete a device")
+    delete.add_argument("device_id", metavar="ID")
+    run = device_commands.add_parser(
+        "run", help="connect as a simulated device that echoes every method call"
+    )
+    run.add_argument("device_id", metavar="ID")
+    run.add_argument(
+        "--connection-string", default=None, help="device connection string (default: from the data dir)"
+    )
+    run.add_argument(
+        "--mqtt",
+        default=None,
+        metavar="HOST:PORT",
+        help="the hub's MQTT address (default: the running hub's)",
+    )
+
+    invoke = commands.add_parser(
+        "invoke",
+        help="call a method on a device",
+        description='Call METHOD on DEVICE through the hub\'s HTTP API and print {"status", "payload"}. '
+        "Exit codes: 0 the device answered, 3 offline, 4 timed out, 1 any other error, 2 usage.",
+    )
+    invoke.add_argument("device", metavar="DEVICE")
+    invoke.add_argument("method", metavar="METHOD")
+    invoke.add_argument("--payload", default="null", help="JSON payload (default null)")
+    invoke.add_argument(
+        "--timeout", type=int, default=30, help="seconds the device has to answer (5-300, default 30)"
+    )
+    invoke.add_argument(
+        "--connect-timeout", type=int, default=0, help="seconds to wait for the device to connect (0-300)"
+    )
+    invoke.add_argument("--module", default=None, help="call a module of the device")
+    invoke.add_argument(
+        "--connection-string", default=None, help=f"service connection string (or ${ENV_CONNECTION_STRING})"
+    )
+    invoke.add_argument("--url", default=None, help=f"the hub's HTTP(S) base URL (or ${ENV_URL})")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    data_dir: Path = args.data_dir or default_data_dir()
+    from methodhub.logs import setup_logging
+
+    setup_logging(args.log_level, args.log_format)
+    if args.command == "serve":
+        _serve(args, data_dir)
+    elif args.command == "connection-string":
+        print(asyncio.run(_service_connection_string(data_dir, args.policy)))
+    elif args.command == "device":
+        if args.device_command == "run":
+            _device_run(args, data_dir)
+        else:
+            asyncio.run(_device(args, data_dir))
+    elif args.command == "invoke":
+        raise SystemExit(_invoke(args, data_dir))
+
+
+# -- serve ---------------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace, data_dir: Path) -> None:
+    from methodhub.hub import Hub
+
+    settings = read_settings(data_dir)
+    hostname = args.hostname or settings.get("hostname") or "localhost"
+    config = HubConfig(
+        data_dir=data_dir,
+        host=args.host,
+        hostname=hostname,
+        mqtt_port=args.mqtt_port,
+        http_port=args.http_port,
+    )
+    ensure_data_dir(data_dir)
+    if settings.get("hostname") != hostname:
+        write_settings(data_dir, {**settings, "hostname": hostname})
+
+    def started(hub: Hub) -> None:
+        if hub.first_start:
+            _print_tour(hub, data_dir)
+
+    _install_uvloop()
+    try:
+        asyncio.run(Hub(config).run(started))
+    except OSError as exc:
+        _fail(f"cannot start: {exc}. Is another hub running? Pick other ports with --mqtt-port/--http-port.")
+
+
+def _print_tour(hub: Any, data_dir: Path) -> None:
+    policy_cs = hub.owner_connection_string
+    http = hub.runtime_info().get("http", "http://127.0.0.1:8080")
+    print(
+        f"""methodhub is running. Data dir: {data_dir}
+
+Service connection string (policy iothubowner; keep it secret):
+  {policy_cs}
+
+Next steps (in another terminal):
+  methodhub device create pump-17                 # register a device, prints its connection string
+  methodhub device run pump-17                    # a simulated device that echoes calls
+  methodhub invoke pump-17 reboot --payload '{{"delay": 5}}'
+  curl {http}/openapi.json                       # the HTTP API
+See README.md for the same with curl and with the Python SDK.
+""",
+        flush=True,
+    )
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+# -- registry commands ---------------------------------------------------------------------------------
+
+
+def _hostname(data_dir: Path) -> str:
+    runtime = read_runtime(data_dir)
+    if runtime and runtime.get("hostname"):
+        return str(runtime["hostname"])
+    return str(read_settings(data_dir).get("hostname") or "localhost")
+
+
+async def _open_registry(data_dir: Path, *, create: bool = False):  # type: ignore[no-untyped-def]
+    from methodhub.registry import open_registry
+
+    path = data_dir / "registry.db"
+    if not path.exists() and not create:
+        _fail(f"no hub data in {data_dir}; start one with `methodhub serve` (or pass --data-dir)")
+    ensure_data_dir(data_dir)
+    registry = open_registry(str(path))
+    await registry.open()
+    await registry.ensure_default_policies()
+    return registry
+
+
+async def _service_connection_string(data_dir: Path, policy_name: str) -> str:
+    registry = await _open_registry(data_dir, create=True)
+    try:
+        policy = await registry.get_policy(policy_name)
+        if policy is None:
+            names = ", ".join(p.name for p in await registry.list_policies())
+            _fail(f"no access policy '{policy_name}'; policies: {names}")
+        return str(
+            ConnectionString(
+                host_name=_hostname(data_dir),
+                shared_access_key_name=policy.name,
+                shared_access_key=policy.keys.primary,
+            )
+        )
+    finally:
+        await registry.close()
+
+
+def device_connection_string(hostname: str, device_id: str, key: str, module_id: str | None = None) -> str:
+    return str(
+        ConnectionString(host_name=hostname, device_id=device_id, module_id=module_id, shared_access_key=key)
+    )
+
+
+async def _device(args: argparse.Namespace, data_dir: Path) -> None:
+    registry = await _open_registry(data_dir, create=args.device_command == "create")
+    try:
+        action = args.device_command
+        if action == "create":
+            identity = await registry.create_identity(args.device_id)
+            print(device_connection_string(_hostname(data_dir), identity.device_id, identity.keys.primary))
+        elif action == "list":
+            identities = await registry.list_identities(None, limit=100000)
+            for identity in identities:
+                print(f"{identity.device_id}\t{identity.status}")
+            if not identities:
+                print("no devices; create one with `methodhub device create ID`", file=sys.stderr)
+        elif action == "show":
+            identity = await registry.get_identity(args.device_id)
+            if identity is None:
+                _fail(f"no device '{args.device_id}'")
+            modules = await registry.list_identities(identity.device_id)
+            print(
+                json.dumps(
+                    {
+                        "deviceId": identity.device_id,
+                        "status": identity.status,
+                        "statusReason": identity.status_reason,
+                        "etag": identity.etag,
+                        "generationId": identity.generation_id,
+                        "primaryKey": identity.keys.primary,
+                        "secondaryKey": identity.keys.secondary,
+                        "connectionString": device_connection_string(
+                            _hostname(data_dir), identity.device_id, identity.keys.primary
+                        ),
+                        "modules": [m.module_id for m in modules],
+                    },
+                    indent=2,
+                )
+            )
+        elif action == "delete":
+            await registry.delete_identity(args.device_id)
+            print(f"deleted device '{args.device_id}'", file=sys.stderr)
+    except HubError as exc:
+        _fail(exc.message)
+    finally:
+        await registry.close()
+
+
+# -- device run ----------------------------------------------------------------------------------------
+
+
+def _device_run(args: argparse.Namespace, data_dir: Path) -> None:
+    from methodhub.sdk import DeviceClient, MethodRequest
+
+    connection_string = args.connection_string or os.environ.get("METHODHUB_DEVICE_CONNECTION_STRING")
+    if connection_string is None:
+        connection_string = asyncio.run(_device_connection_string_from_registry(data_dir, args.device_id))
+    mqtt = args.mqtt
+    if mqtt is None:
+        runtime = read_runtime(data_dir)
+        if runtime is None or "mqtt" not in runtime:
+            _fail(
+                f"no running hub found in {data_dir}; "
+                "start one with `methodhub serve` or pass --mqtt HOST:PORT"
+            )
+        mqtt = str(runtime["mqtt"])
+    host, _, port = mqtt.rpartition(":")
+    client = DeviceClient.from_connection_string(connection_string, host=host.strip("[]"), port=int(port))
+
+    @client.method()
+    async def echo(request: MethodRequest) -> tuple[int, Any]:
+        print(json.dumps({"method": request.name, "payload": request.payload}), flush=True)
+        return 200, {"method": request.name, "payload": request.payload}
+
+    print(
+        f"device '{client.device_id}' connecting to {mqtt}; "
+        "answering every method with an echo (Ctrl-C to stop)",
+        file=sys.stderr,
+    )
+    try:
+        client.run_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+async def _device_connection_string_from_registry(data_dir: Path, device_id: str) -> str:
+    registry = await _open_registry(data_dir)
+    try:
+        identity = await registry.get_identity(device_id)
+        if identity is None:
+            _fail(f"no device '{device_id}'; create it with `methodhub device create {device_id}`")
+        return device_connection_string(_hostname(data_dir), identity.device_id, identity.keys.primary)
+    finally:
+        await registry.close()
+
+
+# -- invoke --------------------------------------------------------------------------------------------
+
+
+def _invoke(args: argparse.Namespace, data_dir: Path) -> int:
+    from methodhub.sdk import (
+        CallTimeoutError,
+        DeviceOfflineError,
+        MethodHubError,
+        ServiceClient,
+    )
+
+    try:
+        payload = json.loads(args.payload)
+    except ValueError as exc:
+        _fail(f"--payload is not JSON: {exc}", EXIT_USAGE)
+    connection_string = args.connection_string or os.environ.get(ENV_CONNECTION_STRING)
+    if connection_string is None:
+        connection_string = asyncio.run(_service_connection_string(data_dir, "iothubowner"))
+    url = args.url or os.environ.get(ENV_URL)
+    if url is None:
+        runtime = read_runtime(data_dir)
+        if runtime is None or "http" not in runtime:
+            _fail(f"no running hub found in {data_dir}; start one with `methodhub serve`, or pass --url")
+        url = str(runtime["http"])
+    try:
+        with ServiceClient.from_connection_string(connection_string, url=url) as client:
+            result = client.invoke(
+                args.device,
+                args.method,
+                payload,
+                module_id=args.module,
+                timeout=args.timeout,
+                connect_timeout=args.connect_timeout,
+            )
+    except DeviceOfflineError as exc:
+        print(f"methodhub: {exc}", file=sys.stderr)
+        return EXIT_OFFLINE
+    except CallTimeoutError as exc:
+        print(f"methodhub: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    except MethodHubError as exc:
+        print(f"methodhub: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(json.dumps({"status": result.status, "payload": result.payload}))
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

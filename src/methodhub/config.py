@@ -1,0 +1,43 @@
+"""Everything an operator can set on a hub, with defaults that work on a laptop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Azure's documented limits (azure-direct-methods-wire.md §3), applied by every front door.
+MAX_METHOD_PAYLOAD = 128 * 1024
+"""Largest method request payload (the JSON of ``payload``), as Azure IoT Hub: 128 KiB."""
+RESPONSE_TIMEOUT_DEFAULT = 30
+RESPONSE_TIMEOUT_RANGE = (5, 300)
+CONNECT_TIMEOUT_DEFAULT = 0
+CONNECT_TIMEOUT_RANGE = (0, 300)
+MAX_KEEPALIVE = 1767
+"""Azure IoT Hub caps MQTT keep-alive at 1767 s; a client asking for 0 (none) or more gets this."""
+
+
+@dataclass(slots=True)
+class HubConfig:
+    """How one hub node runs.
+
+    Ports: a number binds that port, 0 picks a free one, -1 turns the listener off.
+    """
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    hostname: str = "localhost"
+    mqtt_port: int = 1883
+    http_port: int = 8080
+    registry_url: str | None = None
+    """Where the registry lives; ``None`` = SQLite file ``registry.db`` in the data dir."""
+    change_poll_interval: float = 0.5
+    """How often the node reads the registry change feed (seconds): the bound on how long a
+    deletion, key rotation or disable made by another process takes to reach live connections."""
+    connect_packet_timeout: float = 10.0
+    """Seconds a new MQTT connection has to send CONNECT before it is closed."""
+    max_calls_in_flight_per_device: int = 64
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def registry_location(self) -> str:
+        return self.registry_url or str(self.data_dir / "registry.db")

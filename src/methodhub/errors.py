@@ -1,0 +1,158 @@
+"""The one table of failures a user can act on.
+
+Every front door (Azure REST, Alibaba POP API, MQTT) reports failures from this table and nowhere
+else, so that "device offline" means the same thing, with the same words, on every protocol.
+
+Each :class:`ErrorKind` carries:
+
+* ``http_status`` — the HTTP status the REST front doors answer with;
+* ``azure_code`` / ``azure_name`` — Azure IoT Hub's six-digit ``errorCode`` and its name (sent in the
+  ``iothub-errorcode`` header), from Azure's ``troubleshoot-error-codes`` page where Azure has one;
+* ``aliyun_code`` — the Alibaba Cloud POP ``Code`` for API errors;
+* ``rrpc_code`` — the ``RrpcCode`` an Alibaba ``RRpc`` call reports for call outcomes.
+
+Codes that Azure does not define are methodhub's own and are marked so in ``docs/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    http_status: int
+    azure_code: int
+    azure_name: str
+    aliyun_code: str
+    rrpc_code: str | None
+    default_message: str
+
+
+class ErrorKind(Enum):
+    """A failure a caller can act on. ``kind.value`` is its :class:`ErrorSpec`."""
+
+    DEVICE_NOT_FOUND = ErrorSpec(
+        404, 404001, "DeviceNotFound", "iot.device.NotExistedDevice", None, "Device not found."
+    )
+    MODULE_NOT_FOUND = ErrorSpec(
+        404, 404010, "ModuleNotFound", "iot.device.NotExistedDevice", None, "Module not found."
+    )
+    DEVICE_OFFLINE = ErrorSpec(
+        404,
+        404103,
+        "DeviceNotOnline",
+        "iot.messagebroker.OFFLINE",
+        "OFFLINE",
+        "Timed out waiting for device to connect.",
+    )
+    DEVICE_DISCONNECTED = ErrorSpec(
+        404,
+        404104,
+        "DeviceConnectionClosedRemotely",
+        "iot.messagebroker.HALFCONN",
+        "HALFCONN",
+        "The device disconnected before it answered.",
+    )
+    CALL_TIMEOUT = ErrorSpec(
+        504,
+        504101,
+        "GatewayTimeout",
+        "iot.messagebroker.TIMEOUT",
+        "TIMEOUT",
+        "Timed out waiting for the response from device.",
+    )
+    INVALID_DEVICE_RESPONSE = ErrorSpec(
+        502,
+        502001,
+        "InvalidDeviceResponse",
+        "iot.messagebroker.RrpcException",
+        "UNKNOWN",
+        "The device answered with a response that is not valid for this call.",
+    )
+    INVALID_ARGUMENT = ErrorSpec(
+        400, 400004, "ArgumentInvalid", "InvalidParameter", None, "Invalid argument."
+    )
+    INVALID_PROTOCOL_VERSION = ErrorSpec(
+        400, 400001, "InvalidProtocolVersion", "InvalidVersion", None, "Invalid API version."
+    )
+    PAYLOAD_TOO_LARGE = ErrorSpec(
+        413, 413001, "MessageTooLarge", "iot.messagebroker.MessageTooLarge", None, "Payload too large."
+    )
+    UNAUTHORIZED = ErrorSpec(
+        401, 401002, "IotHubUnauthorizedAccess", "InvalidAccessKeyId.NotFound", None, "Unauthorized."
+    )
+    DEVICE_ALREADY_EXISTS = ErrorSpec(
+        409,
+        409001,
+        "DeviceAlreadyExists",
+        "iot.device.AlreadyExistedDeviceName",
+        None,
+        "A device with this id already exists.",
+    )
+    MODULE_ALREADY_EXISTS = ErrorSpec(
+        409,
+        409301,
+        "ModuleAlreadyExistsOnDevice",
+        "iot.device.AlreadyExistedDeviceName",
+        None,
+        "A module with this id already exists on the device.",
+    )
+    PRECONDITION_FAILED = ErrorSpec(
+        412,
+        412001,
+        "PreconditionFailed",
+        "iot.common.PreconditionFailed",
+        None,
+        "The etag in If-Match does not match the current version.",
+    )
+    TOO_MANY_CALLS_IN_FLIGHT = ErrorSpec(
+        403,
+        403800,
+        "DeviceMaximumInflightMethodExceeded",
+        "iot.messagebroker.RateLimit",
+        None,
+        "Too many calls are in flight to this device.",
+    )
+    NOT_FOUND = ErrorSpec(404, 404000, "NotFound", "InvalidAction.NotFound", None, "No such resource.")
+    METHOD_NOT_ALLOWED = ErrorSpec(
+        405, 405000, "MethodNotAllowed", "UnsupportedHTTPMethod", None, "HTTP method not allowed here."
+    )
+    SERVICE_UNAVAILABLE = ErrorSpec(
+        503,
+        503001,
+        "ServiceUnavailable",
+        "ServiceUnavailable",
+        "UNKNOWN",
+        "The hub cannot serve this request right now; retry later.",
+    )
+    SERVER_ERROR = ErrorSpec(
+        500, 500001, "ServerError", "iot.system.SystemException", "UNKNOWN", "Internal server error."
+    )
+
+    @property
+    def spec(self) -> ErrorSpec:
+        return self.value
+
+
+class HubError(Exception):
+    """A failure from :class:`ErrorKind`, with a message a person can act on.
+
+    Args:
+        kind: which failure.
+        message: what happened and, where it helps, what to do; defaults to the kind's message.
+        info: extra machine-readable detail (Azure puts it in the ``info`` object of its error body).
+    """
+
+    __slots__ = ("info", "kind", "message")
+
+    def __init__(self, kind: ErrorKind, message: str | None = None, info: dict[str, Any] | None = None):
+        self.kind = kind
+        self.message = message or kind.spec.default_message
+        self.info = info or {}
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"HubError({self.kind.name}, {self.message!r})"

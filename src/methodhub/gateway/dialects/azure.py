@@ -1,0 +1,219 @@
+"""Azure IoT Hub's MQTT dialect (azure-direct-methods-wire.md §1).
+
+* CONNECT: client id ``{deviceId}`` or ``{deviceId}/{moduleId}``; user name
+  ``{hostname}/{clientId}/?api-version=...``; password a SAS token signed with the device's key
+  (``sr = {hostname}/devices/{deviceId}[/modules/{moduleId}]``), or with a policy key holding
+  DeviceConnect (``skn`` set).
+* Requests: ``$iothub/methods/POST/{method}/?$rid={rid}``, QoS 0, JSON payload.
+* Responses: ``$iothub/methods/res/{status}/?$rid={rid}``, JSON or empty payload.
+* The device may subscribe only inside its own namespace; anything else is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from urllib.parse import unquote
+
+import orjson
+
+from methodhub.auth import SasToken, SasTokenError
+from methodhub.calls.model import Call, CallOutcome, identity_key
+from methodhub.errors import ErrorKind, HubError
+from methodhub.gateway.auth import AuthContext
+from methodhub.gateway.dialects.base import SUBSCRIPTION_REFUSED, ConnectRefused, Dialect, Principal
+from methodhub.gateway.session import DeviceSession
+from methodhub.mqtt import Connect, Publish, topic_matches
+from methodhub.registry import Right
+
+METHODS_PREFIX = "$iothub/methods/POST/"
+METHODS_CATCH_ALL = "$iothub/methods/POST/#"
+RESPONSE_PREFIX = "$iothub/methods/res/"
+TWIN_PREFIX = "$iothub/twin/"
+TWIN_SUBSCRIPTIONS = ("$iothub/twin/res/", "$iothub/twin/PATCH/properties/desired/")
+
+
+def parse_response_topic(topic: str) -> tuple[int, str] | None:
+    """``$iothub/methods/res/{status}/?$rid={rid}`` → (status, rid), or None if malformed."""
+    status_text, sep, query = topic[len(RESPONSE_PREFIX) :].partition("/?")
+    if not sep:
+        return None
+    try:
+        status = int(status_text)
+    except ValueError:
+        return None
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if name == "$rid" and value:
+            return status, unquote(value)
+    return None
+
+
+def validated_json(payload: bytes) -> bytes | None:
+    """``payload`` if it is JSON text (empty means ``null``), else None."""
+    if not payload:
+        return b"null"
+    try:
+        orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        try:  # the stdlib also takes integers beyond 64 bits; still no NaN/Infinity
+            json.loads(payload, parse_constant=_no_constants)
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return payload
+
+
+def _no_constants(name: str) -> object:
+    raise ValueError(name)
+
+
+class AzureDialect(Dialect):
+    """See the module docstring."""
+
+    name = "azure"
+
+    def claims(self, connect: Connect) -> bool:
+        username = connect.username
+        return username is not None and "/" in username and "&" not in username.partition("/?")[0]
+
+    async def authenticate(self, connect: Connect, ctx: AuthContext, *, use_cache: bool = True) -> Principal:
+        client_id = connect.client_id
+        device_id, _, module_id = client_id.partition("/")
+        if not device_id or "/" in module_id:
+            raise ConnectRefused(
+                2, f"client id '{client_id}' must be a device id or '{{deviceId}}/{{moduleId}}'"
+            )
+        self._check_username(connect.username or "", client_id, ctx)
+        if connect.password is None:
+            raise ConnectRefused(4, "no password; send a SAS token as the password")
+        try:
+            password = connect.password.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConnectRefused(4, "the password is not UTF-8 text; send a SAS token") from None
+        key = identity_key(device_id, module_id or None)
+        cache_key = f"{key}\n{password}"
+        now = time.time()
+        if use_cache:
+            cached = ctx.tokens.get(cache_key, now)
+            if cached is not None:
+                return cached
+        try:
+            token = SasToken.parse(password)
+        except SasTokenError as exc:
+            raise ConnectRefused(4, f"the password is not a valid SAS token: {exc}") from None
+        self._check_resource(token, device_id, module_id or None, ctx)
+        if token.is_expired(now):
+            raise ConnectRefused(5, f"the SAS token expired at {token.expiry}; generate a new one")
+        try:
+            identity = await ctx.registry.get_identity(device_id, module_id or None)
+            device = (
+                identity if not module_id or identity is None else await ctx.registry.get_identity(device_id)
+            )
+            policy = await ctx.registry.get_policy(token.key_name) if token.key_name else None
+        except Exception as exc:
+            raise ConnectRefused(3, f"the registry is unavailable: {exc}") from None
+        if identity is None:
+            raise ConnectRefused(5, f"'{key}' is not registered on this hub")
+        if device is None or device.status != "enabled":
+            raise ConnectRefused(5, f"device '{device_id}' is disabled")
+        if token.key_name:
+            if policy is None or Right.DEVICE_CONNECT not in policy.rights:
+                raise ConnectRefused(5, f"policy '{token.key_name}' does not exist or lacks DeviceConnect")
+            keys = policy.keys
+        else:
+            keys = identity.keys
+        if not (token.verify(keys.primary) or token.verify(keys.secondary)):
+            raise ConnectRefused(5, f"the SAS token's signature does not match the keys of '{key}'")
+        principal = Principal(device_id, module_id or None, key, self, expires_at=float(token.expiry))
+        if not token.key_name:
+            ctx.tokens.put(cache_key, principal, float(token.expiry), key)
+        return principal
+
+    def _check_username(self, username: str, client_id: str, ctx: AuthContext) -> None:
+        head, sep, _query = username.partition("/?")
+        if not sep:
+            head = username.rstrip("/")
+        suffix = "/" + client_id
+        if not head.endswith(suffix) or len(head) == len(suffix):
+            raise ConnectRefused(
+                4, f"user name must be '{ctx.hostname}/{client_id}/?api-version=...', got '{username}'"
+            )
+        host = head[: -len(suffix)]
+        if not ctx.host_matches(host):
+            raise ConnectRefused(4, f"user name names host '{host}', but this hub is '{ctx.hostname}'")
+
+    def _check_resource(
+        self, token: SasToken, device_id: str, module_id: str | None, ctx: AuthContext
+    ) -> None:
+        host, _, path = token.resource_decoded.partition("/")
+        path = "/" + path.rstrip("/") if path else ""
+        own = f"/devices/{device_id}" + (f"/modules/{module_id}" if module_id else "")
+        allowed = {own}
+        if token.key_name:  # a policy token may cover the whole hub or all devices
+            allowed |= {"", "/devices", f"/devices/{device_id}"}
+        if not ctx.host_matches(host) or path not in allowed:
+            raise ConnectRefused(
+                5, f"the SAS token is for '{token.resource_decoded}', not for '{ctx.hostname}{own}'"
+            )
+
+    # -- topics ---------------------------------------------------------------------------------------
+
+    def _own_prefixes(self, session: DeviceSession) -> tuple[str, ...]:
+        principal = session.principal
+        if principal.module_id:
+            return (f"devices/{principal.device_id}/modules/{principal.module_id}/inputs/",)
+        return (f"devices/{principal.device_id}/messages/devicebound/",)
+
+    def grant(self, session: DeviceSession, topic_filter: str, qos: int) -> int:
+        if (
+            topic_filter.startswith(METHODS_PREFIX)
+            or topic_filter.startswith(TWIN_SUBSCRIPTIONS)
+            or topic_filter.startswith(self._own_prefixes(session))
+        ):
+            return min(qos, 1)  # Azure grants QoS 1 for a QoS 2 request
+        return SUBSCRIPTION_REFUSED
+
+    def is_ready(self, session: DeviceSession) -> bool:
+        return any(f.startswith(METHODS_PREFIX) for f in session.subscriptions)
+
+    def encode_call(self, session: DeviceSession, call: Call, seq: int) -> tuple[str, str, bytes]:
+        rid = format(seq, "x")
+        topic = f"{METHODS_PREFIX}{call.method}/?$rid={rid}"
+        if METHODS_CATCH_ALL not in session.subscriptions and not any(
+            topic_matches(f, topic) for f in session.subscriptions
+        ):
+            raise HubError(
+                ErrorKind.DEVICE_OFFLINE,
+                f"Device '{session.key}' has not subscribed to method '{call.method}'.",
+            )
+        return rid, topic, call.payload
+
+    def on_publish(self, session: DeviceSession, publish: Publish) -> bool:
+        topic = publish.topic
+        if topic.startswith(RESPONSE_PREFIX):
+            parsed = parse_response_topic(topic)
+            if parsed is None:
+                session.table.metrics.stray_responses.inc()
+                return True
+            status, rid = parsed
+            payload = validated_json(publish.payload)
+            if payload is None:
+                session.complete(
+                    rid,
+                    HubError(
+                        ErrorKind.INVALID_DEVICE_RESPONSE,
+                        "The device answered with a payload that is not JSON; Azure devices must answer "
+                        "with JSON or an empty body.",
+                    ),
+                )
+            else:
+                session.complete(rid, CallOutcome(status, payload))
+            return True
+        principal = session.principal
+        events = f"devices/{principal.device_id}/" + (
+            f"modules/{principal.module_id}/messages/events/" if principal.module_id else "messages/events/"
+        )
+        if topic.startswith(events) or topic == events[:-1]:
+            session.table.metrics.telemetry.inc()
+            return True
+        return topic.startswith(TWIN_PREFIX)

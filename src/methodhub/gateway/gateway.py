@@ -1,0 +1,136 @@
+"""The MQTT gateway: listeners, the session table, device authentication and registry reactions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+from methodhub.auth import VerifiedTokenCache
+from methodhub.config import MAX_KEEPALIVE
+from methodhub.gateway.auth import AuthContext
+from methodhub.gateway.connection import DeviceConnection
+from methodhub.gateway.dialects.base import ConnectRefused, Dialect, Principal
+from methodhub.gateway.session import SessionTable
+from methodhub.metrics import Metrics
+from methodhub.mqtt import Connect
+from methodhub.registry import Registry
+from methodhub.router import Router
+
+log = logging.getLogger("methodhub.gateway")
+
+
+class Gateway:
+    """Owns every device connection of this node.
+
+    Args:
+        registry: identities and persisted sessions.
+        router: told which devices are ready here.
+        metrics: the hub's counters.
+        hostname: the hub's host name (in device usernames and tokens).
+        dialects: tried in order; the first that claims a CONNECT authenticates it.
+        max_packet_size: the largest MQTT packet accepted from a device.
+        connect_packet_timeout: seconds a new connection has to send CONNECT.
+        max_in_flight: calls one device may have pending at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        router: Router,
+        metrics: Metrics,
+        hostname: str,
+        dialects: Sequence[Dialect],
+        max_packet_size: int,
+        connect_packet_timeout: float = 10.0,
+        max_in_flight: int = 64,
+    ) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.dialects = list(dialects)
+        self.max_packet_size = max_packet_size
+        self.connect_packet_timeout = connect_packet_timeout
+        self.auth = AuthContext(registry=registry, hostname=hostname, tokens=VerifiedTokenCache())
+        self.sessions = SessionTable(router, registry, metrics, max_in_flight)
+        self.connections: set[DeviceConnection] = set()
+        self._servers: list[asyncio.AbstractServer] = []
+        metrics.gauge("methodhub_mqtt_connections", "Open MQTT connections.", lambda: len(self.connections))
+        metrics.gauge("methodhub_sessions", "Device sessions on this node.", lambda: len(self.sessions))
+
+    async def listen(
+        self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None, name: str = "mqtt"
+    ) -> asyncio.AbstractServer:
+        """Start an MQTT listener; returns the server (its sockets tell the port actually bound)."""
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: DeviceConnection(self, name), host, port, ssl=ssl_context, backlog=4096
+        )
+        self._servers.append(server)
+        return server
+
+    def protocol_for(self, listener: str) -> DeviceConnection:
+        """A connection protocol for a transport made elsewhere (e.g. MQTT over WebSocket)."""
+        return DeviceConnection(self, listener)
+
+    async def authenticate(self, connect: Connect, *, use_cache: bool = True) -> Principal:
+        for dialect in self.dialects:
+            if dialect.claims(connect):
+                return await dialect.authenticate(connect, self.auth, use_cache=use_cache)
+        raise ConnectRefused(
+            4, "the user name is not in any supported form (Azure: '{hostname}/{deviceId}/?api-version=...')"
+        )
+
+    def effective_keepalive(self, requested: int) -> float:
+        """The keep-alive the hub enforces: the client's, capped at Azure's 1767 s (0 = the cap)."""
+        if requested <= 0 or requested > MAX_KEEPALIVE:
+            return float(MAX_KEEPALIVE)
+        return float(requested)
+
+    def connack_properties(self, connect: Connect, keepalive: float) -> dict[str, Any]:
+        """MQTT 5 CONNACK properties: what this server supports, so clients do not try the rest."""
+        props: dict[str, Any] = {
+            "maximum_qos": 1,
+            "retain_available": 0,
+            "maximum_packet_size": self.max_packet_size,
+            "topic_alias_maximum": 0,
+            "wildcard_subscription_available": 1,
+            "subscription_identifier_available": 0,
+            "shared_subscription_available": 0,
+        }
+        if keepalive != connect.keepalive:
+            props["server_keep_alive"] = int(keepalive)
+        return props
+
+    def connection_state(self, target: str) -> tuple[bool, float | None]:
+        return self.sessions.connection_state(target)
+
+    async def identity_changed(self, key: str) -> None:
+        """A registry change touched ``key``: forget cached tokens, re-check live connections."""
+        self.auth.tokens.invalidate(key)
+        device_id = key.split("/", 1)[0]
+        sessions = (
+            self.sessions.sessions_of(device_id)
+            if "/" not in key
+            else [s for s in [self.sessions.get(key)] if s]
+        )
+        for session in sessions:
+            self.auth.tokens.invalidate(session.key)
+            connection = session.connection
+            if isinstance(connection, DeviceConnection):
+                await connection.reverify()
+
+    def policy_changed(self, name: str) -> None:
+        self.auth.tokens.invalidate(f"policy:{name}")
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for connection in list(self.connections):
+            connection.shutdown()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        await self.sessions.drain()

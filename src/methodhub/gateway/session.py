@@ -1,0 +1,279 @@
+"""Device sessions: the hub's memory of one device identity across its MQTT connections.
+
+A :class:`DeviceSession` holds the device's subscriptions, its calls in flight (request id → the
+engine's reply future) and the connection currently carrying it. It is the
+:class:`~methodhub.router.base.CallLink` the router delivers calls to. The :class:`SessionTable`
+keys sessions by identity, so a second connection of the same device takes the session over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from methodhub.calls.model import Call, CallOutcome
+from methodhub.errors import ErrorKind, HubError
+from methodhub.metrics import Metrics
+from methodhub.router.base import Router
+
+if TYPE_CHECKING:
+    from methodhub.gateway.dialects.base import Dialect, Principal
+
+log = logging.getLogger("methodhub.gateway")
+
+
+class SessionTransport(Protocol):
+    """What a session needs from the connection carrying it."""
+
+    def publish(self, topic: str, payload: bytes) -> None: ...
+
+    def close_taken_over(self) -> None: ...
+
+
+class SessionStore(Protocol):
+    """Where persistent (CleanSession=0) subscriptions are kept (the registry)."""
+
+    async def load_session(self, client_id: str) -> dict[str, int] | None: ...
+
+    async def save_session(self, client_id: str, subscriptions: dict[str, int]) -> None: ...
+
+    async def delete_session(self, client_id: str) -> None: ...
+
+
+class DeviceSession:
+    """One device identity's session. See the module docstring."""
+
+    __slots__ = (
+        "__weakref__",
+        "connected_since",
+        "connection",
+        "dialect",
+        "dialect_state",
+        "key",
+        "pending",
+        "persistent",
+        "principal",
+        "ready",
+        "subscriptions",
+        "table",
+    )
+
+    def __init__(
+        self,
+        table: SessionTable,
+        principal: Principal,
+        persistent: bool,
+        subscriptions: dict[str, int],
+    ) -> None:
+        self.table = table
+        self.principal = principal
+        self.key = principal.key
+        self.dialect: Dialect = principal.dialect
+        self.persistent = persistent
+        self.subscriptions = subscriptions
+        self.pending: dict[str, asyncio.Future[CallOutcome]] = {}
+        self.connection: SessionTransport | None = None
+        self.connected_since: float | None = None
+        self.ready = False
+        self.dialect_state: object | None = None
+
+    # -- calls (CallLink) -----------------------------------------------------------------------------
+
+    def submit(self, call: Call, reply: asyncio.Future[CallOutcome]) -> None:
+        """Deliver ``call`` on the current connection; see :class:`~methodhub.router.base.CallLink`."""
+        connection = self.connection
+        if connection is None or not self.ready:
+            reply.set_exception(HubError(ErrorKind.DEVICE_OFFLINE))
+            return
+        if len(self.pending) >= self.table.max_in_flight:
+            reply.set_exception(
+                HubError(
+                    ErrorKind.TOO_MANY_CALLS_IN_FLIGHT,
+                    f"Device '{self.key}' already has {len(self.pending)} calls in flight; retry later.",
+                )
+            )
+            return
+        try:
+            rid, topic, payload = self.dialect.encode_call(self, call, next(self.table.sequence))
+        except HubError as exc:
+            reply.set_exception(exc)
+            return
+        self.pending[rid] = reply
+        reply.add_done_callback(lambda _reply: self.pending.pop(rid, None))
+        connection.publish(topic, payload)
+
+    def complete(self, rid: str, result: CallOutcome | HubError) -> None:
+        """The device answered request ``rid``. Unknown or finished ids are dropped and counted."""
+        reply = self.pending.pop(rid, None)
+        if reply is None or reply.done():
+            self.table.metrics.stray_responses.inc()
+            log.debug("stray response dropped", extra={"ctx": {"device": self.key, "rid": rid}})
+            return
+        if isinstance(result, HubError):
+            reply.set_exception(result)
+        else:
+            reply.set_result(result)
+
+    # -- subscriptions --------------------------------------------------------------------------------
+
+    def subscriptions_changed(self) -> None:
+        """Persist (if CleanSession=0) and re-evaluate readiness after SUBSCRIBE/UNSUBSCRIBE."""
+        if self.persistent:
+            self.table.persist(self)
+        self.update_readiness()
+
+    def update_readiness(self) -> None:
+        ready = self.connection is not None and self.dialect.is_ready(self)
+        if ready == self.ready:
+            return
+        self.ready = ready
+        if ready:
+            self.table.router.announce(self.key, self)
+        else:
+            self.table.router.withdraw(self.key, self)
+
+    # -- connections ----------------------------------------------------------------------------------
+
+    def attach(self, connection: SessionTransport) -> None:
+        """Carry this session on ``connection``; an older connection is closed (takeover).
+
+        Calls in flight stay pending: the device may answer them on its new connection (paho
+        re-sends an un-acknowledged response after reconnecting).
+        """
+        old = self.connection
+        self.connection = connection
+        self.connected_since = time.time()
+        if old is not None and old is not connection:
+            old.close_taken_over()
+        self.ready = False
+        self.update_readiness()
+
+    def detach(self, connection: SessionTransport, reason: str) -> None:
+        """``connection`` ended. If it was the current one, the device is gone: calls in flight fail
+        at once with ``DEVICE_DISCONNECTED`` and the session leaves the table (its subscriptions
+        live on in the registry if it is persistent)."""
+        if self.connection is not connection:
+            return
+        self.connection = None
+        self.connected_since = None
+        self.update_readiness()
+        pending, self.pending = self.pending, {}
+        for reply in pending.values():
+            if not reply.done():
+                reply.set_exception(
+                    HubError(
+                        ErrorKind.DEVICE_DISCONNECTED,
+                        f"Device '{self.key}' disconnected before it answered ({reason}).",
+                    )
+                )
+        self.table.remove(self)
+
+    def fail_pending(self, reason: str) -> None:
+        pending, self.pending = self.pending, {}
+        for reply in pending.values():
+            if not reply.done():
+                reply.set_exception(HubError(ErrorKind.DEVICE_DISCONNECTED, reason))
+
+
+class SessionTable:
+    """All sessions of this node, keyed by identity key.
+
+    Args:
+        router: told when sessions become ready or stop being ready.
+        store: persists CleanSession=0 subscriptions.
+        metrics: counts stray responses.
+        max_in_flight: calls a single device may have pending at once.
+    """
+
+    def __init__(
+        self, router: Router, store: SessionStore, metrics: Metrics, max_in_flight: int = 64
+    ) -> None:
+        self.router = router
+        self.store = store
+        self.metrics = metrics
+        self.max_in_flight = max_in_flight
+        self.sequence = itertools.count(1)
+        self._sessions: dict[str, DeviceSession] = {}
+        self._persist_tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def get(self, key: str) -> DeviceSession | None:
+        return self._sessions.get(key)
+
+    def sessions_of(self, device_id: str) -> list[DeviceSession]:
+        """The sessions of a device and of its modules."""
+        prefix = device_id + "/"
+        return [s for k, s in self._sessions.items() if k == device_id or k.startswith(prefix)]
+
+    async def open(
+        self, principal: Principal, clean_start: bool, persistent: bool
+    ) -> tuple[DeviceSession, bool]:
+        """The session a newly authenticated connection will carry, and MQTT's session-present flag.
+
+        ``clean_start``: discard any previous session state (MQTT 3.1.1 CleanSession=1, MQTT 5 Clean
+        Start). ``persistent``: keep the state after this connection ends (CleanSession=0, or a v5
+        Session Expiry Interval > 0).
+        """
+        key = principal.key
+        existing = self._sessions.get(key)
+        if existing is not None and not clean_start and existing.dialect is principal.dialect:
+            existing.principal = principal
+            existing.persistent = persistent
+            if not persistent:
+                self._forget_persisted(key)
+            return existing, True
+        if existing is not None:
+            existing.fail_pending(f"Device '{key}' started a clean session on a new connection.")
+        stored: dict[str, int] | None = None
+        if clean_start:
+            self._forget_persisted(key)
+        else:
+            stored = await self.store.load_session(key)
+        subscriptions = dict(stored or {})
+        subscriptions.update(principal.dialect.initial_subscriptions(principal))
+        session = DeviceSession(self, principal, persistent, subscriptions)
+        if existing is not None:
+            # The old connection keeps its session object until it is closed below (attach).
+            session.connection = existing.connection
+            existing.connection = None
+            existing.update_readiness()
+        self._sessions[key] = session
+        if persistent and stored is None and subscriptions:
+            self.persist(session)
+        return session, stored is not None
+
+    def remove(self, session: DeviceSession) -> None:
+        if self._sessions.get(session.key) is session:
+            del self._sessions[session.key]
+
+    def persist(self, session: DeviceSession) -> None:
+        self._spawn(self.store.save_session(session.key, dict(session.subscriptions)))
+
+    def _forget_persisted(self, key: str) -> None:
+        self._spawn(self.store.delete_session(key))
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._persist_tasks.add(task)
+        task.add_done_callback(self._persist_done)
+
+    def _persist_done(self, task: asyncio.Task[None]) -> None:
+        self._persist_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not persist a session: %s", task.exception())
+
+    async def drain(self) -> None:
+        """Wait for pending session writes (at shutdown)."""
+        while self._persist_tasks:
+            await asyncio.gather(*list(self._persist_tasks), return_exceptions=True)
+
+    def connection_state(self, key: str) -> tuple[bool, float | None]:
+        session = self._sessions.get(key)
+        if session is None or session.connection is None:
+            return False, None
+        return True, session.connected_since

@@ -1,0 +1,225 @@
+"""The composition root: builds a node from a :class:`HubConfig`, runs it, stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from dataclasses import dataclass
+
+import orjson
+
+from methodhub.api.azure import AzureApi
+from methodhub.api.azure_errors import azure_error, azure_error_of
+from methodhub.api.http import HttpError, HttpServer, Request, Response, error_response
+from methodhub.api.openapi import OPENAPI
+from methodhub.api.routing import Routes
+from methodhub.auth import ConnectionString, ServiceAuthenticator
+from methodhub.calls import CallEngine
+from methodhub.changes import ChangeFeedWatcher
+from methodhub.config import MAX_METHOD_PAYLOAD, HubConfig
+from methodhub.datadir import ensure_data_dir, remove_runtime, write_runtime
+from methodhub.errors import ErrorKind, HubError
+from methodhub.gateway import Gateway
+from methodhub.gateway.dialects.azure import AzureDialect
+from methodhub.metrics import Metrics
+from methodhub.mqtt import DEFAULT_MAX_PACKET_SIZE
+from methodhub.registry import Registry, open_registry
+from methodhub.router import LocalRouter, Router
+
+log = logging.getLogger("methodhub.hub")
+
+MAX_HTTP_BODY = 4 * MAX_METHOD_PAYLOAD
+"""The largest HTTP request body read at all. A 128 KiB payload can take more bytes in the request
+than it does re-encoded (escapes, whitespace); the payload limit itself is checked after parsing."""
+
+
+@dataclass(slots=True, frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class Hub:
+    """One methodhub node. ``await hub.start()``, then ``await hub.stop()``; or ``await hub.run()``."""
+
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.registry: Registry | None = None
+        self.router: Router | None = None
+        self.gateway: Gateway | None = None
+        self.engine: CallEngine | None = None
+        self.http: HttpServer | None = None
+        self.watcher: ChangeFeedWatcher | None = None
+        self.first_start = False
+        self.owner_connection_string = ""
+        self.addresses: dict[str, Address] = {}
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        config = self.config
+        ensure_data_dir(config.data_dir)
+        registry = open_registry(config.registry_location)
+        await registry.open()
+        self.registry = registry
+        self.first_start = await registry.ensure_default_policies()
+        owner = await registry.get_policy("iothubowner")
+        if owner is not None:
+            self.owner_connection_string = str(
+                ConnectionString(
+                    host_name=config.hostname,
+                    shared_access_key_name=owner.name,
+                    shared_access_key=owner.keys.primary,
+                )
+            )
+        router = LocalRouter()
+        await router.start()
+        self.router = router
+        self.engine = CallEngine(router, registry, self.metrics)
+        self.gateway = Gateway(
+            registry=registry,
+            router=router,
+            metrics=self.metrics,
+            hostname=config.hostname,
+            dialects=[AzureDialect()],
+            max_packet_size=DEFAULT_MAX_PACKET_SIZE,
+            connect_packet_timeout=config.connect_packet_timeout,
+            max_in_flight=config.max_calls_in_flight_per_device,
+        )
+        service_auth = ServiceAuthenticator(registry, config.hostname)
+        routes = Routes()
+        AzureApi(self.engine, registry, service_auth, self.gateway).register(routes)
+        routes.add("GET", "/openapi.json", _openapi)
+        routes.add("GET", "/metrics", self._metrics)
+        routes.add("GET", "/health", _health)
+        self.http = HttpServer(
+            routes,
+            max_body_size=MAX_HTTP_BODY,
+            on_error=_on_error,
+            not_found=_not_found,
+            method_not_allowed=_method_not_allowed,
+        )
+
+        def identity_changed(key: str):  # type: ignore[no-untyped-def]
+            assert self.gateway is not None
+            return self.gateway.identity_changed(key)
+
+        def policy_changed(name: str) -> None:
+            service_auth.invalidate_policy(name)
+            assert self.gateway is not None
+            self.gateway.policy_changed(name)
+
+        self.watcher = ChangeFeedWatcher(
+            registry, config.change_poll_interval, identity_changed, policy_changed
+        )
+        await self.watcher.start()
+
+        if config.mqtt_port >= 0:
+            server = await self.gateway.listen(config.host, config.mqtt_port, name="mqtt")
+            self._bound("mqtt", server)
+        if config.http_port >= 0:
+            server = await self.http.listen(config.host, config.http_port)
+            self._bound("http", server)
+        write_runtime(config.data_dir, self.runtime_info())
+
+    def _bound(self, name: str, server: asyncio.AbstractServer) -> None:
+        sockname = server.sockets[0].getsockname()  # type: ignore[attr-defined]
+        address = Address(sockname[0], sockname[1])
+        self.addresses[name] = address
+        log.info("%s listening on %s", name, address)
+
+    def runtime_info(self) -> dict[str, object]:
+        """What ``hub.json`` records: where clients on this machine can reach the listeners."""
+        info: dict[str, object] = {"hostname": self.config.hostname}
+        for name, address in self.addresses.items():
+            host = address.host
+            if host in ("0.0.0.0", "::", ""):
+                host = "127.0.0.1"
+            reachable = Address(host, address.port)
+            info[name] = f"{'http://' if name == 'http' else ''}{reachable}"
+        return info
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+        if self.gateway is not None:
+            await self.gateway.close()
+        if self.watcher is not None:
+            await self.watcher.stop()
+        if self.router is not None:
+            await self.router.stop()
+        if self.registry is not None:
+            await self.registry.close()
+        remove_runtime(self.config.data_dir)
+        self._stopped.set()
+
+    async def run(self, on_started=None) -> None:  # type: ignore[no-untyped-def]
+        """Start, call ``on_started(hub)``, serve until SIGINT/SIGTERM, then stop cleanly."""
+        await self.start()
+        if on_started is not None:
+            on_started(self)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            await self.stop()
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(200, self.metrics.render().encode(), content_type="text/plain; version=0.0.4")
+
+
+_OPENAPI_BODY = orjson.dumps(OPENAPI)
+
+
+def _openapi(request: Request) -> Response:
+    return Response(200, _OPENAPI_BODY)
+
+
+def _health(request: Request) -> Response:
+    return Response(200, b'{"status":"ok"}')
+
+
+_HTTP_ERROR_KINDS = {400: ErrorKind.INVALID_ARGUMENT, 413: ErrorKind.PAYLOAD_TOO_LARGE}
+
+
+def _on_error(request: Request | None, exc: BaseException) -> Response:
+    if isinstance(exc, HubError):
+        return azure_error(exc)
+    if isinstance(exc, HttpError):  # refused by the HTTP layer (400, 408, 413, 414, 431)
+        kind = _HTTP_ERROR_KINDS.get(exc.status)
+        if kind is not None:
+            return azure_error(HubError(kind, exc.message))
+        return error_response(exc.status, exc.error, exc.message)
+    log.error("unexpected error serving %s", request.path if request else "a request", exc_info=exc)
+    return azure_error_of(ErrorKind.SERVER_ERROR)
+
+
+def _not_found(request: Request) -> Response:
+    return azure_error_of(ErrorKind.NOT_FOUND, f"No resource at {request.method} {request.path}.")
+
+
+def _method_not_allowed(request: Request, allowed: list[str]) -> Response:
+    response = azure_error_of(
+        ErrorKind.METHOD_NOT_ALLOWED,
+        f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}.",
+    )
+    response.headers = [*(response.headers or []), ("allow", ", ".join(allowed))]
+    return response
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (for tests and tools; prefer port 0 where possible)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]

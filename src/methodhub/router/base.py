@@ -1,0 +1,69 @@
+"""How a call reaches the node that holds the device's connection.
+
+The engine asks a :class:`Router` to *dispatch* a call and, when the device is offline, to *wait*
+until it is ready; the gateway *announces* which devices are ready on this node. The engine never
+learns whether the device is in this process or on another machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from typing import Protocol
+
+from methodhub.calls.model import Call, CallOutcome
+
+
+class CallLink(Protocol):
+    """Something that can deliver a call to one connected device: the device's session."""
+
+    def submit(self, call: Call, reply: asyncio.Future[CallOutcome]) -> None:
+        """Deliver ``call`` now and complete ``reply`` with the device's answer later.
+
+        The caller owns ``reply`` and may complete it first (timeout, cancellation); the link must
+        then forget the call and drop any late answer. The link completes ``reply`` with a
+        :class:`~methodhub.errors.HubError` when the device goes away before answering.
+        """
+        ...
+
+
+class Router(ABC):
+    """Carries calls from the engine to the node holding the target's session."""
+
+    @abstractmethod
+    def dispatch(self, call: Call, reply: asyncio.Future[CallOutcome]) -> None:
+        """Send ``call`` to the node holding a ready session for ``call.target``.
+
+        Completes ``reply`` with the device's :class:`CallOutcome`, or with a
+        :class:`~methodhub.errors.HubError`: ``DEVICE_OFFLINE`` when no node holds a ready session
+        right now (the engine decides whether to wait), ``DEVICE_DISCONNECTED`` when the device went
+        away mid-call. Never blocks; never imposes the response timeout (the engine does).
+        """
+
+    @abstractmethod
+    async def wait_ready(self, target: str, timeout: float) -> bool:
+        """Wait until some node announces a ready session for ``target``, at most ``timeout`` s.
+
+        Returns True if one was announced (or already exists), False on timeout. A True answer is a
+        hint, not a promise: the engine dispatches again and may find the device gone.
+        """
+
+    @abstractmethod
+    def announce(self, target: str, link: CallLink) -> None:
+        """Record that this node holds a ready session for ``target``; it replaces any older one.
+        Called by the gateway when a session becomes ready (e.g. subscribed to method requests)."""
+
+    @abstractmethod
+    def withdraw(self, target: str, link: CallLink) -> None:
+        """Forget ``link`` for ``target``, unless a newer link has replaced it meanwhile (a device
+        that reconnected announces its new session before the old one finishes closing)."""
+
+    def is_local(self, target: str) -> bool:  # pragma: no cover - trivial default
+        """Whether this node itself holds a ready session for ``target``."""
+        return False
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect to whatever carries calls between nodes (nothing for the local router)."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Disconnect; pending waiters are woken."""

@@ -1,0 +1,43 @@
+"""Shared fixtures: a hub started as a user starts it, and a backend that calls it."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import Backend, HubProcess
+
+_ids = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def shared_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+    """One hub for the tests that only need *a* hub (each uses its own device ids)."""
+    hub = HubProcess(tmp_path_factory.mktemp("shared-hub")).start()
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture
+def fresh_hub(tmp_path: Path) -> Iterator[HubProcess]:
+    """A hub of its own, for tests that restart it or look at first-start behaviour."""
+    hub = HubProcess(tmp_path / "data").start()
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture
+def backend(shared_hub: HubProcess) -> Iterator[Backend]:
+    client = Backend(shared_hub)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def device_id(request: pytest.FixtureRequest) -> str:
+    """A device id unique within the test session."""
+    return f"{request.node.name[:40].replace('[', '-').replace(']', '')}-{os.getpid()}-{next(_ids)}"

@@ -1,0 +1,156 @@
+"""The Python SDK we ship: DeviceClient (asyncio, on methodhub.mqtt) and ServiceClient (httpx)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from methodhub.sdk import (
+    AsyncServiceClient,
+    CallTimeoutError,
+    CredentialError,
+    DeviceClient,
+    DeviceNotFoundError,
+    DeviceOfflineError,
+    MethodRequest,
+    MethodResponse,
+    ServiceClient,
+)
+from tests.support import HubProcess
+
+
+def _clients(hub: HubProcess, device_id: str, **kwargs) -> tuple[DeviceClient, AsyncServiceClient]:
+    device_cs = hub.cli("device", "create", device_id).stdout.strip()
+    device = DeviceClient.from_connection_string(device_cs, host="127.0.0.1", port=hub.mqtt_port, **kwargs)
+    service = AsyncServiceClient.from_connection_string(
+        hub.cli("connection-string").stdout.strip(), url=hub.http_url
+    )
+    return device, service
+
+
+async def test_handlers_sync_async_and_fallback(shared_hub: HubProcess, device_id: str) -> None:
+    device, service = _clients(shared_hub, device_id)
+
+    @device.method("add")
+    async def add(request: MethodRequest):
+        return 200, {"sum": sum(request.payload)}
+
+    @device.method("blocking")
+    def blocking(request: MethodRequest):  # a plain function runs in a worker thread
+        time.sleep(0.2)
+        return MethodResponse(202, {"slept": True, "rid_seen": bool(request.request_id)})
+
+    @device.method("just-payload")
+    def just_payload(request: MethodRequest):
+        return ["a", "b"]
+
+    @device.method("broken")
+    async def broken(request: MethodRequest):
+        raise RuntimeError("boom")
+
+    async with device, service:
+        assert (await service.invoke(device_id, "add", [1, 2, 3])).payload == {"sum": 6}
+        result = await service.invoke(device_id, "blocking")
+        assert (result.status, result.payload) == (202, {"slept": True, "rid_seen": True})
+        assert (await service.invoke(device_id, "just-payload")).payload == ["a", "b"]
+        failed = await service.invoke(device_id, "broken")
+        assert failed.status == 500 and "boom" in failed.payload["error"]
+        unknown = await service.invoke(device_id, "nope")
+        assert unknown.status == 501
+
+
+async def test_default_handler_catches_every_method(shared_hub: HubProcess, device_id: str) -> None:
+    device, service = _clients(shared_hub, device_id)
+    device.on_method(None, lambda request: (200, request.name))
+    async with device, service:
+        assert (await service.invoke(device_id, "anything")).payload == "anything"
+
+
+async def test_service_errors_are_typed(shared_hub: HubProcess, device_id: str) -> None:
+    device, service = _clients(shared_hub, device_id)
+
+    @device.method("slow")
+    async def slow(request: MethodRequest):
+        await asyncio.sleep(8)
+        return 200, None
+
+    async with service:
+        with pytest.raises(DeviceNotFoundError) as not_found:
+            await service.invoke("no-such-device", "m")
+        assert not_found.value.code == 404001 and not_found.value.status == 404
+        with pytest.raises(DeviceOfflineError):
+            await service.invoke(device_id, "m")
+        async with device:
+            with pytest.raises(CallTimeoutError) as timeout:
+                await service.invoke(device_id, "slow", timeout=5)
+            assert timeout.value.code == 504101
+
+
+def test_sync_service_client(shared_hub: HubProcess, device_id: str) -> None:
+    shared_hub.create_device(device_id)
+    cs = shared_hub.cli("connection-string", "--policy", "service").stdout.strip()
+    with (
+        ServiceClient.from_connection_string(cs, url=shared_hub.http_url) as service,
+        pytest.raises(DeviceOfflineError),
+    ):
+        service.invoke(device_id, "m")
+
+
+async def test_wrong_key_raises_credential_error(shared_hub: HubProcess, device_id: str) -> None:
+    shared_hub.create_device(device_id)
+    device = DeviceClient(
+        hostname="localhost",
+        device_id=device_id,
+        key="d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXkxMjM=",
+        host="127.0.0.1",
+        port=shared_hub.mqtt_port,
+    )
+    with pytest.raises(CredentialError):
+        await device.connect()
+
+
+async def test_token_renewal_keeps_methods_working(shared_hub: HubProcess, device_id: str) -> None:
+    # token_ttl=123: the client renews 120 s before expiry, i.e. after ~3 s: DISCONNECT, then CONNECT
+    # with a fresh token and no SUBSCRIBE, as Microsoft's SDK does.
+    device, service = _clients(shared_hub, device_id, token_ttl=123)
+    device.on_method("ping", lambda request: (200, "pong"))
+    connections_before = shared_hub.metric("methodhub_mqtt_connections_total")
+    runner = asyncio.create_task(device.run())
+    try:
+        async with service:
+            await device.wait_connected(10)
+            assert (await service.invoke(device_id, "ping")).payload == "pong"
+            deadline = time.monotonic() + 15
+            while shared_hub.metric("methodhub_mqtt_connections_total") < connections_before + 2:
+                assert time.monotonic() < deadline, "the client did not renew its token"
+                await asyncio.sleep(0.2)
+            await device.wait_connected(10)
+            result = await service.invoke(device_id, "ping", connect_timeout=5)
+            assert result.payload == "pong"
+    finally:
+        await device.disconnect()
+        runner.cancel()
+
+
+async def test_device_client_reconnects_after_hub_restart(fresh_hub: HubProcess, device_id: str) -> None:
+    device, service = _clients(fresh_hub, device_id, reconnect_min=0.2, reconnect_max=1.0)
+    device.on_method("ping", lambda request: (200, "pong"))
+    runner = asyncio.create_task(device.run())
+    try:
+        await device.wait_connected(10)
+        fresh_hub.stop()
+        fresh_hub.args = [
+            "--mqtt-port",
+            str(fresh_hub.ports["mqtt"]),
+            "--http-port",
+            str(fresh_hub.ports["http"]),
+        ]
+        await asyncio.to_thread(fresh_hub.start)
+        async with service:
+            result = await service.invoke(device_id, "ping", connect_timeout=20)
+        assert result.payload == "pong"
+    finally:
+        await device.disconnect()
+        runner.cancel()

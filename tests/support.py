@@ -1,0 +1,347 @@
+"""Test support: a real hub in a subprocess, paho devices, SAS tokens, raw MQTT sockets."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import httpx
+import paho.mqtt.client as paho
+
+HOSTNAME = "localhost"
+LISTENING = re.compile(r"(mqtts|https|mqtt|http) listening on (\S+):(\d+)")
+
+
+def sign(resource: str, key: str, expiry: int, key_name: str | None = None, *, quoted: bool = True) -> str:
+    """A SAS token, computed independently of methodhub (as Azure's SDK code does)."""
+    sr = quote(resource, safe="") if quoted else quote_plus(resource)
+    digest = hmac.new(base64.b64decode(key), f"{sr}\n{expiry}".encode(), hashlib.sha256).digest()
+    token = (
+        f"SharedAccessSignature sr={sr}&sig={quote(base64.b64encode(digest).decode(), safe='')}&se={expiry}"
+    )
+    return token + (f"&skn={key_name}" if key_name else "")
+
+
+def parse_cs(text: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in text.strip().split(";"))
+
+
+def methodhub(
+    *args: str, data_dir: Path, env: dict[str, str] | None = None, check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "methodhub", "--data-dir", str(data_dir), *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@dataclass
+class HubProcess:
+    """A hub started with ``methodhub serve`` on free ports, as a user would start it."""
+
+    data_dir: Path
+    args: list[str] = field(default_factory=list)
+    listeners: tuple[str, ...] = ("mqtt", "http")
+    proc: subprocess.Popen[str] | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    stdout_lines: list[str] = field(default_factory=list)
+    stderr_lines: list[str] = field(default_factory=list)
+
+    def start(self, timeout: float = 30) -> HubProcess:
+        cmd = [
+            sys.executable,
+            "-m",
+            "methodhub",
+            "--data-dir",
+            str(self.data_dir),
+            "serve",
+            "--mqtt-port",
+            "0",
+            "--http-port",
+            "0",
+            "--hostname",
+            HOSTNAME,
+            *self.args,
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ready = threading.Event()
+        wanted = set(self.listeners)
+
+        def pump(stream: Any, sink: list[str], parse: bool) -> None:
+            for line in stream:
+                sink.append(line.rstrip("\n"))
+                if parse and (m := LISTENING.search(line)):
+                    self.ports[m.group(1)] = int(m.group(3))
+                    if wanted <= self.ports.keys():
+                        ready.set()
+
+        threading.Thread(target=pump, args=(self.proc.stdout, self.stdout_lines, False), daemon=True).start()
+        threading.Thread(target=pump, args=(self.proc.stderr, self.stderr_lines, True), daemon=True).start()
+        if not ready.wait(timeout):
+            self.stop()
+            raise RuntimeError("hub did not start:\n" + "\n".join(self.stderr_lines))
+        return self
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    @property
+    def mqtt_port(self) -> int:
+        return self.ports["mqtt"]
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['http']}"
+
+    def cli(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return methodhub(*args, data_dir=self.data_dir, **kwargs)
+
+    def service_cs(self, policy: str = "iothubowner") -> dict[str, str]:
+        return parse_cs(self.cli("connection-string", "--policy", policy).stdout)
+
+    def create_device(self, device_id: str) -> str:
+        """Register a device; returns its primary key."""
+        return parse_cs(self.cli("device", "create", device_id).stdout)["SharedAccessKey"]
+
+    def service_token(self, policy: str = "iothubowner", ttl: int = 3600) -> str:
+        cs = self.service_cs(policy)
+        return sign(
+            cs["HostName"],
+            cs["SharedAccessKey"],
+            int(time.time()) + ttl,
+            cs["SharedAccessKeyName"],
+            quoted=False,
+        )
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"{self.http_url}/metrics").text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                key = line.split(" ")[0]
+                if key == name or key.startswith(name + "{"):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+class Backend:
+    """A backend calling the hub's REST API with httpx, with a cached service token."""
+
+    def __init__(self, hub: HubProcess, policy: str = "iothubowner") -> None:
+        self.hub = hub
+        self.token = hub.service_token(policy)
+        self.http = httpx.Client(base_url=hub.http_url, timeout=60)
+
+    def invoke(
+        self,
+        device_id: str,
+        method: str = "echo",
+        payload: Any = None,
+        *,
+        module_id: str | None = None,
+        token: str | None = None,
+        **fields: Any,
+    ) -> httpx.Response:
+        body = {"methodName": method, "payload": payload, **fields}
+        path = f"/twins/{quote(device_id, safe='')}" + (
+            f"/modules/{quote(module_id, safe='')}" if module_id else ""
+        )
+        return self.http.post(
+            f"{path}/methods?api-version=2021-04-12",
+            json=body,
+            headers={"Authorization": token or self.token},
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def error_code(response: httpx.Response) -> int:
+    import json
+
+    return json.loads(response.json()["Message"])["errorCode"]
+
+
+def _client(client_id: str, clean_session: bool) -> paho.Client:
+    if hasattr(paho, "CallbackAPIVersion"):  # paho-mqtt 2.x
+        return paho.Client(
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=clean_session,
+            protocol=paho.MQTTv311,
+        )
+    return paho.Client(client_id=client_id, clean_session=clean_session, protocol=paho.MQTTv311)
+
+
+class PahoDevice:
+    """A device on paho-mqtt, connecting the way Azure's device SDK does (CleanSession=0, QoS 1)."""
+
+    def __init__(
+        self,
+        hub: HubProcess,
+        device_id: str,
+        key: str | None,
+        *,
+        password: str | None = None,
+        username: str | None = None,
+        clean_session: bool = False,
+        keepalive: int = 60,
+    ) -> None:
+        self.device_id = device_id
+        self.hub = hub
+        self.client = _client(device_id, clean_session)
+        self.connack: queue.Queue[int] = queue.Queue()
+        self.subacks: queue.Queue[list[int]] = queue.Queue()
+        self.requests: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.disconnects: queue.Queue[Any] = queue.Queue()
+        self.keepalive = keepalive
+        if password is None and key is not None:
+            password = sign(f"{HOSTNAME}/devices/{device_id}", key, int(time.time()) + 3600)
+        self.client.username_pw_set(username or f"{HOSTNAME}/{device_id}/?api-version=2021-04-12", password)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = lambda c, u, m: self.requests.put((m.topic, m.payload))
+        self.client.on_disconnect = self._on_disconnect
+        self.auto_answer: Any = None
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, properties: Any = None) -> None:
+        self.connack.put(int(getattr(rc, "value", rc)))
+
+    def _on_subscribe(
+        self, client: Any, userdata: Any, mid: Any, granted: Any, properties: Any = None
+    ) -> None:
+        self.subacks.put([int(getattr(g, "value", g)) for g in granted])
+
+    def _on_disconnect(self, client: Any, userdata: Any, *args: Any) -> None:
+        self.disconnects.put(args)
+
+    def connect(self, timeout: float = 10) -> int:
+        self.client.connect("127.0.0.1", self.hub.mqtt_port, keepalive=self.keepalive)
+        self.client.loop_start()
+        return self.connack.get(timeout=timeout)
+
+    def subscribe(
+        self, topic: str = "$iothub/methods/POST/#", qos: int = 1, timeout: float = 10
+    ) -> list[int]:
+        self.client.subscribe(topic, qos)
+        return self.subacks.get(timeout=timeout)
+
+    def online(self) -> PahoDevice:
+        assert self.connect() == 0
+        assert self.subscribe() == [1]
+        return self
+
+    def next_request(self, timeout: float = 10) -> tuple[str, str, bytes]:
+        """(method name, rid, payload) of the next method request."""
+        topic, payload = self.requests.get(timeout=timeout)
+        match = re.fullmatch(r"\$iothub/methods/POST/([^/]+)/\?\$rid=(.+)", topic)
+        assert match, topic
+        return match.group(1), match.group(2), payload
+
+    def respond(self, rid: str, status: int = 200, payload: bytes = b"{}", qos: int = 1) -> None:
+        info = self.client.publish(f"$iothub/methods/res/{status}/?$rid={rid}", payload, qos=qos)
+        info.wait_for_publish(timeout=10)
+
+    def serve(self, handler: Any) -> None:
+        """Answer every request in a background thread with ``handler(name, payload) -> (status, bytes)``."""
+
+        def loop() -> None:
+            while True:
+                try:
+                    name, rid, payload = self.next_request(timeout=60)
+                except queue.Empty:
+                    return
+                status, body = handler(name, payload)
+                self.respond(rid, status, body)
+
+        threading.Thread(target=loop, daemon=True).start()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class RawMqtt:
+    """A raw socket to the MQTT port, for sending malformed bytes."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_all(self, timeout: float = 5) -> bytes:
+        """Everything until the hub closes the connection (fails the test if it does not)."""
+        self.sock.settimeout(timeout)
+        chunks = []
+        while True:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def connect_packet(
+    client_id: str,
+    username: str | None,
+    password: str | None,
+    *,
+    keepalive: int = 60,
+    clean: bool = False,
+    level: int = 4,
+) -> bytes:
+    """A CONNECT packet built by hand (independent of methodhub's codec)."""
+
+    def s(text: str | bytes) -> bytes:
+        data = text.encode() if isinstance(text, str) else text
+        return len(data).to_bytes(2, "big") + data
+
+    flags = (
+        (0x02 if clean else 0) | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+    )
+    body = s("MQTT") + bytes([level, flags]) + keepalive.to_bytes(2, "big") + s(client_id)
+    if username is not None:
+        body += s(username)
+    if password is not None:
+        body += s(password)
+    return bytes([0x10]) + remaining_length(len(body)) + body
+
+
+def remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)

@@ -1,0 +1,192 @@
+"""One connection protocol against a recording transport: flow control and writes, no sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from methodhub.api.http import MAX_PIPELINE, HttpServer, Request, Response
+from methodhub.api.routing import Routes
+from tests.unit.api.support import request
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.reading = True
+        self.closing = False
+        self.protocol: asyncio.BaseProtocol | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self.closing, "write after close"
+        self.writes.append(bytes(data))
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+
+def statuses(transport: RecordingTransport) -> list[bytes]:
+    return [write.split(b"\r\n", 1)[0] for write in transport.writes]
+
+
+@pytest.fixture
+def calls() -> list[str]:
+    return []
+
+
+Connection = tuple[asyncio.Protocol, RecordingTransport, dict[str, Any]]
+"""The protocol under test, its transport, and knobs for its handler (``gate``: a future to return)."""
+
+
+@pytest.fixture
+async def connection(calls: list[str]) -> AsyncIterator[Connection]:
+    state: dict[str, Any] = {"gate": None}
+
+    def handler(request: Request) -> Response | asyncio.Future[Response]:
+        calls.append(request.path)
+        if state["gate"] is not None:
+            return state["gate"]
+        return Response(200, request.path.encode(), "text/plain")
+
+    routes = Routes()
+    routes.add("GET", "/{name}", handler)
+    server = HttpServer(routes)
+    protocol = server.protocol_factory()
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    yield protocol, transport, state
+    protocol.connection_lost(None)
+
+
+async def test_one_write_per_response(connection: Connection, calls: list[str]) -> None:
+    protocol, transport, _ = connection
+    protocol.data_received(request("GET", "/a") + request("GET", "/b"))
+    assert calls == ["/a", "/b"]
+    assert len(transport.writes) == 2
+    assert all(write.endswith(name) for write, name in zip(transport.writes, (b"/a", b"/b"), strict=True))
+
+
+async def test_paused_writing_stops_the_pipeline(connection: Connection, calls: list[str]) -> None:
+    protocol, transport, _ = connection
+    protocol.pause_writing()
+    protocol.data_received(request("GET", "/a") + request("GET", "/b"))
+    assert calls == [] and transport.writes == []
+    protocol.resume_writing()
+    assert calls == ["/a", "/b"]
+    assert statuses(transport) == [b"HTTP/1.1 200 OK"] * 2
+
+
+async def test_reading_pauses_when_the_pipeline_is_full(connection: Connection, calls: list[str]) -> None:
+    protocol, transport, state = connection
+    gate: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+    state["gate"] = gate
+    protocol.data_received(b"".join(request("GET", f"/{index}") for index in range(MAX_PIPELINE + 1)))
+    assert calls == ["/0"]  # the first is pending; the rest wait in the queue
+    assert not transport.reading
+    state["gate"] = None
+    gate.set_result(Response(200, b"first", "text/plain"))
+    await asyncio.sleep(0)  # the done-callback runs on the next loop iteration
+    assert len(calls) == MAX_PIPELINE + 1
+    assert transport.reading
+    assert len(transport.writes) == MAX_PIPELINE + 1
+
+
+async def test_nothing_is_written_after_the_connection_is_lost(
+    connection: Connection, calls: list[str]
+) -> None:
+    protocol, transport, state = connection
+    gate: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+    state["gate"] = gate
+    protocol.data_received(request("GET", "/a"))
+    protocol.connection_lost(ConnectionResetError())
+    transport.closing = True  # any write now fails the test
+    assert gate.cancelled()
+    await asyncio.sleep(0)
+    assert transport.writes == []
+
+
+async def test_a_response_due_when_the_connection_is_lost_is_dropped(
+    connection: Connection, calls: list[str]
+) -> None:
+    protocol, transport, state = connection
+    gate: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+    state["gate"] = gate
+    protocol.data_received(request("GET", "/a"))
+    gate.set_result(Response(200))  # the done-callback is scheduled, not yet run...
+    protocol.connection_lost(ConnectionResetError())  # ...when the client goes away
+    transport.closing = True
+    await asyncio.sleep(0)
+    assert transport.writes == []
+
+
+async def test_a_request_arriving_byte_by_byte(connection: Connection, calls: list[str]) -> None:
+    protocol, transport, _ = connection
+    data = request("GET", "/slowly?x=1", headers=[("X-Long-Header-Name", "some value")])
+    for index in range(len(data)):
+        protocol.data_received(data[index : index + 1])
+    assert calls == ["/slowly"]
+    assert len(transport.writes) == 1 and transport.writes[0].endswith(b"/slowly")
+
+
+async def test_a_body_bigger_than_a_parser_slice() -> None:
+    bodies: list[bytes] = []
+
+    def keep(request: Request) -> Response:
+        bodies.append(request.body)
+        return Response(200)
+
+    routes = Routes()
+    routes.add("POST", "/upload", keep)
+    protocol = HttpServer(routes).protocol_factory()
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    body = bytes(range(256)) * 400  # 100 KiB: several slices, several on_body calls
+    protocol.data_received(request("POST", "/upload", body) + request("POST", "/upload", b"next"))
+    assert bodies == [body, b"next"]
+    protocol.connection_lost(None)
+
+
+async def test_held_back_requests_are_parsed_once_the_queue_drains(
+    connection: Connection, calls: list[str]
+) -> None:
+    protocol, transport, state = connection
+    gate: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+    state["gate"] = gate
+    count = 2000  # ~60 KB: more than one parser slice
+    protocol.data_received(b"".join(request("GET", f"/{index}") for index in range(count)))
+    assert calls == ["/0"]
+    assert not transport.reading  # the rest is queued or held back, not read further
+    state["gate"] = None
+    gate.set_result(Response(200, b"0", "text/plain"))
+    await asyncio.sleep(0)
+    assert calls == [f"/{index}" for index in range(count)]
+    assert len(transport.writes) == count
+    assert transport.reading

@@ -1,0 +1,149 @@
+"""The call engine against the in-process router and a fake session: no sockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from methodhub.calls import Call, CallEngine, CallOutcome
+from methodhub.errors import ErrorKind, HubError
+from methodhub.metrics import Metrics
+from methodhub.router import LocalRouter
+
+
+class Identities:
+    def __init__(self, *known: str) -> None:
+        self.known = set(known)
+        self.asked: list[tuple[str, str | None]] = []
+
+    async def get_identity(self, device_id: str, module_id: str | None = None) -> object | None:
+        self.asked.append((device_id, module_id))
+        key = device_id if module_id is None else f"{device_id}/{module_id}"
+        return object() if key in self.known else None
+
+
+class FakeSession:
+    """A CallLink that records what it was given and lets the test answer."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Call, asyncio.Future[CallOutcome]]] = []
+
+    def submit(self, call: Call, reply: asyncio.Future[CallOutcome]) -> None:
+        self.calls.append((call, reply))
+
+
+def call(target: str = "dev", response_timeout: float = 5, connect_timeout: float = 0) -> Call:
+    return Call(target, "m", b"null", response_timeout, connect_timeout)
+
+
+@pytest.fixture
+def parts():
+    router = LocalRouter()
+    metrics = Metrics()
+    identities = Identities("dev", "dev/mod")
+    return router, identities, metrics, CallEngine(router, identities, metrics)
+
+
+async def test_online_device_answers(parts) -> None:
+    router, identities, metrics, engine = parts
+    session = FakeSession()
+    router.announce("dev", session)
+    result = engine.invoke(call())
+    ((_, reply),) = session.calls
+    reply.set_result(CallOutcome(200, b"1"))
+    assert await result == CallOutcome(200, b"1")
+    assert identities.asked == []  # the fast path never asks the registry
+    assert metrics.calls.get("success") == 1
+
+
+async def test_unknown_device_and_module(parts) -> None:
+    _, _, _, engine = parts
+    with pytest.raises(HubError) as device:
+        await engine.invoke(call("ghost"))
+    assert device.value.kind is ErrorKind.DEVICE_NOT_FOUND
+    with pytest.raises(HubError) as module:
+        await engine.invoke(call("dev/ghost"))
+    assert module.value.kind is ErrorKind.MODULE_NOT_FOUND
+
+
+async def test_offline_device(parts) -> None:
+    _, _, metrics, engine = parts
+    with pytest.raises(HubError) as offline:
+        await engine.invoke(call())
+    assert offline.value.kind is ErrorKind.DEVICE_OFFLINE
+    assert offline.value.info == {"timeout": "00:00:00"}
+    assert metrics.calls.get("device_offline") == 1
+
+
+async def test_connect_timeout_waits_for_the_device(parts) -> None:
+    router, _, _, engine = parts
+    session = FakeSession()
+    result = engine.invoke(call(connect_timeout=5))
+    await asyncio.sleep(0.05)
+    assert not result.done()
+    router.announce("dev", session)
+    await asyncio.sleep(0.01)
+    ((_, reply),) = session.calls
+    reply.set_result(CallOutcome(204, b"null"))
+    assert (await result).status == 204
+
+
+async def test_response_timeout(parts) -> None:
+    router, _, _, engine = parts
+    session = FakeSession()
+    router.announce("dev", session)
+    with pytest.raises(HubError) as timeout:
+        await engine.invoke(call(response_timeout=0.05))
+    assert timeout.value.kind is ErrorKind.CALL_TIMEOUT
+    ((_, reply),) = session.calls
+    assert reply.done()  # the session sees its reply finished, so it forgets the request id
+
+
+async def test_cancelling_abandons_the_delivery(parts) -> None:
+    router, _, metrics, engine = parts
+    session = FakeSession()
+    router.announce("dev", session)
+    result = engine.invoke(call())
+    result.cancel()
+    await asyncio.sleep(0)
+    ((_, reply),) = session.calls
+    assert reply.cancelled()
+    assert metrics.calls.get("abandoned") == 1
+
+
+async def test_disconnect_is_reported_as_is(parts) -> None:
+    router, _, _, engine = parts
+    session = FakeSession()
+    router.announce("dev", session)
+    result = engine.invoke(call())
+    ((_, reply),) = session.calls
+    reply.set_exception(HubError(ErrorKind.DEVICE_DISCONNECTED))
+    with pytest.raises(HubError) as gone:
+        await result
+    assert gone.value.kind is ErrorKind.DEVICE_DISCONNECTED
+
+
+async def test_withdrawn_link_is_offline_but_a_newer_one_survives(parts) -> None:
+    router, _, _, engine = parts
+    old, new = FakeSession(), FakeSession()
+    router.announce("dev", old)
+    router.announce("dev", new)
+    router.withdraw("dev", old)  # the old connection finishing late must not remove the new one
+    engine.invoke(call())
+    assert len(new.calls) == 1 and old.calls == []
+    router.withdraw("dev", new)
+    with pytest.raises(HubError) as offline:
+        await engine.invoke(call())
+    assert offline.value.kind is ErrorKind.DEVICE_OFFLINE
+
+
+async def test_registry_failure_is_service_unavailable() -> None:
+    class Broken:
+        async def get_identity(self, device_id: str, module_id: str | None = None) -> object:
+            raise OSError("database is locked")
+
+    engine = CallEngine(LocalRouter(), Broken())
+    with pytest.raises(HubError) as unavailable:
+        await engine.invoke(call())
+    assert unavailable.value.kind is ErrorKind.SERVICE_UNAVAILABLE
