@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support import Backend, HubProcess, PahoDevice  # noqa: E402
+from tests.support import Backend, HubProcess, PahoDevice
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,4 +41,5 @@ def backend(shared_hub: HubProcess) -> Iterator[Backend]:
 @pytest.fixture
 def device_id(request: pytest.FixtureRequest) -> str:
     """A device id unique within the test session."""
-    return f"{request.node.name[:40].replace('[', '-').replace(']', '')}-{os.getpid()}-{next(_ids)}"
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", request.node.name)[:40]
+    return f"{name}-{os.getpid()}-{next(_ids)}"

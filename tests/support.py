@@ -23,6 +23,7 @@ import httpx
 import paho.mqtt.client as paho
 
 HOSTNAME = "localhost"
+V5_TO_V3_CONNACK = {0x84: 1, 0x85: 2, 0x88: 3, 0x86: 4, 0x87: 5}
 LISTENING = re.compile(r"(mqtts|https|mqtt|http) listening on (\S+):(\d+)")
 
 
@@ -82,6 +83,7 @@ class HubProcess:
             HOSTNAME,
             *self.args,
         ]
+        self.ports = {}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         ready = threading.Event()
         wanted = set(self.listeners)
@@ -233,7 +235,9 @@ class PahoDevice:
         self.auto_answer: Any = None
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, properties: Any = None) -> None:
-        self.connack.put(int(getattr(rc, "value", rc)))
+        # paho 2 reports an MQTT 3.1.1 CONNACK return code as the matching MQTT 5 reason code.
+        code = int(getattr(rc, "value", rc))
+        self.connack.put(V5_TO_V3_CONNACK.get(code, code) if hasattr(rc, "value") else code)
 
     def _on_subscribe(
         self, client: Any, userdata: Any, mid: Any, granted: Any, properties: Any = None

@@ -302,12 +302,12 @@ def test_service_token_with_port_in_sr_is_accepted(shared_hub: HubProcess, backe
 
 
 def test_device_ids_are_path_decoded(shared_hub: HubProcess, backend: Backend) -> None:
-    device_id = "odd id(1)"
+    device_id = "odd%id(1)!"
     key = shared_hub.create_device(device_id)
     dev = PahoDevice(shared_hub, device_id, key).online()
     try:
         dev.serve(lambda name, payload: (200, b"1"))
-        response = backend.invoke(device_id, "m")  # sent as /twins/odd%20id%281%29/methods
+        response = backend.invoke(device_id, "m")  # sent as /twins/odd%25id%281%29%21/methods
         assert response.json() == {"status": 200, "payload": 1}
     finally:
         dev.close()

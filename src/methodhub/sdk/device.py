@@ -293,6 +293,7 @@ class DeviceClient:
                     f"(CONNACK {connack.reason_code}); check the device key"
                 )
             raise ConnectionError(f"the hub refused the connection (CONNACK {connack.reason_code})")
+        self._link = link  # requests may arrive before SUBACK (the hub keeps CleanSession=0 subscriptions)
         packet_id = link.next_packet_id()
         waiter: asyncio.Future[Any] = loop.create_future()
         link.acks[packet_id] = waiter
@@ -301,7 +302,6 @@ class DeviceClient:
         if suback.reason_codes and suback.reason_codes[0] >= 0x80:
             link.close("subscription refused")
             raise MethodHubError(f"the hub refused the subscription to {METHODS_FILTER}")
-        self._link = link
         self._connected.set()
         self._spawn(self._keepalive(link))
         if expiry is not None and self._key is not None:
@@ -466,5 +466,10 @@ class DeviceClient:
                 json.dumps({"error": f"payload not JSON-serialisable: {exc}"}).encode(),
             )
         topic = f"$iothub/methods/res/{response.status}/?$rid={quote(rid, safe='')}"
-        current = self._link or link
-        current.send(Publish(topic=topic, payload=body, qos=1, packet_id=current.next_packet_id()))
+        # Answer on the connection the request came on; if it dropped meanwhile, on the current one
+        # (the hub accepts an answer on the device's newer connection).
+        target = link if not link.closed.done() else self._link
+        if target is None or target.closed.done():
+            log.info("no connection to answer request %s on; the hub has failed that call already", rid)
+            return
+        target.send(Publish(topic=topic, payload=body, qos=1, packet_id=target.next_packet_id()))

@@ -1,0 +1,90 @@
+"""Authenticating backends: Azure service SAS tokens signed with a shared access policy's key."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import unquote
+
+from methodhub.auth.cache import VerifiedTokenCache
+from methodhub.auth.sas import SasToken, SasTokenError
+from methodhub.errors import ErrorKind, HubError
+from methodhub.registry import Registry, Right
+
+
+def _unauthorized(message: str) -> HubError:
+    return HubError(ErrorKind.UNAUTHORIZED, message)
+
+
+class ServiceAuthenticator:
+    """Checks ``Authorization: SharedAccessSignature sr=..&sig=..&se=..&skn=..`` headers.
+
+    The token must name a policy (``skn``) holding the right asked for, be signed with its primary
+    or secondary key, be unexpired, and have ``sr`` = the hub's hostname (with or without the port
+    the client used). Verified headers are cached until their expiry.
+    """
+
+    def __init__(self, registry: Registry, hostname: str) -> None:
+        self._registry = registry
+        self._hostname = hostname.lower()
+        self._cache = VerifiedTokenCache()
+
+    def cached(self, header: str, right: Right) -> str | None:
+        """The policy name if ``header`` was verified before and grants ``right``; else None."""
+        entry = self._cache.get(header, time.time())
+        if entry is None:
+            return None
+        name, rights = entry
+        return name if right in rights else None
+
+    async def authenticate(self, header: str | None, host_header: str | None, right: Right) -> str:
+        """Verify ``header`` for ``right``; returns the policy name.
+
+        Raises:
+            HubError: ``UNAUTHORIZED`` with what is wrong.
+        """
+        if not header:
+            raise _unauthorized(
+                "No Authorization header; send 'SharedAccessSignature sr=...&sig=...&se=...&skn=...' "
+                "(see `methodhub connection-string`)."
+            )
+        now = time.time()
+        entry = self._cache.get(header, now)
+        if entry is None:
+            try:
+                token = SasToken.parse(header.strip())
+            except SasTokenError as exc:
+                raise _unauthorized(f"The Authorization header is not a valid SAS token: {exc}.") from None
+            if not token.key_name:
+                raise _unauthorized(
+                    "The SAS token has no skn (policy name); service calls need a policy token."
+                )
+            self._check_audience(token, host_header)
+            if token.is_expired(now):
+                raise _unauthorized(f"The SAS token expired at {token.expiry}; sign a new one.")
+            policy = await self._registry.get_policy(token.key_name)
+            if policy is None:
+                raise _unauthorized(f"No shared access policy named '{token.key_name}'.")
+            if not (token.verify(policy.keys.primary) or token.verify(policy.keys.secondary)):
+                raise _unauthorized(f"The SAS token's signature does not match policy '{policy.name}'.")
+            entry = (policy.name, policy.rights)
+            self._cache.put(header, entry, float(token.expiry), f"policy:{policy.name}")
+        name, rights = entry
+        if right not in rights:
+            raise _unauthorized(f"Policy '{name}' lacks the {right} permission this request needs.")
+        return name
+
+    def _check_audience(self, token: SasToken, host_header: str | None) -> None:
+        audience = unquote(token.resource_decoded).lower()
+        allowed = {self._hostname}
+        if host_header:
+            host = host_header.strip().lower()
+            if ":" in host and host.rsplit(":", 1)[0] == self._hostname:
+                allowed.add(host)
+        if audience not in allowed:
+            raise _unauthorized(
+                f"The SAS token is for '{token.resource_decoded}', but this hub is '{self._hostname}'."
+            )
+
+    def invalidate_policy(self, name: str) -> None:
+        """Forget verified tokens of policy ``name`` (its keys or rights changed)."""
+        self._cache.invalidate(f"policy:{name}")

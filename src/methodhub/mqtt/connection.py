@@ -1,0 +1,286 @@
+"""The MQTT connection state machine, sans I/O (in the manner of h11 and aioquic).
+
+``receive_data(bytes) -> list[Event]`` frames the byte stream into packets, decodes them and checks
+them against the role and state; ``send(packet) -> bytes`` checks and encodes what we send. The
+caller owns the socket. A peer's protocol violation ends in one :class:`ProtocolError` event, after
+which the connection is CLOSED and ignores further input — no half-broken state lingers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from methodhub.mqtt.codec import decode, encode, encode_publish
+from methodhub.mqtt.errors import LocalProtocolError, MalformedPacket
+from methodhub.mqtt.packets import Connack, Connect, Disconnect, Packet, Publish
+from methodhub.mqtt.reason_codes import ReasonCode
+
+DEFAULT_MAX_PACKET_SIZE = 256 * 1024 + 4 * 1024
+"""Largest packet accepted from the peer, fixed header included (→ ProtocolError 0x95).
+
+Method payloads are limited to 128 KiB (Azure); Alibaba and Azure both cap device messages at
+256 KB. 256 KiB plus 4 KiB for topic, properties and header leaves every legal message room, while
+a peer announcing a 256 MB packet is refused from its fixed header alone, before we buffer a byte
+of it. MQTT's own maximum is 268,435,455 bytes [MQTT-2.2.3]."""
+
+_SERVER_RECEIVES = frozenset((1, 3, 4, 5, 6, 7, 8, 10, 12, 14, 15))
+"""Packet types a client may send [MQTT-2.2.1]: CONNECT, PUBLISH, PUB*, SUBSCRIBE, UNSUBSCRIBE,
+PINGREQ, DISCONNECT, AUTH."""
+_CLIENT_RECEIVES = frozenset((2, 3, 4, 5, 6, 7, 9, 11, 13, 14, 15))
+_PACKET_TYPE_OF = {
+    "Connect": 1, "Connack": 2, "Publish": 3, "Puback": 4, "Pubrec": 5, "Pubrel": 6, "Pubcomp": 7,
+    "Subscribe": 8, "Suback": 9, "Unsubscribe": 10, "Unsuback": 11, "Pingreq": 12, "Pingresp": 13,
+    "Disconnect": 14, "Auth": 15,
+}  # fmt: skip
+
+
+class Role(Enum):
+    SERVER = "server"
+    CLIENT = "client"
+
+
+class ConnectionState(Enum):
+    AWAIT_CONNECT = "await-connect"  # server: nothing received yet; client: nothing sent yet
+    AWAIT_CONNACK = "await-connack"  # server: CONNECT received, CONNACK not sent; client: CONNECT sent
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class PacketReceived:
+    """A valid packet from the peer."""
+
+    packet: Packet
+
+
+@dataclass(slots=True)
+class ProtocolError:
+    """The peer broke the protocol; always the last event. The connection is now CLOSED.
+
+    Attributes:
+        reason: what happened, naming the normative statement.
+        reason_code: the MQTT 5 reason code a DISCONNECT should carry.
+        connack_code: for a server not yet connected: the CONNACK code to answer with before
+            closing, or None to close without one.
+    """
+
+    reason: str
+    reason_code: int
+    connack_code: int | None = None
+
+
+@dataclass(slots=True)
+class ConnectionClosed:
+    """The peer closed its side of the connection (``receive_data(b"")``)."""
+
+
+Event = PacketReceived | ProtocolError | ConnectionClosed
+
+
+class MqttConnection:
+    """One MQTT connection, server or client side.
+
+    Args:
+        role: which side we are.
+        max_packet_size: the largest packet accepted from the peer, header included.
+    """
+
+    __slots__ = ("_buffer", "_may_refuse", "max_packet_size", "protocol_level", "role", "state")
+
+    def __init__(self, role: Role, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
+        self.role = role
+        self.max_packet_size = max_packet_size
+        self.protocol_level: int | None = None
+        self.state = ConnectionState.AWAIT_CONNECT
+        self._buffer = b""
+        self._may_refuse = False
+
+    # -- receiving ----------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the peer; returns the events they complete.
+
+        ``b""`` means the peer closed its side: returns ``[ConnectionClosed()]``. Packets decoded
+        before a protocol error in the same data are returned before the :class:`ProtocolError`.
+        """
+        if self.state is ConnectionState.CLOSED:
+            return []
+        if not data:
+            self.state = ConnectionState.CLOSED
+            self._buffer = b""
+            return [ConnectionClosed()]
+        buf = self._buffer + data if self._buffer else data
+        events: list[Event] = []
+        pos = 0
+        end = len(buf)
+        level = self.protocol_level or 4
+        server = self.role is Role.SERVER
+        while end - pos >= 2:
+            first = buf[pos]
+            # Remaining Length: a variable byte integer of at most 4 bytes [MQTT-2.2.3].
+            byte = buf[pos + 1]
+            length = byte & 0x7F
+            index = pos + 2
+            if byte & 0x80:
+                shift = 7
+                while True:
+                    if index >= end:
+                        if index - pos - 1 >= 4:
+                            return self._fail(
+                                events,
+                                "[MQTT-2.2.3] remaining length longer than 4 bytes",
+                                ReasonCode.MALFORMED_PACKET,
+                            )
+                        self._buffer = bytes(buf[pos:])
+                        return events
+                    byte = buf[index]
+                    index += 1
+                    length |= (byte & 0x7F) << shift
+                    if not byte & 0x80:
+                        break
+                    shift += 7
+                    if shift > 21:
+                        return self._fail(
+                            events,
+                            "[MQTT-2.2.3] remaining length longer than 4 bytes",
+                            ReasonCode.MALFORMED_PACKET,
+                        )
+            if index - pos + length > self.max_packet_size:
+                return self._fail(
+                    events,
+                    f"packet of {index - pos + length} bytes exceeds the maximum of {self.max_packet_size}",
+                    ReasonCode.PACKET_TOO_LARGE,
+                )
+            if index + length > end:
+                break
+            kind = first >> 4
+            body = buf[index : index + length]
+            pos = index + length
+            if server:
+                if kind not in _SERVER_RECEIVES:
+                    return self._fail(
+                        events,
+                        f"[MQTT-2.2.1] a client must not send packet type {kind}",
+                        ReasonCode.PROTOCOL_ERROR if kind else ReasonCode.MALFORMED_PACKET,
+                    )
+                if self.state is ConnectionState.AWAIT_CONNECT:
+                    if kind != 1:
+                        return self._fail(
+                            events,
+                            "[MQTT-3.1.0-1] the first packet must be CONNECT",
+                            ReasonCode.PROTOCOL_ERROR,
+                        )
+                    try:
+                        packet = decode(first, body, 4)
+                    except MalformedPacket as exc:
+                        self._may_refuse = exc.connack_code is not None
+                        return self._fail(events, exc.reason, exc.reason_code, exc.connack_code)
+                    self.protocol_level = level = packet.protocol_level  # type: ignore[union-attr]
+                    self.state = ConnectionState.AWAIT_CONNACK
+                    self._may_refuse = True
+                    events.append(PacketReceived(packet))
+                    continue
+                if kind == 1:
+                    return self._fail(events, "[MQTT-3.1.0-2] a second CONNECT", ReasonCode.PROTOCOL_ERROR)
+            else:
+                if kind not in _CLIENT_RECEIVES:
+                    return self._fail(
+                        events,
+                        f"a server must not send packet type {kind}",
+                        ReasonCode.PROTOCOL_ERROR if kind else ReasonCode.MALFORMED_PACKET,
+                    )
+                if self.state is not ConnectionState.CONNECTED and kind != 2:
+                    return self._fail(
+                        events,
+                        "[MQTT-3.2.0-1] the first packet from a server must be CONNACK",
+                        ReasonCode.PROTOCOL_ERROR,
+                    )
+                if self.state is ConnectionState.CONNECTED and kind == 2:
+                    return self._fail(events, "a second CONNACK", ReasonCode.PROTOCOL_ERROR)
+            if kind == 15 and level != 5:
+                return self._fail(events, "[MQTT-2.2.1] reserved packet type 15", ReasonCode.MALFORMED_PACKET)
+            try:
+                packet = decode(first, body, level)
+            except MalformedPacket as exc:
+                return self._fail(events, exc.reason, exc.reason_code)
+            events.append(PacketReceived(packet))
+            if kind == 14:  # DISCONNECT: nothing after it counts [MQTT-3.14.4-1]
+                self.state = ConnectionState.CLOSED
+                self._buffer = b""
+                return events
+            if kind == 2:
+                self.state = (
+                    ConnectionState.CONNECTED if packet.reason_code == 0 else ConnectionState.CLOSED  # type: ignore[union-attr]
+                )
+                if self.state is ConnectionState.CLOSED:
+                    return events
+        self._buffer = bytes(buf[pos:]) if pos < end else b""
+        return events
+
+    def _fail(
+        self, events: list[Event], reason: str, reason_code: int, connack_code: int | None = None
+    ) -> list[Event]:
+        self.state = ConnectionState.CLOSED
+        self._buffer = b""
+        if connack_code is None:
+            self._may_refuse = False
+        events.append(ProtocolError(reason, int(reason_code), connack_code))
+        return events
+
+    # -- sending --------------------------------------------------------------------------------------
+
+    def send(self, packet: Packet) -> bytes:
+        """Encode ``packet`` for the negotiated protocol level.
+
+        Raises:
+            LocalProtocolError: the packet is not ours to send in this role or state.
+        """
+        kind = type(packet)
+        if kind is Publish:
+            if self.state is not ConnectionState.CONNECTED:
+                raise LocalProtocolError("PUBLISH before the connection is accepted")
+            return encode_publish(packet, self.protocol_level or 4)  # type: ignore[arg-type]
+        packet_type = _PACKET_TYPE_OF[kind.__name__]
+        if self.role is Role.SERVER:
+            if packet_type not in _CLIENT_RECEIVES:
+                raise LocalProtocolError(f"a server cannot send {kind.__name__}")
+            if kind is Connack:
+                return self._send_connack(packet)  # type: ignore[arg-type]
+            if self.state is ConnectionState.CLOSED:
+                if kind is Disconnect and self.protocol_level == 5:
+                    return encode(packet, 5)
+                raise LocalProtocolError(f"{kind.__name__} on a closed connection")
+            if self.state is not ConnectionState.CONNECTED:
+                raise LocalProtocolError(f"{kind.__name__} before CONNACK")
+            if kind is Disconnect:
+                self.state = ConnectionState.CLOSED
+            return encode(packet, self.protocol_level or 4)
+        if packet_type not in _SERVER_RECEIVES:
+            raise LocalProtocolError(f"a client cannot send {kind.__name__}")
+        if kind is Connect:
+            if self.state is not ConnectionState.AWAIT_CONNECT:
+                raise LocalProtocolError("CONNECT sent twice")
+            self.protocol_level = packet.protocol_level  # type: ignore[union-attr]
+            self.state = ConnectionState.AWAIT_CONNACK
+            return encode(packet, self.protocol_level)
+        if self.state is ConnectionState.AWAIT_CONNECT or self.state is ConnectionState.CLOSED:
+            raise LocalProtocolError(f"{kind.__name__} without a connection")
+        if kind is Disconnect:
+            self.state = ConnectionState.CLOSED
+        return encode(packet, self.protocol_level or 4)
+
+    def _send_connack(self, packet: Connack) -> bytes:
+        if not self._may_refuse and self.state is not ConnectionState.AWAIT_CONNACK:
+            raise LocalProtocolError("CONNACK without a pending CONNECT")
+        self._may_refuse = False
+        if packet.reason_code == 0:
+            if self.state is not ConnectionState.AWAIT_CONNACK:
+                raise LocalProtocolError("accepting CONNACK after a protocol error")
+            self.state = ConnectionState.CONNECTED
+        else:
+            self.state = ConnectionState.CLOSED
+        level = self.protocol_level if self.protocol_level in (3, 4, 5) else 4
+        if level != 5 and packet.reason_code > 5:
+            raise LocalProtocolError(f"CONNACK code {packet.reason_code} does not exist before MQTT 5")
+        return encode(packet, level)

@@ -1,0 +1,112 @@
+"""The registry interface. Every backend (SQLite, PostgreSQL) implements exactly this."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from methodhub.registry.model import AccessPolicy, Change, Identity, SymmetricKeys
+
+
+class Registry(ABC):
+    """Identities, keys, access policies, persisted MQTT sessions and the change feed.
+
+    Errors are :class:`~methodhub.errors.HubError`: ``DEVICE_ALREADY_EXISTS`` /
+    ``MODULE_ALREADY_EXISTS``, ``DEVICE_NOT_FOUND`` / ``MODULE_NOT_FOUND``, ``PRECONDITION_FAILED``
+    (etag mismatch), ``INVALID_ARGUMENT`` (bad id or status).
+    """
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and apply schema migrations."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Flush pending session writes and disconnect."""
+
+    # -- identities ---------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def get_identity(self, device_id: str, module_id: str | None = None) -> Identity | None: ...
+
+    @abstractmethod
+    async def create_identity(
+        self,
+        device_id: str,
+        module_id: str | None = None,
+        *,
+        keys: SymmetricKeys | None = None,
+        status: str = "enabled",
+        status_reason: str | None = None,
+        iot_edge: bool = False,
+    ) -> Identity:
+        """Register a device (or a module of an existing device); keys are generated if None."""
+
+    @abstractmethod
+    async def update_identity(
+        self,
+        device_id: str,
+        module_id: str | None = None,
+        *,
+        etag: str | None = None,
+        keys: SymmetricKeys | None = None,
+        status: str | None = None,
+        status_reason: str | None = None,
+    ) -> Identity:
+        """Change keys and/or status; ``etag`` None or ``"*"`` means unconditionally."""
+
+    @abstractmethod
+    async def delete_identity(
+        self, device_id: str, module_id: str | None = None, *, etag: str | None = None
+    ) -> None:
+        """Delete an identity; deleting a device deletes its modules and persisted sessions."""
+
+    @abstractmethod
+    async def list_identities(
+        self, device_id: str | None = None, *, limit: int = 1000, after: str | None = None
+    ) -> list[Identity]:
+        """Devices (``device_id`` None) or the modules of ``device_id``, ordered by id, after ``after``."""
+
+    @abstractmethod
+    async def count_devices(self) -> int: ...
+
+    # -- access policies ----------------------------------------------------------------------------
+
+    @abstractmethod
+    async def get_policy(self, name: str) -> AccessPolicy | None: ...
+
+    @abstractmethod
+    async def list_policies(self) -> list[AccessPolicy]: ...
+
+    @abstractmethod
+    async def ensure_default_policies(self) -> bool:
+        """Create Azure's five default policies if there are none; True if it did (first start)."""
+
+    # -- change feed ----------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def changes_since(self, seq: int) -> tuple[list[Change], int]:
+        """Changes after ``seq``, oldest first, and the sequence number to ask from next."""
+
+    @abstractmethod
+    async def last_change_seq(self) -> int: ...
+
+    @abstractmethod
+    async def prune_changes(self, keep_seconds: float) -> None:
+        """Forget changes older than ``keep_seconds``."""
+
+    # -- persisted MQTT sessions ----------------------------------------------------------------------
+
+    @abstractmethod
+    async def load_session(self, client_id: str) -> dict[str, int] | None:
+        """The stored subscriptions (filter → granted QoS) of a persistent session, or None."""
+
+    @abstractmethod
+    async def save_session(self, client_id: str, subscriptions: dict[str, int]) -> None:
+        """Store a persistent session's subscriptions (writes may be coalesced; see ``flush``)."""
+
+    @abstractmethod
+    async def delete_session(self, client_id: str) -> None: ...
+
+    @abstractmethod
+    async def flush(self) -> None:
+        """Persist every coalesced session write now."""
