@@ -79,6 +79,10 @@ class HubProcess:
             "0",
             "--http-port",
             "0",
+            "--mqtts-port",
+            "0" if "mqtts" in self.listeners else "-1",
+            "--https-port",
+            "0" if "https" in self.listeners else "-1",
             "--hostname",
             HOSTNAME,
             *self.args,
@@ -122,6 +126,14 @@ class HubProcess:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['http']}"
+
+    @property
+    def https_url(self) -> str:
+        return f"https://localhost:{self.ports['https']}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.data_dir / "tls" / "ca.pem"
 
     def cli(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
         return methodhub(*args, data_dir=self.data_dir, **kwargs)

@@ -70,6 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--http-port", type=_port, default=8080, help="HTTP port (default 8080; 0 = any free, -1 = off)"
     )
+    serve.add_argument(
+        "--mqtts-port", type=_port, default=8883, help="MQTT over TLS (default 8883; 0 = any free, -1 = off)"
+    )
+    serve.add_argument(
+        "--https-port",
+        type=_port,
+        default=8443,
+        help="HTTPS and MQTT over WebSocket at /$iothub/websocket (default 8443; 0 = any free, -1 = off)",
+    )
+    serve.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        help="server certificate chain, PEM (default: a development CA and certificate in DIR/tls)",
+    )
+    serve.add_argument("--tls-key", type=Path, default=None, help="the certificate's private key, PEM")
+
+    commands.add_parser(
+        "ca-cert",
+        help="print the development CA certificate (PEM) that clients must trust for TLS",
+        description="Print the PEM of this data dir's development CA (made if missing) on stdout.",
+    )
 
     cs = commands.add_parser("connection-string", help="print a service connection string")
     cs.add_argument("--policy", default="iothubowner", help="access policy (default iothubowner)")
@@ -78,15 +100,31 @@ def build_parser() -> argparse.ArgumentParser:
     device_commands = device.add_subparsers(dest="device_command", metavar="ACTION", required=True)
     create = device_commands.add_parser("create", help="register a device and print its connection string")
     create.add_argument("device_id", metavar="ID")
-    device_commands.add_parser("list", help="list devices")
+    create.add_argument(
+        "--product",
+        default=None,
+        metavar="PK",
+        help="register an Alibaba Cloud device: ID is its DeviceName in product PK; prints "
+        "ProductKey=, DeviceName=, DeviceSecret= and DeviceId= (its methodhub id), one per line",
+    )
+    create.add_argument(
+        "--secret", default=None, help="with --product: import this DeviceSecret instead of generating one"
+    )
+    list_ = device_commands.add_parser("list", help="list devices (or a device's modules with --of ID)")
+    list_.add_argument(
+        "--of", dest="device_id", default=None, metavar="ID", help="list this device's modules"
+    )
     show = device_commands.add_parser("show", help="show one device (JSON)")
     show.add_argument("device_id", metavar="ID")
-    delete = device_commands.add_parser("delete", help="delete a device")
+    delete = device_commands.add_parser("delete", help="delete a device (and its modules)")
     delete.add_argument("device_id", metavar="ID")
+    for sub in (create, show, delete):
+        sub.add_argument("--module", default=None, metavar="MID", help="a module identity of the device")
     run = device_commands.add_parser(
         "run", help="connect as a simulated device that echoes every method call"
     )
     run.add_argument("device_id", metavar="ID")
+    run.add_argument("--module", default=None, metavar="MID", help="run as this module of the device")
     run.add_argument(
         "--connection-string", default=None, help="device connection string (default: from the data dir)"
     )
@@ -128,6 +166,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     setup_logging(args.log_level, args.log_format)
     if args.command == "serve":
         _serve(args, data_dir)
+    elif args.command == "ca-cert":
+        from methodhub.tls import ensure_dev_ca
+
+        ensure_data_dir(data_dir)
+        sys.stdout.write(ensure_dev_ca(data_dir).read_text())
     elif args.command == "connection-string":
         print(asyncio.run(_service_connection_string(data_dir, args.policy)))
     elif args.command == "device":
@@ -144,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _serve(args: argparse.Namespace, data_dir: Path) -> None:
     from methodhub.hub import Hub
+    from methodhub.tls import TlsSetupError
 
     settings = read_settings(data_dir)
     hostname = args.hostname or settings.get("hostname") or "localhost"
@@ -153,6 +197,10 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> None:
         hostname=hostname,
         mqtt_port=args.mqtt_port,
         http_port=args.http_port,
+        mqtts_port=args.mqtts_port,
+        https_port=args.https_port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     ensure_data_dir(data_dir)
     if settings.get("hostname") != hostname:
@@ -165,8 +213,13 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> None:
     _install_uvloop()
     try:
         asyncio.run(Hub(config).run(started))
+    except TlsSetupError as exc:
+        _fail(f"cannot start: {exc}")
     except OSError as exc:
-        _fail(f"cannot start: {exc}. Is another hub running? Pick other ports with --mqtt-port/--http-port.")
+        _fail(
+            f"cannot start: {exc}. Is another hub running? "
+            "Pick other ports with --mqtt-port/--http-port/--mqtts-port/--https-port (-1 turns one off)."
+        )
 
 
 def _print_tour(hub: Any, data_dir: Path) -> None:
@@ -248,45 +301,74 @@ async def _device(args: argparse.Namespace, data_dir: Path) -> None:
     registry = await _open_registry(data_dir, create=args.device_command == "create")
     try:
         action = args.device_command
-        if action == "create":
-            identity = await registry.create_identity(args.device_id)
-            print(device_connection_string(_hostname(data_dir), identity.device_id, identity.keys.primary))
-        elif action == "list":
-            identities = await registry.list_identities(None, limit=100000)
-            for identity in identities:
-                print(f"{identity.device_id}\t{identity.status}")
-            if not identities:
-                print("no devices; create one with `methodhub device create ID`", file=sys.stderr)
-        elif action == "show":
-            identity = await registry.get_identity(args.device_id)
-            if identity is None:
-                _fail(f"no device '{args.device_id}'")
-            modules = await registry.list_identities(identity.device_id)
+        module_id = getattr(args, "module", None)
+        if action == "create" and (args.product is not None or args.secret is not None):
+            await _create_product_device(registry, args)
+        elif action == "create":
+            identity = await registry.create_identity(args.device_id, module_id)
             print(
-                json.dumps(
-                    {
-                        "deviceId": identity.device_id,
-                        "status": identity.status,
-                        "statusReason": identity.status_reason,
-                        "etag": identity.etag,
-                        "generationId": identity.generation_id,
-                        "primaryKey": identity.keys.primary,
-                        "secondaryKey": identity.keys.secondary,
-                        "connectionString": device_connection_string(
-                            _hostname(data_dir), identity.device_id, identity.keys.primary
-                        ),
-                        "modules": [m.module_id for m in modules],
-                    },
-                    indent=2,
+                device_connection_string(
+                    _hostname(data_dir), identity.device_id, identity.keys.primary, identity.module_id
                 )
             )
+        elif action == "list":
+            identities = await registry.list_identities(args.device_id, limit=100000)
+            for identity in identities:
+                print(f"{identity.module_id or identity.device_id}\t{identity.status}")
+            if not identities and args.device_id is None:
+                print("no devices; create one with `methodhub device create ID`", file=sys.stderr)
+        elif action == "show":
+            identity = await registry.get_identity(args.device_id, module_id)
+            if identity is None:
+                _fail(f"no {'module' if module_id else 'device'} '{_label(args.device_id, module_id)}'")
+            shown: dict[str, Any] = {"deviceId": identity.device_id}
+            if module_id:
+                shown["moduleId"] = identity.module_id
+            shown |= {
+                "status": identity.status,
+                "statusReason": identity.status_reason,
+                "etag": identity.etag,
+                "generationId": identity.generation_id,
+                "primaryKey": identity.keys.primary,
+                "secondaryKey": identity.keys.secondary,
+                "connectionString": device_connection_string(
+                    _hostname(data_dir), identity.device_id, identity.keys.primary, identity.module_id
+                ),
+            }
+            if not module_id:
+                shown["modules"] = [m.module_id for m in await registry.list_identities(identity.device_id)]
+                product_device = await registry.find_product_device(identity.device_id)
+                if product_device is not None:  # an Alibaba Cloud device: its names and secret too
+                    shown["productKey"] = product_device.product_key
+                    shown["deviceName"] = product_device.device_name
+                    shown["deviceSecret"] = product_device.device_secret
+            print(json.dumps(shown, indent=2))
         elif action == "delete":
-            await registry.delete_identity(args.device_id)
-            print(f"deleted device '{args.device_id}'", file=sys.stderr)
+            await registry.delete_identity(args.device_id, module_id)
+            print(
+                f"deleted {'module' if module_id else 'device'} '{_label(args.device_id, module_id)}'",
+                file=sys.stderr,
+            )
     except HubError as exc:
         _fail(exc.message)
     finally:
         await registry.close()
+
+
+async def _create_product_device(registry: Any, args: argparse.Namespace) -> None:
+    if args.product is None:
+        _fail("--secret needs --product PK (the DeviceSecret of an Alibaba Cloud device)", EXIT_USAGE)
+    if args.module is not None:
+        _fail("--module and --product do not go together: Alibaba devices have no modules", EXIT_USAGE)
+    device = await registry.create_product_device(args.product, args.device_id, device_secret=args.secret)
+    print(
+        f"ProductKey={device.product_key}\nDeviceName={device.device_name}\n"
+        f"DeviceSecret={device.device_secret}\nDeviceId={device.device_id}"
+    )
+
+
+def _label(device_id: str, module_id: str | None) -> str:
+    return f"{device_id}/{module_id}" if module_id else device_id
 
 
 # -- device run ----------------------------------------------------------------------------------------
@@ -297,7 +379,9 @@ def _device_run(args: argparse.Namespace, data_dir: Path) -> None:
 
     connection_string = args.connection_string or os.environ.get("METHODHUB_DEVICE_CONNECTION_STRING")
     if connection_string is None:
-        connection_string = asyncio.run(_device_connection_string_from_registry(data_dir, args.device_id))
+        connection_string = asyncio.run(
+            _device_connection_string_from_registry(data_dir, args.device_id, args.module)
+        )
     mqtt = args.mqtt
     if mqtt is None:
         runtime = read_runtime(data_dir)
@@ -326,13 +410,21 @@ def _device_run(args: argparse.Namespace, data_dir: Path) -> None:
         pass
 
 
-async def _device_connection_string_from_registry(data_dir: Path, device_id: str) -> str:
+async def _device_connection_string_from_registry(
+    data_dir: Path, device_id: str, module_id: str | None = None
+) -> str:
     registry = await _open_registry(data_dir)
     try:
-        identity = await registry.get_identity(device_id)
+        identity = await registry.get_identity(device_id, module_id)
         if identity is None:
-            _fail(f"no device '{device_id}'; create it with `methodhub device create {device_id}`")
-        return device_connection_string(_hostname(data_dir), identity.device_id, identity.keys.primary)
+            flag = f" --module {module_id}" if module_id else ""
+            _fail(
+                f"no identity '{_label(device_id, module_id)}'; "
+                f"create it with `methodhub device create {device_id}{flag}`"
+            )
+        return device_connection_string(
+            _hostname(data_dir), identity.device_id, identity.keys.primary, identity.module_id
+        )
     finally:
         await registry.close()
 

@@ -28,6 +28,13 @@ class HubConfig:
     hostname: str = "localhost"
     mqtt_port: int = 1883
     http_port: int = 8080
+    mqtts_port: int = 8883
+    """MQTT over TLS (Azure's device SDK dials 8883)."""
+    https_port: int = 8443
+    """HTTPS for the REST API and MQTT over WebSocket at ``/$iothub/websocket`` (443 in production)."""
+    tls_cert: Path | None = None
+    """The operator's certificate chain (PEM); None = a development CA under ``DIR/tls``."""
+    tls_key: Path | None = None
     registry_url: str | None = None
     """Where the registry lives; ``None`` = SQLite file ``registry.db`` in the data dir."""
     change_poll_interval: float = 0.5

@@ -9,7 +9,10 @@ Each :class:`ErrorKind` carries:
 * ``azure_code`` / ``azure_name`` — Azure IoT Hub's six-digit ``errorCode`` and its name (sent in the
   ``iothub-errorcode`` header), from Azure's ``troubleshoot-error-codes`` page where Azure has one;
 * ``aliyun_code`` — the Alibaba Cloud POP ``Code`` for API errors;
-* ``rrpc_code`` — the ``RrpcCode`` an Alibaba ``RRpc`` call reports for call outcomes.
+* ``rrpc_code`` — the ``RrpcCode`` an Alibaba ``RRpc`` call reports for call outcomes;
+* ``aliyun_http_status`` — the HTTP status of Alibaba's answer: 200 for IoT business errors (the
+  body says ``"Success": false``, as Alibaba's IoT API does), 4xx/5xx for errors of the POP gateway
+  itself (signature, missing parameter, unknown action), which Alibaba's SDKs raise as exceptions.
 
 Codes that Azure does not define are methodhub's own and are marked so in ``docs/``.
 """
@@ -29,6 +32,7 @@ class ErrorSpec:
     aliyun_code: str
     rrpc_code: str | None
     default_message: str
+    aliyun_http_status: int = 200
 
 
 class ErrorKind(Enum):
@@ -76,13 +80,77 @@ class ErrorKind(Enum):
         400, 400004, "ArgumentInvalid", "InvalidParameter", None, "Invalid argument."
     )
     INVALID_PROTOCOL_VERSION = ErrorSpec(
-        400, 400001, "InvalidProtocolVersion", "InvalidVersion", None, "Invalid API version."
+        400, 400001, "InvalidProtocolVersion", "InvalidVersion", None, "Invalid API version.", 400
     )
     PAYLOAD_TOO_LARGE = ErrorSpec(
         413, 413001, "MessageTooLarge", "iot.messagebroker.MessageTooLarge", None, "Payload too large."
     )
     UNAUTHORIZED = ErrorSpec(
-        401, 401002, "IotHubUnauthorizedAccess", "InvalidAccessKeyId.NotFound", None, "Unauthorized."
+        401, 401002, "IotHubUnauthorizedAccess", "InvalidAccessKeyId.NotFound", None, "Unauthorized.", 404
+    )
+    SIGNATURE_MISMATCH = ErrorSpec(
+        401,
+        401002,
+        "IotHubUnauthorizedAccess",
+        "SignatureDoesNotMatch",
+        None,
+        "The request's signature does not match the one the hub calculated.",
+        400,
+    )
+    REQUEST_REPLAYED = ErrorSpec(
+        401,
+        401002,
+        "IotHubUnauthorizedAccess",
+        "SignatureNonceUsed",
+        None,
+        "This signature nonce was used before; sign every request with a new nonce.",
+        400,
+    )
+    REQUEST_EXPIRED = ErrorSpec(
+        401,
+        401002,
+        "IotHubUnauthorizedAccess",
+        "InvalidTimeStamp.Expired",
+        None,
+        "The request's timestamp is too far from the hub's clock.",
+        400,
+    )
+    ACCESS_DENIED = ErrorSpec(
+        401,
+        401002,
+        "IotHubUnauthorizedAccess",
+        "Forbidden.RAM",
+        None,
+        "The credential lacks the permission this request needs.",
+        403,
+    )
+    MALFORMED_REQUEST = ErrorSpec(
+        400,
+        400004,
+        "ArgumentInvalid",
+        "InvalidParameter",
+        None,
+        "The request's common parameters (signature, timestamp, encoding) are malformed.",
+        400,
+    )
+    MISSING_ARGUMENT = ErrorSpec(
+        400, 400004, "ArgumentInvalid", "MissingParameter", None, "A required parameter is missing.", 400
+    )
+    INVALID_TIMEOUT = ErrorSpec(
+        400,
+        400004,
+        "ArgumentInvalid",
+        "iot.messagebroker.InvalidTimeoutValue",
+        None,
+        "The timeout is outside the allowed range.",
+    )
+    NOT_BASE64 = ErrorSpec(
+        400,
+        400004,
+        "ArgumentInvalid",
+        "iot.messagebroker.MessageContentIsNotBase64Encode",
+        None,
+        "The message is not valid base64.",
     )
     DEVICE_ALREADY_EXISTS = ErrorSpec(
         409,
@@ -116,9 +184,9 @@ class ErrorKind(Enum):
         None,
         "Too many calls are in flight to this device.",
     )
-    NOT_FOUND = ErrorSpec(404, 404000, "NotFound", "InvalidAction.NotFound", None, "No such resource.")
+    NOT_FOUND = ErrorSpec(404, 404000, "NotFound", "InvalidAction.NotFound", None, "No such resource.", 404)
     METHOD_NOT_ALLOWED = ErrorSpec(
-        405, 405000, "MethodNotAllowed", "UnsupportedHTTPMethod", None, "HTTP method not allowed here."
+        405, 405000, "MethodNotAllowed", "UnsupportedHTTPMethod", None, "HTTP method not allowed here.", 405
     )
     SERVICE_UNAVAILABLE = ErrorSpec(
         503,
@@ -127,6 +195,7 @@ class ErrorKind(Enum):
         "ServiceUnavailable",
         "UNKNOWN",
         "The hub cannot serve this request right now; retry later.",
+        503,
     )
     SERVER_ERROR = ErrorSpec(
         500, 500001, "ServerError", "iot.system.SystemException", "UNKNOWN", "Internal server error."

@@ -7,27 +7,33 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 
+from methodhub.api.aliyun import AliyunApi
 from methodhub.api.azure import AzureApi
 from methodhub.api.azure_errors import azure_error, azure_error_of
-from methodhub.api.http import HttpError, HttpServer, Request, Response, error_response
+from methodhub.api.http import HttpError, HttpServer, Request, Response, SwitchProtocol, error_response
 from methodhub.api.openapi import OPENAPI
 from methodhub.api.routing import Routes
-from methodhub.auth import ConnectionString, ServiceAuthenticator
+from methodhub.auth import ConnectionString, PopAuthenticator, ServiceAuthenticator
 from methodhub.calls import CallEngine
 from methodhub.changes import ChangeFeedWatcher
 from methodhub.config import MAX_METHOD_PAYLOAD, HubConfig
 from methodhub.datadir import ensure_data_dir, remove_runtime, write_runtime
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway import Gateway
+from methodhub.gateway.dialects.aliyun import AliyunDialect
 from methodhub.gateway.dialects.azure import AzureDialect
+from methodhub.gateway.websocket import HandshakeRefused, MqttOverWebSocket, accept_websocket
 from methodhub.metrics import Metrics
 from methodhub.mqtt import DEFAULT_MAX_PACKET_SIZE
 from methodhub.registry import Registry, open_registry
 from methodhub.router import LocalRouter, Router
+from methodhub.tls import TlsSetupError, ensure_dev_server_cert, operator_certificate, server_context
 
 log = logging.getLogger("methodhub.hub")
 
@@ -60,6 +66,7 @@ class Hub:
         self.first_start = False
         self.owner_connection_string = ""
         self.addresses: dict[str, Address] = {}
+        self.ca_path: Path | None = None
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
@@ -87,7 +94,7 @@ class Hub:
             router=router,
             metrics=self.metrics,
             hostname=config.hostname,
-            dialects=[AzureDialect()],
+            dialects=[AzureDialect(), AliyunDialect()],
             max_packet_size=DEFAULT_MAX_PACKET_SIZE,
             connect_packet_timeout=config.connect_packet_timeout,
             max_in_flight=config.max_calls_in_flight_per_device,
@@ -95,9 +102,12 @@ class Hub:
         service_auth = ServiceAuthenticator(registry, config.hostname)
         routes = Routes()
         AzureApi(self.engine, registry, service_auth, self.gateway).register(routes)
+        pop_auth = PopAuthenticator(registry)
+        AliyunApi(self.engine, registry, pop_auth, self.gateway).register(routes)
         routes.add("GET", "/openapi.json", _openapi)
         routes.add("GET", "/metrics", self._metrics)
         routes.add("GET", "/health", _health)
+        routes.add("GET", WEBSOCKET_PATH, self._mqtt_over_websocket)
         self.http = HttpServer(
             routes,
             max_body_size=MAX_HTTP_BODY,
@@ -112,6 +122,7 @@ class Hub:
 
         def policy_changed(name: str) -> None:
             service_auth.invalidate_policy(name)
+            pop_auth.invalidate_policy(name)
             assert self.gateway is not None
             self.gateway.policy_changed(name)
 
@@ -126,7 +137,38 @@ class Hub:
         if config.http_port >= 0:
             server = await self.http.listen(config.host, config.http_port)
             self._bound("http", server)
+        if config.mqtts_port >= 0 or config.https_port >= 0:
+            tls = self._tls_context()
+            if config.mqtts_port >= 0:
+                server = await self.gateway.listen(
+                    config.host, config.mqtts_port, ssl_context=tls, name="mqtts"
+                )
+                self._bound("mqtts", server)
+            if config.https_port >= 0:
+                server = await self.http.listen(config.host, config.https_port, ssl=tls)
+                self._bound("https", server)
         write_runtime(config.data_dir, self.runtime_info())
+
+    def _tls_context(self) -> ssl.SSLContext:
+        config = self.config
+        if config.tls_cert is not None or config.tls_key is not None:
+            if config.tls_cert is None or config.tls_key is None:
+                raise TlsSetupError("pass both --tls-cert and --tls-key (or neither, for a development CA)")
+            certificate = operator_certificate(config.tls_cert, config.tls_key)
+        else:
+            certificate = ensure_dev_server_cert(config.data_dir, config.hostname)
+        self.ca_path = certificate.ca
+        return server_context(certificate)
+
+    def _mqtt_over_websocket(self, request: Request) -> Response | SwitchProtocol:
+        """``GET /$iothub/websocket`` with ``Upgrade: websocket``: MQTT over WebSocket (Azure's path)."""
+        try:
+            fields = accept_websocket(request.method, request.headers)
+        except HandshakeRefused as exc:
+            return error_response(exc.status, "WebSocketHandshakeRefused", exc.message)
+        assert self.gateway is not None
+        listener = "wss" if request.scheme == "https" else "ws"
+        return SwitchProtocol(fields, MqttOverWebSocket(self.gateway.protocol_for(listener)))
 
     def _bound(self, name: str, server: asyncio.AbstractServer) -> None:
         sockname = server.sockets[0].getsockname()  # type: ignore[attr-defined]
@@ -142,7 +184,9 @@ class Hub:
             if host in ("0.0.0.0", "::", ""):
                 host = "127.0.0.1"
             reachable = Address(host, address.port)
-            info[name] = f"{'http://' if name == 'http' else ''}{reachable}"
+            info[name] = f"{_SCHEMES.get(name, '')}{reachable}"
+        if self.ca_path is not None:
+            info["ca"] = str(self.ca_path)
         return info
 
     async def stop(self) -> None:
@@ -179,6 +223,8 @@ class Hub:
         return Response(200, self.metrics.render().encode(), content_type="text/plain; version=0.0.4")
 
 
+WEBSOCKET_PATH = "/$iothub/websocket"
+_SCHEMES = {"http": "http://", "https": "https://"}
 _OPENAPI_BODY = orjson.dumps(OPENAPI)
 
 

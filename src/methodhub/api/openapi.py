@@ -36,6 +36,39 @@ _IF_MATCH = {
     "schema": {"type": "string"},
 }
 
+_POP_PARAMETERS = [
+    {"name": name, "in": "query", "required": required, "description": text, "schema": {"type": "string"}}
+    for name, required, text in (
+        ("Action", True, "RRpc, InvokeThingService, RegisterDevice, QueryDeviceDetail or DeleteDevice."),
+        ("Version", True, "2018-01-20."),
+        ("AccessKeyId", True, "A shared access policy's name."),
+        ("Signature", True, "base64 HMAC-SHA1 of the string to sign, keyed with the policy key + '&'."),
+        ("SignatureMethod", True, "HMAC-SHA1."),
+        ("SignatureVersion", True, "1.0."),
+        ("SignatureNonce", True, "Unique per request; a reused nonce is refused (SignatureNonceUsed)."),
+        ("Timestamp", True, "YYYY-MM-DDThh:mm:ssZ, within 15 minutes of the hub's clock."),
+        ("Format", False, "JSON (the only format)."),
+    )
+]
+_POP_OPERATION = {
+    "summary": "Alibaba Cloud IoT Platform API (POP RPC style, version 2018-01-20)",
+    "description": "Parameters in the query and/or an application/x-www-form-urlencoded body, signed as "
+    "aliyun-python-sdk-core signs them. Action parameters (ProductKey, DeviceName, IotId, Timeout, "
+    "RequestBase64Byte, Topic, Identifier, Args) as Alibaba documents them; see "
+    "docs/aliyun-compatibility.md.",
+    "tags": ["alibaba cloud"],
+    "parameters": _POP_PARAMETERS,
+    "responses": {
+        "200": {
+            "description": "The action's answer, or an IoT error with Success false, in Alibaba's shapes.",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        "400": {"description": "A POP gateway error: {RequestId, HostId, Code, Message, Recommend}."},
+        "403": {"description": "The policy lacks the right the action needs (Forbidden.RAM)."},
+        "404": {"description": "Unknown AccessKeyId or Action."},
+    },
+}
+
 
 def _invoke(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
     return {
@@ -142,6 +175,7 @@ OPENAPI: dict[str, Any] = {
         ),
     },
     "paths": {
+        "/": {"get": _POP_OPERATION, "post": _POP_OPERATION},
         "/twins/{deviceId}/methods": _invoke("Invoke a direct method on a device", [_DEVICE_ID]),
         "/twins/{deviceId}/modules/{moduleId}/methods": _invoke(
             "Invoke a direct method on a module", [_DEVICE_ID, _MODULE_ID]

@@ -93,7 +93,7 @@ class SasToken:
         unknown = set(fields) - {"sr", "sig", "se", "skn"}
         if unknown:
             raise SasTokenError(f"unknown field(s) {', '.join(sorted(unknown))}")
-        if not fields["se"].isdigit():
+        if not (fields["se"].isascii() and fields["se"].isdigit()):
             raise SasTokenError(f"se must be an integer (epoch seconds), got {fields['se']!r}")
         return cls(
             resource=fields["sr"],

@@ -46,6 +46,9 @@ class Call:
         kind: how the payload is to be understood, see :class:`CallKind`.
         topic: for dialects that let the caller pick the delivery topic (Alibaba custom-topic RRPC),
             that topic; ``None`` otherwise.
+        request_id: an id the front door chose and reports to its caller (Alibaba's ``MessageId``);
+            a dialect that can carry it on the wire uses it as the request id, the others ignore
+            it. Unique per call; ``None`` lets the dialect number the request itself.
     """
 
     target: str
@@ -55,6 +58,7 @@ class Call:
     connect_timeout: float = 0.0
     kind: CallKind = CallKind.METHOD
     topic: str | None = None
+    request_id: str | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -80,7 +80,9 @@ class Gateway:
             if dialect.claims(connect):
                 return await dialect.authenticate(connect, self.auth, use_cache=use_cache)
         raise ConnectRefused(
-            4, "the user name is not in any supported form (Azure: '{hostname}/{deviceId}/?api-version=...')"
+            4,
+            "the user name is not in any supported form (Azure: '{hostname}/{deviceId}/?api-version=...'; "
+            "Alibaba: '{deviceName}&{productKey}')",
         )
 
     def effective_keepalive(self, requested: int) -> float:

@@ -8,6 +8,12 @@ from methodhub.registry.base import Registry
 from methodhub.registry.ids import validate_device_id, validate_module_id
 from methodhub.registry.migrations import SchemaTooNew
 from methodhub.registry.model import DEFAULT_POLICIES, AccessPolicy, Change, Identity, Right, SymmetricKeys
+from methodhub.registry.products import (
+    ProductDevice,
+    product_device_id,
+    split_product_device_id,
+    validate_product_names,
+)
 from methodhub.registry.sqlite import SqliteRegistry
 
 
@@ -30,12 +36,16 @@ __all__ = [
     "AccessPolicy",
     "Change",
     "Identity",
+    "ProductDevice",
     "Registry",
     "Right",
     "SchemaTooNew",
     "SqliteRegistry",
     "SymmetricKeys",
     "open_registry",
+    "product_device_id",
+    "split_product_device_id",
     "validate_device_id",
     "validate_module_id",
+    "validate_product_names",
 ]

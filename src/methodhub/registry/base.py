@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 from methodhub.registry.model import AccessPolicy, Change, Identity, SymmetricKeys
+from methodhub.registry.products import ProductDevice
 
 
 class Registry(ABC):
@@ -12,7 +13,7 @@ class Registry(ABC):
 
     Errors are :class:`~methodhub.errors.HubError`: ``DEVICE_ALREADY_EXISTS`` /
     ``MODULE_ALREADY_EXISTS``, ``DEVICE_NOT_FOUND`` / ``MODULE_NOT_FOUND``, ``PRECONDITION_FAILED``
-    (etag mismatch), ``INVALID_ARGUMENT`` (bad id or status).
+    (etag mismatch), ``INVALID_ARGUMENT`` (bad id, status or key).
     """
 
     @abstractmethod
@@ -68,6 +69,31 @@ class Registry(ABC):
 
     @abstractmethod
     async def count_devices(self) -> int: ...
+
+    # -- Alibaba Cloud products (see registry.products) ------------------------------------------------
+
+    @abstractmethod
+    async def create_product_device(
+        self,
+        product_key: str,
+        device_name: str,
+        *,
+        device_secret: str | None = None,
+        status: str = "enabled",
+    ) -> ProductDevice:
+        """Register device ``device_name`` of product ``product_key`` (the product is created with
+        its first device): one identity with id ``product_device_id(pk, dn)``, Azure keys generated,
+        and ``device_secret`` (generated if None). One transaction; raises ``DEVICE_ALREADY_EXISTS``
+        if the identity exists (whether or not it has Alibaba names), ``INVALID_ARGUMENT`` for bad
+        names or secret."""
+
+    @abstractmethod
+    async def get_product_device(self, product_key: str, device_name: str) -> ProductDevice | None:
+        """The device registered as ``(product_key, device_name)``, or None."""
+
+    @abstractmethod
+    async def find_product_device(self, device_id: str) -> ProductDevice | None:
+        """The Alibaba names of device ``device_id``, or None if it has none (or does not exist)."""
 
     # -- access policies ----------------------------------------------------------------------------
 

@@ -42,6 +42,23 @@ SQLITE_MIGRATIONS: list[str] = [
         at REAL NOT NULL
     );
     """,
+    # 2: Alibaba Cloud products and the ProductKey/DeviceName/DeviceSecret of their devices. A
+    # product device is an identity (deleted with it); module_id is always '' (devices only).
+    """
+    CREATE TABLE products (
+        product_key TEXT PRIMARY KEY,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE product_devices (
+        device_id TEXT PRIMARY KEY,
+        module_id TEXT NOT NULL DEFAULT '' CHECK (module_id = ''),
+        product_key TEXT NOT NULL REFERENCES products (product_key),
+        device_name TEXT NOT NULL,
+        device_secret TEXT NOT NULL,
+        UNIQUE (product_key, device_name),
+        FOREIGN KEY (device_id, module_id) REFERENCES identities (device_id, module_id) ON DELETE CASCADE
+    );
+    """,
 ]
 
 

@@ -31,6 +31,13 @@ from methodhub.registry.model import (
     Right,
     SymmetricKeys,
 )
+from methodhub.registry.products import (
+    ProductDevice,
+    device_secret_error,
+    generate_device_secret,
+    product_device_id,
+    validate_product_names,
+)
 
 T = TypeVar("T")
 
@@ -44,6 +51,7 @@ _IDENTITY_COLUMNS = (
     "device_id, module_id, primary_key, secondary_key, status, status_reason, etag, generation_id, "
     "created_at, status_updated_at, updated_at, iot_edge"
 )
+_JOINED_IDENTITY_COLUMNS = ", ".join(f"i.{name.strip()}" for name in _IDENTITY_COLUMNS.split(","))
 
 
 def new_etag() -> str:
@@ -68,6 +76,13 @@ def _identity(row: tuple[Any, ...]) -> Identity:
         updated_at=row[10],
         iot_edge=bool(row[11]),
     )
+
+
+def _check_keys(keys: SymmetricKeys | None) -> None:
+    if keys is not None and not (
+        SymmetricKeys.is_valid_key(keys.primary) and SymmetricKeys.is_valid_key(keys.secondary)
+    ):
+        raise HubError(ErrorKind.INVALID_ARGUMENT, "Symmetric keys must be base64 encoding 16 to 64 bytes.")
 
 
 def _key(device_id: str, module_id: str) -> str:
@@ -190,6 +205,7 @@ class SqliteRegistry(Registry):
             validate_module_id(module_id)
         if status not in STATUSES:
             raise HubError(ErrorKind.INVALID_ARGUMENT, f"status must be one of {', '.join(STATUSES)}.")
+        _check_keys(keys)
         now = time.time()
         identity = Identity(
             device_id=device_id,
@@ -252,6 +268,7 @@ class SqliteRegistry(Registry):
     ) -> Identity:
         if status is not None and status not in STATUSES:
             raise HubError(ErrorKind.INVALID_ARGUMENT, f"status must be one of {', '.join(STATUSES)}.")
+        _check_keys(keys)
 
         def update(db: sqlite3.Connection) -> Identity:
             current = self._get(device_id, module_id or "")
@@ -327,8 +344,13 @@ class SqliteRegistry(Registry):
                 self._record(db, "identity", _key(device_id, module))
             self._record(db, "identity", device_id)
 
+        # Write session saves made before this call first, so the DELETE below removes them too
+        # (a coalesced write of a module's session must not outlive its device).
+        await self.flush()
         await self._run(self._transaction, delete)
-        self._pending_sessions.pop(_key(device_id, module_id or ""), None)
+        key = _key(device_id, module_id or "")
+        for client_id in [c for c in self._pending_sessions if c == key or c.startswith(key + "/")]:
+            del self._pending_sessions[client_id]
 
     async def list_identities(
         self, device_id: str | None = None, *, limit: int = 1000, after: str | None = None
@@ -355,6 +377,77 @@ class SqliteRegistry(Registry):
         return await self._run(
             lambda: self._conn().execute("SELECT count(*) FROM identities WHERE module_id = ''").fetchone()[0]
         )
+
+    # -- Alibaba Cloud products -----------------------------------------------------------------------
+
+    async def create_product_device(
+        self,
+        product_key: str,
+        device_name: str,
+        *,
+        device_secret: str | None = None,
+        status: str = "enabled",
+    ) -> ProductDevice:
+        validate_product_names(product_key, device_name)
+        if device_secret is None:
+            device_secret = generate_device_secret()
+        elif (error := device_secret_error(device_secret)) is not None:
+            raise HubError(ErrorKind.INVALID_ARGUMENT, error)
+        if status not in STATUSES:
+            raise HubError(ErrorKind.INVALID_ARGUMENT, f"status must be one of {', '.join(STATUSES)}.")
+        now = time.time()
+        identity = Identity(
+            device_id=product_device_id(product_key, device_name),
+            module_id=None,
+            keys=SymmetricKeys.generate(),
+            status=status,
+            status_reason=None,
+            etag=new_etag(),
+            generation_id=new_generation_id(),
+            created_at=now,
+            status_updated_at=now,
+            updated_at=now,
+        )
+        secret = device_secret
+
+        def insert(db: sqlite3.Connection) -> None:
+            self._insert(db, identity)
+            db.execute(
+                "INSERT INTO products (product_key, created_at) VALUES (?, ?) "
+                "ON CONFLICT (product_key) DO NOTHING",
+                (product_key, now),
+            )
+            db.execute(
+                "INSERT INTO product_devices (device_id, product_key, device_name, device_secret) "
+                "VALUES (?, ?, ?, ?)",
+                (identity.device_id, product_key, device_name, secret),
+            )
+
+        await self._run(self._transaction, insert)
+        return ProductDevice(identity, product_key, device_name, secret)
+
+    async def get_product_device(self, product_key: str, device_name: str) -> ProductDevice | None:
+        return await self._run(
+            self._product_device, "p.product_key = ? AND p.device_name = ?", product_key, device_name
+        )
+
+    async def find_product_device(self, device_id: str) -> ProductDevice | None:
+        return await self._run(self._product_device, "p.device_id = ?", device_id)
+
+    def _product_device(self, where: str, *args: str) -> ProductDevice | None:
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT {_JOINED_IDENTITY_COLUMNS}, p.product_key, p.device_name, p.device_secret "
+                "FROM product_devices p JOIN identities i ON i.device_id = p.device_id AND i.module_id = '' "
+                f"WHERE {where}",
+                args,
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return ProductDevice(_identity(row[:-3]), row[-3], row[-2], row[-1])
 
     # -- policies -------------------------------------------------------------------------------------
 

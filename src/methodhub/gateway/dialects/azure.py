@@ -18,7 +18,7 @@ from urllib.parse import unquote
 import orjson
 
 from methodhub.auth import SasToken, SasTokenError
-from methodhub.calls.model import Call, CallOutcome, identity_key
+from methodhub.calls.model import Call, CallKind, CallOutcome, identity_key
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.auth import AuthContext
 from methodhub.gateway.dialects.base import SUBSCRIPTION_REFUSED, ConnectRefused, Dialect, Principal
@@ -31,6 +31,13 @@ METHODS_CATCH_ALL = "$iothub/methods/POST/#"
 RESPONSE_PREFIX = "$iothub/methods/res/"
 TWIN_PREFIX = "$iothub/twin/"
 TWIN_SUBSCRIPTIONS = ("$iothub/twin/res/", "$iothub/twin/PATCH/properties/desired/")
+TWIN_GET = "$iothub/twin/GET/"
+TWIN_RESPONSE_PREFIX = "$iothub/twin/res/"
+EMPTY_TWIN = b'{"desired":{"$version":1},"reported":{"$version":1}}'
+TWIN_NOT_SUPPORTED = (
+    b'{"message":"methodhub does not store device twins; reported properties are not kept. '
+    b'See docs/azure-compatibility.md."}'
+)
 
 
 def parse_response_topic(topic: str) -> tuple[int, str] | None:
@@ -46,6 +53,14 @@ def parse_response_topic(topic: str) -> tuple[int, str] | None:
         name, _, value = pair.partition("=")
         if name == "$rid" and value:
             return status, unquote(value)
+    return None
+
+
+def _query_value(query: str, name: str) -> str | None:
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if key == name and value:
+            return value
     return None
 
 
@@ -177,6 +192,12 @@ class AzureDialect(Dialect):
         return any(f.startswith(METHODS_PREFIX) for f in session.subscriptions)
 
     def encode_call(self, session: DeviceSession, call: Call, seq: int) -> tuple[str, str, bytes]:
+        if call.kind is not CallKind.METHOD:
+            raise HubError(
+                ErrorKind.INVALID_ARGUMENT,
+                f"Device '{session.key}' is connected with Azure's MQTT dialect, which carries JSON "
+                "methods only, not raw RRPC messages; call a method on it instead.",
+            )
         rid = format(seq, "x")
         topic = f"{METHODS_PREFIX}{call.method}/?$rid={rid}"
         if METHODS_CATCH_ALL not in session.subscriptions and not any(
@@ -216,4 +237,23 @@ class AzureDialect(Dialect):
         if topic.startswith(events) or topic == events[:-1]:
             session.table.metrics.telemetry.inc()
             return True
-        return topic.startswith(TWIN_PREFIX)
+        if topic.startswith(TWIN_PREFIX):
+            self._answer_twin(session, topic)
+            return True
+        return False
+
+    def _answer_twin(self, session: DeviceSession, topic: str) -> None:
+        """Device twins are not part of methodhub (docs/azure-compatibility.md). So that SDK calls
+        fail fast instead of hanging, a twin GET gets an empty twin (no desired properties: there is
+        no API to set any) and a reported-properties PATCH gets 405 with a message saying so."""
+        rid = _query_value(topic.partition("/?")[2], "$rid")
+        connection = session.connection
+        if rid is None or connection is None:
+            return
+        if topic.startswith(TWIN_GET):
+            status, body = 200, EMPTY_TWIN
+        else:
+            status, body = 405, TWIN_NOT_SUPPORTED
+        response_topic = f"{TWIN_RESPONSE_PREFIX}{status}/?$rid={rid}"
+        if any(topic_matches(f, response_topic) for f in session.subscriptions):
+            connection.publish(response_topic, body)

@@ -1,0 +1,1 @@
+"""methodhub's benchmark suite: ``python -m bench`` (see docs/performance.md)."""

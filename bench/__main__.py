@@ -1,0 +1,188 @@
+"""``python -m bench``: methodhub's benchmark suite (docs/performance.md says what each figure means).
+
+1. Calls through the HTTP API: N farm devices on real MQTT connections answer at once; wrk keeps
+   1, 16, 64, 256 calls in flight (``POST /twins/{id}/methods``, keep-alive) for a fixed time.
+2. The reference: the same traffic relayed by hand through Mosquitto, at the same concurrencies.
+3. Connection scale: K idle SAS devices on a fresh hub: connects/s, RSS per connection, latency.
+
+Results go to ``bench/results/`` (``{timestamp}.json/.md/.png`` and ``latest.*``); progress to stderr,
+headline figures to stdout. ``--quick`` finishes in under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import REPO, CpuPlan, ensure_tools, machine, progress, tool_version
+
+MODES: dict[str, dict[str, Any]] = {
+    # devices, concurrency, seconds per level, warmup seconds, idle devices, scale latency seconds
+    "quick": {
+        "devices": 1000,
+        "concurrency": [1, 16, 64, 256],
+        "duration": 2,
+        "warmup": 1,
+        "idle": 2000,
+        "scale_seconds": 1,
+    },
+    "default": {
+        "devices": 1000,
+        "concurrency": [1, 16, 64, 256],
+        "duration": 10,
+        "warmup": 2,
+        "idle": 10_000,
+        "scale_seconds": 5,
+    },
+    "full": {
+        "devices": 1000,
+        "concurrency": [1, 16, 64, 256],
+        "duration": 10,
+        "warmup": 2,
+        "idle": 100_000,
+        "scale_seconds": 5,
+    },
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="short runs and 2,000 idle devices (< 60 s)")
+    mode.add_argument("--full", action="store_true", help="100,000 idle devices (capped by the fd limit)")
+    parser.add_argument("--devices", type=int, help="devices answering calls (default 1000)")
+    parser.add_argument(
+        "--concurrency",
+        type=lambda text: [int(x) for x in text.split(",") if x],
+        help="calls in flight, comma-separated (default 1,16,64,256)",
+    )
+    parser.add_argument("--duration", type=int, help="seconds per concurrency level (default 10; quick 2)")
+    parser.add_argument("--warmup", type=int, help="warm-up seconds before each system's runs (default 2)")
+    parser.add_argument(
+        "--idle", type=int, help="idle devices for the scale test (default 10000; 0 skips it)"
+    )
+    parser.add_argument("--no-reference", action="store_true", help="skip the Mosquitto reference")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to CPUs")
+    parser.add_argument(
+        "--profile", action="store_true", help="extra run with py-spy on the hub (top functions)"
+    )
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="results folder")
+    args = parser.parse_args(argv)
+    args.mode = "quick" if args.quick else "full" if args.full else "default"
+    for key, value in MODES[args.mode].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.devices < 1 or args.duration < 1 or not args.concurrency or min(args.concurrency) < 1:
+        parser.error("--devices, --duration and every --concurrency must be ≥ 1")
+    return args
+
+
+def _git() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True
+        )
+        return out.stdout.strip() or "?"
+    except OSError:
+        return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    ensure_tools()
+    import methodhub
+    from bench.calls import CallOptions, run_hub, run_reference
+    from bench.profiling import profile_text
+    from bench.report import evaluate_targets, headline, ratios, write_results
+    from bench.scale import run_scale
+
+    started = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+    plan = CpuPlan.make(not args.no_pin)
+    results: dict[str, Any] = {
+        "schema": 1,
+        "meta": {
+            "started_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
+            "command": "python -m bench "
+            + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+            "machine": machine(),
+            "cpu_plan": plan.describe(),
+            "tools": {
+                "wrk": tool_version("wrk"),
+                "mosquitto": tool_version("mosquitto"),
+                "methodhub": methodhub.__version__,
+                "git": _git(),
+            },
+        },
+        "config": {
+            "mode": args.mode,
+            "devices": args.devices,
+            "concurrency": args.concurrency,
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "idle": args.idle,
+            "pinned": not args.no_pin,
+        },
+    }
+    progress(
+        f"{args.mode} run: {args.devices:,} devices, concurrency {args.concurrency}, {args.duration} s each, "
+        f"{args.idle:,} idle devices; {plan.describe()}"
+    )
+    with tempfile.TemporaryDirectory(prefix="methodhub-bench-") as tmp:
+        workdir = Path(tmp)
+        options = CallOptions(
+            devices=args.devices,
+            concurrency=args.concurrency,
+            seconds=args.duration,
+            warmup=args.warmup,
+            workdir=workdir,
+            plan=plan,
+            profile=(args.out / f"{stamp}-profile.txt") if args.profile else None,
+        )
+        if args.profile:
+            args.out.mkdir(parents=True, exist_ok=True)
+        results["hub"] = run_hub(options).to_json()
+        if not args.no_reference:
+            results["reference"] = run_reference(options).to_json()
+            results["ratios"] = ratios(results)
+        if args.idle > 0:
+            scale = run_scale(
+                args.idle, workdir, plan, latency_seconds=args.scale_seconds, profile=options.profile
+            )
+            results["scale"] = scale.to_json()
+    results["targets"] = evaluate_targets(results)
+    results["meta"]["elapsed_s"] = time.time() - started
+    written = write_results(results, args.out, stamp)
+    if options.profile is not None:
+        profiles = [results["hub"].get("profile"), (results.get("scale") or {}).get("connect_profile")]
+        text = "\n".join(f"== hub profile: {p['what']}\n\n{profile_text(p)}" for p in profiles if p)
+        if text:
+            options.profile.write_text(text)
+    print("\n".join(headline(results)))
+    print(
+        "targets: "
+        + "; ".join(
+            f"{t['target']}: {t['measured']} ({ {True: 'met', False: 'NOT met', None: 'n/a'}[t['met']] })"
+            for t in results["targets"]
+        )
+    )
+    for kind, path in written.items():
+        if not kind.startswith("latest"):
+            print(f"{kind}: {os.path.relpath(path)}")
+    if args.profile and options.profile is not None and options.profile.exists():
+        print(f"profile: {os.path.relpath(options.profile)}")
+    progress(f"done in {results['meta']['elapsed_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,257 @@
+"""Phases 1 and 2: call throughput and latency through the hub's HTTP API, and the Mosquitto reference.
+
+Both phases run the same closed-loop experiment at each concurrency: ``N`` farm devices answer at
+once, a caller keeps ``concurrency`` calls in flight for ``seconds``, and we read the server's CPU
+time from /proc around the run. Hub: wrk → ``POST /twins/{id}/methods`` → MQTT → farm.
+Reference: Python MQTT caller → Mosquitto → farm (``relay`` dialect) and back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import CpuPlan, progress
+from bench.farm import FarmConfig, FarmProcess
+from bench.hubproc import Hub, new_device_key, register_devices
+from bench.profiling import PySpy
+from bench.reference import CallerConfig, Mosquitto, run_caller
+from bench.wrk import run_wrk, write_script
+
+DEVICE_PREFIX = "bench-"
+
+
+@dataclass
+class CallRun:
+    """One system at one concurrency."""
+
+    system: str
+    concurrency: int
+    calls: int
+    seconds: float
+    calls_per_s: float
+    errors: int
+    latency_ms: dict[str, float]
+    server_cpu_s: float
+    server_cpu_s_per_1000: float
+    server_cpu_util: float
+    caller_cpu_s: float
+    farm_cpu_s: float
+    loadgen_cpu_util: float
+    """(caller + farm CPU seconds) / wall seconds / CPUs given to the load generator: near 1.0 the
+    load generator, not the server, may be what limits the rate."""
+    gc: dict[str, float] | None = None
+    """The hub's garbage-collector pauses during the run (None for Mosquitto)."""
+
+
+@dataclass
+class SystemResult:
+    system: str
+    devices: int
+    runs: list[CallRun] = field(default_factory=list)
+    peak_rss_bytes: int = 0
+    setup: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CallOptions:
+    devices: int
+    concurrency: list[int]
+    seconds: int
+    warmup: int
+    workdir: Path
+    plan: CpuPlan
+    profile: Path | None = None
+
+
+def _load_cpus(plan: CpuPlan) -> int:
+    import os
+
+    return len(plan.load) if plan.load is not None else os.cpu_count() or 1
+
+
+def _measure(
+    system: str,
+    concurrency: int,
+    server_cpu: Callable[[], float],
+    farm: FarmProcess,
+    plan: CpuPlan,
+    run: Callable[[], tuple[int, float, int, dict[str, float], float]],
+) -> CallRun:
+    cpu0, farm0, wall0 = server_cpu(), farm.cpu(), time.perf_counter()
+    calls, seconds, errors, latency, caller_cpu = run()
+    wall = time.perf_counter() - wall0
+    server_cpu_s, farm_cpu_s = server_cpu() - cpu0, farm.cpu() - farm0
+    return CallRun(
+        system=system,
+        concurrency=concurrency,
+        calls=calls,
+        seconds=seconds,
+        calls_per_s=calls / seconds if seconds else 0.0,
+        errors=errors,
+        latency_ms=latency,
+        server_cpu_s=server_cpu_s,
+        server_cpu_s_per_1000=server_cpu_s / calls * 1000 if calls else 0.0,
+        server_cpu_util=server_cpu_s / wall if wall else 0.0,
+        caller_cpu_s=caller_cpu,
+        farm_cpu_s=farm_cpu_s,
+        loadgen_cpu_util=(caller_cpu + farm_cpu_s) / wall / _load_cpus(plan) if wall else 0.0,
+    )
+
+
+def _describe(run: CallRun) -> str:
+    lat = run.latency_ms
+    text = (
+        f"{run.system} c={run.concurrency}: {run.calls_per_s:,.0f} calls/s, p50 {lat['p50']:.2f} ms, "
+        f"p99 {lat['p99']:.2f} ms, server CPU {run.server_cpu_s_per_1000 * 1000:.0f} µs/call, "
+        f"load generator {run.loadgen_cpu_util:.0%} busy"
+    )
+    if run.gc and run.gc["pauses"]:
+        text += f", GC pauses {run.gc['pauses']} (max {run.gc['max_ms']:.0f} ms)"
+    return text + (f", {run.errors} ERRORS" if run.errors else "")
+
+
+def run_hub(options: CallOptions) -> SystemResult:
+    """Phase 1: the hub's HTTP API."""
+    plan = options.plan
+    result = SystemResult("methodhub", options.devices)
+    hub = Hub(data_dir=options.workdir / "hub-calls", cpus=plan.server, nofile=options.devices + 4096)
+    progress(f"methodhub: starting the hub ({plan.describe()})")
+    hub.start()
+    farm: FarmProcess | None = None
+    try:
+        key = new_device_key()
+        ids = [f"{DEVICE_PREFIX}{i:06d}" for i in range(options.devices)]
+        seconds = register_devices(hub, ids, key)
+        progress(f"methodhub: registered {len(ids):,} devices through the REST API in {seconds:.1f} s")
+        farm = FarmProcess(
+            FarmConfig(
+                host="127.0.0.1", port=hub.mqtt_port, prefix=DEVICE_PREFIX, count=options.devices, key=key
+            ),
+            cpus=plan.load,
+        )
+        online = farm.wait_online()
+        progress(f"methodhub: {online['online']:,} farm devices online in {online['seconds']:.2f} s")
+        if online["failed"]:
+            raise RuntimeError(f"{online['failed']} devices could not connect: {online['errors']}")
+        result.setup = {"register_s": seconds, "online_s": online["seconds"]}
+        script = write_script(
+            options.workdir / "calls.lua", prefix=DEVICE_PREFIX, count=options.devices, token=hub.owner_token
+        )
+        threads = _load_cpus(plan)
+        if options.warmup:
+            progress(f"methodhub: warming up for {options.warmup} s")
+            run_wrk(
+                hub.url, script, connections=max(options.concurrency), seconds=options.warmup, cpus=plan.load
+            )
+        for concurrency in options.concurrency:
+            progress(f"methodhub: {concurrency} calls in flight for {options.seconds} s")
+
+            def once(c: int = concurrency) -> tuple[int, float, int, dict[str, float], float]:
+                r = run_wrk(
+                    hub.url, script, connections=c, seconds=options.seconds, threads=threads, cpus=plan.load
+                )
+                return r.requests, r.seconds, r.error_count, r.latency_ms, r.cpu_s
+
+            mark = hub.log_mark()
+            run = _measure("methodhub", concurrency, hub.cpu, farm, plan, once)
+            run.gc = hub.gc_since(mark)
+            result.runs.append(run)
+            progress("  " + _describe(run))
+        if options.profile is not None and result.runs:
+            best = max(result.runs, key=lambda r: r.calls_per_s)
+            result.profile = _profile(hub, script, options, threads, best.concurrency)
+        result.peak_rss_bytes = hub.peak_rss()
+    except BaseException:
+        if hub.alive():
+            progress("methodhub: hub log tail:\n" + hub.log_tail())
+        raise
+    finally:
+        if farm is not None:
+            farm.stop()
+        hub.stop()
+    return result
+
+
+def _profile(hub: Hub, script: Path, options: CallOptions, threads: int, concurrency: int) -> dict[str, Any]:
+    """An extra run with py-spy attached to the hub (not part of the figures); returns its summary."""
+    assert options.profile is not None
+    seconds = options.seconds
+    progress(f"profile: py-spy on the hub, {concurrency} calls in flight for {seconds} s")
+    spy = PySpy(hub.pid, options.profile.with_suffix(".calls.folded"))
+    cpu0 = hub.cpu()
+    r = run_wrk(
+        hub.url, script, connections=concurrency, seconds=seconds, threads=threads, cpus=options.plan.load
+    )
+    cpu = hub.cpu() - cpu0
+    summary = spy.stop()
+    if summary:
+        summary = {
+            "what": f"{concurrency} calls in flight",
+            "concurrency": concurrency,
+            "calls_per_s": r.calls_per_s,
+            "hub_cpu_us_per_call": cpu / r.requests * 1e6 if r.requests else 0.0,
+            **summary,
+        }
+    return summary
+
+
+def run_reference(options: CallOptions) -> SystemResult:
+    """Phase 2: the same traffic relayed by hand through Mosquitto."""
+    plan = options.plan
+    result = SystemResult("mosquitto", options.devices)
+    broker = Mosquitto(workdir=options.workdir / "mosquitto", cpus=plan.server, nofile=options.devices + 4096)
+    progress("mosquitto: starting the reference broker")
+    broker.start()
+    farm: FarmProcess | None = None
+    try:
+        farm = FarmProcess(
+            FarmConfig(
+                host="127.0.0.1",
+                port=broker.port,
+                dialect="relay",
+                prefix=DEVICE_PREFIX,
+                count=options.devices,
+            ),
+            cpus=plan.load,
+        )
+        online = farm.wait_online()
+        progress(f"mosquitto: {online['online']:,} farm devices online in {online['seconds']:.2f} s")
+        result.setup = {"online_s": online["seconds"]}
+
+        def caller(concurrency: int, seconds: int) -> dict[str, Any]:
+            config = CallerConfig(
+                port=broker.port,
+                prefix=DEVICE_PREFIX,
+                count=options.devices,
+                concurrency=concurrency,
+                seconds=seconds,
+            )
+            return run_caller(config, cpus=plan.load)
+
+        if options.warmup:
+            progress(f"mosquitto: warming up for {options.warmup} s")
+            caller(max(options.concurrency), options.warmup)
+        for concurrency in options.concurrency:
+            progress(f"mosquitto: {concurrency} calls in flight for {options.seconds} s")
+
+            def once(c: int = concurrency) -> tuple[int, float, int, dict[str, float], float]:
+                r = caller(c, options.seconds)
+                return r["requests"], r["seconds"], sum(r["errors"].values()), r["latency_ms"], r["cpu_s"]
+
+            run = _measure("mosquitto", concurrency, broker.cpu, farm, plan, once)
+            result.runs.append(run)
+            progress("  " + _describe(run))
+        result.peak_rss_bytes = broker.peak_rss()
+    finally:
+        if farm is not None:
+            farm.stop()
+        broker.stop()
+    return result

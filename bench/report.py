@@ -1,0 +1,492 @@
+"""Results: targets, JSON, a markdown report, a PNG chart, and py-spy profile summaries."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+TARGETS = {
+    "calls_per_s": 10_000,
+    "p99_ms_at_target_rate": 25.0,
+    "p50_ms_at_c1": 0.5,
+    "ratio_vs_mosquitto": 1.0,
+    "idle_devices": 100_000,
+    "rss_bytes_for_idle": 2 * 2**30,
+    "connects_per_s": 5_000,
+}
+
+
+# -- targets ------------------------------------------------------------------------------------------
+
+
+def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target, what we measured, and whether it is met (None: not measured in this run)."""
+    out: list[dict[str, Any]] = []
+    hub_runs = (results.get("hub") or {}).get("runs") or []
+    ref_runs = (results.get("reference") or {}).get("runs") or []
+    devices = (results.get("hub") or {}).get("devices")
+
+    def add(name: str, target: str, measured: str, met: bool | None, note: str = "") -> None:
+        out.append({"target": name, "goal": target, "measured": measured, "met": met, "note": note})
+
+    if hub_runs:
+        best = max(hub_runs, key=lambda r: r["calls_per_s"])
+        note = f"c={best['concurrency']}, {devices:,} devices" + (
+            "" if devices == 1000 else " (target: 1,000)"
+        )
+        add(
+            "Calls/s through the HTTP API",
+            f"≥ {TARGETS['calls_per_s']:,}",
+            f"{best['calls_per_s']:,.0f}",
+            best["calls_per_s"] >= TARGETS["calls_per_s"],
+            note,
+        )
+        at_rate = [r for r in hub_runs if r["calls_per_s"] >= TARGETS["calls_per_s"]]
+        if at_rate:
+            pick = min(at_rate, key=lambda r: r["latency_ms"]["p99"])
+            add(
+                "p99 at that rate",
+                f"≤ {TARGETS['p99_ms_at_target_rate']:g} ms",
+                f"{pick['latency_ms']['p99']:.1f} ms",
+                pick["latency_ms"]["p99"] <= TARGETS["p99_ms_at_target_rate"],
+                f"c={pick['concurrency']}, {pick['calls_per_s']:,.0f} calls/s",
+            )
+        else:
+            add(
+                "p99 at that rate",
+                f"≤ {TARGETS['p99_ms_at_target_rate']:g} ms",
+                f"{best['latency_ms']['p99']:.1f} ms at {best['calls_per_s']:,.0f} calls/s",
+                None,
+                "the target rate was not reached",
+            )
+        single = [r for r in hub_runs if r["concurrency"] == 1]
+        if single:
+            p50 = single[0]["latency_ms"]["p50"]
+            add(
+                "p50 at 1 call in flight",
+                f"≤ {TARGETS['p50_ms_at_c1']:g} ms",
+                f"{p50:.3f} ms",
+                p50 <= TARGETS["p50_ms_at_c1"],
+            )
+    if hub_runs and ref_runs:
+        hub_best = max(r["calls_per_s"] for r in hub_runs)
+        ref_best = max(r["calls_per_s"] for r in ref_runs)
+        ratio = hub_best / ref_best if ref_best else 0.0
+        add(
+            "Calls/s vs Mosquitto reference",
+            f"ratio ≥ {TARGETS['ratio_vs_mosquitto']:g}",
+            f"{ratio:.2f} ({hub_best:,.0f} / {ref_best:,.0f})",
+            ratio >= TARGETS["ratio_vs_mosquitto"],
+            "best of each over the concurrencies",
+        )
+    scale = results.get("scale")
+    if scale:
+        per = scale["rss_per_connection_bytes"]
+        projected = scale["rss_before_bytes"] + per * TARGETS["idle_devices"]
+        measured_at = scale["online"]
+        exact = measured_at >= TARGETS["idle_devices"]
+        add(
+            f"{TARGETS['idle_devices']:,} idle devices in hub RSS",
+            "≤ 2 GiB",
+            f"{(scale['rss_after_bytes'] if exact else projected) / 2**30:.2f} GiB"
+            + ("" if exact else f" (projected from {measured_at:,})"),
+            (scale["rss_after_bytes"] if exact else projected) <= TARGETS["rss_bytes_for_idle"],
+            f"{per / 1024:.1f} KiB per connection"
+            + (f"; {scale['capped_by']}" if scale.get("capped_by") else ""),
+        )
+        add(
+            "Connects/s (SAS auth + subscribe)",
+            f"≥ {TARGETS['connects_per_s']:,}",
+            f"{scale['connects_per_s']:,.0f}",
+            scale["connects_per_s"] >= TARGETS["connects_per_s"],
+            f"{scale['online']:,} devices",
+        )
+    return out
+
+
+def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """hub / reference per concurrency: calls/s, latency percentiles and server CPU per call."""
+    hub = {r["concurrency"]: r for r in (results.get("hub") or {}).get("runs") or []}
+    ref = {r["concurrency"]: r for r in (results.get("reference") or {}).get("runs") or []}
+    out = []
+    for c in sorted(hub.keys() & ref.keys()):
+        h, m = hub[c], ref[c]
+
+        def div(a: float, b: float) -> float | None:
+            return a / b if b else None
+
+        out.append(
+            {
+                "concurrency": c,
+                "calls_per_s": div(h["calls_per_s"], m["calls_per_s"]),
+                "p50": div(h["latency_ms"]["p50"], m["latency_ms"]["p50"]),
+                "p99": div(h["latency_ms"]["p99"], m["latency_ms"]["p99"]),
+                "cpu_per_call": div(h["server_cpu_s_per_1000"], m["server_cpu_s_per_1000"]),
+            }
+        )
+    return out
+
+
+def headline(results: dict[str, Any]) -> list[str]:
+    """The few lines a reader wants first."""
+    lines = []
+    hub_runs = (results.get("hub") or {}).get("runs") or []
+    if hub_runs:
+        best = max(hub_runs, key=lambda r: r["calls_per_s"])
+        lines.append(
+            f"methodhub: {best['calls_per_s']:,.0f} calls/s at c={best['concurrency']} "
+            f"(p50 {best['latency_ms']['p50']:.2f} ms, p99 {best['latency_ms']['p99']:.2f} ms), "
+            f"{best['server_cpu_s_per_1000'] * 1000:.0f} µs hub CPU per call, "
+            f"peak RSS {results['hub']['peak_rss_bytes'] / 2**20:.0f} MiB"
+        )
+        for run in hub_runs:
+            if run["concurrency"] == 1:
+                lines.append(
+                    f"methodhub, 1 call in flight: p50 {run['latency_ms']['p50']:.3f} ms, "
+                    f"p99 {run['latency_ms']['p99']:.3f} ms, {run['calls_per_s']:,.0f} calls/s"
+                )
+    ref_runs = (results.get("reference") or {}).get("runs") or []
+    if ref_runs:
+        best = max(ref_runs, key=lambda r: r["calls_per_s"])
+        lines.append(
+            f"mosquitto reference: {best['calls_per_s']:,.0f} calls/s at c={best['concurrency']} "
+            f"(p99 {best['latency_ms']['p99']:.2f} ms), "
+            f"{best['server_cpu_s_per_1000'] * 1000:.0f} µs broker CPU per call"
+        )
+    for r in results.get("ratios") or []:
+        lines.append(
+            f"hub/reference c={r['concurrency']}: calls/s ×{_num(r['calls_per_s'])}, "
+            f"p99 ×{_num(r['p99'])}, CPU per call ×{_num(r['cpu_per_call'])}"
+        )
+    scale = results.get("scale")
+    if scale:
+        lat = next((x for x in scale["latency"] if x["concurrency"] == 1), None)
+        lines.append(
+            f"scale: {scale['online']:,} idle devices, {scale['connects_per_s']:,.0f} connects/s, "
+            f"{scale['rss_per_connection_bytes'] / 1024:.1f} KiB hub RSS per connection"
+            + (
+                f", call p50 {lat['latency_ms']['p50']:.2f} ms / p99 {lat['latency_ms']['p99']:.2f} ms"
+                if lat
+                else ""
+            )
+        )
+        onboarding = scale.get("onboarding")
+        if onboarding:
+            ms = onboarding["latency_ms"]
+            lines.append(
+                f"scale: registering {onboarding['devices']:,} devices while {scale['online']:,} are "
+                f"connected: calls meanwhile p99 {ms['p99']:.1f} ms, max {ms['max']:.0f} ms"
+            )
+    return lines
+
+
+def _gc(gc: dict[str, float] | None) -> str:
+    if not gc:
+        return "–"
+    return f"{gc['pauses']:.0f} ({gc['max_ms']:.0f})" if gc["pauses"] else "0"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+# -- markdown -----------------------------------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    align = [":---" if i == 0 else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _runs_table(runs: list[dict[str, Any]], server: str) -> str:
+    rows = []
+    for r in runs:
+        lat = r["latency_ms"]
+        rows.append(
+            [
+                str(r["concurrency"]),
+                f"{r['calls_per_s']:,.0f}",
+                f"{lat['p50']:.3f}",
+                f"{lat['p90']:.3f}",
+                f"{lat['p99']:.3f}",
+                f"{lat['max']:.1f}",
+                f"{r['server_cpu_s_per_1000']:.3f}",
+                f"{r['server_cpu_util']:.0%}",
+                f"{r['caller_cpu_s']:.2f} + {r['farm_cpu_s']:.2f}",
+                f"{r['loadgen_cpu_util']:.0%}",
+                _gc(r.get("gc")),
+                f"{r['errors']:,}",
+            ]
+        )
+    header = [
+        "in flight",
+        "calls/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        f"{server} CPU s / 1000 calls",
+        f"{server} CPU busy",
+        "load gen CPU s (caller + farm)",
+        "load gen busy",
+        "GC pauses (max ms)",
+        "errors",
+    ]
+    return _table(header, rows)
+
+
+def markdown(results: dict[str, Any], chart_name: str | None) -> str:
+    meta = results["meta"]
+    config = results["config"]
+    load = " ".join(meta["machine"]["loadavg_at_start"])
+    parts = [
+        f"# methodhub benchmark — {meta['started_at']}",
+        "",
+        f"`{meta['command']}` ({config['mode']} mode) on {meta['machine']['cpu_model']}, "
+        f"{meta['machine']['cpus']} CPUs, load average at start {load}; "
+        f"CPUs: {meta['cpu_plan']}. Python {meta['machine']['python']}, {meta['tools'].get('wrk', '?')}, "
+        f"{meta['tools'].get('mosquitto', '?')}, methodhub {meta['tools'].get('methodhub', '?')} "
+        f"(git {meta['tools'].get('git', '?')}). Total {meta.get('elapsed_s', 0):.0f} s.",
+        "",
+        "## Headline",
+        "",
+        *[f"- {line}" for line in headline(results)],
+        "",
+    ]
+    if chart_name:
+        parts += [f"![throughput and latency per concurrency]({chart_name})", ""]
+    hub = results.get("hub")
+    if hub:
+        parts += [
+            f"## methodhub: direct-method calls through the HTTP API ({hub['devices']:,} devices, "
+            f"{config['duration']} s per level)",
+            "",
+            _runs_table(hub["runs"], "hub"),
+            "",
+            f"Hub peak RSS: {hub['peak_rss_bytes'] / 2**20:.0f} MiB.",
+            "",
+        ]
+    if hub and hub.get("profile"):
+        parts += _profile_section(hub["profile"])
+    ref = results.get("reference")
+    if ref:
+        parts += [
+            f"## Reference: the same calls relayed by hand through Mosquitto ({ref['devices']:,} devices)",
+            "",
+            _runs_table(ref["runs"], "mosquitto"),
+            "",
+            f"Mosquitto peak RSS: {ref['peak_rss_bytes'] / 2**20:.0f} MiB.",
+            "",
+        ]
+    if results.get("ratios"):
+        rows = [
+            [
+                str(r["concurrency"]),
+                _num(r["calls_per_s"]),
+                _num(r["p50"]),
+                _num(r["p99"]),
+                _num(r["cpu_per_call"]),
+            ]
+            for r in results["ratios"]
+        ]
+        parts += [
+            "## Ratios methodhub / Mosquitto",
+            "",
+            "Calls/s above 1 is better for the hub; latency and CPU per call below 1 are.",
+            "",
+            _table(["in flight", "calls/s", "p50 latency", "p99 latency", "server CPU per call"], rows),
+            "",
+        ]
+    scale = results.get("scale")
+    if scale:
+        rows = [
+            ["idle devices online", f"{scale['online']:,} of {scale['requested']:,} requested"],
+            ["connects/s (TCP + CONNECT with SAS + SUBSCRIBE)", f"{scale['connects_per_s']:,.0f}"],
+            ["time to connect all", f"{scale['connect_s']:.1f} s"],
+            [
+                "CPU while connecting: hub / device farm",
+                f"{scale['hub_cpu_connect_s']:.1f} s / {scale['farm_cpu_connect_s']:.1f} s "
+                f"({scale['hub_cpu_connect_s'] / max(1, scale['online']) * 1e6:.0f} µs hub CPU per connect)",
+            ],
+            ["registration through the REST API", f"{scale['devices'] / scale['register_s']:,.0f} devices/s"],
+            [
+                "hub RSS before / after connecting",
+                f"{scale['rss_before_bytes'] / 2**20:.0f} / {scale['rss_after_bytes'] / 2**20:.0f} MiB",
+            ],
+            ["hub RSS per connection", f"{scale['rss_per_connection_bytes'] / 1024:.1f} KiB"],
+            ["hub peak RSS", f"{scale['peak_rss_bytes'] / 2**20:.0f} MiB"],
+        ]
+        if scale.get("capped_by"):
+            rows.append(["capped by", scale["capped_by"]])
+        if scale["failed"]:
+            rows.append(["failed connects", f"{scale['failed']:,} {scale['connect_errors']}"])
+        for lat in scale["latency"]:
+            ms = lat["latency_ms"]
+            rows.append(
+                [
+                    f"calls to random devices, {lat['concurrency']} in flight",
+                    f"{lat['calls_per_s']:,.0f} calls/s, p50 {ms['p50']:.3f} ms, p90 {ms['p90']:.3f} ms, "
+                    f"p99 {ms['p99']:.3f} ms, max {ms['max']:.1f} ms; GC pauses {_gc(lat.get('gc'))}"
+                    + (f", {lat['errors']} errors" if lat["errors"] else ""),
+                ]
+            )
+        onboarding = scale.get("onboarding")
+        if onboarding:
+            ms = onboarding["latency_ms"]
+            took = onboarding["register_s"]
+            rows.append(
+                [
+                    f"registering {onboarding['devices']:,} more devices meanwhile",
+                    (f"{took:.1f} s; " if took else "")
+                    + f"calls at 1 in flight: p50 {ms['p50']:.3f} ms, p99 {ms['p99']:.1f} ms, "
+                    f"max {ms['max']:.0f} ms; GC pauses {_gc(onboarding.get('gc'))}",
+                ]
+            )
+        rows.insert(4, ["GC pauses while connecting (max ms)", _gc(scale.get("gc_connect"))])
+        parts += ["## Connection scale", "", _table(["", "measured"], rows), ""]
+        if scale.get("connect_profile"):
+            parts += _profile_section(scale["connect_profile"])
+    if results.get("targets"):
+        rows = [
+            [
+                t["target"],
+                t["goal"],
+                t["measured"],
+                {True: "met", False: "**not met**", None: "–"}[t["met"]],
+                t["note"],
+            ]
+            for t in results["targets"]
+        ]
+        parts += [
+            "## Targets (reported, not asserted)",
+            "",
+            _table(["target", "goal", "measured", "", "note"], rows),
+            "",
+        ]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _profile_section(prof: dict[str, Any]) -> list[str]:
+    rows = [[name, f"{pct:.1%}"] for name, pct in prof["self"][:12]]
+    if "calls_per_s" in prof:
+        rate = f"{prof['calls_per_s']:,.0f} calls/s, {prof['hub_cpu_us_per_call']:.0f} µs hub CPU per call"
+    else:
+        per = prof["hub_cpu_us_per_connect"]
+        rate = f"{prof['connects_per_s']:,.0f} connects/s, {per:.0f} µs hub CPU per connect"
+    return [
+        f"### Where the hub's CPU goes: {prof['what']} (py-spy attached; {rate})",
+        "",
+        "Self time per function, of the hub's busy samples. It includes the C calls a function makes "
+        "(`transport.write` is the send syscall); `Runner.run` is the event loop's own C code (uvloop: "
+        "epoll, recv, callback dispatch). The whole profile is in `*-profile.txt` next to these results.",
+        "",
+        _table(["function", "self"], rows),
+        "",
+    ]
+
+
+# -- chart --------------------------------------------------------------------------------------------
+
+
+def chart(results: dict[str, Any], path: Path) -> bool:
+    """Throughput, latency percentiles and CPU per call for each concurrency; False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    systems = [s for s in (results.get("hub"), results.get("reference")) if s and s["runs"]]
+    if not systems:
+        return False
+    colors = {"methodhub": "#1f77b4", "mosquitto": "#ff7f0e"}
+    concurrencies = sorted({r["concurrency"] for s in systems for r in s["runs"]})
+    fig, (ax_rate, ax_lat, ax_cpu) = plt.subplots(1, 3, figsize=(16, 5.2))
+    width = 0.8 / len(systems)
+    positions = range(len(concurrencies))
+    for i, system in enumerate(systems):
+        by_c = {r["concurrency"]: r for r in system["runs"]}
+        xs = [p + (i - (len(systems) - 1) / 2) * width for p in positions]
+        rates = [by_c[c]["calls_per_s"] if c in by_c else 0 for c in concurrencies]
+        bars = ax_rate.bar(xs, rates, width, label=system["system"], color=colors.get(system["system"]))
+        ax_rate.bar_label(bars, labels=[f"{v / 1000:.1f}k" for v in rates], fontsize=8)
+        cpu = [by_c[c]["server_cpu_s_per_1000"] * 1000 if c in by_c else 0 for c in concurrencies]
+        bars = ax_cpu.bar(xs, cpu, width, label=system["system"], color=colors.get(system["system"]))
+        ax_cpu.bar_label(bars, labels=[f"{v:.0f}" for v in cpu], fontsize=8)
+        style = "-" if system["system"] == "methodhub" else "--"
+        for q, marker in (("p50", "o"), ("p90", "s"), ("p99", "^")):
+            ys = [by_c[c]["latency_ms"][q] if c in by_c else float("nan") for c in concurrencies]
+            ax_lat.plot(
+                list(positions),
+                ys,
+                style,
+                marker=marker,
+                color=colors.get(system["system"]),
+                label=f"{system['system']} {q}",
+            )
+    ax_rate.axhline(TARGETS["calls_per_s"], color="green", linestyle=":", linewidth=1, label="target 10k/s")
+    ax_rate.set_title("Throughput (calls/s, higher is better)")
+    ax_lat.axhline(
+        TARGETS["p99_ms_at_target_rate"], color="red", linestyle=":", linewidth=1, label="p99 target 25 ms"
+    )
+    ax_lat.axhline(
+        TARGETS["p50_ms_at_c1"], color="gray", linestyle=":", linewidth=1, label="p50 target (c=1) 0.5 ms"
+    )
+    ax_lat.set_yscale("log")
+    ax_lat.set_title("Latency percentiles (ms, log scale, lower is better)")
+    ax_cpu.set_title("Server CPU per call (µs, lower is better)")
+    for ax in (ax_rate, ax_lat, ax_cpu):
+        ax.set_xticks(list(positions), [str(c) for c in concurrencies])
+        ax.set_xlabel("calls in flight")
+        ax.grid(axis="y", alpha=0.3)
+    ax_rate.legend(fontsize=8)
+    ax_lat.legend(fontsize=7, ncol=2)
+    ax_cpu.legend(fontsize=8)
+    devices = systems[0]["devices"]
+    title = f"methodhub vs hand-made relay over Mosquitto — {devices:,} devices answering at once"
+    scale = results.get("scale")
+    if scale:
+        title += (
+            f"\nscale: {scale['online']:,} idle SAS devices, {scale['connects_per_s']:,.0f} connects/s, "
+            f"{scale['rss_per_connection_bytes'] / 1024:.1f} KiB hub RSS per connection"
+        )
+    fig.suptitle(title, fontsize=11)
+    fig.text(
+        0.01,
+        0.01,
+        f"{results['meta']['started_at']}  {results['meta']['cpu_plan']}",
+        fontsize=7,
+        color="gray",
+    )
+    fig.tight_layout(rect=(0, 0.03, 1, 0.93 if scale else 0.96))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# -- files --------------------------------------------------------------------------------------------
+
+
+def write_results(results: dict[str, Any], out: Path, stamp: str) -> dict[str, Path]:
+    """``{stamp}.json/.md/.png`` and copies as ``latest.*`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / f"{stamp}.json", "md": out / f"{stamp}.md", "png": out / f"{stamp}.png"}
+    has_chart = chart(results, paths["png"])
+    if not has_chart:
+        paths.pop("png")
+    paths["json"].write_text(json.dumps(results, indent=2) + "\n")
+    paths["md"].write_text(markdown(results, paths["png"].name if has_chart else None))
+    written = dict(paths)
+    for kind, path in paths.items():
+        latest = out / f"latest.{kind}"
+        if kind == "md":
+            latest.write_text(markdown(results, "latest.png" if has_chart else None))
+        else:
+            shutil.copyfile(path, latest)
+        written[f"latest_{kind}"] = latest
+    return written

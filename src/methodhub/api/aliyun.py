@@ -1,0 +1,486 @@
+"""The Alibaba Cloud front door: IoT Platform's POP RPC API (version 2018-01-20) at ``/``.
+
+``GET /?Action=...`` or ``POST /`` with parameters in the query and/or a form body, signed as
+:mod:`methodhub.auth.aliyun` describes with a shared access policy (AccessKeyId = policy name,
+AccessKeySecret = its key). Actions (aliyun-rrpc-wire.md §2):
+
+* ``RRpc`` (ServiceConnect): raw bytes to a device and back — system RRPC, or custom-topic RRPC
+  with ``Topic``. Timeout 1000–8000 ms, Alibaba's range (the Azure front door keeps Azure's).
+* ``InvokeThingService`` (ServiceConnect): a synchronous thing-model service, Alink JSON on the
+  wire; ``IotId`` (any methodhub device id, so Azure devices too) or ``ProductKey`` + ``DeviceName``.
+  Alibaba's 8 s limit for synchronous services is the response timeout.
+* ``RegisterDevice`` / ``DeleteDevice`` (RegistryWrite), ``QueryDeviceDetail`` (RegistryRead).
+
+Both calls run on the same :class:`~methodhub.calls.CallEngine` as Azure's direct methods, with the
+hub's payload limit (128 KiB) and errors; only the answer's shape is Alibaba's
+(:mod:`methodhub.api.aliyun_errors`). ``IotInstanceId``, ``RegionId``, ``Qos`` and ``ContentType``
+are accepted and ignored: a hub is one instance in one region.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+import secrets
+import string
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import parse_qsl
+
+from methodhub.api.aliyun_errors import new_request_id, pop_error, rrpc_error
+from methodhub.api.http import Request, Response
+from methodhub.api.routing import Routes
+from methodhub.auth import PopAuthenticator
+from methodhub.calls import Call, CallEngine, CallKind, CallOutcome
+from methodhub.config import MAX_METHOD_PAYLOAD
+from methodhub.errors import ErrorKind, HubError
+from methodhub.registry import (
+    Identity,
+    ProductDevice,
+    Registry,
+    Right,
+    product_device_id,
+    validate_device_id,
+    validate_product_names,
+)
+
+API_VERSION = "2018-01-20"
+"""The IoT Platform API version ``aliyun-python-sdk-iot`` speaks."""
+RRPC_TIMEOUT_MS = (1000, 8000)
+"""``RRpc``'s ``Timeout`` range in ms [DOC 69797]. It fits the SDK's 10 s read timeout."""
+SERVICE_TIMEOUT = 8.0
+"""Seconds a synchronous thing service has to answer (Alibaba: 8 s) [DOC 69584]."""
+MAX_MESSAGE = MAX_METHOD_PAYLOAD
+"""The hub's payload limit (128 KiB) applies here too; it is tighter than Alibaba's 256 KB."""
+MAX_TOPIC_BYTES = 128
+"""Alibaba's topic length limit; it applies to ``Topic``."""
+IDENTIFIER = re.compile(r"(?:[A-Za-z0-9_]{1,30}:)?[A-Za-z0-9_]{1,50}")
+"""A TSL service identifier (letters, digits, ``_``, up to 50), optionally ``module:identifier``."""
+UNIMPLEMENTED = frozenset(
+    {"AsyncRRpc", "InvokeThingsService", "Pub", "PubBroadcast", "SetDeviceProperty", "BatchRegisterDevice"}
+)
+"""Alibaba actions a migrating user may try that methodhub does not implement (yet)."""
+_NAME_ALPHABET = string.ascii_letters + string.digits
+
+
+class Presence(Protocol):
+    """Who is connected right now (the gateway answers)."""
+
+    def connection_state(self, target: str) -> tuple[bool, float | None]: ...
+
+
+class MessageIds:
+    """Alibaba-style MessageIds: 64-bit, unique and increasing within the process.
+
+    ``(ms since 2020-01-01) << 22``, bumped by one when two calls share a millisecond: positive
+    int64 until 2089, and time-ordered like Alibaba's own ids."""
+
+    EPOCH_MS = 1_577_836_800_000
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> int:
+        candidate = (int(time.time() * 1000) - self.EPOCH_MS) << 22
+        self._last = max(self._last + 1, candidate)
+        return self._last
+
+
+@dataclass(frozen=True, slots=True)
+class _Action:
+    right: Right
+    run: Callable[[dict[str, str], str, str | None], Response | Awaitable[Response]]
+
+
+def request_params(request: Request) -> dict[str, str]:
+    """Every parameter of a POP request: the query plus, for a form body, its fields.
+
+    Raises:
+        HubError: ``MALFORMED_REQUEST`` for a repeated parameter (the signature would be ambiguous),
+            a body that is not ``application/x-www-form-urlencoded``, or text that is not UTF-8.
+    """
+    pairs = _parse_form(request.raw_query, "query")
+    if request.body:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            raise HubError(
+                ErrorKind.MALFORMED_REQUEST,
+                "Send parameters in the query or as an application/x-www-form-urlencoded body.",
+            )
+        try:
+            body = request.body.decode("ascii")
+        except UnicodeDecodeError:
+            raise HubError(ErrorKind.MALFORMED_REQUEST, "A form body is percent-encoded ASCII.") from None
+        pairs += _parse_form(body, "body")
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name in params:
+            raise HubError(ErrorKind.MALFORMED_REQUEST, f"The parameter {name!r} is given more than once.")
+        params[name] = value
+    return params
+
+
+def _parse_form(text: str, where: str) -> list[tuple[str, str]]:
+    if not text:
+        return []
+    try:
+        return parse_qsl(text, keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise HubError(ErrorKind.MALFORMED_REQUEST, f"The {where} is not percent-encoded UTF-8.") from None
+
+
+def required(params: dict[str, str], name: str) -> str:
+    value = params.get(name)
+    if not value:
+        raise HubError(
+            ErrorKind.MISSING_ARGUMENT,
+            f'The input parameter "{name}" that is mandatory for processing this request is not supplied.',
+        )
+    return value
+
+
+def _names(params: dict[str, str]) -> tuple[str, str]:
+    return validate_product_names(required(params, "ProductKey"), required(params, "DeviceName"))
+
+
+def _call_target(params: dict[str, str]) -> str:
+    """``IotId`` if given (it wins, as on Alibaba), else the device id of ProductKey + DeviceName."""
+    iot_id = params.get("IotId")
+    if iot_id:
+        return validate_device_id(iot_id)
+    if not params.get("ProductKey") and not params.get("DeviceName"):
+        raise HubError(
+            ErrorKind.MISSING_ARGUMENT, "Give IotId, or ProductKey and DeviceName, to name the device."
+        )
+    return product_device_id(*_names(params))
+
+
+def _rrpc_timeout(params: dict[str, str]) -> float:
+    text = required(params, "Timeout")
+    low, high = RRPC_TIMEOUT_MS
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise HubError(
+            ErrorKind.INVALID_TIMEOUT, f"Timeout must be an integer from {low} to {high} (ms); got {text!r}."
+        )
+    return int(text) / 1000
+
+
+def _rrpc_message(params: dict[str, str]) -> bytes:
+    text = required(params, "RequestBase64Byte")
+    try:
+        message = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise HubError(
+            ErrorKind.NOT_BASE64, "RequestBase64Byte is not base64 (RFC 4648, with padding)."
+        ) from None
+    if len(message) > MAX_MESSAGE:
+        raise HubError(
+            ErrorKind.PAYLOAD_TOO_LARGE,
+            f"The message is {len(message)} bytes; the limit is {MAX_MESSAGE} bytes.",
+        )
+    return message
+
+
+def _rrpc_topic(params: dict[str, str], product_key: str, device_name: str) -> str | None:
+    topic = params.get("Topic")
+    if not topic:
+        return None
+    own = f"/{product_key}/{device_name}/"
+    if (
+        not topic.startswith(own)
+        or len(topic) == len(own)
+        or any(c in topic for c in "+#")
+        or "//" in topic
+        or len(topic.encode()) > MAX_TOPIC_BYTES
+    ):
+        raise HubError(
+            ErrorKind.INVALID_ARGUMENT,
+            f"Topic must be one of the device's own topics, {own}..., without wildcards, at most "
+            f"{MAX_TOPIC_BYTES} bytes; got {topic!r}.",
+        )
+    return topic
+
+
+def _thing_args(params: dict[str, str]) -> bytes:
+    text = required(params, "Args")
+    try:
+        args = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise HubError(ErrorKind.INVALID_ARGUMENT, f"Args is not JSON: {exc}.") from None
+    if not isinstance(args, dict):
+        raise HubError(ErrorKind.INVALID_ARGUMENT, 'Args must be a JSON object ("{}" for none).')
+    payload = text.encode()
+    if len(payload) > MAX_MESSAGE:
+        raise HubError(
+            ErrorKind.PAYLOAD_TOO_LARGE, f"Args is {len(payload)} bytes; the limit is {MAX_MESSAGE} bytes."
+        )
+    return payload
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _gmt(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
+
+
+def _utc(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(epoch))
+
+
+def _chain(
+    source: asyncio.Future[CallOutcome],
+    on_outcome: Callable[[CallOutcome], Response],
+    on_error: Callable[[HubError], Response],
+) -> asyncio.Future[Response]:
+    """A future of the HTTP response for ``source``; cancelling it abandons the call."""
+    out: asyncio.Future[Response] = source.get_loop().create_future()
+
+    def done(fut: asyncio.Future[CallOutcome]) -> None:
+        if out.done():
+            return
+        if fut.cancelled():
+            out.cancel()
+            return
+        exc = fut.exception()
+        if exc is None:
+            out.set_result(on_outcome(fut.result()))
+        elif isinstance(exc, HubError):
+            out.set_result(on_error(exc))
+        else:
+            out.set_exception(exc)
+
+    def abandoned(fut: asyncio.Future[Response]) -> None:
+        if fut.cancelled() and not source.done():
+            source.cancel()
+
+    source.add_done_callback(done)
+    out.add_done_callback(abandoned)
+    return out
+
+
+class AliyunApi:
+    """Handlers for the POP API. ``register()`` adds ``GET /`` and ``POST /`` to a :class:`Routes`."""
+
+    def __init__(
+        self, engine: CallEngine, registry: Registry, auth: PopAuthenticator, presence: Presence
+    ) -> None:
+        self._engine = engine
+        self._registry = registry
+        self._auth = auth
+        self._presence = presence
+        self._message_ids = MessageIds()
+        self._actions: dict[str, _Action] = {
+            "RRpc": _Action(Right.SERVICE_CONNECT, self._rrpc),
+            "InvokeThingService": _Action(Right.SERVICE_CONNECT, self._invoke_thing_service),
+            "RegisterDevice": _Action(Right.REGISTRY_WRITE, self._guard(self._register_device)),
+            "QueryDeviceDetail": _Action(Right.REGISTRY_READ, self._guard(self._query_device_detail)),
+            "DeleteDevice": _Action(Right.REGISTRY_WRITE, self._guard(self._delete_device)),
+        }
+
+    def register(self, routes: Routes) -> None:
+        routes.add("GET", "/", self.handle)
+        routes.add("POST", "/", self.handle)
+
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
+        """Parse, authenticate, run the action. Fast path (policy cached): no task at all."""
+        request_id = new_request_id()
+        host = request.headers.get("host")
+        try:
+            params = request_params(request)
+            action = self._action(params)
+            policy = self._auth.cached_policy(params)
+            if policy is None:
+                return self._authenticate_then_run(request.method, params, action, request_id, host)
+            self._auth.verify(request.method, params, action.right, policy)
+            return action.run(params, request_id, host)
+        except HubError as exc:
+            return pop_error(exc, request_id, host)
+
+    def _action(self, params: dict[str, str]) -> _Action:
+        name = required(params, "Action")
+        version = required(params, "Version")
+        action = self._actions.get(name)
+        if action is None:
+            what = "is not implemented by methodhub" if name in UNIMPLEMENTED else "does not exist"
+            raise HubError(
+                ErrorKind.NOT_FOUND,
+                f"Specified api is not found: the Action {name!r} {what}. "
+                f"Implemented: {', '.join(sorted(self._actions))}.",
+            )
+        if version != API_VERSION:
+            raise HubError(
+                ErrorKind.INVALID_PROTOCOL_VERSION,
+                f"Specified parameter Version is not valid: {version!r}; methodhub serves {API_VERSION}.",
+            )
+        accept = params.get("Format", "JSON")
+        if accept.upper() != "JSON":
+            raise HubError(ErrorKind.MALFORMED_REQUEST, f"Format {accept!r} is not supported; use JSON.")
+        return action
+
+    async def _authenticate_then_run(
+        self, http_method: str, params: dict[str, str], action: _Action, request_id: str, host: str | None
+    ) -> Response:
+        try:
+            await self._auth.authenticate(http_method, params, action.right)
+        except HubError as exc:
+            return pop_error(exc, request_id, host)
+        result = action.run(params, request_id, host)
+        return result if isinstance(result, Response) else await result
+
+    def _guard(
+        self, handler: Callable[[dict[str, str], str], Awaitable[dict[str, Any]]]
+    ) -> Callable[[dict[str, str], str, str | None], Awaitable[Response]]:
+        """A registry action: its ``Data`` (or error) in Alibaba's envelope."""
+
+        async def run(params: dict[str, str], request_id: str, host: str | None) -> Response:
+            try:
+                body = await handler(params, request_id)
+            except HubError as exc:
+                return pop_error(exc, request_id, host)
+            return Response.json({"RequestId": request_id, "Success": True, **body})
+
+        return run
+
+    # -- calls ------------------------------------------------------------------------------------------
+
+    def _rrpc(
+        self, params: dict[str, str], request_id: str, host: str | None
+    ) -> Response | Awaitable[Response]:
+        try:
+            product_key, device_name = _names(params)
+            timeout = _rrpc_timeout(params)
+            message = _rrpc_message(params)
+            topic = _rrpc_topic(params, product_key, device_name)
+        except HubError as exc:
+            return pop_error(exc, request_id, host)
+        message_id = self._message_ids.next()
+        call = Call(
+            target=product_device_id(product_key, device_name),
+            method="rrpc",
+            payload=message,
+            response_timeout=timeout,
+            kind=CallKind.MESSAGE,
+            topic=topic,
+            request_id=str(message_id),
+        )
+
+        def answered(outcome: CallOutcome) -> Response:
+            return Response.json(
+                {
+                    "RequestId": request_id,
+                    "Success": True,
+                    "RrpcCode": "SUCCESS",
+                    "PayloadBase64Byte": base64.b64encode(outcome.payload).decode(),
+                    "MessageId": message_id,
+                }
+            )
+
+        def failed(error: HubError) -> Response:
+            sent = error.kind in (ErrorKind.CALL_TIMEOUT, ErrorKind.DEVICE_DISCONNECTED)
+            return rrpc_error(error, request_id, message_id if sent else None, host)
+
+        return _chain(self._engine.invoke(call), answered, failed)
+
+    def _invoke_thing_service(
+        self, params: dict[str, str], request_id: str, host: str | None
+    ) -> Response | Awaitable[Response]:
+        try:
+            target = _call_target(params)
+            identifier = required(params, "Identifier")
+            if not IDENTIFIER.fullmatch(identifier):
+                raise HubError(
+                    ErrorKind.INVALID_ARGUMENT,
+                    f"Identifier {identifier!r} is not a service identifier (letters, digits and _, up to "
+                    "50, optionally prefixed with 'module:').",
+                )
+            args = _thing_args(params)
+        except HubError as exc:
+            return pop_error(exc, request_id, host)
+        message_id = str(self._message_ids.next())
+        call = Call(
+            target=target,
+            method=identifier,
+            payload=args,
+            response_timeout=SERVICE_TIMEOUT,
+            request_id=message_id,
+        )
+
+        def answered(outcome: CallOutcome) -> Response:
+            data = {"Result": outcome.payload.decode(), "MessageId": message_id}
+            if outcome.status == 200:
+                return Response.json({"RequestId": request_id, "Success": True, "Data": data})
+            return Response.json(
+                {
+                    "RequestId": request_id,
+                    "Success": False,
+                    "Code": "iot.device.InvokeThingServiceFailed",
+                    "ErrorMessage": f"The device answered the service call with code {outcome.status}.",
+                    "Data": data,
+                }
+            )
+
+        return _chain(self._engine.invoke(call), answered, lambda error: pop_error(error, request_id, host))
+
+    # -- registry -----------------------------------------------------------------------------------------
+
+    async def _register_device(self, params: dict[str, str], request_id: str) -> dict[str, Any]:
+        product_key = required(params, "ProductKey")
+        # Alibaba names the device itself when DeviceName is empty.
+        device_name = params.get("DeviceName") or "".join(secrets.choice(_NAME_ALPHABET) for _ in range(20))
+        device = await self._registry.create_product_device(product_key, device_name)
+        return {
+            "Data": {
+                "IotId": device.device_id,
+                "ProductKey": device.product_key,
+                "DeviceName": device.device_name,
+                "DeviceSecret": device.device_secret,
+            }
+        }
+
+    async def _lookup(self, params: dict[str, str]) -> tuple[Identity, ProductDevice | None]:
+        """The identity the request names (``IotId`` or ProductKey + DeviceName) and its Alibaba names."""
+        iot_id = params.get("IotId")
+        if iot_id:
+            identity = await self._registry.get_identity(iot_id)
+            device = await self._registry.find_product_device(iot_id) if identity else None
+            if identity is None:
+                raise HubError(ErrorKind.DEVICE_NOT_FOUND, f"No device with IotId {iot_id!r} is registered.")
+            return identity, device
+        product_key, device_name = _names(params)
+        device = await self._registry.get_product_device(product_key, device_name)
+        if device is None:
+            raise HubError(
+                ErrorKind.DEVICE_NOT_FOUND,
+                f"No device {device_name!r} of product {product_key!r} is registered.",
+            )
+        return device.identity, device
+
+    async def _query_device_detail(self, params: dict[str, str], request_id: str) -> dict[str, Any]:
+        identity, device = await self._lookup(params)
+        connected, since = self._presence.connection_state(identity.device_id)
+        status = "DISABLE" if identity.status != "enabled" else "ONLINE" if connected else "OFFLINE"
+        data: dict[str, Any] = {
+            "IotId": identity.device_id,
+            "ProductKey": device.product_key if device else None,
+            "DeviceName": device.device_name if device else None,
+            "DeviceSecret": device.device_secret if device else None,
+            "Status": status,
+            "NodeType": 0,
+            "GmtCreate": _gmt(identity.created_at),
+            "UtcCreate": _utc(identity.created_at),
+        }
+        if since is not None:
+            data.update(GmtOnline=_gmt(since), UtcOnline=_utc(since))
+        return {"Data": data}
+
+    async def _delete_device(self, params: dict[str, str], request_id: str) -> dict[str, Any]:
+        identity, _ = await self._lookup(params)
+        await self._registry.delete_identity(identity.device_id)
+        return {}

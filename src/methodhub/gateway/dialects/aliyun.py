@@ -1,0 +1,323 @@
+"""Alibaba Cloud IoT Platform's MQTT dialect, as the Link SDK speaks it (aliyun-rrpc-wire.md §1).
+
+* CONNECT: user name ``{deviceName}&{productKey}``; client id ``{clientId}|securemode=..,
+  signmethod=..,timestamp=..,ext=1,_ss=1,...|``; password the device-secret signature
+  (:mod:`methodhub.auth.aliyun`). Azure's user names always contain ``/`` and Alibaba's never do,
+  so the two dialects claim disjoint CONNECTs.
+* Server-side subscription (``_ss=1``): the Link SDK for Python subscribes nothing itself, so the
+  hub subscribes the device to the topics it delivers calls on: system RRPC requests
+  ``/sys/{pk}/{dn}/rrpc/request/+`` and, for ``ext=1`` devices, synchronous services
+  ``/ext/rrpc/+/sys/{pk}/{dn}/thing/service/+``. Devices without ``_ss=1`` subscribe themselves.
+* Calls, by :class:`~methodhub.calls.CallKind` (the front door chooses; the id is the call's
+  ``request_id``, Alibaba's MessageId):
+
+  ============================  ==================================================  =====================
+  call                          request topic (payload)                             reply topic
+  ============================  ==================================================  =====================
+  MESSAGE                       ``/sys/{pk}/{dn}/rrpc/request/{id}`` (raw bytes)    ``…/rrpc/response/{id}``
+  MESSAGE + topic, ``ext=1``    ``/ext/rrpc/{id}{topic}`` (raw bytes)               the same topic
+  METHOD, ``ext=1``             ``/ext/rrpc/{id}/sys/{pk}/{dn}/thing/service/{m}``  the same topic
+                                (Alink ``{"id","version","params","method"}``)      (``{"id","code","data"}``)
+  ============================  ==================================================  =====================
+
+  Without ``ext=1`` the custom-topic and service forms fall back to the system RRPC topics (with the
+  same payloads): Alibaba documents it for custom-topic RRPC; for services it is our choice (wire doc
+  §1.8 leaves it unconfirmed). Azure direct methods
+  sent to an Alibaba device are METHOD calls: they arrive as synchronous thing services.
+* A reply completes its call only on the exact reply topic of that call; anything else in the
+  device's own namespace is accepted and dropped (a late or foreign message id counts as a stray
+  response). Topics outside the device's namespace (another device's) close the connection, and
+  subscriptions to them are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from methodhub.auth import DEFAULT_SIGN_METHOD, SIGN_METHODS, MqttClientId, verify_device_password
+from methodhub.calls.model import Call, CallKind, CallOutcome
+from methodhub.errors import ErrorKind, HubError
+from methodhub.gateway.auth import AuthContext
+from methodhub.gateway.dialects.base import SUBSCRIPTION_REFUSED, ConnectRefused, Dialect, Principal
+from methodhub.gateway.session import DeviceSession
+from methodhub.mqtt import Connect, Publish, topic_matches
+from methodhub.registry import validate_product_names
+
+EXT_RRPC = "/ext/rrpc/"
+MAX_TOPIC_BYTES = 128
+"""Alibaba's limit on a topic (filter) a device uses [DOC 使用限制]; longer subscriptions are refused."""
+CREDENTIAL_CACHE_SECONDS = 3600.0
+"""How long a verified login (client id + user name + password) is remembered, so reconnect storms
+cost no registry reads. Registry changes to the device drop it at once (change feed)."""
+ALINK_VERSION = "1.0"
+
+
+@dataclass(slots=True)
+class _Expected:
+    """A call in flight on an Alibaba session: its request id and how to read its reply."""
+
+    rid: str
+    kind: CallKind
+
+
+@dataclass(slots=True)
+class AliyunSessionState:
+    """What the dialect keeps per session: reply topic → the call it answers."""
+
+    expected: dict[str, _Expected] = field(default_factory=dict)
+
+
+def _names(principal: Principal) -> tuple[str, str]:
+    return principal.attributes["product_key"], principal.attributes["device_name"]
+
+
+def _state(session: DeviceSession) -> AliyunSessionState:
+    state = session.dialect_state
+    if not isinstance(state, AliyunSessionState):
+        state = AliyunSessionState()
+        session.dialect_state = state
+    return state
+
+
+def _load_json(payload: bytes) -> Any:
+    """The stdlib parser: orjson reads integers beyond 64 bits as floats, which would change the
+    device's numbers; NaN and Infinity are refused (not JSON)."""
+    return json.loads(payload, parse_constant=_no_constants)
+
+
+def _dump_json(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # integers beyond 64 bits
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _no_constants(name: str) -> object:
+    raise ValueError(name)
+
+
+def alink_request(request_id: str, identifier: str, params: bytes) -> bytes:
+    """An Alink service request; ``params`` (JSON text) is embedded as it is. The id is a JSON
+    string: the Link SDK for Python concatenates it to a string and fails on a number."""
+    return b'{"id":"%s","version":"%s","params":%s,"method":"thing.service.%s"}' % (
+        request_id.encode(),
+        ALINK_VERSION.encode(),
+        params or b"null",
+        identifier.encode(),
+    )
+
+
+def alink_outcome(payload: bytes) -> CallOutcome | HubError:
+    """An Alink reply ``{"id","code","data"}`` → the device's code and ``data`` (JSON text)."""
+    try:
+        reply = _load_json(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deeply nested: not a reply either
+        reply = None
+    code = reply.get("code") if isinstance(reply, dict) else None
+    if not isinstance(code, int) or isinstance(code, bool):
+        return HubError(
+            ErrorKind.INVALID_DEVICE_RESPONSE,
+            'The device answered a service call with something other than an Alink reply {"id": ..., '
+            '"code": <integer>, "data": {...}}.',
+        )
+    return CallOutcome(code, _dump_json(reply.get("data", {})))
+
+
+class AliyunDialect(Dialect):
+    """See the module docstring."""
+
+    name = "aliyun"
+
+    def claims(self, connect: Connect) -> bool:
+        username = connect.username
+        return username is not None and "&" in username and "/" not in username
+
+    async def authenticate(self, connect: Connect, ctx: AuthContext, *, use_cache: bool = True) -> Principal:
+        username = connect.username or ""
+        device_name, _, product_key = username.partition("&")
+        try:
+            validate_product_names(product_key, device_name)
+        except HubError as exc:
+            raise ConnectRefused(
+                4, f"user name must be '{{deviceName}}&{{productKey}}': {exc.message}"
+            ) from None
+        try:
+            client_id = MqttClientId.parse(connect.client_id)
+        except ValueError as exc:
+            raise ConnectRefused(
+                2,
+                f"client id '{connect.client_id}' is not '{{clientId}}|securemode=..,signmethod=..,"
+                f"timestamp=..|': {exc}",
+            ) from None
+        params = client_id.params
+        if "authType" in params:
+            raise ConnectRefused(
+                5,
+                "dynamic registration (authType) is not supported; register the device with "
+                "`methodhub device create --product PK DN` and connect with its DeviceSecret",
+            )
+        sign_method = params.get("signmethod", DEFAULT_SIGN_METHOD)
+        if sign_method not in SIGN_METHODS:
+            raise ConnectRefused(
+                4, f"signmethod '{sign_method}' is not supported; use {', '.join(sorted(SIGN_METHODS))}"
+            )
+        if connect.password is None:
+            raise ConnectRefused(4, "no password; send the DeviceSecret signature as the password")
+        try:
+            password = connect.password.decode("ascii")
+        except UnicodeDecodeError:
+            raise ConnectRefused(4, "the password is not a hex signature") from None
+        cache_key = f"aliyun\n{connect.client_id}\n{username}\n{password}"
+        if use_cache:
+            cached = ctx.tokens.get(cache_key, time.time())
+            if cached is not None:
+                return cached
+        try:
+            device = await ctx.registry.get_product_device(product_key, device_name)
+        except Exception as exc:
+            raise ConnectRefused(3, f"the registry is unavailable: {exc}") from None
+        if device is None:
+            raise ConnectRefused(4, f"no device '{device_name}' of product '{product_key}' is registered")
+        if device.identity.status != "enabled":
+            raise ConnectRefused(5, f"device '{device.device_id}' is disabled")
+        if not verify_device_password(
+            password,
+            device.device_secret,
+            client_id.base,
+            product_key,
+            device_name,
+            params.get("timestamp"),
+            sign_method,
+        ):
+            raise ConnectRefused(
+                4,
+                f"the password is not the {sign_method} signature of this client id with the DeviceSecret "
+                f"of '{device.device_id}'",
+            )
+        principal = Principal(
+            device.device_id,
+            None,
+            device.device_id,
+            self,
+            attributes={
+                "product_key": product_key,
+                "device_name": device_name,
+                "ext": params.get("ext") == "1",
+                "auto_subscribe": params.get("_ss") == "1",
+                "securemode": params.get("securemode"),
+            },
+        )
+        ctx.tokens.put(cache_key, principal, time.time() + CREDENTIAL_CACHE_SECONDS, device.device_id)
+        return principal
+
+    # -- topics ---------------------------------------------------------------------------------------
+
+    def initial_subscriptions(self, principal: Principal) -> dict[str, int]:
+        if not principal.attributes.get("auto_subscribe"):
+            return {}
+        product_key, device_name = _names(principal)
+        subscriptions = {f"/sys/{product_key}/{device_name}/rrpc/request/+": 0}
+        if principal.attributes.get("ext"):
+            subscriptions[f"{EXT_RRPC}+/sys/{product_key}/{device_name}/thing/service/+"] = 0
+        return subscriptions
+
+    def grant(self, session: DeviceSession, topic_filter: str, qos: int) -> int:
+        if len(topic_filter.encode()) <= MAX_TOPIC_BYTES and self._owns(session.principal, topic_filter):
+            return min(qos, 1)
+        return SUBSCRIPTION_REFUSED
+
+    def _owns(self, principal: Principal, topic: str) -> bool:
+        """Whether ``topic`` (a name or a filter) is in the device's own namespace: its custom topics
+        ``/{pk}/{dn}/...``, its system topics ``/sys/{pk}/{dn}/...``, ``/ext/rrpc/{id}`` followed by
+        one of those, its OTA and shadow topics, and its product's broadcasts. Wildcards can only
+        follow the levels naming the device, so no filter reaches another device's topics."""
+        product_key, device_name = _names(principal)
+        if topic.startswith(EXT_RRPC):
+            message_id, slash, rest = topic[len(EXT_RRPC) :].partition("/")
+            if not message_id or not slash or message_id == "#":
+                return False
+            topic = "/" + rest
+        return topic.startswith((f"/{product_key}/{device_name}/", f"/sys/{product_key}/{device_name}/")) or (
+            topic
+            in (
+                f"/ota/device/upgrade/{product_key}/{device_name}",
+                f"/ota/device/inform/{product_key}/{device_name}",
+                f"/ota/device/progress/{product_key}/{device_name}",
+                f"/shadow/get/{product_key}/{device_name}",
+                f"/shadow/update/{product_key}/{device_name}",
+            )
+            or topic.startswith(f"/broadcast/{product_key}/")
+        )
+
+    def is_ready(self, session: DeviceSession) -> bool:
+        product_key, device_name = _names(session.principal)
+        probe = f"/sys/{product_key}/{device_name}/rrpc/request/0"
+        return any(f.startswith(EXT_RRPC) or topic_matches(f, probe) for f in session.subscriptions)
+
+    # -- calls ----------------------------------------------------------------------------------------
+
+    def encode_call(self, session: DeviceSession, call: Call, seq: int) -> tuple[str, str, bytes]:
+        principal = session.principal
+        product_key, device_name = _names(principal)
+        rid = call.request_id or str(seq)
+        ext = bool(principal.attributes.get("ext"))
+        system_request = f"/sys/{product_key}/{device_name}/rrpc/request/{rid}"
+        system_reply = f"/sys/{product_key}/{device_name}/rrpc/response/{rid}"
+        if call.kind is CallKind.MESSAGE:
+            payload = call.payload
+            if call.topic is not None and ext:
+                if not call.topic.startswith(f"/{product_key}/{device_name}/"):
+                    raise HubError(
+                        ErrorKind.INVALID_ARGUMENT,
+                        f"The RRPC topic '{call.topic}' is not one of device '{session.key}''s topics "
+                        f"(/{product_key}/{device_name}/...).",
+                    )
+                topic = reply = f"{EXT_RRPC}{rid}{call.topic}"
+                hint = f"the RRPC topic '{EXT_RRPC}+{call.topic}'"
+            else:
+                topic, reply, hint = system_request, system_reply, "system RRPC requests"
+        else:
+            if not call.method or any(c in call.method for c in "/+#"):
+                raise HubError(
+                    ErrorKind.INVALID_ARGUMENT, f"'{call.method}' cannot be a service identifier in a topic."
+                )
+            payload = alink_request(rid, call.method, call.payload)
+            if ext:
+                topic = reply = f"{EXT_RRPC}{rid}/sys/{product_key}/{device_name}/thing/service/{call.method}"
+                hint = "synchronous services"
+            else:
+                topic, reply, hint = system_request, system_reply, "system RRPC requests"
+        if not any(topic_matches(f, topic) for f in session.subscriptions):
+            raise HubError(
+                ErrorKind.DEVICE_OFFLINE,
+                f"Device '{session.key}' is connected but has not subscribed to {hint}.",
+            )
+        state = _state(session)
+        if len(state.expected) >= session.table.max_in_flight:
+            # Calls that ended without a reply (timed out, abandoned) leave their entry behind.
+            state.expected = {t: e for t, e in state.expected.items() if e.rid in session.pending}
+        state.expected[reply] = _Expected(rid, call.kind)
+        return rid, topic, payload
+
+    def on_publish(self, session: DeviceSession, publish: Publish) -> bool:
+        topic = publish.topic
+        expected = _state(session).expected.pop(topic, None)
+        if expected is not None:
+            if expected.kind is CallKind.MESSAGE:
+                session.complete(expected.rid, CallOutcome(200, publish.payload))
+            else:
+                session.complete(expected.rid, alink_outcome(publish.payload))
+            return True
+        if not self._owns(session.principal, topic):
+            return False
+        product_key, device_name = _names(session.principal)
+        if topic.startswith((EXT_RRPC, f"/sys/{product_key}/{device_name}/rrpc/response/")):
+            session.table.metrics.stray_responses.inc()
+        else:
+            session.table.metrics.telemetry.inc()
+        return True

@@ -1,0 +1,50 @@
+"""Fixtures for the Azure interop tests: a TLS hub, a CONNECT proxy to it, the official SDKs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.interop.support import Agent, ConnectProxy, side_venv
+from tests.support import HubProcess
+
+AZURE_SDKS = ["azure-iot-device==2.14.0", "azure-iot-hub==2.7.0", "six"]
+"""The versions azure-direct-methods-wire.md documents. ``six``: azure-iot-hub imports it without
+declaring it (wire doc §2.1)."""
+
+
+@pytest.fixture(scope="session")
+def azure_python() -> Path:
+    return side_venv("azure", AZURE_SDKS)
+
+
+@pytest.fixture(scope="session")
+def tls_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+    hub = HubProcess(tmp_path_factory.mktemp("tls-hub"), listeners=("mqtt", "http", "mqtts", "https")).start()
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy(tls_hub: HubProcess) -> Iterator[ConnectProxy]:
+    proxy = ConnectProxy({8883: tls_hub.ports["mqtts"], 443: tls_hub.ports["https"]})
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture(scope="session")
+def azure(azure_python: Path, tls_hub: HubProcess) -> Iterator[Agent]:
+    """The official SDKs, with a registry manager opened on the hub's HTTPS port (port in HostName,
+    as wire doc §2.2 says works) trusting the hub's development CA."""
+    agent = Agent(azure_python, Path(__file__).with_name("azure_agent.py"))
+    cs = tls_hub.service_cs()
+    agent.call(
+        "service_open",
+        cs=f"HostName={cs['HostName']}:{tls_hub.ports['https']};SharedAccessKeyName={cs['SharedAccessKeyName']};"
+        f"SharedAccessKey={cs['SharedAccessKey']}",
+        ca_file=str(tls_hub.ca_file),
+    )
+    yield agent
+    agent.close()

@@ -1,0 +1,241 @@
+"""Microsoft's unmodified Azure IoT SDKs (azure-iot-device 2.14.0, azure-iot-hub 2.7.0) against methodhub.
+
+Devices connect with ``IoTHubDeviceClient`` / ``IoTHubModuleClient`` over MQTT/TLS and MQTT over
+WebSocket/TLS, trusting the hub's development CA (``server_verification_cert``), through the CONNECT
+proxy explained in ``support.py`` (the SDK only dials 8883 and 443). Backends use
+``IoTHubRegistryManager`` over HTTPS with ``HostName=localhost:{port}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.interop.support import Agent, AgentError, ConnectProxy
+from tests.support import HubProcess, parse_cs
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def connect(azure: Agent, tls_hub: HubProcess, proxy: ConnectProxy) -> Iterator[Any]:
+    """``connect(name, cs, **options)``: an SDK device client, shut down after the test."""
+    names: list[str] = []
+    ca = tls_hub.ca_file.read_text()
+
+    def open_client(name: str, cs: str, **options: Any) -> dict[str, Any]:
+        names.append(name)
+        return azure.call(
+            "device_connect", name=name, cs=cs, ca=ca, proxy=["127.0.0.1", proxy.port], **options
+        )
+
+    yield open_client
+    for name in names:
+        try:
+            azure.call("device_shutdown", name=name)
+        except AgentError:
+            pass
+
+
+def _create(tls_hub: HubProcess, device_id: str, *extra: str) -> str:
+    return tls_hub.cli("device", "create", device_id, *extra).stdout.strip()
+
+
+def _azure_error(exc: AgentError) -> dict[str, Any]:
+    """The Azure error envelope: {"Message": "<JSON text>", "ExceptionMessage": ""}."""
+    assert exc.body is not None
+    return json.loads(json.loads(exc.body)["Message"])
+
+
+PAYLOADS = {
+    "object": {"delay": 5, "nested": {"list": [1, 2, 3]}},
+    "list": [1, "two", None, {"three": 3}],
+    "string": "just a string",
+    "null": None,
+    "120KB": {"blob": "x" * (120 * 1024)},
+}
+
+
+def test_device_over_mqtt_tls_answers_payloads_of_every_shape(
+    azure: Agent, tls_hub: HubProcess, proxy: ConnectProxy, connect: Any, device_id: str
+) -> None:
+    cs = _create(tls_hub, device_id)
+    assert connect("tls", cs)["connected"] is True
+    assert "localhost:8883" in proxy.targets  # the SDK dialed Azure's MQTT/TLS port
+
+    for shape, value in PAYLOADS.items():
+        result = azure.call("service_invoke", device_id=device_id, method="echo", payload={"return": value})
+        assert result == {"status": 200, "payload": value}, shape
+
+    # the request payload of each shape reaches the handler unchanged (echoed back)
+    result = azure.call("service_invoke", device_id=device_id, method="reboot", payload=[1, {"a": "b"}])
+    assert result == {"status": 200, "payload": {"method": "reboot", "payload": [1, {"a": "b"}]}}
+    # azure-iot-hub sends payload None as "" (wire doc §2.4); the device gets ""
+    result = azure.call("service_invoke", device_id=device_id, method="empty", payload=None)
+    assert result == {"status": 200, "payload": {"method": "empty", "payload": ""}}
+    # the device's own status code is passed through
+    result = azure.call("service_invoke", device_id=device_id, method="fail", payload={"status": 417})
+    assert result["status"] == 417
+
+
+def test_device_over_websocket_answers_methods(
+    azure: Agent, tls_hub: HubProcess, proxy: ConnectProxy, connect: Any, device_id: str
+) -> None:
+    cs = _create(tls_hub, device_id)
+    assert connect("ws", cs, websockets=True)["connected"] is True
+    assert "localhost:443" in proxy.targets  # MQTT over WebSocket on Azure's HTTPS port
+
+    result = azure.call("service_invoke", device_id=device_id, method="ping", payload={"n": 1})
+    assert result == {"status": 200, "payload": {"method": "ping", "payload": {"n": 1}}}
+    big = {"return": "y" * (120 * 1024)}
+    assert (
+        azure.call("service_invoke", device_id=device_id, method="big", payload=big)["payload"]
+        == big["return"]
+    )
+
+
+def test_module_client_and_module_methods(
+    azure: Agent, tls_hub: HubProcess, connect: Any, device_id: str
+) -> None:
+    _create(tls_hub, device_id)
+    module = azure.call(
+        "service_create_module", device_id=device_id, module_id="filter", primary="", secondary=""
+    )
+    assert module["module_id"] == "filter" and module["primary_key"]
+    cs = f"HostName=localhost;DeviceId={device_id};ModuleId=filter;SharedAccessKey={module['primary_key']}"
+    assert connect("module", cs, module=True)["connected"] is True
+
+    result = azure.call(
+        "service_invoke", device_id=device_id, module_id="filter", method="calibrate", payload={"x": 1}
+    )
+    assert result == {"status": 200, "payload": {"method": "calibrate", "payload": {"x": 1}}}
+    # the device itself is not connected: the module's connection does not make it callable
+    with pytest.raises(AgentError) as excinfo:
+        azure.call("service_invoke", device_id=device_id, method="calibrate", payload={})
+    assert excinfo.value.status_code == 404
+
+    # the CLI's `device create --module` makes a module the SDK connects with, too
+    cli_cs = _create(tls_hub, device_id, "--module", "cli-made")
+    assert parse_cs(cli_cs)["ModuleId"] == "cli-made"
+    assert connect("module2", cli_cs, module=True)["connected"] is True
+    result = azure.call("service_invoke", device_id=device_id, module_id="cli-made", method="m", payload=1)
+    assert result["payload"] == {"method": "m", "payload": 1}
+
+
+def test_offline_device_is_404_device_not_online(azure: Agent, tls_hub: HubProcess, device_id: str) -> None:
+    _create(tls_hub, device_id)
+    started = time.monotonic()
+    with pytest.raises(AgentError) as excinfo:
+        azure.call("service_invoke", device_id=device_id, method="reboot", payload={})
+    assert time.monotonic() - started < 5  # at once, not after the response timeout
+    assert excinfo.value.error == "HttpOperationError" and excinfo.value.status_code == 404
+    assert _azure_error(excinfo.value)["errorCode"] == 404103
+
+    with pytest.raises(AgentError) as excinfo:
+        azure.call("service_invoke", device_id=device_id + "-unknown", method="reboot", payload={})
+    assert excinfo.value.status_code == 404
+    assert _azure_error(excinfo.value)["errorCode"] == 404001
+
+
+def test_slow_handler_is_504_gateway_timeout(
+    azure: Agent, tls_hub: HubProcess, connect: Any, device_id: str
+) -> None:
+    connect("slow", _create(tls_hub, device_id))
+    started = time.monotonic()
+    with pytest.raises(AgentError) as excinfo:
+        azure.call(
+            "service_invoke", device_id=device_id, method="slow", payload={"sleep": 7}, response_timeout=5
+        )
+    elapsed = time.monotonic() - started
+    assert 4.5 < elapsed < 7
+    assert excinfo.value.status_code == 504
+    assert _azure_error(excinfo.value)["errorCode"] == 504101
+
+
+def test_token_renewal_reconnect_keeps_methods_working(
+    azure: Agent, tls_hub: HubProcess, connect: Any, device_id: str
+) -> None:
+    """sastoken_ttl=130: the SDK renews 120 s before expiry, i.e. after 10 s, by DISCONNECT + CONNECT
+    with a new token and no SUBSCRIBE (wire doc §1.8). Methods must keep arriving."""
+    connect("renew", _create(tls_hub, device_id), sastoken_ttl=130)
+    assert azure.call("service_invoke", device_id=device_id, method="before", payload=1)["status"] == 200
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        kinds = [e["event"] for e in azure.call("device_events", name="renew")]
+        if "disconnected" in kinds and kinds[-1] == "connected" and kinds.count("connected") >= 1:
+            break
+        time.sleep(0.5)
+    kinds = [e["event"] for e in azure.call("device_events", name="renew")]
+    assert "disconnected" in kinds, kinds  # the renewal really reconnected
+    result = azure.call("service_invoke", device_id=device_id, method="after", payload=2, connect_timeout=5)
+    assert result == {"status": 200, "payload": {"method": "after", "payload": 2}}
+
+
+def test_wrong_key_is_a_credential_error(
+    azure: Agent, tls_hub: HubProcess, connect: Any, device_id: str
+) -> None:
+    cs = _create(tls_hub, device_id)
+    wrong = cs.rsplit("SharedAccessKey=", 1)[0] + "SharedAccessKey=" + "A" * 43 + "="
+    with pytest.raises(AgentError) as excinfo:
+        connect("wrong", wrong)
+    assert excinfo.value.error == "CredentialError"
+
+
+def test_twin_and_cloud_to_device_subscriptions_do_not_break_methods(
+    azure: Agent, tls_hub: HubProcess, connect: Any, device_id: str
+) -> None:
+    connect("twin", _create(tls_hub, device_id), messages=True)
+    twin = azure.call("device_get_twin", name="twin")
+    assert twin["desired"]["$version"] >= 1 and "reported" in twin
+    with pytest.raises(AgentError) as excinfo:
+        azure.call("device_patch_reported", name="twin", patch={"fw": "1.0"})
+    # refused at once with our 405, which the SDK raises as ClientError caused by ServiceError
+    assert any("405" in cause for cause in excinfo.value.causes), excinfo.value.causes
+    result = azure.call("service_invoke", device_id=device_id, method="still", payload=None)
+    assert result["status"] == 200
+
+
+def test_registry_create_get_update_delete_with_the_service_sdk(azure: Agent, device_id: str) -> None:
+    primary, secondary = (
+        "cHJpbWFyeS1rZXktb2YtMzItYnl0ZXMtZm9yLXRlc3Q=",
+        "c2Vjb25kYXJ5LWtleS0tMzItYnl0ZXMtZm9yLXRlc3Q=",
+    )
+    created = azure.call(
+        "service_create_device", device_id=device_id, primary=primary, secondary=secondary, status="enabled"
+    )
+    assert created["device_id"] == device_id and created["primary_key"] == primary and created["etag"]
+    got = azure.call("service_get_device", device_id=device_id)
+    assert got["etag"] == created["etag"] and got["connection_state"] == "Disconnected"
+
+    updated = azure.call(
+        "service_update_device",
+        device_id=device_id,
+        etag=got["etag"],
+        primary=secondary,
+        secondary=primary,
+        status="disabled",
+    )
+    assert updated["status"] == "disabled" and updated["primary_key"] == secondary
+    assert updated["etag"] != got["etag"]
+
+    with pytest.raises(AgentError) as excinfo:  # duplicate
+        azure.call("service_create_device", device_id=device_id, primary=primary, secondary=secondary)
+    assert excinfo.value.status_code == 409
+
+    azure.call(
+        "service_create_module", device_id=device_id, module_id="m1", primary=primary, secondary=secondary
+    )
+    assert azure.call("service_get_module", device_id=device_id, module_id="m1")["primary_key"] == primary
+    azure.call("service_delete_module", device_id=device_id, module_id="m1")
+    with pytest.raises(AgentError) as excinfo:
+        azure.call("service_get_module", device_id=device_id, module_id="m1")
+    assert excinfo.value.status_code == 404
+
+    azure.call("service_delete_device", device_id=device_id)
+    with pytest.raises(AgentError) as excinfo:
+        azure.call("service_get_device", device_id=device_id)
+    assert excinfo.value.status_code == 404

@@ -1,0 +1,232 @@
+"""The POP front door's parsing and answer shapes (the HTTP round trips are in the integration tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+import pytest
+
+from methodhub.api.aliyun import AliyunApi, MessageIds, request_params
+from methodhub.api.aliyun_errors import new_request_id, pop_error, rrpc_error
+from methodhub.api.http import Request, Response
+from methodhub.auth import PopAuthenticator
+from methodhub.auth.aliyun import sign_pop_request
+from methodhub.calls import Call, CallKind, CallOutcome
+from methodhub.errors import ErrorKind, HubError
+from methodhub.registry import SqliteRegistry
+
+FORM = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
+
+
+def test_query_and_form_body_are_merged_and_decoded() -> None:
+    request = Request(
+        "POST",
+        "/",
+        headers=FORM,
+        body=b"RequestBase64Byte=cGluZw%3D%3D&Topic=%2Fa1PK%2Fdev1%2Fuser%2Fget",
+        raw_query="Action=RRpc&SignatureType=&Text=a+b%20c%E4%B8%AD",
+    )
+    assert request_params(request) == {
+        "Action": "RRpc",
+        "SignatureType": "",
+        "Text": "a b c中",
+        "RequestBase64Byte": "cGluZw==",
+        "Topic": "/a1PK/dev1/user/get",
+    }
+
+
+@pytest.mark.parametrize(
+    "raw_query, body, headers",
+    [
+        ("A=1&A=2", b"", {}),  # repeated in the query
+        ("A=1", b"A=2", FORM),  # repeated across query and body
+        ("A=1", b'{"A": 2}', {"content-type": "application/json"}),  # not a form
+        ("A=%FF", b"", {}),  # not UTF-8
+        ("A=1", "B=ü".encode(), FORM),  # a form body is ASCII
+    ],
+)
+def test_ambiguous_or_malformed_parameters(raw_query: str, body: bytes, headers: dict[str, str]) -> None:
+    with pytest.raises(HubError) as raised:
+        request_params(Request("POST", "/", headers=headers, body=body, raw_query=raw_query))
+    assert raised.value.kind is ErrorKind.MALFORMED_REQUEST
+
+
+def test_message_ids_are_unique_increasing_int64() -> None:
+    ids = MessageIds()
+    values = [ids.next() for _ in range(10_000)]
+    assert values == sorted(set(values))
+    assert 0 < values[0] < 2**63 and values[-1] < 2**63
+
+
+def test_request_ids_look_like_alibabas() -> None:
+    request_id = new_request_id()
+    assert len(request_id) == 36 and request_id == request_id.upper() and request_id.count("-") == 4
+
+
+def test_gateway_errors_are_http_errors_business_errors_are_200() -> None:
+    gateway = pop_error(HubError(ErrorKind.SIGNATURE_MISMATCH, "m"), "RID", "host:1")
+    assert gateway.status == 400
+    assert orjson.loads(gateway.body) == {
+        "RequestId": "RID",
+        "HostId": "host:1",
+        "Code": "SignatureDoesNotMatch",
+        "Message": "m",
+        "Recommend": orjson.loads(gateway.body)["Recommend"],
+    }
+    business = pop_error(HubError(ErrorKind.DEVICE_NOT_FOUND, "gone"), "RID")
+    assert business.status == 200
+    assert orjson.loads(business.body) == {
+        "RequestId": "RID",
+        "Success": False,
+        "Code": "iot.device.NotExistedDevice",
+        "ErrorMessage": "gone",
+    }
+
+
+def test_rrpc_outcomes() -> None:
+    timeout = orjson.loads(rrpc_error(HubError(ErrorKind.CALL_TIMEOUT), "RID", 42).body)
+    assert timeout == {"RequestId": "RID", "Success": True, "RrpcCode": "TIMEOUT", "MessageId": 42}
+    offline = orjson.loads(rrpc_error(HubError(ErrorKind.DEVICE_OFFLINE), "RID", None).body)
+    assert offline == {"RequestId": "RID", "Success": True, "RrpcCode": "OFFLINE"}
+    gone = orjson.loads(rrpc_error(HubError(ErrorKind.DEVICE_DISCONNECTED), "RID", 7).body)
+    assert gone["RrpcCode"] == "HALFCONN" and gone["Success"] is True
+    broken = orjson.loads(rrpc_error(HubError(ErrorKind.SERVER_ERROR, "boom"), "RID", None).body)
+    assert broken == {
+        "RequestId": "RID",
+        "Success": False,
+        "Code": "iot.system.SystemException",
+        "ErrorMessage": "boom",
+        "RrpcCode": "UNKNOWN",
+    }
+    unavailable = rrpc_error(HubError(ErrorKind.SERVICE_UNAVAILABLE), "RID", None)
+    assert unavailable.status == 503  # a gateway error, whatever the action
+
+
+def test_every_error_kind_renders() -> None:
+    for kind in ErrorKind:
+        response = pop_error(HubError(kind), "RID")
+        body = orjson.loads(response.body)
+        assert body["Code"] == kind.spec.aliyun_code
+        assert response.status == kind.spec.aliyun_http_status
+
+
+# -- the handler, with a stub engine -----------------------------------------------------------------------
+
+
+class StubEngine:
+    """Records calls; answers each with ``outcome``."""
+
+    def __init__(self, outcome: CallOutcome | HubError) -> None:
+        self.calls: list[Call] = []
+        self.outcome = outcome
+
+    def invoke(self, call: Call) -> asyncio.Future[CallOutcome]:
+        self.calls.append(call)
+        future: asyncio.Future[CallOutcome] = asyncio.get_running_loop().create_future()
+        if isinstance(self.outcome, HubError):
+            future.set_exception(self.outcome)
+        else:
+            future.set_result(self.outcome)
+        return future
+
+
+class NobodyOnline:
+    def connection_state(self, target: str) -> tuple[bool, float | None]:
+        return False, None
+
+
+@pytest.fixture
+async def registry(tmp_path: Path) -> AsyncIterator[SqliteRegistry]:
+    reg = SqliteRegistry(tmp_path / "registry.db")
+    await reg.open()
+    await reg.ensure_default_policies()
+    yield reg
+    await reg.close()
+
+
+async def post(api: AliyunApi, registry: SqliteRegistry, **params: str) -> dict[str, Any]:
+    owner = await registry.get_policy("iothubowner")
+    assert owner is not None
+    signed = sign_pop_request("POST", {"Version": "2018-01-20", **params}, owner.name, owner.keys.primary)
+    request = Request("POST", "/", headers=FORM, body=urlencode(signed).encode())
+    result = api.handle(request)
+    response = result if isinstance(result, Response) else await result
+    return {"status": response.status, **orjson.loads(response.body)}
+
+
+async def test_rrpc_becomes_a_message_call(registry: SqliteRegistry) -> None:
+    engine = StubEngine(CallOutcome(200, b"\x00pong"))
+    api = AliyunApi(engine, registry, PopAuthenticator(registry), NobodyOnline())  # type: ignore[arg-type]
+    message = base64.b64encode(b"\xffping").decode()
+    topic = "/a1PK/dev1/user/get"
+    for attempt in range(2):  # the first authenticates from the registry, the second from the cache
+        body = await post(
+            api,
+            registry,
+            Action="RRpc",
+            ProductKey="a1PK",
+            DeviceName="dev1",
+            Timeout="2500",
+            RequestBase64Byte=message,
+            Topic=topic,
+        )
+        assert body["status"] == 200 and body["RrpcCode"] == "SUCCESS", attempt
+        assert base64.b64decode(body["PayloadBase64Byte"]) == b"\x00pong"
+        call = engine.calls[-1]
+        assert (call.target, call.kind, call.topic, call.payload) == (
+            "a1PK:dev1",
+            CallKind.MESSAGE,
+            topic,
+            b"\xffping",
+        )
+        assert call.response_timeout == 2.5 and call.connect_timeout == 0
+        assert call.request_id == str(body["MessageId"])
+    assert engine.calls[0].request_id != engine.calls[1].request_id
+
+
+async def test_invoke_thing_service_becomes_a_method_call(registry: SqliteRegistry) -> None:
+    engine = StubEngine(CallOutcome(200, b'{"ok":true}'))
+    api = AliyunApi(engine, registry, PopAuthenticator(registry), NobodyOnline())  # type: ignore[arg-type]
+    body = await post(
+        api,
+        registry,
+        Action="InvokeThingService",
+        IotId="pump-17",
+        ProductKey="ignored",
+        DeviceName="ignored",
+        Identifier="mod:Reboot_1",
+        Args='{"delay": 5}',
+    )
+    assert body["Success"] is True and json.loads(body["Data"]["Result"]) == {"ok": True}
+    call = engine.calls[0]
+    assert (call.target, call.method, call.kind, call.payload) == (
+        "pump-17",
+        "mod:Reboot_1",
+        CallKind.METHOD,
+        b'{"delay": 5}',
+    )
+    assert call.response_timeout == 8.0 and call.request_id == body["Data"]["MessageId"]
+
+
+@pytest.mark.parametrize(
+    "params, code",
+    [
+        ({"Identifier": "Echo", "Args": "[" * 100_000 + "]" * 100_000}, "InvalidParameter"),
+        ({"Identifier": "Echo", "Args": "[1]"}, "InvalidParameter"),
+        ({"Identifier": "Echo", "Args": "{NaN}"}, "InvalidParameter"),
+        ({"Identifier": "a/b", "Args": "{}"}, "InvalidParameter"),
+        ({"Identifier": "Echo"}, "MissingParameter"),
+    ],
+)
+async def test_bad_service_arguments(registry: SqliteRegistry, params: dict[str, str], code: str) -> None:
+    engine = StubEngine(CallOutcome(200, b"{}"))
+    api = AliyunApi(engine, registry, PopAuthenticator(registry), NobodyOnline())  # type: ignore[arg-type]
+    body = await post(api, registry, Action="InvokeThingService", IotId="pump-17", **params)
+    assert body["Code"] == code and engine.calls == []
