@@ -102,9 +102,12 @@ class HubProcess:
 
         threading.Thread(target=pump, args=(self.proc.stdout, self.stdout_lines, False), daemon=True).start()
         threading.Thread(target=pump, args=(self.proc.stderr, self.stderr_lines, True), daemon=True).start()
-        if not ready.wait(timeout):
-            self.stop()
-            raise RuntimeError("hub did not start:\n" + "\n".join(self.stderr_lines))
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                time.sleep(0.1)  # let the pump threads read the last lines
+                raise RuntimeError("hub did not start:\n" + "\n".join(self.stderr_lines))
         return self
 
     def stop(self) -> int | None:
@@ -169,10 +172,13 @@ class HubProcess:
 class Backend:
     """A backend calling the hub's REST API with httpx, with a cached service token."""
 
-    def __init__(self, hub: HubProcess, policy: str = "iothubowner") -> None:
+    def __init__(self, hub: HubProcess, policy: str = "iothubowner", *, https: bool = False) -> None:
         self.hub = hub
         self.token = hub.service_token(policy)
-        self.http = httpx.Client(base_url=hub.http_url, timeout=60)
+        if https:
+            self.http = httpx.Client(base_url=hub.https_url, timeout=60, verify=str(hub.ca_file))
+        else:
+            self.http = httpx.Client(base_url=hub.http_url, timeout=60)
 
     def invoke(
         self,
@@ -204,15 +210,19 @@ def error_code(response: httpx.Response) -> int:
     return json.loads(response.json()["Message"])["errorCode"]
 
 
-def _client(client_id: str, clean_session: bool) -> paho.Client:
+def _client(client_id: str, clean_session: bool, *, websockets: bool = False) -> paho.Client:
+    transport = "websockets" if websockets else "tcp"
     if hasattr(paho, "CallbackAPIVersion"):  # paho-mqtt 2.x
         return paho.Client(
             paho.CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=clean_session,
             protocol=paho.MQTTv311,
+            transport=transport,
         )
-    return paho.Client(client_id=client_id, clean_session=clean_session, protocol=paho.MQTTv311)
+    return paho.Client(
+        client_id=client_id, clean_session=clean_session, protocol=paho.MQTTv311, transport=transport
+    )
 
 
 class PahoDevice:
@@ -228,10 +238,18 @@ class PahoDevice:
         username: str | None = None,
         clean_session: bool = False,
         keepalive: int = 60,
+        transport: str = "mqtt",
     ) -> None:
+        """``transport``: ``mqtt`` (plain), ``mqtts`` (TLS), ``ws`` / ``wss`` (MQTT over WebSocket on
+        the HTTP / HTTPS port at ``/$iothub/websocket``); TLS trusts the hub's development CA."""
         self.device_id = device_id
         self.hub = hub
-        self.client = _client(device_id, clean_session)
+        self.transport = transport
+        self.client = _client(device_id, clean_session, websockets=transport in ("ws", "wss"))
+        if transport in ("ws", "wss"):
+            self.client.ws_set_options(path="/$iothub/websocket")
+        if transport in ("mqtts", "wss"):
+            self.client.tls_set(ca_certs=str(hub.ca_file))
         self.connack: queue.Queue[int] = queue.Queue()
         self.subacks: queue.Queue[list[int]] = queue.Queue()
         self.requests: queue.Queue[tuple[str, bytes]] = queue.Queue()
@@ -260,7 +278,11 @@ class PahoDevice:
         self.disconnects.put(args)
 
     def connect(self, timeout: float = 10) -> int:
-        self.client.connect("127.0.0.1", self.hub.mqtt_port, keepalive=self.keepalive)
+        port = self.hub.ports[
+            {"mqtt": "mqtt", "mqtts": "mqtts", "ws": "http", "wss": "https"}[self.transport]
+        ]
+        host = "localhost" if self.transport in ("mqtts", "wss") else "127.0.0.1"
+        self.client.connect(host, port, keepalive=self.keepalive)
         self.client.loop_start()
         return self.connack.get(timeout=timeout)
 

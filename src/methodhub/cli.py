@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("device_id", metavar="ID")
     run.add_argument("--module", default=None, metavar="MID", help="run as this module of the device")
     run.add_argument(
+        "--tls", action="store_true", help="connect over MQTT/TLS, trusting the data dir's development CA"
+    )
+    run.add_argument(
         "--connection-string", default=None, help="device connection string (default: from the data dir)"
     )
     run.add_argument(
@@ -236,7 +239,8 @@ Next steps (in another terminal):
   methodhub device run pump-17                    # a simulated device that echoes calls
   methodhub invoke pump-17 reboot --payload '{{"delay": 5}}'
   curl {http}/openapi.json                       # the HTTP API
-See README.md for the same with curl and with the Python SDK.
+  methodhub ca-cert > ca.pem                      # the CA that TLS clients (MQTT 8883, HTTPS 8443) trust
+See README.md for the same with curl, over TLS, and with the Python and Azure SDKs.
 """,
         flush=True,
     )
@@ -382,17 +386,28 @@ def _device_run(args: argparse.Namespace, data_dir: Path) -> None:
         connection_string = asyncio.run(
             _device_connection_string_from_registry(data_dir, args.device_id, args.module)
         )
+    listener = "mqtts" if args.tls else "mqtt"
     mqtt = args.mqtt
     if mqtt is None:
         runtime = read_runtime(data_dir)
-        if runtime is None or "mqtt" not in runtime:
+        if runtime is None or listener not in runtime:
             _fail(
-                f"no running hub found in {data_dir}; "
+                f"no running hub with an {listener} listener found in {data_dir}; "
                 "start one with `methodhub serve` or pass --mqtt HOST:PORT"
             )
-        mqtt = str(runtime["mqtt"])
+        mqtt = str(runtime[listener])
     host, _, port = mqtt.rpartition(":")
-    client = DeviceClient.from_connection_string(connection_string, host=host.strip("[]"), port=int(port))
+    context = None
+    if args.tls:
+        import ssl
+
+        from methodhub.tls import ca_cert_path
+
+        ca = ca_cert_path(data_dir)
+        context = ssl.create_default_context(cafile=str(ca) if ca.exists() else None)
+    client = DeviceClient.from_connection_string(
+        connection_string, host=host.strip("[]"), port=int(port), ssl=context
+    )
 
     @client.method()
     async def echo(request: MethodRequest) -> tuple[int, Any]:

@@ -36,6 +36,7 @@ def test_call_reaches_device_and_returns_its_status_and_payload(device: PahoDevi
         ("text", b'"just a string"', "just a string"),
         ([1, 2], b"[3, 4]", [3, 4]),
         (3.5, b"12345678901234567890123", 12345678901234567890123),  # big integers survive
+        ({"id": 2**70, "ok": [True]}, b"{}", {}),  # ... both ways: the device gets 2**70 exactly
     ],
 )
 def test_payload_shapes(device: PahoDevice, backend: Backend, request_payload, device_body, expected) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -43,8 +44,17 @@ class Presence(Protocol):
         ...
 
 
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
 def parse_json(body: bytes, what: str) -> Any:
-    """Parse JSON strictly (no NaN/Infinity), falling back to the stdlib for integers beyond 64 bits."""
+    """Parse JSON strictly (no NaN/Infinity). orjson turns integers beyond 64 bits into floats, so a
+    body holding a run of 19+ digits is parsed by the stdlib, which keeps them exact."""
+    if _LONG_DIGITS.search(body) is not None:
+        try:
+            return json.loads(body, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HubError(ErrorKind.INVALID_ARGUMENT, f"{what} is not valid JSON: {exc}") from None
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

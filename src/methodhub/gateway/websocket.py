@@ -142,9 +142,11 @@ class MqttOverWebSocket(asyncio.Protocol):
                 elif isinstance(event, Ping):
                     raw.write(self.ws.send(event.response()))
                 elif isinstance(event, CloseConnection):
-                    if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                    if self.ws.state is ConnectionState.REMOTE_CLOSING:  # the client closes: echo it
                         raw.write(self.ws.send(event.response()))
-                    raw.close()
+                        raw.close()
+                    else:  # still OPEN: wsproto could not parse a frame (it reports that as a close)
+                        self._fail(CloseReason(event.code), f"WebSocket protocol error: {event.reason}")
                     return
                 elif isinstance(event, TextMessage):
                     self._fail(CloseReason.UNSUPPORTED_DATA, "MQTT over WebSocket uses binary frames only")
