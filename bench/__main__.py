@@ -4,6 +4,7 @@
    1, 16, 64, 256 calls in flight (``POST /twins/{id}/methods``, keep-alive) for a fixed time.
 2. The reference: the same traffic relayed by hand through Mosquitto, at the same concurrencies.
 3. Connection scale: K idle SAS devices on a fresh hub: connects/s, RSS per connection, latency.
+4. Workers: ``serve --workers 2`` against ``--workers 1`` (calls/s ratio; needs nats-server).
 
 Results go to ``bench/results/`` (``{timestamp}.json/.md/.png`` and ``latest.*``); progress to stderr,
 headline figures to stdout. ``--quick`` finishes in under a minute.
@@ -71,6 +72,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--idle", type=int, help="idle devices for the scale test (default 10000; 0 skips it)"
     )
     parser.add_argument("--no-reference", action="store_true", help="skip the Mosquitto reference")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="compare `serve --workers N` with --workers 1 (default 2; 0 skips)",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to CPUs")
     parser.add_argument(
         "--profile", action="store_true", help="extra run with py-spy on the hub (top functions)"
@@ -130,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             "duration": args.duration,
             "warmup": args.warmup,
             "idle": args.idle,
+            "workers": args.workers,
             "pinned": not args.no_pin,
         },
     }
@@ -159,6 +168,17 @@ def main(argv: list[str] | None = None) -> int:
                 args.idle, workdir, plan, latency_seconds=args.scale_seconds, profile=options.profile
             )
             results["scale"] = scale.to_json()
+        if args.workers > 1:
+            from bench.workers import run_workers
+
+            results["workers"] = run_workers(
+                args.workers,
+                args.devices,
+                [c for c in args.concurrency if c >= 16] or args.concurrency,
+                args.duration,
+                args.warmup,
+                workdir,
+            ).to_json()
     results["targets"] = evaluate_targets(results)
     results["meta"]["elapsed_s"] = time.time() - started
     written = write_results(results, args.out, stamp)

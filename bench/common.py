@@ -22,7 +22,7 @@ HOSTNAME = "localhost"
 API_VERSION = "2021-04-12"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-REQUIRED_TOOLS = ("wrk", "mosquitto")
+REQUIRED_TOOLS = ("wrk", "mosquitto", "nats-server")  # nats-server: the --workers phase
 
 _started = time.monotonic()
 
@@ -185,6 +185,21 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat", "rb") as f:
         fields = f.read().rsplit(b")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc/PID/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    todo.extend(int(child) for child in f.read().split())
+        except OSError:
+            continue
+    return out
 
 
 def memory(pid: int) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import orjson
 
-from bench.common import API_VERSION, HOSTNAME, cpu_seconds, memory, parse_cs, preexec, sign
+from bench.common import API_VERSION, HOSTNAME, cpu_seconds, memory, parse_cs, preexec, process_tree, sign
 
 LISTENING = re.compile(r"(mqtt|http) listening on (\S+):(\d+)")
 GC_LINE = re.compile(r"^bench-gc gen=(\d) ms=([\d.]+)$", re.MULTILINE)
@@ -60,7 +60,15 @@ class ServerProcess:
         return self.proc.pid
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        """CPU seconds of the process and its children (``--workers``: the workers and the
+        nats-server the parent started for them)."""
+        total = 0.0
+        for pid in process_tree(self.pid):
+            try:
+                total += cpu_seconds(pid)
+            except OSError:  # exited meanwhile
+                pass
+        return total
 
     def rss(self) -> int:
         return memory(self.pid)[0]
@@ -91,6 +99,8 @@ class Hub(ServerProcess):
     data_dir: Path = Path()
     cpus: frozenset[int] | None = None
     nofile: int | None = None
+    args: list[str] = field(default_factory=list)
+    """More ``serve`` arguments, e.g. ``["--workers", "2"]``."""
     ports: dict[str, int] = field(default_factory=dict)
     owner_token: str = ""
 
@@ -116,6 +126,7 @@ class Hub(ServerProcess):
         ]
         for flag in other_port_flags():  # TLS/WebSocket listeners: off, so fixed ports never clash
             cmd += [flag, "-1"]
+        cmd += self.args
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             cmd,
@@ -128,7 +139,8 @@ class Hub(ServerProcess):
         while time.monotonic() < deadline:
             text = self.log_path.read_text(errors="replace")
             self.ports = {m.group(1): int(m.group(3)) for m in LISTENING.finditer(text)}
-            if {"mqtt", "http"} <= self.ports.keys():
+            # with --workers N the parent writes hub.json once every worker listens
+            if {"mqtt", "http"} <= self.ports.keys() and (self.data_dir / "hub.json").exists():
                 break
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the hub exited at start:\n{text}")

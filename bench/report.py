@@ -103,6 +103,16 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             scale["connects_per_s"] >= TARGETS["connects_per_s"],
             f"{scale['online']:,} devices",
         )
+    workers = results.get("workers")
+    if workers:
+        n = workers["workers"]
+        add(
+            f"Calls/s with --workers {n} vs --workers 1",
+            f"ratio ≥ {workers['target']:g}",
+            f"{workers['ratio']:.2f} ({workers['best'][str(n)]:,.0f} / {workers['best']['1']:,.0f})",
+            workers["ratio"] >= workers["target"],
+            f"{workers['cpus']} CPUs shared with the load generator and nats-server, not pinned",
+        )
     return out
 
 
@@ -159,6 +169,13 @@ def headline(results: dict[str, Any]) -> list[str]:
         lines.append(
             f"hub/reference c={r['concurrency']}: calls/s ×{_num(r['calls_per_s'])}, "
             f"p99 ×{_num(r['p99'])}, CPU per call ×{_num(r['cpu_per_call'])}"
+        )
+    workers = results.get("workers")
+    if workers:
+        n = workers["workers"]
+        lines.append(
+            f"workers: --workers {n} {workers['best'][str(n)]:,.0f} calls/s vs --workers 1 "
+            f"{workers['best']['1']:,.0f} calls/s: ×{workers['ratio']:.2f} on {workers['cpus']} CPUs"
         )
     scale = results.get("scale")
     if scale:
@@ -350,6 +367,19 @@ def markdown(results: dict[str, Any], chart_name: str | None) -> str:
         parts += ["## Connection scale", "", _table(["", "measured"], rows), ""]
         if scale.get("connect_profile"):
             parts += _profile_section(scale["connect_profile"])
+    workers = results.get("workers")
+    if workers:
+        n = workers["workers"]
+        parts += [
+            f"## --workers {n} against --workers 1 ({workers['devices']:,} devices, not pinned)",
+            "",
+            f"Fresh hubs; {workers['cpus']} CPUs shared by the hub processes, nats-server, wrk and the "
+            f"device farm. Best calls/s ratio: **×{workers['ratio']:.2f}** (target ×{workers['target']:g}). "
+            "Hub CPU includes every worker and nats-server.",
+            "",
+        ]
+        for key in ("1", str(n)):
+            parts += [f"### --workers {key}", "", _runs_table(workers["runs"][key], "hub"), ""]
     if results.get("targets"):
         rows = [
             [

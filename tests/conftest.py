@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import start_postgres
 from tests.support import Backend, HubProcess
 
 _ids = itertools.count(1)
@@ -21,6 +22,15 @@ def shared_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]
     hub = HubProcess(tmp_path_factory.mktemp("shared-hub")).start()
     yield hub
     hub.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One PostgreSQL server for the session (tests/servers.py); its users keep to their own schema
+    or database. Tests that stop the server start a :class:`tests.servers.PostgresServer` of their own."""
+    url, stop = start_postgres(tmp_path_factory.mktemp("postgres"))
+    yield url
+    stop()
 
 
 @pytest.fixture

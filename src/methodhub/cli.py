@@ -13,13 +13,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from methodhub import __version__
 from methodhub.auth import ConnectionString
 from methodhub.config import HubConfig
 from methodhub.datadir import default_data_dir, ensure_data_dir, read_runtime, read_settings, write_settings
 from methodhub.errors import HubError
+
+if TYPE_CHECKING:
+    from methodhub.registry import Registry
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -29,6 +32,9 @@ EXIT_TIMEOUT = 4
 
 ENV_CONNECTION_STRING = "METHODHUB_CONNECTION_STRING"
 ENV_URL = "METHODHUB_URL"
+ENV_NATS = "METHODHUB_NATS"
+ENV_WORKERS = "METHODHUB_WORKERS"
+ENV_REGISTRY = "METHODHUB_REGISTRY"
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
@@ -43,6 +49,27 @@ def _port(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"workers is a number of processes, 1-256 (got {text!r})")
+    return value
+
+
+def _add_registry_option(parser: argparse.ArgumentParser) -> None:
+    """``--registry URL``, accepted before the command and after it (SUPPRESS: the later one wins)."""
+    parser.add_argument(
+        "--registry",
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        help="the registry: postgresql://user:password@host:port/db, shared by a cluster "
+        f"(or ${ENV_REGISTRY}); default: the SQLite file DIR/registry.db",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="methodhub",
@@ -53,10 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         default=None,
-        help=f"where the registry lives (default: ${'METHODHUB_DATA_DIR'} or {default_data_dir()})",
+        help="the SQLite registry, TLS files and hub.json "
+        f"(default: ${'METHODHUB_DATA_DIR'} or {default_data_dir()})",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    _add_registry_option(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser("serve", help="run a hub (MQTT for devices, HTTP for backends)")
@@ -86,6 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="server certificate chain, PEM (default: a development CA and certificate in DIR/tls)",
     )
     serve.add_argument("--tls-key", type=Path, default=None, help="the certificate's private key, PEM")
+    serve.add_argument(
+        "--nats",
+        default=os.environ.get(ENV_NATS) or None,
+        metavar="URL",
+        help=f"run as a cluster node: the NATS server(s) that carry calls between nodes, e.g. "
+        f"nats://10.0.0.5:4222 (or ${ENV_NATS}); see docs/cluster.md",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=_workers(os.environ.get(ENV_WORKERS) or "1"),
+        metavar="N",
+        help=f"node processes on this machine sharing the ports (SO_REUSEPORT; default 1, or "
+        f"${ENV_WORKERS}); N > 1 needs NATS: --nats, or a nats-server binary, which is then started",
+    )
 
     commands.add_parser(
         "ca-cert",
@@ -158,12 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--connection-string", default=None, help=f"service connection string (or ${ENV_CONNECTION_STRING})"
     )
     invoke.add_argument("--url", default=None, help=f"the hub's HTTP(S) base URL (or ${ENV_URL})")
+    for uses_registry in (serve, cs, create, list_, show, delete, run, invoke):
+        _add_registry_option(uses_registry)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     data_dir: Path = args.data_dir or default_data_dir()
+    args.registry_url = getattr(args, "registry", None) or os.environ.get(ENV_REGISTRY) or None
     from methodhub.logs import setup_logging
 
     setup_logging(args.log_level, args.log_format)
@@ -175,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ensure_data_dir(data_dir)
         sys.stdout.write(ensure_dev_ca(data_dir).read_text())
     elif args.command == "connection-string":
-        print(asyncio.run(_service_connection_string(data_dir, args.policy)))
+        print(asyncio.run(_service_connection_string(data_dir, args.policy, args.registry_url)))
     elif args.command == "device":
         if args.device_command == "run":
             _device_run(args, data_dir)
@@ -190,10 +237,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _serve(args: argparse.Namespace, data_dir: Path) -> None:
     from methodhub.hub import Hub
+    from methodhub.registry import SchemaTooNew
+    from methodhub.router import RouterUnavailable
     from methodhub.tls import TlsSetupError
 
     settings = read_settings(data_dir)
-    hostname = args.hostname or settings.get("hostname") or "localhost"
+    hostname = asyncio.run(_agreed_hostname(data_dir, args.registry_url, args.hostname))
     config = HubConfig(
         data_dir=data_dir,
         host=args.host,
@@ -204,20 +253,31 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> None:
         https_port=args.https_port,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        nats_url=args.nats,
+        registry_url=args.registry_url,
     )
     ensure_data_dir(data_dir)
     if settings.get("hostname") != hostname:
         write_settings(data_dir, {**settings, "hostname": hostname})
 
-    def started(hub: Hub) -> None:
+    def started(hub: Any) -> None:  # a Hub, or the WorkerPool of --workers N
         if hub.first_start:
             _print_tour(hub, data_dir)
 
     _install_uvloop()
     try:
+        if args.workers > 1:
+            from methodhub.workers import WorkerPool, WorkersError
+
+            try:
+                raise SystemExit(WorkerPool(config, args.workers).run(started))
+            except WorkersError as exc:
+                _fail(f"cannot start: {exc}")
         asyncio.run(Hub(config).run(started))
-    except TlsSetupError as exc:
+    except (TlsSetupError, RouterUnavailable, SchemaTooNew) as exc:
         _fail(f"cannot start: {exc}")
+    except HubError as exc:  # the registry became unreachable after the check above
+        _fail(f"cannot start: {exc.message}")
     except OSError as exc:
         _fail(
             f"cannot start: {exc}. Is another hub running? "
@@ -228,8 +288,15 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> None:
 def _print_tour(hub: Any, data_dir: Path) -> None:
     policy_cs = hub.owner_connection_string
     http = hub.runtime_info().get("http", "http://127.0.0.1:8080")
+    registry_url = hub.config.registry_url
+    if registry_url:
+        from methodhub.registry import redact_url
+
+        where = f"Data dir: {data_dir}. Registry: {redact_url(registry_url)} (pass --registry to the CLI)"
+    else:
+        where = f"Data dir: {data_dir}"
     print(
-        f"""methodhub is running. Data dir: {data_dir}
+        f"""methodhub is running. {where}
 
 Service connection string (policy iothubowner; keep it secret):
   {policy_cs}
@@ -257,28 +324,70 @@ def _install_uvloop() -> None:
 # -- registry commands ---------------------------------------------------------------------------------
 
 
-def _hostname(data_dir: Path) -> str:
+HOSTNAME_SETTING = "hostname"
+"""The registry setting holding the hub's hostname, so every node and CLI of a cluster agrees."""
+
+
+async def _hostname(data_dir: Path, registry: Registry) -> str:
+    """The hub's hostname for printed connection strings: the running hub's on this data dir, else
+    the one ``serve`` recorded in the registry, else in the data dir (hubs before the registry kept
+    it), else localhost."""
     runtime = read_runtime(data_dir)
     if runtime and runtime.get("hostname"):
         return str(runtime["hostname"])
-    return str(read_settings(data_dir).get("hostname") or "localhost")
+    stored = await registry.get_setting(HOSTNAME_SETTING)
+    return stored or str(read_settings(data_dir).get("hostname") or "localhost")
 
 
-async def _open_registry(data_dir: Path, *, create: bool = False):  # type: ignore[no-untyped-def]
-    from methodhub.registry import open_registry
+async def _agreed_hostname(data_dir: Path, registry_url: str | None, wanted: str | None) -> str:
+    """``serve``'s hostname: ``--hostname`` (recorded in the registry for every node and CLI), else
+    the recorded one, else localhost. Also checks, before anything starts, that the registry opens."""
+    registry = await _open_registry(data_dir, registry_url, create=True, default_policies=False)
+    try:
+        stored = await registry.get_setting(HOSTNAME_SETTING)
+        hostname = wanted or stored or str(read_settings(data_dir).get("hostname") or "localhost")
+        if stored != hostname:
+            await registry.set_setting(HOSTNAME_SETTING, hostname)
+        return hostname
+    except HubError as exc:
+        _fail(f"cannot start: {exc.message}")
+    finally:
+        await registry.close()
 
-    path = data_dir / "registry.db"
-    if not path.exists() and not create:
-        _fail(f"no hub data in {data_dir}; start one with `methodhub serve` (or pass --data-dir)")
-    ensure_data_dir(data_dir)
-    registry = open_registry(str(path))
-    await registry.open()
-    await registry.ensure_default_policies()
+
+async def _open_registry(
+    data_dir: Path, registry_url: str | None, *, create: bool = False, default_policies: bool = True
+) -> Registry:
+    """The open registry: at ``registry_url`` (``--registry`` / $METHODHUB_REGISTRY), else the data
+    dir's SQLite file (which must exist unless ``create``). Fails with one line if it cannot open."""
+    from methodhub.registry import SchemaTooNew, open_registry
+
+    if registry_url is not None:
+        try:
+            registry = open_registry(registry_url)
+        except ValueError as exc:
+            _fail(f"--registry / ${ENV_REGISTRY}: {exc}", EXIT_USAGE)
+    else:
+        path = data_dir / "registry.db"
+        if not path.exists() and not create:
+            _fail(
+                f"no hub data in {data_dir}; start one with `methodhub serve` "
+                "(or pass --data-dir, or --registry URL for a hub on PostgreSQL)"
+            )
+        ensure_data_dir(data_dir)
+        registry = open_registry(str(path))
+    try:
+        await registry.open()
+        if default_policies:
+            await registry.ensure_default_policies()
+    except (HubError, SchemaTooNew) as exc:
+        await registry.close()
+        _fail(exc.message if isinstance(exc, HubError) else str(exc))
     return registry
 
 
-async def _service_connection_string(data_dir: Path, policy_name: str) -> str:
-    registry = await _open_registry(data_dir, create=True)
+async def _service_connection_string(data_dir: Path, policy_name: str, registry_url: str | None) -> str:
+    registry = await _open_registry(data_dir, registry_url, create=True)
     try:
         policy = await registry.get_policy(policy_name)
         if policy is None:
@@ -286,11 +395,13 @@ async def _service_connection_string(data_dir: Path, policy_name: str) -> str:
             _fail(f"no access policy '{policy_name}'; policies: {names}")
         return str(
             ConnectionString(
-                host_name=_hostname(data_dir),
+                host_name=await _hostname(data_dir, registry),
                 shared_access_key_name=policy.name,
                 shared_access_key=policy.keys.primary,
             )
         )
+    except HubError as exc:
+        _fail(exc.message)
     finally:
         await registry.close()
 
@@ -302,7 +413,7 @@ def device_connection_string(hostname: str, device_id: str, key: str, module_id:
 
 
 async def _device(args: argparse.Namespace, data_dir: Path) -> None:
-    registry = await _open_registry(data_dir, create=args.device_command == "create")
+    registry = await _open_registry(data_dir, args.registry_url, create=args.device_command == "create")
     try:
         action = args.device_command
         module_id = getattr(args, "module", None)
@@ -312,7 +423,10 @@ async def _device(args: argparse.Namespace, data_dir: Path) -> None:
             identity = await registry.create_identity(args.device_id, module_id)
             print(
                 device_connection_string(
-                    _hostname(data_dir), identity.device_id, identity.keys.primary, identity.module_id
+                    await _hostname(data_dir, registry),
+                    identity.device_id,
+                    identity.keys.primary,
+                    identity.module_id,
                 )
             )
         elif action == "list":
@@ -336,7 +450,10 @@ async def _device(args: argparse.Namespace, data_dir: Path) -> None:
                 "primaryKey": identity.keys.primary,
                 "secondaryKey": identity.keys.secondary,
                 "connectionString": device_connection_string(
-                    _hostname(data_dir), identity.device_id, identity.keys.primary, identity.module_id
+                    await _hostname(data_dir, registry),
+                    identity.device_id,
+                    identity.keys.primary,
+                    identity.module_id,
                 ),
             }
             if not module_id:
@@ -384,7 +501,7 @@ def _device_run(args: argparse.Namespace, data_dir: Path) -> None:
     connection_string = args.connection_string or os.environ.get("METHODHUB_DEVICE_CONNECTION_STRING")
     if connection_string is None:
         connection_string = asyncio.run(
-            _device_connection_string_from_registry(data_dir, args.device_id, args.module)
+            _device_connection_string_from_registry(data_dir, args.registry_url, args.device_id, args.module)
         )
     listener = "mqtts" if args.tls else "mqtt"
     mqtt = args.mqtt
@@ -426,9 +543,9 @@ def _device_run(args: argparse.Namespace, data_dir: Path) -> None:
 
 
 async def _device_connection_string_from_registry(
-    data_dir: Path, device_id: str, module_id: str | None = None
+    data_dir: Path, registry_url: str | None, device_id: str, module_id: str | None = None
 ) -> str:
-    registry = await _open_registry(data_dir)
+    registry = await _open_registry(data_dir, registry_url)
     try:
         identity = await registry.get_identity(device_id, module_id)
         if identity is None:
@@ -438,8 +555,10 @@ async def _device_connection_string_from_registry(
                 f"create it with `methodhub device create {device_id}{flag}`"
             )
         return device_connection_string(
-            _hostname(data_dir), identity.device_id, identity.keys.primary, identity.module_id
+            await _hostname(data_dir, registry), identity.device_id, identity.keys.primary, identity.module_id
         )
+    except HubError as exc:
+        _fail(exc.message)
     finally:
         await registry.close()
 
@@ -461,7 +580,9 @@ def _invoke(args: argparse.Namespace, data_dir: Path) -> int:
         _fail(f"--payload is not JSON: {exc}", EXIT_USAGE)
     connection_string = args.connection_string or os.environ.get(ENV_CONNECTION_STRING)
     if connection_string is None:
-        connection_string = asyncio.run(_service_connection_string(data_dir, "iothubowner"))
+        connection_string = asyncio.run(
+            _service_connection_string(data_dir, "iothubowner", args.registry_url)
+        )
     url = args.url or os.environ.get(ENV_URL)
     if url is None:
         runtime = read_runtime(data_dir)

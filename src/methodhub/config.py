@@ -43,6 +43,15 @@ class HubConfig:
     connect_packet_timeout: float = 10.0
     """Seconds a new MQTT connection has to send CONNECT before it is closed."""
     max_calls_in_flight_per_device: int = 64
+    nats_url: str | None = None
+    """A cluster node: the NATS server(s) that carry calls between nodes (docs/cluster.md); ``None``
+    = a single node with the in-process router."""
+    node_name: str | None = None
+    """This node's name in the cluster (default: host name, process id and a random suffix)."""
+    reuse_port: bool = False
+    """Listen with ``SO_REUSEPORT`` (``serve --workers N``: N processes share each port)."""
+    record_runtime: bool = True
+    """Write ``hub.json`` in the data dir (off for workers: their parent writes it once)."""
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import os
+import secrets
 import signal
 import socket
 import ssl
@@ -85,7 +88,7 @@ class Hub:
                     shared_access_key=owner.keys.primary,
                 )
             )
-        router = LocalRouter()
+        router = make_router(config)
         await router.start()
         self.router = router
         self.engine = CallEngine(router, registry, self.metrics)
@@ -132,22 +135,31 @@ class Hub:
         await self.watcher.start()
 
         if config.mqtt_port >= 0:
-            server = await self.gateway.listen(config.host, config.mqtt_port, name="mqtt")
+            server = await self.gateway.listen(
+                config.host, config.mqtt_port, name="mqtt", reuse_port=config.reuse_port
+            )
             self._bound("mqtt", server)
         if config.http_port >= 0:
-            server = await self.http.listen(config.host, config.http_port)
+            server = await self.http.listen(config.host, config.http_port, reuse_port=config.reuse_port)
             self._bound("http", server)
         if config.mqtts_port >= 0 or config.https_port >= 0:
             tls = self._tls_context()
             if config.mqtts_port >= 0:
                 server = await self.gateway.listen(
-                    config.host, config.mqtts_port, ssl_context=tls, name="mqtts"
+                    config.host,
+                    config.mqtts_port,
+                    ssl_context=tls,
+                    name="mqtts",
+                    reuse_port=config.reuse_port,
                 )
                 self._bound("mqtts", server)
             if config.https_port >= 0:
-                server = await self.http.listen(config.host, config.https_port, ssl=tls)
+                server = await self.http.listen(
+                    config.host, config.https_port, ssl=tls, reuse_port=config.reuse_port
+                )
                 self._bound("https", server)
-        write_runtime(config.data_dir, self.runtime_info())
+        if config.record_runtime:
+            write_runtime(config.data_dir, self.runtime_info())
 
     def _tls_context(self) -> ssl.SSLContext:
         config = self.config
@@ -187,6 +199,8 @@ class Hub:
             info[name] = f"{_SCHEMES.get(name, '')}{reachable}"
         if self.ca_path is not None:
             info["ca"] = str(self.ca_path)
+        if self.config.nats_url:
+            info["nats"] = self.config.nats_url
         return info
 
     async def stop(self) -> None:
@@ -200,7 +214,8 @@ class Hub:
             await self.router.stop()
         if self.registry is not None:
             await self.registry.close()
-        remove_runtime(self.config.data_dir)
+        if self.config.record_runtime:
+            remove_runtime(self.config.data_dir)
         self._stopped.set()
 
     async def run(self, on_started=None) -> None:  # type: ignore[no-untyped-def]
@@ -208,6 +223,7 @@ class Hub:
         await self.start()
         if on_started is not None:
             on_started(self)
+        tune_garbage_collector()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -262,6 +278,33 @@ def _method_not_allowed(request: Request, allowed: list[str]) -> Response:
     )
     response.headers = [*(response.headers or []), ("allow", ", ".join(allowed))]
     return response
+
+
+GC_THRESHOLDS = (20_000, 20, 20)
+"""The cyclic collector's thresholds once the node serves (CPython's default: 700, 10, 10).
+
+A node holds many long-lived container objects (a session, a connection and a protocol state
+machine per device) and makes a few short-lived cycles per call. With the defaults the young
+generation is collected every few hundred calls and full collections walk every connection's
+objects, which showed up as 1-50 ms pauses in the benchmark's tail latency (docs/performance.md).
+Fewer young collections, and freezing what start-up allocated, keep those pauses rare and short."""
+
+
+def tune_garbage_collector() -> None:
+    """Move start-up objects out of the collector's sight and collect young objects less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def make_router(config: HubConfig) -> Router:
+    """The in-process router, or a NATS router when the node is part of a cluster."""
+    if not config.nats_url:
+        return LocalRouter()
+    from methodhub.router.nats import NatsRouter  # nats-py is loaded by cluster nodes only
+
+    node = config.node_name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+    return NatsRouter(config.nats_url, node)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -54,6 +54,7 @@ def test_writes_json_markdown_and_chart(run: tuple[Path, subprocess.CompletedPro
         "## Reference",
         "## Ratios",
         "## Connection scale",
+        "## --workers 2 against --workers 1",
         "## Targets",
     ):
         assert heading in markdown
@@ -62,7 +63,12 @@ def test_writes_json_markdown_and_chart(run: tuple[Path, subprocess.CompletedPro
 def test_results_are_well_formed(run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     out, _ = run
     results = json.loads((out / "latest.json").read_text())
-    assert {"meta", "config", "hub", "reference", "ratios", "scale", "targets"} <= results.keys()
+    assert {"meta", "config", "hub", "reference", "ratios", "scale", "workers", "targets"} <= results.keys()
+    workers = results["workers"]
+    for key in ("1", "2"):
+        assert [r["errors"] for r in workers["runs"][key]] == [0], workers["runs"][key]
+        _positive(workers["best"][key], f"workers {key} calls/s")
+    _positive(workers["ratio"], "workers ratio")
     assert results["config"]["devices"] == 20
     for system in ("hub", "reference"):
         runs = results[system]["runs"]

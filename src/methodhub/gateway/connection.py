@@ -224,7 +224,17 @@ class DeviceConnection(asyncio.Protocol):
             return
         clean_start = connect.clean_session
         persistent = _persistent(connect)
-        session, present = await gateway.sessions.open(principal, clean_start, persistent)
+        try:
+            session, present = await gateway.sessions.open(principal, clean_start, persistent)
+        except Exception as exc:  # the stored session could not be loaded: the registry is down
+            log.warning(
+                "connection refused: cannot load the session",
+                extra={"ctx": {"client_id": connect.client_id, "peer": self.peer, "reason": str(exc)}},
+            )
+            gateway.metrics.connects_refused.inc(_refusal_label(3))
+            if not self.closing:
+                self._refuse(3)
+            return
         if self.closing:
             return
         self.session = session

@@ -61,12 +61,24 @@ class Gateway:
         metrics.gauge("methodhub_sessions", "Device sessions on this node.", lambda: len(self.sessions))
 
     async def listen(
-        self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None, name: str = "mqtt"
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        name: str = "mqtt",
+        reuse_port: bool = False,
     ) -> asyncio.AbstractServer:
-        """Start an MQTT listener; returns the server (its sockets tell the port actually bound)."""
+        """Start an MQTT listener; returns the server (its sockets tell the port actually bound).
+        ``reuse_port`` sets ``SO_REUSEPORT`` (several worker processes sharing one port)."""
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: DeviceConnection(self, name), host, port, ssl=ssl_context, backlog=4096
+            lambda: DeviceConnection(self, name),
+            host,
+            port,
+            ssl=ssl_context,
+            backlog=4096,
+            reuse_port=reuse_port or None,
         )
         self._servers.append(server)
         return server

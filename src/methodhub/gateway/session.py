@@ -148,6 +148,7 @@ class DeviceSession:
         self.connected_since = time.time()
         if old is not None and old is not connection:
             old.close_taken_over()
+        self.table.router.session_opened(self.key, self)
         self.ready = False
         self.update_readiness()
 
@@ -160,6 +161,7 @@ class DeviceSession:
         self.connection = None
         self.connected_since = None
         self.update_readiness()
+        self.table.router.session_closed(self.key, self)
         pending, self.pending = self.pending, {}
         for reply in pending.values():
             if not reply.done():
@@ -176,6 +178,14 @@ class DeviceSession:
         for reply in pending.values():
             if not reply.done():
                 reply.set_exception(HubError(ErrorKind.DEVICE_DISCONNECTED, reason))
+
+    def release(self, reason: str) -> None:
+        """The device is now ready on another cluster node (:class:`~methodhub.router.ReleasableLink`):
+        close its connection here, as a takeover on this node would."""
+        connection = self.connection
+        if connection is not None:
+            log.debug("releasing session", extra={"ctx": {"device": self.key, "reason": reason}})
+            connection.close_taken_over()
 
 
 class SessionTable:
@@ -197,7 +207,11 @@ class SessionTable:
         self.max_in_flight = max_in_flight
         self.sequence = itertools.count(1)
         self._sessions: dict[str, DeviceSession] = {}
-        self._persist_tasks: set[asyncio.Task[None]] = set()
+        self._keys_by_device: dict[str, set[str]] = {}
+        """device id → keys of the sessions of that device and its modules (registry changes name a
+        device; scanning every session for each change would cost O(sessions))."""
+        self._unsaved: dict[str, dict[str, int] | None] = {}
+        self._writer: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -207,8 +221,8 @@ class SessionTable:
 
     def sessions_of(self, device_id: str) -> list[DeviceSession]:
         """The sessions of a device and of its modules."""
-        prefix = device_id + "/"
-        return [s for k, s in self._sessions.items() if k == device_id or k.startswith(prefix)]
+        sessions = self._sessions
+        return [sessions[k] for k in self._keys_by_device.get(device_id, ()) if k in sessions]
 
     async def open(
         self, principal: Principal, clean_start: bool, persistent: bool
@@ -232,6 +246,9 @@ class SessionTable:
         stored: dict[str, int] | None = None
         if clean_start:
             self._forget_persisted(key)
+        elif key in self._unsaved:  # written by this node a moment ago, not yet in the store
+            unsaved = self._unsaved[key]
+            stored = dict(unsaved) if unsaved is not None else None
         else:
             stored = await self.store.load_session(key)
         subscriptions = dict(stored or {})
@@ -243,34 +260,54 @@ class SessionTable:
             existing.connection = None
             existing.update_readiness()
         self._sessions[key] = session
+        self._keys_by_device.setdefault(principal.device_id, set()).add(key)
         if persistent and stored is None and subscriptions:
             self.persist(session)
         return session, stored is not None
 
     def remove(self, session: DeviceSession) -> None:
-        if self._sessions.get(session.key) is session:
-            del self._sessions[session.key]
+        key = session.key
+        if self._sessions.get(key) is session:
+            del self._sessions[key]
+            device_id = session.principal.device_id
+            keys = self._keys_by_device.get(device_id)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._keys_by_device[device_id]
 
     def persist(self, session: DeviceSession) -> None:
-        self._spawn(self.store.save_session(session.key, dict(session.subscriptions)))
+        self._write_later(session.key, dict(session.subscriptions))
 
     def _forget_persisted(self, key: str) -> None:
-        self._spawn(self.store.delete_session(key))
+        self._write_later(key, None)
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
-        self._persist_tasks.add(task)
-        task.add_done_callback(self._persist_done)
+    def _write_later(self, key: str, subscriptions: dict[str, int] | None) -> None:
+        """Queue a session write (None = delete); one task writes the queue, latest state per key
+        wins. A burst of connecting devices costs one task, not one per device."""
+        self._unsaved[key] = subscriptions
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_unsaved())
 
-    def _persist_done(self, task: asyncio.Task[None]) -> None:
-        self._persist_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("could not persist a session: %s", task.exception())
+    async def _write_unsaved(self) -> None:
+        try:
+            while self._unsaved:
+                batch, self._unsaved = self._unsaved, {}
+                for key, subscriptions in batch.items():
+                    try:
+                        if subscriptions is None:
+                            await self.store.delete_session(key)
+                        else:
+                            await self.store.save_session(key, subscriptions)
+                    except Exception as exc:
+                        log.warning("could not persist the session of %s: %s", key, exc)
+        finally:
+            self._writer = None
 
     async def drain(self) -> None:
         """Wait for pending session writes (at shutdown)."""
-        while self._persist_tasks:
-            await asyncio.gather(*list(self._persist_tasks), return_exceptions=True)
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
 
     def connection_state(self, key: str) -> tuple[bool, float | None]:
         session = self._sessions.get(key)

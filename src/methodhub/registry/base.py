@@ -13,7 +13,9 @@ class Registry(ABC):
 
     Errors are :class:`~methodhub.errors.HubError`: ``DEVICE_ALREADY_EXISTS`` /
     ``MODULE_ALREADY_EXISTS``, ``DEVICE_NOT_FOUND`` / ``MODULE_NOT_FOUND``, ``PRECONDITION_FAILED``
-    (etag mismatch), ``INVALID_ARGUMENT`` (bad id, status or key).
+    (etag mismatch), ``INVALID_ARGUMENT`` (bad id, status or key), ``SERVICE_UNAVAILABLE`` (the
+    store cannot be reached right now, e.g. PostgreSQL is down; the same object works again once it
+    is back).
     """
 
     @abstractmethod
@@ -136,3 +138,12 @@ class Registry(ABC):
     @abstractmethod
     async def flush(self) -> None:
         """Persist every coalesced session write now."""
+
+    # -- hub-wide settings ----------------------------------------------------------------------------
+
+    @abstractmethod
+    async def get_setting(self, name: str) -> str | None:
+        """A setting every node and CLI shares (``"hostname"``: the hub's name), or None."""
+
+    @abstractmethod
+    async def set_setting(self, name: str, value: str) -> None: ...

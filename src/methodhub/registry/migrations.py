@@ -59,8 +59,87 @@ SQLITE_MIGRATIONS: list[str] = [
         FOREIGN KEY (device_id, module_id) REFERENCES identities (device_id, module_id) ON DELETE CASCADE
     );
     """,
+    # 3: hub-wide settings every node and CLI shares (the hub's hostname).
+    """
+    CREATE TABLE settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+]
+
+POSTGRES_MIGRATIONS: list[str] = [
+    # 1: identities, policies, persisted sessions, change feed. Ids and names are COLLATE "C" so that
+    # ORDER BY and `>` compare code points, as SQLite does: list_identities(after=...) pages alike.
+    # changes.at is the database server's clock, so every node prunes by the same clock.
+    """
+    CREATE TABLE identities (
+        device_id TEXT COLLATE "C" NOT NULL,
+        module_id TEXT COLLATE "C" NOT NULL DEFAULT '',
+        primary_key TEXT NOT NULL,
+        secondary_key TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'enabled',
+        status_reason TEXT,
+        etag TEXT NOT NULL,
+        generation_id TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        status_updated_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        iot_edge BOOLEAN NOT NULL DEFAULT FALSE,
+        PRIMARY KEY (device_id, module_id)
+    );
+    CREATE TABLE policies (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        primary_key TEXT NOT NULL,
+        secondary_key TEXT NOT NULL,
+        rights TEXT NOT NULL
+    );
+    CREATE TABLE sessions (
+        client_id TEXT COLLATE "C" PRIMARY KEY,
+        subscriptions TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE changes (
+        seq BIGSERIAL PRIMARY KEY,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL DEFAULT extract(epoch FROM clock_timestamp())
+    );
+    CREATE INDEX changes_at ON changes (at);
+    """,
+    # 2: Alibaba Cloud products and their devices (see SQLITE_MIGRATIONS[1]).
+    """
+    CREATE TABLE products (
+        product_key TEXT COLLATE "C" PRIMARY KEY,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE product_devices (
+        device_id TEXT COLLATE "C" PRIMARY KEY,
+        module_id TEXT COLLATE "C" NOT NULL DEFAULT '' CHECK (module_id = ''),
+        product_key TEXT COLLATE "C" NOT NULL REFERENCES products (product_key),
+        device_name TEXT COLLATE "C" NOT NULL,
+        device_secret TEXT NOT NULL,
+        UNIQUE (product_key, device_name),
+        FOREIGN KEY (device_id, module_id) REFERENCES identities (device_id, module_id) ON DELETE CASCADE
+    );
+    """,
+    # 3: hub-wide settings every node and CLI shares (the hub's hostname).
+    """
+    CREATE TABLE settings (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 ]
 
 
 class SchemaTooNew(RuntimeError):
     """The database was written by a newer methodhub than this one."""
+
+
+def schema_too_new(where: str, version: int, known: int) -> SchemaTooNew:
+    """The error every backend raises for a schema newer than ``known`` (its number of migrations)."""
+    return SchemaTooNew(
+        f"{where} has registry schema version {version}, newer than this methodhub knows "
+        f"({known}); upgrade methodhub to use it."
+    )

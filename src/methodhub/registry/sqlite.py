@@ -9,9 +9,7 @@ devices subscribing becomes one transaction every few milliseconds.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable
@@ -21,22 +19,26 @@ from typing import Any, TypeVar
 
 from methodhub.errors import ErrorKind, HubError
 from methodhub.registry.base import Registry
-from methodhub.registry.ids import validate_device_id, validate_module_id
-from methodhub.registry.migrations import SQLITE_MIGRATIONS, SchemaTooNew
-from methodhub.registry.model import (
-    DEFAULT_POLICIES,
-    AccessPolicy,
-    Change,
-    Identity,
-    Right,
-    SymmetricKeys,
-)
-from methodhub.registry.products import (
-    ProductDevice,
-    device_secret_error,
-    generate_device_secret,
-    product_device_id,
-    validate_product_names,
+from methodhub.registry.migrations import SQLITE_MIGRATIONS, schema_too_new
+from methodhub.registry.model import DEFAULT_POLICIES, AccessPolicy, Change, Identity, SymmetricKeys
+from methodhub.registry.products import ProductDevice
+from methodhub.registry.rules import (
+    IDENTITY_COLUMNS,
+    JOINED_IDENTITY_COLUMNS,
+    POLICY_COLUMNS,
+    already_exists,
+    apply_update,
+    check_etag,
+    check_keys,
+    check_status,
+    identity_from_row,
+    identity_values,
+    key_of,
+    missing,
+    new_identity,
+    new_product_identity,
+    policy_from_row,
+    rights_text,
 )
 
 T = TypeVar("T")
@@ -45,54 +47,6 @@ SESSION_FLUSH_DELAY = 0.005
 """Seconds session writes wait to be batched with others into one transaction."""
 BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for another process's transaction (the CLI, say) before failing."""
-STATUSES = ("enabled", "disabled")
-
-_IDENTITY_COLUMNS = (
-    "device_id, module_id, primary_key, secondary_key, status, status_reason, etag, generation_id, "
-    "created_at, status_updated_at, updated_at, iot_edge"
-)
-_JOINED_IDENTITY_COLUMNS = ", ".join(f"i.{name.strip()}" for name in _IDENTITY_COLUMNS.split(","))
-
-
-def new_etag() -> str:
-    return base64.b64encode(secrets.token_bytes(9)).decode()
-
-
-def new_generation_id() -> str:
-    return f"{time.time_ns() // 100}{secrets.randbelow(1000):03d}"
-
-
-def _identity(row: tuple[Any, ...]) -> Identity:
-    return Identity(
-        device_id=row[0],
-        module_id=row[1] or None,
-        keys=SymmetricKeys(row[2], row[3]),
-        status=row[4],
-        status_reason=row[5],
-        etag=row[6],
-        generation_id=row[7],
-        created_at=row[8],
-        status_updated_at=row[9],
-        updated_at=row[10],
-        iot_edge=bool(row[11]),
-    )
-
-
-def _check_keys(keys: SymmetricKeys | None) -> None:
-    if keys is not None and not (
-        SymmetricKeys.is_valid_key(keys.primary) and SymmetricKeys.is_valid_key(keys.secondary)
-    ):
-        raise HubError(ErrorKind.INVALID_ARGUMENT, "Symmetric keys must be base64 encoding 16 to 64 bytes.")
-
-
-def _key(device_id: str, module_id: str) -> str:
-    return f"{device_id}/{module_id}" if module_id else device_id
-
-
-def _missing(device_id: str, module_id: str) -> HubError:
-    if module_id:
-        return HubError(ErrorKind.MODULE_NOT_FOUND, f"No module '{module_id}' on device '{device_id}'.")
-    return HubError(ErrorKind.DEVICE_NOT_FOUND, f"No device '{device_id}' is registered.")
 
 
 class SqliteRegistry(Registry):
@@ -105,11 +59,45 @@ class SqliteRegistry(Registry):
         self._pending_sessions: dict[str, dict[str, int] | None] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
+        self._reads: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
 
     # -- plumbing -------------------------------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _read(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run a short read on the database thread, batched with the reads of this loop iteration.
+
+        A burst of device connections asks for thousands of identities and sessions at once; one
+        hop to the database thread and back per *batch* instead of per read (each hop costs more
+        loop time than the indexed lookup itself) is what keeps connects/s up.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._reads.append((fn, args, future))
+        if len(self._reads) == 1:
+            loop.call_soon(self._submit_reads, loop)
+        return future
+
+    def _submit_reads(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._reads = self._reads, []
+
+        def run() -> None:
+            results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+            for fn, args, future in batch:
+                try:
+                    results.append((future, fn(*args), None))
+                except Exception as exc:
+                    results.append((future, None, exc))
+            loop.call_soon_threadsafe(_deliver_reads, results)
+
+        try:
+            self._executor.submit(run)
+        except RuntimeError as exc:  # the executor is shut down: the registry is closed
+            _deliver_reads(
+                [(f, None, HubError(ErrorKind.SERVICE_UNAVAILABLE, str(exc))) for _, _, f in batch]
+            )
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -145,10 +133,7 @@ class SqliteRegistry(Registry):
         row = db.execute("SELECT version FROM schema_version").fetchone()
         version = row[0] if row else 0
         if version > len(SQLITE_MIGRATIONS):
-            raise SchemaTooNew(
-                f"{self.path} has registry schema version {version}, newer than this methodhub knows "
-                f"({len(SQLITE_MIGRATIONS)}); upgrade methodhub to use it."
-            )
+            raise schema_too_new(str(self.path), version, len(SQLITE_MIGRATIONS))
         for script in SQLITE_MIGRATIONS[version:]:
             for statement in script.split(";"):
                 if statement.strip():
@@ -177,18 +162,18 @@ class SqliteRegistry(Registry):
     # -- identities -----------------------------------------------------------------------------------
 
     async def get_identity(self, device_id: str, module_id: str | None = None) -> Identity | None:
-        return await self._run(self._get, device_id, module_id or "")
+        return await self._read(self._get, device_id, module_id or "")
 
     def _get(self, device_id: str, module_id: str) -> Identity | None:
         row = (
             self._conn()
             .execute(
-                f"SELECT {_IDENTITY_COLUMNS} FROM identities WHERE device_id = ? AND module_id = ?",
+                f"SELECT {IDENTITY_COLUMNS} FROM identities WHERE device_id = ? AND module_id = ?",
                 (device_id, module_id),
             )
             .fetchone()
         )
-        return _identity(row) if row else None
+        return identity_from_row(row) if row else None
 
     async def create_identity(
         self,
@@ -200,25 +185,8 @@ class SqliteRegistry(Registry):
         status_reason: str | None = None,
         iot_edge: bool = False,
     ) -> Identity:
-        validate_device_id(device_id)
-        if module_id is not None:
-            validate_module_id(module_id)
-        if status not in STATUSES:
-            raise HubError(ErrorKind.INVALID_ARGUMENT, f"status must be one of {', '.join(STATUSES)}.")
-        _check_keys(keys)
-        now = time.time()
-        identity = Identity(
-            device_id=device_id,
-            module_id=module_id or None,
-            keys=keys or SymmetricKeys.generate(),
-            status=status if not module_id else "enabled",
-            status_reason=status_reason,
-            etag=new_etag(),
-            generation_id=new_generation_id(),
-            created_at=now,
-            status_updated_at=now,
-            updated_at=now,
-            iot_edge=iot_edge,
+        identity = new_identity(
+            device_id, module_id, keys=keys, status=status, status_reason=status_reason, iot_edge=iot_edge
         )
         await self._run(self._transaction, lambda db: self._insert(db, identity))
         return identity
@@ -226,34 +194,15 @@ class SqliteRegistry(Registry):
     def _insert(self, db: sqlite3.Connection, identity: Identity) -> None:
         module_id = identity.module_id or ""
         if module_id and self._get(identity.device_id, "") is None:
-            raise _missing(identity.device_id, "")
+            raise missing(identity.device_id, "")
+        values = identity_values(identity)
         try:
             db.execute(
-                f"INSERT INTO identities ({_IDENTITY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    identity.device_id,
-                    module_id,
-                    identity.keys.primary,
-                    identity.keys.secondary,
-                    identity.status,
-                    identity.status_reason,
-                    identity.etag,
-                    identity.generation_id,
-                    identity.created_at,
-                    identity.status_updated_at,
-                    identity.updated_at,
-                    int(identity.iot_edge),
-                ),
+                f"INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*values[:-1], int(identity.iot_edge)),
             )
         except sqlite3.IntegrityError:
-            if module_id:
-                raise HubError(
-                    ErrorKind.MODULE_ALREADY_EXISTS,
-                    f"Module '{module_id}' already exists on device '{identity.device_id}'.",
-                ) from None
-            raise HubError(
-                ErrorKind.DEVICE_ALREADY_EXISTS, f"Device '{identity.device_id}' already exists."
-            ) from None
+            raise already_exists(identity) from None
         self._record(db, "identity", identity.key)
 
     async def update_identity(
@@ -266,30 +215,15 @@ class SqliteRegistry(Registry):
         status: str | None = None,
         status_reason: str | None = None,
     ) -> Identity:
-        if status is not None and status not in STATUSES:
-            raise HubError(ErrorKind.INVALID_ARGUMENT, f"status must be one of {', '.join(STATUSES)}.")
-        _check_keys(keys)
+        check_status(status)
+        check_keys(keys)
 
         def update(db: sqlite3.Connection) -> Identity:
             current = self._get(device_id, module_id or "")
             if current is None:
-                raise _missing(device_id, module_id or "")
-            if etag not in (None, "*") and etag != current.etag:
-                raise HubError(
-                    ErrorKind.PRECONDITION_FAILED,
-                    f"The etag {etag!r} does not match the current version of "
-                    f"'{current.key}' ({current.etag!r}).",
-                )
-            now = time.time()
-            if keys is not None:
-                current.keys = keys
-            if status is not None and status != current.status and not module_id:
-                current.status = status
-                current.status_updated_at = now
-            if status_reason is not None:
-                current.status_reason = status_reason
-            current.etag = new_etag()
-            current.updated_at = now
+                raise missing(device_id, module_id or "")
+            check_etag(etag, current, show_current=True)
+            apply_update(current, keys=keys, status=status, status_reason=status_reason)
             db.execute(
                 "UPDATE identities SET primary_key = ?, secondary_key = ?, status = ?, status_reason = ?, "
                 "etag = ?, status_updated_at = ?, updated_at = ? WHERE device_id = ? AND module_id = ?",
@@ -316,12 +250,8 @@ class SqliteRegistry(Registry):
         def delete(db: sqlite3.Connection) -> None:
             current = self._get(device_id, module_id or "")
             if current is None:
-                raise _missing(device_id, module_id or "")
-            if etag not in (None, "*") and etag != current.etag:
-                raise HubError(
-                    ErrorKind.PRECONDITION_FAILED,
-                    f"The etag {etag!r} does not match the current version of '{current.key}'.",
-                )
+                raise missing(device_id, module_id or "")
+            check_etag(etag, current)
             if module_id:
                 db.execute(
                     "DELETE FROM identities WHERE device_id = ? AND module_id = ?", (device_id, module_id)
@@ -341,14 +271,14 @@ class SqliteRegistry(Registry):
                 (device_id, len(device_id) + 1, device_id + "/"),
             )
             for module in modules:
-                self._record(db, "identity", _key(device_id, module))
+                self._record(db, "identity", key_of(device_id, module))
             self._record(db, "identity", device_id)
 
         # Write session saves made before this call first, so the DELETE below removes them too
         # (a coalesced write of a module's session must not outlive its device).
         await self.flush()
         await self._run(self._transaction, delete)
-        key = _key(device_id, module_id or "")
+        key = key_of(device_id, module_id or "")
         for client_id in [c for c in self._pending_sessions if c == key or c.startswith(key + "/")]:
             del self._pending_sessions[client_id]
 
@@ -359,17 +289,17 @@ class SqliteRegistry(Registry):
             db = self._conn()
             if device_id is None:
                 rows = db.execute(
-                    f"SELECT {_IDENTITY_COLUMNS} FROM identities WHERE module_id = '' AND device_id > ? "
+                    f"SELECT {IDENTITY_COLUMNS} FROM identities WHERE module_id = '' AND device_id > ? "
                     "ORDER BY device_id LIMIT ?",
                     (after or "", limit),
                 )
             else:
                 rows = db.execute(
-                    f"SELECT {_IDENTITY_COLUMNS} FROM identities WHERE device_id = ? AND module_id != '' "
+                    f"SELECT {IDENTITY_COLUMNS} FROM identities WHERE device_id = ? AND module_id != '' "
                     "AND module_id > ? ORDER BY module_id LIMIT ?",
                     (device_id, after or "", limit),
                 )
-            return [_identity(row) for row in rows]
+            return [identity_from_row(row) for row in rows]
 
         return await self._run(query)
 
@@ -388,27 +318,8 @@ class SqliteRegistry(Registry):
         device_secret: str | None = None,
         status: str = "enabled",
     ) -> ProductDevice:
-        validate_product_names(product_key, device_name)
-        if device_secret is None:
-            device_secret = generate_device_secret()
-        elif (error := device_secret_error(device_secret)) is not None:
-            raise HubError(ErrorKind.INVALID_ARGUMENT, error)
-        if status not in STATUSES:
-            raise HubError(ErrorKind.INVALID_ARGUMENT, f"status must be one of {', '.join(STATUSES)}.")
-        now = time.time()
-        identity = Identity(
-            device_id=product_device_id(product_key, device_name),
-            module_id=None,
-            keys=SymmetricKeys.generate(),
-            status=status,
-            status_reason=None,
-            etag=new_etag(),
-            generation_id=new_generation_id(),
-            created_at=now,
-            status_updated_at=now,
-            updated_at=now,
-        )
-        secret = device_secret
+        identity, secret = new_product_identity(product_key, device_name, device_secret, status)
+        now = identity.created_at
 
         def insert(db: sqlite3.Connection) -> None:
             self._insert(db, identity)
@@ -438,7 +349,7 @@ class SqliteRegistry(Registry):
         row = (
             self._conn()
             .execute(
-                f"SELECT {_JOINED_IDENTITY_COLUMNS}, p.product_key, p.device_name, p.device_secret "
+                f"SELECT {JOINED_IDENTITY_COLUMNS}, p.product_key, p.device_name, p.device_secret "
                 "FROM product_devices p JOIN identities i ON i.device_id = p.device_id AND i.module_id = '' "
                 f"WHERE {where}",
                 args,
@@ -447,34 +358,25 @@ class SqliteRegistry(Registry):
         )
         if row is None:
             return None
-        return ProductDevice(_identity(row[:-3]), row[-3], row[-2], row[-1])
+        return ProductDevice(identity_from_row(row[:-3]), row[-3], row[-2], row[-1])
 
     # -- policies -------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _policy(row: tuple[Any, ...]) -> AccessPolicy:
-        rights = frozenset(Right(r) for r in row[3].split(",") if r)
-        return AccessPolicy(row[0], SymmetricKeys(row[1], row[2]), rights)
 
     async def get_policy(self, name: str) -> AccessPolicy | None:
         def query() -> AccessPolicy | None:
             row = (
                 self._conn()
-                .execute(
-                    "SELECT name, primary_key, secondary_key, rights FROM policies WHERE name = ?", (name,)
-                )
+                .execute(f"SELECT {POLICY_COLUMNS} FROM policies WHERE name = ?", (name,))
                 .fetchone()
             )
-            return self._policy(row) if row else None
+            return policy_from_row(row) if row else None
 
-        return await self._run(query)
+        return await self._read(query)
 
     async def list_policies(self) -> list[AccessPolicy]:
         def query() -> list[AccessPolicy]:
-            rows = self._conn().execute(
-                "SELECT name, primary_key, secondary_key, rights FROM policies ORDER BY name"
-            )
-            return [self._policy(row) for row in rows]
+            rows = self._conn().execute(f"SELECT {POLICY_COLUMNS} FROM policies ORDER BY name")
+            return [policy_from_row(row) for row in rows]
 
         return await self._run(query)
 
@@ -486,7 +388,7 @@ class SqliteRegistry(Registry):
                 keys = SymmetricKeys.generate()
                 db.execute(
                     "INSERT INTO policies (name, primary_key, secondary_key, rights) VALUES (?, ?, ?, ?)",
-                    (name, keys.primary, keys.secondary, ",".join(sorted(rights))),
+                    (name, keys.primary, keys.secondary, rights_text(rights)),
                 )
                 self._record(db, "policy", name)
             return True
@@ -530,7 +432,7 @@ class SqliteRegistry(Registry):
             )
             return json.loads(row[0]) if row else None
 
-        return await self._run(query)
+        return await self._read(query)
 
     async def save_session(self, client_id: str, subscriptions: dict[str, int]) -> None:
         self._pending_sessions[client_id] = dict(subscriptions)
@@ -587,3 +489,32 @@ class SqliteRegistry(Registry):
         if self._pending_sessions:
             self._flush_task = asyncio.get_running_loop().create_task(self._flush_sessions())
             await self._flush_task
+
+    # -- settings ---------------------------------------------------------------------------------------
+
+    async def get_setting(self, name: str) -> str | None:
+        def query() -> str | None:
+            row = self._conn().execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+            return row[0] if row else None
+
+        return await self._run(query)
+
+    async def set_setting(self, name: str, value: str) -> None:
+        await self._run(
+            self._transaction,
+            lambda db: db.execute(
+                "INSERT INTO settings (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            ),
+        )
+
+
+def _deliver_reads(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, error in results:
+        if future.done():  # the reader gave up (cancelled)
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)

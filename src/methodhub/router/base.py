@@ -14,6 +14,11 @@ from typing import Protocol
 from methodhub.calls.model import Call, CallOutcome
 
 
+class RouterUnavailable(RuntimeError):
+    """:meth:`Router.start` could not reach what carries calls between nodes (e.g. NATS); the
+    message says what is missing and how to provide it."""
+
+
 class CallLink(Protocol):
     """Something that can deliver a call to one connected device: the device's session."""
 
@@ -24,6 +29,15 @@ class CallLink(Protocol):
         then forget the call and drop any late answer. The link completes ``reply`` with a
         :class:`~methodhub.errors.HubError` when the device goes away before answering.
         """
+        ...
+
+
+class ReleasableLink(CallLink, Protocol):
+    """A link that can be let go when the device's session moved to another node (clusters)."""
+
+    def release(self, reason: str) -> None:
+        """The target connected to another node: close the connection carrying it here (its calls
+        in flight fail with ``DEVICE_DISCONNECTED``, as in a takeover on one node)."""
         ...
 
 
@@ -57,6 +71,14 @@ class Router(ABC):
     def withdraw(self, target: str, link: CallLink) -> None:
         """Forget ``link`` for ``target``, unless a newer link has replaced it meanwhile (a device
         that reconnected announces its new session before the old one finishes closing)."""
+
+    def session_opened(self, target: str, link: CallLink) -> None:  # noqa: B027 - optional hook
+        """A connection now carries ``target``'s session on this node (ready or not yet). A router
+        spanning several nodes tells the others, which close their older connection of ``target``
+        (:meth:`ReleasableLink.release`): MQTT's session takeover, across nodes."""
+
+    def session_closed(self, target: str, link: CallLink) -> None:  # noqa: B027 - optional hook
+        """The connection carrying ``link`` (``target``'s session) ended on this node."""
 
     def is_local(self, target: str) -> bool:  # pragma: no cover - trivial default
         """Whether this node itself holds a ready session for ``target``."""

@@ -1,0 +1,226 @@
+"""Calls across the nodes of a cluster: two ``methodhub serve --nats`` processes, one nats-server.
+
+A device connects to one node, the backend calls another; the answer, the errors and the timing
+must be those of a single node.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cluster.conftest import Cluster, echo, in_thread, make_cluster
+from tests.servers import NatsServer
+from tests.support import error_code
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, nats: NatsServer) -> Iterator[Cluster]:
+    cluster = make_cluster(tmp_path_factory.mktemp("cluster"), nats, nodes=2)
+    yield cluster
+    cluster.stop()
+
+
+def test_a_call_on_one_node_reaches_a_device_on_another(cluster: Cluster, device_id: str) -> None:
+    a, b = cluster.nodes
+    key = cluster.create_device(device_id)
+    device = cluster.device(b, device_id, key).online()
+    device.serve(echo)
+    try:
+        for node in (a, b, a):  # across nodes, locally, and across again
+            backend = cluster.backend(node)
+            response = backend.invoke(device_id, "reboot", {"delay": 5}, responseTimeoutInSeconds=10)
+            backend.close()
+            assert response.status_code == 200, response.text
+            assert response.json() == {"status": 200, "payload": {"echo": {"delay": 5}}}
+    finally:
+        device.close()
+
+
+def test_device_status_and_payload_pass_through_unchanged(cluster: Cluster, device_id: str) -> None:
+    a, b = cluster.nodes
+    key = cluster.create_device(device_id)
+    device = cluster.device(b, device_id, key).online()
+    device.serve(lambda name, payload: (503, b'{"why":"busy","n":[1,2.5,"\\u00e9"]}'))
+    backend = cluster.backend(a)
+    try:
+        response = backend.invoke(device_id, "m", "x" * 20_000)
+        assert response.status_code == 200
+        assert response.json() == {"status": 503, "payload": {"why": "busy", "n": [1, 2.5, "é"]}}
+    finally:
+        backend.close()
+        device.close()
+
+
+def test_offline_is_known_at_once_on_every_node(cluster: Cluster, device_id: str) -> None:
+    cluster.create_device(device_id)
+    for node in cluster.nodes:
+        backend = cluster.backend(node)
+        started = time.monotonic()
+        response = backend.invoke(device_id, "reboot")
+        elapsed = time.monotonic() - started
+        backend.close()
+        assert response.status_code == 404
+        assert error_code(response) == 404103
+        assert elapsed < 1.0, f"offline took {elapsed:.2f} s"
+    backend = cluster.backend(cluster.nodes[0])
+    try:
+        assert error_code(backend.invoke(f"{device_id}-unknown", "reboot")) == 404001
+    finally:
+        backend.close()
+
+
+def test_a_call_waits_for_a_device_connecting_to_another_node(cluster: Cluster, device_id: str) -> None:
+    a, b = cluster.nodes
+    key = cluster.create_device(device_id)
+    backend = cluster.backend(a)
+    started = time.monotonic()
+    thread, out = in_thread(lambda: backend.invoke(device_id, "wake", {"n": 1}, connectTimeoutInSeconds=15))
+    time.sleep(1.0)
+    device = cluster.device(b, device_id, key).online()
+    device.serve(echo)
+    try:
+        thread.join(15)
+        elapsed = time.monotonic() - started
+        response = out[0]
+        assert isinstance(response, httpx.Response), response
+        assert response.status_code == 200, response.text
+        assert response.json()["payload"] == {"echo": {"n": 1}}
+        assert 1.0 <= elapsed < 4.0, f"answered after {elapsed:.2f} s"
+    finally:
+        backend.close()
+        device.close()
+
+
+def test_connect_timeout_expires_across_nodes(cluster: Cluster, device_id: str) -> None:
+    cluster.create_device(device_id)
+    backend = cluster.backend(cluster.nodes[0])
+    try:
+        started = time.monotonic()
+        response = backend.invoke(device_id, "wake", connectTimeoutInSeconds=2)
+        elapsed = time.monotonic() - started
+        assert error_code(response) == 404103
+        assert 1.9 <= elapsed < 3.5, elapsed
+    finally:
+        backend.close()
+
+
+def test_takeover_across_nodes_keeps_persisted_subscriptions(cluster: Cluster, device_id: str) -> None:
+    """The device moves from node A to node B without subscribing again (Azure's SDKs rely on
+    CleanSession=0 subscriptions); A drops its stale connection, calls reach the device on B."""
+    a, b = cluster.nodes
+    key = cluster.create_device(device_id)
+    first = cluster.device(a, device_id, key).online()
+    answered_by_first: list[bytes] = []
+    first.serve(lambda name, payload: (answered_by_first.append(payload), echo(name, payload))[1])
+    backend = cluster.backend(b)
+    try:
+        assert backend.invoke(device_id, "where", {"node": "a"}).status_code == 200
+        assert len(answered_by_first) == 1
+        time.sleep(0.2)  # node A stores the subscription in the registry in the background
+        second = cluster.device(b, device_id, key)
+        assert second.connect() == 0  # no SUBSCRIBE: the stored session makes it ready on B
+        first.disconnects.get(timeout=5)  # node A closed the old connection (taken over)
+        first.client.loop_stop()  # paho would reconnect to A and take the session back
+        second.serve(echo)
+        for node in (a, b):
+            caller = cluster.backend(node)
+            response = caller.invoke(device_id, "where", {"node": "b"}, responseTimeoutInSeconds=10)
+            caller.close()
+            assert response.status_code == 200, response.text
+            assert response.json()["payload"] == {"echo": {"node": "b"}}
+        assert len(answered_by_first) == 1  # nothing went to the stale connection
+        second.close()
+    finally:
+        backend.close()
+        first.client.loop_stop()
+
+
+def test_device_leaving_mid_call_is_reported_across_nodes_at_once(cluster: Cluster, device_id: str) -> None:
+    a, b = cluster.nodes
+    key = cluster.create_device(device_id)
+    device = cluster.device(b, device_id, key).online()
+    backend = cluster.backend(a)
+    thread, out = in_thread(lambda: backend.invoke(device_id, "slow", responseTimeoutInSeconds=30))
+    try:
+        device.next_request(timeout=10)
+        started = time.monotonic()
+        device.close()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert error_code(out[0]) == 404104
+        assert time.monotonic() - started < 2.0
+    finally:
+        backend.close()
+
+
+def test_response_timeout_across_nodes(cluster: Cluster, device_id: str) -> None:
+    a, b = cluster.nodes
+    key = cluster.create_device(device_id)
+    device = cluster.device(b, device_id, key).online()
+    backend = cluster.backend(a)
+    try:
+        started = time.monotonic()
+        response = backend.invoke(device_id, "never", responseTimeoutInSeconds=5)
+        elapsed = time.monotonic() - started
+        assert response.status_code == 504
+        assert error_code(response) == 504101
+        assert 4.9 <= elapsed < 6.5, elapsed  # the device is alive: probes keep the call going
+        device.next_request(timeout=1)  # it was delivered
+    finally:
+        backend.close()
+        device.close()
+
+
+def test_a_registry_change_made_on_one_node_reaches_the_others(cluster: Cluster, device_id: str) -> None:
+    a, b = cluster.nodes
+    key = cluster.create_device(device_id)
+    device = cluster.device(b, device_id, key).online()
+    backend = cluster.backend(a)
+    try:
+        response = backend.http.delete(
+            f"/devices/{device_id}?api-version=2021-04-12",
+            headers={"Authorization": backend.token, "If-Match": "*"},
+        )
+        assert response.status_code in (200, 204), response.text
+        device.disconnects.get(timeout=5)  # node B dropped the deleted device's connection
+        assert error_code(backend.invoke(device_id, "reboot")) == 404001
+    finally:
+        backend.close()
+        device.client.loop_stop()
+
+
+def test_every_node_serves_the_same_registry(cluster: Cluster, device_id: str) -> None:
+    a, b = cluster.nodes
+    backend = cluster.backend(a)
+    try:
+        created = backend.http.put(
+            f"/devices/{device_id}?api-version=2021-04-12",
+            json={"deviceId": device_id},
+            headers={"Authorization": backend.token},
+        )
+        assert created.status_code == 200, created.text
+        key = created.json()["authentication"]["symmetricKey"]["primaryKey"]
+    finally:
+        backend.close()
+    device = cluster.device(b, device_id, key).online()  # node B authenticates it at once
+    device.serve(echo)
+    backend = cluster.backend(b)
+    try:
+        response = backend.invoke(device_id, "hi")
+        assert response.status_code == 200
+        shown = backend.http.get(f"/devices/{device_id}", headers={"Authorization": backend.token})
+        assert json.loads(shown.text)["deviceId"] == device_id
+    finally:
+        backend.close()
+        device.close()
+
+
+def test_cluster_nodes_say_so_in_hub_json(cluster: Cluster) -> None:
+    info = json.loads((Path(cluster.nodes[0].data_dir) / "hub.json").read_text())
+    assert info["nats"] == cluster.nats.url
