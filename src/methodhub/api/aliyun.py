@@ -19,7 +19,6 @@ are accepted and ignored: a hub is one instance in one region.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -34,6 +33,7 @@ from urllib.parse import parse_qsl
 
 from methodhub.api.aliyun_errors import new_request_id, pop_error, rrpc_error
 from methodhub.api.http import Request, Response
+from methodhub.api.outcomes import response_future
 from methodhub.api.routing import Routes
 from methodhub.auth import PopAuthenticator
 from methodhub.calls import Call, CallEngine, CallKind, CallOutcome
@@ -234,37 +234,6 @@ def _utc(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(epoch))
 
 
-def _chain(
-    source: asyncio.Future[CallOutcome],
-    on_outcome: Callable[[CallOutcome], Response],
-    on_error: Callable[[HubError], Response],
-) -> asyncio.Future[Response]:
-    """A future of the HTTP response for ``source``; cancelling it abandons the call."""
-    out: asyncio.Future[Response] = source.get_loop().create_future()
-
-    def done(fut: asyncio.Future[CallOutcome]) -> None:
-        if out.done():
-            return
-        if fut.cancelled():
-            out.cancel()
-            return
-        exc = fut.exception()
-        if exc is None:
-            out.set_result(on_outcome(fut.result()))
-        elif isinstance(exc, HubError):
-            out.set_result(on_error(exc))
-        else:
-            out.set_exception(exc)
-
-    def abandoned(fut: asyncio.Future[Response]) -> None:
-        if fut.cancelled() and not source.done():
-            source.cancel()
-
-    source.add_done_callback(done)
-    out.add_done_callback(abandoned)
-    return out
-
-
 class AliyunApi:
     """Handlers for the POP API. ``register()`` adds ``GET /`` and ``POST /`` to a :class:`Routes`."""
 
@@ -386,7 +355,7 @@ class AliyunApi:
             sent = error.kind in (ErrorKind.CALL_TIMEOUT, ErrorKind.DEVICE_DISCONNECTED)
             return rrpc_error(error, request_id, message_id if sent else None, host)
 
-        return _chain(self._engine.invoke(call), answered, failed)
+        return response_future(self._engine.invoke(call), answered, failed)
 
     def _invoke_thing_service(
         self, params: dict[str, str], request_id: str, host: str | None
@@ -426,7 +395,9 @@ class AliyunApi:
                 }
             )
 
-        return _chain(self._engine.invoke(call), answered, lambda error: pop_error(error, request_id, host))
+        return response_future(
+            self._engine.invoke(call), answered, lambda error: pop_error(error, request_id, host)
+        )
 
     # -- registry -----------------------------------------------------------------------------------------
 

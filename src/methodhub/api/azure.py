@@ -8,7 +8,6 @@ Bodies, status codes and errors follow azure-direct-methods-wire.md §2 so that 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ import orjson
 
 from methodhub.api.azure_errors import azure_error, utc_timestamp
 from methodhub.api.http import Request, Response
+from methodhub.api.outcomes import response_future
 from methodhub.api.routing import Routes
 from methodhub.auth import ServiceAuthenticator
 from methodhub.calls import Call, CallEngine, CallOutcome
@@ -186,7 +186,7 @@ class AzureApi:
             call = parse_method_call(request.body, target)
         except HubError as exc:
             return azure_error(exc)
-        return _chain(self._engine.invoke(call), method_result)
+        return response_future(self._engine.invoke(call), method_result, azure_error)
 
     async def _invoke_after_auth(self, request: Request, target: str) -> Response:
         try:
@@ -196,7 +196,7 @@ class AzureApi:
             call = parse_method_call(request.body, target)
         except HubError as exc:
             return azure_error(exc)
-        return await _chain(self._engine.invoke(call), method_result)
+        return await response_future(self._engine.invoke(call), method_result, azure_error)
 
     # -- registry -------------------------------------------------------------------------------------
 
@@ -355,32 +355,3 @@ def _keys_from(authentication: Any) -> SymmetricKeys | None:
                 ErrorKind.INVALID_ARGUMENT, "Symmetric keys must be base64 encoding 16 to 64 bytes."
             )
     return SymmetricKeys(primary, secondary)
-
-
-def _chain(
-    source: asyncio.Future[CallOutcome], convert: Callable[[CallOutcome], Response]
-) -> asyncio.Future[Response]:
-    """A future of the HTTP response for ``source``; cancelling it abandons ``source``."""
-    out: asyncio.Future[Response] = source.get_loop().create_future()
-
-    def done(fut: asyncio.Future[CallOutcome]) -> None:
-        if out.done():
-            return
-        if fut.cancelled():
-            out.cancel()
-            return
-        exc = fut.exception()
-        if exc is None:
-            out.set_result(convert(fut.result()))
-        elif isinstance(exc, HubError):
-            out.set_result(azure_error(exc))
-        else:
-            out.set_exception(exc)
-
-    def abandoned(fut: asyncio.Future[Response]) -> None:
-        if fut.cancelled() and not source.done():
-            source.cancel()
-
-    source.add_done_callback(done)
-    out.add_done_callback(abandoned)
-    return out

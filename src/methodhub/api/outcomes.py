@@ -1,0 +1,53 @@
+"""From the engine's future of a call outcome to the HTTP server's future of a response.
+
+Every front door answers a call the same way: the engine's ``Future[CallOutcome]`` becomes a
+``Future[Response]`` through a done-callback (no task per call), a typed ``HubError`` becomes that
+front door's error response, and an HTTP client that goes away abandons the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from methodhub.api.http import Response
+from methodhub.calls import CallOutcome
+from methodhub.errors import HubError
+
+
+def response_future(
+    source: asyncio.Future[CallOutcome],
+    on_outcome: Callable[[CallOutcome], Response],
+    on_error: Callable[[HubError], Response],
+) -> asyncio.Future[Response]:
+    """A future of the HTTP response for ``source``; cancelling it abandons ``source``.
+
+    Args:
+        source: the engine's future for the call.
+        on_outcome: the response for the device's answer.
+        on_error: the response for a :class:`HubError` (offline, timeout, ...); any other exception
+            propagates (the HTTP server answers 500 and logs it).
+    """
+    out: asyncio.Future[Response] = source.get_loop().create_future()
+
+    def done(fut: asyncio.Future[CallOutcome]) -> None:
+        if out.done():
+            return
+        if fut.cancelled():
+            out.cancel()
+            return
+        exc = fut.exception()
+        if exc is None:
+            out.set_result(on_outcome(fut.result()))
+        elif isinstance(exc, HubError):
+            out.set_result(on_error(exc))
+        else:
+            out.set_exception(exc)
+
+    def abandoned(fut: asyncio.Future[Response]) -> None:
+        if fut.cancelled() and not source.done():
+            source.cancel()
+
+    source.add_done_callback(done)
+    out.add_done_callback(abandoned)
+    return out
