@@ -80,6 +80,10 @@ class ServiceAuthenticator:
             host = host_header.strip().lower()
             if ":" in host and host.rsplit(":", 1)[0] == self._hostname:
                 allowed.add(host)
+            elif host == self._hostname:
+                # HTTP clients leave the default port out of Host, but azure-iot-hub signs the
+                # HostName it was given: "hub:443" over https (or "hub:80") arrives as Host "hub".
+                allowed |= {f"{self._hostname}:443", f"{self._hostname}:80"}
         if audience not in allowed:
             raise _unauthorized(
                 f"The SAS token is for '{token.resource_decoded}', but this hub is '{self._hostname}'."

@@ -108,6 +108,25 @@ async def test_audience_with_the_port_the_client_used(
     assert await auth.authenticate(header, f"{HOST}:8443", Right.SERVICE_CONNECT) == "service"
 
 
+@pytest.mark.parametrize("port", [443, 80])
+async def test_audience_with_a_default_port_that_the_host_header_leaves_out(
+    auth: ServiceAuthenticator, registry: SqliteRegistry, port: int
+) -> None:
+    """azure-iot-hub with HostName=hub:443 signs sr=hub%3A443; requests sends Host: hub."""
+    p = await policy(registry, "service")
+    expiry = int(time.time()) + 3600
+    sr = quote_plus(f"{HOST}:{port}")
+    header = f"SharedAccessSignature sr={sr}&sig={quote(_hmac(sr, expiry, p.keys.primary), safe='')}"
+    header += f"&se={expiry}&skn=service"
+    assert await auth.authenticate(header, HOST, Right.SERVICE_CONNECT) == "service"
+    # ...but another port is only accepted when the Host header names it
+    sr = quote_plus(f"{HOST}:8443")
+    other = f"SharedAccessSignature sr={sr}&sig={quote(_hmac(sr, expiry, p.keys.primary), safe='')}"
+    other += f"&se={expiry}&skn=service"
+    with pytest.raises(HubError):
+        await auth.authenticate(other, HOST, Right.SERVICE_CONNECT)
+
+
 async def test_header_whitespace_is_tolerated(auth: ServiceAuthenticator, registry: SqliteRegistry) -> None:
     header = token_for(await policy(registry, "service"))
     assert await auth.authenticate(f"  {header} ", HOST, Right.SERVICE_CONNECT) == "service"
