@@ -116,6 +116,19 @@ class MqttConnection:
         end = len(buf)
         level = self.protocol_level or 4
         server = self.role is Role.SERVER
+        if server and self.state is ConnectionState.AWAIT_CONNECT and buf[0] >> 4 != 1:
+            # Known from the first byte: do not wait for the rest of a packet that is refused anyway
+            # (e.g. "GET / HTTP/1.1" on the MQTT port would otherwise wait for 69 bytes of body).
+            kind = buf[0] >> 4
+            if kind not in _SERVER_RECEIVES:
+                return self._fail(
+                    events,
+                    f"[MQTT-2.2.1] a client must not send packet type {kind}",
+                    ReasonCode.PROTOCOL_ERROR if kind else ReasonCode.MALFORMED_PACKET,
+                )
+            return self._fail(
+                events, "[MQTT-3.1.0-1] the first packet must be CONNECT", ReasonCode.PROTOCOL_ERROR
+            )
         while end - pos >= 2:
             first = buf[pos]
             # Remaining Length: a variable byte integer of at most 4 bytes [MQTT-2.2.3].

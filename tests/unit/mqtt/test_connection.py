@@ -102,6 +102,8 @@ def test_packets_before_an_error_are_still_delivered() -> None:
         (b"\x82\x06\x00\x01\x00\x01a\x01", "[MQTT-3.1.0-1]", 0x82),
         (b"\x20\x02\x00\x00", "must not send", 0x82),  # CONNACK to a server
         (b"\x00\x00", "packet type 0", 0x81),
+        (b"G", "[MQTT-3.1.0-1]", 0x82),  # "GET / HTTP/1.1" on the MQTT port: refused at its first byte
+        (b"\x30", "[MQTT-3.1.0-1]", 0x82),  # a lone first byte of a PUBLISH
     ],
 )
 def test_errors_before_connect(data: bytes, reason: str, code: int) -> None:
