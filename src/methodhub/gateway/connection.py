@@ -237,6 +237,13 @@ class DeviceConnection(asyncio.Protocol):
             return
         if self.closing:
             return
+        router = gateway.sessions.router
+        reachable = router.reachable(principal.key)
+        if reachable is not None:  # a cluster: other nodes must see the device before it hears CONNACK
+            await asyncio.shield(reachable)  # shared by the connects of a loop iteration
+            if self.closing:
+                router.abandon(principal.key)
+                return
         self.session = session
         self.keepalive = gateway.effective_keepalive(connect.keepalive)
         self._send(

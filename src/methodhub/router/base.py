@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 from typing import Protocol
 
 from methodhub.calls.model import Call, CallOutcome
@@ -79,6 +80,16 @@ class Router(ABC):
 
     def session_closed(self, target: str, link: CallLink) -> None:  # noqa: B027 - optional hook
         """The connection carrying ``link`` (``target``'s session) ended on this node."""
+
+    def reachable(self, target: str) -> Awaitable[None] | None:
+        """Make calls for ``target`` find this node; called before the device is told it is
+        connected (CONNACK), so a backend that calls as soon as the device says "connected" does not
+        see it offline. Returns something to await until the other nodes can see it, or None when
+        there is nothing to wait for (one node)."""
+        return None
+
+    def abandon(self, target: str) -> None:  # noqa: B027 - optional hook
+        """Undo :meth:`reachable` for a connection that closed before carrying ``target``'s session."""
 
     def is_local(self, target: str) -> bool:  # pragma: no cover - trivial default
         """Whether this node itself holds a ready session for ``target``."""

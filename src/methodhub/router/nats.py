@@ -58,6 +58,8 @@ log = logging.getLogger("methodhub.router")
 DEFAULT_PREFIX = "mh"
 QUEUE_GROUP = "node"
 PROBE_INTERVAL = 1.0
+SETTLE_TIMEOUT = 2
+"""Seconds a connecting device's CONNACK waits at most for NATS to confirm its call subscription."""
 """Seconds between checks of remote calls in flight (and of calls this node serves for others)."""
 READY_REPROBE = 1.0
 """While a call waits for its device to connect, ask again this often (a missed readiness message,
@@ -286,6 +288,8 @@ class NatsRouter(LocalRouter):
         self._ready_probes: dict[int, tuple[str, float]] = {}
         self._serving: dict[bytes, tuple[asyncio.Future[CallOutcome], float]] = {}
         self._call_subs: dict[str, _FastSub] = {}
+        self._settling: asyncio.Future[None] | None = None
+        self._settling_sent = False
         self._held: dict[str, CallLink] = {}
         """Sessions connected here (ready or not), by target: what a takeover message releases."""
         self._ready_subs: dict[str, _FastSub] = {}
@@ -428,12 +432,49 @@ class NatsRouter(LocalRouter):
 
     def session_opened(self, target: str, link: CallLink) -> None:
         self._held[target] = link
+        self._subscribe_calls(target)
+
+    def _subscribe_calls(self, target: str) -> bool:
+        """Subscribe to ``target``'s call subject (after telling other nodes to let go of it);
+        False if there was nothing to do (already subscribed: a takeover on this node; or no NATS)."""
         client = self._client
         if client is None or target in self._call_subs:
-            return  # a takeover on this node: the subscription stays
+            return False
         subject = f"{self.prefix}.call.{subject_token(target)}"
         client.pub_nowait(subject.encode(), self._takeover)  # before subscribing: never reaches us
         self._call_subs[target] = client.sub_nowait(subject, QUEUE_GROUP, self._on_device_message, target)
+        return True
+
+    def reachable(self, target: str) -> asyncio.Future[None] | None:
+        if not self._subscribe_calls(target):
+            return None
+        return self._settled()
+
+    def _settled(self) -> asyncio.Future[None]:
+        """A future done once NATS has processed everything queued so far (one PING/PONG shared by
+        the connects of a loop iteration; a new one once the previous PING has gone out)."""
+        future = self._settling
+        if future is None or future.done() or self._settling_sent:
+            self._settling_sent = False
+            future = self._settling = asyncio.ensure_future(self._settle())
+        return future
+
+    async def _settle(self) -> None:
+        self._settling_sent = True
+        client = self._client
+        if client is None or not client.is_connected:
+            return
+        try:
+            await client.flush(timeout=SETTLE_TIMEOUT)
+        except Exception as exc:  # slow or broken NATS: the device connects anyway
+            log.debug("cluster: subscriptions not confirmed by NATS: %s", exc)
+
+    def abandon(self, target: str) -> None:
+        if target in self._held:
+            return
+        sub = self._call_subs.pop(target, None)
+        if sub is not None and self._client is not None:
+            self._client.unsub_nowait(sub)
 
     def session_closed(self, target: str, link: CallLink) -> None:
         if self._held.get(target) is not link:
