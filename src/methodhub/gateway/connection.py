@@ -113,7 +113,10 @@ class DeviceConnection(asyncio.Protocol):
         if self.session is not None:
             reason = "connection lost" if exc is None else f"connection lost: {exc}"
             self.session.detach(self, reason)
-            log.debug("device disconnected", extra={"ctx": {"device": self.session.key, "peer": self.peer}})
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "device disconnected", extra={"ctx": {"device": self.session.key, "peer": self.peer}}
+                )
 
     # -- SessionTransport -----------------------------------------------------------------------------
 
@@ -264,17 +267,18 @@ class DeviceConnection(asyncio.Protocol):
             self.expiry_timer = self.loop.call_at(
                 self.loop.time() + max(0.0, principal.expires_at - time.time()), self._credential_expired
             )
-        log.debug(
-            "device connected",
-            extra={
-                "ctx": {
-                    "device": principal.key,
-                    "peer": self.peer,
-                    "dialect": principal.dialect.name,
-                    "listener": self.listener,
-                }
-            },
-        )
+        if log.isEnabledFor(logging.DEBUG):  # once per connect: skip building the context otherwise
+            log.debug(
+                "device connected",
+                extra={
+                    "ctx": {
+                        "device": principal.key,
+                        "peer": self.peer,
+                        "dialect": principal.dialect.name,
+                        "listener": self.listener,
+                    }
+                },
+            )
         backlog, self.backlog = self.backlog or [], None
         if self.transport is not None:
             self.transport.resume_reading()
