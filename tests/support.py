@@ -10,6 +10,7 @@ import queue
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -176,7 +177,8 @@ class Backend:
         self.hub = hub
         self.token = hub.service_token(policy)
         if https:
-            self.http = httpx.Client(base_url=hub.https_url, timeout=60, verify=str(hub.ca_file))
+            trust = ssl.create_default_context(cafile=str(hub.ca_file))
+            self.http = httpx.Client(base_url=hub.https_url, timeout=60, verify=trust)
         else:
             self.http = httpx.Client(base_url=hub.http_url, timeout=60)
 

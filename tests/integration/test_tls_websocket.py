@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import ssl
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,10 +72,12 @@ def test_tls_refuses_untrusting_clients_and_old_protocols(tls_hub: HubProcess, t
     another_ca = ensure_dev_ca(tmp_path)  # a client trusting some other CA must not connect
     with pytest.raises(ssl.SSLCertVerificationError):
         _peer_certificate(tls_hub.ports["mqtts"], ca=another_ca)
-    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # a client that only speaks TLS 1.0/1.1
     old.check_hostname = False
     old.verify_mode = ssl.CERT_NONE
-    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with warnings.catch_warnings():  # the very point: a deprecated protocol version
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
     old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
     with (
         pytest.raises((ssl.SSLError, ConnectionError)),
