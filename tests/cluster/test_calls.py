@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster.conftest import Cluster, echo, in_thread, make_cluster
+from tests.cluster.conftest import Cluster, echo, in_thread, make_cluster, wait_for
 from tests.servers import NatsServer
 from tests.support import error_code
 
@@ -224,3 +224,35 @@ def test_every_node_serves_the_same_registry(cluster: Cluster, device_id: str) -
 def test_cluster_nodes_say_so_in_hub_json(cluster: Cluster) -> None:
     info = json.loads((Path(cluster.nodes[0].data_dir) / "hub.json").read_text())
     assert info["nats"] == cluster.nats.url
+
+
+def test_connection_state_in_the_registry_is_the_clusters(cluster: Cluster, device_id: str) -> None:
+    """GET /devices/{id} on any node says Connected while the device is connected to another one."""
+    a, b = cluster.nodes
+    key = cluster.create_device(device_id)
+    backend = cluster.backend(a)
+    try:
+
+        def state() -> dict:
+            response = backend.http.get(
+                f"/devices/{device_id}?api-version=2021-04-12", headers={"Authorization": backend.token}
+            )
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        assert state()["connectionState"] == "Disconnected"
+        device = cluster.device(b, device_id, key).online()
+        try:
+            seen = state()
+            assert seen["connectionState"] == "Connected"
+            assert seen["connectionStateUpdatedTime"].startswith(time.strftime("%Y-%m-%d", time.gmtime()))
+            listed = backend.http.get(
+                "/devices?api-version=2021-04-12", headers={"Authorization": backend.token}
+            )
+            mine = [d for d in listed.json() if d["deviceId"] == device_id]
+            assert mine and mine[0]["connectionState"] == "Connected"
+        finally:
+            device.close()
+        wait_for(lambda: state()["connectionState"] == "Disconnected", 5, "the device to be disconnected")
+    finally:
+        backend.close()

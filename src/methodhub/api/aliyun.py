@@ -71,7 +71,7 @@ _NAME_ALPHABET = string.ascii_letters + string.digits
 class Presence(Protocol):
     """Who is connected right now (the gateway answers)."""
 
-    def connection_state(self, target: str) -> tuple[bool, float | None]: ...
+    async def connection_states(self, targets: list[str]) -> dict[str, tuple[bool, float | None]]: ...
 
 
 class MessageIds:
@@ -435,7 +435,8 @@ class AliyunApi:
 
     async def _query_device_detail(self, params: dict[str, str], request_id: str) -> dict[str, Any]:
         identity, device = await self._lookup(params)
-        connected, since = self._presence.connection_state(identity.device_id)
+        states = await self._presence.connection_states([identity.device_id])
+        connected, since = states[identity.device_id]
         status = "DISABLE" if identity.status != "enabled" else "ONLINE" if connected else "OFFLINE"
         data: dict[str, Any] = {
             "IotId": identity.device_id,

@@ -37,10 +37,10 @@ NEVER = "0001-01-01T00:00:00Z"
 
 
 class Presence(Protocol):
-    """Who is connected right now (the gateway answers)."""
+    """Who is connected right now, on any node (the gateway answers)."""
 
-    def connection_state(self, target: str) -> tuple[bool, float | None]:
-        """(connected, since when — epoch seconds, or None if unknown)."""
+    async def connection_states(self, targets: list[str]) -> dict[str, tuple[bool, float | None]]:
+        """Per target: (connected, since when — epoch seconds, or None if unknown)."""
         ...
 
 
@@ -214,9 +214,9 @@ class AzureApi:
 
         return authorized
 
-    def identity_json(self, identity: Identity) -> dict[str, Any]:
-        """An identity in Azure's Device (or Module) shape."""
-        connected, since = self._presence.connection_state(identity.key)
+    def identity_json(self, identity: Identity, state: tuple[bool, float | None]) -> dict[str, Any]:
+        """An identity in Azure's Device (or Module) shape; ``state``: (connected, since)."""
+        connected, since = state
         doc: dict[str, Any] = {
             "deviceId": identity.device_id,
             "generationId": identity.generation_id,
@@ -247,15 +247,22 @@ class AzureApi:
             doc = {"moduleId": identity.module_id, **doc, "managedBy": None}
         return doc
 
-    def _identity_response(self, identity: Identity, status: int = 200) -> Response:
-        return Response.json(self.identity_json(identity), status, headers=_etag_header(identity))
+    async def _identity_response(self, identity: Identity, status: int = 200) -> Response:
+        states = await self._presence.connection_states([identity.key])
+        return Response.json(
+            self.identity_json(identity, states[identity.key]), status, headers=_etag_header(identity)
+        )
+
+    async def _identities_response(self, identities: list[Identity]) -> Response:
+        states = await self._presence.connection_states([identity.key for identity in identities])
+        return Response.json([self.identity_json(identity, states[identity.key]) for identity in identities])
 
     async def _get_identity(self, request: Request) -> Response:
         device_id, module_id = _ids(request)
         identity = await self._registry.get_identity(device_id, module_id)
         if identity is None:
             raise _missing(device_id, module_id)
-        return self._identity_response(identity)
+        return await self._identity_response(identity)
 
     async def _put_identity(self, request: Request) -> Response:
         device_id, module_id = _ids(request)
@@ -285,7 +292,7 @@ class AzureApi:
                 status_reason=reason,
                 iot_edge=bool((body.get("capabilities") or {}).get("iotEdge", False)),
             )
-            return self._identity_response(identity)
+            return await self._identity_response(identity)
         if etag is None:
             kind = ErrorKind.MODULE_ALREADY_EXISTS if module_id else ErrorKind.DEVICE_ALREADY_EXISTS
             raise HubError(
@@ -294,7 +301,7 @@ class AzureApi:
         identity = await self._registry.update_identity(
             device_id, module_id, etag=etag, keys=keys, status=status, status_reason=reason
         )
-        return self._identity_response(identity)
+        return await self._identity_response(identity)
 
     async def _delete_identity(self, request: Request) -> Response:
         device_id, module_id = _ids(request)
@@ -304,14 +311,14 @@ class AzureApi:
     async def _list_devices(self, request: Request) -> Response:
         limit = _top(request)
         identities = await self._registry.list_identities(None, limit=limit)
-        return Response.json([self.identity_json(identity) for identity in identities])
+        return await self._identities_response(identities)
 
     async def _list_modules(self, request: Request) -> Response:
         device_id = request.path_params["device_id"]
         if await self._registry.get_identity(device_id) is None:
             raise _missing(device_id, None)
         identities = await self._registry.list_identities(device_id)
-        return Response.json([self.identity_json(identity) for identity in identities])
+        return await self._identities_response(identities)
 
 
 def _ids(request: Request) -> tuple[str, str | None]:

@@ -121,6 +121,16 @@ class Gateway:
     def connection_state(self, target: str) -> tuple[bool, float | None]:
         return self.sessions.connection_state(target)
 
+    async def connection_states(self, targets: list[str]) -> dict[str, tuple[bool, float | None]]:
+        """Whether each target is connected to this node or (in a cluster) to another, and since when."""
+        states = {target: self.sessions.connection_state(target) for target in targets}
+        elsewhere = [target for target, (connected, _) in states.items() if not connected]
+        if elsewhere:
+            router = self.sessions.router
+            answers = await asyncio.gather(*(router.remote_connection_state(t) for t in elsewhere))
+            states.update(zip(elsewhere, answers, strict=True))
+        return states
+
     async def identity_changed(self, key: str) -> None:
         """A registry change touched ``key``: forget cached tokens, re-check live connections."""
         self.auth.tokens.invalidate(key)

@@ -88,6 +88,11 @@ class Router(ABC):
         there is nothing to wait for (one node)."""
         return None
 
+    async def remote_connection_state(self, target: str) -> tuple[bool, float | None]:
+        """Whether another node holds a connection of ``target``, and since when (epoch seconds).
+        One node: never. Used for the registry's ``connectionState``, not on the call path."""
+        return False, None
+
     def abandon(self, target: str) -> None:  # noqa: B027 - optional hook
         """Undo :meth:`reachable` for a connection that closed before carrying ``target``'s session."""
 

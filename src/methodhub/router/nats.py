@@ -15,6 +15,8 @@ Every node connects to the same NATS server (or NATS cluster). Subjects (``P`` i
       answers "no responders" (status 503) at once: the device is offline.
     * ``P`` + a call's reply subject: "do you still hold this call?" — ``1`` or ``0``.
     * ``Q``: "is the device ready?" — ``1`` or ``0``.
+    * ``S``: "is the device connected here, since when?" — ``1{epoch seconds}`` or ``0`` (for the
+      registry's ``connectionState``).
     * ``T`` + node id: "the device connected to that node": the node holding the older connection
       closes it (MQTT session takeover, across nodes). Sent *before* the new holder subscribes, so it
       never reaches the new holder itself.
@@ -58,6 +60,8 @@ log = logging.getLogger("methodhub.router")
 DEFAULT_PREFIX = "mh"
 QUEUE_GROUP = "node"
 PROBE_INTERVAL = 1.0
+STATE_TIMEOUT = 0.5
+"""Seconds a registry read waits for another node to say whether it holds a device's connection."""
 SETTLE_TIMEOUT = 2
 """Seconds a connecting device's CONNACK waits at most for NATS to confirm its call subscription."""
 """Seconds between checks of remote calls in flight (and of calls this node serves for others)."""
@@ -469,6 +473,23 @@ class NatsRouter(LocalRouter):
         except Exception as exc:  # slow or broken NATS: the device connects anyway
             log.debug("cluster: subscriptions not confirmed by NATS: %s", exc)
 
+    async def remote_connection_state(self, target: str) -> tuple[bool, float | None]:
+        client = self._client
+        if client is None or not client.is_connected:
+            return False, None
+        subject = f"{self.prefix}.call.{subject_token(target)}"
+        try:
+            message = await client.request(subject, b"S", timeout=STATE_TIMEOUT)
+        except Exception:  # no responders (nobody holds it), timeout, NATS gone: not connected
+            return False, None
+        data = message.data
+        if data[:1] != b"1":
+            return False, None
+        try:
+            return True, float(data[1:]) if len(data) > 1 else None
+        except ValueError:
+            return True, None
+
     def abandon(self, target: str) -> None:
         if target in self._held:
             return
@@ -512,6 +533,12 @@ class NatsRouter(LocalRouter):
         elif kind == b"Q":
             if reply:
                 self._publish(reply, b"1" if sub.target in self._links else b"0")
+        elif kind == b"S":
+            if reply:
+                link = self._held.get(sub.target)
+                since = getattr(link, "connected_since", None)
+                answer = b"0" if link is None else b"1" if since is None else b"1%r" % since
+                self._publish(reply, answer)
         elif kind == b"T":
             link = self._held.get(sub.target)
             release = getattr(link, "release", None)

@@ -138,8 +138,8 @@ class StubEngine:
 
 
 class NobodyOnline:
-    def connection_state(self, target: str) -> tuple[bool, float | None]:
-        return False, None
+    async def connection_states(self, targets: list[str]) -> dict[str, tuple[bool, float | None]]:
+        return {target: (False, None) for target in targets}
 
 
 @pytest.fixture
