@@ -105,11 +105,41 @@ class PopAuthenticator:
             if policy is None:
                 raise HubError(ErrorKind.UNAUTHORIZED, f"Specified access key is not found: '{name}'.")
             self._policies[name] = policy
-        return self._verify(http_method, params, right, policy, timestamp)
+        name = self._verify(http_method, params, right, policy, timestamp)
+        await self._use_shared_nonce(policy, params, timestamp)
+        return name
 
-    def verify(self, http_method: str, params: Mapping[str, str], right: Right, policy: AccessPolicy) -> str:
-        """:meth:`authenticate` once the policy is known (:meth:`cached_policy`); synchronous."""
-        return self._verify(http_method, params, right, policy, self._check_form(params))
+    async def verify(
+        self, http_method: str, params: Mapping[str, str], right: Right, policy: AccessPolicy
+    ) -> str:
+        """:meth:`authenticate` once the policy is known (:meth:`cached_policy`)."""
+        timestamp = self._check_form(params)
+        name = self._verify(http_method, params, right, policy, timestamp)
+        await self._use_shared_nonce(policy, params, timestamp)
+        return name
+
+    async def _use_shared_nonce(
+        self, policy: AccessPolicy, params: Mapping[str, str], timestamp: float
+    ) -> None:
+        """The registry's nonce record, shared by every worker and node: a request replayed to
+        another process is refused too (the in-memory store only sees this process's requests)."""
+        nonce = params["SignatureNonce"]
+        try:
+            fresh = await self._registry.use_nonce(
+                f"{policy.name}\n{nonce}", timestamp + self._window, self._clock()
+            )
+        except HubError:
+            raise
+        except Exception as exc:
+            raise HubError(
+                ErrorKind.SERVICE_UNAVAILABLE, "The registry is unreachable; retry later."
+            ) from exc
+        if not fresh:
+            raise HubError(
+                ErrorKind.REQUEST_REPLAYED,
+                f"Specified signature nonce was used already: '{nonce}'. "
+                "Sign every request with a new SignatureNonce.",
+            )
 
     def _verify(
         self,

@@ -135,6 +135,14 @@ class Registry(ABC):
     @abstractmethod
     async def delete_session(self, client_id: str) -> None: ...
 
+    # -- replay protection ----------------------------------------------------------------------------
+
+    @abstractmethod
+    async def use_nonce(self, key: str, expires_at: float, now: float) -> bool:
+        """Record the signature nonce ``key`` until ``expires_at`` (epoch seconds); False if it is
+        recorded and unexpired already (a replay). Shared by every process using this registry, so a
+        request replayed to another worker or node is refused too. Expired nonces are forgotten."""
+
     @abstractmethod
     async def flush(self) -> None:
         """Persist every coalesced session write now."""

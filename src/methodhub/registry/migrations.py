@@ -66,6 +66,15 @@ SQLITE_MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 4: signature nonces of signed API requests (Alibaba's POP API), shared by every process that
+    # uses this registry (`--workers N`), until their request's timestamp leaves the window.
+    """
+    CREATE TABLE nonces (
+        key TEXT PRIMARY KEY,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX nonces_expiry ON nonces (expires_at);
+    """,
 ]
 
 POSTGRES_MIGRATIONS: list[str] = [
@@ -129,6 +138,14 @@ POSTGRES_MIGRATIONS: list[str] = [
         name TEXT COLLATE "C" PRIMARY KEY,
         value TEXT NOT NULL
     );
+    """,
+    # signature nonces of signed API requests, shared by every node (see SQLITE_MIGRATIONS[3]).
+    """
+    CREATE TABLE nonces (
+        key TEXT COLLATE "C" PRIMARY KEY,
+        expires_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX nonces_expiry ON nonces (expires_at);
     """,
 ]
 

@@ -81,6 +81,8 @@ SESSION_FLUSH_DELAY = 0.005
 """Seconds session writes wait to be batched with others into one transaction."""
 SESSION_RETRY_DELAY = 1.0
 """Seconds between attempts to write session changes while the server is unreachable."""
+NONCE_SWEEP_EVERY = 1000
+"""Expired nonces are deleted on every 1000th use (and an expired one is overwritten when reused)."""
 CHANGE_FEED_LOCK = 0x6D68_6368
 """Advisory lock key serializing change-feed inserts (see the module docstring)."""
 SCHEMA_LOCK = 0x6D68_736D
@@ -149,6 +151,7 @@ class PostgresRegistry(Registry):
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self._session_writes_failing = False
+        self._nonce_uses = 0
 
     # -- plumbing -------------------------------------------------------------------------------------
 
@@ -667,6 +670,24 @@ class PostgresRegistry(Registry):
             lambda conn: conn.fetchval("SELECT value FROM settings WHERE name = $1", name)
         )
         return value
+
+    async def use_nonce(self, key: str, expires_at: float, now: float) -> bool:
+        self._nonce_uses += 1
+        sweep = self._nonce_uses % NONCE_SWEEP_EVERY == 1
+
+        async def use(conn: Connection) -> bool:
+            if sweep:
+                await conn.execute("DELETE FROM nonces WHERE expires_at <= $1", now)
+            status = await conn.execute(
+                "INSERT INTO nonces (key, expires_at) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE "
+                "SET expires_at = EXCLUDED.expires_at WHERE nonces.expires_at <= $3",
+                key,
+                expires_at,
+                now,
+            )
+            return status == "INSERT 0 1"
+
+        return await self._write(use)
 
     async def set_setting(self, name: str, value: str) -> None:
         await self._write(

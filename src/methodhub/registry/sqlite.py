@@ -45,6 +45,12 @@ T = TypeVar("T")
 
 SESSION_FLUSH_DELAY = 0.005
 """Seconds session writes wait to be batched with others into one transaction."""
+NONCE_SWEEP_EVERY = 1000
+"""Expired nonces are deleted on every 1000th use (and an expired one is overwritten when reused)."""
+_USE_NONCE = (
+    "INSERT INTO nonces (key, expires_at) VALUES (?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE nonces.expires_at <= ?"
+)
 BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for another process's transaction (the CLI, say) before failing."""
 
@@ -59,6 +65,7 @@ class SqliteRegistry(Registry):
         self._pending_sessions: dict[str, dict[str, int] | None] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
+        self._nonce_uses = 0
         self._reads: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
 
     # -- plumbing -------------------------------------------------------------------------------------
@@ -498,6 +505,18 @@ class SqliteRegistry(Registry):
             return row[0] if row else None
 
         return await self._run(query)
+
+    async def use_nonce(self, key: str, expires_at: float, now: float) -> bool:
+        self._nonce_uses += 1
+        sweep = self._nonce_uses % NONCE_SWEEP_EVERY == 1
+
+        def use(db: sqlite3.Connection) -> bool:
+            if sweep:
+                db.execute("DELETE FROM nonces WHERE expires_at <= ?", (now,))
+            cursor = db.execute(_USE_NONCE, (key, expires_at, now))
+            return cursor.rowcount == 1
+
+        return await self._run(self._transaction, use)
 
     async def set_setting(self, name: str, value: str) -> None:
         await self._run(

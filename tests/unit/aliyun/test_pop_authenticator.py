@@ -96,6 +96,21 @@ async def test_replay_is_refused_until_the_request_expires(
     assert await auth.authenticate("POST", signed(service, at=clock.now), Right.SERVICE_CONNECT) == "service"
 
 
+async def test_a_request_replayed_to_another_worker_is_refused(tmp_path: Path, owner: AccessPolicy) -> None:
+    """Two processes (``--workers 2``) have their own memory but share the registry's nonces."""
+    workers = [SqliteRegistry(tmp_path / "registry.db") for _ in range(2)]
+    for reg in workers:
+        await reg.open()
+    try:
+        first, second = (PopAuthenticator(reg, clock=Clock()) for reg in workers)
+        params = signed(owner, nonce="shared-1")
+        assert await first.authenticate("POST", params, Right.SERVICE_CONNECT) == "iothubowner"
+        assert (await refused(second, params)).kind is ErrorKind.REQUEST_REPLAYED
+    finally:
+        for reg in workers:
+            await reg.close()
+
+
 @pytest.mark.parametrize("skew", [-901, 901])
 async def test_timestamp_window(registry: SqliteRegistry, owner: AccessPolicy, skew: float) -> None:
     auth = PopAuthenticator(registry, clock=Clock(), window=900)
@@ -145,7 +160,9 @@ async def test_policies_are_cached_until_invalidated(registry: SqliteRegistry, o
     await auth.authenticate("POST", params, Right.SERVICE_CONNECT)
     cached = auth.cached_policy(params)
     assert cached == owner
-    assert auth.verify("POST", signed(owner, nonce="n-6"), Right.SERVICE_CONNECT, cached) == "iothubowner"
+    assert (
+        await auth.verify("POST", signed(owner, nonce="n-6"), Right.SERVICE_CONNECT, cached) == "iothubowner"
+    )
     auth.invalidate_policy("iothubowner")
     assert auth.cached_policy(params) is None
 
