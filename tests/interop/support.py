@@ -99,14 +99,19 @@ class Agent:
         return answer["result"]
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_stdin_driven(self.proc)
+
+
+def end_stdin_driven(proc: subprocess.Popen[str]) -> None:
+    """End a process driven through its stdin: close stdin (it exits), kill it after 10 s."""
+    if proc.poll() is None:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class ConnectProxy:

@@ -28,7 +28,7 @@ import paho.mqtt.client as paho
 from aliyunsdkcore.client import AcsClient
 from aliyunsdkiot.request.v20180120.RRpcRequest import RRpcRequest
 
-from tests.interop.support import side_venv
+from tests.interop.support import end_stdin_driven, side_venv
 from tests.support import V5_TO_V3_CONNACK, HubProcess, parse_cs
 
 LINKKIT = ["aliyun-iot-linkkit==1.2.13", "paho-mqtt==1.6.1"]
@@ -133,14 +133,7 @@ class LinkkitDevice:
         return self
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_stdin_driven(self.proc)
 
 
 def device_login(
