@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-import shutil
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -18,6 +15,8 @@ import pytest
 
 from methodhub.api.http import HttpError, HttpServer, Request, Response, SwitchProtocol
 from methodhub.api.routing import Routes
+from methodhub.tls import ServerCertificate, ensure_dev_server_cert
+from methodhub.tls import server_context as tls_server_context
 from tests.unit.api.support import IO_TIMEOUT, RawClient, request
 
 Start = Callable[..., Awaitable[tuple[HttpServer, int]]]
@@ -755,26 +754,15 @@ async def test_close_cancels_what_outlives_the_grace(start: Start, connect: Conn
 
 
 @pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("needs the openssl command to make a test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> ServerCertificate:
+    """A server certificate for 127.0.0.1 from the hub's own development CA (no openssl needed)."""
+    return ensure_dev_server_cert(tmp_path_factory.mktemp("tls"), "127.0.0.1")
 
 
-async def test_https_sets_the_scheme(tls_files: tuple[Path, Path]) -> None:
-    cert, key = tls_files
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
-    client_context = ssl.create_default_context(cafile=str(cert))
+async def test_https_sets_the_scheme(tls_files: ServerCertificate) -> None:
+    server_context = tls_server_context(tls_files)
+    assert tls_files.ca is not None
+    client_context = ssl.create_default_context(cafile=str(tls_files.ca))
     server = HttpServer(echo_routes())
     listener = await server.listen("127.0.0.1", 0, ssl=server_context)
     port = listener.sockets[0].getsockname()[1]
