@@ -4,7 +4,6 @@ device count must produce well-formed results. No timing is asserted: CI machine
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +12,6 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _have(tool: str) -> bool:
-    return shutil.which(tool) is not None or Path(f"/usr/sbin/{tool}").exists()
-
-
-pytestmark = pytest.mark.skipif(
-    not (_have("wrk") and _have("mosquitto")),
-    reason="wrk and mosquitto are needed (scripts/ensure-tools installs them; scripts/test runs it)",
-)
 
 
 def _positive(value: Any, where: str) -> None:
