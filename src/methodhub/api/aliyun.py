@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import secrets
 import string
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
+from methodhub import jsontext
 from methodhub.api.aliyun_errors import new_request_id, pop_error, rrpc_error
 from methodhub.api.http import Request, Response
 from methodhub.api.outcomes import response_future
@@ -209,8 +209,8 @@ def _rrpc_topic(params: dict[str, str], product_key: str, device_name: str) -> s
 def _thing_args(params: dict[str, str]) -> bytes:
     text = required(params, "Args")
     try:
-        args = json.loads(text, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
+        args = jsontext.loads(text)
+    except jsontext.NotJson as exc:
         raise HubError(ErrorKind.INVALID_ARGUMENT, f"Args is not JSON: {exc}.") from None
     if not isinstance(args, dict):
         raise HubError(ErrorKind.INVALID_ARGUMENT, 'Args must be a JSON object ("{}" for none).')
@@ -220,10 +220,6 @@ def _thing_args(params: dict[str, str]) -> bytes:
             ErrorKind.PAYLOAD_TOO_LARGE, f"Args is {len(payload)} bytes; the limit is {MAX_MESSAGE} bytes."
         )
     return payload
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _gmt(epoch: float) -> str:

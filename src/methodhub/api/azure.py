@@ -8,13 +8,10 @@ Bodies, status codes and errors follow azure-direct-methods-wire.md §2 so that 
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import orjson
-
+from methodhub import jsontext
 from methodhub.api.azure_errors import azure_error, utc_timestamp
 from methodhub.api.http import Request, Response
 from methodhub.api.outcomes import response_future
@@ -44,35 +41,15 @@ class Presence(Protocol):
         ...
 
 
-_LONG_DIGITS = re.compile(rb"\d{19}")
-
-
 def parse_json(body: bytes, what: str) -> Any:
-    """Parse JSON strictly (no NaN/Infinity). orjson turns integers beyond 64 bits into floats, so a
-    body holding a run of 19+ digits is parsed by the stdlib, which keeps them exact."""
-    if _LONG_DIGITS.search(body) is not None:
-        try:
-            return json.loads(body, parse_constant=_reject_constant)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise HubError(ErrorKind.INVALID_ARGUMENT, f"{what} is not valid JSON: {exc}") from None
+    """Parse a request body (see :mod:`methodhub.jsontext`); ``INVALID_ARGUMENT`` if it is not JSON."""
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        try:
-            return json.loads(body, parse_constant=_reject_constant)
-        except (ValueError, UnicodeDecodeError):
-            raise HubError(ErrorKind.INVALID_ARGUMENT, f"{what} is not valid JSON: {exc}") from None
+        return jsontext.loads(body)
+    except jsontext.NotJson as exc:
+        raise HubError(ErrorKind.INVALID_ARGUMENT, f"{what} is not valid JSON: {exc}") from None
 
 
-def dump_json(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except TypeError:  # integers beyond 64 bits
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+dump_json = jsontext.dumps
 
 
 def _integer(body: dict[str, Any], key: str, default: int, bounds: tuple[int, int]) -> int:

@@ -32,13 +32,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
-import orjson
-
+from methodhub import jsontext
 from methodhub.auth import DEFAULT_SIGN_METHOD, SIGN_METHODS, MqttClientId, verify_device_password
 from methodhub.calls.model import Call, CallKind, CallOutcome
 from methodhub.errors import ErrorKind, HubError
@@ -84,23 +81,6 @@ def _state(session: DeviceSession) -> AliyunSessionState:
     return state
 
 
-def _load_json(payload: bytes) -> Any:
-    """The stdlib parser: orjson reads integers beyond 64 bits as floats, which would change the
-    device's numbers; NaN and Infinity are refused (not JSON)."""
-    return json.loads(payload, parse_constant=_no_constants)
-
-
-def _dump_json(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except TypeError:  # integers beyond 64 bits
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _no_constants(name: str) -> object:
-    raise ValueError(name)
-
-
 def alink_request(request_id: str, identifier: str, params: bytes) -> bytes:
     """An Alink service request; ``params`` (JSON text) is embedded as it is. The id is a JSON
     string: the Link SDK for Python concatenates it to a string and fails on a number."""
@@ -115,8 +95,8 @@ def alink_request(request_id: str, identifier: str, params: bytes) -> bytes:
 def alink_outcome(payload: bytes) -> CallOutcome | HubError:
     """An Alink reply ``{"id","code","data"}`` → the device's code and ``data`` (JSON text)."""
     try:
-        reply = _load_json(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # deeply nested: not a reply either
+        reply = jsontext.loads(payload)
+    except jsontext.NotJson:
         reply = None
     code = reply.get("code") if isinstance(reply, dict) else None
     if not isinstance(code, int) or isinstance(code, bool):
@@ -125,7 +105,7 @@ def alink_outcome(payload: bytes) -> CallOutcome | HubError:
             'The device answered a service call with something other than an Alink reply {"id": ..., '
             '"code": <integer>, "data": {...}}.',
         )
-    return CallOutcome(code, _dump_json(reply.get("data", {})))
+    return CallOutcome(code, jsontext.dumps(reply.get("data", {})))
 
 
 class AliyunDialect(Dialect):
