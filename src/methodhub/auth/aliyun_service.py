@@ -99,9 +99,7 @@ class PopAuthenticator:
             except HubError:
                 raise
             except Exception as exc:
-                raise HubError(
-                    ErrorKind.SERVICE_UNAVAILABLE, "The registry is unreachable; retry later."
-                ) from exc
+                raise _registry_unreachable() from exc
             if policy is None:
                 raise HubError(ErrorKind.UNAUTHORIZED, f"Specified access key is not found: '{name}'.")
             self._policies[name] = policy
@@ -131,9 +129,7 @@ class PopAuthenticator:
         except HubError:
             raise
         except Exception as exc:
-            raise HubError(
-                ErrorKind.SERVICE_UNAVAILABLE, "The registry is unreachable; retry later."
-            ) from exc
+            raise _registry_unreachable() from exc
         if not fresh:
             raise HubError(
                 ErrorKind.REQUEST_REPLAYED,
@@ -211,3 +207,7 @@ class PopAuthenticator:
     def invalidate_policy(self, name: str) -> None:
         """Forget the cached policy ``name`` (its keys or rights changed)."""
         self._policies.pop(name, None)
+
+
+def _registry_unreachable() -> HubError:
+    return HubError(ErrorKind.SERVICE_UNAVAILABLE, "The registry is unreachable; retry later.")
