@@ -124,9 +124,9 @@ class Gateway:
     async def connection_states(self, targets: list[str]) -> dict[str, tuple[bool, float | None]]:
         """Whether each target is connected to this node or (in a cluster) to another, and since when."""
         states = {target: self.sessions.connection_state(target) for target in targets}
+        router = self.sessions.router
         elsewhere = [target for target, (connected, _) in states.items() if not connected]
-        if elsewhere:
-            router = self.sessions.router
+        if elsewhere and router.spans_nodes:
             answers = await asyncio.gather(*(router.remote_connection_state(t) for t in elsewhere))
             states.update(zip(elsewhere, answers, strict=True))
         return states

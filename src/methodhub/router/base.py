@@ -45,6 +45,9 @@ class ReleasableLink(CallLink, Protocol):
 class Router(ABC):
     """Carries calls from the engine to the node holding the target's session."""
 
+    spans_nodes: bool = False
+    """Whether other nodes may hold sessions (then :meth:`remote_connection_state` is worth asking)."""
+
     @abstractmethod
     def dispatch(self, call: Call, reply: asyncio.Future[CallOutcome]) -> None:
         """Send ``call`` to the node holding a ready session for ``call.target``.

@@ -278,6 +278,8 @@ class NatsRouter(LocalRouter):
         prefix: the first token of every subject, so several hubs can share one NATS.
     """
 
+    spans_nodes = True
+
     def __init__(self, url: str, node: str, prefix: str = DEFAULT_PREFIX) -> None:
         super().__init__()
         self.url = url
