@@ -8,7 +8,7 @@ import json
 import os
 import socket
 import ssl
-import warnings
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,25 +66,47 @@ def test_ca_cert_prints_only_the_pem_and_it_verifies_both_tls_listeners(tls_hub:
         pass
 
 
-def test_tls_refuses_untrusting_clients_and_old_protocols(tls_hub: HubProcess, tmp_path: Path) -> None:
+def test_tls_refuses_untrusting_clients_and_speaks_tls_1_2_and_1_3(
+    tls_hub: HubProcess, tmp_path: Path
+) -> None:
     from methodhub.tls import ensure_dev_ca
 
     another_ca = ensure_dev_ca(tmp_path)  # a client trusting some other CA must not connect
     with pytest.raises(ssl.SSLCertVerificationError):
         _peer_certificate(tls_hub.ports["mqtts"], ca=another_ca)
-    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # a client that only speaks TLS 1.0/1.1
-    old.check_hostname = False
-    old.verify_mode = ssl.CERT_NONE
-    with warnings.catch_warnings():  # the very point: a deprecated protocol version
-        warnings.simplefilter("ignore", DeprecationWarning)
-        old.maximum_version = ssl.TLSVersion.TLSv1_1
-    old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-    with (
-        pytest.raises((ssl.SSLError, ConnectionError)),
-        socket.create_connection(("127.0.0.1", tls_hub.ports["mqtts"]), timeout=5) as sock,
-        old.wrap_socket(sock, server_hostname="localhost"),
-    ):
-        pass
+    # Azure's device SDK speaks TLS 1.2 only (wire doc §1.2); newer clients get 1.3.
+    for version, name in ((ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")):
+        context = ssl.create_default_context(cafile=str(tls_hub.ca_file))
+        context.minimum_version = context.maximum_version = version
+        for listener in ("mqtts", "https"):
+            with (
+                socket.create_connection(("127.0.0.1", tls_hub.ports[listener]), timeout=5) as sock,
+                context.wrap_socket(sock, server_hostname="localhost") as tls,
+            ):
+                assert tls.version() == name
+
+
+def test_the_tls_context_refuses_protocols_older_than_1_2(tmp_path: Path) -> None:
+    from methodhub.tls import ensure_dev_server_cert, server_context
+
+    context = server_context(ensure_dev_server_cert(tmp_path, "localhost"))
+    assert context.minimum_version is ssl.TLSVersion.TLSv1_2
+
+
+def test_plain_listeners_can_be_turned_off(tmp_path: Path) -> None:
+    hub = HubProcess(
+        tmp_path / "data", listeners=("mqtts", "https"), args=["--mqtt-port", "-1", "--http-port", "-1"]
+    ).start()
+    try:
+        runtime_file = hub.data_dir / "hub.json"  # written just after the listeners are logged
+        deadline = time.monotonic() + 10
+        while not runtime_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        runtime = json.loads(runtime_file.read_text())
+        assert set(hub.ports) == {"mqtts", "https"}
+        assert "mqtt" not in runtime and "http" not in runtime and runtime["https"].startswith("https://")
+    finally:
+        hub.stop()
 
 
 @pytest.mark.parametrize("transport", ["mqtts", "wss", "ws"])

@@ -83,7 +83,7 @@ class WebSocketTransport(asyncio.Transport):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._ws.state is ConnectionState.OPEN and not self._raw.is_closing():
-            self._raw.write(self._ws.send(Message(bytes(data))))
+            self._raw.write(self._ws.send(Message(data if isinstance(data, bytes) else bytes(data))))
 
     def close(self) -> None:
         if self._raw.is_closing():
