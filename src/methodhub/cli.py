@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from methodhub import __version__
 from methodhub.auth import ConnectionString
-from methodhub.config import HubConfig
+from methodhub.config import DeviceLimits, HubConfig
 from methodhub.datadir import default_data_dir, ensure_data_dir, read_runtime, read_settings, write_settings
 from methodhub.errors import HubError
 
@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"node processes on this machine sharing the ports (SO_REUSEPORT; default 1, or "
         f"${ENV_WORKERS}); N > 1 needs NATS: --nats, or a nats-server binary, which is then started",
     )
+
+    _add_device_limit_options(serve)
 
     commands.add_parser(
         "ca-cert",
@@ -255,6 +257,8 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> None:
         tls_key=args.tls_key,
         nats_url=args.nats,
         registry_url=args.registry_url,
+        connect_packet_timeout=args.connect_timeout,
+        device_limits=_device_limits(args),
     )
     ensure_data_dir(data_dir)
     if settings.get("hostname") != hostname:
@@ -614,3 +618,73 @@ def _invoke(args: argparse.Namespace, data_dir: Path) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def _add_device_limit_options(serve: argparse.ArgumentParser) -> None:
+    """What one device connection may do (docs/operations.md, "Limits")."""
+    defaults = DeviceLimits()
+    group = serve.add_argument_group("device limits (docs/operations.md)")
+    group.add_argument(
+        "--connect-timeout",
+        type=_positive_float,
+        default=HubConfig.__dataclass_fields__["connect_packet_timeout"].default,
+        metavar="SECONDS",
+        help="a new MQTT connection must have sent its CONNECT and been answered by then (default 10)",
+    )
+    group.add_argument(
+        "--max-packets-per-second",
+        type=_non_negative_float,
+        default=defaults.max_packets_per_second,
+        metavar="N",
+        help=f"inbound MQTT packets per second per connection, on average (default "
+        f"{defaults.max_packets_per_second:g}; 0 = no limit); above it the device is disconnected",
+    )
+    group.add_argument(
+        "--packet-burst",
+        type=_positive_int,
+        default=defaults.packet_burst,
+        metavar="N",
+        help=f"packets a connection may send at once above that rate (default {defaults.packet_burst})",
+    )
+    group.add_argument(
+        "--max-subscriptions",
+        type=_positive_int,
+        default=defaults.max_subscriptions,
+        metavar="N",
+        help=f"topic filters per device session (default {defaults.max_subscriptions})",
+    )
+    group.add_argument(
+        "--max-topic-filter-length",
+        type=_positive_int,
+        default=defaults.max_topic_filter_length,
+        metavar="BYTES",
+        help=f"longest topic filter a device may subscribe to (default {defaults.max_topic_filter_length})",
+    )
+
+
+def _device_limits(args: argparse.Namespace) -> DeviceLimits:
+    return DeviceLimits(
+        max_packets_per_second=args.max_packets_per_second,
+        packet_burst=args.packet_burst,
+        max_subscriptions=args.max_subscriptions,
+        max_topic_filter_length=args.max_topic_filter_length,
+    )
+
+
+def _number(kind: type[float] | type[int], minimum: float, inclusive: bool) -> Any:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < minimum or (value == minimum and not inclusive):
+            bound = f"at least {minimum:g}" if inclusive else f"more than {minimum:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_float = _number(float, 0, inclusive=False)
+_non_negative_float = _number(float, 0, inclusive=True)
+_positive_int = _number(int, 1, inclusive=True)

@@ -16,6 +16,23 @@ MAX_KEEPALIVE = 1767
 """Azure IoT Hub caps MQTT keep-alive at 1767 s; a client asking for 0 (none) or more gets this."""
 
 
+@dataclass(slots=True, frozen=True)
+class DeviceLimits:
+    """What one device connection may ask of the hub (docs/operations.md, "Limits")."""
+
+    max_packets_per_second: float = 2000.0
+    """Inbound MQTT packets per second a connection may send on average (0 = no limit); above it,
+    past the burst, the connection is closed (MQTT 5: DISCONNECT 0x96, message rate too high)."""
+    packet_burst: int = 10_000
+    """Packets a connection may send at once above that rate (the token bucket's depth)."""
+    max_subscriptions: int = 50
+    """Topic filters one session may hold (AWS IoT Core's per-connection limit; an Azure device uses
+    4, an Alibaba device its system topics and a few of its own). More are refused in the SUBACK."""
+    max_topic_filter_length: int = 1024
+    """Longest topic filter accepted, in UTF-8 bytes (Azure's longest, a module's inputs filter, is
+    under 300)."""
+
+
 @dataclass(slots=True)
 class HubConfig:
     """How one hub node runs.
@@ -43,6 +60,8 @@ class HubConfig:
     connect_packet_timeout: float = 10.0
     """Seconds a new MQTT connection has to send CONNECT before it is closed."""
     max_calls_in_flight_per_device: int = 64
+    device_limits: DeviceLimits = field(default_factory=lambda: DeviceLimits())
+    """What one device connection may do (packet rate, subscriptions)."""
     nats_url: str | None = None
     """A cluster node: the NATS server(s) that carry calls between nodes (docs/cluster.md); ``None``
     = a single node with the in-process router."""

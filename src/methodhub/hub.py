@@ -101,6 +101,7 @@ class Hub:
             max_packet_size=DEFAULT_MAX_PACKET_SIZE,
             connect_packet_timeout=config.connect_packet_timeout,
             max_in_flight=config.max_calls_in_flight_per_device,
+            limits=config.device_limits,
         )
         service_auth = ServiceAuthenticator(registry, config.hostname)
         routes = Routes()

@@ -76,6 +76,16 @@ class Metrics:
         self.telemetry = Counter(
             "methodhub_telemetry_messages_total", "Device-to-cloud messages accepted and discarded."
         )
+        self.device_limits = Counter(
+            "methodhub_mqtt_limits_total",
+            "MQTT connections closed or requests refused by a limit (packet rate, CONNECT deadline, "
+            "subscriptions), by limit.",
+            "limit",
+        )
+        self.connection_failures = Counter(
+            "methodhub_connection_failures_total",
+            "Connections closed because serving them failed unexpectedly (a bug: see the log).",
+        )
         self._gauges: list[Gauge] = []
 
     def gauge(self, name: str, help: str, read: Callable[[], float]) -> None:
@@ -90,6 +100,8 @@ class Metrics:
             self.connects_refused,
             self.protocol_errors,
             self.telemetry,
+            self.device_limits,
+            self.connection_failures,
             *self._gauges,
         ):
             lines.extend(item.render())

@@ -4,6 +4,17 @@ Bytes from the socket go into :class:`~methodhub.mqtt.MqttConnection`; the event
 are handled here (authenticate CONNECT, answer PINGREQ, pass SUBSCRIBE/PUBLISH to the session's
 dialect); packets we send are encoded by the state machine and written in one ``transport.write``.
 Everything that can go wrong on one connection ends that connection only, with a log line.
+
+Rules every connection keeps (issue 9):
+
+* It ends within a bounded time whatever happens: a CONNECT must be *answered* within the CONNECT
+  deadline (authentication included), a closed connection that does not drain is aborted after
+  :data:`CLOSE_GRACE` seconds, and any task or callback serving it that fails closes it (logged
+  once, counted in ``methodhub_connection_failures_total``).
+* It gets a work budget: at most :data:`WORK_BUDGET` packets are handled per loop iteration; the
+  rest stays buffered in the state machine while reading is paused, so one device sending
+  megabytes of PINGREQs cannot starve the others. Replies of one batch go out in one write.
+* It has an inbound packet-rate limit (a token bucket, :class:`~methodhub.config.DeviceLimits`).
 """
 
 from __future__ import annotations
@@ -11,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from methodhub.gateway.dialects.base import SUBSCRIPTION_REFUSED, ConnectRefused
 from methodhub.mqtt import (
@@ -34,10 +46,17 @@ from methodhub.mqtt import (
 )
 
 if TYPE_CHECKING:
+    from methodhub.gateway.dialects.base import Principal
     from methodhub.gateway.gateway import Gateway
     from methodhub.gateway.session import DeviceSession
 
 log = logging.getLogger("methodhub.gateway")
+
+WORK_BUDGET = 256
+"""Packets of one connection handled per event-loop iteration before the others get their turn."""
+
+CLOSE_GRACE = 5.0
+"""Seconds a closing connection has to flush what we wrote before it is aborted."""
 
 MAX_WRITE_BUFFER = 4 * 1024 * 1024
 """A device that stops reading while we keep writing to it is cut off once this many bytes are
@@ -56,6 +75,10 @@ REASON_KEEPALIVE_TIMEOUT = 0x8D
 REASON_QOS_NOT_SUPPORTED = 0x9B
 REASON_SERVER_SHUTTING_DOWN = 0x8B
 REASON_ADMINISTRATIVE_ACTION = 0x98
+REASON_MESSAGE_RATE_TOO_HIGH = 0x96
+REASON_QUOTA_EXCEEDED = 0x97
+REASON_TOPIC_FILTER_INVALID = 0x8F
+REASON_UNSPECIFIED = 0x80
 
 
 class DeviceConnection(asyncio.Protocol):
@@ -70,7 +93,6 @@ class DeviceConnection(asyncio.Protocol):
         self.peer = "-"
         self.session: DeviceSession | None = None
         self.connect_packet: Connect | None = None
-        self.backlog: list[object] | None = None
         self.closing = False
         self.last_activity = 0.0
         self.keepalive = 0.0
@@ -78,6 +100,14 @@ class DeviceConnection(asyncio.Protocol):
         self.expiry_timer: asyncio.TimerHandle | None = None
         self.auth_task: asyncio.Task[None] | None = None
         self.level = 4
+        self.limits = gateway.limits
+        self.waiting = False
+        """Reading is paused: the CONNECT is being authenticated, or the work budget ran out and
+        the rest of the buffered packets are handled in a later loop iteration."""
+        self._out: list[bytes] | None = None
+        """Replies gathered while a batch of packets is handled, written at once after it."""
+        self._tokens = float(self.limits.packet_burst)
+        self._tokens_at = self.loop.time()
 
     # -- asyncio.Protocol -----------------------------------------------------------------------------
 
@@ -92,18 +122,24 @@ class DeviceConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
-        events = self.mqtt.receive_data(data)
-        if self.backlog is not None:
-            self.backlog.extend(events)
+        if self.waiting:  # keep it for later; reading is paused, so this is one read at most
+            self.mqtt.receive_data(data, 0)
             return
-        self._handle(events)
+        self._serve(self.mqtt.receive_data(data, WORK_BUDGET))
 
     def eof_received(self) -> bool | None:
-        self._handle(self.mqtt.receive_data(b""))
-        return None
+        if self.waiting:
+            self.mqtt.receive_data(b"", 0)
+        else:
+            self._serve(self.mqtt.receive_data(b"", WORK_BUDGET))
+        # Stay half-open until the packets before the EOF are answered (asyncio cannot keep a TLS
+        # transport half-open, and warns when asked to).
+        transport = self.transport
+        return not self.closing and transport is not None and transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self._out = None
         for timer in (self.timer, self.expiry_timer):
             if timer is not None:
                 timer.cancel()
@@ -122,12 +158,9 @@ class DeviceConnection(asyncio.Protocol):
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Send a QoS 0 PUBLISH (method requests are QoS 0, as on Azure IoT Hub)."""
-        transport = self.transport
-        if self.closing or transport is None:
+        if self.closing or self.transport is None:
             return
-        transport.write(self.mqtt.send(Publish(topic=topic, payload=payload, qos=0)))
-        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            self._close("the device is not reading; its write buffer is full", REASON_ADMINISTRATIVE_ACTION)
+        self._write(self.mqtt.send(Publish(topic=topic, payload=payload, qos=0)))
 
     def close_taken_over(self) -> None:
         log.debug("session taken over by a new connection", extra={"ctx": {"peer": self.peer}})
@@ -137,8 +170,57 @@ class DeviceConnection(asyncio.Protocol):
 
     # -- events ---------------------------------------------------------------------------------------
 
+    def _serve(self, events: list[object]) -> None:
+        """Handle a batch of events (at most :data:`WORK_BUDGET`); replies go out in one write. If
+        more packets are buffered, pause reading and go on in the next loop iteration."""
+        if not events and not self.mqtt.has_pending_events:
+            return
+        self._out = []
+        try:
+            if self._within_rate(len(events)):
+                self._handle(events)
+        except Exception:
+            self._out = None
+            self._failed("handling packets")
+            return
+        self._flush()
+        if self.closing or self.waiting or not self.mqtt.has_pending_events:
+            return
+        self.waiting = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self.loop.call_soon(self._serve_more)
+
+    def _serve_more(self) -> None:
+        self.waiting = False
+        if self.closing:
+            return
+        self._serve(self.mqtt.next_events(WORK_BUDGET))
+        if not self.waiting and not self.closing and self.transport is not None:
+            self.transport.resume_reading()
+
+    def _within_rate(self, packets: int) -> bool:
+        """The inbound packet-rate limit (a token bucket); closes the connection when exceeded."""
+        rate = self.limits.max_packets_per_second
+        if rate <= 0:
+            return True
+        now = self.loop.time()
+        tokens = min(float(self.limits.packet_burst), self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        self._tokens = tokens - packets
+        if self._tokens >= 0:
+            return True
+        self.gateway.metrics.device_limits.inc("packet_rate")
+        self._close(
+            f"more than {rate:g} packets/s (burst {self.limits.packet_burst}); "
+            "raise --max-packets-per-second if this device needs it",
+            REASON_MESSAGE_RATE_TOO_HIGH,
+            level=logging.WARNING,
+        )
+        return False
+
     def _handle(self, events: list[object]) -> None:
-        for index, event in enumerate(events):
+        for event in events:
             if self.closing:
                 return
             if type(event) is PacketReceived:
@@ -153,8 +235,7 @@ class DeviceConnection(asyncio.Protocol):
                 elif kind is Unsubscribe:
                     self._on_unsubscribe(packet)
                 elif kind is Connect:
-                    self.backlog = list(events[index + 1 :])
-                    self._start_auth(packet)
+                    self._start_auth(packet)  # the state machine reads nothing more until CONNACK
                     return
                 elif kind is Disconnect:
                     self._close(None, None)
@@ -167,24 +248,29 @@ class DeviceConnection(asyncio.Protocol):
                 self._close(None, None)
                 return
 
+    def _failed(self, what: str, exc: BaseException | None = None) -> None:
+        """Serving this connection raised: a bug. Log it once with its traceback, count it, and end
+        the connection at once (its state can no longer be trusted)."""
+        self.gateway.metrics.connection_failures.inc()
+        log.error(
+            "unexpected error %s; closing the connection",
+            what,
+            exc_info=exc if exc is not None else True,
+            extra={"ctx": {"peer": self.peer, "client_id": self._client_id()}},
+        )
+        self._abort()
+
     def _on_protocol_error(self, event: ProtocolError) -> None:
         self.gateway.metrics.protocol_errors.inc()
         log.warning(
             "protocol error, closing connection",
             extra={"ctx": {"peer": self.peer, "client_id": self._client_id(), "reason": event.reason}},
         )
-        transport = self.transport
-        if transport is not None:
-            try:
-                if self.session is None and event.connack_code is not None:
-                    transport.write(
-                        self.mqtt.send(Connack(session_present=False, reason_code=event.connack_code))
-                    )
-                elif self.session is not None and self.level >= 5:
-                    transport.write(self.mqtt.send(Disconnect(reason_code=event.reason_code)))
-            except Exception:  # the state machine may refuse to send after an error; closing is enough
-                pass
-        self._close(None, None)
+        if self.session is None and event.connack_code is not None:
+            self._send(Connack(session_present=False, reason_code=event.connack_code))
+            self._close(None, None)
+        else:
+            self._close(None, event.reason_code)
 
     def _client_id(self) -> str:
         return self.connect_packet.client_id if self.connect_packet is not None else "-"
@@ -194,14 +280,39 @@ class DeviceConnection(asyncio.Protocol):
     def _start_auth(self, connect: Connect) -> None:
         self.connect_packet = connect
         self.level = connect.protocol_level
+        self.waiting = True
         if self.transport is not None:
             self.transport.pause_reading()
-        self.auth_task = self.loop.create_task(self._authenticate(connect))
+        self.auth_task = self._spawn(self._authenticate(connect), "authenticating a CONNECT")
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
+        """A task serving this connection: if it fails, the connection is closed (and it is logged)."""
+        task = self.loop.create_task(coroutine)
+        task.add_done_callback(lambda done: self._task_done(done, what))
+        return task
+
+    def _task_done(self, task: asyncio.Task[None], what: str) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._failed(what, exc)
 
     async def _authenticate(self, connect: Connect) -> None:
+        principal = await self._verify(connect)
+        if principal is None or self.closing:
+            return
+        async with self.gateway.sessions.opening(principal.key):
+            await self._open_session(connect, principal)
+        if self.closing or self.session is None:
+            return
+        self.waiting = False
+        if self.transport is not None:
+            self.transport.resume_reading()
+        self._serve(self.mqtt.next_events(WORK_BUDGET))  # what the device sent after its CONNECT
+
+    async def _verify(self, connect: Connect) -> Principal | None:
+        """The CONNECT's principal, or None after refusing it with a CONNACK."""
         gateway = self.gateway
         try:
-            principal = await gateway.authenticate(connect)
+            return await gateway.authenticate(connect)
         except ConnectRefused as refused:
             gateway.metrics.connects_refused.inc(_refusal_label(refused.code))
             log.info(
@@ -216,15 +327,19 @@ class DeviceConnection(asyncio.Protocol):
                 },
             )
             self._refuse(refused.code)
-            return
+            return None
         except Exception:
             log.exception(
                 "authentication failed unexpectedly", extra={"ctx": {"client_id": connect.client_id}}
             )
             self._refuse(3)
-            return
-        if self.closing:
-            return
+            return None
+
+    async def _open_session(self, connect: Connect, principal: Principal) -> None:
+        """Open the identity's session and answer CONNACK. The caller holds the identity's lock:
+        of simultaneous CONNECTs of one device, each takes the session over from the one before,
+        so exactly one ends up connected."""
+        gateway = self.gateway
         clean_start = connect.clean_session
         persistent = _persistent(connect)
         try:
@@ -256,6 +371,7 @@ class DeviceConnection(asyncio.Protocol):
                 properties=gateway.connack_properties(connect, self.keepalive) if self.level >= 5 else None,
             )
         )
+        self._flush()
         session.attach(self)
         gateway.metrics.connections.inc()
         if self.timer is not None:
@@ -279,10 +395,6 @@ class DeviceConnection(asyncio.Protocol):
                     }
                 },
             )
-        backlog, self.backlog = self.backlog or [], None
-        if self.transport is not None:
-            self.transport.resume_reading()
-        self._handle(backlog)
 
     def _refuse(self, code: int) -> None:
         reason_code = V5_REASON_FOR_CONNACK.get(code, 0x80) if self.level >= 5 else code
@@ -309,7 +421,33 @@ class DeviceConnection(asyncio.Protocol):
         assert session is not None
         codes: list[int] = []
         changed = False
+        limits = self.limits
+        v5 = self.level >= 5
         for topic_filter, qos in packet.subscriptions:
+            refusal = None
+            if len(topic_filter) > limits.max_topic_filter_length // 4 and (
+                len(topic_filter.encode()) > limits.max_topic_filter_length
+            ):
+                refusal = "filter_length", REASON_TOPIC_FILTER_INVALID, (
+                    f"the filter is longer than {limits.max_topic_filter_length} bytes"
+                )
+            elif (
+                topic_filter not in session.subscriptions
+                and len(session.subscriptions) >= limits.max_subscriptions
+            ):
+                refusal = "subscriptions", REASON_QUOTA_EXCEEDED, (
+                    f"the session already holds {limits.max_subscriptions} filters, the most allowed"
+                )
+            if refusal is not None:
+                limit, v5_code, why = refusal
+                self.gateway.metrics.device_limits.inc(limit)
+                log.info(
+                    "subscription refused: %s",
+                    why,
+                    extra={"ctx": {"device": session.key, "filter": topic_filter[:200]}},
+                )
+                codes.append(v5_code if v5 else SUBSCRIPTION_REFUSED)
+                continue
             granted = session.dialect.grant(session, topic_filter, qos)
             if granted == SUBSCRIPTION_REFUSED:
                 log.info(
@@ -359,9 +497,22 @@ class DeviceConnection(asyncio.Protocol):
     # -- timers, sending, closing ---------------------------------------------------------------------
 
     def _connect_deadline(self) -> None:
-        if self.session is None and self.auth_task is None:
-            log.info("closing connection: no CONNECT in time", extra={"ctx": {"peer": self.peer}})
-            self._close(None, None)
+        """The CONNECT must have been sent *and answered* by now (authentication included)."""
+        if self.session is not None or self.closing:
+            return
+        if self.auth_task is None:
+            why = "no CONNECT in time"
+        else:
+            why = "its CONNECT could not be answered in time"
+            self.auth_task.cancel()
+        self.gateway.metrics.device_limits.inc("connect_deadline")
+        log.info(
+            "closing connection: %s (%g s)",
+            why,
+            self.gateway.connect_packet_timeout,
+            extra={"ctx": {"peer": self.peer, "client_id": self._client_id()}},
+        )
+        self._close(None, None)
 
     def _keepalive_check(self) -> None:
         deadline = self.last_activity + self.keepalive * KEEPALIVE_FACTOR
@@ -378,7 +529,24 @@ class DeviceConnection(asyncio.Protocol):
 
     def _send(self, packet: object) -> None:
         if self.transport is not None and not self.closing:
-            self.transport.write(self.mqtt.send(packet))
+            self._write(self.mqtt.send(packet))  # type: ignore[arg-type]
+
+    def _write(self, data: bytes) -> None:
+        out = self._out
+        if out is not None:
+            out.append(data)
+            return
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self._close("the device is not reading; its write buffer is full", REASON_ADMINISTRATIVE_ACTION)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, None
+        if out:
+            self._write(out[0] if len(out) == 1 else b"".join(out))
 
     def _close(self, why: str | None, v5_reason: int | None, level: int = logging.INFO) -> None:
         """Close the connection; ``why`` is logged, ``v5_reason`` is sent to MQTT 5 clients."""
@@ -388,13 +556,23 @@ class DeviceConnection(asyncio.Protocol):
             key = self.session.key if self.session is not None else self._client_id()
             log.log(level, "closing connection: %s", why, extra={"ctx": {"device": key, "peer": self.peer}})
         if v5_reason is not None and self.level >= 5 and self.session is not None:
-            try:
-                self._send(Disconnect(reason_code=v5_reason))
-            except Exception:
-                pass
+            self._send(Disconnect(reason_code=v5_reason))
+        self._flush()
         self.closing = True
+        for timer in (self.timer, self.expiry_timer):
+            if timer is not None:
+                timer.cancel()
+        self.expiry_timer = None
         if self.transport is not None:
             self.transport.close()
+            # A peer that does not read keeps the flush (and so the close) from finishing: bounded.
+            self.timer = self.loop.call_later(CLOSE_GRACE, self._abort)
+
+    def _abort(self) -> None:
+        """End the connection now, without flushing."""
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
 
     def shutdown(self) -> None:
         """The hub is stopping."""

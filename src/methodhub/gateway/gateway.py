@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from methodhub.auth import VerifiedTokenCache
-from methodhub.config import MAX_KEEPALIVE
+from methodhub.config import MAX_KEEPALIVE, DeviceLimits
 from methodhub.gateway.auth import AuthContext
 from methodhub.gateway.connection import DeviceConnection
 from methodhub.gateway.dialects.base import ConnectRefused, Dialect, Principal
@@ -34,6 +34,7 @@ class Gateway:
         max_packet_size: the largest MQTT packet accepted from a device.
         connect_packet_timeout: seconds a new connection has to send CONNECT.
         max_in_flight: calls one device may have pending at once.
+        limits: what one device connection may do (packet rate, subscriptions).
     """
 
     def __init__(
@@ -47,12 +48,14 @@ class Gateway:
         max_packet_size: int,
         connect_packet_timeout: float = 10.0,
         max_in_flight: int = 64,
+        limits: DeviceLimits | None = None,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.dialects = list(dialects)
         self.max_packet_size = max_packet_size
         self.connect_packet_timeout = connect_packet_timeout
+        self.limits = limits if limits is not None else DeviceLimits()
         self.auth = AuthContext(registry=registry, hostname=hostname, tokens=VerifiedTokenCache())
         self.sessions = SessionTable(router, registry, metrics, max_in_flight)
         self.connections: set[DeviceConnection] = set()

@@ -9,9 +9,11 @@ keys sessions by identity, so a second connection of the same device takes the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Protocol
 
 from methodhub.calls.model import Call, CallOutcome
@@ -211,10 +213,31 @@ class SessionTable:
         """device id → keys of the sessions of that device and its modules (registry changes name a
         device; scanning every session for each change would cost O(sessions))."""
         self._unsaved: dict[str, dict[str, int] | None] = {}
+        self._opening: dict[str, list[object]] = {}
         self._writer: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    @contextlib.asynccontextmanager
+    async def opening(self, key: str) -> AsyncIterator[None]:
+        """Held by a connection from opening ``key``'s session until it is attached (CONNACK sent).
+
+        Opening a session awaits the registry (and, in a cluster, the router); without this, two
+        simultaneous CONNECTs of one identity could each open a session and both stay connected.
+        """
+        entry = self._opening.get(key)
+        if entry is None:
+            entry = self._opening[key] = [asyncio.Lock(), 0]
+        lock: asyncio.Lock = entry[0]  # type: ignore[assignment]
+        entry[1] += 1  # type: ignore[operator]
+        try:
+            async with lock:
+                yield
+        finally:
+            entry[1] -= 1  # type: ignore[operator]
+            if not entry[1] and self._opening.get(key) is entry:
+                del self._opening[key]
 
     def get(self, key: str) -> DeviceSession | None:
         return self._sessions.get(key)

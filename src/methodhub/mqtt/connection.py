@@ -4,6 +4,12 @@
 them against the role and state; ``send(packet) -> bytes`` checks and encodes what we send. The
 caller owns the socket. A peer's protocol violation ends in one :class:`ProtocolError` event, after
 which the connection is CLOSED and ignores further input — no half-broken state lingers.
+
+The caller sets the pace: ``receive_data(data, max_events=N)`` decodes at most N events and keeps
+the rest buffered for :meth:`MqttConnection.next_events` (a work budget per loop iteration), and a
+server decodes nothing after a CONNECT until it has sent the CONNACK, so what follows a CONNECT is
+read at the protocol level the server accepted. Our side keeps its own state: packets read before
+the peer's error or DISCONNECT can still be answered.
 """
 
 from __future__ import annotations
@@ -86,40 +92,103 @@ class MqttConnection:
         max_packet_size: the largest packet accepted from the peer, header included.
     """
 
-    __slots__ = ("_buffer", "_may_refuse", "max_packet_size", "protocol_level", "role", "state")
+    __slots__ = (
+        "_buffer",
+        "_eof",
+        "_may_refuse",
+        "_need",
+        "_our_state",
+        "_pos",
+        "max_packet_size",
+        "protocol_level",
+        "role",
+        "state",
+    )
 
     def __init__(self, role: Role, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
         self.role = role
         self.max_packet_size = max_packet_size
         self.protocol_level: int | None = None
         self.state = ConnectionState.AWAIT_CONNECT
-        self._buffer = b""
+        """The connection as the peer drives it; CLOSED once nothing more is read from it."""
+        self._our_state = ConnectionState.AWAIT_CONNECT
+        """Our side: what we may still send (see :meth:`send`)."""
+        self._buffer = bytearray()
+        self._pos = 0
+        self._need = 0
+        self._eof = False
         self._may_refuse = False
 
     # -- receiving ----------------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Feed bytes from the peer; returns the events they complete.
+    def receive_data(self, data: bytes, max_events: int | None = None) -> list[Event]:
+        """Feed bytes from the peer; returns the events they complete, at most ``max_events``.
 
-        ``b""`` means the peer closed its side: returns ``[ConnectionClosed()]``. Packets decoded
-        before a protocol error in the same data are returned before the :class:`ProtocolError`.
+        ``b""`` means the peer closed its side: :class:`ConnectionClosed` follows the events of the
+        bytes before it. Packets decoded before a protocol error are returned before the
+        :class:`ProtocolError`. Bytes not decoded yet (beyond ``max_events``, or after a CONNECT the
+        server has not answered) stay buffered: :meth:`next_events` decodes them. The cost is linear
+        in the bytes received, however they are split.
         """
         if self.state is ConnectionState.CLOSED:
             return []
         if not data:
-            self.state = ConnectionState.CLOSED
-            self._buffer = b""
-            return [ConnectionClosed()]
-        buf = self._buffer + data if self._buffer else data
+            self._eof = True
+        elif self._pos < len(self._buffer):
+            self._buffer += data
+            if len(self._buffer) - self._pos < self._need:  # the packet is still incomplete
+                return []
+        else:
+            return self._decode(data, 0, max_events)
+        return self._decode(self._buffer, self._pos, max_events)
+
+    def next_events(self, max_events: int | None = None) -> list[Event]:
+        """Events from bytes already received (after a ``max_events`` limit or a CONNACK)."""
+        if self.state is ConnectionState.CLOSED:
+            return []
+        return self._decode(self._buffer, self._pos, max_events)
+
+    @property
+    def has_pending_events(self) -> bool:
+        """Whether :meth:`next_events` may return events without more bytes from the peer."""
+        if self.state is ConnectionState.CLOSED or self._awaiting_our_connack():
+            return False
+        return self._eof or (self._need == 0 and self._pos < len(self._buffer))
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not decoded yet."""
+        return len(self._buffer) - self._pos
+
+    def _awaiting_our_connack(self) -> bool:
+        return self.role is Role.SERVER and self.state is ConnectionState.AWAIT_CONNACK
+
+    def _keep(self, buf: bytes | bytearray, pos: int, need: int) -> None:
+        """Keep ``buf[pos:]`` for later; ``need``: bytes required before decoding can progress."""
+        self._need = need
+        if pos >= len(buf):
+            self._buffer = bytearray()
+            self._pos = 0
+        elif buf is self._buffer:
+            if pos > 65536 and pos * 2 > len(buf):  # compact now and then: amortised linear
+                del self._buffer[:pos]
+                pos = 0
+            self._pos = pos
+        else:
+            self._buffer = bytearray(memoryview(buf)[pos:])
+            self._pos = 0
+
+    def _decode(self, buf: bytes | bytearray, pos: int, max_events: int | None) -> list[Event]:
         events: list[Event] = []
-        pos = 0
         end = len(buf)
-        level = self.protocol_level or 4
         server = self.role is Role.SERVER
-        if server and self.state is ConnectionState.AWAIT_CONNECT and buf[0] >> 4 != 1:
+        if server and self.state is ConnectionState.AWAIT_CONNACK:
+            self._keep(buf, pos, 0)  # nothing is read after a CONNECT until it is answered
+            return events
+        if server and pos < end and self.state is ConnectionState.AWAIT_CONNECT and buf[pos] >> 4 != 1:
             # Known from the first byte: do not wait for the rest of a packet that is refused anyway
             # (e.g. "GET / HTTP/1.1" on the MQTT port would otherwise wait for 69 bytes of body).
-            kind = buf[0] >> 4
+            kind = buf[pos] >> 4
             if kind not in _SERVER_RECEIVES:
                 return self._fail(
                     events,
@@ -129,7 +198,16 @@ class MqttConnection:
             return self._fail(
                 events, "[MQTT-3.1.0-1] the first packet must be CONNECT", ReasonCode.PROTOCOL_ERROR
             )
-        while end - pos >= 2:
+        limit = max_events if max_events is not None else -1
+        level = self.protocol_level or 4
+        need = 0
+        while True:
+            if len(events) == limit:
+                self._keep(buf, pos, 0)
+                return events
+            if end - pos < 2:
+                need = 2
+                break
             first = buf[pos]
             # Remaining Length: a variable byte integer of at most 4 bytes [MQTT-2.2.3].
             byte = buf[pos + 1]
@@ -137,6 +215,7 @@ class MqttConnection:
             index = pos + 2
             if byte & 0x80:
                 shift = 7
+                incomplete = False
                 while True:
                     if index >= end:
                         if index - pos - 1 >= 4:
@@ -145,8 +224,8 @@ class MqttConnection:
                                 "[MQTT-2.2.3] remaining length longer than 4 bytes",
                                 ReasonCode.MALFORMED_PACKET,
                             )
-                        self._buffer = bytes(buf[pos:])
-                        return events
+                        incomplete = True
+                        break
                     byte = buf[index]
                     index += 1
                     length |= (byte & 0x7F) << shift
@@ -159,6 +238,9 @@ class MqttConnection:
                             "[MQTT-2.2.3] remaining length longer than 4 bytes",
                             ReasonCode.MALFORMED_PACKET,
                         )
+                if incomplete:
+                    need = index - pos + 1
+                    break
             if index - pos + length > self.max_packet_size:
                 return self._fail(
                     events,
@@ -166,9 +248,12 @@ class MqttConnection:
                     ReasonCode.PACKET_TOO_LARGE,
                 )
             if index + length > end:
+                need = index - pos + length
                 break
             kind = first >> 4
             body = buf[index : index + length]
+            if type(body) is not bytes:
+                body = bytes(body)
             pos = index + length
             if server:
                 if kind not in _SERVER_RECEIVES:
@@ -189,11 +274,12 @@ class MqttConnection:
                     except MalformedPacket as exc:
                         self._may_refuse = exc.connack_code is not None
                         return self._fail(events, exc.reason, exc.reason_code, exc.connack_code)
-                    self.protocol_level = level = packet.protocol_level  # type: ignore[union-attr]
-                    self.state = ConnectionState.AWAIT_CONNACK
+                    self.protocol_level = packet.protocol_level  # type: ignore[union-attr]
+                    self.state = self._our_state = ConnectionState.AWAIT_CONNACK
                     self._may_refuse = True
                     events.append(PacketReceived(packet))
-                    continue
+                    self._keep(buf, pos, 0)  # the rest waits for our CONNACK
+                    return events
                 if kind == 1:
                     return self._fail(events, "[MQTT-3.1.0-2] a second CONNECT", ReasonCode.PROTOCOL_ERROR)
             else:
@@ -219,23 +305,32 @@ class MqttConnection:
                 return self._fail(events, exc.reason, exc.reason_code)
             events.append(PacketReceived(packet))
             if kind == 14:  # DISCONNECT: nothing after it counts [MQTT-3.14.4-1]
-                self.state = ConnectionState.CLOSED
-                self._buffer = b""
+                self._close_receiving()
                 return events
             if kind == 2:
-                self.state = (
-                    ConnectionState.CONNECTED if packet.reason_code == 0 else ConnectionState.CLOSED  # type: ignore[union-attr]
-                )
-                if self.state is ConnectionState.CLOSED:
+                if packet.reason_code == 0:  # type: ignore[union-attr]
+                    self.state = self._our_state = ConnectionState.CONNECTED
+                else:
+                    self._close_receiving()
+                    self._our_state = ConnectionState.CLOSED
                     return events
-        self._buffer = bytes(buf[pos:]) if pos < end else b""
+        if self._eof:
+            self._close_receiving()
+            events.append(ConnectionClosed())
+            return events
+        self._keep(buf, pos, need)
         return events
+
+    def _close_receiving(self) -> None:
+        self.state = ConnectionState.CLOSED
+        self._buffer = bytearray()
+        self._pos = 0
+        self._need = 0
 
     def _fail(
         self, events: list[Event], reason: str, reason_code: int, connack_code: int | None = None
     ) -> list[Event]:
-        self.state = ConnectionState.CLOSED
-        self._buffer = b""
+        self._close_receiving()
         if connack_code is None:
             self._may_refuse = False
         events.append(ProtocolError(reason, int(reason_code), connack_code))
@@ -246,12 +341,17 @@ class MqttConnection:
     def send(self, packet: Packet) -> bytes:
         """Encode ``packet`` for the negotiated protocol level.
 
+        Our side has its own state: after the peer's DISCONNECT or protocol error nothing more is
+        read, but the packets read before it may still be answered (SUBACK, PUBACK, PINGRESP, the
+        CONNACK of a pending CONNECT) and an MQTT 5 server may still send its DISCONNECT.
+
         Raises:
             LocalProtocolError: the packet is not ours to send in this role or state.
         """
         kind = type(packet)
+        ours = self._our_state
         if kind is Publish:
-            if self.state is not ConnectionState.CONNECTED:
+            if ours is not ConnectionState.CONNECTED:
                 raise LocalProtocolError("PUBLISH before the connection is accepted")
             return encode_publish(packet, self.protocol_level or 4)  # type: ignore[arg-type]
         packet_type = _PACKET_TYPE_OF[kind.__name__]
@@ -260,39 +360,47 @@ class MqttConnection:
                 raise LocalProtocolError(f"a server cannot send {kind.__name__}")
             if kind is Connack:
                 return self._send_connack(packet)  # type: ignore[arg-type]
-            if self.state is ConnectionState.CLOSED:
-                if kind is Disconnect and self.protocol_level == 5:
-                    return encode(packet, 5)
-                raise LocalProtocolError(f"{kind.__name__} on a closed connection")
-            if self.state is not ConnectionState.CONNECTED:
+            if ours is ConnectionState.CLOSED:
+                raise LocalProtocolError(f"{kind.__name__} after the connection was closed")
+            if ours is not ConnectionState.CONNECTED:
                 raise LocalProtocolError(f"{kind.__name__} before CONNACK")
             if kind is Disconnect:
-                self.state = ConnectionState.CLOSED
+                if self.protocol_level != 5:
+                    raise LocalProtocolError("a server sends DISCONNECT in MQTT 5 only")
+                self._our_state = ConnectionState.CLOSED
+                self._close_receiving()
             return encode(packet, self.protocol_level or 4)
         if packet_type not in _SERVER_RECEIVES:
             raise LocalProtocolError(f"a client cannot send {kind.__name__}")
         if kind is Connect:
-            if self.state is not ConnectionState.AWAIT_CONNECT:
+            if ours is not ConnectionState.AWAIT_CONNECT:
                 raise LocalProtocolError("CONNECT sent twice")
             self.protocol_level = packet.protocol_level  # type: ignore[union-attr]
-            self.state = ConnectionState.AWAIT_CONNACK
+            self.state = self._our_state = ConnectionState.AWAIT_CONNACK
             return encode(packet, self.protocol_level)
-        if self.state is ConnectionState.AWAIT_CONNECT or self.state is ConnectionState.CLOSED:
+        if ours is ConnectionState.AWAIT_CONNECT or ours is ConnectionState.CLOSED:
             raise LocalProtocolError(f"{kind.__name__} without a connection")
         if kind is Disconnect:
-            self.state = ConnectionState.CLOSED
+            self._our_state = ConnectionState.CLOSED
+            self._close_receiving()
         return encode(packet, self.protocol_level or 4)
 
     def _send_connack(self, packet: Connack) -> bytes:
-        if not self._may_refuse and self.state is not ConnectionState.AWAIT_CONNACK:
+        ours = self._our_state
+        if ours is not ConnectionState.AWAIT_CONNACK and not (
+            self._may_refuse and ours is ConnectionState.AWAIT_CONNECT
+        ):
             raise LocalProtocolError("CONNACK without a pending CONNECT")
         self._may_refuse = False
         if packet.reason_code == 0:
-            if self.state is not ConnectionState.AWAIT_CONNACK:
-                raise LocalProtocolError("accepting CONNACK after a protocol error")
-            self.state = ConnectionState.CONNECTED
+            if ours is not ConnectionState.AWAIT_CONNACK:
+                raise LocalProtocolError("accepting CONNACK after a malformed CONNECT")
+            self._our_state = ConnectionState.CONNECTED
+            if self.state is ConnectionState.AWAIT_CONNACK:
+                self.state = ConnectionState.CONNECTED
         else:
-            self.state = ConnectionState.CLOSED
+            self._our_state = ConnectionState.CLOSED
+            self._close_receiving()
         level = self.protocol_level if self.protocol_level in (3, 4, 5) else 4
         if level != 5 and packet.reason_code > 5:
             raise LocalProtocolError(f"CONNACK code {packet.reason_code} does not exist before MQTT 5")

@@ -206,7 +206,10 @@ def test_paho_frames_decode() -> None:
     data = b"".join(out)
     from methodhub.mqtt import MqttConnection, PacketReceived, Role
 
-    events = MqttConnection(Role.SERVER).receive_data(data)
+    server = MqttConnection(Role.SERVER)
+    events = server.receive_data(data)
+    server.send(Connack(False, 0))  # what follows a CONNECT is decoded once it is accepted
+    events += server.next_events()
     packets = [e.packet for e in events if isinstance(e, PacketReceived)]
     assert [type(p).__name__ for p in packets] == ["Connect", "Subscribe", "Publish"], events
     connect, subscribe, publish = packets

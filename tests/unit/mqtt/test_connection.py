@@ -16,6 +16,7 @@ from methodhub.mqtt import (
     MqttConnection,
     PacketReceived,
     Pingreq,
+    Pingresp,
     ProtocolError,
     Puback,
     Publish,
@@ -53,9 +54,18 @@ def packets(events) -> list:
     return [e.packet for e in events if isinstance(e, PacketReceived)]
 
 
+def receive_all(conn: MqttConnection, data: bytes) -> list:
+    """Events of ``data``, answering a CONNECT with CONNACK 0 (the server reads on after it)."""
+    events = conn.receive_data(data)
+    if events and isinstance(events[-1], PacketReceived) and isinstance(events[-1].packet, Connect):
+        conn.send(Connack(False, 0))
+        events += conn.next_events()
+    return events
+
+
 def test_whole_stream_at_once() -> None:
     conn = server()
-    events = conn.receive_data(STREAM)
+    events = receive_all(conn, STREAM)
     assert [type(p).__name__ for p in packets(events)] == [
         "Connect",
         "Subscribe",
@@ -70,11 +80,11 @@ def test_whole_stream_at_once() -> None:
 
 @given(st.lists(st.integers(min_value=1, max_value=len(STREAM) - 1), unique=True).map(sorted))
 def test_any_chunking_gives_the_same_packets(cuts: list[int]) -> None:
-    expected = packets(server().receive_data(STREAM))
+    expected = packets(receive_all(server(), STREAM))
     conn = server()
     got = []
     for start, end in zip([0, *cuts], [*cuts, len(STREAM)], strict=True):
-        got.extend(packets(conn.receive_data(STREAM[start:end])))
+        got.extend(packets(receive_all(conn, STREAM[start:end])))
     assert got == expected
 
 
@@ -82,8 +92,8 @@ def test_one_byte_at_a_time() -> None:
     conn = server()
     got = []
     for i in range(len(STREAM)):
-        got.extend(packets(conn.receive_data(STREAM[i : i + 1])))
-    assert got == packets(server().receive_data(STREAM))
+        got.extend(packets(receive_all(conn, STREAM[i : i + 1])))
+    assert got == packets(receive_all(server(), STREAM))
 
 
 def test_packets_before_an_error_are_still_delivered() -> None:
@@ -154,10 +164,94 @@ def test_refusing_connack_closes_and_accepting_one_opens() -> None:
     assert conn.state is ConnectionState.CLOSED
 
 
-def test_packets_sent_right_after_connect_are_accepted() -> None:
+def test_packets_sent_right_after_connect_wait_for_the_connack() -> None:
     conn = server()
     events = conn.receive_data(CONNECT + encode(Subscribe(1, [("a", 0)]), 4))
-    assert [type(p).__name__ for p in packets(events)] == ["Connect", "Subscribe"]
+    assert [type(p).__name__ for p in packets(events)] == ["Connect"]
+    assert not conn.has_pending_events and conn.buffered > 0
+    assert conn.next_events() == []  # nothing is read until the CONNECT is answered
+    conn.send(Connack(False, 0))
+    assert conn.has_pending_events
+    assert [type(p).__name__ for p in packets(conn.next_events())] == ["Subscribe"]
+
+
+def test_a_refused_connect_discards_what_followed_it() -> None:
+    conn = server()
+    conn.receive_data(CONNECT + b"\x6b\x00")
+    conn.send(Connack(False, 5))
+    assert conn.state is ConnectionState.CLOSED and conn.next_events() == []
+
+
+def test_an_error_after_a_connect_is_reported_after_the_connack_and_may_be_answered() -> None:
+    """Issue 9 defect 1: CONNECT + a rejected packet in one read. The CONNECT is answered (the
+    state machine used to refuse the CONNACK, which wedged the connection), then the error comes,
+    and an MQTT 5 server may still send its DISCONNECT."""
+    v5 = encode(Connect("x", protocol_level=5), 5)
+    conn = server()
+    assert [type(p).__name__ for p in packets(conn.receive_data(v5 + b"\x6b\x00"))] == ["Connect"]
+    conn.send(Connack(False, 0))
+    (error,) = conn.next_events()
+    assert isinstance(error, ProtocolError) and conn.state is ConnectionState.CLOSED
+    assert conn.send(Disconnect(error.reason_code)) == encode(Disconnect(error.reason_code), 5)
+    with pytest.raises(LocalProtocolError):
+        conn.send(Pingresp())  # nothing after our DISCONNECT
+
+
+def test_packets_before_a_disconnect_can_still_be_answered() -> None:
+    """Issue 9 defect 2: SUBSCRIBE (or a QoS 1 PUBLISH) then DISCONNECT in one read raised
+    LocalProtocolError when the SUBACK was sent: the reply was lost in a transport traceback."""
+    conn = connected_server()
+    data = encode(Subscribe(1, [("a", 0)]), 4) + encode(Publish("t", b"x", 1, packet_id=2), 4)
+    events = conn.receive_data(data + encode(Disconnect(), 4))
+    assert [type(p).__name__ for p in packets(events)] == ["Subscribe", "Publish", "Disconnect"]
+    assert conn.state is ConnectionState.CLOSED
+    assert conn.send(Suback(1, [0])) == encode(Suback(1, [0]), 4)
+    assert conn.send(Puback(2)) == encode(Puback(2), 4)
+    with pytest.raises(LocalProtocolError):
+        conn.send(Disconnect())  # MQTT 3.1.1 has no DISCONNECT from the server
+
+
+def test_max_events_leaves_the_rest_for_next_events() -> None:
+    conn = connected_server()
+    events = conn.receive_data(b"\xc0\x00" * 10 + b"\xc0", max_events=4)
+    assert len(events) == 4 and conn.has_pending_events
+    assert len(conn.next_events(4)) == 4
+    assert len(conn.next_events(4)) == 2 and not conn.has_pending_events
+    assert len(conn.receive_data(b"\x00")) == 1  # the split PINGREQ completes
+
+
+def test_eof_comes_after_the_buffered_events() -> None:
+    conn = connected_server()
+    assert len(conn.receive_data(b"\xc0\x00" * 3, max_events=1)) == 1
+    events = conn.receive_data(b"")
+    assert [type(e).__name__ for e in events] == ["PacketReceived", "PacketReceived", "ConnectionClosed"]
+
+
+def test_cost_is_linear_in_bytes_however_they_are_split() -> None:
+    """A 200 KB PUBLISH fed one byte at a time is decoded once, not once per byte (the old buffer
+    was re-joined and re-framed on every read: quadratic). Counted, not timed: decode calls."""
+    import methodhub.mqtt.connection as connection_module
+
+    calls = 0
+    real = connection_module.decode
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return real(*args)
+
+    conn = connected_server()
+    data = encode(Publish("t", b"x" * 200_000, 0), 4)
+    connection_module.decode = counting
+    try:
+        events = []
+        for i in range(len(data)):
+            events += conn.receive_data(data[i : i + 1])
+    finally:
+        connection_module.decode = real
+    assert len(events) == 1 and events[0].packet.payload == b"x" * 200_000
+    assert calls == 1
+    assert conn._pos == 0 and len(conn._buffer) == 0
 
 
 def test_roles_are_enforced_on_send() -> None:

@@ -1,0 +1,397 @@
+"""Issue 9: no MQTT connection can wedge the hub, starve it, or outlive its welcome.
+
+Each test here failed before its fix (the defect it names is in the docstring). They run a real hub
+and talk to it with raw sockets, since the point is what a misbehaving client can do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request
+
+from tests.support import (
+    HOSTNAME,
+    Backend,
+    HubProcess,
+    PahoDevice,
+    RawMqtt,
+    connect_packet,
+    remaining_length,
+    sign,
+)
+
+CONNACK_BAD_USERNAME = b"\x20\x02\x00\x04"
+PINGREQ = b"\xc0\x00"
+DISCONNECT = b"\xe0\x00"
+
+
+@pytest.fixture(scope="module")
+def tls_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+    """A hub with every listener on (TLS and WebSocket too)."""
+    hub = HubProcess(
+        tmp_path_factory.mktemp("hardening-hub"), listeners=("mqtt", "http", "mqtts", "https")
+    ).start()
+    yield hub
+    hub.stop()
+
+
+def open_fds(hub: HubProcess) -> int:
+    assert hub.proc is not None
+    return len(os.listdir(f"/proc/{hub.proc.pid}/fd"))
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.1)
+
+
+def no_tracebacks(hub: HubProcess) -> None:
+    log = "\n".join(hub.stderr_lines)
+    for marker in ("Traceback", "Fatal error", "exception was never retrieved"):
+        assert marker not in log, log[-4000:]
+
+
+class RawSocket:
+    """A raw MQTT byte stream over TCP, TLS or WebSocket (frames made with wsproto)."""
+
+    def __init__(self, hub: HubProcess, transport: str) -> None:
+        self.transport = transport
+        port = hub.ports[{"mqtt": "mqtt", "mqtts": "mqtts", "ws": "http"}[transport]]
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if transport == "mqtts":
+            context = ssl.create_default_context(cafile=str(hub.ca_file))
+            sock = context.wrap_socket(sock, server_hostname="localhost")
+        self.sock = sock
+        self.ws: WSConnection | None = None
+        self.received = b""
+        if transport == "ws":
+            self.ws = WSConnection(ConnectionType.CLIENT)
+            sock.sendall(
+                self.ws.send(Request(host="localhost", target="/$iothub/websocket", subprotocols=["mqtt"]))
+            )
+            while not any(isinstance(e, AcceptConnection) for e in self._events(sock.recv(65536))):
+                pass
+
+    def _events(self, data: bytes) -> list[object]:
+        assert self.ws is not None
+        self.ws.receive_data(data or None)
+        events = list(self.ws.events())
+        for event in events:
+            if isinstance(event, BytesMessage):
+                self.received += bytes(event.data)
+        return events
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(self.ws.send(BytesMessage(data=data)) if self.ws is not None else data)
+
+    def read_until_closed(self, timeout: float) -> bytes:
+        """The MQTT bytes the hub sent until it closed the connection (fails if it does not)."""
+        self.sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = self.sock.recv(65536)
+            except (ConnectionResetError, ssl.SSLError):
+                break
+            if self.ws is not None:
+                events = self._events(chunk)
+                if not chunk or any(isinstance(e, CloseConnection) for e in events):
+                    break
+            elif not chunk:
+                break
+            else:
+                self.received += chunk
+        else:
+            raise AssertionError(f"the hub did not close the connection within {timeout} s")
+        return self.received
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def device_connect(device_id: str, key: str, *, level: int = 4, clean: bool = False) -> bytes:
+    password = sign(f"{HOSTNAME}/devices/{device_id}", key, int(time.time()) + 600)
+    packet = connect_packet(
+        device_id, f"{HOSTNAME}/{device_id}/?api-version=2021-04-12", password, clean=clean, level=level
+    )
+    if level == 5:  # MQTT 5 puts a property list (here empty) after the keep-alive
+        header = 2
+        while packet[header - 1] & 0x80:
+            header += 1
+        body = packet[header:]
+        body = body[:10] + b"\x00" + body[10:]
+        packet = b"\x10" + remaining_length(len(body)) + body
+    return packet
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    return data
+
+
+def subscribe_packet(packet_id: int, topic: str, qos: int = 1, *, level: int = 4) -> bytes:
+    data = topic.encode()
+    body = packet_id.to_bytes(2, "big") + (b"\x00" if level == 5 else b"")
+    body += len(data).to_bytes(2, "big") + data + bytes([qos])
+    return b"\x82" + remaining_length(len(body)) + body
+
+
+# -- defect 1: a CONNECT followed by a rejected packet in the same read ---------------------------------
+
+
+@pytest.mark.parametrize("transport", ["mqtt", "mqtts", "ws"])
+def test_connect_then_garbage_in_one_write_is_answered_and_closed(
+    tls_hub: HubProcess, transport: str
+) -> None:
+    """It used to wedge: the state machine refused the CONNACK after the error, the auth task died,
+    reading stayed paused and the CONNECT deadline skipped it. Now the CONNECT is answered (no user
+    name: CONNACK 4) and the connection closed at once; 200 such clients leave no descriptor behind."""
+    attack = connect_packet("x", None, None, clean=True) + b"\x6b\x00"
+    first = RawSocket(tls_hub, transport)
+    first.send(attack)
+    assert first.read_until_closed(timeout=5) == CONNACK_BAD_USERNAME
+    first.close()
+    baseline = open_fds(tls_hub)
+    for _ in range(200):  # clients that send the bytes and leave at once
+        client = RawSocket(tls_hub, transport)
+        client.send(attack)
+        client.close()
+    wait_for(lambda: open_fds(tls_hub) <= baseline + 2, 10, "the hub closed the 200 connections")
+    assert httpx.get(f"{tls_hub.http_url}/health", timeout=5).status_code == 200
+    no_tracebacks(tls_hub)
+
+
+def test_two_connects_with_a_devices_credentials_do_not_leave_it_half_connected(
+    shared_hub: HubProcess, backend: Backend, device_id: str
+) -> None:
+    """The second CONNECT is a protocol error; it used to leave the real device 'Connected' but
+    answering 404103 until it reconnected. Now the intruding connection takes the session over and
+    is closed for its error; the real device (reconnecting, as SDKs do) is callable again."""
+    key = shared_hub.create_device(device_id)
+    device = PahoDevice(shared_hub, device_id, key).online()
+    device.serve(lambda name, payload: (200, b"true"))
+    try:
+        assert backend.invoke(device_id, "m").json() == {"status": 200, "payload": True}
+        intruder = RawMqtt(shared_hub.mqtt_port)
+        packet = device_connect(device_id, key)
+        intruder.send(packet + packet)
+        answer = intruder.read_all(timeout=5)  # answered (session present), then closed for the error
+        assert answer == b"\x20\x02\x01\x00"
+        intruder.close()
+
+        def callable_again() -> bool:
+            response = backend.invoke(device_id, "m")
+            return response.status_code == 200
+
+        wait_for(callable_again, 15, "the real device is callable again")
+        state = backend.http.get(
+            f"/devices/{device_id}?api-version=2021-04-12", headers={"Authorization": backend.token}
+        ).json()["connectionState"]
+        assert state == "Connected"
+    finally:
+        device.close()
+
+
+# -- defect 2: packets read together with an error or a DISCONNECT --------------------------------------
+
+
+def test_subscribe_then_disconnect_in_one_write_gets_its_suback(
+    shared_hub: HubProcess, device_id: str
+) -> None:
+    key = shared_hub.create_device(device_id)
+    raw = RawMqtt(shared_hub.mqtt_port)
+    raw.send(device_connect(device_id, key))
+    raw.sock.settimeout(5)
+    assert recv_exactly(raw.sock, 4) == b"\x20\x02\x00\x00"
+    raw.send(subscribe_packet(7, "$iothub/methods/POST/#") + DISCONNECT)
+    assert raw.read_all(timeout=5) == b"\x90\x03\x00\x07\x01"  # SUBACK, then the hub closes
+    raw.close()
+    no_tracebacks(shared_hub)
+
+
+def test_a_response_then_disconnect_in_one_write_answers_the_call(
+    shared_hub: HubProcess, backend: Backend, device_id: str
+) -> None:
+    key = shared_hub.create_device(device_id)
+    raw = RawMqtt(shared_hub.mqtt_port)
+    raw.send(device_connect(device_id, key) + subscribe_packet(1, "$iothub/methods/POST/#"))
+    raw.sock.settimeout(5)
+    assert recv_exactly(raw.sock, 9) == b"\x20\x02\x00\x00" + b"\x90\x03\x00\x01\x01"
+    result: dict[str, httpx.Response] = {}
+    caller = threading.Thread(target=lambda: result.setdefault("r", backend.invoke(device_id, "reboot")))
+    caller.start()
+    request = b""
+    while b"rid=" not in request or not request.endswith(b"null"):
+        request += raw.sock.recv(65536)
+    rid = request.split(b"rid=")[1].split(b"null")[0]
+    topic = b"$iothub/methods/res/200/?$rid=" + rid
+    body = len(topic).to_bytes(2, "big") + topic + b"\x00\x05" + b'{"ok":1}'
+    raw.send(b"\x32" + remaining_length(len(body)) + body + DISCONNECT)  # QoS 1 response + DISCONNECT
+    caller.join(10)
+    assert result["r"].json() == {"status": 200, "payload": {"ok": 1}}
+    assert raw.read_all(timeout=5) == b"\x40\x02\x00\x05"  # the PUBACK, then closed
+    raw.close()
+    no_tracebacks(shared_hub)
+
+
+def test_a_protocol_error_after_valid_packets_gets_its_reason_code(
+    shared_hub: HubProcess, device_id: str
+) -> None:
+    """MQTT 5: the SUBACK of the packet before the error, then DISCONNECT with the error's reason
+    code (0x81 malformed packet), counted as a protocol error."""
+    key = shared_hub.create_device(device_id)
+    before = shared_hub.metric("methodhub_mqtt_protocol_errors_total")
+    raw = RawMqtt(shared_hub.mqtt_port)
+    raw.send(device_connect(device_id, key, level=5))
+    raw.sock.settimeout(5)
+    connack = raw.sock.recv(65536)
+    assert connack[:1] == b"\x20" and connack[3] == 0
+    raw.send(subscribe_packet(3, "$iothub/methods/POST/#", level=5) + b"\x00\x00")
+    assert raw.read_all(timeout=5) == b"\x90\x04\x00\x03\x00\x01" + b"\xe0\x01\x81"
+    raw.close()
+    assert shared_hub.metric("methodhub_mqtt_protocol_errors_total") == before + 1
+    no_tracebacks(shared_hub)
+
+
+# -- defect 3: one device must not freeze the loop ------------------------------------------------------
+
+
+def test_a_pingreq_flood_is_cut_off_by_the_packet_rate_limit(shared_hub: HubProcess, device_id: str) -> None:
+    """2 M PINGREQs (4 MB): past the burst the device is disconnected with 0x96 (MQTT 5)."""
+    key = shared_hub.create_device(device_id)
+    raw = RawMqtt(shared_hub.mqtt_port)
+    raw.send(device_connect(device_id, key, level=5))
+    raw.sock.settimeout(5)
+    assert raw.sock.recv(65536)[:1] == b"\x20"
+    received = bytearray()
+
+    def read() -> None:  # concurrently, so what the hub sends is read before its close resets us
+        raw.sock.settimeout(10)
+        try:
+            while chunk := raw.sock.recv(1 << 20):
+                received.extend(chunk)
+        except OSError:
+            pass
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(100):
+            raw.sock.sendall(PINGREQ * 20_000)
+    except OSError:
+        pass  # closed by the hub while we were still sending
+    reader.join(15)
+    raw.close()
+    data = bytes(received)
+    assert data.endswith(b"\xe0\x01\x96"), data[-20:]  # DISCONNECT 0x96, message rate too high
+    assert shared_hub.metric('methodhub_mqtt_limits_total{limit="packet_rate"}') >= 1
+
+
+def test_a_flood_does_not_stop_the_hub_serving_others(tmp_path, device_id: str) -> None:
+    """With the rate limit off, the work budget alone keeps the loop turning: /health answers while
+    a device sends 4 MB of PINGREQs (it used to be unanswered for 5-12 s). A bound, not a benchmark."""
+    hub = HubProcess(tmp_path / "data", args=["--max-packets-per-second", "0"]).start()
+    try:
+        key = hub.create_device(device_id)
+        raw = RawMqtt(hub.mqtt_port)
+        raw.send(device_connect(device_id, key))
+        raw.sock.settimeout(5)
+        assert recv_exactly(raw.sock, 4) == b"\x20\x02\x00\x00"
+        drain = threading.Thread(target=lambda: _drain(raw.sock), daemon=True)
+        drain.start()
+        flood = threading.Thread(target=lambda: raw.sock.sendall(PINGREQ * 2_000_000), daemon=True)
+        flood.start()
+        worst = 0.0
+        with httpx.Client(base_url=hub.http_url, timeout=30) as client:
+            while flood.is_alive():
+                started = time.monotonic()
+                assert client.get("/health").status_code == 200
+                worst = max(worst, time.monotonic() - started)
+                time.sleep(0.05)
+        print(f"worst /health latency during the flood: {worst * 1000:.0f} ms")
+        assert worst < 2.0
+        raw.close()
+    finally:
+        hub.stop()
+
+
+def _drain(sock: socket.socket) -> None:
+    sock.settimeout(30)
+    try:
+        while sock.recv(1 << 20):
+            pass
+    except OSError:
+        pass
+
+
+# -- defect 7: subscriptions per device -----------------------------------------------------------------
+
+
+def test_subscriptions_are_capped_in_number_and_length(shared_hub: HubProcess, device_id: str) -> None:
+    key = shared_hub.create_device(device_id)
+    device = PahoDevice(shared_hub, device_id, key)
+    assert device.connect() == 0
+    try:
+        own = f"devices/{device_id}/messages/devicebound/"
+        assert device.subscribe(own + "x" * 1100) == [0x80]  # longer than 1024 bytes
+        granted = [device.subscribe(f"{own}{i}")[0] for i in range(52)]
+        assert granted[:50] == [1] * 50 and granted[50:] == [0x80, 0x80]
+        assert device.subscribe(f"{own}3") == [1]  # one it holds already is granted again
+    finally:
+        device.close()
+
+
+# -- defect 8: takeover race ----------------------------------------------------------------------------
+
+
+def test_fifty_simultaneous_connects_of_one_client_leave_exactly_one(
+    shared_hub: HubProcess, device_id: str
+) -> None:
+    key = shared_hub.create_device(device_id)
+    packet = device_connect(device_id, key)
+    sockets = [RawMqtt(shared_hub.mqtt_port) for _ in range(50)]
+    barrier = threading.Barrier(len(sockets))
+
+    def go(raw: RawMqtt) -> None:
+        barrier.wait()
+        raw.send(packet)
+
+    threads = [threading.Thread(target=go, args=(raw,)) for raw in sockets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    time.sleep(3)
+    open_ones = 0
+    for raw in sockets:
+        raw.sock.settimeout(0.5)
+        data = b""
+        closed = False
+        try:
+            while chunk := raw.sock.recv(65536):
+                data += chunk
+            closed = True
+        except TimeoutError:
+            pass
+        except ConnectionResetError:
+            closed = True
+        assert data.startswith(b"\x20\x02"), data
+        open_ones += not closed
+        raw.close()
+    assert open_ones == 1
