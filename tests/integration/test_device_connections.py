@@ -39,6 +39,9 @@ def _token_cases(device_id: str, key: str, other_key: str) -> dict[str, tuple[st
             CONNACK_NOT_AUTHORIZED,
         ),
         "not-a-token": (None, "hunter2", CONNACK_BAD_CREDENTIALS),
+        # issue 9: CONNACK 3 (server unavailable) before, from int() of 5,000 digits / float(10**400)
+        "se-thousands-of-digits": (None, f"SharedAccessSignature sr={own}&sig=x&se={'9' * 5000}", 4),
+        "se-signed-10e400": (None, sign(own, key, 10**400), CONNACK_BAD_CREDENTIALS),
         "username-for-other-device": (
             f"{HOSTNAME}/other/?api-version=2021-04-12",
             sign(own, key, now + 600),
@@ -60,6 +63,8 @@ def _token_cases(device_id: str, key: str, other_key: str) -> dict[str, tuple[st
         "wrong-resource",
         "wrong-host-in-token",
         "not-a-token",
+        "se-thousands-of-digits",
+        "se-signed-10e400",
         "username-for-other-device",
         "username-for-other-hub",
     ],

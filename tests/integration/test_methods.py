@@ -263,7 +263,17 @@ def test_huge_http_body_is_refused_without_reading_it(backend: Backend) -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", ["missing", "garbage", "bad-signature", "expired", "unknown-policy", "no-rights"]
+    "kind",
+    [
+        "missing",
+        "garbage",
+        "bad-signature",
+        "expired",
+        "unknown-policy",
+        "no-rights",
+        "se-thousands-of-digits",
+        "se-signed-10e400",
+    ],
 )
 def test_bad_service_tokens_are_401(shared_hub: HubProcess, backend: Backend, kind: str) -> None:
     from tests.support import sign
@@ -279,6 +289,10 @@ def test_bad_service_tokens_are_401(shared_hub: HubProcess, backend: Backend, ki
         "expired": sign(cs["HostName"], cs["SharedAccessKey"], now - 10, "iothubowner", quoted=False),
         "unknown-policy": sign(cs["HostName"], cs["SharedAccessKey"], now + 600, "nobody", quoted=False),
         "no-rights": shared_hub.service_token("registryRead"),
+        # issue 9: these answered 500 (int() of 5,000 digits; float() of a validly signed 10**400)
+        "se-thousands-of-digits": f"SharedAccessSignature sr={cs['HostName']}&sig=x&se={'9' * 5000}"
+        "&skn=iothubowner",
+        "se-signed-10e400": sign(cs["HostName"], cs["SharedAccessKey"], 10**400, "iothubowner", quoted=False),
     }
     headers = {} if tokens[kind] is None else {"Authorization": tokens[kind]}
     response = backend.http.post("/twins/x/methods", json={"methodName": "m"}, headers=headers)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 PREFIX = "SharedAccessSignature "
+MAX_EXPIRY = 253_402_300_799
+"""The latest expiry accepted: 9999-12-31T23:59:59Z (what .NET's DateTime, and so Azure, can hold)."""
 
 
 class SasTokenError(ValueError):
@@ -93,8 +95,13 @@ class SasToken:
         unknown = set(fields) - {"sr", "sig", "se", "skn"}
         if unknown:
             raise SasTokenError(f"unknown field(s) {', '.join(sorted(unknown))}")
-        if not (fields["se"].isascii() and fields["se"].isdigit()):
-            raise SasTokenError(f"se must be an integer (epoch seconds), got {fields['se']!r}")
+        se = fields["se"]
+        if not (se.isascii() and se.isdigit()):
+            raise SasTokenError(f"se must be an integer (epoch seconds), got {se[:40]!r}")
+        if len(se) > len(str(MAX_EXPIRY)) or int(se) > MAX_EXPIRY:
+            # Checked before anything converts it: thousands of digits used to raise in int() (and a
+            # signed 10**400 in float()), which answered 500 / CONNACK 3 instead of "bad token".
+            raise SasTokenError(f"se must be epoch seconds before the year 10000 (at most {MAX_EXPIRY})")
         return cls(
             resource=fields["sr"],
             resource_decoded=unquote(fields["sr"]),

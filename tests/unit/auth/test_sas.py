@@ -178,8 +178,17 @@ GOOD = f"sr=a&sig=b&se={EXPIRY}"
         ("SharedAccessSignature sr=a&sig=b&se=0x77359400", "se must be an integer"),
         ("SharedAccessSignature sr=a&sig=b&se=²", "se must be an integer"),  # isdigit() but not int()
         ("SharedAccessSignature sr=a&sig=b&se=١٢٣", "se must be an integer"),  # non-ASCII digits
+        # Issue 9: thousands of digits raised in int() (over Python's 4300-digit limit) and 10**400
+        # in float() later on: a 500 / CONNACK 3 instead of "bad token".
+        ("SharedAccessSignature sr=a&sig=b&se=" + "9" * 5000, "before the year 10000"),
+        ("SharedAccessSignature sr=a&sig=b&se=1" + "0" * 400, "before the year 10000"),
+        ("SharedAccessSignature sr=a&sig=b&se=253402300800", "before the year 10000"),
     ],
 )
 def test_malformed_tokens_are_rejected(text: str, message: str) -> None:
     with pytest.raises(SasTokenError, match=message):
         SasToken.parse(text)
+
+
+def test_the_latest_expiry_still_parses() -> None:
+    assert SasToken.parse("SharedAccessSignature sr=a&sig=b&se=253402300799").expiry == 253402300799
