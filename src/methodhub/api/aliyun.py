@@ -163,9 +163,11 @@ def _call_target(params: dict[str, str]) -> str:
 def _rrpc_timeout(params: dict[str, str]) -> float:
     text = required(params, "Timeout")
     low, high = RRPC_TIMEOUT_MS
-    if not text.isdigit() or not low <= int(text) <= high:
+    # isascii/len first: "²" is isdigit() but not int(), and int() refuses 4,300+ digits (a 500).
+    if not (text.isascii() and text.isdigit() and len(text) <= 6) or not low <= int(text) <= high:
         raise HubError(
-            ErrorKind.INVALID_TIMEOUT, f"Timeout must be an integer from {low} to {high} (ms); got {text!r}."
+            ErrorKind.INVALID_TIMEOUT,
+            f"Timeout must be an integer from {low} to {high} (ms); got {text[:40]!r}.",
         )
     return int(text) / 1000
 

@@ -230,3 +230,23 @@ async def test_bad_service_arguments(registry: SqliteRegistry, params: dict[str,
     api = AliyunApi(engine, registry, PopAuthenticator(registry), NobodyOnline())  # type: ignore[arg-type]
     body = await post(api, registry, Action="InvokeThingService", IotId="pump-17", **params)
     assert body["Code"] == code and engine.calls == []
+
+
+@pytest.mark.parametrize("timeout", ["9" * 5000, "²", "3000.0", "-1000"])
+async def test_a_timeout_that_is_not_a_small_integer_is_invalid_not_a_500(
+    registry: SqliteRegistry, timeout: str
+) -> None:
+    """Issue 9: 5,000 digits passed isdigit() and raised in int() (over Python's digit limit)."""
+    engine = StubEngine(CallOutcome(200, b"pong"))
+    api = AliyunApi(engine, registry, PopAuthenticator(registry), NobodyOnline())  # type: ignore[arg-type]
+    body = await post(
+        api,
+        registry,
+        Action="RRpc",
+        ProductKey="a1PK",
+        DeviceName="dev1",
+        Timeout=timeout,
+        RequestBase64Byte="eA==",
+    )
+    assert body["Success"] is False and body["Code"] == "iot.messagebroker.InvalidTimeoutValue"
+    assert not engine.calls
