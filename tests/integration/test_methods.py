@@ -253,6 +253,15 @@ def test_payload_over_128_kib_is_413(backend: Backend, device: PahoDevice) -> No
     assert len(device.next_request()[2]) == 120 * 1024 + 2
 
 
+def test_a_device_response_over_128_kib_is_413_for_the_caller(backend: Backend, device: PahoDevice) -> None:
+    """Issue 9: it used to be passed on to the caller."""
+    device.serve(lambda name, payload: (200, b'"' + b"x" * (128 * 1024) + b'"'))
+    response = backend.invoke(device.device_id, "big")
+    assert response.status_code == 413
+    assert error_code(response) == 413001
+    assert "at most 131072 bytes" in response.text
+
+
 def test_huge_http_body_is_refused_without_reading_it(backend: Backend) -> None:
     response = backend.http.post(
         "/twins/x/methods",

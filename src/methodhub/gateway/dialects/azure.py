@@ -17,6 +17,7 @@ from urllib.parse import unquote
 from methodhub import jsontext
 from methodhub.auth import SasToken, SasTokenError
 from methodhub.calls.model import Call, CallKind, CallOutcome, identity_key
+from methodhub.config import MAX_METHOD_PAYLOAD
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.auth import AuthContext
 from methodhub.gateway.dialects.base import SUBSCRIPTION_REFUSED, ConnectRefused, Dialect, Principal
@@ -204,6 +205,16 @@ class AzureDialect(Dialect):
                 session.table.metrics.stray_responses.inc()
                 return True
             status, rid = parsed
+            if len(publish.payload) > MAX_METHOD_PAYLOAD:
+                session.complete(
+                    rid,
+                    HubError(
+                        ErrorKind.PAYLOAD_TOO_LARGE,
+                        f"The device answered with {len(publish.payload)} bytes; a method response may "
+                        f"be at most {MAX_METHOD_PAYLOAD} bytes (128 KiB), as on Azure IoT Hub.",
+                    ),
+                )
+                return True
             payload = validated_json(publish.payload)
             if payload is None:
                 session.complete(
