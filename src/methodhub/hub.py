@@ -32,6 +32,7 @@ from methodhub.gateway import Gateway
 from methodhub.gateway.dialects.aliyun import AliyunDialect
 from methodhub.gateway.dialects.azure import AzureDialect
 from methodhub.gateway.websocket import HandshakeRefused, MqttOverWebSocket, accept_websocket
+from methodhub.memory import tune_malloc
 from methodhub.metrics import Metrics
 from methodhub.mqtt import DEFAULT_MAX_PACKET_SIZE
 from methodhub.registry import Registry, open_registry
@@ -221,6 +222,7 @@ class Hub:
 
     async def run(self, on_started=None) -> None:  # type: ignore[no-untyped-def]
         """Start, call ``on_started(hub)``, serve until SIGINT/SIGTERM, then stop cleanly."""
+        tune_malloc()
         await self.start()
         if on_started is not None:
             on_started(self)
