@@ -32,7 +32,7 @@ from methodhub.gateway import Gateway
 from methodhub.gateway.dialects.aliyun import AliyunDialect
 from methodhub.gateway.dialects.azure import AzureDialect
 from methodhub.gateway.websocket import HandshakeRefused, MqttOverWebSocket, accept_websocket
-from methodhub.memory import tune_malloc
+from methodhub.memory import MemoryTrimmer, tune_malloc
 from methodhub.metrics import Metrics
 from methodhub.mqtt import DEFAULT_MAX_PACKET_SIZE
 from methodhub.registry import Registry, open_registry
@@ -72,6 +72,7 @@ class Hub:
         self.addresses: dict[str, Address] = {}
         self.ca_path: Path | None = None
         self._stopped = asyncio.Event()
+        self._trimmer = MemoryTrimmer()
 
     async def start(self) -> None:
         config = self.config
@@ -206,6 +207,7 @@ class Hub:
         return info
 
     async def stop(self) -> None:
+        self._trimmer.stop()
         if self.http is not None:
             await self.http.close()
         if self.gateway is not None:
@@ -227,6 +229,7 @@ class Hub:
         if on_started is not None:
             on_started(self)
         tune_garbage_collector()
+        self._trimmer.start()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

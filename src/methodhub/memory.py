@@ -5,15 +5,23 @@ payload, the MQTT packet, the device's answer). glibc serves blocks of 128 KiB o
 ``mmap`` at first, but every time such a block is freed it raises its mmap threshold (up to
 32 MiB), so after the first burst these buffers come from the heap, where a burst of hundreds of
 them fragments it and the memory is never given back: a hub's RSS grew from 102 to 355 MB over
-five bursts of concurrent 128 KiB calls (issue 9). A fixed threshold keeps them in ``mmap`` and
-so returned to the system when freed. ``python bench/memory.py`` measures it (docs/performance.md).
+five bursts of concurrent 128 KiB calls (issue 9). Two measures, both measured by
+``python bench/memory.py`` (docs/performance.md):
+
+* a fixed mmap threshold, so large blocks stay in ``mmap`` and go back to the system when freed
+  (this lowers the peak);
+* ``malloc_trim(0)`` every :data:`TRIM_INTERVAL` seconds, which gives back the free pages inside
+  the heap too (glibc only returns the top of the heap by itself). It takes well under a
+  millisecond on a quiet heap; with it RSS returns to the same level after every burst.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import logging
 import os
+import time
 
 log = logging.getLogger("methodhub.hub")
 
@@ -42,3 +50,44 @@ def tune_malloc() -> bool:
     if done:
         log.debug("malloc: mmap threshold fixed at %d bytes", MMAP_THRESHOLD)
     return done
+
+
+TRIM_INTERVAL = 10.0
+"""Seconds between two trims."""
+
+
+class MemoryTrimmer:
+    """Calls glibc's ``malloc_trim(0)`` every :data:`TRIM_INTERVAL` seconds on the event loop."""
+
+    def __init__(self, interval: float = TRIM_INTERVAL) -> None:
+        self.interval = interval
+        self._trim = _malloc_trim()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        if self._trim is None or os.environ.get(ENV_SWITCH, "").lower() in ("off", "0", "no", "false"):
+            return
+        self._timer = asyncio.get_running_loop().call_later(self.interval, self._run)
+
+    def _run(self) -> None:
+        assert self._trim is not None
+        started = time.perf_counter()
+        self._trim(0)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("malloc_trim took %.2f ms", (time.perf_counter() - started) * 1000)
+        self._timer = asyncio.get_running_loop().call_later(self.interval, self._run)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
