@@ -142,8 +142,12 @@ def encode_result(future: asyncio.Future[CallOutcome]) -> bytes:
         outcome = future.result()
         return b"O%d\n%b" % (outcome.status, outcome.payload)
     if isinstance(exc, HubError):
-        return b"E" + orjson.dumps((exc.kind.name, exc.message, exc.info))
+        return encode_error(exc)
     return b"E" + orjson.dumps((ErrorKind.SERVER_ERROR.name, f"The serving node failed: {exc}", {}))
+
+
+def encode_error(error: HubError) -> bytes:
+    return b"E" + orjson.dumps((error.kind.name, error.message, error.info))
 
 
 def decode_result(data: bytes) -> CallOutcome | HubError:
@@ -304,6 +308,8 @@ class NatsRouter(LocalRouter):
         self._takeover = b"T" + self.node.encode()
         self._outage_logged = False
         self._stopping = False
+        self._refusal: bytes | None = None
+        """While the node stops (:meth:`stop_serving`): the answer to calls from other nodes."""
         self._started = False
         self._start_error: Exception | None = None
 
@@ -353,7 +359,7 @@ class NatsRouter(LocalRouter):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick
             self._tick = None
-        self._fail_remote(ErrorKind.SERVICE_UNAVAILABLE, "This hub node is stopping; retry the call.")
+        self._fail_remote(ErrorKind.HUB_STOPPING, ErrorKind.HUB_STOPPING.spec.default_message)
         for waiters in self._ready_waiters.values():
             for waiter in waiters:
                 if not waiter.done():
@@ -366,6 +372,12 @@ class NatsRouter(LocalRouter):
         self._held.clear()
         self._ready_subs.clear()
         await super().stop()
+
+    def stop_serving(self, error: HubError) -> None:
+        self._refusal = encode_error(error)
+        for future, _ in list(self._serving.values()):
+            if not future.done():
+                future.set_exception(error)  # _answer sends it to the calling node
 
     @property
     def connected(self) -> bool:
@@ -522,6 +534,9 @@ class NatsRouter(LocalRouter):
         kind = data[:1]
         if kind == b"C":
             if not reply:
+                return
+            if self._refusal is not None:
+                self._publish(reply, self._refusal)
                 return
             call = decode_call(data)
             loop = asyncio.get_running_loop()
