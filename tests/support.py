@@ -212,14 +212,16 @@ def error_code(response: httpx.Response) -> int:
     return json.loads(response.json()["Message"])["errorCode"]
 
 
-def _client(client_id: str, clean_session: bool, *, websockets: bool = False) -> paho.Client:
+def _client(
+    client_id: str, clean_session: bool, *, websockets: bool = False, protocol: int = paho.MQTTv311
+) -> paho.Client:
     transport = "websockets" if websockets else "tcp"
     if hasattr(paho, "CallbackAPIVersion"):  # paho-mqtt 2.x
         return paho.Client(
             paho.CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            clean_session=clean_session,
-            protocol=paho.MQTTv311,
+            clean_session=clean_session if protocol != paho.MQTTv5 else None,  # v5: clean start
+            protocol=protocol,
             transport=transport,
         )
     return paho.Client(
@@ -241,13 +243,17 @@ class PahoDevice:
         clean_session: bool = False,
         keepalive: int = 60,
         transport: str = "mqtt",
+        protocol: int = paho.MQTTv311,
     ) -> None:
         """``transport``: ``mqtt`` (plain), ``mqtts`` (TLS), ``ws`` / ``wss`` (MQTT over WebSocket on
-        the HTTP / HTTPS port at ``/$iothub/websocket``); TLS trusts the hub's development CA."""
+        the HTTP / HTTPS port at ``/$iothub/websocket``); TLS trusts the hub's development CA.
+        ``protocol``: ``paho.MQTTv311`` (as Azure's SDKs) or ``paho.MQTTv5``."""
         self.device_id = device_id
         self.hub = hub
         self.transport = transport
-        self.client = _client(device_id, clean_session, websockets=transport in ("ws", "wss"))
+        self.client = _client(
+            device_id, clean_session, websockets=transport in ("ws", "wss"), protocol=protocol
+        )
         if transport in ("ws", "wss"):
             self.client.ws_set_options(path="/$iothub/websocket")
         if transport in ("mqtts", "wss"):

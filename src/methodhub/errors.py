@@ -197,6 +197,14 @@ class ErrorKind(Enum):
         "The hub cannot serve this request right now; retry later.",
         503,
     )
+    HUB_STOPPING = ErrorSpec(
+        503,
+        503002,
+        "HubStopping",
+        "iot.system.HubStopping",
+        "UNKNOWN",
+        "The hub is stopping; retry the call in a moment (another node, or this one once it is back).",
+    )
     SERVER_ERROR = ErrorSpec(
         500, 500001, "ServerError", "iot.system.SystemException", "UNKNOWN", "Internal server error."
     )

@@ -207,9 +207,19 @@ class Hub:
         return info
 
     async def stop(self) -> None:
+        """Stop serving, in this order: no new connections; every call still waiting (for its
+        device's answer or for it to connect, here or relayed from another node) answered now with
+        503 ``HUB_STOPPING``; those responses flushed; devices disconnected (MQTT 5: DISCONNECT
+        0x8B); pending session writes flushed; the registry closed."""
+        if self.gateway is not None:
+            self.gateway.stop_listening()
+        if self.engine is not None:
+            self.engine.stop()
+        if self.router is not None:
+            self.router.stop_serving(HubError(ErrorKind.HUB_STOPPING))
         self._trimmer.stop()
         if self.http is not None:
-            await self.http.close()
+            await self.http.close()  # stops listening before the answers above are written
         if self.gateway is not None:
             await self.gateway.close()
         if self.watcher is not None:
@@ -222,24 +232,44 @@ class Hub:
             remove_runtime(self.config.data_dir)
         self._stopped.set()
 
-    async def run(self, on_started=None) -> None:  # type: ignore[no-untyped-def]
-        """Start, call ``on_started(hub)``, serve until SIGINT/SIGTERM, then stop cleanly."""
-        tune_malloc()
-        await self.start()
-        if on_started is not None:
-            on_started(self)
-        tune_garbage_collector()
-        self._trimmer.start()
+    async def run(self, on_started=None, *, second_signal_exits: bool = True) -> None:  # type: ignore[no-untyped-def]
+        """Start, call ``on_started(hub)``, serve until SIGINT/SIGTERM, then stop cleanly (:meth:`stop`).
+
+        A second signal while stopping exits the process at once with 128 + the signal's number
+        (130 for SIGINT, 143 for SIGTERM), unless ``second_signal_exits`` is false (a worker of
+        ``serve --workers``: its parent decides, see :mod:`methodhub.workers`)."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+
+        def on_signal(signum: int) -> None:
+            if not stop.is_set():
+                stop.set()
+                return
+            if second_signal_exits:
+                self._exit_now(signum)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):  # before start: a signal during it stops cleanly too
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, on_signal, sig)
+        tune_malloc()
+        await self.start()
         try:
+            if on_started is not None:
+                on_started(self)
+            tune_garbage_collector()
+            self._trimmer.start()
             await stop.wait()
         finally:
-            log.info("stopping")
+            log.info("stopping: answering calls, disconnecting devices (a second signal exits at once)")
             await self.stop()
+            log.info("stopped")
+
+    def _exit_now(self, signum: int) -> None:
+        """A second signal: leave without finishing :meth:`stop` (the registry's journal keeps it whole)."""
+        log.warning("%s again while stopping: exiting at once", signal.Signals(signum).name)
+        if self.config.record_runtime:
+            remove_runtime(self.config.data_dir)
+        os._exit(128 + signum)
 
     async def _metrics(self, request: Request) -> Response:
         return Response(200, self.metrics.render().encode(), content_type="text/plain; version=0.0.4")

@@ -10,6 +10,12 @@ NATS: ``--nats URL``, or — when none is given and a ``nats-server`` binary is 
 The parent prepares what workers would otherwise race for (the registry's default policies, the
 development TLS certificate, ports given as 0), writes ``hub.json`` once (its own pid, the ports,
 the workers' pids), restarts a worker that dies, and on SIGTERM/SIGINT stops them all.
+
+Stopping: the parent's first SIGTERM/SIGINT is forwarded to every worker as SIGTERM, and each
+stops as a single hub does (503 ``HUB_STOPPING`` to every waiting call, MQTT 5 DISCONNECT 0x8B).
+A worker stops once, whatever else it receives meanwhile (a Ctrl-C reaches the parent and the
+workers; a service manager may signal the whole group). A second signal to the *parent* kills
+the workers and exits at once with 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -166,7 +172,7 @@ def _worker_main(config: HubConfig, index: int, ready: Connection) -> None:
         ready.close()
 
     try:
-        asyncio.run(Hub(config).run(started))
+        asyncio.run(Hub(config).run(started, second_signal_exits=False))
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # the parent reports the exit; say why here, once
@@ -188,6 +194,7 @@ class WorkerPool:
         self._context = multiprocessing.get_context("fork")
         self._restarts: list[float] = []
         self._stop = False
+        self._signalled = False
 
     def runtime_info(self) -> dict[str, object]:
         return dict(self.info)
@@ -254,16 +261,31 @@ class WorkerPool:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             self._watch()
+            log.info("stopping %d workers (a second signal exits at once)", self.workers)
+            self._shutdown()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            log.info("stopping %d workers", self.workers)
-            self._shutdown()
+            self._shutdown()  # after an error: stop whatever runs (nothing is left otherwise)
             remove_runtime(config.data_dir)
         return 0
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self._stop = True
+        if not self._signalled:
+            self._signalled = self._stop = True
+            self._signal_workers(signal.SIGTERM)  # now, not when the watch loop wakes up
+            return
+        log.warning("%s again while stopping: exiting at once", signal.Signals(signum).name)
+        self._signal_workers(signal.SIGKILL)
+        if self.nats is not None and self.nats.proc is not None:
+            self.nats.proc.kill()
+        remove_runtime(self.config.data_dir)
+        os._exit(128 + signum)
+
+    def _signal_workers(self, signum: int) -> None:
+        for proc in self.procs:
+            if proc is not None and proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signum)
 
     def _spawn(self, index: int) -> tuple[BaseProcess, Connection]:
         reader, writer = self._context.Pipe(duplex=False)
@@ -333,9 +355,7 @@ class WorkerPool:
 
     def _shutdown(self) -> None:
         procs = [proc for proc in self.procs if proc is not None]
-        for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signal.SIGTERM)
+        self._signal_workers(signal.SIGTERM)  # a worker stops once, however often it is told
         deadline = time.monotonic() + STOP_TIMEOUT
         for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))

@@ -9,6 +9,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -109,6 +110,82 @@ def test_two_workers_share_the_ports_and_reach_each_others_devices(workers_hub: 
     assert hub.stop() == 0
     assert not _alive(nats_pid) and not any(_alive(pid) for pid in workers)
     assert not (hub.data_dir / "hub.json").exists()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the parent", "Ctrl-C (SIGINT to every process)"])
+def test_stopping_the_workers_answers_every_call_in_flight_at_once(workers_hub: HubProcess, how: str) -> None:
+    """Calls delivered to silent devices (most relayed between the workers through NATS) and calls
+    waiting for a device to connect: all answered 503 503002 at once; exit code 0, no traceback."""
+    hub = workers_hub
+    assert hub.proc is not None
+    workers = json.loads((hub.data_dir / "hub.json").read_text())["workers"]
+    devices = [PahoDevice(hub, f"silent-{n}", hub.create_device(f"silent-{n}")).online() for n in range(2)]
+    hub.create_device("never-connects")
+    token = Backend(hub).token
+
+    def invoke(target: str, **fields: object) -> tuple[httpx.Response, float]:
+        with httpx.Client(base_url=hub.http_url, timeout=30) as http:  # a connection each: any worker
+            response = http.post(
+                f"/twins/{target}/methods",
+                json={"methodName": "hang", "responseTimeoutInSeconds": 60, **fields},
+                headers={"Authorization": token},
+            )
+        return response, time.monotonic()
+
+    try:
+        with ThreadPoolExecutor(24) as pool:
+            futures = [pool.submit(invoke, "never-connects", connectTimeoutInSeconds=60) for _ in range(4)]
+            futures += [pool.submit(invoke, device.device_id) for device in devices for _ in range(10)]
+            wait_for(
+                lambda: all(device.requests.qsize() == 10 for device in devices), 15, "the calls to arrive"
+            )
+            time.sleep(0.3)
+            assert not any(f.done() for f in futures)
+            signalled = time.monotonic()
+            if how.startswith("SIGTERM"):
+                hub.proc.send_signal(signal.SIGTERM)
+            else:  # a terminal's Ctrl-C signals the whole process group: parent and workers
+                for pid in [hub.proc.pid, *workers]:
+                    os.kill(pid, signal.SIGINT)
+            answers = [f.result(timeout=15) for f in futures]
+        answered_in = max(at for _, at in answers) - signalled
+        print(f"\n{how}, {len(answers)} calls in flight, 2 workers: answered in {answered_in * 1000:.0f} ms")
+        for response, _ in answers:
+            assert response.status_code == 503, response.text
+            assert json.loads(response.json()["Message"])["errorCode"] == 503002
+        assert answered_in < 5
+        assert hub.proc.wait(20) == 0
+        assert not any(_alive(pid) for pid in workers)
+        time.sleep(0.2)
+        log = "\n".join(hub.stderr_lines)
+        assert "Traceback" not in log and "never retrieved" not in log and " ERROR " not in log, log
+    finally:
+        for device in devices:
+            device.client.loop_stop()
+
+
+def test_a_second_signal_to_the_parent_exits_at_once(workers_hub: HubProcess) -> None:
+    hub = workers_hub
+    assert hub.proc is not None
+    workers = json.loads((hub.data_dir / "hub.json").read_text())["workers"]
+    # A request whose body is still arriving keeps its worker's clean stop waiting (HTTP grace, 5 s).
+    slow = socket.create_connection(("127.0.0.1", hub.ports["http"]))
+    try:
+        slow.sendall(b"POST /twins/x/methods HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        time.sleep(0.2)
+        hub.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert hub.proc.poll() is None, "the clean stop ended before the second signal; nothing to test"
+        again = time.monotonic()
+        hub.proc.send_signal(signal.SIGTERM)
+        assert hub.proc.wait(5) == 143
+        assert time.monotonic() - again < 2
+        wait_for(lambda: not any(_alive(pid) for pid in workers), 5, "the workers to be gone")
+        assert not (hub.data_dir / "hub.json").exists()
+        time.sleep(0.2)
+        assert "Traceback" not in "\n".join(hub.stderr_lines)
+    finally:
+        slow.close()
 
 
 def _parent(pid: int) -> int:

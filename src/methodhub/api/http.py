@@ -994,10 +994,10 @@ class _HttpConnection(asyncio.Protocol):
         self._stop_reading = True
         self._queue.clear()
         if transport is not None:
-            if self._write_paused:
+            if self._write_paused and not self._server._closing:
                 transport.abort()  # the client is not reading: do not wait for the buffer
             else:
-                transport.close()
+                transport.close()  # flushes first (when stopping, close() bounds the wait)
 
     def _detach(self) -> None:
         """Stop using the transport (it closed, or another protocol owns it now)."""

@@ -47,6 +47,9 @@ class CallEngine:
         self._identities = identities
         self._metrics = metrics or Metrics()
         self._background: set[asyncio.Task[None]] = set()
+        self._runs: set[_CallRun] = set()
+        """Calls not yet answered: what :meth:`stop` answers at once."""
+        self._stopping: HubError | None = None
 
     def invoke(self, call: Call) -> asyncio.Future[CallOutcome]:
         """Start ``call``; the returned future ends with the device's outcome or a ``HubError``:
@@ -55,19 +58,41 @@ class CallEngine:
         * ``DEVICE_OFFLINE``: not ready now, nor within ``call.connect_timeout``;
         * ``CALL_TIMEOUT``: delivered, but no answer within ``call.response_timeout``;
         * ``DEVICE_DISCONNECTED``: the device went away before answering (reported at once);
-        * ``SERVICE_UNAVAILABLE``: the registry could not be asked.
+        * ``SERVICE_UNAVAILABLE``: the registry could not be asked;
+        * ``HUB_STOPPING``: the hub is stopping (:meth:`stop`).
 
         Cancelling the returned future abandons the call (the device's late answer is dropped).
         """
         loop = asyncio.get_running_loop()
-        run = _CallRun(self, call, loop.create_future(), loop.time() + call.connect_timeout)
+        result: asyncio.Future[CallOutcome] = loop.create_future()
+        if self._stopping is not None:
+            result.set_exception(self._stopping)
+            self._count(ErrorKind.HUB_STOPPING.name.lower())
+            return result
+        run = _CallRun(self, call, result, loop.time() + call.connect_timeout)
+        self._runs.add(run)
         run.attempt()
         return run.result
+
+    def stop(self) -> None:
+        """The hub is stopping: answer every call not yet answered with ``HUB_STOPPING`` now (those
+        delivered and waiting for the device, and those waiting for it to connect), abandon their
+        deliveries, and refuse new calls the same way. Idempotent."""
+        if self._stopping is None:
+            self._stopping = HubError(ErrorKind.HUB_STOPPING)
+        for task in list(self._background):
+            task.cancel()
+        runs, self._runs = self._runs, set()
+        for run in runs:
+            run.stop(self._stopping)
 
     def _count(self, outcome: str) -> None:
         self._metrics.calls.inc(outcome)
 
     def _offline(self, run: _CallRun) -> None:
+        if self._stopping is not None:  # a delivery refused during stop: do not start waiting
+            run.fail(self._stopping)
+            return
         task = asyncio.get_running_loop().create_task(self._wait_for_device(run))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -178,7 +203,17 @@ class _CallRun:
         self.result.set_exception(exc)
         self.engine._count(exc.kind.name.lower() if isinstance(exc, HubError) else "error")
 
+    def stop(self, exc: HubError) -> None:
+        """Answer now with ``exc`` and abandon the delivery (the device's late answer is dropped)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.fail(exc)
+        if self.reply is not None and not self.reply.done():
+            self.reply.cancel()
+
     def _on_result_done(self, result: asyncio.Future[CallOutcome]) -> None:
+        self.engine._runs.discard(self)
         # The caller gave up (e.g. the HTTP client went away): abandon the delivery attempt so the
         # session forgets the request id and a late answer is dropped.
         if result.cancelled():

@@ -21,6 +21,10 @@ from methodhub.router import Router
 
 log = logging.getLogger("methodhub.gateway")
 
+CLOSE_GRACE = 2.0
+"""Seconds :meth:`Gateway.close` waits for device connections to finish closing (a device that does
+not read cannot hold the hub's exit longer)."""
+
 
 class Gateway:
     """Owns every device connection of this node.
@@ -152,12 +156,27 @@ class Gateway:
     def policy_changed(self, name: str) -> None:
         self.auth.tokens.invalidate(f"policy:{name}")
 
-    async def close(self) -> None:
+    def stop_listening(self) -> None:
+        """Accept no more connections (those open stay until :meth:`close`)."""
         for server in self._servers:
             server.close()
+
+    async def close(self) -> None:
+        """Stop listening, close every connection (MQTT 5: DISCONNECT 0x8B) and wait, at most
+        :data:`CLOSE_GRACE` seconds, until they are closed, then flush pending session writes."""
+        self.stop_listening()
         for connection in list(self.connections):
             connection.shutdown()
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_GRACE
+        # Their DISCONNECTs are being written. Polled (once, at exit) rather than an event that
+        # every connection's end would have to set.
+        while self.connections and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        for connection in list(self.connections):  # not reading what we write: drop it
+            if connection.transport is not None:
+                connection.transport.abort()
         await self.sessions.drain()

@@ -13,6 +13,7 @@ from collections.abc import Awaitable
 from typing import Protocol
 
 from methodhub.calls.model import Call, CallOutcome
+from methodhub.errors import HubError
 
 
 class RouterUnavailable(RuntimeError):
@@ -102,6 +103,11 @@ class Router(ABC):
     def is_local(self, target: str) -> bool:  # pragma: no cover - trivial default
         """Whether this node itself holds a ready session for ``target``."""
         return False
+
+    def stop_serving(self, error: HubError) -> None:  # noqa: B027 - optional hook
+        """The node is stopping: calls it carries for *other* nodes end now with ``error``, and
+        calls arriving from them are answered so until its devices are gone (the engine answers
+        this node's own callers, :meth:`~methodhub.calls.engine.CallEngine.stop`)."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect to whatever carries calls between nodes (nothing for the local router)."""

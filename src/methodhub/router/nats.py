@@ -11,8 +11,9 @@ Every node connects to the same NATS server (or NATS cluster). Subjects (``P`` i
     * ``C`` a call (``C`` + JSON of the call's fields + ``\\n`` + the payload bytes), with a reply
       subject in the caller's inbox; answered with ``O{status}\\n{payload}`` (the device's answer) or
       ``E`` + JSON ``[kind, message, info]`` (a :class:`~methodhub.errors.HubError`; ``DEVICE_OFFLINE``
-      when connected but not yet subscribed to method requests). With nobody subscribed, NATS itself
-      answers "no responders" (status 503) at once: the device is offline.
+      when connected but not yet subscribed to method requests, or just let go: a call NATS routed
+      here before it processed this node's UNSUB is answered so, never dropped). With nobody
+      subscribed, NATS itself answers "no responders" (status 503) at once: the device is offline.
     * ``P`` + a call's reply subject: "do you still hold this call?" — ``1`` or ``0``.
     * ``Q``: "is the device ready?" — ``1`` or ``0``.
     * ``S``: "is the device connected here, since when?" — ``1{epoch seconds}`` or ``0`` (for the
@@ -43,6 +44,7 @@ import contextlib
 import itertools
 import logging
 import re
+import time
 from collections.abc import Callable
 from functools import partial
 
@@ -73,6 +75,11 @@ SERVE_GRACE = 2.0
 caller has answered it with a timeout by then)."""
 CONNECT_TIMEOUT = 2
 """Seconds for each attempt to reach the NATS server at start-up (two attempts per server)."""
+RETIRED_GRACE = 5.0
+"""Seconds an unsubscribed subscription's messages are still handled: NATS may have routed some to
+this node before it processed the UNSUB (another node's call right after a device left, e.g. once
+it was deleted). Handled, a call is answered "not ready here" and its caller's engine decides
+(registry: not found, or wait for the device); dropped, it would be a call lost in flight."""
 
 _SAFE = re.compile(r"[A-Za-z0-9_-]+")
 _SAFE_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -142,8 +149,12 @@ def encode_result(future: asyncio.Future[CallOutcome]) -> bytes:
         outcome = future.result()
         return b"O%d\n%b" % (outcome.status, outcome.payload)
     if isinstance(exc, HubError):
-        return b"E" + orjson.dumps((exc.kind.name, exc.message, exc.info))
+        return encode_error(exc)
     return b"E" + orjson.dumps((ErrorKind.SERVER_ERROR.name, f"The serving node failed: {exc}", {}))
+
+
+def encode_error(error: HubError) -> bytes:
+    return b"E" + orjson.dumps((error.kind.name, error.message, error.info))
 
 
 def decode_result(data: bytes) -> CallOutcome | HubError:
@@ -170,7 +181,7 @@ class _FastSub:
     one call subscription per connected device.
     """
 
-    __slots__ = ("_id", "_queue", "_subject", "handler", "target")
+    __slots__ = ("_id", "_queue", "_subject", "handler", "retired", "target")
     # What nats-py reads from entries of Client._subs when it reconnects or closes.
     _max_msgs = 0
     _received = 0
@@ -185,6 +196,8 @@ class _FastSub:
         self._queue = queue
         self.handler = handler
         self.target = target
+        self.retired = False
+        """Unsubscribed: only messages NATS routed before the UNSUB still arrive (RETIRED_GRACE)."""
 
 
 class _BusClient(_NatsClient):
@@ -198,10 +211,17 @@ class _BusClient(_NatsClient):
     ``pyproject.toml`` bounds the nats-py version; tests/cluster exercise every one of them.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._retired: dict[int, tuple[_FastSub, float]] = {}
+        """Subscriptions unsubscribed less than RETIRED_GRACE ago, oldest first, with when."""
+
     async def _process_msg(  # type: ignore[override]
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
         sub = self._subs.get(sid)
+        if sub is None and (retired := self._retired.get(sid)) is not None:
+            sub = retired[0]  # type: ignore[assignment]
         if type(sub) is _FastSub:
             try:
                 sub.handler(sub, subject, reply, data, headers)
@@ -219,8 +239,21 @@ class _BusClient(_NatsClient):
         return sub
 
     def unsub_nowait(self, sub: _FastSub) -> None:
-        if self._subs.pop(sub._id, None) is not None and self.is_connected:
+        if self._subs.pop(sub._id, None) is None:
+            return
+        sub.retired = True
+        self._retired[sub._id] = (sub, time.monotonic())
+        if self.is_connected:
             self._queue_line(_command.unsub_cmd(sub._id, 0))
+
+    def forget_retired(self) -> None:
+        """Forget subscriptions unsubscribed more than RETIRED_GRACE ago."""
+        retired = self._retired
+        oldest = time.monotonic() - RETIRED_GRACE
+        for sid, (_, at) in list(retired.items()):
+            if at > oldest:
+                break
+            del retired[sid]
 
     def pub_nowait(self, subject: bytes, payload: bytes, reply: bytes = b"") -> bool:
         """Queue a PUB; False (nothing sent) while disconnected or when the payload is too large."""
@@ -304,6 +337,8 @@ class NatsRouter(LocalRouter):
         self._takeover = b"T" + self.node.encode()
         self._outage_logged = False
         self._stopping = False
+        self._refusal: bytes | None = None
+        """While the node stops (:meth:`stop_serving`): the answer to calls from other nodes."""
         self._started = False
         self._start_error: Exception | None = None
 
@@ -353,7 +388,7 @@ class NatsRouter(LocalRouter):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick
             self._tick = None
-        self._fail_remote(ErrorKind.SERVICE_UNAVAILABLE, "This hub node is stopping; retry the call.")
+        self._fail_remote(ErrorKind.HUB_STOPPING, ErrorKind.HUB_STOPPING.spec.default_message)
         for waiters in self._ready_waiters.values():
             for waiter in waiters:
                 if not waiter.done():
@@ -366,6 +401,12 @@ class NatsRouter(LocalRouter):
         self._held.clear()
         self._ready_subs.clear()
         await super().stop()
+
+    def stop_serving(self, error: HubError) -> None:
+        self._refusal = encode_error(error)
+        for future, _ in list(self._serving.values()):
+            if not future.done():
+                future.set_exception(error)  # _answer sends it to the calling node
 
     @property
     def connected(self) -> bool:
@@ -518,10 +559,14 @@ class NatsRouter(LocalRouter):
     def _on_device_message(
         self, sub: _FastSub, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
-        """A message on the call subject of a device whose session this node holds."""
+        """A message on the call subject of a device whose session this node holds, or held until
+        a moment ago (a retired subscription: a call is then answered ``DEVICE_OFFLINE``)."""
         kind = data[:1]
         if kind == b"C":
             if not reply:
+                return
+            if self._refusal is not None:
+                self._publish(reply, self._refusal)
                 return
             call = decode_call(data)
             loop = asyncio.get_running_loop()
@@ -541,7 +586,7 @@ class NatsRouter(LocalRouter):
                 since = getattr(link, "connected_since", None)
                 answer = b"0" if link is None else b"1" if since is None else b"1%r" % since
                 self._publish(reply, answer)
-        elif kind == b"T":
+        elif kind == b"T" and not sub.retired:  # a retired subscription's target may be held anew
             link = self._held.get(sub.target)
             release = getattr(link, "release", None)
             if release is not None:
@@ -667,6 +712,8 @@ class NatsRouter(LocalRouter):
             if asked > oldest:
                 break
             del self._ready_probes[n]  # answered by nobody (a node was letting the device go)
+        if self._client is not None:
+            self._client.forget_retired()
 
     # -- NATS connection events -----------------------------------------------------------------------
 

@@ -730,6 +730,33 @@ async def test_close_finishes_in_flight_requests_and_closes_idle_connections(
     assert server.connection_count == 0
 
 
+async def test_close_flushes_a_response_the_client_reads_slowly(start: Start, connect: Connect) -> None:
+    """A response answered while the server closes (e.g. 503 to a waiting call) is written out in
+    full before the connection closes, even when it outgrows the socket's buffers."""
+    loop = asyncio.get_running_loop()
+    gate: asyncio.Future[Response] = loop.create_future()
+    called = asyncio.Event()
+
+    def slow(request: Request) -> asyncio.Future[Response]:
+        called.set()
+        return gate
+
+    routes = Routes()
+    routes.add("GET", "/slow", slow)
+    server, port = await start(routes)
+    client = await connect(port)
+    await client.send(request("GET", "/slow"))
+    await asyncio.wait_for(called.wait(), IO_TIMEOUT)
+    closing = asyncio.create_task(server.close())
+    await asyncio.sleep(0)
+    body = b"x" * (16 * 1024 * 1024)  # more than loopback's socket buffers: the rest waits to be sent
+    gate.set_result(Response(200, body, "application/octet-stream"))
+    await asyncio.sleep(0.05)  # the client is not reading yet
+    response = await asyncio.wait_for(client.response(), IO_TIMEOUT)
+    assert len(response.body) == len(body) and response.header("connection") == "close"
+    await asyncio.wait_for(closing, IO_TIMEOUT)
+
+
 async def test_close_cancels_what_outlives_the_grace(start: Start, connect: Connect) -> None:
     loop = asyncio.get_running_loop()
     gate: asyncio.Future[Response] = loop.create_future()

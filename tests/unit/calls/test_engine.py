@@ -147,3 +147,26 @@ async def test_registry_failure_is_service_unavailable() -> None:
     with pytest.raises(HubError) as unavailable:
         await engine.invoke(call())
     assert unavailable.value.kind is ErrorKind.SERVICE_UNAVAILABLE
+
+
+async def test_stop_answers_every_waiting_call_at_once_and_refuses_new_ones(parts) -> None:
+    router, _, metrics, engine = parts
+    session = FakeSession()
+    router.announce("dev", session)
+    delivered = engine.invoke(call(response_timeout=300))
+    waiting = engine.invoke(call("dev/mod", connect_timeout=300))  # registered, not connected
+    for _ in range(5):
+        await asyncio.sleep(0)  # the registry lookup runs; the call waits for the module to connect
+    assert not waiting.done()
+    ((_, reply),) = session.calls
+
+    engine.stop()
+    for result in (delivered, waiting, engine.invoke(call())):
+        with pytest.raises(HubError) as stopping:
+            await result
+        assert stopping.value.kind is ErrorKind.HUB_STOPPING
+    assert reply.cancelled()  # the delivery is abandoned: a late answer is dropped
+    for _ in range(10):  # the connect-wait task unwinds its cancellation
+        await asyncio.sleep(0)
+    assert not engine._background  # nothing left waiting for a device
+    assert metrics.calls.get("hub_stopping") == 3
