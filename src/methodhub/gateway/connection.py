@@ -173,19 +173,38 @@ class DeviceConnection(asyncio.Protocol):
     def _serve(self, events: list[object]) -> None:
         """Handle a batch of events (at most :data:`WORK_BUDGET`); replies go out in one write. If
         more packets are buffered, pause reading and go on in the next loop iteration."""
-        if not events and not self.mqtt.has_pending_events:
+        count = len(events)
+        if not count:
+            if self.mqtt.has_pending_events:  # e.g. bytes kept while the CONNECT was authenticated
+                self._serve_later()
             return
-        self._out = []
+        rate = self.limits.max_packets_per_second
+        if rate:  # the inbound packet-rate limit: a token bucket, refilled at ``rate`` per second
+            now = self.loop.time()
+            tokens = self._tokens + (now - self._tokens_at) * rate
+            burst = self.limits.packet_burst
+            self._tokens = (tokens if tokens < burst else burst) - count
+            self._tokens_at = now
+            if self._tokens < 0:
+                self._rate_exceeded()
+                return
+        batch = count > 1
+        if batch:
+            self._out = []
         try:
-            if self._within_rate(len(events)):
-                self._handle(events)
+            self._handle(events)
         except Exception:
             self._out = None
             self._failed("handling packets")
             return
-        self._flush()
-        if self.closing or self.waiting or not self.mqtt.has_pending_events:
-            return
+        if batch:
+            self._flush()
+        # Fewer events than the budget: the state machine stopped for want of bytes (or at a CONNECT,
+        # an error, a DISCONNECT), so there is nothing more to do now.
+        if count >= WORK_BUDGET and not (self.closing or self.waiting) and self.mqtt.has_pending_events:
+            self._serve_later()
+
+    def _serve_later(self) -> None:
         self.waiting = True
         if self.transport is not None:
             self.transport.pause_reading()
@@ -199,25 +218,14 @@ class DeviceConnection(asyncio.Protocol):
         if not self.waiting and not self.closing and self.transport is not None:
             self.transport.resume_reading()
 
-    def _within_rate(self, packets: int) -> bool:
-        """The inbound packet-rate limit (a token bucket); closes the connection when exceeded."""
-        rate = self.limits.max_packets_per_second
-        if rate <= 0:
-            return True
-        now = self.loop.time()
-        tokens = min(float(self.limits.packet_burst), self._tokens + (now - self._tokens_at) * rate)
-        self._tokens_at = now
-        self._tokens = tokens - packets
-        if self._tokens >= 0:
-            return True
+    def _rate_exceeded(self) -> None:
         self.gateway.metrics.device_limits.inc("packet_rate")
         self._close(
-            f"more than {rate:g} packets/s (burst {self.limits.packet_burst}); "
+            f"more than {self.limits.max_packets_per_second:g} packets/s (burst {self.limits.packet_burst}); "
             "raise --max-packets-per-second if this device needs it",
             REASON_MESSAGE_RATE_TOO_HIGH,
             level=logging.WARNING,
         )
-        return False
 
     def _handle(self, events: list[object]) -> None:
         for event in events:

@@ -318,7 +318,11 @@ class MqttConnection:
             self._close_receiving()
             events.append(ConnectionClosed())
             return events
-        self._keep(buf, pos, need)
+        if pos < end:
+            self._keep(buf, pos, need)
+        elif self._buffer:  # all of it decoded (the common case: nothing to keep, nothing to copy)
+            self._buffer = bytearray()
+            self._pos = 0
         return events
 
     def _close_receiving(self) -> None:
