@@ -67,15 +67,18 @@ class HubProcess:
     ports: dict[str, int] = field(default_factory=dict)
     stdout_lines: list[str] = field(default_factory=list)
     stderr_lines: list[str] = field(default_factory=list)
+    data_dir_after_command: bool = False
+    """``serve --data-dir DIR`` instead of ``--data-dir DIR serve``."""
 
     def start(self, timeout: float = 30) -> HubProcess:
+        data_dir = ["--data-dir", str(self.data_dir)]
         cmd = [
             sys.executable,
             "-m",
             "methodhub",
-            "--data-dir",
-            str(self.data_dir),
+            *([] if self.data_dir_after_command else data_dir),
             "serve",
+            *(data_dir if self.data_dir_after_command else []),
             "--mqtt-port",
             "0",
             "--http-port",

@@ -1,7 +1,10 @@
 """``methodhub``: run a hub, manage its registry, call methods, simulate a device.
 
 Scriptable contract (README, docs and tests rely on it): commands that print a credential print it
-alone on stdout; everything for people goes to stderr; exit codes of ``invoke`` say what happened.
+alone on stdout; everything for people goes to stderr; an error is one line on stderr (``--debug``
+adds its traceback) and the exit code says what happened (``EXIT_*`` below). The global options
+(``--data-dir``, ``--registry``, ``--log-level``, ``--log-format``, ``--debug``) go before or after
+the command.
 """
 
 from __future__ import annotations
@@ -10,34 +13,67 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
+import ssl
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 from methodhub import __version__
 from methodhub.auth import ConnectionString
 from methodhub.config import DeviceLimits, HubConfig
-from methodhub.datadir import default_data_dir, ensure_data_dir, read_runtime, read_settings, write_settings
+from methodhub.datadir import (
+    ENV_DATA_DIR,
+    DataDirError,
+    DataDirInUse,
+    check_data_dir_free,
+    default_data_dir,
+    ensure_data_dir,
+    read_runtime,
+    read_settings,
+    stale_runtime_pid,
+    write_settings,
+)
 from methodhub.errors import HubError
 
 if TYPE_CHECKING:
+    import httpx
+
     from methodhub.registry import Registry
 
 EXIT_OK = 0
 EXIT_ERROR = 1
+"""Any other error; the message says what to do."""
 EXIT_USAGE = 2
+"""Bad arguments: an unknown option, a malformed --payload, --url or connection string."""
 EXIT_OFFLINE = 3
+"""``invoke``: the device is not connected."""
 EXIT_TIMEOUT = 4
+"""``invoke``: the device (or the hub) did not answer in time."""
+EXIT_UNAVAILABLE = 5
+"""No hub to talk to: none running on the data dir (or only a stale ``hub.json``), nothing at
+--url, its TLS certificate not trusted, or it stopped (or answered 503) before answering."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (SIGINT) during a command other than ``serve`` and ``device run`` (which stop cleanly)."""
 
 ENV_CONNECTION_STRING = "METHODHUB_CONNECTION_STRING"
+ENV_DEVICE_CONNECTION_STRING = "METHODHUB_DEVICE_CONNECTION_STRING"
 ENV_URL = "METHODHUB_URL"
 ENV_NATS = "METHODHUB_NATS"
 ENV_WORKERS = "METHODHUB_WORKERS"
 ENV_REGISTRY = "METHODHUB_REGISTRY"
 
+_debug = False
+"""``--debug``: errors print their traceback too."""
+
 
 def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """One line on stderr and exit ``code``; with ``--debug``, the exception being handled first."""
+    if _debug and sys.exc_info()[1] is not None:
+        traceback.print_exc()
     print(f"methodhub: error: {message}", file=sys.stderr)
     raise SystemExit(code)
 
@@ -59,36 +95,55 @@ def _workers(text: str) -> int:
     return value
 
 
-def _add_registry_option(parser: argparse.ArgumentParser) -> None:
-    """``--registry URL``, accepted before the command and after it (SUPPRESS: the later one wins)."""
-    parser.add_argument(
+def _global_options() -> argparse.ArgumentParser:
+    """The options every command takes, before or after it: a parent of the top-level parser and of
+    every command's. SUPPRESS defaults: an option given only before the command is not overwritten
+    by the command's parser, and one given in both places takes the later value."""
+    common = argparse.ArgumentParser(add_help=False)
+    options = common.add_argument_group("global options (before or after the command)")
+    options.add_argument(
+        "--data-dir",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help="the SQLite registry, TLS files and hub.json "
+        f"(default: ${ENV_DATA_DIR} or {default_data_dir()})",
+    )
+    options.add_argument(
         "--registry",
         default=argparse.SUPPRESS,
         metavar="URL",
         help="the registry: postgresql://user:password@host:port/db, shared by a cluster "
         f"(or ${ENV_REGISTRY}); default: the SQLite file DIR/registry.db",
     )
+    options.add_argument(
+        "--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"]
+    )
+    options.add_argument("--log-format", default=argparse.SUPPRESS, choices=["text", "json"])
+    options.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the traceback of an error too (for bug reports)",
+    )
+    return common
 
 
 def build_parser() -> argparse.ArgumentParser:
+    common = _global_options()
     parser = argparse.ArgumentParser(
         prog="methodhub",
         description="Self-hosted IoT hub for synchronous cloud-to-device calls (Azure direct methods).",
+        epilog="Exit codes: 0 done, 1 error, 2 usage, 3 device offline, 4 timed out, "
+        "5 no hub to talk to (not running, unreachable, not trusted, or stopping), 130 interrupted.",
+        parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"methodhub {__version__}")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="the SQLite registry, TLS files and hub.json "
-        f"(default: ${'METHODHUB_DATA_DIR'} or {default_data_dir()})",
-    )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", default="text", choices=["text", "json"])
-    _add_registry_option(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    serve = commands.add_parser("serve", help="run a hub (MQTT for devices, HTTP for backends)")
+    serve = commands.add_parser(
+        "serve", parents=[common], help="run a hub (MQTT for devices, HTTP for backends)"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument(
         "--hostname", default=None, help="the hub's name in connection strings and tokens (default localhost)"
@@ -135,16 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser(
         "ca-cert",
+        parents=[common],
         help="print the development CA certificate (PEM) that clients must trust for TLS",
         description="Print the PEM of this data dir's development CA (made if missing) on stdout.",
     )
 
-    cs = commands.add_parser("connection-string", help="print a service connection string")
+    cs = commands.add_parser("connection-string", parents=[common], help="print a service connection string")
     cs.add_argument("--policy", default="iothubowner", help="access policy (default iothubowner)")
 
-    device = commands.add_parser("device", help="manage device identities")
+    device = commands.add_parser("device", parents=[common], help="manage device identities")
     device_commands = device.add_subparsers(dest="device_command", metavar="ACTION", required=True)
-    create = device_commands.add_parser("create", help="register a device and print its connection string")
+    create = device_commands.add_parser(
+        "create", parents=[common], help="register a device and print its connection string"
+    )
     create.add_argument("device_id", metavar="ID")
     create.add_argument(
         "--product",
@@ -156,23 +214,37 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--secret", default=None, help="with --product: import this DeviceSecret instead of generating one"
     )
-    list_ = device_commands.add_parser("list", help="list devices (or a device's modules with --of ID)")
+    list_ = device_commands.add_parser(
+        "list", parents=[common], help="list devices (or a device's modules with --of ID)"
+    )
     list_.add_argument(
         "--of", dest="device_id", default=None, metavar="ID", help="list this device's modules"
     )
-    show = device_commands.add_parser("show", help="show one device (JSON)")
+    show = device_commands.add_parser("show", parents=[common], help="show one device (JSON)")
     show.add_argument("device_id", metavar="ID")
-    delete = device_commands.add_parser("delete", help="delete a device (and its modules)")
+    delete = device_commands.add_parser("delete", parents=[common], help="delete a device (and its modules)")
     delete.add_argument("device_id", metavar="ID")
     for sub in (create, show, delete):
         sub.add_argument("--module", default=None, metavar="MID", help="a module identity of the device")
     run = device_commands.add_parser(
-        "run", help="connect as a simulated device that echoes every method call"
+        "run",
+        parents=[common],
+        help="connect as a simulated device that echoes every method call",
+        description="Connect as a simulated device that echoes every method call, until Ctrl-C. "
+        "Exits 1 if the hub refuses its credentials (the device was deleted or disabled, or its key "
+        "changed), 5 if no hub runs on the data dir (without --mqtt).",
     )
     run.add_argument("device_id", metavar="ID")
     run.add_argument("--module", default=None, metavar="MID", help="run as this module of the device")
     run.add_argument(
         "--tls", action="store_true", help="connect over MQTT/TLS, trusting the data dir's development CA"
+    )
+    run.add_argument(
+        "--cacert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with TLS (implies --tls): trust the CA certificates in this PEM file instead",
     )
     run.add_argument(
         "--connection-string", default=None, help="device connection string (default: from the data dir)"
@@ -186,9 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     invoke = commands.add_parser(
         "invoke",
+        parents=[common],
         help="call a method on a device",
         description='Call METHOD on DEVICE through the hub\'s HTTP API and print {"status", "payload"}. '
-        "Exit codes: 0 the device answered, 3 offline, 4 timed out, 1 any other error, 2 usage.",
+        "Exit codes: 0 the device answered, 3 offline, 4 timed out, 5 no hub to talk to (not "
+        "running, unreachable, TLS certificate not trusted, or stopping), 1 any other error, 2 usage.",
     )
     invoke.add_argument("device", metavar="DEVICE")
     invoke.add_argument("method", metavar="METHOD")
@@ -203,19 +277,49 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument(
         "--connection-string", default=None, help=f"service connection string (or ${ENV_CONNECTION_STRING})"
     )
-    invoke.add_argument("--url", default=None, help=f"the hub's HTTP(S) base URL (or ${ENV_URL})")
-    for uses_registry in (serve, cs, create, list_, show, delete, run, invoke):
-        _add_registry_option(uses_registry)
+    invoke.add_argument(
+        "--url",
+        default=None,
+        help=f"the hub's HTTP(S) base URL (or ${ENV_URL}); default: the hub running on the data dir",
+    )
+    invoke.add_argument(
+        "--cacert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="for an https:// URL: trust the CA certificates in this PEM file (default: the system's "
+        "and the data dir's development CA)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    global _debug
     args = build_parser().parse_args(argv)
-    data_dir: Path = args.data_dir or default_data_dir()
+    _debug = bool(getattr(args, "debug", False))
+    data_dir: Path = getattr(args, "data_dir", None) or default_data_dir()
     args.registry_url = getattr(args, "registry", None) or os.environ.get(ENV_REGISTRY) or None
+    args.global_flags = _global_flags(args, data_dir)
     from methodhub.logs import setup_logging
 
-    setup_logging(args.log_level, args.log_format)
+    setup_logging(getattr(args, "log_level", "info"), getattr(args, "log_format", "text"))
+    try:
+        _run_command(args, data_dir)
+    except KeyboardInterrupt:
+        print("methodhub: interrupted", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except DataDirError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # a bug: still one line, unless --debug asks for the traceback
+        if _debug:
+            raise
+        _fail(
+            f"unexpected {type(exc).__name__}: {exc}. This is a bug in methodhub; please report it "
+            "with the output of the same command run with --debug"
+        )
+
+
+def _run_command(args: argparse.Namespace, data_dir: Path) -> None:
     if args.command == "serve":
         _serve(args, data_dir)
     elif args.command == "ca-cert":
@@ -234,6 +338,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(_invoke(args, data_dir))
 
 
+def _global_flags(args: argparse.Namespace, data_dir: Path) -> str:
+    """`` --data-dir DIR`` / `` --registry URL`` when this command was given them (by option or
+    environment): what a command printed for the user to run needs, to act on the same hub."""
+    flags = ""
+    if getattr(args, "data_dir", None) is not None or os.environ.get(ENV_DATA_DIR):
+        flags += f" --data-dir {shlex.quote(str(data_dir))}"
+    if args.registry_url:
+        flags += f" --registry {shlex.quote(args.registry_url)}"
+    return flags
+
+
+def _command(args: argparse.Namespace, command: str) -> str:
+    """``methodhub COMMAND`` with this invocation's global flags: a command that works as printed."""
+    return f"methodhub {command}{args.global_flags}"
+
+
 # -- serve ---------------------------------------------------------------------------------------------
 
 
@@ -243,6 +363,11 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> None:
     from methodhub.router import RouterUnavailable
     from methodhub.tls import TlsSetupError
 
+    ensure_data_dir(data_dir)
+    try:  # before the registry is touched: a second hub must change nothing of the first's
+        check_data_dir_free(data_dir)
+    except DataDirInUse as exc:
+        _fail(f"cannot start: {exc}")
     settings = read_settings(data_dir)
     hostname = asyncio.run(_agreed_hostname(data_dir, args.registry_url, args.hostname))
     config = HubConfig(
@@ -260,13 +385,12 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> None:
         connect_packet_timeout=args.connect_timeout,
         device_limits=_device_limits(args),
     )
-    ensure_data_dir(data_dir)
     if settings.get("hostname") != hostname:
         write_settings(data_dir, {**settings, "hostname": hostname})
 
     def started(hub: Any) -> None:  # a Hub, or the WorkerPool of --workers N
         if hub.first_start:
-            _print_tour(hub, data_dir)
+            print(tour(args, hub.runtime_info(), hub.owner_connection_string, data_dir), flush=True)
 
     _install_uvloop()
     try:
@@ -278,7 +402,7 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> None:
             except WorkersError as exc:
                 _fail(f"cannot start: {exc}")
         asyncio.run(Hub(config).run(started))
-    except (TlsSetupError, RouterUnavailable, SchemaTooNew) as exc:
+    except (TlsSetupError, RouterUnavailable, SchemaTooNew, DataDirInUse) as exc:
         _fail(f"cannot start: {exc}")
     except HubError as exc:  # the registry became unreachable after the check above
         _fail(f"cannot start: {exc.message}")
@@ -289,32 +413,61 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> None:
         )
 
 
-def _print_tour(hub: Any, data_dir: Path) -> None:
-    policy_cs = hub.owner_connection_string
-    http = hub.runtime_info().get("http", "http://127.0.0.1:8080")
-    registry_url = hub.config.registry_url
+TOUR_COLUMN = 60
+"""The banner's comments line up after its commands if they all fit in this many columns."""
+_LISTENER_NAMES = {"mqtt": "MQTT", "http": "HTTP", "mqtts": "MQTT/TLS", "https": "HTTPS + MQTT/WebSocket"}
+
+
+def tour(args: argparse.Namespace, info: dict[str, Any], owner_connection_string: str, data_dir: Path) -> str:
+    """The first start's banner: where the hub listens, its owner key, and next steps that work as
+    printed (with this invocation's --data-dir and --registry; only for the listeners that are on)."""
+    registry_url = args.registry_url
     if registry_url:
         from methodhub.registry import redact_url
 
-        where = f"Data dir: {data_dir}. Registry: {redact_url(registry_url)} (pass --registry to the CLI)"
+        where = f"Data dir: {data_dir}. Registry: {redact_url(registry_url)}"
     else:
         where = f"Data dir: {data_dir}"
-    print(
-        f"""methodhub is running. {where}
+    on = [f"{label} {info[name]}" for name, label in _LISTENER_NAMES.items() if name in info]
+    off = [label for name, label in _LISTENER_NAMES.items() if name not in info]
+    listening = "Listening: " + (", ".join(on) or "nothing") + (f" ({', '.join(off)} off)" if off else "")
+
+    steps: list[tuple[str, str]] = [
+        (_command(args, "device create pump-17"), "register a device, prints its connection string")
+    ]
+    if "mqtt" in info or "mqtts" in info:
+        tls = "" if "mqtt" in info else " --tls"
+        steps.append((_command(args, f"device run pump-17{tls}"), "a simulated device that echoes calls"))
+    if "http" in info or "https" in info:
+        steps.append((_command(args, "invoke pump-17 reboot --payload '{\"delay\": 5}'"), "call a method"))
+        if "http" in info:
+            steps.append((f"curl {info['http']}/openapi.json", "the HTTP API"))
+        elif "ca" in info:
+            steps.append(
+                (f"curl --cacert {shlex.quote(str(info['ca']))} {info['https']}/openapi.json", "the HTTP API")
+            )
+    if "ca" in info:
+        ports = ", ".join(
+            f"{label} {str(info[name]).rpartition(':')[2]}"
+            for name, label in (("mqtts", "MQTT/TLS"), ("https", "HTTPS"))
+            if name in info
+        )
+        steps.append((_command(args, "ca-cert") + " > ca.pem", f"the CA TLS clients trust ({ports})"))
+    width = max(len(command) for command, _ in steps) + 2
+    if width <= TOUR_COLUMN:
+        lines = "\n".join(f"  {command.ljust(width)}# {comment}" for command, comment in steps)
+    else:  # long commands (a long --data-dir): each comment on the line above its command
+        lines = "\n".join(f"  # {comment}\n  {command}" for command, comment in steps)
+    return f"""methodhub is running. {where}
+{listening}
 
 Service connection string (policy iothubowner; keep it secret):
-  {policy_cs}
+  {owner_connection_string}
 
 Next steps (in another terminal):
-  methodhub device create pump-17                 # register a device, prints its connection string
-  methodhub device run pump-17                    # a simulated device that echoes calls
-  methodhub invoke pump-17 reboot --payload '{{"delay": 5}}'
-  curl {http}/openapi.json                       # the HTTP API
-  methodhub ca-cert > ca.pem                      # the CA that TLS clients (MQTT 8883, HTTPS 8443) trust
+{lines}
 See README.md for the same with curl, over TLS, and with the Python and Azure SDKs.
-""",
-        flush=True,
-    )
+"""
 
 
 def _install_uvloop() -> None:
@@ -500,35 +653,33 @@ def _label(device_id: str, module_id: str | None) -> str:
 
 
 def _device_run(args: argparse.Namespace, data_dir: Path) -> None:
-    from methodhub.sdk import DeviceClient, MethodRequest
+    from methodhub.sdk import CredentialError, DeviceClient, MethodRequest
 
-    connection_string = args.connection_string or os.environ.get("METHODHUB_DEVICE_CONNECTION_STRING")
+    connection_string = args.connection_string or os.environ.get(ENV_DEVICE_CONNECTION_STRING)
+    origin = "--connection-string" if args.connection_string else f"${ENV_DEVICE_CONNECTION_STRING}"
     if connection_string is None:
         connection_string = asyncio.run(
             _device_connection_string_from_registry(data_dir, args.registry_url, args.device_id, args.module)
         )
-    listener = "mqtts" if args.tls else "mqtt"
+    use_tls = args.tls or args.cacert is not None
+    listener = "mqtts" if use_tls else "mqtt"
     mqtt = args.mqtt
     if mqtt is None:
-        runtime = read_runtime(data_dir)
-        if runtime is None or listener not in runtime:
-            _fail(
-                f"no running hub with an {listener} listener found in {data_dir}; "
-                "start one with `methodhub serve` or pass --mqtt HOST:PORT"
-            )
-        mqtt = str(runtime[listener])
+        mqtt = _running_hub_address(args, data_dir, (listener,), "--mqtt HOST:PORT")
     host, _, port = mqtt.rpartition(":")
-    context = None
-    if args.tls:
-        import ssl
-
-        from methodhub.tls import ca_cert_path
-
-        ca = ca_cert_path(data_dir)
-        context = ssl.create_default_context(cafile=str(ca) if ca.exists() else None)
-    client = DeviceClient.from_connection_string(
-        connection_string, host=host.strip("[]"), port=int(port), ssl=context
-    )
+    if not host or not port.isdigit():
+        _fail(f"--mqtt {mqtt!r}: give the hub's MQTT address as HOST:PORT", EXIT_USAGE)
+    context = _tls_trust(args.cacert, data_dir) if use_tls else None
+    try:
+        client = DeviceClient.from_connection_string(
+            connection_string, host=host.strip("[]"), port=int(port), ssl=context
+        )
+    except ValueError as exc:
+        _fail(
+            f"{origin} is not a device connection string: {exc}; get one with "
+            f"`{_command(args, 'device show ID')}` (its connectionString)",
+            EXIT_USAGE,
+        )
 
     @client.method()
     async def echo(request: MethodRequest) -> tuple[int, Any]:
@@ -541,9 +692,67 @@ def _device_run(args: argparse.Namespace, data_dir: Path) -> None:
         file=sys.stderr,
     )
     try:
-        client.run_forever()
-    except KeyboardInterrupt:
-        pass
+        client.run_forever()  # returns on Ctrl-C
+    except CredentialError:
+        _fail(
+            f"the hub refused the credentials of '{client.client_id}': the device was deleted or "
+            f"disabled, or its key changed (see `{_command(args, 'device list')}`)"
+        )
+
+
+def _running_hub_address(
+    args: argparse.Namespace, data_dir: Path, listeners: tuple[str, ...], alternative: str
+) -> str:
+    """The address, in ``hub.json``, of the first of ``listeners`` that the hub running on the data
+    dir has on; else one line that says what is wrong (none running, a stale record, the listener
+    off) and what to do."""
+    runtime = read_runtime(data_dir)
+    if runtime is None:
+        stale = stale_runtime_pid(data_dir)
+        if stale is not None:
+            _fail(
+                f"the hub recorded in {data_dir / 'hub.json'} (pid {stale}) is not running: it was "
+                f"killed or crashed; start it again with `{_command(args, 'serve')}`, or pass {alternative}",
+                EXIT_UNAVAILABLE,
+            )
+        _fail(
+            f"no hub is running on the data dir {data_dir}; start one with "
+            f"`{_command(args, 'serve')}`, or pass {alternative}",
+            EXIT_UNAVAILABLE,
+        )
+    for listener in listeners:
+        if listener in runtime:
+            return str(runtime[listener])
+    on = [name for name in _LISTENER_NAMES if name in runtime]
+    hint = " (it has mqtts: add --tls)" if listeners == ("mqtt",) and "mqtts" in runtime else ""
+    _fail(
+        f"the hub running on {data_dir} (pid {runtime.get('pid')}) has no {' or '.join(listeners)} "
+        f"listener{hint}; it has {', '.join(on) or 'none'}. Pass {alternative}, or restart it with "
+        f"that listener on",
+        EXIT_UNAVAILABLE,
+    )
+
+
+def _tls_trust(cacert: Path | None, data_dir: Path) -> ssl.SSLContext:
+    """What a TLS client of the hub trusts: ``--cacert``'s CAs, else the system's and the data
+    dir's development CA (if there is one)."""
+    if cacert is not None:
+        if not cacert.is_file():
+            _fail(f"--cacert {cacert}: no such file", EXIT_USAGE)
+        try:
+            return ssl.create_default_context(cafile=str(cacert))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            _fail(f"--cacert {cacert} is not a PEM file of CA certificates: {exc}", EXIT_USAGE)
+    from methodhub.tls import ca_cert_path
+
+    context = ssl.create_default_context()
+    ca = ca_cert_path(data_dir)
+    if ca.is_file():
+        try:
+            context.load_verify_locations(cafile=str(ca))
+        except (ssl.SSLError, OSError) as exc:
+            _fail(f"the data dir's CA {ca} cannot be read: {exc}; pass --cacert FILE")
+    return context
 
 
 async def _device_connection_string_from_registry(
@@ -571,6 +780,8 @@ async def _device_connection_string_from_registry(
 
 
 def _invoke(args: argparse.Namespace, data_dir: Path) -> int:
+    import httpx
+
     from methodhub.sdk import (
         CallTimeoutError,
         DeviceOfflineError,
@@ -583,18 +794,28 @@ def _invoke(args: argparse.Namespace, data_dir: Path) -> int:
     except ValueError as exc:
         _fail(f"--payload is not JSON: {exc}", EXIT_USAGE)
     connection_string = args.connection_string or os.environ.get(ENV_CONNECTION_STRING)
+    origin = "--connection-string" if args.connection_string else f"${ENV_CONNECTION_STRING}"
     if connection_string is None:
         connection_string = asyncio.run(
             _service_connection_string(data_dir, "iothubowner", args.registry_url)
         )
     url = args.url or os.environ.get(ENV_URL)
     if url is None:
-        runtime = read_runtime(data_dir)
-        if runtime is None or "http" not in runtime:
-            _fail(f"no running hub found in {data_dir}; start one with `methodhub serve`, or pass --url")
-        url = str(runtime["http"])
+        url = _running_hub_address(args, data_dir, ("http", "https"), "--url URL")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        _fail(f"--url {url!r}: give the hub's base URL, as http://HOST:PORT or https://HOST:PORT", EXIT_USAGE)
+    verify: ssl.SSLContext | bool = _tls_trust(args.cacert, data_dir) if parts.scheme == "https" else True
     try:
-        with ServiceClient.from_connection_string(connection_string, url=url) as client:
+        client = ServiceClient.from_connection_string(connection_string, url=url, verify=verify)
+    except ValueError as exc:
+        _fail(
+            f"{origin} is not a service connection string: {exc}; get one with "
+            f"`{_command(args, 'connection-string')}`",
+            EXIT_USAGE,
+        )
+    try:
+        with client:
             result = client.invoke(
                 args.device,
                 args.method,
@@ -611,9 +832,57 @@ def _invoke(args: argparse.Namespace, data_dir: Path) -> int:
         return EXIT_TIMEOUT
     except MethodHubError as exc:
         print(f"methodhub: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_UNAVAILABLE if exc.status == 503 else EXIT_ERROR
+    except httpx.HTTPError as exc:
+        _fail_http(exc, url)
     print(json.dumps({"status": result.status, "payload": result.payload}))
     return EXIT_OK
+
+
+def _fail_http(exc: httpx.HTTPError, url: str) -> NoReturn:
+    """One line for a request that got no answer from the hub at ``url``."""
+    import httpx
+
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        tls = _ssl_error(exc)
+        if isinstance(tls, ssl.SSLCertVerificationError):
+            _fail(
+                f"the hub at {url} is not trusted: {tls.verify_message or tls}; pass --cacert FILE with "
+                "the CA that signed its certificate (methodhub's development CA: `methodhub ca-cert > "
+                "ca.pem` on the hub's machine)",
+                EXIT_UNAVAILABLE,
+            )
+        if tls is not None:
+            _fail(
+                f"TLS with {url} failed: {tls}; is that an HTTPS port (or should it be http://)?",
+                EXIT_UNAVAILABLE,
+            )
+        _fail(
+            f"cannot reach the hub at {url}: {exc}; is it running (`methodhub serve`), and is --url right?",
+            EXIT_UNAVAILABLE,
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        _fail(f"no answer from the hub at {url} in time ({exc or 'timed out'})", EXIT_TIMEOUT)
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.NetworkError):
+        _fail(
+            f"the hub at {url} closed the connection before answering ({exc}): it may be stopping, or "
+            "that port is not its HTTP(S) API (an HTTPS port needs https://); the device may have had "
+            "the call",
+            EXIT_UNAVAILABLE,
+        )
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        _fail(f"--url {url!r}: {exc}", EXIT_USAGE)
+    _fail(f"the request to {url} failed: {type(exc).__name__}: {exc}", EXIT_UNAVAILABLE)
+
+
+def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error under an httpx error, if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -70,7 +70,8 @@ class HubConfig:
     reuse_port: bool = False
     """Listen with ``SO_REUSEPORT`` (``serve --workers N``: N processes share each port)."""
     record_runtime: bool = True
-    """Write ``hub.json`` in the data dir (off for workers: their parent writes it once)."""
+    """Own the data dir: lock it (``hub.lock``) and write ``hub.json`` in it (off for workers: their
+    parent does both, once)."""
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -26,7 +26,7 @@ from methodhub.auth import ConnectionString, PopAuthenticator, ServiceAuthentica
 from methodhub.calls import CallEngine
 from methodhub.changes import ChangeFeedWatcher
 from methodhub.config import MAX_METHOD_PAYLOAD, HubConfig
-from methodhub.datadir import ensure_data_dir, remove_runtime, write_runtime
+from methodhub.datadir import DataDirLock, ensure_data_dir, lock_data_dir, remove_runtime, write_runtime
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway import Gateway
 from methodhub.gateway.dialects.aliyun import AliyunDialect
@@ -73,10 +73,28 @@ class Hub:
         self.ca_path: Path | None = None
         self._stopped = asyncio.Event()
         self._trimmer = MemoryTrimmer()
+        self._lock: DataDirLock | None = None
 
     async def start(self) -> None:
+        """Start serving. Raises :class:`~methodhub.datadir.DataDirInUse` if another hub runs on the
+        data dir (a hub that records ``hub.json`` locks the data dir; workers share their parent's)."""
         config = self.config
         ensure_data_dir(config.data_dir)
+        if config.record_runtime:
+            self._lock = lock_data_dir(config.data_dir)
+        try:
+            await self._start()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    async def _start(self) -> None:
+        config = self.config
         registry = open_registry(config.registry_location)
         await registry.open()
         self.registry = registry
@@ -230,6 +248,7 @@ class Hub:
             await self.registry.close()
         if self.config.record_runtime:
             remove_runtime(self.config.data_dir)
+        self._release_lock()
         self._stopped.set()
 
     async def run(self, on_started=None, *, second_signal_exits: bool = True) -> None:  # type: ignore[no-untyped-def]

@@ -28,11 +28,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from methodhub.datadir import TLS_DIR
+from methodhub.filemodes import PRIVATE_FILE
+
 log = logging.getLogger("methodhub.tls")
 
-TLS_DIR = "tls"
 CA_CERT = "ca.pem"
-CA_KEY = "ca-key.pem"
+CA_KEY = "ca-key.pem"  # keys end in -key.pem: datadir.TLS_KEYS keeps them owner-only
 SERVER_CERT = "server.pem"
 SERVER_KEY = "server-key.pem"
 CA_VALIDITY = dt.timedelta(days=3650)
@@ -210,12 +212,14 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_atomic(path, pem, mode=0o600)
+    _write_atomic(path, pem, mode=PRIVATE_FILE)
 
 
 def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``path`` as ``mode`` exactly (a leftover temporary file's mode or the umask aside)."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), mode)
         f.write(data)
     os.replace(tmp, path)

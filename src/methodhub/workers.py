@@ -7,9 +7,11 @@ device connected to worker 1 must be callable from worker 2, so workers are clus
 NATS: ``--nats URL``, or — when none is given and a ``nats-server`` binary is installed — a private
 ``nats-server`` the parent starts on a free 127.0.0.1 port and stops at the end.
 
-The parent prepares what workers would otherwise race for (the registry's default policies, the
-development TLS certificate, ports given as 0), writes ``hub.json`` once (its own pid, the ports,
-the workers' pids), restarts a worker that dies, and on SIGTERM/SIGINT stops them all.
+The parent locks the data dir (``hub.lock``: a second hub on it refuses to start; the workers it
+forks share the lock and take none), prepares what workers would otherwise race for (the registry's
+default policies, the development TLS certificate, ports given as 0), writes ``hub.json`` once (its
+own pid, the ports, the workers' pids), restarts a worker that dies, and on SIGTERM/SIGINT stops
+them all.
 
 Stopping: the parent's first SIGTERM/SIGINT is forwarded to every worker as SIGTERM, and each
 stops as a single hub does (503 ``HUB_STOPPING`` to every waiting call, MQTT 5 DISCONNECT 0x8B).
@@ -37,7 +39,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from methodhub.config import HubConfig
-from methodhub.datadir import remove_runtime, write_runtime
+from methodhub.datadir import ensure_data_dir, lock_data_dir, remove_runtime, write_runtime
 
 log = logging.getLogger("methodhub.workers")
 
@@ -202,6 +204,14 @@ class WorkerPool:
     def run(self, on_started: Callable[[WorkerPool], None] | None = None) -> int:
         """Start the workers, call ``on_started(pool)``, serve until SIGTERM/SIGINT; the exit code."""
         config = self.config
+        ensure_data_dir(config.data_dir)
+        lock = lock_data_dir(config.data_dir)
+        try:
+            return self._run(config, on_started)
+        finally:
+            lock.release()
+
+    def _run(self, config: HubConfig, on_started: Callable[[WorkerPool], None] | None) -> int:
         self.first_start, self.owner_connection_string = asyncio.run(_prepare(config))
         uses_tls = config.mqtts_port >= 0 or config.https_port >= 0
         if uses_tls and config.tls_cert is None and config.tls_key is None:

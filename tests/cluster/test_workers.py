@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from methodhub import datadir
 from tests.cluster.conftest import echo, wait_for
 from tests.servers import NatsServer
 from tests.support import Backend, HubProcess, PahoDevice, methodhub
@@ -260,3 +261,32 @@ def test_nats_url_from_the_environment(tmp_path: Path, nats: NatsServer) -> None
         assert any("connected to NATS at " + nats.url in line for line in hub.stderr_lines)
     finally:
         hub.stop()
+
+
+def test_the_parent_of_workers_holds_the_data_dir(workers_hub: HubProcess) -> None:
+    """A second hub on the data dir of ``--workers 2`` refuses, naming the parent, also after a
+    worker was restarted; the workers (which take no lock of their own) keep serving."""
+    hub = workers_hub
+    assert hub.proc is not None
+    record = json.loads((hub.data_dir / "hub.json").read_text())
+    code, stderr, _ = _serve(hub.data_dir)
+    assert code == 1 and "Traceback" not in stderr
+    assert f"in use by another hub (pid {hub.proc.pid})" in stderr
+    victim = record["workers"][0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(
+        lambda: victim not in json.loads((hub.data_dir / "hub.json").read_text())["workers"],
+        10,
+        "the parent to start a new worker",
+    )
+    code, stderr, _ = _serve(hub.data_dir)
+    assert code == 1 and f"(pid {hub.proc.pid})" in stderr
+    device = PahoDevice(hub, "locked-dev", hub.create_device("locked-dev")).online()
+    device.serve(echo)
+    try:
+        response = Backend(hub).invoke("locked-dev", "m", 1)
+        assert response.status_code == 200 and response.json()["payload"] == {"echo": 1}
+    finally:
+        device.close()
+    assert hub.stop() == 0
+    datadir.lock_data_dir(hub.data_dir).release()  # the parent released it when it stopped

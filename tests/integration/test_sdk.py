@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
+import signal
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
@@ -14,6 +19,7 @@ from methodhub.sdk import (
     DeviceClient,
     DeviceNotFoundError,
     DeviceOfflineError,
+    MethodHubError,
     MethodRequest,
     MethodResponse,
     ServiceClient,
@@ -154,3 +160,64 @@ async def test_device_client_reconnects_after_hub_restart(fresh_hub: HubProcess,
     finally:
         await device.disconnect()
         runner.cancel()
+
+
+def test_run_forever_returns_quietly_on_ctrl_c(shared_hub: HubProcess, device_id: str) -> None:
+    device_cs = shared_hub.cli("device", "create", device_id).stdout.strip()
+    script = (
+        "import logging, sys\n"
+        "from methodhub.sdk import DeviceClient\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        f"device = DeviceClient.from_connection_string({device_cs!r}, host='127.0.0.1', "
+        f"port={shared_hub.mqtt_port})\n"
+        "device.run_forever()\n"
+        "print('returned')\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # until it is connected
+            seen.append(line)
+            if "connected" in line:
+                break
+        assert any("connected" in line for line in seen), seen
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    assert out == "returned\n"
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def test_an_answer_that_is_not_a_hubs_is_a_method_hub_error(shared_hub: HubProcess) -> None:
+    class NotAHub(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            body = b"<html>hello</html>"
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotAHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cs = shared_hub.cli("connection-string").stdout.strip()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with (
+            ServiceClient.from_connection_string(cs, url=url) as service,
+            pytest.raises(MethodHubError) as raised,
+        ):
+            service.invoke("pump-1", "m")
+        assert "is not a method result" in str(raised.value) and url in str(raised.value)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -4,12 +4,16 @@ All SQL runs on one dedicated worker thread that owns the connection, so the eve
 blocks on disk. WAL mode lets the CLI write to the same file while a hub runs; the hub sees those
 writes through the change feed. Session subscription writes are coalesced: a burst of thousands of
 devices subscribing becomes one transaction every few milliseconds.
+
+The file holds every key, so it is owner-only (0600), and so are its -wal and -shm files: SQLite
+creates those with the database file's mode, which is made 0600 before SQLite opens it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from methodhub.errors import ErrorKind, HubError
+from methodhub.filemodes import create_private, make_private, warn_exposed
 from methodhub.registry.base import Registry
 from methodhub.registry.migrations import SQLITE_MIGRATIONS, schema_too_new
 from methodhub.registry.model import DEFAULT_POLICIES, AccessPolicy, Change, Identity, SymmetricKeys
@@ -42,6 +47,10 @@ from methodhub.registry.rules import (
 )
 
 T = TypeVar("T")
+
+log = logging.getLogger("methodhub.registry")
+SIDE_FILES = ("-wal", "-shm", "-journal")
+"""The files SQLite keeps next to the database (WAL, its shared-memory index, a rollback journal)."""
 
 SESSION_FLUSH_DELAY = 0.005
 """Seconds session writes wait to be batched with others into one transaction."""
@@ -126,14 +135,26 @@ class SqliteRegistry(Registry):
         await self._run(self._open)
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA journal_mode = WAL")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_files_private()
+            db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+        except (OSError, sqlite3.Error) as exc:
+            raise HubError(
+                ErrorKind.SERVICE_UNAVAILABLE, f"Cannot open the registry {self.path}: {exc}."
+            ) from exc
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
         self._db = db
         self._transaction(self._migrate)
+
+    def _make_files_private(self) -> None:
+        """A new database file is created 0600; an existing one (and its side files) made so."""
+        create_private(self.path)
+        files = [self.path, *(self.path.with_name(self.path.name + suffix) for suffix in SIDE_FILES)]
+        warn_exposed([exposed for path in files if (exposed := make_private(path)) is not None], log)
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")

@@ -371,13 +371,29 @@ class DeviceClient:
             await self.run()
 
     def run_forever(self) -> None:
-        """Blocking: connect and serve calls until interrupted (uses uvloop when installed)."""
-        try:
+        """Blocking: connect and serve calls until interrupted (uses uvloop when installed).
+
+        Ctrl-C (SIGINT) ends it: the client sends DISCONNECT and this returns (no KeyboardInterrupt).
+
+        Raises:
+            CredentialError: the hub refused the credentials (the device was deleted or disabled,
+                or its key changed).
+        """
+        run: Callable[[Any], None] = asyncio.run
+        with contextlib.suppress(ImportError):
             import uvloop
 
-            uvloop.run(self.run())
-        except ImportError:
-            asyncio.run(self.run())
+            run = uvloop.run
+        try:
+            run(self._run_until_interrupted())
+        except KeyboardInterrupt:
+            log.info("interrupted; disconnected", extra={"ctx": {"device": self.client_id}})
+
+    async def _run_until_interrupted(self) -> None:
+        try:
+            await self.run()
+        finally:  # Ctrl-C cancels run(): say goodbye to the hub before the loop closes
+            await self.disconnect()
 
     # -- internals --------------------------------------------------------------------------------------
 

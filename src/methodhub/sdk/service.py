@@ -78,8 +78,15 @@ def _request(
 
 def _result(response: httpx.Response) -> MethodResult:
     if response.status_code == 200:
-        doc = response.json()
-        return MethodResult(int(doc["status"]), doc.get("payload"))
+        try:
+            doc = response.json()
+            return MethodResult(int(doc["status"]), doc.get("payload"))
+        except (ValueError, KeyError, TypeError):
+            raise MethodHubError(
+                f"the answer from {response.url.copy_with(query=None)} is not a method result "
+                "(is that URL the hub's?)",
+                status=response.status_code,
+            ) from None
     raise error_from_response(response)
 
 
