@@ -382,7 +382,7 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> None:
         tls_key=args.tls_key,
         nats_url=args.nats,
         registry_url=args.registry_url,
-        connect_packet_timeout=args.connect_timeout,
+        connect_packet_timeout=args.mqtt_connect_timeout,
         device_limits=_device_limits(args),
     )
     if settings.get("hostname") != hostname:
@@ -894,7 +894,7 @@ def _add_device_limit_options(serve: argparse.ArgumentParser) -> None:
     defaults = DeviceLimits()
     group = serve.add_argument_group("device limits (docs/operations.md)")
     group.add_argument(
-        "--connect-timeout",
+        "--mqtt-connect-timeout",
         type=_positive_float,
         default=HubConfig.__dataclass_fields__["connect_packet_timeout"].default,
         metavar="SECONDS",
