@@ -233,6 +233,11 @@ def test_stray_responses_are_dropped_and_counted(
         (b'{"methodName": "m", "responseTimeoutInSeconds": "10"}', 400, 400004),
         (b'{"methodName": "m", "connectTimeoutInSeconds": -1}', 400, 400004),
         (b'{"methodName": "m", "connectTimeoutInSeconds": 301}', 400, 400004),
+        # 1,000 levels deep: was a RecursionError (500) re-encoding it; now the depth limit.
+        (b'{"methodName": "m", "payload": ' + b"[" * 1000 + b"]" * 1000 + b"}", 400, 400004),
+        # A long integer sends the body through the exact (stdlib) parser, which read 1e999 as
+        # infinity and delivered null; it is refused like NaN.
+        (b'{"methodName": "m", "payload": [1e999, 12345678901234567890]}', 400, 400004),
     ],
 )
 def test_bad_bodies_are_400(backend: Backend, body: bytes, status: int, code: int) -> None:
@@ -355,3 +360,34 @@ def test_many_concurrent_calls_each_get_their_own_answer(device: PahoDevice, bac
     for thread in threads:
         thread.join(30)
     assert results == {i: {"status": 200, "payload": {"i": i}} for i in range(40)}
+
+
+def test_an_encoded_slash_in_a_device_id_does_not_reach_a_module(
+    shared_hub: HubProcess, backend: Backend, device_id: str
+) -> None:
+    from tests.support import HOSTNAME, parse_cs, sign
+
+    shared_hub.create_device(device_id)
+    module_key = parse_cs(shared_hub.cli("device", "create", device_id, "--module", "b").stdout)[
+        "SharedAccessKey"
+    ]
+    token = sign(f"{HOSTNAME}/devices/{device_id}/modules/b", module_key, int(time.time()) + 3600)
+    module = PahoDevice(shared_hub, f"{device_id}/b", None, password=token).online()
+    try:
+        module.serve(lambda name, payload: (200, b'"module b answered"'))
+        assert backend.invoke(device_id, "m", module_id="b").json()["payload"] == "module b answered"
+        response = backend.http.post(
+            f"/twins/{device_id}%2Fb/methods",
+            json={"methodName": "m"},
+            headers={"Authorization": backend.token},
+        )
+        assert response.status_code == 400 and error_code(response) == 400004, response.text
+        assert "cannot contain '/'" in json.loads(response.json()["Message"])["message"]
+        as_module = backend.http.post(
+            f"/twins/{device_id}/modules/b%2Fc/methods",
+            json={"methodName": "m"},
+            headers={"Authorization": backend.token},
+        )
+        assert as_module.status_code == 400 and error_code(as_module) == 400004
+    finally:
+        module.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
 from openapi_spec_validator import validate
 
 from tests.support import Backend, HubProcess, PahoDevice, error_code
@@ -100,6 +101,29 @@ def test_registry_validation_errors(backend: Backend) -> None:
         headers=_auth(backend),
     )
     assert bad_key.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "body, says",
+    [
+        ({"capabilities": "iotEdge"}, "capabilities must be a JSON object; got a string"),
+        ({"capabilities": {"iotEdge": "yes"}}, "capabilities.iotEdge must be true or false"),
+        ({"authentication": {"symmetricKey": "abc"}}, "authentication.symmetricKey must be a JSON object"),
+        ({"statusReason": {"why": 1}}, "statusReason must be a string; got an object"),
+        ({"statusReason": "x" * 129}, "statusReason has at most 128 characters"),
+    ],
+)
+def test_wrongly_typed_registry_fields_are_400_not_500(
+    backend: Backend, device_id: str, body: dict, says: str
+) -> None:
+    response = backend.http.put(f"/devices/{device_id}", json=body, headers=_auth(backend))
+    assert response.status_code == 400 and error_code(response) == 400004, response.text
+    assert says in json.loads(response.json()["Message"])["message"]
+    assert backend.http.get(f"/devices/{device_id}", headers=_auth(backend)).status_code == 404
+    # ...and on an update, too (If-Match: the device exists).
+    assert backend.http.put(f"/devices/{device_id}", json={}, headers=_auth(backend)).status_code == 200
+    update = backend.http.put(f"/devices/{device_id}", json=body, headers=_auth(backend, **{"If-Match": "*"}))
+    assert update.status_code == 400 and error_code(update) == 400004
 
 
 def test_registry_rights_are_enforced(shared_hub: HubProcess, backend: Backend, device_id: str) -> None:

@@ -145,6 +145,10 @@ def test_websocket_handshake_errors_are_clear(tls_hub: HubProcess) -> None:
         assert wrong_protocol.status_code == 400 and "mqtt" in wrong_protocol.json()["message"]
         bad_key = http.get(url, headers={**good, "Sec-WebSocket-Key": "short"})
         assert bad_key.status_code == 400
+        # Without "Connection: Upgrade" it is no upgrade at all: a clear 400 (it was a 500).
+        no_connection = http.get(url, headers={k: v for k, v in good.items() if k != "Connection"})
+        assert no_connection.status_code == 400, no_connection.text
+        assert "Connection: Upgrade" in no_connection.json()["message"]
     # a valid handshake gets 101 with the RFC 6455 accept value and the mqtt subprotocol
     with socket.create_connection(("127.0.0.1", tls_hub.ports["http"]), timeout=5) as sock:
         head = "".join(f"{k}: {v}\r\n" for k, v in good.items())

@@ -147,11 +147,17 @@ class AzureApi:
     # -- direct methods ---------------------------------------------------------------------------
 
     def invoke_device_method(self, request: Request) -> Response | Awaitable[Response]:
-        return self._invoke(request, request.path_params["device_id"])
+        device_id = request.path_params["device_id"]
+        if "/" in device_id:
+            return _slash_in_id("device")
+        return self._invoke(request, device_id)
 
     def invoke_module_method(self, request: Request) -> Response | Awaitable[Response]:
         params = request.path_params
-        return self._invoke(request, identity_key(params["device_id"], params["module_id"]))
+        device_id, module_id = params["device_id"], params["module_id"]
+        if "/" in device_id or "/" in module_id:
+            return _slash_in_id("device" if "/" in device_id else "module")
+        return self._invoke(request, identity_key(device_id, module_id))
 
     def _invoke(self, request: Request, target: str) -> Response | Awaitable[Response]:
         """Fast path: a cached token and a parsed body lead straight to the engine's future,
@@ -255,7 +261,8 @@ class AzureApi:
         status = body.get("status")
         if module_id is None and status is not None and status not in ("enabled", "disabled"):
             raise HubError(ErrorKind.INVALID_ARGUMENT, "status must be 'enabled' or 'disabled'.")
-        reason = body.get("statusReason")
+        reason = _status_reason(body.get("statusReason"))
+        iot_edge = _iot_edge(body.get("capabilities"))
         etag = _if_match(request)
         existing = await self._registry.get_identity(device_id, module_id)
         if existing is None:
@@ -267,7 +274,7 @@ class AzureApi:
                 keys=keys,
                 status=status or "enabled",
                 status_reason=reason,
-                iot_edge=bool((body.get("capabilities") or {}).get("iotEdge", False)),
+                iot_edge=iot_edge,
             )
             return await self._identity_response(identity)
         if etag is None:
@@ -298,6 +305,19 @@ class AzureApi:
         return await self._identities_response(identities)
 
 
+def _slash_in_id(kind: str) -> Response:
+    """A call to an id holding ``/`` (sent as ``%2F``): no identity has one (registry rule), and the
+    call target key joins a device and a module id with ``/``, so ``a%2Fb`` would mean module b of
+    device a. Refused instead of routed."""
+    return azure_error(
+        HubError(
+            ErrorKind.INVALID_ARGUMENT,
+            f"A {kind} id cannot contain '/' (sent as %2F); "
+            "call a module at /twins/{deviceId}/modules/{moduleId}/methods.",
+        )
+    )
+
+
 def _ids(request: Request) -> tuple[str, str | None]:
     return request.path_params["device_id"], request.path_params.get("module_id")
 
@@ -315,6 +335,51 @@ def _top(request: Request) -> int:
     return int(raw)
 
 
+MAX_STATUS_REASON = 128
+"""Azure's limit on a device's ``statusReason``, in characters."""
+
+
+def _object(value: Any, name: str) -> dict[str, Any]:
+    """A JSON object field of a request body (absent or null: empty); INVALID_ARGUMENT otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise HubError(ErrorKind.INVALID_ARGUMENT, f"{name} must be a JSON object; got {_json_type(value)}.")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "an array", dict: "an object"}.get(type(value), "null")
+
+
+def _iot_edge(capabilities: Any) -> bool:
+    iot_edge = _object(capabilities, "capabilities").get("iotEdge", False)
+    if not isinstance(iot_edge, bool):
+        raise HubError(
+            ErrorKind.INVALID_ARGUMENT,
+            f"capabilities.iotEdge must be true or false; got {_json_type(iot_edge)}.",
+        )
+    return iot_edge
+
+
+def _status_reason(reason: Any) -> str | None:
+    if reason is None:
+        return None
+    if not isinstance(reason, str):
+        raise HubError(
+            ErrorKind.INVALID_ARGUMENT, f"statusReason must be a string; got {_json_type(reason)}."
+        )
+    if len(reason) > MAX_STATUS_REASON:
+        raise HubError(
+            ErrorKind.INVALID_ARGUMENT, f"statusReason has at most {MAX_STATUS_REASON} characters."
+        )
+    return reason
+
+
 def _keys_from(authentication: Any) -> SymmetricKeys | None:
     """Keys from an Azure ``authentication`` object; None means "generate them"."""
     if authentication is None:
@@ -327,7 +392,7 @@ def _keys_from(authentication: Any) -> SymmetricKeys | None:
             ErrorKind.INVALID_ARGUMENT,
             f"authentication type '{kind}' is not supported; methodhub supports 'sas' (symmetric keys).",
         )
-    symmetric = authentication.get("symmetricKey") or {}
+    symmetric = _object(authentication.get("symmetricKey"), "authentication.symmetricKey")
     primary, secondary = symmetric.get("primaryKey"), symmetric.get("secondaryKey")
     if not primary and not secondary:
         return None

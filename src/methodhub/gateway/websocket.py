@@ -44,13 +44,17 @@ def accept_websocket(method: str, headers: dict[str, str]) -> list[tuple[str, st
         headers: the request's fields, lower-cased names.
 
     Raises:
-        HandshakeRefused: with 400 (not a valid handshake), 426 (wrong version) or 400 when the
-            client offers subprotocols but not ``mqtt``.
+        HandshakeRefused: with 400 (not a valid handshake: not GET, no ``Upgrade: websocket`` or
+            ``Connection: Upgrade``, a bad key), 426 (wrong version) or 400 when the client
+            offers subprotocols but not ``mqtt``.
     """
     if method != "GET":
         raise HandshakeRefused(400, "a WebSocket handshake is a GET request")
     if "websocket" not in headers.get("upgrade", "").lower():
         raise HandshakeRefused(400, "send 'Upgrade: websocket' to open MQTT over WebSocket here")
+    if not any(token.strip().lower() == "upgrade" for token in headers.get("connection", "").split(",")):
+        # RFC 6455 §4.2.1: without it this is an ordinary request, which the server cannot switch.
+        raise HandshakeRefused(400, "send 'Connection: Upgrade' with 'Upgrade: websocket' (RFC 6455)")
     if headers.get("sec-websocket-version", "").strip() != "13":
         raise HandshakeRefused(426, "only WebSocket version 13 (RFC 6455) is supported")
     key = headers.get("sec-websocket-key", "").strip()
@@ -136,11 +140,16 @@ class MqttOverWebSocket(asyncio.Protocol):
         try:
             self.ws.receive_data(data)
             for event in self.ws.events():
+                if raw.is_closing():
+                    # The hub closed (an MQTT error, a takeover...: our CLOSE went out) while this read
+                    # still held frames: nothing more is served, and wsproto could not answer a ping.
+                    return
                 if isinstance(event, BytesMessage):
                     if event.data:
                         self.inner.data_received(bytes(event.data))
                 elif isinstance(event, Ping):
-                    raw.write(self.ws.send(event.response()))
+                    if self.ws.state is ConnectionState.OPEN:
+                        raw.write(self.ws.send(event.response()))
                 elif isinstance(event, CloseConnection):
                     if self.ws.state is ConnectionState.REMOTE_CLOSING:  # the client closes: echo it
                         raw.write(self.ws.send(event.response()))
