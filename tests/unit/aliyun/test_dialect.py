@@ -253,6 +253,11 @@ async def test_replies_that_are_not_alink(ctx: AuthContext, device: ProductDevic
     deep = b"[" * 100_000 + b"]" * 100_000
     for payload in (b"[]", b'{"code":"200"}', b'{"code":true}', b'{"data":{}}', b'{"code":2.5}', deep):
         assert isinstance(alink_outcome(payload), HubError), payload
+    # Issue 9: data nested 1,000 deep parsed, then failed to be written back (RecursionError inside
+    # data_received), which aborted the device's connection. Now it is an invalid reply.
+    nested = b'{"code":200,"data":' + b"[" * 1000 + b"]" * 1000 + b"}"
+    outcome = alink_outcome(nested)
+    assert isinstance(outcome, HubError) and outcome.kind is ErrorKind.INVALID_DEVICE_RESPONSE
     assert alink_outcome(b'{"id":"1","code":200}') == CallOutcome(200, b"{}")
     assert (
         alink_outcome(b'{"code":200,"data":123456789012345678901234567890}').payload
