@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from methodhub import __version__
 from methodhub.auth import ConnectionString
-from methodhub.config import HubConfig
+from methodhub.config import (
+    HTTP_MAX_CONNECTIONS,
+    HTTP_MAX_UNESTABLISHED,
+    HTTP_REQUEST_BODY_TIMEOUT,
+    HTTP_REQUEST_HEAD_TIMEOUT,
+    HubConfig,
+)
 from methodhub.datadir import default_data_dir, ensure_data_dir, read_runtime, read_settings, write_settings
 from methodhub.errors import HubError
 
@@ -57,6 +63,21 @@ def _workers(text: str) -> int:
     if not 1 <= value <= 256:
         raise argparse.ArgumentTypeError(f"workers is a number of processes, 1-256 (got {text!r})")
     return value
+
+
+def _positive(cast: type[int] | type[float]) -> Any:
+    """An argparse type: a finite number above 0 of type ``cast``."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = cast(text)
+        except ValueError:
+            value = 0
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a number above 0, not {text!r}")
+        return value
+
+    return parse
 
 
 def _add_registry_option(parser: argparse.ArgumentParser) -> None:
@@ -129,6 +150,38 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"node processes on this machine sharing the ports (SO_REUSEPORT; default 1, or "
         f"${ENV_WORKERS}); N > 1 needs NATS: --nats, or a nats-server binary, which is then started",
+    )
+    limits = serve.add_argument_group("HTTP limits, per listener (docs/operations.md, 'Limits')")
+    limits.add_argument(
+        "--http-head-timeout",
+        type=_positive(float),
+        default=HTTP_REQUEST_HEAD_TIMEOUT,
+        metavar="S",
+        help=f"seconds a request head may take, a first one from the connect (408; default "
+        f"{HTTP_REQUEST_HEAD_TIMEOUT:g})",
+    )
+    limits.add_argument(
+        "--http-body-timeout",
+        type=_positive(float),
+        default=HTTP_REQUEST_BODY_TIMEOUT,
+        metavar="S",
+        help=f"seconds a request body may take after its head (408; default {HTTP_REQUEST_BODY_TIMEOUT:g})",
+    )
+    limits.add_argument(
+        "--http-max-connections",
+        type=_positive(int),
+        default=HTTP_MAX_CONNECTIONS,
+        metavar="N",
+        help=f"connections held; beyond, the oldest idle or never-completed one is closed (default "
+        f"{HTTP_MAX_CONNECTIONS})",
+    )
+    limits.add_argument(
+        "--http-max-unestablished",
+        type=_positive(int),
+        default=HTTP_MAX_UNESTABLISHED,
+        metavar="N",
+        help=f"connections that have not completed a request; beyond, the oldest is closed (default "
+        f"{HTTP_MAX_UNESTABLISHED})",
     )
 
     commands.add_parser(
@@ -255,6 +308,10 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> None:
         tls_key=args.tls_key,
         nats_url=args.nats,
         registry_url=args.registry_url,
+        http_request_head_timeout=args.http_head_timeout,
+        http_request_body_timeout=args.http_body_timeout,
+        http_max_connections=args.http_max_connections,
+        http_max_unestablished=args.http_max_unestablished,
     )
     ensure_data_dir(data_dir)
     if settings.get("hostname") != hostname:

@@ -114,6 +114,10 @@ class Hub:
         self.http = HttpServer(
             routes,
             max_body_size=MAX_HTTP_BODY,
+            request_head_timeout=config.http_request_head_timeout,
+            request_body_timeout=config.http_request_body_timeout,
+            max_connections=config.http_max_connections,
+            max_unestablished=config.http_max_unestablished,
             on_error=_on_error,
             not_found=_not_found,
             method_not_allowed=_method_not_allowed,
