@@ -24,7 +24,14 @@ from urllib.parse import urlsplit
 
 from methodhub import __version__
 from methodhub.auth import ConnectionString
-from methodhub.config import DeviceLimits, HubConfig
+from methodhub.config import (
+    HTTP_MAX_CONNECTIONS,
+    HTTP_MAX_UNESTABLISHED,
+    HTTP_REQUEST_BODY_TIMEOUT,
+    HTTP_REQUEST_HEAD_TIMEOUT,
+    DeviceLimits,
+    HubConfig,
+)
 from methodhub.datadir import (
     ENV_DATA_DIR,
     DataDirError,
@@ -184,6 +191,38 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"node processes on this machine sharing the ports (SO_REUSEPORT; default 1, or "
         f"${ENV_WORKERS}); N > 1 needs NATS: --nats, or a nats-server binary, which is then started",
+    )
+    limits = serve.add_argument_group("HTTP limits, per listener (docs/operations.md, 'Limits')")
+    limits.add_argument(
+        "--http-head-timeout",
+        type=_positive_float,
+        default=HTTP_REQUEST_HEAD_TIMEOUT,
+        metavar="S",
+        help=f"seconds a request head may take, a first one from the connect (408; default "
+        f"{HTTP_REQUEST_HEAD_TIMEOUT:g})",
+    )
+    limits.add_argument(
+        "--http-body-timeout",
+        type=_positive_float,
+        default=HTTP_REQUEST_BODY_TIMEOUT,
+        metavar="S",
+        help=f"seconds a request body may take after its head (408; default {HTTP_REQUEST_BODY_TIMEOUT:g})",
+    )
+    limits.add_argument(
+        "--http-max-connections",
+        type=_positive_int,
+        default=HTTP_MAX_CONNECTIONS,
+        metavar="N",
+        help=f"connections held; beyond, the oldest idle or never-completed one is closed (default "
+        f"{HTTP_MAX_CONNECTIONS})",
+    )
+    limits.add_argument(
+        "--http-max-unestablished",
+        type=_positive_int,
+        default=HTTP_MAX_UNESTABLISHED,
+        metavar="N",
+        help=f"connections that have not completed a request; beyond, the oldest is closed (default "
+        f"{HTTP_MAX_UNESTABLISHED})",
     )
 
     _add_device_limit_options(serve)
@@ -384,6 +423,10 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> None:
         registry_url=args.registry_url,
         connect_packet_timeout=args.mqtt_connect_timeout,
         device_limits=_device_limits(args),
+        http_request_head_timeout=args.http_head_timeout,
+        http_request_body_timeout=args.http_body_timeout,
+        http_max_connections=args.http_max_connections,
+        http_max_unestablished=args.http_max_unestablished,
     )
     if settings.get("hostname") != hostname:
         write_settings(data_dir, {**settings, "hostname": hostname})

@@ -15,6 +15,16 @@ CONNECT_TIMEOUT_RANGE = (0, 300)
 MAX_KEEPALIVE = 1767
 """Azure IoT Hub caps MQTT keep-alive at 1767 s; a client asking for 0 (none) or more gets this."""
 
+# HTTP listener limits (docs/operations.md, "Limits"); the reasoning is in methodhub.api.http.
+HTTP_REQUEST_HEAD_TIMEOUT = 10.0
+"""Seconds a request head may take from its first byte (a connection's first: from the connect)."""
+HTTP_REQUEST_BODY_TIMEOUT = 30.0
+"""Seconds a request body may take after its head."""
+HTTP_MAX_CONNECTIONS = 10_000
+"""Connections per HTTP listener; beyond, the oldest never-completed or idle one makes room."""
+HTTP_MAX_UNESTABLISHED = 1_000
+"""Connections per HTTP listener that have not completed a request yet; beyond, the oldest goes."""
+
 
 @dataclass(slots=True, frozen=True)
 class DeviceLimits:
@@ -62,6 +72,14 @@ class HubConfig:
     max_calls_in_flight_per_device: int = 64
     device_limits: DeviceLimits = field(default_factory=lambda: DeviceLimits())
     """What one device connection may do (packet rate, subscriptions)."""
+    http_request_head_timeout: float = HTTP_REQUEST_HEAD_TIMEOUT
+    """Seconds an HTTP request head may take (→ 408 and close)."""
+    http_request_body_timeout: float = HTTP_REQUEST_BODY_TIMEOUT
+    """Seconds an HTTP request body may take after its head (→ 408 and close)."""
+    http_max_connections: int = HTTP_MAX_CONNECTIONS
+    """Connections each HTTP(S) listener holds at most."""
+    http_max_unestablished: int = HTTP_MAX_UNESTABLISHED
+    """Connections each HTTP(S) listener holds that have not completed a request yet."""
     nats_url: str | None = None
     """A cluster node: the NATS server(s) that carry calls between nodes (docs/cluster.md); ``None``
     = a single node with the in-process router."""

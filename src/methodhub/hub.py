@@ -20,6 +20,7 @@ from methodhub.api.aliyun import AliyunApi
 from methodhub.api.azure import AzureApi
 from methodhub.api.azure_errors import azure_error, azure_error_of
 from methodhub.api.http import HttpError, HttpServer, Request, Response, SwitchProtocol, error_response
+from methodhub.api.landing import landing_page
 from methodhub.api.openapi import OPENAPI
 from methodhub.api.routing import Routes
 from methodhub.auth import ConnectionString, PopAuthenticator, ServiceAuthenticator
@@ -127,7 +128,7 @@ class Hub:
         routes = Routes()
         AzureApi(self.engine, registry, service_auth, self.gateway).register(routes)
         pop_auth = PopAuthenticator(registry)
-        AliyunApi(self.engine, registry, pop_auth, self.gateway).register(routes)
+        AliyunApi(self.engine, registry, pop_auth, self.gateway).register(routes, not_a_pop_call=landing_page)
         routes.add("GET", "/openapi.json", _openapi)
         routes.add("GET", "/metrics", self._metrics)
         routes.add("GET", "/health", _health)
@@ -135,6 +136,10 @@ class Hub:
         self.http = HttpServer(
             routes,
             max_body_size=MAX_HTTP_BODY,
+            request_head_timeout=config.http_request_head_timeout,
+            request_body_timeout=config.http_request_body_timeout,
+            max_connections=config.http_max_connections,
+            max_unestablished=config.http_max_unestablished,
             on_error=_on_error,
             not_found=_not_found,
             method_not_allowed=_method_not_allowed,

@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl
 
 from methodhub import jsontext
 from methodhub.api.aliyun_errors import new_request_id, pop_error, rrpc_error
-from methodhub.api.http import Request, Response
+from methodhub.api.http import Handler, Request, Response
 from methodhub.api.outcomes import response_future
 from methodhub.api.routing import Routes
 from methodhub.auth import PopAuthenticator
@@ -66,6 +66,21 @@ UNIMPLEMENTED = frozenset(
 )
 """Alibaba actions a migrating user may try that methodhub does not implement (yet)."""
 _NAME_ALPHABET = string.ascii_letters + string.digits
+POP_PARAMETERS = frozenset(
+    {
+        "Action",
+        "Version",
+        "AccessKeyId",
+        "Signature",
+        "SignatureMethod",
+        "SignatureVersion",
+        "SignatureNonce",
+        "Timestamp",
+        "Format",
+    }
+)
+"""The POP RPC style's common request parameters [DOC 69797 "Common parameters"]: a request to
+``/`` carrying any of them is an API call (and gets the API's answer, e.g. ``MissingParameter``)."""
 
 
 class Presence(Protocol):
@@ -132,6 +147,14 @@ def _parse_form(text: str, where: str) -> list[tuple[str, str]]:
         return parse_qsl(text, keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise HubError(ErrorKind.MALFORMED_REQUEST, f"The {where} is not percent-encoded UTF-8.") from None
+
+
+def is_pop_call(request: Request) -> bool:
+    """Whether a request to ``/`` is meant for the POP API: a POST (parameters may be in a form
+    body), or a query with one of :data:`POP_PARAMETERS`. A plain ``GET /`` is a person."""
+    if request.method not in ("GET", "HEAD"):
+        return True
+    return not POP_PARAMETERS.isdisjoint(request.query)
 
 
 def required(params: dict[str, str], name: str) -> str:
@@ -251,8 +274,18 @@ class AliyunApi:
             "DeleteDevice": _Action(Right.REGISTRY_WRITE, self._guard(self._delete_device)),
         }
 
-    def register(self, routes: Routes) -> None:
-        routes.add("GET", "/", self.handle)
+    def register(self, routes: Routes, *, not_a_pop_call: Handler | None = None) -> None:
+        """``GET /`` and ``POST /``; a ``GET /`` that is no POP call (:func:`is_pop_call`) goes to
+        ``not_a_pop_call`` when given (the hub's landing page)."""
+        if not_a_pop_call is None:
+            routes.add("GET", "/", self.handle)
+        else:
+            other = not_a_pop_call
+
+            def get(request: Request) -> Any:
+                return self.handle(request) if is_pop_call(request) else other(request)
+
+            routes.add("GET", "/", get)
         routes.add("POST", "/", self.handle)
 
     def handle(self, request: Request) -> Response | Awaitable[Response]:

@@ -13,8 +13,16 @@ Model:
   non-idempotent POSTs from running concurrently, which §9.3.2 only allows for safe methods);
 * a handler returns a :class:`Response` (written at once), an ``asyncio.Future`` (a done-callback
   writes the response: no task), a coroutine (run as a task), or :class:`SwitchProtocol`;
-* protocol errors (400, 408, 413, 414, 431) are queued behind the requests already received, so the
-  error response, too, goes out in order; then the connection closes (lingering, RFC 9112 §9.6).
+* protocol errors (400, 408, 413, 414, 431, 501) are queued behind the requests already received, so
+  the error response, too, goes out in order; then the connection closes (lingering, RFC 9112 §9.6);
+* time limits — a request head must arrive within ``request_head_timeout`` of its first byte (of the
+  connection, for the first request), a body within ``request_body_timeout`` of the head, else 408;
+  an idle connection closes after ``keepalive_timeout`` — are all checked by one timer per
+  connection, re-armed only when it fires, so no request arms or cancels a timer;
+* each listener admits connections through an :class:`~methodhub.admission.Admission`: at most
+  ``max_connections``, of which ``max_unestablished`` have not completed a request yet; when full,
+  the oldest never-completed, then the longest idle connection is closed to make room (a connection
+  whose handler is running is never shed), and so when the fd limit gets near.
 
 Usage::
 
@@ -48,14 +56,19 @@ from urllib.parse import unquote_to_bytes
 import orjson
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
+from methodhub.admission import Admission, log_accept_errors
 from methodhub.api.routing import MethodNotAllowed, RouteNotFound, Routes
 
 __all__ = [
     "KEEPALIVE_TIMEOUT",
     "LISTEN_BACKLOG",
     "MAX_BODY_SIZE",
+    "MAX_CONNECTIONS",
     "MAX_HEADER_SIZE",
     "MAX_PIPELINE",
+    "MAX_UNESTABLISHED",
+    "REQUEST_BODY_TIMEOUT",
+    "REQUEST_HEAD_TIMEOUT",
     "SHUTDOWN_GRACE",
     "Handler",
     "HttpError",
@@ -85,6 +98,26 @@ KEEPALIVE_TIMEOUT = 75.0
 Deliberately longer than common client pool expiries (httpx 5 s, aiohttp 15 s), so that the
 *client* usually closes idle connections: when the server closes first, a client can send a request
 just as the close arrives, and clients do not retry non-idempotent requests such as our POSTs."""
+
+REQUEST_HEAD_TIMEOUT = 10.0
+"""Default seconds a request head (request line and header fields) may take to arrive, from its
+first byte — or, for a connection's first request, from the connection's start (→ 408 and close;
+a connection that sent nothing is closed without an answer). Each byte used to re-arm the idle
+timer, so a client sending a byte every few seconds held its connection forever (slowloris).
+Our clients send a head in one packet; 10 s is the MQTT CONNECT deadline too. (nginx's
+``client_header_timeout`` is 60 s, Apache's mod_reqtimeout 20–40 s.)"""
+
+REQUEST_BODY_TIMEOUT = 30.0
+"""Default seconds a request body may take to arrive after its head (or after ``100 Continue``)
+(→ 408 and close): the hub's largest body (512 KiB) at 17 KB/s. (Apache's mod_reqtimeout: 20 s.)"""
+
+MAX_CONNECTIONS = 10_000
+"""Default connections one listener holds; beyond, the oldest never-completed or idle one is
+closed for a new one (and a new one is refused if every connection has a handler running)."""
+
+MAX_UNESTABLISHED = 1_000
+"""Default connections per listener that have not completed a request yet; beyond, the oldest of
+them is closed for a new one."""
 
 MAX_PIPELINE = 16
 """Parsed requests queued on one connection before we stop reading from it (RFC 9112 §9.3.2).
@@ -207,9 +240,10 @@ Handler: TypeAlias = Callable[[Request], Response | SwitchProtocol | Awaitable[R
 class HttpError(Exception):
     """An HTTP-level failure with its status; rendered by ``on_error``.
 
-    The server raises it for protocol errors — 400 (unparsable request), 408 (request not finished
-    within the keep-alive timeout), 413 (body too large), 414 (request target too long), 431
-    (header section too large, RFC 6585 §5) — and passes it to ``on_error(request_or_None,
+    The server raises it for protocol errors — 400 (unparsable request), 408 (head or body not
+    received in time), 413 (body too large), 414 (request target too long), 431 (header section
+    too large, RFC 6585 §5), 501 (a transfer coding other than chunked, RFC 9112 §6.1) — and
+    passes it to ``on_error(request_or_None,
     error)``; after those the connection closes. Handlers may raise it too; the default
     ``on_error`` renders it with its status, and the connection stays open.
 
@@ -429,10 +463,12 @@ class _HttpConnection(asyncio.Protocol):
     """One HTTP/1.1 connection: parser callbacks, the in-order request queue, response writing."""
 
     __slots__ = (
+        "_admission",
         "_body",
         "_body_size",
         "_continue_due",
         "_current",
+        "_established",
         "_head_bytes",
         "_headers",
         "_idle_timer",
@@ -447,6 +483,7 @@ class _HttpConnection(asyncio.Protocol):
         "_parser",
         "_peer",
         "_pending",
+        "_phase_start",
         "_queue",
         "_raw_head",
         "_read_paused",
@@ -463,8 +500,9 @@ class _HttpConnection(asyncio.Protocol):
         "_write_paused",
     )
 
-    def __init__(self, server: HttpServer) -> None:
+    def __init__(self, server: HttpServer, admission: Admission) -> None:
         self._server = server
+        self._admission = admission
         self._loop = asyncio.get_running_loop()
         self._match = server.routes.match
         self._max_body = server.max_body_size
@@ -496,13 +534,15 @@ class _HttpConnection(asyncio.Protocol):
         self._upgrade_tail: bytearray | None = None
         self._stop_reading = False
         self._last_activity = 0.0
+        self._established = False  # a request completed on this connection
+        self._phase_start = 0.0  # when the current wait began: connection (first request), head, body
         self._idle_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Start serving ``transport``; arm the keep-alive timer.
+        """Start serving ``transport`` (if the listener admits it); arm the connection's timer.
 
         Args:
             transport: the connection's transport (TCP, or TLS when ``sslcontext`` is set).
@@ -513,18 +553,26 @@ class _HttpConnection(asyncio.Protocol):
         if transport.get_extra_info("sslcontext") is not None:
             self._scheme = "https"
         sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:  # asyncio sets it already; not every loop does. Small responses must not wait (Nagle).
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
+        fd = None
+        if sock is not None:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                try:  # asyncio sets it already; not every loop does. Small responses must not wait (Nagle).
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:
+                    pass
+            try:
+                fd = sock.fileno()
+            except (OSError, ValueError):
                 pass
         server = self._server
         server._connections.add(self)
-        self._last_activity = self._loop.time()
-        self._idle_timer = self._loop.call_later(server.keepalive_timeout, self._idle_check)
+        now = self._loop.time()
+        self._last_activity = self._phase_start = now
         server.logger.debug("connection from %s", self._peer)
-        if server._closing:
+        if server._closing or not self._admission.register(self, self._shed, fd):
             transport.close()
+            return
+        self._arm(now + server._timer_period)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Forget the connection: cancel the pending handler and timers; nothing is written after this.
@@ -594,6 +642,8 @@ class _HttpConnection(asyncio.Protocol):
             raise _Stop
         self._in_message = True
         self._new_message = True
+        if self._established:  # the head's clock starts with its first byte (the first: at connect)
+            self._phase_start = self._last_activity
         self._url = b""
         self._headers = {}
         self._head_bytes = 0
@@ -688,6 +738,17 @@ class _HttpConnection(asyncio.Protocol):
         if (host is None and parser.get_http_version() != "1.0") or (host is not None and "," in host):
             # RFC 9112 §3.2: MUST answer 400 to an HTTP/1.1 request without Host or with several.
             raise self._reject(400, "bad_request", "The request needs exactly one Host header.")
+        self._phase_start = self._last_activity  # the body's clock starts
+        coding = headers.get("transfer-encoding")
+        if coding is not None and coding.lower() != "chunked":
+            # RFC 9112 §6.1: a server SHOULD answer 501 to a transfer coding it does not understand
+            # (llhttp would read "gzip, chunked" as plain chunked and hand over the compressed bytes).
+            raise self._reject(
+                501,
+                "not_implemented",
+                f"Transfer-Encoding {coding!r} is not supported; send the body with Content-Length "
+                "or 'Transfer-Encoding: chunked' alone.",
+            )
         length = headers.get("content-length")
         if length is not None and int(length) > self._max_body:
             # RFC 9110 §15.5.14: refuse at once; we do not read the body, so the connection closes.
@@ -735,6 +796,9 @@ class _HttpConnection(asyncio.Protocol):
         self._in_message = False
         self._continue_due = False
         self._request = None
+        if not self._established:
+            self._established = True
+            self._admission.mark_established(self)
         if not keep_alive or upgrade:
             self._stop_reading = True  # RFC 9112 §9.6: nothing after a "close" request is served
 
@@ -835,6 +899,7 @@ class _HttpConnection(asyncio.Protocol):
                 continue
             if self._read_paused:
                 self._read_paused = False
+                self._phase_start = self._loop.time()  # a message we stopped reading gets its time again
                 self._transport.resume_reading()
             break
         if (
@@ -846,6 +911,7 @@ class _HttpConnection(asyncio.Protocol):
             and not self._transport.is_closing()
         ):
             self._continue_due = False
+            self._phase_start = self._loop.time()  # the body's clock starts now that we asked for it
             self._transport.write(_CONTINUE)
 
     def _run(self, request: Request, keep_alive: bool, upgrade: bool) -> None:
@@ -872,12 +938,14 @@ class _HttpConnection(asyncio.Protocol):
     def _await(self, future: asyncio.Future[Any], request: Request, keep_alive: bool, upgrade: bool) -> None:
         self._pending = future
         self._current = (request, keep_alive, upgrade)
+        self._admission.mark_busy(self)  # a caller waits: never shed while the handler runs
         future.add_done_callback(self._handler_done)
 
     def _handler_done(self, future: asyncio.Future[Any]) -> None:
         if future is not self._pending:
             return  # the connection was lost (and the future cancelled) meanwhile
         self._pending = None
+        self._admission.mark_idle(self)
         current = self._current
         assert current is not None
         self._current = None
@@ -1010,29 +1078,73 @@ class _HttpConnection(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._idle_timer = self._linger_timer = None
+        self._admission.release(self)
         self._server._forget(self)
 
     # -- timers and shutdown -----------------------------------------------------------------------
 
-    def _idle_check(self) -> None:
-        """Close a connection that saw no traffic for ``keepalive_timeout`` (one timer per period,
-        not one per request: we compare the last activity instead of re-arming on every byte)."""
+    def _arm(self, when: float) -> None:
+        self._idle_timer = self._loop.call_at(when, self._check_time)
+
+    def _check_time(self) -> None:
+        """The connection's one timer: 408 for a head or body that did not arrive in time, close an
+        idle (or never used) connection, else re-arm.
+
+        It fires at least every ``min(head, body, keep-alive timeouts)`` seconds and then arms for
+        the next deadline if that is sooner, so each deadline is met exactly although no request
+        (re-)arms a timer: a head that starts after one firing ends within the next period, which
+        the following firing sees.
+        """
         self._idle_timer = None
         transport = self._transport
         if transport is None:
             return
-        timeout = self._server.keepalive_timeout
-        elapsed = self._loop.time() - self._last_activity
-        if self._pending is not None or elapsed < timeout:
-            delay = timeout if self._pending is not None else timeout - elapsed
-            self._idle_timer = self._loop.call_later(delay, self._idle_check)
+        server = self._server
+        now = self._loop.time()
+        period = server._timer_period
+        idle_deadline = self._last_activity + server.keepalive_timeout
+        if (
+            self._in_message
+            and not self._stop_reading
+            and not self._read_paused
+            and self._stash is None
+            and not self._continue_due  # the client waits for our 100 Continue
+        ):
+            head = self._request is None
+            limit = server.request_head_timeout if head else server.request_body_timeout
+            deadline = self._phase_start + limit
+            if now >= deadline or now >= idle_deadline:
+                # RFC 9110 §15.5.9: a request that did not complete in time → 408, then close.
+                what = "request head (request line and header fields)" if head else "request body"
+                if now >= deadline:
+                    message = f"The {what} did not arrive within {limit:g} s."
+                else:
+                    message = f"Nothing of the {what} arrived for {server.keepalive_timeout:g} s."
+                self._fail(HttpError(408, "request_timeout", message))
+                self._process()
+                return
+            self._arm(min(deadline, idle_deadline, now + period))
             return
-        if self._in_message and not self._queue and not self._stop_reading:
-            # RFC 9110 §15.5.9: a request that did not complete in time → 408, then close.
-            self._fail(HttpError(408, "request_timeout", "The request was not completed in time."))
-            self._process()
+        if self._pending is not None:
+            self._arm(now + period)  # a handler runs: the call has its own timeout
             return
-        self._server.logger.debug("closing idle connection from %s", self._peer)
+        if not self._established and not self._queue:
+            deadline = self._phase_start + min(server.request_head_timeout, server.keepalive_timeout)
+            if now >= deadline:
+                server.logger.debug("closing a connection from %s that sent no request", self._peer)
+                self._close()
+                return
+            self._arm(min(deadline, now + period))
+            return
+        if now >= idle_deadline:
+            server.logger.debug("closing idle connection from %s", self._peer)
+            self._close()
+            return
+        self._arm(min(idle_deadline, now + period))
+
+    def _shed(self) -> None:
+        """Admission closes this connection to make room for a new one (the listener is full)."""
+        self._server.logger.debug("shedding the connection from %s: the listener is full", self._peer)
         self._close()
 
     def shutdown(self) -> None:
@@ -1057,6 +1169,11 @@ class HttpServer:
         max_body_size: largest request body accepted, bytes (→ 413 and close).
         max_header_size: largest request line + header section, bytes (→ 431/414 and close).
         keepalive_timeout: seconds an idle connection stays open.
+        request_head_timeout: seconds a request head may take (see :data:`REQUEST_HEAD_TIMEOUT`).
+        request_body_timeout: seconds a request body may take (see :data:`REQUEST_BODY_TIMEOUT`).
+        max_connections: connections held per listener (see :data:`MAX_CONNECTIONS`).
+        max_unestablished: connections per listener that have not completed a request yet (see
+            :data:`MAX_UNESTABLISHED`).
         on_error: ``(request | None, exc) → Response`` for handler exceptions and for
             :class:`HttpError` protocol errors (request is None when the request line could not
             be parsed). Default: HttpError → its status as JSON; anything else → logged with its
@@ -1080,6 +1197,10 @@ class HttpServer:
         max_body_size: int = MAX_BODY_SIZE,
         max_header_size: int = MAX_HEADER_SIZE,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+        request_head_timeout: float = REQUEST_HEAD_TIMEOUT,
+        request_body_timeout: float = REQUEST_BODY_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        max_unestablished: int = MAX_UNESTABLISHED,
         on_error: ErrorHook | None = None,
         not_found: NotFoundHook | None = None,
         method_not_allowed: MethodNotAllowedHook | None = None,
@@ -1090,6 +1211,10 @@ class HttpServer:
             ("max_body_size", max_body_size),
             ("max_header_size", max_header_size),
             ("keepalive_timeout", keepalive_timeout),
+            ("request_head_timeout", request_head_timeout),
+            ("request_body_timeout", request_body_timeout),
+            ("max_connections", max_connections),
+            ("max_unestablished", max_unestablished),
         ):
             if value <= 0:
                 raise ValueError(f"{name} must be positive, not {value!r}")
@@ -1099,8 +1224,16 @@ class HttpServer:
         self.max_body_size = max_body_size
         self.max_header_size = max_header_size
         self.keepalive_timeout = keepalive_timeout
+        self.request_head_timeout = request_head_timeout
+        self.request_body_timeout = request_body_timeout
+        self.max_connections = max_connections
+        self.max_unestablished = max_unestablished
+        self._timer_period = min(keepalive_timeout, request_head_timeout, request_body_timeout)
         self.shutdown_grace = shutdown_grace
         self.logger = logger or logging.getLogger("methodhub.http")
+        self._admission = self._new_admission("http")  # for protocol_factory() without a listener
+        self.admissions: list[Admission] = []
+        """One per listener, in :meth:`listen` order."""
         self._on_error: ErrorHook = on_error or self._default_on_error
         self._not_found: NotFoundHook = not_found or _default_not_found
         self._method_not_allowed: MethodNotAllowedHook = method_not_allowed or _default_method_not_allowed
@@ -1111,11 +1244,21 @@ class HttpServer:
 
     def protocol_factory(self) -> asyncio.Protocol:
         """A protocol for one new connection: ``loop.create_server(server.protocol_factory, ...)``.
+        Connections made this way share one admission (limits); :meth:`listen` gives each listener
+        its own.
 
         Returns:
             The connection's protocol.
         """
-        return _HttpConnection(self)
+        return _HttpConnection(self, self._admission)
+
+    def _new_admission(self, name: str) -> Admission:
+        return Admission(
+            name,
+            max_connections=self.max_connections,
+            max_unestablished=self.max_unestablished,
+            logger=self.logger,
+        )
 
     async def listen(
         self, host: str, port: int, *, ssl: _ssl.SSLContext | None = None, reuse_port: bool = False
@@ -1138,9 +1281,24 @@ class HttpServer:
         if self._closing:
             raise RuntimeError("the server is closed")
         loop = asyncio.get_running_loop()
+        log_accept_errors(loop)  # EMFILE on accept: one warning now and then, not a traceback storm
+        scheme = "https" if ssl is not None else "http"
+        admission = self._new_admission(f"{scheme} {host}:{port}")
+        # A TLS handshake happens before connection_made (and admission): bound it like a head.
+        handshake = {"ssl_handshake_timeout": self.request_head_timeout} if ssl is not None else {}
         server = await loop.create_server(
-            self.protocol_factory, host, port, ssl=ssl, reuse_port=reuse_port or None, backlog=LISTEN_BACKLOG
+            lambda: _HttpConnection(self, admission),
+            host,
+            port,
+            ssl=ssl,
+            reuse_port=reuse_port or None,
+            backlog=LISTEN_BACKLOG,
+            **handshake,
         )
+        sockname = server.sockets[0].getsockname() if server.sockets else None
+        if sockname:
+            admission.name = f"{scheme} {sockname[0]}:{sockname[1]}"
+        self.admissions.append(admission)
         self._servers.append(server)
         return server
 

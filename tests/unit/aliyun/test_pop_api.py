@@ -250,3 +250,24 @@ async def test_a_timeout_that_is_not_a_small_integer_is_invalid_not_a_500(
     )
     assert body["Success"] is False and body["Code"] == "iot.messagebroker.InvalidTimeoutValue"
     assert not engine.calls
+
+
+@pytest.mark.parametrize(
+    "method, raw_query, pop",
+    [
+        ("GET", "", False),  # a person (or a browser) at the hub's root
+        ("HEAD", "", False),
+        ("GET", "utm_source=x&lang=en", False),
+        ("GET", "Action=RRpc", True),
+        ("GET", "Signature=abc", True),
+        ("GET", "AccessKeyId=service&Version=2018-01-20", True),
+        ("POST", "", True),  # POP parameters may all be in a form body
+    ],
+)
+def test_what_counts_as_a_pop_call_at_the_root(method: str, raw_query: str, pop: bool) -> None:
+    from urllib.parse import parse_qsl
+
+    from methodhub.api.aliyun import is_pop_call
+
+    request = Request(method, "/", query=dict(parse_qsl(raw_query)), raw_query=raw_query)
+    assert is_pop_call(request) is pop
