@@ -959,6 +959,22 @@ def _add_device_limit_options(serve: argparse.ArgumentParser) -> None:
         help=f"packets a connection may send at once above that rate (default {defaults.packet_burst})",
     )
     group.add_argument(
+        "--mqtt-max-connections",
+        type=_positive_int,
+        default=defaults.max_connections,
+        metavar="N",
+        help=f"connections per MQTT listener (default {defaults.max_connections}); past it the oldest "
+        "unauthenticated one is closed; an authenticated device never is",
+    )
+    group.add_argument(
+        "--mqtt-max-unestablished",
+        type=_positive_int,
+        default=defaults.max_unestablished,
+        metavar="N",
+        help=f"connections per MQTT listener whose CONNECT is not accepted yet (default "
+        f"{defaults.max_unestablished}); past it the oldest of them is closed",
+    )
+    group.add_argument(
         "--max-subscriptions",
         type=_positive_int,
         default=defaults.max_subscriptions,
@@ -978,6 +994,8 @@ def _device_limits(args: argparse.Namespace) -> DeviceLimits:
     return DeviceLimits(
         max_packets_per_second=args.max_packets_per_second,
         packet_burst=args.packet_burst,
+        max_connections=args.mqtt_max_connections,
+        max_unestablished=args.mqtt_max_unestablished,
         max_subscriptions=args.max_subscriptions,
         max_topic_filter_length=args.max_topic_filter_length,
     )

@@ -38,6 +38,11 @@ class DeviceLimits:
     max_subscriptions: int = 50
     """Topic filters one session may hold (AWS IoT Core's per-connection limit; an Azure device uses
     4, an Alibaba device its system topics and a few of its own). More are refused in the SUBACK."""
+    max_connections: int = 200_000
+    """MQTT connections each MQTT listener holds at most (the fd limit usually binds first)."""
+    max_unestablished: int = 5_000
+    """Of those, connections whose CONNECT has not been accepted yet. Past either cap the oldest
+    unauthenticated connection is closed to make room; an authenticated device never is."""
     max_topic_filter_length: int = 1024
     """Longest topic filter accepted, in UTF-8 bytes (Azure's longest, a module's inputs filter, is
     under 300)."""

@@ -395,3 +395,42 @@ def test_fifty_simultaneous_connects_of_one_client_leave_exactly_one(
         open_ones += not closed
         raw.close()
     assert open_ones == 1
+
+
+# -- defect 4 (MQTT side): connection caps --------------------------------------------------------------
+
+
+def test_unauthenticated_connections_past_the_cap_make_room_for_devices(tmp_path, device_id: str) -> None:
+    """At --mqtt-max-unestablished the oldest connection that never authenticated is closed for each
+    newcomer; devices that authenticate keep getting in and are never shed, even at
+    --mqtt-max-connections (then a newcomer is refused instead)."""
+    hub = HubProcess(
+        tmp_path / "data", args=["--mqtt-max-unestablished", "5", "--mqtt-max-connections", "8"]
+    ).start()
+    try:
+        keys = {f"{device_id}-{i}": hub.create_device(f"{device_id}-{i}") for i in range(4)}
+        silent = [RawMqtt(hub.mqtt_port) for _ in range(10)]  # connect, never send CONNECT
+        time.sleep(0.5)
+        closed = 0
+        for raw in silent:
+            raw.sock.settimeout(0.2)
+            try:
+                closed += raw.sock.recv(1) == b""
+            except TimeoutError:
+                pass
+            except ConnectionResetError:
+                closed += 1
+        assert closed == 5  # the five oldest made room for the five newest
+        devices = [PahoDevice(hub, d, k).online() for d, k in keys.items()]  # each sheds a silent one
+        more_silent = [RawMqtt(hub.mqtt_port) for _ in range(10)]  # at the cap of 8: 4 devices + 4
+        time.sleep(0.5)
+        assert all(d.client.is_connected() for d in devices)
+        assert hub.metric('methodhub_mqtt_limits_total{limit="connections"}') >= 5
+        assert hub.metric("methodhub_mqtt_connections") <= 8
+        for raw in silent + more_silent:
+            raw.close()
+        for device in devices:
+            device.close()
+        no_tracebacks(hub)
+    finally:
+        hub.stop()

@@ -46,6 +46,7 @@ from methodhub.mqtt import (
 )
 
 if TYPE_CHECKING:
+    from methodhub.admission import Admission
     from methodhub.gateway.dialects.base import Principal
     from methodhub.gateway.gateway import Gateway
     from methodhub.gateway.session import DeviceSession
@@ -84,9 +85,12 @@ REASON_UNSPECIFIED = 0x80
 class DeviceConnection(asyncio.Protocol):
     """asyncio protocol for one MQTT connection (TCP, TLS or WebSocket underneath)."""
 
-    def __init__(self, gateway: Gateway, listener: str) -> None:
+    def __init__(self, gateway: Gateway, listener: str, admission: Admission | None = None) -> None:
         self.gateway = gateway
         self.listener = listener
+        self.admission = admission
+        """The listener's connection caps; None for a transport made elsewhere (MQTT over WebSocket,
+        admitted by the HTTP listener)."""
         self.mqtt = MqttConnection(Role.SERVER, max_packet_size=gateway.max_packet_size)
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
@@ -119,6 +123,22 @@ class DeviceConnection(asyncio.Protocol):
         self.last_activity = self.loop.time()
         self.timer = self.loop.call_later(self.gateway.connect_packet_timeout, self._connect_deadline)
         self.gateway.connections.add(self)
+        admission = self.admission
+        if admission is not None:
+            sock = transport.get_extra_info("socket")
+            fd = None
+            if sock is not None:
+                try:
+                    fd = sock.fileno()
+                except (OSError, ValueError):
+                    pass
+            if not admission.register(self, self._shed, fd):
+                self._abort()  # every connection the listener holds is an authenticated device
+
+    def _shed(self) -> None:
+        """The listener is full: this unauthenticated connection makes room for a newer one."""
+        self.gateway.metrics.device_limits.inc("connections")
+        self._abort()
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
@@ -140,6 +160,8 @@ class DeviceConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self._out = None
+        if self.admission is not None:
+            self.admission.release(self)
         for timer in (self.timer, self.expiry_timer):
             if timer is not None:
                 timer.cancel()
@@ -381,6 +403,9 @@ class DeviceConnection(asyncio.Protocol):
         )
         self._flush()
         session.attach(self)
+        if self.admission is not None:  # an authenticated device is never shed for a newcomer
+            self.admission.mark_established(self)
+            self.admission.mark_busy(self)
         gateway.metrics.connections.inc()
         if self.timer is not None:
             self.timer.cancel()

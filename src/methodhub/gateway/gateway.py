@@ -8,6 +8,7 @@ import ssl
 from collections.abc import Sequence
 from typing import Any
 
+from methodhub.admission import Admission, log_accept_errors
 from methodhub.auth import VerifiedTokenCache
 from methodhub.config import MAX_KEEPALIVE, DeviceLimits
 from methodhub.gateway.auth import AuthContext
@@ -64,6 +65,8 @@ class Gateway:
         self.sessions = SessionTable(router, registry, metrics, max_in_flight)
         self.connections: set[DeviceConnection] = set()
         self._servers: list[asyncio.AbstractServer] = []
+        self.admissions: list[Admission] = []
+        """One per MQTT listener: its connection caps (:mod:`methodhub.admission`)."""
         metrics.gauge("methodhub_mqtt_connections", "Open MQTT connections.", lambda: len(self.connections))
         metrics.gauge("methodhub_sessions", "Device sessions on this node.", lambda: len(self.sessions))
 
@@ -79,14 +82,28 @@ class Gateway:
         """Start an MQTT listener; returns the server (its sockets tell the port actually bound).
         ``reuse_port`` sets ``SO_REUSEPORT`` (several worker processes sharing one port)."""
         loop = asyncio.get_running_loop()
+        log_accept_errors(loop)
+        admission = Admission(
+            f"{name} {host}:{port}",
+            max_connections=self.limits.max_connections,
+            max_unestablished=self.limits.max_unestablished,
+            logger=log,
+        )
+        # A TLS handshake happens before the connection is admitted: bound it by the CONNECT deadline.
+        handshake = {"ssl_handshake_timeout": self.connect_packet_timeout} if ssl_context is not None else {}
         server = await loop.create_server(
-            lambda: DeviceConnection(self, name),
+            lambda: DeviceConnection(self, name, admission),
             host,
             port,
             ssl=ssl_context,
             backlog=4096,
             reuse_port=reuse_port or None,
+            **handshake,
         )
+        sockname = server.sockets[0].getsockname() if server.sockets else None
+        if sockname:
+            admission.name = f"{name} {sockname[0]}:{sockname[1]}"
+        self.admissions.append(admission)
         self._servers.append(server)
         return server
 
