@@ -1,0 +1,322 @@
+"""Sending one fuzz input over a socket and watching how the hub ends the connection.
+
+An input is rendered into steps (writes, waits for the hub's first answer, short pauses); after the
+last step the connection ends one of three ways, chosen by the seed:
+
+``fin``     the fuzzer half-closes (TCP FIN): the hub must close within ``close_timeout``.
+``silent``  the fuzzer stops sending and keeps the socket open: a connection the hub has not
+            accepted (no CONNACK 0; an incomplete HTTP request) must be closed within the bound
+            for its kind (MQTT: the CONNECT deadline + slack; HTTP: the head/body deadline). Once
+            the hub accepts the device, keep-alive rules apply instead, so the fuzzer sends FIN.
+``abort``   the fuzzer resets the connection at once (checked by the hub's fd count at the end).
+
+A connection still open past its bound is a *hang*.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from wsproto.frame_protocol import FrameProtocol, Opcode
+
+STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
+KEEP_RESPONSE = 64 * 1024
+
+
+@dataclass(slots=True)
+class Endpoint:
+    host: str
+    port: int
+    tls: ssl.SSLContext | None = None
+    server_hostname: str | None = None
+
+
+@dataclass(slots=True)
+class Limits:
+    """How long the hub may take to close a connection after the fuzzer stops."""
+
+    close_timeout: float = 5.0
+    """After the fuzzer's FIN."""
+    connect_bound: float = 15.0
+    """A silent MQTT connection without CONNACK 0 (the hub's CONNECT deadline, 10 s, + slack)."""
+    stall_bound: float = 20.0
+    """A silent HTTP connection holding an incomplete request (the hub's head/body deadline + slack)."""
+    wait_response: float = 2.0
+    """A ``wait`` step waits this long at most for the hub's first answer."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one connection went."""
+
+    closed_by_hub: bool = False
+    hang: str = ""
+    """Empty, or why the connection counts as a hang."""
+    close_latency: float | None = None
+    """Seconds from the end of sending (or the FIN) to the hub's close."""
+    accepted: bool = False
+    connack: int | None = None
+    statuses: list[int] = field(default_factory=list)
+    bytes_in: int = 0
+    error: str = ""
+    local_port: int = 0
+    first_write: float = 0.0
+    last_write: float = 0.0
+
+
+class Probe(asyncio.Protocol):
+    """The client side of one fuzz connection: reads everything, notes CONNACK and HTTP statuses."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind  # "mqtt", "ws" (MQTT over WebSocket), "http"
+        loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.data_event = asyncio.Event()
+        self.accepted_event = asyncio.Event()
+        self.transport: asyncio.Transport | None = None
+        self.head = b""
+        self.mqtt_in = b""
+        self.response = bytearray()
+        self.bytes_in = 0
+        self.connack: int | None = None
+        self.frames: FrameProtocol | None = None
+        self.upgraded = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        self.data_event.set()
+        if self.kind == "http":
+            if len(self.response) < KEEP_RESPONSE:
+                self.response += data[: KEEP_RESPONSE - len(self.response)]
+            return
+        if self.kind == "ws" and not self.upgraded:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self.head.startswith(b"HTTP/1.1 101"):
+                self.upgraded = True
+                self.frames = None
+                return
+            self.upgraded = True
+            self.frames = FrameProtocol(client=True, extensions=[])
+            data = self.head[end + 4 :]
+        if self.connack is not None or len(self.mqtt_in) > 64:
+            return
+        if self.kind == "ws":
+            if self.frames is None:
+                return
+            try:
+                self.frames.receive_bytes(data)
+                for fr in self.frames.received_frames():
+                    if fr.opcode in (Opcode.BINARY, Opcode.CONTINUATION) and isinstance(
+                        fr.payload, bytes | bytearray
+                    ):
+                        self.mqtt_in += bytes(fr.payload)
+            except Exception:  # a frame the client side of wsproto refuses: nothing more to learn
+                self.mqtt_in = b"\x00" * 65
+                return
+        else:
+            self.mqtt_in += data
+        self._check_connack()
+
+    def _check_connack(self) -> None:
+        buf = self.mqtt_in
+        if len(buf) < 4 or buf[0] != 0x20:
+            return
+        # CONNACK: 20 len flags code (3.1.1; 5 adds properties after the code)
+        self.connack = buf[3] if buf[1] < 0x80 else None
+        if self.connack == 0:
+            self.accepted_event.set()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.data_event.set()
+
+    def statuses(self) -> list[int]:
+        return [int(m.group(1)) for m in STATUS_LINE.finditer(bytes(self.response))]
+
+
+Step = tuple[str, bytes | float]
+"""("write", bytes) | ("wait", seconds) | ("pause", seconds)."""
+
+
+async def _half_close(transport: asyncio.Transport) -> None:
+    """Send FIN once the data is out (TLS included: the raw socket's write side is shut down)."""
+    for _ in range(50):  # up to a second: a hub that stopped reading never drains it
+        if not transport.get_write_buffer_size() or transport.is_closing():
+            break
+        await asyncio.sleep(0.02)
+    if transport.is_closing():
+        return
+    if transport.can_write_eof():
+        try:
+            transport.write_eof()
+            return
+        except (OSError, RuntimeError, NotImplementedError):
+            pass
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        raw = socket.socket(fileno=sock.fileno())
+    except OSError:
+        return
+    try:
+        raw.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        raw.detach()
+
+
+async def _answers(probe: Probe, limit: float) -> None:
+    """Let the hub answer before the FIN (it may drop the answer of a request whose client has
+    half-closed): wait for its first bytes, then until it is quiet for 0.2 s, ``limit`` s at most."""
+    deadline = time.monotonic() + limit
+    mark = -1
+    while not probe.closed.done() and probe.bytes_in != mark:
+        mark = probe.bytes_in
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        probe.data_event.clear()
+        try:
+            await asyncio.wait_for(probe.data_event.wait(), left if mark == 0 else min(0.2, left))
+        except TimeoutError:
+            if mark:
+                return
+
+
+async def _wait(fut: asyncio.Future[None], timeout: float) -> bool:
+    if fut.done():
+        return True
+    try:
+        await asyncio.wait_for(asyncio.shield(fut), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def send(
+    endpoint: Endpoint,
+    kind: str,
+    steps: list[Step],
+    end: str,
+    bound: float,
+    limits: Limits,
+    on_sent: Callable[[], None] | None = None,
+    outcome: Outcome | None = None,
+) -> Outcome:
+    """Run one input: connect, perform ``steps``, end with ``end``; report the outcome.
+
+    ``bound`` is how long the hub may leave a silent connection open (used when ``end`` is
+    ``silent``); ``on_sent`` is called once the steps are done (or the connection failed)."""
+    loop = asyncio.get_running_loop()
+    outcome = outcome if outcome is not None else Outcome()
+    try:
+        transport, probe = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: Probe(kind),
+                endpoint.host,
+                endpoint.port,
+                ssl=endpoint.tls,
+                server_hostname=endpoint.server_hostname if endpoint.tls else None,
+            ),
+            10,
+        )
+    except (OSError, TimeoutError, ssl.SSLError) as exc:
+        outcome.error = f"connect: {exc!r}"[:200]
+        if on_sent is not None:
+            on_sent()
+        return outcome
+    outcome.first_write = time.monotonic()
+    sockname = transport.get_extra_info("sockname")
+    if isinstance(sockname, tuple):
+        outcome.local_port = int(sockname[1])
+    mark = 0
+    try:
+        for op, arg in steps:
+            if probe.closed.done():
+                break
+            if op == "write":
+                mark = probe.bytes_in
+                transport.write(arg)  # type: ignore[arg-type]
+                outcome.last_write = time.monotonic()
+            elif op == "wait":  # for the hub's answer to what was written last
+                deadline = time.monotonic() + min(float(arg), limits.wait_response)  # type: ignore[arg-type]
+                while probe.bytes_in <= mark and not probe.closed.done():
+                    probe.data_event.clear()
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    try:
+                        await asyncio.wait_for(probe.data_event.wait(), left)
+                    except TimeoutError:
+                        break
+            else:
+                await asyncio.sleep(float(arg))  # type: ignore[arg-type]
+        if on_sent is not None:
+            on_sent()
+            on_sent = None
+        await _finish(transport, probe, end, bound, limits, outcome)
+    finally:
+        if on_sent is not None:
+            on_sent()
+        if not probe.closed.done():
+            transport.abort()
+        outcome.accepted = probe.connack == 0
+        outcome.connack = probe.connack
+        outcome.bytes_in = probe.bytes_in
+        if kind == "http" or (kind == "ws" and probe.head and not probe.head.startswith(b"HTTP/1.1 101")):
+            probe.response = bytearray(probe.head) + probe.response
+            outcome.statuses = probe.statuses()
+    return outcome
+
+
+async def _finish(
+    transport: asyncio.Transport, probe: Probe, end: str, bound: float, limits: Limits, outcome: Outcome
+) -> None:
+    started = time.monotonic()
+    if end == "abort":
+        transport.abort()
+        return
+    if end == "silent" and not probe.closed.done():
+        accepted = asyncio.ensure_future(probe.accepted_event.wait())
+        try:
+            await asyncio.wait({probe.closed, accepted}, timeout=bound, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            accepted.cancel()
+        if probe.closed.done():
+            outcome.closed_by_hub = True
+            outcome.close_latency = time.monotonic() - started
+            return
+        if not probe.accepted_event.is_set():
+            outcome.hang = f"open {bound:g} s after the last byte (no FIN sent, not accepted)"
+        end = "fin"
+    if end == "fin":
+        if probe.kind == "http" and not outcome.hang:
+            await _answers(probe, limits.wait_response)
+        fin_at = time.monotonic()
+        await _half_close(transport)
+        if await _wait(probe.closed, limits.close_timeout):
+            outcome.closed_by_hub = True
+            outcome.close_latency = time.monotonic() - (fin_at if not outcome.hang else started)
+            if outcome.hang:
+                outcome.hang += "; closed after the FIN"
+        else:
+            what = f"open {limits.close_timeout:g} s after the client's FIN"
+            outcome.hang = f"{outcome.hang}; still {what}" if outcome.hang else what
