@@ -11,7 +11,7 @@ from fuzz.mqttgen import Credentials, MqttGenerator, connect, publish, subscribe
 from fuzz.wsgen import OP_BINARY, ws_frame
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from methodhub.mqtt import Connect, MqttConnection, PacketReceived, Publish, Role, Subscribe
+from methodhub.mqtt import Connack, Connect, MqttConnection, PacketReceived, Publish, Role, Subscribe
 
 DEVICES = [Credentials(f"fuzz-{i}", f"SharedAccessSignature sr=x&sig=s{i}&se=4102444800") for i in range(8)]
 
@@ -45,7 +45,10 @@ def test_hand_built_packets_parse_as_methodhub_reads_them() -> None:
         data = connect("dev", level=level, username="u", password="p", clean=False, keepalive=30)
         data += subscribe([("$iothub/methods/POST/#", 1)], level=level, packet_id=7)
         data += publish("a/b", b"{}", level=level, qos=1, packet_id=9)
-        packets = [e.packet for e in server.receive_data(data) if isinstance(e, PacketReceived)]
+        events = server.receive_data(data)
+        server.send(Connack(False, 0))  # the server reads on after a CONNECT once it answered it
+        events += server.next_events()
+        packets = [e.packet for e in events if isinstance(e, PacketReceived)]
         assert packets[0] == Connect("dev", False, 30, "u", b"p", protocol_level=level)
         assert isinstance(packets[1], Subscribe)
         assert packets[1].subscriptions == [("$iothub/methods/POST/#", 1)]

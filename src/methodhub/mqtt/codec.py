@@ -314,6 +314,7 @@ def decode_connect(flags: int, body: bytes) -> Connect:
         password = r.binary() if has_password else None
         r.done("CONNECT")
     except MalformedPacket as exc:
+        exc.protocol_level = level
         if exc.connack_code is None and v5:  # MQTT 5 may say why in a CONNACK before closing [§4.13.1]
             exc.connack_code = exc.reason_code if exc.reason_code >= 0x80 else MALFORMED
         raise

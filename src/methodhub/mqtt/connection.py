@@ -273,6 +273,8 @@ class MqttConnection:
                         packet = decode(first, body, 4)
                     except MalformedPacket as exc:
                         self._may_refuse = exc.connack_code is not None
+                        if exc.protocol_level is not None:  # the refusing CONNACK speaks its level
+                            self.protocol_level = exc.protocol_level
                         return self._fail(events, exc.reason, exc.reason_code, exc.connack_code)
                     self.protocol_level = packet.protocol_level  # type: ignore[union-attr]
                     self.state = self._our_state = ConnectionState.AWAIT_CONNACK

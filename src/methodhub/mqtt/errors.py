@@ -16,6 +16,8 @@ class MalformedPacket(MqttError):
         connack_code: when the problem is in a CONNECT, the CONNACK code to answer with before
             closing (v3: 1 bad protocol level, 2 identifier rejected; v5: a reason code), or None
             when the connection should just be closed.
+        protocol_level: for a CONNECT, the protocol level it names if that much could be read (the
+            CONNACK refusing it is encoded for that level).
     """
 
     def __init__(self, reason: str, reason_code: int, connack_code: int | None = None) -> None:
@@ -23,6 +25,7 @@ class MalformedPacket(MqttError):
         self.reason = reason
         self.reason_code = int(reason_code)
         self.connack_code = connack_code
+        self.protocol_level: int | None = None
 
 
 class LocalProtocolError(MqttError):

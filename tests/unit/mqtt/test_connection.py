@@ -318,3 +318,16 @@ def test_fuzz_mutated_valid_stream(noise: bytes, position: int) -> None:
     conn = server()
     events = conn.receive_data(data)
     assert all(isinstance(e, PacketReceived | ProtocolError) for e in events)
+
+
+def test_a_malformed_v5_connect_is_refused_with_a_v5_connack() -> None:
+    """Found by the fuzzer: a v5 CONNECT whose properties are malformed carries a v5 reason code as
+    its CONNACK code, but the state machine did not know the level yet and tried to encode it as
+    3.1.1 (LocalProtocolError: "CONNACK code 129 does not exist before MQTT 5")."""
+    good = encode(Connect("x", protocol_level=5), 5)
+    bad = good[:12] + b"\x02\xff\x00" + good[13:]  # property length 2: an unknown property 0xff
+    bad = bad[:1] + bytes([len(bad) - 2]) + bad[2:]
+    conn = server()
+    (error,) = conn.receive_data(bad)
+    assert isinstance(error, ProtocolError) and error.connack_code is not None and error.connack_code >= 0x80
+    assert conn.send(Connack(False, error.connack_code)) == encode(Connack(False, error.connack_code), 5)
