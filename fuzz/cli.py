@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fuzz.hub import HubUnderTest
+from fuzz.hub import OWN_HUB_HTTP_DEADLINE, HubUnderTest
 from fuzz.inputs import TARGETS, load_steps, wire_kind
 from fuzz.report import Reporter, summary, verdict
 from fuzz.run import Fuzzer, Settings
@@ -91,8 +91,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stall-bound",
         type=float,
-        default=20.0,
-        help="seconds a silent, incomplete HTTP request may stay open (20)",
+        default=OWN_HUB_HTTP_DEADLINE + 5.0,
+        help="seconds a silent, incomplete HTTP request may stay open (15: the fuzzer's own hub's "
+        "HTTP head/body deadline of 10 s + 5; against another hub, its --http-body-timeout + 5)",
     )
     p.add_argument("--fd-slack", type=int, default=10, help="fd growth tolerated at the end (10)")
     p.add_argument("--max-hangs", type=int, default=500, help="stop the run after this many hangs (500)")
