@@ -31,12 +31,16 @@ def response_future(
     out: asyncio.Future[Response] = source.get_loop().create_future()
 
     def done(fut: asyncio.Future[CallOutcome]) -> None:
+        if fut.cancelled():
+            if not out.done():
+                out.cancel()
+            return
+        # Retrieved even when nobody waits any more: the caller may have gone away in the same loop
+        # iteration the engine answered (``abandoned`` had not run yet), and an exception never
+        # retrieved is logged with a traceback when the future is collected.
+        exc = fut.exception()
         if out.done():
             return
-        if fut.cancelled():
-            out.cancel()
-            return
-        exc = fut.exception()
         if exc is None:
             out.set_result(on_outcome(fut.result()))
         elif isinstance(exc, HubError):
