@@ -40,7 +40,9 @@ def per_item(fn: Callable[[], int], repeat: int = 5) -> float:
     return best
 
 
-RESPONSE = encode(Publish("$iothub/methods/res/200/?$rid=1f", b'{"ok":true,"value":12345}', qos=1, packet_id=7), 4)
+RESPONSE = encode(
+    Publish("$iothub/methods/res/200/?$rid=1f", b'{"ok":true,"value":12345}', qos=1, packet_id=7), 4
+)
 
 
 def state_machine_cases() -> dict[str, float]:
