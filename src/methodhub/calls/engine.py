@@ -183,12 +183,14 @@ class _CallRun:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        # Retrieve the exception first, even when the call was answered meanwhile (e.g. stop() in
+        # the iteration this callback waited for): unretrieved, asyncio logs it with a traceback.
+        exc = None if reply.cancelled() else reply.exception()
         if self.result.done():
             return
         if reply.cancelled():
             self.result.cancel()
             return
-        exc = reply.exception()
         if exc is None:
             self.result.set_result(reply.result())
             self.engine._count("success")

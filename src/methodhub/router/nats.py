@@ -594,6 +594,8 @@ class NatsRouter(LocalRouter):
                 release("the device connected to another hub node")
 
     def _answer(self, reply: bytes, future: asyncio.Future[CallOutcome]) -> None:
+        if not future.cancelled():
+            future.exception()  # retrieved even if the entry is gone (swept, or the node stopping)
         if self._serving.pop(reply, None) is None or future.cancelled():
             return
         self._publish(reply, encode_result(future))

@@ -170,3 +170,38 @@ async def test_stop_answers_every_waiting_call_at_once_and_refuses_new_ones(part
         await asyncio.sleep(0)
     assert not engine._background  # nothing left waiting for a device
     assert metrics.calls.get("hub_stopping") == 3
+
+
+async def test_a_reply_failing_after_the_call_was_stopped_is_retrieved() -> None:
+    """Found by the workers' stop test: a reply failed (another node answered HUB_STOPPING) while
+    the engine stopped the call in the same loop iteration; ``_on_reply`` returned before retrieving
+    the exception and asyncio logged "Future exception was never retrieved"."""
+    import gc
+
+    from methodhub.calls import CallEngine
+    from methodhub.calls.model import Call
+
+    loop = asyncio.get_running_loop()
+    reported: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    replies: list[asyncio.Future] = []
+
+    class HoldingRouter:
+        def dispatch(self, call: Call, reply: asyncio.Future) -> None:
+            replies.append(reply)
+
+    class Identities:
+        async def get_identity(self, device_id: str, module_id: str | None = None) -> object:
+            return object()
+
+    engine = CallEngine(HoldingRouter(), Identities())  # type: ignore[arg-type]
+    result = engine.invoke(Call("dev", "m", b"null", 30))
+    replies[0].set_exception(HubError(ErrorKind.HUB_STOPPING))  # its callback is only scheduled
+    engine.stop()
+    with pytest.raises(HubError):
+        await result
+    await asyncio.sleep(0)
+    del result
+    replies.clear()
+    gc.collect()
+    assert [c["message"] for c in reported] == []
