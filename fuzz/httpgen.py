@@ -228,7 +228,9 @@ def request(rng: random.Random, host: str, owner_token: str) -> tuple[bytes, str
             headers.append(("Expect", rng.choice(("100-continue", "nonsense"))))
             defects.append("Expect")
         elif choice == 17:
-            headers = [(k, v if k != "Authorization" else v[: rng.randrange(len(v))]) for k, v in headers]
+            headers = [
+                (k, v[: rng.randrange(len(v))] if k == "Authorization" and v else v) for k, v in headers
+            ]
             defects.append("truncated token")
         elif choice == 18:
             headers.append(
