@@ -31,6 +31,7 @@ from methodhub.mqtt import (
     Connect,
     ConnectionClosed,
     Disconnect,
+    LocalProtocolError,
     MqttConnection,
     PacketReceived,
     Pingreq,
@@ -182,7 +183,15 @@ class DeviceConnection(asyncio.Protocol):
         """Send a QoS 0 PUBLISH (method requests are QoS 0, as on Azure IoT Hub)."""
         if self.closing or self.transport is None:
             return
-        self._write(self.mqtt.send(Publish(topic=topic, payload=payload, qos=0)))
+        try:
+            data = self.mqtt.send(Publish(topic=topic, payload=payload, qos=0))
+        except LocalProtocolError as exc:
+            # A bug if it happens; the caller must not get a 500 for it (it did in a reconnect storm
+            # when the state machine refused to send after a DISCONNECT). The connection ends; the
+            # call, pending on the session, fails with DEVICE_DISCONNECTED when the session detaches.
+            self._failed("sending a call", exc)
+            return
+        self._write(data)
 
     def close_taken_over(self) -> None:
         log.debug("session taken over by a new connection", extra={"ctx": {"peer": self.peer}})

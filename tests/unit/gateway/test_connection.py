@@ -13,7 +13,7 @@ from methodhub.gateway.dialects.base import Dialect, Principal
 from methodhub.gateway.gateway import Gateway
 from methodhub.gateway.session import DeviceSession
 from methodhub.metrics import Metrics
-from methodhub.mqtt import Connect, Publish, encode
+from methodhub.mqtt import Connect, MqttConnection, Publish, encode
 from methodhub.router import LocalRouter
 
 
@@ -190,3 +190,34 @@ async def test_work_is_done_in_budgeted_slices_with_reading_paused() -> None:
     for _ in range(3):
         await asyncio.sleep(0)
     assert len(transport.written) == 2 * count and transport.reading
+
+
+async def test_a_call_the_state_machine_refuses_to_send_fails_cleanly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reconnect storm answered some HTTP calls 500: publishing a call raised out of the session.
+    Now such a call fails as 'disconnected' and the connection ends."""
+    from methodhub.calls import CallEngine
+    from methodhub.errors import ErrorKind, HubError
+    from methodhub.mqtt import LocalProtocolError
+
+    gateway = make_gateway(FakeDialect())
+    protocol, transport = open_connection(gateway)
+    protocol.data_received(CONNECT)
+    await asyncio.sleep(0.05)
+
+    def refuse(self: Any, packet: Any) -> bytes:
+        raise LocalProtocolError("PUBLISH before the connection is accepted")
+
+    monkeypatch.setattr(MqttConnection, "send", refuse)
+
+    class Identities:
+        async def get_identity(self, device_id: str, module_id: str | None = None) -> object:
+            return object()
+
+    engine = CallEngine(gateway.sessions.router, Identities())  # type: ignore[arg-type]
+    result = engine.invoke(Call("dev1", "m", b"null", 5))
+    with pytest.raises(HubError) as raised:
+        await asyncio.wait_for(result, 2)
+    assert raised.value.kind is ErrorKind.DEVICE_DISCONNECTED
+    assert transport.aborted
