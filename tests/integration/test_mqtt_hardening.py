@@ -434,3 +434,62 @@ def test_unauthenticated_connections_past_the_cap_make_room_for_devices(tmp_path
         no_tracebacks(hub)
     finally:
         hub.stop()
+
+
+# -- defect 2: a reconnect storm ------------------------------------------------------------------------
+
+
+def test_a_reconnect_storm_never_answers_a_caller_500(shared_hub: HubProcess, device_id: str) -> None:
+    """Devices that connect, answer what reached them together with a DISCONNECT, and reconnect at
+    once, while callers call them: each call is answered 200 or 404 (offline / disconnected before
+    it answered), never 500, and the hub logs no traceback."""
+    ids = [f"{device_id}-{i}" for i in range(6)]
+    keys = {d: shared_hub.create_device(d) for d in ids}
+    stop = time.monotonic() + 4
+    statuses: list[int] = []
+
+    def device(name: str) -> None:
+        hello = device_connect(name, keys[name]) + subscribe_packet(1, "$iothub/methods/POST/#")
+        while time.monotonic() < stop:
+            raw = RawMqtt(shared_hub.mqtt_port)
+            try:
+                raw.send(hello)
+                raw.sock.settimeout(0.05)
+                data = b""
+                try:
+                    while chunk := raw.sock.recv(65536):
+                        data += chunk
+                except TimeoutError:
+                    pass
+                answers = b""
+                for part in data.split(b"?$rid=")[1:]:  # each request: topic ...?$rid={hex} then "null"
+                    rid = part.split(b"null")[0]
+                    topic = b"$iothub/methods/res/200/?$rid=" + rid
+                    body = len(topic).to_bytes(2, "big") + topic + b"\x00\x09" + b"{}"  # QoS 1, id 9
+                    answers += b"\x32" + remaining_length(len(body)) + body
+                raw.send(answers + DISCONNECT)
+            except OSError:
+                pass
+            finally:
+                raw.close()
+
+    def caller() -> None:
+        backend = Backend(shared_hub)
+        try:
+            i = 0
+            while time.monotonic() < stop:
+                statuses.append(
+                    backend.invoke(ids[i % len(ids)], "m", responseTimeoutInSeconds=5).status_code
+                )
+                i += 1
+        finally:
+            backend.close()
+
+    threads = [threading.Thread(target=device, args=(d,)) for d in ids]
+    threads += [threading.Thread(target=caller) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert 200 in statuses and set(statuses) <= {200, 404}, sorted(set(statuses))
+    no_tracebacks(shared_hub)
