@@ -636,9 +636,10 @@ async def _device(args: argparse.Namespace, data_dir: Path) -> None:
             if not identities and args.device_id is None:
                 print("no devices; create one with `methodhub device create ID`", file=sys.stderr)
         elif action == "show":
-            identity = await registry.get_identity(args.device_id, module_id)
-            if identity is None:
+            found = await registry.get_identity(args.device_id, module_id)
+            if found is None:
                 _fail(f"no {'module' if module_id else 'device'} '{_label(args.device_id, module_id)}'")
+            identity = found
             shown: dict[str, Any] = {"deviceId": identity.device_id}
             if module_id:
                 shown["moduleId"] = identity.module_id

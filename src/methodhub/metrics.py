@@ -93,7 +93,7 @@ class Metrics:
 
     def render(self) -> str:
         lines: list[str] = []
-        for item in (
+        items: list[Counter | Gauge] = [
             self.calls,
             self.stray_responses,
             self.connections,
@@ -103,7 +103,8 @@ class Metrics:
             self.device_limits,
             self.connection_failures,
             *self._gauges,
-        ):
+        ]
+        for item in items:
             lines.extend(item.render())
         return "\n".join(lines) + "\n"
 

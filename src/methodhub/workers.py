@@ -81,6 +81,10 @@ class EmbeddedNats:
         self.port = 0
 
     @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
@@ -230,9 +234,7 @@ class WorkerPool:
             self.nats = EmbeddedNats(binary, self.workers)
             self.nats.start()
             nats_url = self.nats.url
-            log.info(
-                "started a private nats-server for the workers at %s (pid %d)", nats_url, self.nats.proc.pid
-            )  # type: ignore[union-attr]
+            log.info("started a private nats-server for the workers at %s (pid %s)", nats_url, self.nats.pid)
         placeholders: list[socket.socket] = []
         try:
             ports: dict[str, int] = {}
@@ -253,7 +255,10 @@ class WorkerPool:
                 nats_url=nats_url,
                 reuse_port=True,
                 record_runtime=False,
-                **{f"{name}_port": port for name, port in ports.items()},
+                mqtt_port=ports.get("mqtt", config.mqtt_port),
+                http_port=ports.get("http", config.http_port),
+                mqtts_port=ports.get("mqtts", config.mqtts_port),
+                https_port=ports.get("https", config.https_port),
             )
             self._start_all()
         except BaseException:
@@ -263,9 +268,10 @@ class WorkerPool:
             for sock in placeholders:
                 sock.close()
         self.info["nats"] = nats_url
-        self.info["workers"] = [proc.pid for proc in self.procs if proc is not None]
+        pids = [proc.pid for proc in self.procs if proc is not None]
+        self.info["workers"] = pids
         write_runtime(config.data_dir, self.info)
-        log.info("serving with %d workers (pids %s)", self.workers, ", ".join(map(str, self.info["workers"])))  # type: ignore[arg-type]
+        log.info("serving with %d workers (pids %s)", self.workers, ", ".join(map(str, pids)))
         if on_started is not None:
             on_started(self)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -337,7 +343,9 @@ class WorkerPool:
 
     def _watch(self) -> None:
         while not self._stop:
-            sentinels = {proc.sentinel: index for index, proc in enumerate(self.procs) if proc is not None}
+            sentinels: dict[Any, int] = {
+                proc.sentinel: index for index, proc in enumerate(self.procs) if proc is not None
+            }
             for sentinel in wait(list(sentinels), timeout=0.5):
                 if self._stop:
                     break

@@ -1285,7 +1285,6 @@ class HttpServer:
         scheme = "https" if ssl is not None else "http"
         admission = self._new_admission(f"{scheme} {host}:{port}")
         # A TLS handshake happens before connection_made (and admission): bound it like a head.
-        handshake = {"ssl_handshake_timeout": self.request_head_timeout} if ssl is not None else {}
         server = await loop.create_server(
             lambda: _HttpConnection(self, admission),
             host,
@@ -1293,7 +1292,7 @@ class HttpServer:
             ssl=ssl,
             reuse_port=reuse_port or None,
             backlog=LISTEN_BACKLOG,
-            **handshake,
+            ssl_handshake_timeout=self.request_head_timeout if ssl is not None else None,
         )
         sockname = server.sockets[0].getsockname() if server.sockets else None
         if sockname:

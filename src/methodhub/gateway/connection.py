@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from methodhub.gateway.dialects.base import SUBSCRIPTION_REFUSED, ConnectRefused
 from methodhub.mqtt import (
@@ -201,7 +201,7 @@ class DeviceConnection(asyncio.Protocol):
 
     # -- events ---------------------------------------------------------------------------------------
 
-    def _serve(self, events: list[object]) -> None:
+    def _serve(self, events: Sequence[object]) -> None:
         """Handle a batch of events (at most :data:`WORK_BUDGET`); replies go out in one write. If
         more packets are buffered, pause reading and go on in the next loop iteration."""
         count = len(events)
@@ -258,7 +258,7 @@ class DeviceConnection(asyncio.Protocol):
             level=logging.WARNING,
         )
 
-    def _handle(self, events: list[object]) -> None:
+    def _handle(self, events: Sequence[object]) -> None:
         for event in events:
             if self.closing:
                 return
@@ -266,15 +266,15 @@ class DeviceConnection(asyncio.Protocol):
                 packet = event.packet
                 kind = type(packet)
                 if kind is Publish:
-                    self._on_publish(packet)
+                    self._on_publish(cast(Publish, packet))
                 elif kind is Pingreq:
                     self._send(Pingresp())
                 elif kind is Subscribe:
-                    self._on_subscribe(packet)
+                    self._on_subscribe(cast(Subscribe, packet))
                 elif kind is Unsubscribe:
-                    self._on_unsubscribe(packet)
+                    self._on_unsubscribe(cast(Unsubscribe, packet))
                 elif kind is Connect:
-                    self._start_auth(packet)  # the state machine reads nothing more until CONNACK
+                    self._start_auth(cast(Connect, packet))  # nothing more is read until CONNACK
                     return
                 elif kind is Disconnect:
                     self._close(None, None)
@@ -533,7 +533,7 @@ class DeviceConnection(asyncio.Protocol):
                 f"publishing to '{packet.topic}' is not allowed for this device", REASON_NOT_AUTHORIZED
             )
             return
-        if packet.qos == 1:
+        if packet.qos == 1 and packet.packet_id is not None:  # QoS 1 always has one (the codec checks)
             self._send(Puback(packet_id=packet.packet_id))
 
     # -- timers, sending, closing ---------------------------------------------------------------------

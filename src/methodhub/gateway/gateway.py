@@ -90,7 +90,6 @@ class Gateway:
             logger=log,
         )
         # A TLS handshake happens before the connection is admitted: bound it by the CONNECT deadline.
-        handshake = {"ssl_handshake_timeout": self.connect_packet_timeout} if ssl_context is not None else {}
         server = await loop.create_server(
             lambda: DeviceConnection(self, name, admission),
             host,
@@ -98,7 +97,7 @@ class Gateway:
             ssl=ssl_context,
             backlog=4096,
             reuse_port=reuse_port or None,
-            **handshake,
+            ssl_handshake_timeout=self.connect_packet_timeout if ssl_context is not None else None,
         )
         sockname = server.sockets[0].getsockname() if server.sockets else None
         if sockname:

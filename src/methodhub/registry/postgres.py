@@ -32,7 +32,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 import asyncpg
 
@@ -64,7 +64,7 @@ from methodhub.registry.rules import (
 log = logging.getLogger("methodhub.registry.postgres")
 
 T = TypeVar("T")
-Connection = asyncpg.Connection
+Connection: TypeAlias = asyncpg.Connection
 Work = Callable[[Connection], Awaitable[T]]
 
 POOL_MIN_SIZE = 0
@@ -88,13 +88,15 @@ CHANGE_FEED_LOCK = 0x6D68_6368
 SCHEMA_LOCK = 0x6D68_736D
 """Advisory lock key serializing schema migrations of nodes that start at the same time."""
 
-UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
+UNREACHABLE_ERRORS: tuple[type[Exception], ...] = (
     OSError,  # refused, reset, unreachable host, DNS; TimeoutError is an OSError
     asyncpg.PostgresConnectionError,  # class 08: the connection failed or was lost
     asyncpg.OperatorInterventionError,  # class 57: shutting down, starting up, statement timeout
     asyncpg.InsufficientResourcesError,  # class 53: too many connections, disk full
     asyncpg.InterfaceError,  # the client side of a lost connection ("connection is closed")
 )
+CLOSE_ERRORS: tuple[type[Exception], ...] = (TimeoutError, *UNREACHABLE_ERRORS)
+"""What closing the pool may raise when the server is gone (then the pool is terminated)."""
 """What "the registry cannot be reached right now" looks like from asyncpg."""
 
 UNAVAILABLE_MESSAGE = "The registry is unreachable; retry later."
@@ -226,7 +228,7 @@ class PostgresRegistry(Registry):
         self._pool = None
         try:
             await asyncio.wait_for(pool.close(), COMMAND_TIMEOUT)
-        except (TimeoutError, *UNREACHABLE_ERRORS):
+        except CLOSE_ERRORS:
             pool.terminate()
 
     async def _use(self, work: Work[T], *, transaction: bool) -> T:

@@ -211,6 +211,9 @@ class _BusClient(_NatsClient):
     ``pyproject.toml`` bounds the nats-py version; tests/cluster exercise every one of them.
     """
 
+    _pending: list[bytes]  # nats-py's write buffer (its own attributes, declared for the type checker)
+    _pending_data_size: int
+
     def __init__(self) -> None:
         super().__init__()
         self._retired: dict[int, tuple[_FastSub, float]] = {}
@@ -228,7 +231,7 @@ class _BusClient(_NatsClient):
             except Exception:
                 log.exception("cluster message on %s could not be handled", subject.decode(errors="replace"))
             return
-        await super()._process_msg(sid, subject, reply, data, headers)
+        await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
 
     def sub_nowait(self, subject: str, queue: str, handler: Handler, target: str = "") -> _FastSub:
         self._sid += 1
@@ -352,7 +355,7 @@ class NatsRouter(LocalRouter):
                 name=f"methodhub {self.node}",
                 connect_timeout=CONNECT_TIMEOUT,
                 max_reconnect_attempts=1,
-                reconnect_time_wait=0.5,
+                reconnect_time_wait=0.5,  # type: ignore[arg-type]  # nats-py annotates int, sleeps a float
                 ping_interval=5,
                 max_outstanding_pings=2,
                 error_cb=self._on_error,
@@ -742,6 +745,5 @@ class NatsRouter(LocalRouter):
 
     async def _on_reconnected(self) -> None:
         self._outage_logged = False
-        log.info(
-            "cluster: reconnected to NATS at %s", self._client.connected_url.netloc if self._client else "?"
-        )
+        url = self._client.connected_url if self._client else None
+        log.info("cluster: reconnected to NATS at %s", url.netloc if url is not None else "?")

@@ -122,7 +122,7 @@ class _Link(asyncio.Protocol):
             if not self.connack.done():
                 self.connack.set_result(packet)
         elif isinstance(packet, Publish):
-            if packet.qos == 1:
+            if packet.qos == 1 and packet.packet_id is not None:  # QoS 1 always has one
                 self.send(Puback(packet_id=packet.packet_id))
             self.client._on_publish(self, packet)
         elif isinstance(packet, Suback | Puback):

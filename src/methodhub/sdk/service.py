@@ -46,6 +46,7 @@ class _Credentials:
         if not cs.shared_access_key_name or not cs.shared_access_key:
             raise ValueError("a service connection string needs SharedAccessKeyName and SharedAccessKey")
         self._cs = cs
+        self._key: str = cs.shared_access_key
         self._token = ""
         self._expiry = 0
 
@@ -54,7 +55,7 @@ class _Credentials:
         if now > self._expiry - TOKEN_RENEW_MARGIN:
             self._expiry = int(now) + TOKEN_TTL
             self._token = generate_sas_token(
-                self._cs.host_name, self._cs.shared_access_key, self._expiry, self._cs.shared_access_key_name
+                self._cs.host_name, self._key, self._expiry, self._cs.shared_access_key_name
             )
         return self._token
 
