@@ -20,7 +20,7 @@ Codes that Azure does not define are methodhub's own and are marked so in ``docs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, unique
 from typing import Any
 
 
@@ -35,6 +35,7 @@ class ErrorSpec:
     aliyun_http_status: int = 200
 
 
+@unique  # two rows with equal specs would otherwise silently become one member
 class ErrorKind(Enum):
     """A failure a caller can act on. ``kind.value`` is its :class:`ErrorSpec`."""
 
