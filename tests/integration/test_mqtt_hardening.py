@@ -493,3 +493,27 @@ def test_a_reconnect_storm_never_answers_a_caller_500(shared_hub: HubProcess, de
         thread.join(30)
     assert 200 in statuses and set(statuses) <= {200, 404}, sorted(set(statuses))
     no_tracebacks(shared_hub)
+
+
+def test_mqtt_over_websocket_is_capped_like_an_mqtt_listener(tmp_path) -> None:
+    """An upgraded WebSocket leaves the HTTP listener's count; without caps of its own, upgrades that
+    never send CONNECT were bounded only by the CONNECT deadline, not in number."""
+    hub = HubProcess(tmp_path / "data", args=["--mqtt-max-unestablished", "3"]).start()
+    try:
+        upgraded = [RawSocket(hub, "ws") for _ in range(6)]  # upgraded, then silent
+        time.sleep(0.5)
+        closed = 0
+        for client in upgraded:
+            client.sock.settimeout(0.2)
+            try:
+                closed += client.sock.recv(1) == b""
+            except TimeoutError:
+                pass
+            except ConnectionResetError:
+                closed += 1
+            client.close()
+        assert closed == 3  # the three oldest made room
+        assert hub.metric('methodhub_mqtt_limits_total{limit="connections"}') == 3
+        no_tracebacks(hub)
+    finally:
+        hub.stop()

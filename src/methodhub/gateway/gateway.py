@@ -67,6 +67,8 @@ class Gateway:
         self._servers: list[asyncio.AbstractServer] = []
         self.admissions: list[Admission] = []
         """One per MQTT listener: its connection caps (:mod:`methodhub.admission`)."""
+        self._upgraded: dict[str, Admission] = {}
+        """The admissions of MQTT over WebSocket, by listener name (see :meth:`protocol_for`)."""
         metrics.gauge("methodhub_mqtt_connections", "Open MQTT connections.", lambda: len(self.connections))
         metrics.gauge("methodhub_sessions", "Device sessions on this node.", lambda: len(self.sessions))
 
@@ -83,12 +85,7 @@ class Gateway:
         ``reuse_port`` sets ``SO_REUSEPORT`` (several worker processes sharing one port)."""
         loop = asyncio.get_running_loop()
         log_accept_errors(loop)
-        admission = Admission(
-            f"{name} {host}:{port}",
-            max_connections=self.limits.max_connections,
-            max_unestablished=self.limits.max_unestablished,
-            logger=log,
-        )
+        admission = self._new_admission(f"{name} {host}:{port}")
         # A TLS handshake happens before the connection is admitted: bound it by the CONNECT deadline.
         server = await loop.create_server(
             lambda: DeviceConnection(self, name, admission),
@@ -102,13 +99,27 @@ class Gateway:
         sockname = server.sockets[0].getsockname() if server.sockets else None
         if sockname:
             admission.name = f"{name} {sockname[0]}:{sockname[1]}"
-        self.admissions.append(admission)
         self._servers.append(server)
         return server
 
+    def _new_admission(self, name: str) -> Admission:
+        admission = Admission(
+            name,
+            max_connections=self.limits.max_connections,
+            max_unestablished=self.limits.max_unestablished,
+            logger=log,
+        )
+        self.admissions.append(admission)
+        return admission
+
     def protocol_for(self, listener: str) -> DeviceConnection:
-        """A connection protocol for a transport made elsewhere (e.g. MQTT over WebSocket)."""
-        return DeviceConnection(self, listener)
+        """A connection protocol for a transport made elsewhere (MQTT over WebSocket, ``ws`` or
+        ``wss``). Such connections leave the HTTP listener's count when they upgrade, so they are
+        admitted here, one :class:`Admission` per name, under the same caps as an MQTT listener."""
+        admission = self._upgraded.get(listener)
+        if admission is None:
+            admission = self._upgraded[listener] = self._new_admission(f"mqtt over {listener}")
+        return DeviceConnection(self, listener, admission)
 
     async def authenticate(self, connect: Connect, *, use_cache: bool = True) -> Principal:
         for dialect in self.dialects:
