@@ -22,6 +22,7 @@ import ctypes
 import logging
 import os
 import time
+from typing import Any
 
 log = logging.getLogger("methodhub.hub")
 
@@ -36,16 +37,9 @@ ENV_SWITCH = "METHODHUB_MALLOC_TUNING"
 def tune_malloc() -> bool:
     """Fix glibc's mmap threshold; True if it was set. A no-op on other C libraries, when the
     operator set ``MALLOC_MMAP_THRESHOLD_`` (glibc reads it itself), or when switched off."""
-    if os.environ.get(ENV_SWITCH, "").lower() in ("off", "0", "no", "false"):
+    mallopt = _libc_function("mallopt", [ctypes.c_int, ctypes.c_int])
+    if mallopt is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
     done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
     if done:
         log.debug("malloc: mmap threshold fixed at %d bytes", MMAP_THRESHOLD)
@@ -61,13 +55,12 @@ class MemoryTrimmer:
 
     def __init__(self, interval: float = TRIM_INTERVAL) -> None:
         self.interval = interval
-        self._trim = _malloc_trim()
+        self._trim = _libc_function("malloc_trim", [ctypes.c_size_t])
         self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        if self._trim is None or os.environ.get(ENV_SWITCH, "").lower() in ("off", "0", "no", "false"):
-            return
-        self._timer = asyncio.get_running_loop().call_later(self.interval, self._run)
+        if self._trim is not None:
+            self._timer = asyncio.get_running_loop().call_later(self.interval, self._run)
 
     def _run(self) -> None:
         assert self._trim is not None
@@ -83,11 +76,14 @@ class MemoryTrimmer:
             self._timer = None
 
 
-def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+def _libc_function(name: str, argtypes: list[Any]) -> Any:
+    """glibc's ``name`` (returning int), or None: not glibc, or the tuning is switched off."""
+    if os.environ.get(ENV_SWITCH, "").lower() in ("off", "0", "no", "false"):
+        return None
     try:
-        trim = ctypes.CDLL(None).malloc_trim
+        function = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    function.argtypes = argtypes
+    function.restype = ctypes.c_int
+    return function
