@@ -80,7 +80,6 @@ REASON_ADMINISTRATIVE_ACTION = 0x98
 REASON_MESSAGE_RATE_TOO_HIGH = 0x96
 REASON_QUOTA_EXCEEDED = 0x97
 REASON_TOPIC_FILTER_INVALID = 0x8F
-REASON_UNSPECIFIED = 0x80
 
 
 class DeviceConnection(asyncio.Protocol):
@@ -90,8 +89,7 @@ class DeviceConnection(asyncio.Protocol):
         self.gateway = gateway
         self.listener = listener
         self.admission = admission
-        """The listener's connection caps; None for a transport made elsewhere (MQTT over WebSocket,
-        admitted by the HTTP listener)."""
+        """The listener's connection caps (None: not counted, e.g. in tests)."""
         self.mqtt = MqttConnection(Role.SERVER, max_packet_size=gateway.max_packet_size)
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
