@@ -1,4 +1,4 @@
-"""Micro benchmark of methodhub's HTTP server (``methodhub.api.http``).
+"""Micro benchmark of methodhub's HTTP server (``methodhub.http.server``).
 
 Modes:
 
@@ -37,8 +37,8 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from methodhub.api.http import HttpServer, Request, Response
-from methodhub.api.routing import Routes
+from methodhub.http.routing import Routes
+from methodhub.http.server import HttpServer, Request, Response
 
 BODY = b'{"methodName":"reboot","payload":{"delay":1},"responseTimeoutInSeconds":30}'
 REQUEST = (

@@ -40,7 +40,7 @@ def _bench_gc_probe():
 
 _bench_gc_probe()
 sys.argv[0] = "methodhub"
-from methodhub.cli import main
+from methodhub.cli.app import main
 main()
 """
 """``python -m methodhub`` plus a garbage-collector probe: every collection that takes ≥ 1 ms, and

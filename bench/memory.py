@@ -3,7 +3,7 @@
     python bench/memory.py [--bursts 5] [--devices 10] [--per-device 50] [--kib 120]
 
 Runs the same workload twice in one run, on two fresh hubs: with methodhub's malloc tuning (the
-default: a fixed mmap threshold, see ``methodhub.memory``) and without it
+default: a fixed mmap threshold, see ``methodhub.process.memory``) and without it
 (``METHODHUB_MALLOC_TUNING=off``), the reference. Each burst makes devices × per-device
 concurrent calls whose request and response payloads are ``--kib`` KiB each (paho devices echo
 them). Prints the hub's RSS after start and after each burst, and the growth ratio of the two.

@@ -76,7 +76,7 @@ def state_machine_cases() -> dict[str, float]:
 
 def connection_case() -> float:
     """A response PUBLISH through DeviceConnection.data_received (dialect stubbed)."""
-    from methodhub.gateway.dialects.base import Dialect, Principal
+    from methodhub.gateway.dialect import Dialect, Principal
     from methodhub.gateway.gateway import Gateway
     from methodhub.metrics import Metrics
     from methodhub.router import LocalRouter

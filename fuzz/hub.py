@@ -24,10 +24,10 @@ FIXED_EXPIRY = 4102444800
 """2100-01-01: the fuzz devices' SAS tokens expire then, so a seed gives the same bytes every run."""
 
 
-
 OWN_HUB_HTTP_DEADLINE = 10
 """Seconds the fuzzer's own hub gives an HTTP request head and body (``--http-head-timeout`` and
 ``--http-body-timeout``; the hub's defaults are 10 and 30)."""
+
 
 @dataclass
 class HubUnderTest:

@@ -1,3 +1,3 @@
-from methodhub.cli import main
+from methodhub.cli.app import main
 
 main()

@@ -15,7 +15,7 @@ CONNECT_TIMEOUT_RANGE = (0, 300)
 MAX_KEEPALIVE = 1767
 """Azure IoT Hub caps MQTT keep-alive at 1767 s; a client asking for 0 (none) or more gets this."""
 
-# HTTP listener limits (docs/operations.md, "Limits"); the reasoning is in methodhub.api.http.
+# HTTP listener limits (docs/operations.md, "Limits"); the reasoning is in methodhub.http.server.
 HTTP_REQUEST_HEAD_TIMEOUT = 10.0
 """Seconds a request head may take from its first byte (a connection's first: from the connect)."""
 HTTP_REQUEST_BODY_TIMEOUT = 30.0

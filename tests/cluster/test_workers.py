@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from methodhub import datadir
+from methodhub.process import datadir
 from tests.cluster.conftest import echo, wait_for
 from tests.servers import NatsServer
 from tests.support import Backend, HubProcess, PahoDevice, methodhub

@@ -69,7 +69,7 @@ def test_ca_cert_prints_only_the_pem_and_it_verifies_both_tls_listeners(tls_hub:
 def test_tls_refuses_untrusting_clients_and_speaks_tls_1_2_and_1_3(
     tls_hub: HubProcess, tmp_path: Path
 ) -> None:
-    from methodhub.tls import ensure_dev_ca
+    from methodhub.process.tls import ensure_dev_ca
 
     another_ca = ensure_dev_ca(tmp_path)  # a client trusting some other CA must not connect
     with pytest.raises(ssl.SSLCertVerificationError):
@@ -87,7 +87,7 @@ def test_tls_refuses_untrusting_clients_and_speaks_tls_1_2_and_1_3(
 
 
 def test_the_tls_context_refuses_protocols_older_than_1_2(tmp_path: Path) -> None:
-    from methodhub.tls import ensure_dev_server_cert, server_context
+    from methodhub.process.tls import ensure_dev_server_cert, server_context
 
     context = server_context(ensure_dev_server_cert(tmp_path, "localhost"))
     assert context.minimum_version is ssl.TLSVersion.TLSv1_2

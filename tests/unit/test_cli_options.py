@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from methodhub import cli
-from methodhub.cli import build_parser, main
+import methodhub.cli.app as cli
+from methodhub.cli.app import build_parser, main
 from tests.unit.test_cli_registry import COMMANDS
 
 ALL_COMMANDS = [*COMMANDS, ["ca-cert"], ["device", "create", "pump-1", "--product", "pk1"]]

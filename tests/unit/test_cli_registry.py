@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from methodhub.cli import ENV_REGISTRY, _agreed_hostname, build_parser, main
+from methodhub.cli.app import ENV_REGISTRY, _agreed_hostname, build_parser, main
 from tests.servers import create_database
 
 URL = "postgresql://hub:pw@db.example:5432/methodhub"

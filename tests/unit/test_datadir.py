@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from methodhub import datadir
-from methodhub.datadir import ensure_data_dir, read_runtime
+from methodhub.process import datadir
+from methodhub.process.datadir import ensure_data_dir, read_runtime
+from methodhub.process.tls import ensure_dev_server_cert
 from methodhub.registry import SqliteRegistry
-from methodhub.tls import ensure_dev_server_cert
 
 
 def mode(path: Path) -> int:
@@ -131,7 +131,7 @@ def test_the_lock_goes_with_a_killed_process(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, pathlib; from methodhub.datadir import lock_data_dir; "
+            "import sys, pathlib; from methodhub.process.datadir import lock_data_dir; "
             f"lock = lock_data_dir(pathlib.Path({str(tmp_path)!r})); print('locked', flush=True); "
             "sys.stdin.read()",
         ],

@@ -1,4 +1,4 @@
-"""methodhub.memory: the malloc tuning is on by default on glibc and off when switched off."""
+"""methodhub.process.memory: the malloc tuning is on by default on glibc and off when switched off."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from methodhub import memory
+from methodhub.process import memory
 
 
 def test_the_tuning_applies_on_glibc_unless_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,6 @@
 """``GET /`` for people: a small page saying what this server is and where to go next.
 
-``/`` is also the Alibaba POP API's endpoint; :meth:`methodhub.api.aliyun.AliyunApi.register`
+``/`` is also the Alibaba POP API's endpoint; :meth:`methodhub.dialects.aliyun.pop.AliyunApi.register`
 sends a request here only when it is not a POP call (no POP parameters, not a POST).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from html import escape
 
 from methodhub import __version__
-from methodhub.api.http import Request, Response
+from methodhub.http.server import Request, Response
 
 _PAGE = """<!doctype html>
 <html lang="en">

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from methodhub.api.http import Response
 from methodhub.calls import CallOutcome
 from methodhub.errors import HubError
+from methodhub.http.server import Response
 
 
 def response_future(

@@ -1,6 +1,6 @@
 """The MQTT side of the hub: listeners, device authentication, sessions, topic ACLs, dialects."""
 
-from methodhub.gateway.dialects.base import ConnectRefused, Dialect, Principal
+from methodhub.gateway.dialect import ConnectRefused, Dialect, Principal
 from methodhub.gateway.gateway import Gateway
 from methodhub.gateway.session import DeviceSession, SessionTable
 

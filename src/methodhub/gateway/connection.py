@@ -25,7 +25,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from methodhub.gateway.dialects.base import SUBSCRIPTION_REFUSED, ConnectRefused
+from methodhub.gateway.dialect import SUBSCRIPTION_REFUSED, ConnectRefused
 from methodhub.mqtt import (
     Connack,
     Connect,
@@ -48,7 +48,7 @@ from methodhub.mqtt import (
 
 if TYPE_CHECKING:
     from methodhub.admission import Admission
-    from methodhub.gateway.dialects.base import Principal
+    from methodhub.gateway.dialect import Principal
     from methodhub.gateway.gateway import Gateway
     from methodhub.gateway.session import DeviceSession
 
@@ -468,15 +468,19 @@ class DeviceConnection(asyncio.Protocol):
             if len(topic_filter) > limits.max_topic_filter_length // 4 and (
                 len(topic_filter.encode()) > limits.max_topic_filter_length
             ):
-                refusal = "filter_length", REASON_TOPIC_FILTER_INVALID, (
-                    f"the filter is longer than {limits.max_topic_filter_length} bytes"
+                refusal = (
+                    "filter_length",
+                    REASON_TOPIC_FILTER_INVALID,
+                    (f"the filter is longer than {limits.max_topic_filter_length} bytes"),
                 )
             elif (
                 topic_filter not in session.subscriptions
                 and len(session.subscriptions) >= limits.max_subscriptions
             ):
-                refusal = "subscriptions", REASON_QUOTA_EXCEEDED, (
-                    f"the session already holds {limits.max_subscriptions} filters, the most allowed"
+                refusal = (
+                    "subscriptions",
+                    REASON_QUOTA_EXCEEDED,
+                    (f"the session already holds {limits.max_subscriptions} filters, the most allowed"),
                 )
             if refusal is not None:
                 limit, v5_code, why = refusal

@@ -13,7 +13,7 @@ from methodhub.auth import VerifiedTokenCache
 from methodhub.config import MAX_KEEPALIVE, DeviceLimits
 from methodhub.gateway.auth import AuthContext
 from methodhub.gateway.connection import DeviceConnection
-from methodhub.gateway.dialects.base import ConnectRefused, Dialect, Principal
+from methodhub.gateway.dialect import ConnectRefused, Dialect, Principal
 from methodhub.gateway.session import SessionTable
 from methodhub.metrics import Metrics
 from methodhub.mqtt import Connect

@@ -22,7 +22,7 @@ from methodhub.metrics import Metrics
 from methodhub.router.base import Router
 
 if TYPE_CHECKING:
-    from methodhub.gateway.dialects.base import Dialect, Principal
+    from methodhub.gateway.dialect import Dialect, Principal
 
 log = logging.getLogger("methodhub.gateway")
 

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
-from methodhub.auth import ConnectionString, generate_sas_token
+from methodhub.dialects.azure.connection_string import ConnectionString
+from methodhub.dialects.azure.sas import generate_sas_token
 from methodhub.mqtt import (
     Connack,
     Connect,

@@ -21,7 +21,8 @@ from urllib.parse import quote
 
 import httpx
 
-from methodhub.auth import ConnectionString, generate_sas_token
+from methodhub.dialects.azure.connection_string import ConnectionString
+from methodhub.dialects.azure.sas import generate_sas_token
 from methodhub.sdk.errors import ERRORS_BY_CODE, MethodHubError
 
 API_VERSION = "2021-04-12"

@@ -14,11 +14,11 @@ import pytest
 
 from methodhub.auth import VerifiedTokenCache
 from methodhub.calls import Call, CallKind, CallOutcome
+from methodhub.dialects.aliyun.mqtt import AliyunDialect, alink_outcome, alink_request
+from methodhub.dialects.azure.mqtt import AzureDialect
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.auth import AuthContext
-from methodhub.gateway.dialects.aliyun import AliyunDialect, alink_outcome, alink_request
-from methodhub.gateway.dialects.azure import AzureDialect
-from methodhub.gateway.dialects.base import SUBSCRIPTION_REFUSED, ConnectRefused, Principal
+from methodhub.gateway.dialect import SUBSCRIPTION_REFUSED, ConnectRefused, Principal
 from methodhub.gateway.session import DeviceSession, SessionTable
 from methodhub.metrics import Metrics
 from methodhub.mqtt import Connect, Publish

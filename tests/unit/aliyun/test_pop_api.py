@@ -13,13 +13,13 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 
-from methodhub.api.aliyun import AliyunApi, MessageIds, request_params
-from methodhub.api.aliyun_errors import new_request_id, pop_error, rrpc_error
-from methodhub.api.http import Request, Response
-from methodhub.auth import PopAuthenticator
-from methodhub.auth.aliyun import sign_pop_request
 from methodhub.calls import Call, CallKind, CallOutcome
+from methodhub.dialects.aliyun.errors import new_request_id, pop_error, rrpc_error
+from methodhub.dialects.aliyun.pop import AliyunApi, MessageIds, request_params
+from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
+from methodhub.dialects.aliyun.signing import sign_pop_request
 from methodhub.errors import ErrorKind, HubError
+from methodhub.http.server import Request, Response
 from methodhub.registry import SqliteRegistry
 
 FORM = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
@@ -267,7 +267,7 @@ async def test_a_timeout_that_is_not_a_small_integer_is_invalid_not_a_500(
 def test_what_counts_as_a_pop_call_at_the_root(method: str, raw_query: str, pop: bool) -> None:
     from urllib.parse import parse_qsl
 
-    from methodhub.api.aliyun import is_pop_call
+    from methodhub.dialects.aliyun.pop import is_pop_call
 
     request = Request(method, "/", query=dict(parse_qsl(raw_query)), raw_query=raw_query)
     assert is_pop_call(request) is pop

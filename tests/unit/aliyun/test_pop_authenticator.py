@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from methodhub.auth import NonceStore, PopAuthenticator
-from methodhub.auth.aliyun import pop_timestamp, sign_pop_request
+from methodhub.auth import NonceStore
+from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
+from methodhub.dialects.aliyun.signing import pop_timestamp, sign_pop_request
 from methodhub.errors import ErrorKind, HubError
 from methodhub.registry import AccessPolicy, Right, SqliteRegistry
 

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from aliyunsdkcore.auth.composer import rpc_signature_composer
 
-from methodhub.auth.aliyun import (
+from methodhub.dialects.aliyun.signing import (
     MqttClientId,
     device_password,
     device_sign_content,

@@ -13,10 +13,10 @@ import httpx
 import orjson
 import pytest
 
-from methodhub.api.http import HttpError, HttpServer, Request, Response, SwitchProtocol
-from methodhub.api.routing import Routes
-from methodhub.tls import ServerCertificate, ensure_dev_server_cert
-from methodhub.tls import server_context as tls_server_context
+from methodhub.http.routing import Routes
+from methodhub.http.server import HttpError, HttpServer, Request, Response, SwitchProtocol
+from methodhub.process.tls import ServerCertificate, ensure_dev_server_cert
+from methodhub.process.tls import server_context as tls_server_context
 from tests.unit.api.support import IO_TIMEOUT, RawClient, RawResponse, request
 
 Start = Callable[..., Awaitable[tuple[HttpServer, int]]]

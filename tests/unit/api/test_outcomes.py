@@ -6,10 +6,10 @@ import asyncio
 import gc
 from typing import Any
 
-from methodhub.api.http import Response
 from methodhub.api.outcomes import response_future
 from methodhub.calls import CallOutcome
 from methodhub.errors import ErrorKind, HubError
+from methodhub.http.server import Response
 
 
 def _ok(outcome: CallOutcome) -> Response:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from methodhub.api.http import MAX_PIPELINE, HttpServer, Request, Response
-from methodhub.api.routing import Routes
+from methodhub.http.routing import Routes
+from methodhub.http.server import MAX_PIPELINE, HttpServer, Request, Response
 from tests.unit.api.support import request
 
 

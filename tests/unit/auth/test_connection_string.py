@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from methodhub.auth import (
-    ConnectionString,
-    ConnectionStringError,
-    SasToken,
-    SasTokenError,
-    generate_sas_token,
-)
+from methodhub.dialects.azure.connection_string import ConnectionString, ConnectionStringError
+from methodhub.dialects.azure.sas import SasToken, SasTokenError, generate_sas_token
 
 KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 

@@ -10,7 +10,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from methodhub.auth import SasToken, SasTokenError, generate_sas_token
+from methodhub.dialects.azure.sas import SasToken, SasTokenError, generate_sas_token
 from tests.support import sign
 
 KEY = base64.b64encode(bytes(range(32))).decode()

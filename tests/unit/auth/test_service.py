@@ -14,8 +14,9 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-import methodhub.auth.service as service_module
-from methodhub.auth import ServiceAuthenticator, generate_sas_token
+import methodhub.dialects.azure.service_auth as service_module
+from methodhub.dialects.azure.sas import generate_sas_token
+from methodhub.dialects.azure.service_auth import ServiceAuthenticator
 from methodhub.errors import ErrorKind, HubError
 from methodhub.registry import AccessPolicy, Right, SqliteRegistry, SymmetricKeys
 from tests.support import sign

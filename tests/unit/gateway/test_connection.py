@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from methodhub.calls.model import Call
-from methodhub.gateway.dialects.base import Dialect, Principal
+from methodhub.gateway.dialect import Dialect, Principal
 from methodhub.gateway.gateway import Gateway
 from methodhub.gateway.session import DeviceSession
 from methodhub.metrics import Metrics

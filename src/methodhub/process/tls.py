@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from methodhub.datadir import TLS_DIR
 from methodhub.filemodes import PRIVATE_FILE
+from methodhub.process.datadir import TLS_DIR
 
 log = logging.getLogger("methodhub.tls")
 

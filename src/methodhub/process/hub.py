@@ -16,29 +16,37 @@ from pathlib import Path
 
 import orjson
 
-from methodhub.api.aliyun import AliyunApi
-from methodhub.api.azure import AzureApi
-from methodhub.api.azure_errors import azure_error, azure_error_of
-from methodhub.api.http import HttpError, HttpServer, Request, Response, SwitchProtocol, error_response
 from methodhub.api.landing import landing_page
 from methodhub.api.openapi import OPENAPI
-from methodhub.api.routing import Routes
-from methodhub.auth import ConnectionString, PopAuthenticator, ServiceAuthenticator
 from methodhub.calls import CallEngine
 from methodhub.changes import ChangeFeedWatcher
 from methodhub.config import MAX_METHOD_PAYLOAD, HubConfig
-from methodhub.datadir import DataDirLock, ensure_data_dir, lock_data_dir, remove_runtime, write_runtime
+from methodhub.dialects.aliyun.mqtt import AliyunDialect
+from methodhub.dialects.aliyun.pop import AliyunApi
+from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
+from methodhub.dialects.azure.connection_string import ConnectionString
+from methodhub.dialects.azure.errors import azure_error, azure_error_of
+from methodhub.dialects.azure.mqtt import AzureDialect
+from methodhub.dialects.azure.rest import AzureApi
+from methodhub.dialects.azure.service_auth import ServiceAuthenticator
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway import Gateway
-from methodhub.gateway.dialects.aliyun import AliyunDialect
-from methodhub.gateway.dialects.azure import AzureDialect
 from methodhub.gateway.websocket import HandshakeRefused, MqttOverWebSocket, accept_websocket
-from methodhub.memory import MemoryTrimmer, tune_malloc
+from methodhub.http.routing import Routes
+from methodhub.http.server import HttpError, HttpServer, Request, Response, SwitchProtocol, error_response
 from methodhub.metrics import Metrics
 from methodhub.mqtt import DEFAULT_MAX_PACKET_SIZE
+from methodhub.process.datadir import (
+    DataDirLock,
+    ensure_data_dir,
+    lock_data_dir,
+    remove_runtime,
+    write_runtime,
+)
+from methodhub.process.memory import MemoryTrimmer, tune_malloc
+from methodhub.process.tls import TlsSetupError, ensure_dev_server_cert, operator_certificate, server_context
 from methodhub.registry import Registry, open_registry
 from methodhub.router import LocalRouter, Router
-from methodhub.tls import TlsSetupError, ensure_dev_server_cert, operator_certificate, server_context
 
 log = logging.getLogger("methodhub.hub")
 
@@ -77,7 +85,7 @@ class Hub:
         self._lock: DataDirLock | None = None
 
     async def start(self) -> None:
-        """Start serving. Raises :class:`~methodhub.datadir.DataDirInUse` if another hub runs on the
+        """Start serving. Raises :class:`~methodhub.process.datadir.DataDirInUse` if another hub runs on the
         data dir (a hub that records ``hub.json`` locks the data dir; workers share their parent's)."""
         config = self.config
         ensure_data_dir(config.data_dir)
@@ -261,7 +269,7 @@ class Hub:
 
         A second signal while stopping exits the process at once with 128 + the signal's number
         (130 for SIGINT, 143 for SIGTERM), unless ``second_signal_exits`` is false (a worker of
-        ``serve --workers``: its parent decides, see :mod:`methodhub.workers`)."""
+        ``serve --workers``: its parent decides, see :mod:`methodhub.process.workers`)."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
 

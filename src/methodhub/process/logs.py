@@ -2,7 +2,7 @@
 
 Default output is one line per event on stderr::
 
-    2026-11-22T14:08:00.123Z INFO methodhub.hub mqtt listening on 127.0.0.1:1883
+    2026-11-22T14:08:00.123Z INFO methodhub.process.hub mqtt listening on 127.0.0.1:1883
     2026-11-22T14:08:03.001Z WARNING methodhub.gateway protocol error, closing connection \
         client_id=pump-17 peer=127.0.0.1:50312 reason="..."
 

@@ -1,7 +1,7 @@
 """The Alibaba Cloud front door: IoT Platform's POP RPC API (version 2018-01-20) at ``/``.
 
 ``GET /?Action=...`` or ``POST /`` with parameters in the query and/or a form body, signed as
-:mod:`methodhub.auth.aliyun` describes with a shared access policy (AccessKeyId = policy name,
+:mod:`methodhub.dialects.aliyun.signing` describes with a shared access policy (AccessKeyId = policy name,
 AccessKeySecret = its key). Actions (aliyun-rrpc-wire.md §2):
 
 * ``RRpc`` (ServiceConnect): raw bytes to a device and back — system RRPC, or custom-topic RRPC
@@ -13,7 +13,7 @@ AccessKeySecret = its key). Actions (aliyun-rrpc-wire.md §2):
 
 Both calls run on the same :class:`~methodhub.calls.CallEngine` as Azure's direct methods, with the
 hub's payload limit (128 KiB) and errors; only the answer's shape is Alibaba's
-(:mod:`methodhub.api.aliyun_errors`). ``IotInstanceId``, ``RegionId``, ``Qos`` and ``ContentType``
+(:mod:`methodhub.dialects.aliyun.errors`). ``IotInstanceId``, ``RegionId``, ``Qos`` and ``ContentType``
 are accepted and ignored: a hub is one instance in one region.
 """
 
@@ -31,14 +31,14 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from methodhub import jsontext
-from methodhub.api.aliyun_errors import new_request_id, pop_error, rrpc_error
-from methodhub.api.http import Handler, Request, Response
 from methodhub.api.outcomes import response_future
-from methodhub.api.routing import Routes
-from methodhub.auth import PopAuthenticator
 from methodhub.calls import Call, CallEngine, CallKind, CallOutcome
 from methodhub.config import MAX_METHOD_PAYLOAD
+from methodhub.dialects.aliyun.errors import new_request_id, pop_error, rrpc_error
+from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
 from methodhub.errors import ErrorKind, HubError
+from methodhub.http.routing import Routes
+from methodhub.http.server import Handler, Request, Response
 from methodhub.registry import (
     Identity,
     ProductDevice,

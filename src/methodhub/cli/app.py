@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from methodhub import __version__
-from methodhub.auth import ConnectionString
 from methodhub.config import (
     HTTP_MAX_CONNECTIONS,
     HTTP_MAX_UNESTABLISHED,
@@ -32,7 +31,9 @@ from methodhub.config import (
     DeviceLimits,
     HubConfig,
 )
-from methodhub.datadir import (
+from methodhub.dialects.azure.connection_string import ConnectionString
+from methodhub.errors import HubError
+from methodhub.process.datadir import (
     ENV_DATA_DIR,
     DataDirError,
     DataDirInUse,
@@ -44,7 +45,6 @@ from methodhub.datadir import (
     stale_runtime_pid,
     write_settings,
 )
-from methodhub.errors import HubError
 
 if TYPE_CHECKING:
     import httpx
@@ -339,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     data_dir: Path = getattr(args, "data_dir", None) or default_data_dir()
     args.registry_url = getattr(args, "registry", None) or os.environ.get(ENV_REGISTRY) or None
     args.global_flags = _global_flags(args, data_dir)
-    from methodhub.logs import setup_logging
+    from methodhub.process.logs import setup_logging
 
     setup_logging(getattr(args, "log_level", "info"), getattr(args, "log_format", "text"))
     try:
@@ -362,7 +362,7 @@ def _run_command(args: argparse.Namespace, data_dir: Path) -> None:
     if args.command == "serve":
         _serve(args, data_dir)
     elif args.command == "ca-cert":
-        from methodhub.tls import ensure_dev_ca
+        from methodhub.process.tls import ensure_dev_ca
 
         ensure_data_dir(data_dir)
         sys.stdout.write(ensure_dev_ca(data_dir).read_text())
@@ -397,10 +397,10 @@ def _command(args: argparse.Namespace, command: str) -> str:
 
 
 def _serve(args: argparse.Namespace, data_dir: Path) -> None:
-    from methodhub.hub import Hub
+    from methodhub.process.hub import Hub
+    from methodhub.process.tls import TlsSetupError
     from methodhub.registry import SchemaTooNew
     from methodhub.router import RouterUnavailable
-    from methodhub.tls import TlsSetupError
 
     ensure_data_dir(data_dir)
     try:  # before the registry is touched: a second hub must change nothing of the first's
@@ -438,7 +438,7 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> None:
     _install_uvloop()
     try:
         if args.workers > 1:
-            from methodhub.workers import WorkerPool, WorkersError
+            from methodhub.process.workers import WorkerPool, WorkersError
 
             try:
                 raise SystemExit(WorkerPool(config, args.workers).run(started))
@@ -787,7 +787,7 @@ def _tls_trust(cacert: Path | None, data_dir: Path) -> ssl.SSLContext:
             return ssl.create_default_context(cafile=str(cacert))
         except (ssl.SSLError, OSError, ValueError) as exc:
             _fail(f"--cacert {cacert} is not a PEM file of CA certificates: {exc}", EXIT_USAGE)
-    from methodhub.tls import ca_cert_path
+    from methodhub.process.tls import ca_cert_path
 
     context = ssl.create_default_context()
     ca = ca_cert_path(data_dir)

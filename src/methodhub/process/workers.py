@@ -1,7 +1,7 @@
 """``methodhub serve --workers N``: N cluster nodes on one machine, sharing its listening ports.
 
 One Python process runs one asyncio loop on one core. To use every core, a *parent* process forks N
-worker processes; each is a complete node (:class:`~methodhub.hub.Hub`) listening on the same ports
+worker processes; each is a complete node (:class:`~methodhub.process.hub.Hub`) listening on the same ports
 with ``SO_REUSEPORT``, so the kernel spreads new connections (devices and backends) over them. A
 device connected to worker 1 must be callable from worker 2, so workers are cluster nodes joined by
 NATS: ``--nats URL``, or — when none is given and a ``nats-server`` binary is installed — a private
@@ -39,7 +39,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from methodhub.config import HubConfig
-from methodhub.datadir import ensure_data_dir, lock_data_dir, remove_runtime, write_runtime
+from methodhub.process.datadir import ensure_data_dir, lock_data_dir, remove_runtime, write_runtime
 
 log = logging.getLogger("methodhub.workers")
 
@@ -142,7 +142,7 @@ def _reserve(host: str, port: int) -> socket.socket:
 
 async def _prepare(config: HubConfig) -> tuple[bool, str]:
     """Once, before the workers: the registry's default policies (and the owner's connection string)."""
-    from methodhub.auth import ConnectionString
+    from methodhub.dialects.azure.connection_string import ConnectionString
     from methodhub.registry import open_registry
 
     registry = open_registry(config.registry_location)
@@ -170,7 +170,7 @@ def _worker_main(config: HubConfig, index: int, ready: Connection) -> None:
     """A worker process: one node, until SIGTERM/SIGINT."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    from methodhub.hub import Hub
+    from methodhub.process.hub import Hub
 
     def started(hub: Hub) -> None:
         log.info("worker %d (pid %d) serving", index, os.getpid())
@@ -219,7 +219,7 @@ class WorkerPool:
         self.first_start, self.owner_connection_string = asyncio.run(_prepare(config))
         uses_tls = config.mqtts_port >= 0 or config.https_port >= 0
         if uses_tls and config.tls_cert is None and config.tls_key is None:
-            from methodhub.tls import ensure_dev_server_cert
+            from methodhub.process.tls import ensure_dev_server_cert
 
             ensure_dev_server_cert(config.data_dir, config.hostname)
         nats_url = config.nats_url

@@ -5,7 +5,7 @@ AccessKeySecret = its primary (or secondary) key, as text. So one credential wor
 REST API (a SAS token signed with the key) and for the POP API (requests signed with it).
 
 A request is accepted when it names a policy, is signed with one of its keys
-(:mod:`methodhub.auth.aliyun`), its ``Timestamp`` is within :data:`TIMESTAMP_WINDOW` of the hub's
+(:mod:`methodhub.dialects.aliyun.signing`), its ``Timestamp`` is within :data:`TIMESTAMP_WINDOW` of the hub's
 clock, its ``SignatureNonce`` was not used before in that window, and the policy holds the right
 the action needs.
 """
@@ -15,14 +15,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from methodhub.auth.aliyun import (
+from methodhub.auth.nonces import NonceStore
+from methodhub.dialects.aliyun.signing import (
     POP_SIGNATURE_METHOD,
     POP_SIGNATURE_VERSION,
     parse_pop_timestamp,
     pop_string_to_sign,
     verify_pop_signature,
 )
-from methodhub.auth.nonces import NonceStore
 from methodhub.errors import ErrorKind, HubError
 from methodhub.registry import AccessPolicy, Registry, Right
 

@@ -6,7 +6,7 @@ import time
 from urllib.parse import unquote
 
 from methodhub.auth.cache import VerifiedTokenCache
-from methodhub.auth.sas import SasToken, SasTokenError
+from methodhub.dialects.azure.sas import SasToken, SasTokenError
 from methodhub.errors import ErrorKind, HubError
 from methodhub.registry import Registry, Right
 

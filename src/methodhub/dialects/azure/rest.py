@@ -12,11 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from methodhub import jsontext
-from methodhub.api.azure_errors import azure_error, utc_timestamp
-from methodhub.api.http import Request, Response
 from methodhub.api.outcomes import response_future
-from methodhub.api.routing import Routes
-from methodhub.auth import ServiceAuthenticator
 from methodhub.calls import Call, CallEngine, CallOutcome
 from methodhub.calls.model import identity_key, validate_method_name
 from methodhub.config import (
@@ -26,7 +22,11 @@ from methodhub.config import (
     RESPONSE_TIMEOUT_DEFAULT,
     RESPONSE_TIMEOUT_RANGE,
 )
+from methodhub.dialects.azure.errors import azure_error, utc_timestamp
+from methodhub.dialects.azure.service_auth import ServiceAuthenticator
 from methodhub.errors import ErrorKind, HubError
+from methodhub.http.routing import Routes
+from methodhub.http.server import Request, Response
 from methodhub.registry import Identity, Registry, Right, SymmetricKeys
 
 NEVER = "0001-01-01T00:00:00Z"

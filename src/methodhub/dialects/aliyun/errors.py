@@ -18,8 +18,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from methodhub.api.http import Response
 from methodhub.errors import HubError
+from methodhub.http.server import Response
 
 RECOMMEND = "See docs/aliyun-compatibility.md in methodhub for the actions and parameters it implements."
 """``Recommend``: where Alibaba links its diagnosis page, we point at what methodhub implements."""

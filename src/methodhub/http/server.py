@@ -57,7 +57,7 @@ import orjson
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
 from methodhub.admission import Admission, log_accept_errors
-from methodhub.api.routing import MethodNotAllowed, RouteNotFound, Routes
+from methodhub.http.routing import MethodNotAllowed, RouteNotFound, Routes
 
 __all__ = [
     "KEEPALIVE_TIMEOUT",

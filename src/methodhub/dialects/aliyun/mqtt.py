@@ -2,7 +2,7 @@
 
 * CONNECT: user name ``{deviceName}&{productKey}``; client id ``{clientId}|securemode=..,
   signmethod=..,timestamp=..,ext=1,_ss=1,...|``; password the device-secret signature
-  (:mod:`methodhub.auth.aliyun`). Azure's user names always contain ``/`` and Alibaba's never do,
+  (:mod:`methodhub.dialects.aliyun.signing`). Azure's user names always contain ``/`` and Alibaba's never do,
   so the two dialects claim disjoint CONNECTs.
 * Server-side subscription (``_ss=1``): the Link SDK for Python subscribes nothing itself, so the
   hub subscribes the device to the topics it delivers calls on: system RRPC requests
@@ -36,11 +36,16 @@ import time
 from dataclasses import dataclass, field
 
 from methodhub import jsontext
-from methodhub.auth import DEFAULT_SIGN_METHOD, SIGN_METHODS, MqttClientId, verify_device_password
 from methodhub.calls.model import Call, CallKind, CallOutcome
+from methodhub.dialects.aliyun.signing import (
+    DEFAULT_SIGN_METHOD,
+    SIGN_METHODS,
+    MqttClientId,
+    verify_device_password,
+)
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.auth import AuthContext
-from methodhub.gateway.dialects.base import SUBSCRIPTION_REFUSED, ConnectRefused, Dialect, Principal
+from methodhub.gateway.dialect import SUBSCRIPTION_REFUSED, ConnectRefused, Dialect, Principal
 from methodhub.gateway.session import DeviceSession
 from methodhub.mqtt import Connect, Publish, topic_matches
 from methodhub.registry import validate_product_names

@@ -15,12 +15,12 @@ import time
 from urllib.parse import unquote
 
 from methodhub import jsontext
-from methodhub.auth import SasToken, SasTokenError
 from methodhub.calls.model import Call, CallKind, CallOutcome, identity_key
 from methodhub.config import MAX_METHOD_PAYLOAD
+from methodhub.dialects.azure.sas import SasToken, SasTokenError
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.auth import AuthContext
-from methodhub.gateway.dialects.base import SUBSCRIPTION_REFUSED, ConnectRefused, Dialect, Principal
+from methodhub.gateway.dialect import SUBSCRIPTION_REFUSED, ConnectRefused, Dialect, Principal
 from methodhub.gateway.session import DeviceSession
 from methodhub.mqtt import Connect, Publish, topic_matches
 from methodhub.registry import Right

@@ -17,8 +17,8 @@ import uuid
 
 import orjson
 
-from methodhub.api.http import Response
 from methodhub.errors import ErrorKind, HubError
+from methodhub.http.server import Response
 
 
 def utc_timestamp(epoch: float | None = None) -> str:

@@ -1,0 +1,5 @@
+"""The ``methodhub`` command."""
+
+from methodhub.cli.app import main
+
+__all__ = ["main"]
