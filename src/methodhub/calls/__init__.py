@@ -1,6 +1,6 @@
-"""The protocol-free call engine: a call becomes an outcome or a typed error."""
+"""Calls, independent of any protocol: the model, the engine, and the ports the engine owns."""
 
-from methodhub.calls.engine import CallEngine, format_timespan
+from methodhub.calls.engine import CONNECT_TIMEOUT_INFO, CallEngine
 from methodhub.calls.model import Call, CallKind, CallOutcome, identity_key
 
-__all__ = ["Call", "CallEngine", "CallKind", "CallOutcome", "format_timespan", "identity_key"]
+__all__ = ["CONNECT_TIMEOUT_INFO", "Call", "CallEngine", "CallKind", "CallOutcome", "identity_key"]

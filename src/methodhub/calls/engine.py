@@ -20,17 +20,15 @@ if TYPE_CHECKING:  # the router package imports calls.model; avoid the cycle at 
 
 log = logging.getLogger("methodhub.calls")
 
+CONNECT_TIMEOUT_INFO = "connect_timeout"
+"""``HubError.info`` key of a ``DEVICE_OFFLINE`` raised after waiting: the seconds waited (a float);
+each front door reports it in its own words."""
+
 
 class IdentityLookup(Protocol):
     """The one registry question the engine asks: does this device (or module) exist?"""
 
     async def get_identity(self, device_id: str, module_id: str | None = None) -> Any | None: ...
-
-
-def format_timespan(seconds: float) -> str:
-    """``hh:mm:ss`` as Azure reports timeouts in its error ``info`` (``"00:00:05"``)."""
-    total = max(0, round(seconds))
-    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
 class CallEngine:
@@ -131,13 +129,13 @@ class CallEngine:
                     return
             raise HubError(
                 ErrorKind.DEVICE_OFFLINE,
-                f"Timed out waiting for device to connect. Device '{call.target}' is not online"
+                f"Device '{call.target}' is not online"
                 + (
                     f" and did not connect within {call.connect_timeout:g} s."
                     if call.connect_timeout
                     else "."
                 ),
-                {"timeout": format_timespan(call.connect_timeout)},
+                {CONNECT_TIMEOUT_INFO: call.connect_timeout},
             )
         except HubError as exc:
             run.fail(exc)

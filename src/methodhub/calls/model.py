@@ -8,16 +8,9 @@ It ends as a :class:`CallOutcome` or a :class:`~methodhub.errors.HubError`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-
-from methodhub.errors import ErrorKind, HubError
-
-MAX_METHOD_NAME_LENGTH = 128
-"""Azure documents no limit; 128 matches its limit on identifiers and keeps topics short."""
-METHOD_NAME_FORBIDDEN = frozenset('$()<>@,;:\\"/[]?={} \t#+%')
-"""Azure's forbidden property-name characters, plus ``# + %``: MQTT wildcards cannot appear in a
-topic name, and devices percent-decode the name they receive (azure-direct-methods-wire.md §1.6)."""
 
 
 class CallKind(StrEnum):
@@ -44,11 +37,10 @@ class Call:
         connect_timeout: seconds to wait for the device to come online (connected and subscribed)
             before the call fails as offline; 0 means "it must be online now".
         kind: how the payload is to be understood, see :class:`CallKind`.
-        topic: for dialects that let the caller pick the delivery topic (Alibaba custom-topic RRPC),
-            that topic; ``None`` otherwise.
-        request_id: an id the front door chose and reports to its caller (Alibaba's ``MessageId``);
-            a dialect that can carry it on the wire uses it as the request id, the others ignore
-            it. Unique per call; ``None`` lets the dialect number the request itself.
+        dialect_data: what a front door tells the device's dialect about this call, as text (e.g.
+            Alibaba's caller-chosen MessageId and delivery topic); ``None`` when it says nothing.
+            The engine and the routers carry it without reading it (the cluster router sends it
+            to the node holding the device); each dialect defines and reads its own keys.
     """
 
     target: str
@@ -57,8 +49,7 @@ class Call:
     response_timeout: float
     connect_timeout: float = 0.0
     kind: CallKind = CallKind.METHOD
-    topic: str | None = None
-    request_id: str | None = None
+    dialect_data: Mapping[str, str] | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -76,25 +67,3 @@ class CallOutcome:
 def identity_key(device_id: str, module_id: str | None = None) -> str:
     """The call target key for a device or one of its modules."""
     return device_id if not module_id else f"{device_id}/{module_id}"
-
-
-def validate_method_name(name: object) -> str:
-    """Return ``name`` if it is a usable method name, else raise ``INVALID_ARGUMENT``.
-
-    A method name travels inside MQTT topics, so it must be 1..128 printable US-ASCII characters
-    and none of ``$ ( ) < > @ , ; : \\ " / [ ] ? = { } # + %``, space or tab.
-    """
-    if not isinstance(name, str) or not name:
-        raise HubError(ErrorKind.INVALID_ARGUMENT, "methodName is required and must be a non-empty string.")
-    if len(name) > MAX_METHOD_NAME_LENGTH:
-        raise HubError(
-            ErrorKind.INVALID_ARGUMENT, f"methodName is longer than {MAX_METHOD_NAME_LENGTH} characters."
-        )
-    for char in name:
-        if char in METHOD_NAME_FORBIDDEN or not (" " < char < "\x7f"):
-            raise HubError(
-                ErrorKind.INVALID_ARGUMENT,
-                f"methodName contains {char!r}; use printable US-ASCII without "
-                '$ ( ) < > @ , ; : \\ " / [ ] ? = { } # + % or spaces.',
-            )
-    return name

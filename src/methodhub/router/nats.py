@@ -121,8 +121,7 @@ def encode_call(call: Call) -> bytes:
             call.kind.value,
             call.response_timeout,
             call.connect_timeout,
-            call.topic,
-            call.request_id,
+            call.dialect_data,
         )
     )
     return b"C" + meta + b"\n" + call.payload
@@ -130,7 +129,7 @@ def encode_call(call: Call) -> bytes:
 
 def decode_call(data: bytes) -> Call:
     end = data.index(b"\n")
-    target, method, kind, response_timeout, connect_timeout, topic, request_id = orjson.loads(data[1:end])
+    target, method, kind, response_timeout, connect_timeout, dialect_data = orjson.loads(data[1:end])
     return Call(
         target,
         method,
@@ -138,8 +137,7 @@ def decode_call(data: bytes) -> Call:
         response_timeout,
         connect_timeout,
         CallKind(kind),
-        topic,
-        request_id,
+        dialect_data,
     )
 
 

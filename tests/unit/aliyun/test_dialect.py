@@ -14,6 +14,7 @@ import pytest
 
 from methodhub.auth import VerifiedTokenCache
 from methodhub.calls import Call, CallKind, CallOutcome
+from methodhub.dialects.aliyun.calls import call_data
 from methodhub.dialects.aliyun.mqtt import AliyunDialect, alink_outcome, alink_request
 from methodhub.dialects.azure.mqtt import AzureDialect
 from methodhub.errors import ErrorKind, HubError
@@ -172,7 +173,10 @@ async def test_disabled_device_is_refused(
 async def test_system_rrpc(ctx: AuthContext, device: ProductDevice) -> None:
     session, transport = await open_session(ctx, linkkit_connect(device))
     assert session.ready
-    reply = submit(session, Call(f"{PK}:{DN}", "rrpc", b"\x00raw", 3, kind=CallKind.MESSAGE, request_id="77"))
+    reply = submit(
+        session,
+        Call(f"{PK}:{DN}", "rrpc", b"\x00raw", 3, kind=CallKind.MESSAGE, dialect_data=call_data("77")),
+    )
     assert transport.published == [(f"/sys/{PK}/{DN}/rrpc/request/77", b"\x00raw")]
     assert DIALECT.on_publish(session, Publish(f"/sys/{PK}/{DN}/rrpc/response/77", b"\xffanswer"))
     assert (await reply) == CallOutcome(200, b"\xffanswer")
@@ -181,7 +185,12 @@ async def test_system_rrpc(ctx: AuthContext, device: ProductDevice) -> None:
 async def test_custom_topic_rrpc_needs_a_subscription(ctx: AuthContext, device: ProductDevice) -> None:
     session, transport = await open_session(ctx, linkkit_connect(device))
     call = Call(
-        f"{PK}:{DN}", "rrpc", b"m", 3, kind=CallKind.MESSAGE, topic=f"/{PK}/{DN}/user/get", request_id="5"
+        f"{PK}:{DN}",
+        "rrpc",
+        b"m",
+        3,
+        kind=CallKind.MESSAGE,
+        dialect_data=call_data("5", f"/{PK}/{DN}/user/get"),
     )
     with pytest.raises(HubError) as raised:
         await submit(session, call)
@@ -199,7 +208,7 @@ async def test_custom_topic_rrpc_needs_a_subscription(ctx: AuthContext, device: 
 
 async def test_synchronous_service(ctx: AuthContext, device: ProductDevice) -> None:
     session, transport = await open_session(ctx, linkkit_connect(device))
-    reply = submit(session, Call(f"{PK}:{DN}", "Echo", b'{"x":1}', 3, request_id="9"))
+    reply = submit(session, Call(f"{PK}:{DN}", "Echo", b'{"x":1}', 3, dialect_data=call_data("9")))
     topic, payload = transport.published[0]
     assert topic == f"/ext/rrpc/9/sys/{PK}/{DN}/thing/service/Echo"
     assert orjson.loads(payload) == {
@@ -214,11 +223,16 @@ async def test_synchronous_service(ctx: AuthContext, device: ProductDevice) -> N
 
 async def test_without_ext_calls_use_system_rrpc_topics(ctx: AuthContext, device: ProductDevice) -> None:
     session, transport = await open_session(ctx, linkkit_connect(device, ext=False))
-    service = submit(session, Call(f"{PK}:{DN}", "Echo", b"{}", 3, request_id="1"))
+    service = submit(session, Call(f"{PK}:{DN}", "Echo", b"{}", 3, dialect_data=call_data("1")))
     custom = submit(
         session,
         Call(
-            f"{PK}:{DN}", "rrpc", b"m", 3, kind=CallKind.MESSAGE, topic=f"/{PK}/{DN}/user/x", request_id="2"
+            f"{PK}:{DN}",
+            "rrpc",
+            b"m",
+            3,
+            kind=CallKind.MESSAGE,
+            dialect_data=call_data("2", f"/{PK}/{DN}/user/x"),
         ),
     )
     assert [t for t, _ in transport.published] == [
@@ -245,7 +259,7 @@ async def test_device_without_server_side_subscription_is_not_ready(
 
 async def test_replies_that_are_not_alink(ctx: AuthContext, device: ProductDevice) -> None:
     session, transport = await open_session(ctx, linkkit_connect(device))
-    reply = submit(session, Call(f"{PK}:{DN}", "Echo", b"{}", 3, request_id="3"))
+    reply = submit(session, Call(f"{PK}:{DN}", "Echo", b"{}", 3, dialect_data=call_data("3")))
     DIALECT.on_publish(session, Publish(transport.published[0][0], b"plain text"))
     with pytest.raises(HubError) as raised:
         await reply
@@ -273,7 +287,14 @@ async def test_bad_call_shapes(ctx: AuthContext, device: ProductDevice) -> None:
     session, transport = await open_session(ctx, linkkit_connect(device))
     for call in (
         Call(f"{PK}:{DN}", "a/b", b"{}", 3),
-        Call(f"{PK}:{DN}", "rrpc", b"m", 3, kind=CallKind.MESSAGE, topic="/other/dev/user/get"),
+        Call(
+            f"{PK}:{DN}",
+            "rrpc",
+            b"m",
+            3,
+            kind=CallKind.MESSAGE,
+            dialect_data=call_data("5", "/other/dev/user/get"),
+        ),
     ):
         with pytest.raises(HubError) as raised:
             await submit(session, call)
@@ -284,7 +305,9 @@ async def test_bad_call_shapes(ctx: AuthContext, device: ProductDevice) -> None:
 async def test_expected_replies_do_not_pile_up(ctx: AuthContext, device: ProductDevice) -> None:
     session, _ = await open_session(ctx, linkkit_connect(device))
     for n in range(50):  # each abandoned (cancelled) before any reply
-        submit(session, Call(f"{PK}:{DN}", "rrpc", b"", 3, kind=CallKind.MESSAGE, request_id=str(n))).cancel()
+        submit(
+            session, Call(f"{PK}:{DN}", "rrpc", b"", 3, kind=CallKind.MESSAGE, dialect_data=call_data(str(n)))
+        ).cancel()
         await asyncio.sleep(0)
     assert len(session.dialect_state.expected) <= session.table.max_in_flight  # type: ignore[union-attr]
 

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from methodhub.calls import Call, CallKind, CallOutcome
+from methodhub.dialects.aliyun.calls import message_id, rrpc_topic
 from methodhub.dialects.aliyun.errors import new_request_id, pop_error, rrpc_error
 from methodhub.dialects.aliyun.pop import AliyunApi, MessageIds, request_params
 from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
@@ -180,15 +181,15 @@ async def test_rrpc_becomes_a_message_call(registry: SqliteRegistry) -> None:
         assert body["status"] == 200 and body["RrpcCode"] == "SUCCESS", attempt
         assert base64.b64decode(body["PayloadBase64Byte"]) == b"\x00pong"
         call = engine.calls[-1]
-        assert (call.target, call.kind, call.topic, call.payload) == (
+        assert (call.target, call.kind, rrpc_topic(call.dialect_data), call.payload) == (
             "a1PK:dev1",
             CallKind.MESSAGE,
             topic,
             b"\xffping",
         )
         assert call.response_timeout == 2.5 and call.connect_timeout == 0
-        assert call.request_id == str(body["MessageId"])
-    assert engine.calls[0].request_id != engine.calls[1].request_id
+        assert message_id(call.dialect_data) == str(body["MessageId"])
+    assert message_id(engine.calls[0].dialect_data) != message_id(engine.calls[1].dialect_data)
 
 
 async def test_invoke_thing_service_becomes_a_method_call(registry: SqliteRegistry) -> None:
@@ -212,7 +213,7 @@ async def test_invoke_thing_service_becomes_a_method_call(registry: SqliteRegist
         CallKind.METHOD,
         b'{"delay": 5}',
     )
-    assert call.response_timeout == 8.0 and call.request_id == body["Data"]["MessageId"]
+    assert call.response_timeout == 8.0 and message_id(call.dialect_data) == body["Data"]["MessageId"]
 
 
 @pytest.mark.parametrize(

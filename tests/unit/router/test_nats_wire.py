@@ -37,13 +37,10 @@ def test_plain_ids_are_their_own_token_and_others_are_escaped() -> None:
 @given(
     method=st.text(min_size=1, max_size=50),
     payload=st.binary(max_size=300),
-    topic=st.none() | st.text(max_size=30),
-    request_id=st.none() | st.text(max_size=30),
+    dialect_data=st.none() | st.dictionaries(st.text(max_size=10), st.text(max_size=30), max_size=3),
 )
-def test_calls_survive_the_wire(
-    method: str, payload: bytes, topic: str | None, request_id: str | None
-) -> None:
-    call = Call("dev/mod", method, payload, 30.0, 5.0, CallKind.MESSAGE, topic, request_id)
+def test_calls_survive_the_wire(method: str, payload: bytes, dialect_data: dict[str, str] | None) -> None:
+    call = Call("dev/mod", method, payload, 30.0, 5.0, CallKind.MESSAGE, dialect_data)
     assert decode_call(encode_call(call)) == call
 
 

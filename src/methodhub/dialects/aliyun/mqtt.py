@@ -9,7 +9,7 @@
   ``/sys/{pk}/{dn}/rrpc/request/+`` and, for ``ext=1`` devices, synchronous services
   ``/ext/rrpc/+/sys/{pk}/{dn}/thing/service/+``. Devices without ``_ss=1`` subscribe themselves.
 * Calls, by :class:`~methodhub.calls.CallKind` (the front door chooses; the id is the call's
-  ``request_id``, Alibaba's MessageId):
+  MessageId, :mod:`methodhub.dialects.aliyun.calls`):
 
   ============================  ==================================================  =====================
   call                          request topic (payload)                             reply topic
@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 from methodhub import jsontext
 from methodhub.calls.model import Call, CallKind, CallOutcome
+from methodhub.dialects.aliyun.calls import message_id, rrpc_topic
 from methodhub.dialects.aliyun.signing import (
     DEFAULT_SIGN_METHOD,
     SIGN_METHODS,
@@ -249,21 +250,22 @@ class AliyunDialect(Dialect):
     def encode_call(self, session: DeviceSession, call: Call, seq: int) -> tuple[str, str, bytes]:
         principal = session.principal
         product_key, device_name = _names(principal)
-        rid = call.request_id or str(seq)
+        rid = message_id(call.dialect_data) or str(seq)
+        custom_topic = rrpc_topic(call.dialect_data)
         ext = bool(principal.attributes.get("ext"))
         system_request = f"/sys/{product_key}/{device_name}/rrpc/request/{rid}"
         system_reply = f"/sys/{product_key}/{device_name}/rrpc/response/{rid}"
         if call.kind is CallKind.MESSAGE:
             payload = call.payload
-            if call.topic is not None and ext:
-                if not call.topic.startswith(f"/{product_key}/{device_name}/"):
+            if custom_topic is not None and ext:
+                if not custom_topic.startswith(f"/{product_key}/{device_name}/"):
                     raise HubError(
                         ErrorKind.INVALID_ARGUMENT,
-                        f"The RRPC topic '{call.topic}' is not one of device '{session.key}''s topics "
+                        f"The RRPC topic '{custom_topic}' is not one of device '{session.key}''s topics "
                         f"(/{product_key}/{device_name}/...).",
                     )
-                topic = reply = f"{EXT_RRPC}{rid}{call.topic}"
-                hint = f"the RRPC topic '{EXT_RRPC}+{call.topic}'"
+                topic = reply = f"{EXT_RRPC}{rid}{custom_topic}"
+                hint = f"the RRPC topic '{EXT_RRPC}+{custom_topic}'"
             else:
                 topic, reply, hint = system_request, system_reply, "system RRPC requests"
         else:

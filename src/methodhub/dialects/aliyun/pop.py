@@ -34,6 +34,7 @@ from methodhub import jsontext
 from methodhub.api.outcomes import response_future
 from methodhub.calls import Call, CallEngine, CallKind, CallOutcome
 from methodhub.config import MAX_METHOD_PAYLOAD
+from methodhub.dialects.aliyun.calls import call_data
 from methodhub.dialects.aliyun.errors import new_request_id, pop_error, rrpc_error
 from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
 from methodhub.errors import ErrorKind, HubError
@@ -363,8 +364,7 @@ class AliyunApi:
             payload=message,
             response_timeout=timeout,
             kind=CallKind.MESSAGE,
-            topic=topic,
-            request_id=str(message_id),
+            dialect_data=call_data(str(message_id), topic),
         )
 
         def answered(outcome: CallOutcome) -> Response:
@@ -405,7 +405,7 @@ class AliyunApi:
             method=identifier,
             payload=args,
             response_timeout=SERVICE_TIMEOUT,
-            request_id=message_id,
+            dialect_data=call_data(message_id),
         )
 
         def answered(outcome: CallOutcome) -> Response:

@@ -17,6 +17,7 @@ import uuid
 
 import orjson
 
+from methodhub.calls import CONNECT_TIMEOUT_INFO
 from methodhub.errors import ErrorKind, HubError
 from methodhub.http.server import Response
 
@@ -28,14 +29,25 @@ def utc_timestamp(epoch: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((epoch - whole) * 1e7):07d}Z"
 
 
+def format_timespan(seconds: float) -> str:
+    """``hh:mm:ss`` as Azure reports timeouts in its error ``info`` (``"00:00:05"``)."""
+    total = max(0, round(seconds))
+    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
 def azure_error(error: HubError) -> Response:
     """The HTTP response Azure IoT Hub gives for ``error``."""
     spec = error.kind.spec
+    message, info = error.message, error.info
+    waited = info.get(CONNECT_TIMEOUT_INFO) if info else None
+    if waited is not None:  # the engine waited for the device to connect: Azure's words for it
+        message = f"{spec.default_message} {message}"
+        info = {"timeout": format_timespan(waited)}
     inner = {
         "errorCode": spec.azure_code,
         "trackingId": uuid.uuid4().hex,
-        "message": error.message,
-        "info": error.info,
+        "message": message,
+        "info": info,
         "timestampUtc": utc_timestamp(),
     }
     body = orjson.dumps({"Message": orjson.dumps(inner).decode(), "ExceptionMessage": ""})

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from methodhub import jsontext
 from methodhub.api.outcomes import response_future
 from methodhub.calls import Call, CallEngine, CallOutcome
-from methodhub.calls.model import identity_key, validate_method_name
+from methodhub.calls.model import identity_key
 from methodhub.config import (
     CONNECT_TIMEOUT_DEFAULT,
     CONNECT_TIMEOUT_RANGE,
@@ -24,6 +24,7 @@ from methodhub.config import (
 )
 from methodhub.dialects.azure.errors import azure_error, utc_timestamp
 from methodhub.dialects.azure.service_auth import ServiceAuthenticator
+from methodhub.dialects.azure.topics import validate_method_name
 from methodhub.errors import ErrorKind, HubError
 from methodhub.http.routing import Routes
 from methodhub.http.server import Request, Response
