@@ -1,27 +1,35 @@
-"""What a dialect is: the translation between one cloud's MQTT conventions and methodhub's calls.
+"""What an MQTT dialect is: the translation between one cloud's MQTT conventions and methodhub's calls.
 
 A dialect decides, for the connections it claims: who the device is (authentication), which
 topics it may subscribe and publish (ACL), how a :class:`~methodhub.calls.Call` is put on the wire
 and how the device's answer is recognised, and when the device is *ready* to receive calls.
-Sessions and connections are protocol plumbing shared by every dialect.
+
+A dialect sees a device through :class:`DeviceView` (implemented by
+:class:`~methodhub.gateway.session.DeviceSession`): who it is, what it subscribed, a slot for the
+dialect's own per-session state, and the means to complete a call. It never touches the session's
+table, its pending calls or the connection carrying it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from methodhub.calls.model import Call
+from methodhub.calls.model import Call, CallOutcome
+from methodhub.errors import HubError
 
 if TYPE_CHECKING:
     from methodhub.gateway.auth import AuthContext
-    from methodhub.gateway.session import DeviceSession
     from methodhub.mqtt import Connect, Publish
 
 SUBSCRIPTION_REFUSED = 0x80
 """SUBACK return code "Failure" [MQTT-3.9.3]; v5 calls it 0x80 "Unspecified error" too, and the
 gateway upgrades it to 0x87 "Not authorized" for MQTT 5 clients."""
+
+Reply = tuple[str, bytes]
+"""A message to send back to the device at once: ``(topic, payload)``."""
 
 
 class ConnectRefused(Exception):
@@ -58,6 +66,45 @@ class Principal:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
+class DeviceView(Protocol):
+    """What a dialect sees of one device's session."""
+
+    @property
+    def principal(self) -> Principal: ...
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def subscriptions(self) -> Mapping[str, int]:
+        """Topic filter → granted QoS."""
+        ...
+
+    @property
+    def max_in_flight(self) -> int:
+        """Calls the device may have pending at once."""
+        ...
+
+    dialect_state: object | None
+    """The dialect's own per-session state (None until it stores some)."""
+
+    def complete(self, rid: str, result: CallOutcome | HubError) -> None:
+        """The device answered request ``rid`` (unknown or finished ids are dropped and counted)."""
+        ...
+
+    def is_pending(self, rid: str) -> bool:
+        """Whether request ``rid`` still waits for its answer."""
+        ...
+
+    def count_stray(self) -> None:
+        """Count a response that matches no call in flight."""
+        ...
+
+    def count_telemetry(self) -> None:
+        """Count a device-to-cloud message accepted and dropped."""
+        ...
+
+
 class Dialect(ABC):
     """One cloud's MQTT conventions. Instances are shared by all connections they claim."""
 
@@ -76,19 +123,20 @@ class Dialect(ABC):
         return {}
 
     @abstractmethod
-    def grant(self, session: DeviceSession, topic_filter: str, qos: int) -> int:
+    def grant(self, device: DeviceView, topic_filter: str, qos: int) -> int:
         """The QoS granted for a SUBSCRIBE of ``topic_filter``, or :data:`SUBSCRIPTION_REFUSED`."""
 
     @abstractmethod
-    def on_publish(self, session: DeviceSession, publish: Publish) -> bool:
-        """Handle a device PUBLISH (e.g. a call response). False: not allowed — close the connection."""
+    def on_publish(self, device: DeviceView, publish: Publish) -> bool | Reply:
+        """Handle a device PUBLISH (e.g. a call response): True accepted, a :data:`Reply` accepted
+        and to be answered at once, False not allowed (the connection is closed)."""
 
     @abstractmethod
-    def encode_call(self, session: DeviceSession, call: Call, seq: int) -> tuple[str, str, bytes]:
+    def encode_call(self, device: DeviceView, call: Call, seq: int) -> tuple[str, str, bytes]:
         """Put ``call`` on the wire: returns ``(request id, topic, payload)``. ``seq`` is unique per
         node; the request id is what the device's answer will carry. Raises ``HubError`` when this
         device cannot take this call (e.g. not subscribed to that method)."""
 
     @abstractmethod
-    def is_ready(self, session: DeviceSession) -> bool:
-        """Whether the session can receive calls now (e.g. subscribed to method requests)."""
+    def is_ready(self, device: DeviceView) -> bool:
+        """Whether the device can receive calls now (e.g. subscribed to method requests)."""

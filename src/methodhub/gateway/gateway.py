@@ -6,17 +6,16 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Sequence
-from typing import Any
 
 from methodhub.admission import Admission, log_accept_errors
 from methodhub.auth import VerifiedTokenCache
-from methodhub.config import MAX_KEEPALIVE, DeviceLimits
+from methodhub.config import DeviceLimits
 from methodhub.gateway.auth import AuthContext
-from methodhub.gateway.connection import DeviceConnection
-from methodhub.gateway.dialect import ConnectRefused, Dialect, Principal
+from methodhub.gateway.context import ConnectionContext
+from methodhub.gateway.dialect import Dialect
+from methodhub.gateway.mqtt_connection import DeviceConnection
 from methodhub.gateway.session import SessionTable
 from methodhub.metrics import Metrics
-from methodhub.mqtt import Connect
 from methodhub.registry import Registry
 from methodhub.router import Router
 
@@ -57,13 +56,20 @@ class Gateway:
     ) -> None:
         self.registry = registry
         self.metrics = metrics
-        self.dialects = list(dialects)
-        self.max_packet_size = max_packet_size
-        self.connect_packet_timeout = connect_packet_timeout
         self.limits = limits if limits is not None else DeviceLimits()
         self.auth = AuthContext(registry=registry, hostname=hostname, tokens=VerifiedTokenCache())
         self.sessions = SessionTable(router, registry, metrics, max_in_flight)
-        self.connections: set[DeviceConnection] = set()
+        self.context = ConnectionContext(
+            sessions=self.sessions,
+            auth=self.auth,
+            dialects=list(dialects),
+            metrics=metrics,
+            limits=self.limits,
+            max_packet_size=max_packet_size,
+            connect_timeout=connect_packet_timeout,
+        )
+        """What the connections share (they get this, not the gateway)."""
+        self.connections = self.context.connections
         self._servers: list[asyncio.AbstractServer] = []
         self.admissions: list[Admission] = []
         """One per MQTT listener: its connection caps (:mod:`methodhub.admission`)."""
@@ -88,13 +94,13 @@ class Gateway:
         admission = self._new_admission(f"{name} {host}:{port}")
         # A TLS handshake happens before the connection is admitted: bound it by the CONNECT deadline.
         server = await loop.create_server(
-            lambda: DeviceConnection(self, name, admission),
+            lambda: DeviceConnection(self.context, name, admission),
             host,
             port,
             ssl=ssl_context,
             backlog=4096,
             reuse_port=reuse_port or None,
-            ssl_handshake_timeout=self.connect_packet_timeout if ssl_context is not None else None,
+            ssl_handshake_timeout=self.context.connect_timeout if ssl_context is not None else None,
         )
         sockname = server.sockets[0].getsockname() if server.sockets else None
         if sockname:
@@ -119,38 +125,7 @@ class Gateway:
         admission = self._upgraded.get(listener)
         if admission is None:
             admission = self._upgraded[listener] = self._new_admission(f"mqtt over {listener}")
-        return DeviceConnection(self, listener, admission)
-
-    async def authenticate(self, connect: Connect, *, use_cache: bool = True) -> Principal:
-        for dialect in self.dialects:
-            if dialect.claims(connect):
-                return await dialect.authenticate(connect, self.auth, use_cache=use_cache)
-        raise ConnectRefused(
-            4,
-            "the user name is not in any supported form (Azure: '{hostname}/{deviceId}/?api-version=...'; "
-            "Alibaba: '{deviceName}&{productKey}')",
-        )
-
-    def effective_keepalive(self, requested: int) -> float:
-        """The keep-alive the hub enforces: the client's, capped at Azure's 1767 s (0 = the cap)."""
-        if requested <= 0 or requested > MAX_KEEPALIVE:
-            return float(MAX_KEEPALIVE)
-        return float(requested)
-
-    def connack_properties(self, connect: Connect, keepalive: float) -> dict[str, Any]:
-        """MQTT 5 CONNACK properties: what this server supports, so clients do not try the rest."""
-        props: dict[str, Any] = {
-            "maximum_qos": 1,
-            "retain_available": 0,
-            "maximum_packet_size": self.max_packet_size,
-            "topic_alias_maximum": 0,
-            "wildcard_subscription_available": 1,
-            "subscription_identifier_available": 0,
-            "shared_subscription_available": 0,
-        }
-        if keepalive != connect.keepalive:
-            props["server_keep_alive"] = int(keepalive)
-        return props
+        return DeviceConnection(self.context, listener, admission)
 
     def connection_state(self, target: str) -> tuple[bool, float | None]:
         return self.sessions.connection_state(target)
@@ -176,9 +151,9 @@ class Gateway:
         )
         for session in sessions:
             self.auth.tokens.invalidate(session.key)
-            connection = session.connection
-            if isinstance(connection, DeviceConnection):
-                await connection.reverify()
+            channel = session.channel
+            if channel is not None:
+                await channel.reverify()
 
     def policy_changed(self, name: str) -> None:
         self.auth.tokens.invalidate(f"policy:{name}")
@@ -204,6 +179,5 @@ class Gateway:
         while self.connections and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         for connection in list(self.connections):  # not reading what we write: drop it
-            if connection.transport is not None:
-                connection.transport.abort()
+            connection.abort()
         await self.sessions.drain()

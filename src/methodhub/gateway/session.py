@@ -1,9 +1,11 @@
-"""Device sessions: the hub's memory of one device identity across its MQTT connections.
+"""Device sessions: the hub's memory of one device identity across its connections.
 
-A :class:`DeviceSession` holds the device's subscriptions, its calls in flight (request id → the
-engine's reply future) and the connection currently carrying it. It is the
-:class:`~methodhub.router.base.CallLink` the router delivers calls to. The :class:`SessionTable`
-keys sessions by identity, so a second connection of the same device takes the session over.
+A :class:`DeviceSession` owns the device's subscriptions, its calls in flight (request id → the
+engine's reply future), its readiness, and the :class:`~methodhub.gateway.channel.DeviceChannel`
+currently carrying it. It is the :class:`~methodhub.router.base.CallLink` the router delivers calls
+to, and the :class:`~methodhub.gateway.dialect.DeviceView` a dialect sees. Everything else reads
+it through properties and changes it through its methods. The :class:`SessionTable` keys sessions
+by identity, so a second connection of the same device takes the session over.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from methodhub.calls.model import Call, CallOutcome
@@ -22,17 +24,10 @@ from methodhub.metrics import Metrics
 from methodhub.router.base import Router
 
 if TYPE_CHECKING:
+    from methodhub.gateway.channel import DeviceChannel
     from methodhub.gateway.dialect import Dialect, Principal
 
 log = logging.getLogger("methodhub.gateway")
-
-
-class SessionTransport(Protocol):
-    """What a session needs from the connection carrying it."""
-
-    def publish(self, topic: str, payload: bytes) -> None: ...
-
-    def close_taken_over(self) -> None: ...
 
 
 class SessionStore(Protocol):
@@ -50,17 +45,17 @@ class DeviceSession:
 
     __slots__ = (
         "__weakref__",
+        "_channel",
+        "_pending",
+        "_subscriptions",
+        "_table",
         "connected_since",
-        "connection",
         "dialect",
         "dialect_state",
         "key",
-        "pending",
         "persistent",
         "principal",
         "ready",
-        "subscriptions",
-        "table",
     )
 
     def __init__(
@@ -70,48 +65,82 @@ class DeviceSession:
         persistent: bool,
         subscriptions: dict[str, int],
     ) -> None:
-        self.table = table
+        self._table = table
         self.principal = principal
         self.key = principal.key
         self.dialect: Dialect = principal.dialect
         self.persistent = persistent
-        self.subscriptions = subscriptions
-        self.pending: dict[str, asyncio.Future[CallOutcome]] = {}
-        self.connection: SessionTransport | None = None
+        self._subscriptions = subscriptions
+        self._pending: dict[str, asyncio.Future[CallOutcome]] = {}
+        self._channel: DeviceChannel | None = None
         self.connected_since: float | None = None
+        """Epoch seconds since a connection carries the session, or None."""
         self.ready = False
+        """Whether calls can be delivered now (announced to the router)."""
         self.dialect_state: object | None = None
+        """The dialect's own per-session state (see :class:`~methodhub.gateway.dialect.DeviceView`)."""
+
+    # -- what others read -------------------------------------------------------------------------------
+
+    @property
+    def subscriptions(self) -> Mapping[str, int]:
+        """Topic filter → granted QoS (change them with :meth:`update_subscriptions`)."""
+        return self._subscriptions
+
+    @property
+    def channel(self) -> DeviceChannel | None:
+        """The connection carrying the session now, or None."""
+        return self._channel
+
+    @property
+    def max_in_flight(self) -> int:
+        return self._table.max_in_flight
+
+    def in_flight(self) -> int:
+        """Calls delivered and not answered yet."""
+        return len(self._pending)
+
+    def is_pending(self, rid: str) -> bool:
+        return rid in self._pending
 
     # -- calls (CallLink) -----------------------------------------------------------------------------
 
     def submit(self, call: Call, reply: asyncio.Future[CallOutcome]) -> None:
-        """Deliver ``call`` on the current connection; see :class:`~methodhub.router.base.CallLink`."""
-        connection = self.connection
-        if connection is None or not self.ready:
+        """Deliver ``call`` on the current channel; see :class:`~methodhub.router.base.CallLink`."""
+        channel = self._channel
+        if channel is None or not self.ready:
             reply.set_exception(HubError(ErrorKind.DEVICE_OFFLINE))
             return
-        if len(self.pending) >= self.table.max_in_flight:
+        pending = self._pending
+        if len(pending) >= self._table.max_in_flight:
             reply.set_exception(
                 HubError(
                     ErrorKind.TOO_MANY_CALLS_IN_FLIGHT,
-                    f"Device '{self.key}' already has {len(self.pending)} calls in flight; retry later.",
+                    f"Device '{self.key}' already has {len(pending)} calls in flight; retry later.",
                 )
             )
             return
         try:
-            rid, topic, payload = self.dialect.encode_call(self, call, next(self.table.sequence))
+            rid = channel.deliver(call, next(self._table.sequence))
         except HubError as exc:
             reply.set_exception(exc)
             return
-        self.pending[rid] = reply
-        reply.add_done_callback(lambda _reply: self.pending.pop(rid, None))
-        connection.publish(topic, payload)
+        if self._channel is not channel:  # the channel failed while delivering and has ended
+            if not reply.done():
+                reply.set_exception(
+                    HubError(
+                        ErrorKind.DEVICE_DISCONNECTED, f"Device '{self.key}' disconnected before it answered."
+                    )
+                )
+            return
+        pending[rid] = reply
+        reply.add_done_callback(lambda _reply: pending.pop(rid, None))
 
     def complete(self, rid: str, result: CallOutcome | HubError) -> None:
         """The device answered request ``rid``. Unknown or finished ids are dropped and counted."""
-        reply = self.pending.pop(rid, None)
+        reply = self._pending.pop(rid, None)
         if reply is None or reply.done():
-            self.table.metrics.stray_responses.inc()
+            self.count_stray()
             log.debug("stray response dropped", extra={"ctx": {"device": self.key, "rid": rid}})
             return
         if isinstance(result, HubError):
@@ -119,75 +148,95 @@ class DeviceSession:
         else:
             reply.set_result(result)
 
-    # -- subscriptions --------------------------------------------------------------------------------
+    def count_stray(self) -> None:
+        self._table.metrics.stray_responses.inc()
 
-    def subscriptions_changed(self) -> None:
-        """Persist (if CleanSession=0) and re-evaluate readiness after SUBSCRIBE/UNSUBSCRIBE."""
-        if self.persistent:
-            self.table.persist(self)
-        self.update_readiness()
+    def count_telemetry(self) -> None:
+        self._table.metrics.telemetry.inc()
 
-    def update_readiness(self) -> None:
-        ready = self.connection is not None and self.dialect.is_ready(self)
+    # -- subscriptions and readiness --------------------------------------------------------------------
+
+    def update_subscriptions(self, granted: Mapping[str, int], removed: Iterable[str] = ()) -> bool:
+        """Add (or re-grant) ``granted`` and drop ``removed``; persist (if CleanSession=0) and
+        re-evaluate readiness once if anything changed. Returns whether anything changed."""
+        subscriptions = self._subscriptions
+        changed = False
+        for topic_filter, qos in granted.items():
+            if subscriptions.get(topic_filter) != qos:
+                subscriptions[topic_filter] = qos
+                changed = True
+        for topic_filter in removed:
+            if subscriptions.pop(topic_filter, None) is not None:
+                changed = True
+        if changed:
+            if self.persistent:
+                self._table.persist(self)
+            self.readiness_changed()
+        return changed
+
+    def readiness_changed(self) -> None:
+        """Ask the channel again whether the device can take calls; tell the router if that changed."""
+        channel = self._channel
+        ready = channel is not None and channel.ready_for_calls()
         if ready == self.ready:
             return
         self.ready = ready
+        router = self._table.router
         if ready:
-            self.table.router.announce(self.key, self)
+            router.announce(self.key, self)
         else:
-            self.table.router.withdraw(self.key, self)
+            router.withdraw(self.key, self)
 
-    # -- connections ----------------------------------------------------------------------------------
+    # -- channels ---------------------------------------------------------------------------------------
 
-    def attach(self, connection: SessionTransport) -> None:
-        """Carry this session on ``connection``; an older connection is closed (takeover).
+    def attach(self, channel: DeviceChannel) -> None:
+        """Carry this session on ``channel``; an older channel is closed (takeover).
 
         Calls in flight stay pending: the device may answer them on its new connection (paho
         re-sends an un-acknowledged response after reconnecting).
         """
-        old = self.connection
-        self.connection = connection
+        old = self._channel
+        self._channel = channel
         self.connected_since = time.time()
-        if old is not None and old is not connection:
+        if old is not None and old is not channel:
             old.close_taken_over()
-        self.table.router.session_opened(self.key, self)
+        self._table.router.session_opened(self.key, self)
         self.ready = False
-        self.update_readiness()
+        self.readiness_changed()
 
-    def detach(self, connection: SessionTransport, reason: str) -> None:
-        """``connection`` ended. If it was the current one, the device is gone: calls in flight fail
+    def detach(self, channel: DeviceChannel, reason: str) -> None:
+        """``channel`` ended. If it was the current one, the device is gone: calls in flight fail
         at once with ``DEVICE_DISCONNECTED`` and the session leaves the table (its subscriptions
         live on in the registry if it is persistent)."""
-        if self.connection is not connection:
+        if self._channel is not channel:
             return
-        self.connection = None
+        self._channel = None
         self.connected_since = None
-        self.update_readiness()
-        self.table.router.session_closed(self.key, self)
-        pending, self.pending = self.pending, {}
-        for reply in pending.values():
-            if not reply.done():
-                reply.set_exception(
-                    HubError(
-                        ErrorKind.DEVICE_DISCONNECTED,
-                        f"Device '{self.key}' disconnected before it answered ({reason}).",
-                    )
-                )
-        self.table.remove(self)
+        self.readiness_changed()
+        self._table.router.session_closed(self.key, self)
+        self.fail_pending(f"Device '{self.key}' disconnected before it answered ({reason}).")
+        self._table.remove(self)
 
     def fail_pending(self, reason: str) -> None:
-        pending, self.pending = self.pending, {}
+        """Fail every call in flight with ``DEVICE_DISCONNECTED`` (``reason`` is its message)."""
+        pending, self._pending = self._pending, {}
         for reply in pending.values():
             if not reply.done():
                 reply.set_exception(HubError(ErrorKind.DEVICE_DISCONNECTED, reason))
 
+    def hand_over(self, successor: DeviceSession) -> None:
+        """A clean session replaces this one: the channel (closed when ``successor`` is attached to
+        the new connection) moves to ``successor``, and this session is no longer ready."""
+        successor._channel, self._channel = self._channel, None
+        self.readiness_changed()
+
     def release(self, reason: str) -> None:
         """The device is now ready on another cluster node (:class:`~methodhub.router.ReleasableLink`):
         close its connection here, as a takeover on this node would."""
-        connection = self.connection
-        if connection is not None:
+        channel = self._channel
+        if channel is not None:
             log.debug("releasing session", extra={"ctx": {"device": self.key, "reason": reason}})
-            connection.close_taken_over()
+            channel.close_taken_over()
 
 
 class SessionTable:
@@ -279,9 +328,7 @@ class SessionTable:
         session = DeviceSession(self, principal, persistent, subscriptions)
         if existing is not None:
             # The old connection keeps its session object until it is closed below (attach).
-            session.connection = existing.connection
-            existing.connection = None
-            existing.update_readiness()
+            existing.hand_over(session)
         self._sessions[key] = session
         self._keys_by_device.setdefault(principal.device_id, set()).add(key)
         if persistent and stored is None and subscriptions:
@@ -334,6 +381,6 @@ class SessionTable:
 
     def connection_state(self, key: str) -> tuple[bool, float | None]:
         session = self._sessions.get(key)
-        if session is None or session.connection is None:
+        if session is None or session.channel is None:
             return False, None
         return True, session.connected_since

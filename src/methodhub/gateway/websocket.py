@@ -3,7 +3,7 @@
 The HTTP server accepts the upgrade (:func:`accept_websocket` builds the 101's fields and says why a
 handshake is refused); from then on :class:`MqttOverWebSocket` owns the socket: it unwraps binary
 frames with ``wsproto``'s frame layer and streams their bytes into an ordinary
-:class:`~methodhub.gateway.connection.DeviceConnection`, which writes through a
+:class:`~methodhub.gateway.mqtt_connection.DeviceConnection`, which writes through a
 :class:`WebSocketTransport` that wraps every write in one binary frame. MQTT packets may span
 frames and a frame may hold several packets (MQTT 3.1.1 §6), so frame boundaries are ignored.
 """

@@ -36,10 +36,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote
 
 from methodhub.dialects.azure.connection_string import ConnectionString
 from methodhub.dialects.azure.sas import generate_sas_token
+from methodhub.dialects.azure.topics import (
+    API_VERSION,
+    METHODS_FILTER,
+    METHODS_PREFIX,
+    parse_request_topic,
+    response_topic,
+)
 from methodhub.mqtt import (
     Connack,
     Connect,
@@ -60,9 +66,6 @@ from methodhub.sdk.errors import CredentialError, MethodHubError
 
 log = logging.getLogger("methodhub.sdk.device")
 
-API_VERSION = "2021-04-12"
-METHODS_FILTER = "$iothub/methods/POST/#"
-METHODS_PREFIX = "$iothub/methods/POST/"
 TOKEN_RENEW_MARGIN = 120
 """Renew the SAS token this many seconds before it expires, as Microsoft's SDK does."""
 CONNECT_TIMEOUT = 30.0
@@ -433,16 +436,12 @@ class DeviceClient:
         topic = publish.topic
         if not topic.startswith(METHODS_PREFIX):
             return
-        name_part, _, query = topic[len(METHODS_PREFIX) :].partition("/?")
-        rid = None
-        for pair in query.split("&"):
-            key, _, value = pair.partition("=")
-            if key == "$rid":
-                rid = unquote(value)
-        if rid is None:
+        request = parse_request_topic(topic)
+        if request is None:
             log.warning("method request without $rid ignored", extra={"ctx": {"topic": topic}})
             return
-        self._spawn(self._answer(link, unquote(name_part), rid, publish.payload))
+        name, rid = request
+        self._spawn(self._answer(link, name, rid, publish.payload))
 
     async def _answer(self, link: _Link, name: str, rid: str, raw: bytes) -> None:
         try:
@@ -482,7 +481,7 @@ class DeviceClient:
                 MethodResponse(500),
                 json.dumps({"error": f"payload not JSON-serialisable: {exc}"}).encode(),
             )
-        topic = f"$iothub/methods/res/{response.status}/?$rid={quote(rid, safe='')}"
+        topic = response_topic(response.status, rid)
         # Answer on the connection the request came on; if it dropped meanwhile, on the current one
         # (the hub accepts an answer on the device's newer connection).
         target = link if not link.closed.done() else self._link

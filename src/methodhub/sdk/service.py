@@ -23,9 +23,9 @@ import httpx
 
 from methodhub.dialects.azure.connection_string import ConnectionString
 from methodhub.dialects.azure.sas import generate_sas_token
+from methodhub.dialects.azure.topics import API_VERSION
 from methodhub.sdk.errors import ERRORS_BY_CODE, MethodHubError
 
-API_VERSION = "2021-04-12"
 TOKEN_TTL = 3600
 TOKEN_RENEW_MARGIN = 300
 HTTP_TIMEOUT_MARGIN = 10.0

@@ -31,15 +31,26 @@ DIALECT = AliyunDialect()
 
 
 class Transport:
-    """Records publishes instead of writing them."""
+    """A device channel that records what the dialect would put on the wire instead of writing it."""
 
     def __init__(self) -> None:
         self.published: list[tuple[str, bytes]] = []
+        self.session: DeviceSession | None = None
+        self.metrics = Metrics()
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def deliver(self, call: Call, seq: int) -> str:
+        assert self.session is not None
+        rid, topic, payload = DIALECT.encode_call(self.session, call, seq)
         self.published.append((topic, payload))
+        return rid
+
+    def ready_for_calls(self) -> bool:
+        return self.session is not None and DIALECT.is_ready(self.session)
 
     def close_taken_over(self) -> None:
+        pass
+
+    async def reverify(self) -> None:
         pass
 
 
@@ -86,9 +97,10 @@ def ctx(registry: SqliteRegistry) -> AuthContext:
 
 async def open_session(ctx: AuthContext, connect: Connect) -> tuple[DeviceSession, Transport]:
     principal = await DIALECT.authenticate(connect, ctx)
-    table = SessionTable(LocalRouter(), NoStore(), Metrics(), max_in_flight=4)
-    session, _ = await table.open(principal, clean_start=True, persistent=False)
     transport = Transport()
+    table = SessionTable(LocalRouter(), NoStore(), transport.metrics, max_in_flight=4)
+    session, _ = await table.open(principal, clean_start=True, persistent=False)
+    transport.session = session
     session.attach(transport)
     return session, transport
 
@@ -196,12 +208,12 @@ async def test_custom_topic_rrpc_needs_a_subscription(ctx: AuthContext, device: 
         await submit(session, call)
     assert raised.value.kind is ErrorKind.DEVICE_OFFLINE and "/ext/rrpc/+" in raised.value.message
     assert DIALECT.grant(session, f"/ext/rrpc/+/{PK}/{DN}/user/get", 0) == 0
-    session.subscriptions[f"/ext/rrpc/+/{PK}/{DN}/user/get"] = 0
+    session.update_subscriptions({f"/ext/rrpc/+/{PK}/{DN}/user/get": 0})
     reply = submit(session, call)
     assert transport.published == [(f"/ext/rrpc/5/{PK}/{DN}/user/get", b"m")]
     # The same id on the system topic is not this call's reply: dropped as stray.
     assert DIALECT.on_publish(session, Publish(f"/sys/{PK}/{DN}/rrpc/response/5", b"wrong"))
-    assert not reply.done() and session.table.metrics.stray_responses.get() == 1
+    assert not reply.done() and transport.metrics.stray_responses.get() == 1
     assert DIALECT.on_publish(session, Publish(f"/ext/rrpc/5/{PK}/{DN}/user/get", b"right"))
     assert (await reply).payload == b"right"
 
@@ -252,8 +264,7 @@ async def test_device_without_server_side_subscription_is_not_ready(
 ) -> None:
     session, _ = await open_session(ctx, linkkit_connect(device, ss=False))
     assert not session.ready and session.subscriptions == {}
-    session.subscriptions[f"/sys/{PK}/{DN}/rrpc/request/+"] = 0
-    session.subscriptions_changed()
+    session.update_subscriptions({f"/sys/{PK}/{DN}/rrpc/request/+": 0})
     assert session.ready
 
 
@@ -309,14 +320,14 @@ async def test_expected_replies_do_not_pile_up(ctx: AuthContext, device: Product
             session, Call(f"{PK}:{DN}", "rrpc", b"", 3, kind=CallKind.MESSAGE, dialect_data=call_data(str(n)))
         ).cancel()
         await asyncio.sleep(0)
-    assert len(session.dialect_state.expected) <= session.table.max_in_flight  # type: ignore[union-attr]
+    assert len(session.dialect_state.expected) <= session.max_in_flight  # type: ignore[union-attr]
 
 
 # -- topic ACL -------------------------------------------------------------------------------------
 
 
 async def test_subscribe_and_publish_acl(ctx: AuthContext, device: ProductDevice) -> None:
-    session, _ = await open_session(ctx, linkkit_connect(device))
+    session, transport = await open_session(ctx, linkkit_connect(device))
     own = [
         f"/{PK}/{DN}/user/get",
         f"/{PK}/{DN}/user/#",
@@ -340,7 +351,7 @@ async def test_subscribe_and_publish_acl(ctx: AuthContext, device: ProductDevice
     ]
     assert [DIALECT.grant(session, f, 1) for f in own] == [1] * len(own)
     assert [DIALECT.grant(session, f, 0) for f in foreign] == [SUBSCRIPTION_REFUSED] * len(foreign)
-    telemetry = session.table.metrics.telemetry
+    telemetry = transport.metrics.telemetry
     assert DIALECT.on_publish(session, Publish(f"/sys/{PK}/{DN}/thing/event/property/post", b"{}"))
     assert DIALECT.on_publish(session, Publish(f"/{PK}/{DN}/user/update", b"x"))
     assert telemetry.get() == 2

@@ -163,7 +163,7 @@ async def test_a_failing_task_closes_its_connection(monkeypatch: pytest.MonkeyPa
 
 
 async def test_a_closing_connection_that_does_not_drain_is_aborted(monkeypatch: pytest.MonkeyPatch) -> None:
-    import methodhub.gateway.connection as connection_module
+    import methodhub.gateway.mqtt_connection as connection_module
 
     monkeypatch.setattr(connection_module, "CLOSE_GRACE", 0.05)
     gateway = make_gateway(FakeDialect())
@@ -176,7 +176,7 @@ async def test_a_closing_connection_that_does_not_drain_is_aborted(monkeypatch: 
 
 
 async def test_work_is_done_in_budgeted_slices_with_reading_paused() -> None:
-    import methodhub.gateway.connection as connection_module
+    import methodhub.gateway.mqtt_connection as connection_module
 
     gateway = make_gateway(FakeDialect())
     protocol, transport = open_connection(gateway)

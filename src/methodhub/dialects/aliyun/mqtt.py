@@ -46,8 +46,7 @@ from methodhub.dialects.aliyun.signing import (
 )
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.auth import AuthContext
-from methodhub.gateway.dialect import SUBSCRIPTION_REFUSED, ConnectRefused, Dialect, Principal
-from methodhub.gateway.session import DeviceSession
+from methodhub.gateway.dialect import SUBSCRIPTION_REFUSED, ConnectRefused, DeviceView, Dialect, Principal
 from methodhub.mqtt import Connect, Publish, topic_matches
 from methodhub.registry import validate_product_names
 
@@ -79,11 +78,11 @@ def _names(principal: Principal) -> tuple[str, str]:
     return principal.attributes["product_key"], principal.attributes["device_name"]
 
 
-def _state(session: DeviceSession) -> AliyunSessionState:
-    state = session.dialect_state
+def _state(device: DeviceView) -> AliyunSessionState:
+    state = device.dialect_state
     if not isinstance(state, AliyunSessionState):
         state = AliyunSessionState()
-        session.dialect_state = state
+        device.dialect_state = state
     return state
 
 
@@ -212,8 +211,8 @@ class AliyunDialect(Dialect):
             subscriptions[f"{EXT_RRPC}+/sys/{product_key}/{device_name}/thing/service/+"] = 0
         return subscriptions
 
-    def grant(self, session: DeviceSession, topic_filter: str, qos: int) -> int:
-        if len(topic_filter.encode()) <= MAX_TOPIC_BYTES and self._owns(session.principal, topic_filter):
+    def grant(self, device: DeviceView, topic_filter: str, qos: int) -> int:
+        if len(topic_filter.encode()) <= MAX_TOPIC_BYTES and self._owns(device.principal, topic_filter):
             return min(qos, 1)
         return SUBSCRIPTION_REFUSED
 
@@ -240,15 +239,15 @@ class AliyunDialect(Dialect):
             or topic.startswith(f"/broadcast/{product_key}/")
         )
 
-    def is_ready(self, session: DeviceSession) -> bool:
-        product_key, device_name = _names(session.principal)
+    def is_ready(self, device: DeviceView) -> bool:
+        product_key, device_name = _names(device.principal)
         probe = f"/sys/{product_key}/{device_name}/rrpc/request/0"
-        return any(f.startswith(EXT_RRPC) or topic_matches(f, probe) for f in session.subscriptions)
+        return any(f.startswith(EXT_RRPC) or topic_matches(f, probe) for f in device.subscriptions)
 
     # -- calls ----------------------------------------------------------------------------------------
 
-    def encode_call(self, session: DeviceSession, call: Call, seq: int) -> tuple[str, str, bytes]:
-        principal = session.principal
+    def encode_call(self, device: DeviceView, call: Call, seq: int) -> tuple[str, str, bytes]:
+        principal = device.principal
         product_key, device_name = _names(principal)
         rid = message_id(call.dialect_data) or str(seq)
         custom_topic = rrpc_topic(call.dialect_data)
@@ -261,7 +260,7 @@ class AliyunDialect(Dialect):
                 if not custom_topic.startswith(f"/{product_key}/{device_name}/"):
                     raise HubError(
                         ErrorKind.INVALID_ARGUMENT,
-                        f"The RRPC topic '{custom_topic}' is not one of device '{session.key}''s topics "
+                        f"The RRPC topic '{custom_topic}' is not one of device '{device.key}''s topics "
                         f"(/{product_key}/{device_name}/...).",
                     )
                 topic = reply = f"{EXT_RRPC}{rid}{custom_topic}"
@@ -279,32 +278,32 @@ class AliyunDialect(Dialect):
                 hint = "synchronous services"
             else:
                 topic, reply, hint = system_request, system_reply, "system RRPC requests"
-        if not any(topic_matches(f, topic) for f in session.subscriptions):
+        if not any(topic_matches(f, topic) for f in device.subscriptions):
             raise HubError(
                 ErrorKind.DEVICE_OFFLINE,
-                f"Device '{session.key}' is connected but has not subscribed to {hint}.",
+                f"Device '{device.key}' is connected but has not subscribed to {hint}.",
             )
-        state = _state(session)
-        if len(state.expected) >= session.table.max_in_flight:
+        state = _state(device)
+        if len(state.expected) >= device.max_in_flight:
             # Calls that ended without a reply (timed out, abandoned) leave their entry behind.
-            state.expected = {t: e for t, e in state.expected.items() if e.rid in session.pending}
+            state.expected = {t: e for t, e in state.expected.items() if device.is_pending(e.rid)}
         state.expected[reply] = _Expected(rid, call.kind)
         return rid, topic, payload
 
-    def on_publish(self, session: DeviceSession, publish: Publish) -> bool:
+    def on_publish(self, device: DeviceView, publish: Publish) -> bool:
         topic = publish.topic
-        expected = _state(session).expected.pop(topic, None)
+        expected = _state(device).expected.pop(topic, None)
         if expected is not None:
             if expected.kind is CallKind.MESSAGE:
-                session.complete(expected.rid, CallOutcome(200, publish.payload))
+                device.complete(expected.rid, CallOutcome(200, publish.payload))
             else:
-                session.complete(expected.rid, alink_outcome(publish.payload))
+                device.complete(expected.rid, alink_outcome(publish.payload))
             return True
-        if not self._owns(session.principal, topic):
+        if not self._owns(device.principal, topic):
             return False
-        product_key, device_name = _names(session.principal)
+        product_key, device_name = _names(device.principal)
         if topic.startswith((EXT_RRPC, f"/sys/{product_key}/{device_name}/rrpc/response/")):
-            session.table.metrics.stray_responses.inc()
+            device.count_stray()
         else:
-            session.table.metrics.telemetry.inc()
+            device.count_telemetry()
         return True

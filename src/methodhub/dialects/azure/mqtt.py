@@ -4,63 +4,48 @@
   ``{hostname}/{clientId}/?api-version=...``; password a SAS token signed with the device's key
   (``sr = {hostname}/devices/{deviceId}[/modules/{moduleId}]``), or with a policy key holding
   DeviceConnect (``skn`` set).
-* Requests: ``$iothub/methods/POST/{method}/?$rid={rid}``, QoS 0, JSON payload.
-* Responses: ``$iothub/methods/res/{status}/?$rid={rid}``, JSON or empty payload.
+* Requests and responses: the ``$iothub`` grammar of :mod:`methodhub.dialects.azure.topics`.
 * The device may subscribe only inside its own namespace; anything else is refused.
 """
 
 from __future__ import annotations
 
 import time
-from urllib.parse import unquote
 
 from methodhub import jsontext
 from methodhub.calls.model import Call, CallKind, CallOutcome, identity_key
 from methodhub.config import MAX_METHOD_PAYLOAD
 from methodhub.dialects.azure.sas import SasToken, SasTokenError
+from methodhub.dialects.azure.topics import (
+    METHODS_FILTER,
+    METHODS_PREFIX,
+    RESPONSE_PREFIX,
+    TWIN_GET,
+    TWIN_PREFIX,
+    TWIN_RESPONSE_PREFIX,
+    TWIN_SUBSCRIPTIONS,
+    parse_response_topic,
+    query_value,
+    request_topic,
+)
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.auth import AuthContext
-from methodhub.gateway.dialect import SUBSCRIPTION_REFUSED, ConnectRefused, Dialect, Principal
-from methodhub.gateway.session import DeviceSession
+from methodhub.gateway.dialect import (
+    SUBSCRIPTION_REFUSED,
+    ConnectRefused,
+    DeviceView,
+    Dialect,
+    Principal,
+    Reply,
+)
 from methodhub.mqtt import Connect, Publish, topic_matches
 from methodhub.registry import Right
 
-METHODS_PREFIX = "$iothub/methods/POST/"
-METHODS_CATCH_ALL = "$iothub/methods/POST/#"
-RESPONSE_PREFIX = "$iothub/methods/res/"
-TWIN_PREFIX = "$iothub/twin/"
-TWIN_SUBSCRIPTIONS = ("$iothub/twin/res/", "$iothub/twin/PATCH/properties/desired/")
-TWIN_GET = "$iothub/twin/GET/"
-TWIN_RESPONSE_PREFIX = "$iothub/twin/res/"
 EMPTY_TWIN = b'{"desired":{"$version":1},"reported":{"$version":1}}'
 TWIN_NOT_SUPPORTED = (
     b'{"message":"methodhub does not store device twins; reported properties are not kept. '
     b'See docs/azure-compatibility.md."}'
 )
-
-
-def parse_response_topic(topic: str) -> tuple[int, str] | None:
-    """``$iothub/methods/res/{status}/?$rid={rid}`` → (status, rid), or None if malformed."""
-    status_text, sep, query = topic[len(RESPONSE_PREFIX) :].partition("/?")
-    if not sep:
-        return None
-    try:
-        status = int(status_text)
-    except ValueError:
-        return None
-    for pair in query.split("&"):
-        name, _, value = pair.partition("=")
-        if name == "$rid" and value:
-            return status, unquote(value)
-    return None
-
-
-def _query_value(query: str, name: str) -> str | None:
-    for pair in query.split("&"):
-        key, _, value = pair.partition("=")
-        if key == name and value:
-            return value
-    return None
 
 
 def validated_json(payload: bytes) -> bytes | None:
@@ -161,52 +146,51 @@ class AzureDialect(Dialect):
 
     # -- topics ---------------------------------------------------------------------------------------
 
-    def _own_prefixes(self, session: DeviceSession) -> tuple[str, ...]:
-        principal = session.principal
+    def _own_prefixes(self, device: DeviceView) -> tuple[str, ...]:
+        principal = device.principal
         if principal.module_id:
             return (f"devices/{principal.device_id}/modules/{principal.module_id}/inputs/",)
         return (f"devices/{principal.device_id}/messages/devicebound/",)
 
-    def grant(self, session: DeviceSession, topic_filter: str, qos: int) -> int:
+    def grant(self, device: DeviceView, topic_filter: str, qos: int) -> int:
         if (
             topic_filter.startswith(METHODS_PREFIX)
             or topic_filter.startswith(TWIN_SUBSCRIPTIONS)
-            or topic_filter.startswith(self._own_prefixes(session))
+            or topic_filter.startswith(self._own_prefixes(device))
         ):
             return min(qos, 1)  # Azure grants QoS 1 for a QoS 2 request
         return SUBSCRIPTION_REFUSED
 
-    def is_ready(self, session: DeviceSession) -> bool:
-        return any(f.startswith(METHODS_PREFIX) for f in session.subscriptions)
+    def is_ready(self, device: DeviceView) -> bool:
+        return any(f.startswith(METHODS_PREFIX) for f in device.subscriptions)
 
-    def encode_call(self, session: DeviceSession, call: Call, seq: int) -> tuple[str, str, bytes]:
+    def encode_call(self, device: DeviceView, call: Call, seq: int) -> tuple[str, str, bytes]:
         if call.kind is not CallKind.METHOD:
             raise HubError(
                 ErrorKind.INVALID_ARGUMENT,
-                f"Device '{session.key}' is connected with Azure's MQTT dialect, which carries JSON "
+                f"Device '{device.key}' is connected with Azure's MQTT dialect, which carries JSON "
                 "methods only, not raw RRPC messages; call a method on it instead.",
             )
         rid = format(seq, "x")
-        topic = f"{METHODS_PREFIX}{call.method}/?$rid={rid}"
-        if METHODS_CATCH_ALL not in session.subscriptions and not any(
-            topic_matches(f, topic) for f in session.subscriptions
-        ):
+        topic = request_topic(call.method, rid)
+        subscriptions = device.subscriptions
+        if METHODS_FILTER not in subscriptions and not any(topic_matches(f, topic) for f in subscriptions):
             raise HubError(
                 ErrorKind.DEVICE_OFFLINE,
-                f"Device '{session.key}' has not subscribed to method '{call.method}'.",
+                f"Device '{device.key}' has not subscribed to method '{call.method}'.",
             )
         return rid, topic, call.payload
 
-    def on_publish(self, session: DeviceSession, publish: Publish) -> bool:
+    def on_publish(self, device: DeviceView, publish: Publish) -> bool | Reply:
         topic = publish.topic
         if topic.startswith(RESPONSE_PREFIX):
             parsed = parse_response_topic(topic)
             if parsed is None:
-                session.table.metrics.stray_responses.inc()
+                device.count_stray()
                 return True
             status, rid = parsed
             if len(publish.payload) > MAX_METHOD_PAYLOAD:
-                session.complete(
+                device.complete(
                     rid,
                     HubError(
                         ErrorKind.PAYLOAD_TOO_LARGE,
@@ -217,7 +201,7 @@ class AzureDialect(Dialect):
                 return True
             payload = validated_json(publish.payload)
             if payload is None:
-                session.complete(
+                device.complete(
                     rid,
                     HubError(
                         ErrorKind.INVALID_DEVICE_RESPONSE,
@@ -226,32 +210,31 @@ class AzureDialect(Dialect):
                     ),
                 )
             else:
-                session.complete(rid, CallOutcome(status, payload))
+                device.complete(rid, CallOutcome(status, payload))
             return True
-        principal = session.principal
+        principal = device.principal
         events = f"devices/{principal.device_id}/" + (
             f"modules/{principal.module_id}/messages/events/" if principal.module_id else "messages/events/"
         )
         if topic.startswith(events) or topic == events[:-1]:
-            session.table.metrics.telemetry.inc()
+            device.count_telemetry()
             return True
         if topic.startswith(TWIN_PREFIX):
-            self._answer_twin(session, topic)
-            return True
+            return self._answer_twin(device, topic)
         return False
 
-    def _answer_twin(self, session: DeviceSession, topic: str) -> None:
+    def _answer_twin(self, device: DeviceView, topic: str) -> bool | Reply:
         """Device twins are not part of methodhub (docs/azure-compatibility.md). So that SDK calls
         fail fast instead of hanging, a twin GET gets an empty twin (no desired properties: there is
         no API to set any) and a reported-properties PATCH gets 405 with a message saying so."""
-        rid = _query_value(topic.partition("/?")[2], "$rid")
-        connection = session.connection
-        if rid is None or connection is None:
-            return
+        rid = query_value(topic.partition("/?")[2], "$rid")
+        if rid is None:
+            return True
         if topic.startswith(TWIN_GET):
             status, body = 200, EMPTY_TWIN
         else:
             status, body = 405, TWIN_NOT_SUPPORTED
         response_topic = f"{TWIN_RESPONSE_PREFIX}{status}/?$rid={rid}"
-        if any(topic_matches(f, response_topic) for f in session.subscriptions):
-            connection.publish(response_topic, body)
+        if any(topic_matches(f, response_topic) for f in device.subscriptions):
+            return response_topic, body
+        return True

@@ -25,6 +25,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from methodhub.config import MAX_KEEPALIVE
 from methodhub.gateway.dialect import SUBSCRIPTION_REFUSED, ConnectRefused
 from methodhub.mqtt import (
     Connack,
@@ -48,8 +49,9 @@ from methodhub.mqtt import (
 
 if TYPE_CHECKING:
     from methodhub.admission import Admission
+    from methodhub.calls.model import Call
+    from methodhub.gateway.context import ConnectionContext
     from methodhub.gateway.dialect import Principal
-    from methodhub.gateway.gateway import Gateway
     from methodhub.gateway.session import DeviceSession
 
 log = logging.getLogger("methodhub.gateway")
@@ -85,12 +87,12 @@ REASON_TOPIC_FILTER_INVALID = 0x8F
 class DeviceConnection(asyncio.Protocol):
     """asyncio protocol for one MQTT connection (TCP, TLS or WebSocket underneath)."""
 
-    def __init__(self, gateway: Gateway, listener: str, admission: Admission | None = None) -> None:
-        self.gateway = gateway
+    def __init__(self, ctx: ConnectionContext, listener: str, admission: Admission | None = None) -> None:
+        self.ctx = ctx
         self.listener = listener
         self.admission = admission
         """The listener's connection caps (None: not counted, e.g. in tests)."""
-        self.mqtt = MqttConnection(Role.SERVER, max_packet_size=gateway.max_packet_size)
+        self.mqtt = MqttConnection(Role.SERVER, max_packet_size=ctx.max_packet_size)
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
         self.peer = "-"
@@ -103,7 +105,7 @@ class DeviceConnection(asyncio.Protocol):
         self.expiry_timer: asyncio.TimerHandle | None = None
         self.auth_task: asyncio.Task[None] | None = None
         self.level = 4
-        self.limits = gateway.limits
+        self.limits = ctx.limits
         self.waiting = False
         """Reading is paused: the CONNECT is being authenticated, or the work budget ran out and
         the rest of the buffered packets are handled in a later loop iteration."""
@@ -120,8 +122,8 @@ class DeviceConnection(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
         self.last_activity = self.loop.time()
-        self.timer = self.loop.call_later(self.gateway.connect_packet_timeout, self._connect_deadline)
-        self.gateway.connections.add(self)
+        self.timer = self.loop.call_later(self.ctx.connect_timeout, self._connect_deadline)
+        self.ctx.connections.add(self)
         admission = self.admission
         if admission is not None:
             sock = transport.get_extra_info("socket")
@@ -136,7 +138,7 @@ class DeviceConnection(asyncio.Protocol):
 
     def _shed(self) -> None:
         """The listener is full: this unauthenticated connection makes room for a newer one."""
-        self.gateway.metrics.device_limits.inc("connections")
+        self.ctx.metrics.device_limits.inc("connections")
         self._abort()
 
     def data_received(self, data: bytes) -> None:
@@ -166,7 +168,7 @@ class DeviceConnection(asyncio.Protocol):
                 timer.cancel()
         if self.auth_task is not None and not self.auth_task.done():
             self.auth_task.cancel()
-        self.gateway.connections.discard(self)
+        self.ctx.connections.discard(self)
         if self.session is not None:
             reason = "connection lost" if exc is None else f"connection lost: {exc}"
             self.session.detach(self, reason)
@@ -175,21 +177,30 @@ class DeviceConnection(asyncio.Protocol):
                     "device disconnected", extra={"ctx": {"device": self.session.key, "peer": self.peer}}
                 )
 
-    # -- SessionTransport -----------------------------------------------------------------------------
+    # -- DeviceChannel --------------------------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes) -> None:
-        """Send a QoS 0 PUBLISH (method requests are QoS 0, as on Azure IoT Hub)."""
+    def deliver(self, call: Call, seq: int) -> str:
+        """Put ``call`` on the wire as its dialect says: one QoS 0 PUBLISH (method requests are
+        QoS 0, as on Azure IoT Hub). Returns the request id the device's answer will carry."""
+        session = self.session
+        assert session is not None  # only an attached session delivers
+        rid, topic, payload = session.dialect.encode_call(session, call, seq)
         if self.closing or self.transport is None:
-            return
+            return rid
         try:
             data = self.mqtt.send(Publish(topic=topic, payload=payload, qos=0))
         except LocalProtocolError as exc:
             # A bug if it happens; the caller must not get a 500 for it (it did in a reconnect storm
             # when the state machine refused to send after a DISCONNECT). The connection ends; the
-            # call, pending on the session, fails with DEVICE_DISCONNECTED when the session detaches.
+            # call fails with DEVICE_DISCONNECTED when the session detaches.
             self._failed("sending a call", exc)
-            return
+            return rid
         self._write(data)
+        return rid
+
+    def ready_for_calls(self) -> bool:
+        session = self.session
+        return session is not None and session.dialect.is_ready(session)
 
     def close_taken_over(self) -> None:
         log.debug("session taken over by a new connection", extra={"ctx": {"peer": self.peer}})
@@ -248,7 +259,7 @@ class DeviceConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _rate_exceeded(self) -> None:
-        self.gateway.metrics.device_limits.inc("packet_rate")
+        self.ctx.metrics.device_limits.inc("packet_rate")
         self._close(
             f"more than {self.limits.max_packets_per_second:g} packets/s (burst {self.limits.packet_burst}); "
             "raise --max-packets-per-second if this device needs it",
@@ -288,7 +299,7 @@ class DeviceConnection(asyncio.Protocol):
     def _failed(self, what: str, exc: BaseException | None = None) -> None:
         """Serving this connection raised: a bug. Log it once with its traceback, count it, and end
         the connection at once (its state can no longer be trusted)."""
-        self.gateway.metrics.connection_failures.inc()
+        self.ctx.metrics.connection_failures.inc()
         log.error(
             "unexpected error %s; closing the connection",
             what,
@@ -298,7 +309,7 @@ class DeviceConnection(asyncio.Protocol):
         self._abort()
 
     def _on_protocol_error(self, event: ProtocolError) -> None:
-        self.gateway.metrics.protocol_errors.inc()
+        self.ctx.metrics.protocol_errors.inc()
         log.warning(
             "protocol error, closing connection",
             extra={"ctx": {"peer": self.peer, "client_id": self._client_id(), "reason": event.reason}},
@@ -336,7 +347,7 @@ class DeviceConnection(asyncio.Protocol):
         principal = await self._verify(connect)
         if principal is None or self.closing:
             return
-        async with self.gateway.sessions.opening(principal.key):
+        async with self.ctx.sessions.opening(principal.key):
             await self._open_session(connect, principal)
         if self.closing or self.session is None:
             return
@@ -347,11 +358,11 @@ class DeviceConnection(asyncio.Protocol):
 
     async def _verify(self, connect: Connect) -> Principal | None:
         """The CONNECT's principal, or None after refusing it with a CONNACK."""
-        gateway = self.gateway
+        ctx = self.ctx
         try:
-            return await gateway.authenticate(connect)
+            return await ctx.authenticate(connect)
         except ConnectRefused as refused:
-            gateway.metrics.connects_refused.inc(_refusal_label(refused.code))
+            ctx.metrics.connects_refused.inc(_refusal_label(refused.code))
             log.info(
                 "connection refused",
                 extra={
@@ -376,23 +387,23 @@ class DeviceConnection(asyncio.Protocol):
         """Open the identity's session and answer CONNACK. The caller holds the identity's lock:
         of simultaneous CONNECTs of one device, each takes the session over from the one before,
         so exactly one ends up connected."""
-        gateway = self.gateway
+        ctx = self.ctx
         clean_start = connect.clean_session
         persistent = _persistent(connect)
         try:
-            session, present = await gateway.sessions.open(principal, clean_start, persistent)
+            session, present = await ctx.sessions.open(principal, clean_start, persistent)
         except Exception as exc:  # the stored session could not be loaded: the registry is down
             log.warning(
                 "connection refused: cannot load the session",
                 extra={"ctx": {"client_id": connect.client_id, "peer": self.peer, "reason": str(exc)}},
             )
-            gateway.metrics.connects_refused.inc(_refusal_label(3))
+            ctx.metrics.connects_refused.inc(_refusal_label(3))
             if not self.closing:
                 self._refuse(3)
             return
         if self.closing:
             return
-        router = gateway.sessions.router
+        router = ctx.sessions.router
         reachable = router.reachable(principal.key)
         if reachable is not None:  # a cluster: other nodes must see the device before it hears CONNACK
             await asyncio.shield(reachable)  # shared by the connects of a loop iteration
@@ -400,12 +411,14 @@ class DeviceConnection(asyncio.Protocol):
                 router.abandon(principal.key)
                 return
         self.session = session
-        self.keepalive = gateway.effective_keepalive(connect.keepalive)
+        self.keepalive = effective_keepalive(connect.keepalive)
         self._send(
             Connack(
                 session_present=present and not clean_start,
                 reason_code=0,
-                properties=gateway.connack_properties(connect, self.keepalive) if self.level >= 5 else None,
+                properties=connack_properties(connect, self.keepalive, ctx.max_packet_size)
+                if self.level >= 5
+                else None,
             )
         )
         self._flush()
@@ -413,7 +426,7 @@ class DeviceConnection(asyncio.Protocol):
         if self.admission is not None:  # an authenticated device is never shed for a newcomer
             self.admission.mark_established(self)
             self.admission.mark_busy(self)
-        gateway.metrics.connections.inc()
+        ctx.metrics.connections.inc()
         if self.timer is not None:
             self.timer.cancel()
         self.timer = self.loop.call_at(
@@ -446,7 +459,7 @@ class DeviceConnection(asyncio.Protocol):
         if self.connect_packet is None or self.session is None or self.closing:
             return
         try:
-            await self.gateway.authenticate(self.connect_packet, use_cache=False)
+            await self.ctx.authenticate(self.connect_packet, use_cache=False)
         except ConnectRefused as refused:
             log.info(
                 "closing connection: credentials no longer valid",
@@ -460,7 +473,7 @@ class DeviceConnection(asyncio.Protocol):
         session = self.session
         assert session is not None
         codes: list[int] = []
-        changed = False
+        granted_filters: dict[str, int] = {}
         limits = self.limits
         v5 = self.level >= 5
         for topic_filter, qos in packet.subscriptions:
@@ -475,7 +488,8 @@ class DeviceConnection(asyncio.Protocol):
                 )
             elif (
                 topic_filter not in session.subscriptions
-                and len(session.subscriptions) >= limits.max_subscriptions
+                and topic_filter not in granted_filters
+                and len(session.subscriptions) + len(granted_filters) >= limits.max_subscriptions
             ):
                 refusal = (
                     "subscriptions",
@@ -484,7 +498,7 @@ class DeviceConnection(asyncio.Protocol):
                 )
             if refusal is not None:
                 limit, v5_code, why = refusal
-                self.gateway.metrics.device_limits.inc(limit)
+                self.ctx.metrics.device_limits.inc(limit)
                 log.info(
                     "subscription refused: %s",
                     why,
@@ -501,27 +515,26 @@ class DeviceConnection(asyncio.Protocol):
                 codes.append(REASON_NOT_AUTHORIZED if self.level >= 5 else SUBSCRIPTION_REFUSED)
                 continue
             codes.append(granted)
-            if session.subscriptions.get(topic_filter) != granted:
-                session.subscriptions[topic_filter] = granted
-                changed = True
+            granted_filters[topic_filter] = granted
         self._send(Suback(packet_id=packet.packet_id, reason_codes=codes))
-        if changed:
-            session.subscriptions_changed()
+        if granted_filters:
+            session.update_subscriptions(granted_filters)
 
     def _on_unsubscribe(self, packet: Unsubscribe) -> None:
         session = self.session
         assert session is not None
-        changed = False
+        subscriptions = session.subscriptions
+        removed: set[str] = set()
         codes: list[int] = []
         for topic_filter in packet.topic_filters:
-            if session.subscriptions.pop(topic_filter, None) is not None:
-                changed = True
+            if topic_filter in subscriptions and topic_filter not in removed:
+                removed.add(topic_filter)
                 codes.append(0x00)
             else:
                 codes.append(0x11)  # v5 "No subscription existed"; dropped when encoding for v3
         self._send(Unsuback(packet_id=packet.packet_id, reason_codes=codes))
-        if changed:
-            session.subscriptions_changed()
+        if removed:
+            session.update_subscriptions({}, removed)
 
     def _on_publish(self, packet: Publish) -> None:
         session = self.session
@@ -530,11 +543,15 @@ class DeviceConnection(asyncio.Protocol):
             # Azure IoT Hub closes the connection on QoS 2; MQTT 5 says so with 0x9B.
             self._close(f"QoS 2 PUBLISH to '{packet.topic}' is not supported", REASON_QOS_NOT_SUPPORTED)
             return
-        if not session.dialect.on_publish(session, packet):
+        verdict = session.dialect.on_publish(session, packet)
+        if verdict is False:
             self._close(
                 f"publishing to '{packet.topic}' is not allowed for this device", REASON_NOT_AUTHORIZED
             )
             return
+        if verdict is not True:  # the dialect answers at once (e.g. Azure's twin requests)
+            topic, payload = verdict
+            self._send(Publish(topic=topic, payload=payload, qos=0))
         if packet.qos == 1 and packet.packet_id is not None:  # QoS 1 always has one (the codec checks)
             self._send(Puback(packet_id=packet.packet_id))
 
@@ -549,11 +566,11 @@ class DeviceConnection(asyncio.Protocol):
         else:
             why = "its CONNECT could not be answered in time"
             self.auth_task.cancel()
-        self.gateway.metrics.device_limits.inc("connect_deadline")
+        self.ctx.metrics.device_limits.inc("connect_deadline")
         log.info(
             "closing connection: %s (%g s)",
             why,
-            self.gateway.connect_packet_timeout,
+            self.ctx.connect_timeout,
             extra={"ctx": {"peer": self.peer, "client_id": self._client_id()}},
         )
         self._close(None, None)
@@ -612,6 +629,10 @@ class DeviceConnection(asyncio.Protocol):
             # A peer that does not read keeps the flush (and so the close) from finishing: bounded.
             self.timer = self.loop.call_later(CLOSE_GRACE, self._abort)
 
+    def abort(self) -> None:
+        """End the connection now, without flushing."""
+        self._abort()
+
     def _abort(self) -> None:
         """End the connection now, without flushing."""
         self.closing = True
@@ -621,6 +642,29 @@ class DeviceConnection(asyncio.Protocol):
     def shutdown(self) -> None:
         """The hub is stopping."""
         self._close(None, REASON_SERVER_SHUTTING_DOWN)
+
+
+def effective_keepalive(requested: int) -> float:
+    """The keep-alive the hub enforces: the client's, capped at Azure's 1767 s (0 = the cap)."""
+    if requested <= 0 or requested > MAX_KEEPALIVE:
+        return float(MAX_KEEPALIVE)
+    return float(requested)
+
+
+def connack_properties(connect: Connect, keepalive: float, max_packet_size: int) -> dict[str, Any]:
+    """MQTT 5 CONNACK properties: what this server supports, so clients do not try the rest."""
+    props: dict[str, Any] = {
+        "maximum_qos": 1,
+        "retain_available": 0,
+        "maximum_packet_size": max_packet_size,
+        "topic_alias_maximum": 0,
+        "wildcard_subscription_available": 1,
+        "subscription_identifier_available": 0,
+        "shared_subscription_available": 0,
+    }
+    if keepalive != connect.keepalive:
+        props["server_keep_alive"] = int(keepalive)
+    return props
 
 
 def _persistent(connect: Connect) -> bool:

@@ -1,0 +1,65 @@
+"""What every device connection of a node shares: the context object a connection is given, in
+place of a pointer back to the whole :class:`~methodhub.gateway.gateway.Gateway`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from methodhub.config import DeviceLimits
+from methodhub.gateway.auth import AuthContext
+from methodhub.gateway.dialect import ConnectRefused, Dialect, Principal
+from methodhub.gateway.session import SessionTable
+from methodhub.metrics import Metrics
+
+if TYPE_CHECKING:
+    from methodhub.mqtt import Connect
+
+
+class Closable(Protocol):
+    """What the gateway asks of every open device connection when the node stops."""
+
+    def shutdown(self) -> None:
+        """Close, telling the device why if its protocol can (MQTT 5: DISCONNECT 0x8B)."""
+        ...
+
+    def abort(self) -> None:
+        """End now, without flushing (it did not close in time)."""
+        ...
+
+
+@dataclass(slots=True, eq=False)
+class ConnectionContext:
+    """Shared by the device connections of one node.
+
+    Attributes:
+        sessions: the node's sessions.
+        auth: what dialects authenticate with.
+        dialects: tried in order; the first that claims a CONNECT authenticates it.
+        metrics: the hub's counters.
+        limits: what one device connection may do (packet rate, subscriptions, connections).
+        max_packet_size: the largest MQTT packet accepted from a device.
+        connect_timeout: seconds a new connection has to send CONNECT and have it answered.
+        connections: the open connections (the gateway closes them when the node stops).
+    """
+
+    sessions: SessionTable
+    auth: AuthContext
+    dialects: Sequence[Dialect]
+    metrics: Metrics
+    limits: DeviceLimits
+    max_packet_size: int
+    connect_timeout: float
+    connections: set[Closable] = field(default_factory=set)
+
+    async def authenticate(self, connect: Connect, *, use_cache: bool = True) -> Principal:
+        """The principal of ``connect`` per the first dialect that claims it; raises ConnectRefused."""
+        for dialect in self.dialects:
+            if dialect.claims(connect):
+                return await dialect.authenticate(connect, self.auth, use_cache=use_cache)
+        raise ConnectRefused(
+            4,
+            "the user name is not in any supported form (Azure: '{hostname}/{deviceId}/?api-version=...'; "
+            "Alibaba: '{deviceName}&{productKey}')",
+        )
