@@ -139,10 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         old = [f[key] for f in figures["old"]]
         new = [f[key] for f in figures["new"]]
         ratio = statistics.median(new) / statistics.median(old)
-        print(
-            f"{labels[key]:>28}: old {', '.join(f'{v:,.1f}' for v in old)} | new {', '.join(f'{v:,.1f}' for v in new)}"
-            f" | new/old (medians) {ratio:.3f}"
-        )
+        olds, news = (", ".join(f"{v:,.1f}" for v in values) for values in (old, new))
+        print(f"{labels[key]:>28}: old {olds} | new {news} | new/old (medians) {ratio:.3f}")
     return 0
 
 
