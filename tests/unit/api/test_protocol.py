@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from methodhub.http.flow import MAX_PIPELINE
+from methodhub.http.messages import Request, Response
 from methodhub.http.routing import Routes
-from methodhub.http.server import MAX_PIPELINE, HttpServer, Request, Response
+from methodhub.http.server import HttpServer
 from tests.unit.api.support import request
 
 
