@@ -12,7 +12,7 @@ from methodhub.http.flow import MAX_PIPELINE
 from methodhub.http.messages import Request, Response
 from methodhub.http.routing import Routes
 from methodhub.http.server import HttpServer
-from tests.unit.api.support import request
+from tests.unit.http.support import request
 
 
 class RecordingTransport(asyncio.Transport):
