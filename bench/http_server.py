@@ -37,8 +37,9 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from methodhub.http.messages import Request, Response
 from methodhub.http.routing import Routes
-from methodhub.http.server import HttpServer, Request, Response
+from methodhub.http.server import HttpServer
 
 BODY = b'{"methodName":"reboot","payload":{"delay":1},"responseTimeoutInSeconds":30}'
 REQUEST = (

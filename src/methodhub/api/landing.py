@@ -9,7 +9,7 @@ from __future__ import annotations
 from html import escape
 
 from methodhub import __version__
-from methodhub.http.server import Request, Response
+from methodhub.http.messages import Request, Response
 
 _PAGE = """<!doctype html>
 <html lang="en">

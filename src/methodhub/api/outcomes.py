@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from methodhub.calls import CallOutcome
 from methodhub.errors import HubError
-from methodhub.http.server import Response
+from methodhub.http.messages import Response
 
 
 def response_future(

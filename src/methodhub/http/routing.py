@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 if TYPE_CHECKING:
-    from methodhub.http.server import Handler
+    from methodhub.http.messages import Handler
 
 __all__ = ["MethodNotAllowed", "RouteNotFound", "Routes", "decode_segment"]
 
@@ -97,7 +97,7 @@ class Routes:
             method: an HTTP method token, e.g. ``"POST"`` (case-sensitive, RFC 9110 §9.1).
             pattern: an absolute path; ``{name}`` as a whole segment is a parameter, any other
                 segment is a literal matched against the percent-decoded request segment.
-            handler: called with the :class:`~methodhub.http.server.Request`.
+            handler: called with the :class:`~methodhub.http.messages.Request`.
 
         Raises:
             ValueError: a malformed pattern or method, a repeated parameter name, or a route that

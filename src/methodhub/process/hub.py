@@ -32,8 +32,10 @@ from methodhub.dialects.azure.service_auth import ServiceAuthenticator
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway import Gateway
 from methodhub.gateway.websocket import HandshakeRefused, MqttOverWebSocket, accept_websocket
+from methodhub.http.messages import HttpError, Request, Response, SwitchProtocol
 from methodhub.http.routing import Routes
-from methodhub.http.server import HttpError, HttpServer, Request, Response, SwitchProtocol, error_response
+from methodhub.http.server import HttpServer
+from methodhub.http.wire import error_response
 from methodhub.metrics import Metrics
 from methodhub.mqtt import DEFAULT_MAX_PACKET_SIZE
 from methodhub.process.datadir import (

@@ -20,7 +20,7 @@ from methodhub.dialects.aliyun.pop import AliyunApi, MessageIds, request_params
 from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
 from methodhub.dialects.aliyun.signing import sign_pop_request
 from methodhub.errors import ErrorKind, HubError
-from methodhub.http.server import Request, Response
+from methodhub.http.messages import Request, Response
 from methodhub.registry import SqliteRegistry
 
 FORM = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}

@@ -9,7 +9,7 @@ from typing import Any
 from methodhub.api.outcomes import response_future
 from methodhub.calls import CallOutcome
 from methodhub.errors import ErrorKind, HubError
-from methodhub.http.server import Response
+from methodhub.http.messages import Response
 
 
 def _ok(outcome: CallOutcome) -> Response:

@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 from methodhub.errors import HubError
-from methodhub.http.server import Response
+from methodhub.http.messages import Response
 
 RECOMMEND = "See docs/aliyun-compatibility.md in methodhub for the actions and parameters it implements."
 """``Recommend``: where Alibaba links its diagnosis page, we point at what methodhub implements."""

@@ -38,8 +38,8 @@ from methodhub.dialects.aliyun.calls import call_data
 from methodhub.dialects.aliyun.errors import new_request_id, pop_error, rrpc_error
 from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
 from methodhub.errors import ErrorKind, HubError
+from methodhub.http.messages import Handler, Request, Response
 from methodhub.http.routing import Routes
-from methodhub.http.server import Handler, Request, Response
 from methodhub.registry import (
     Identity,
     ProductDevice,

@@ -19,7 +19,7 @@ import orjson
 
 from methodhub.calls import CONNECT_TIMEOUT_INFO
 from methodhub.errors import ErrorKind, HubError
-from methodhub.http.server import Response
+from methodhub.http.messages import Response
 
 
 def utc_timestamp(epoch: float | None = None) -> str:

@@ -26,8 +26,8 @@ from methodhub.dialects.azure.errors import azure_error, utc_timestamp
 from methodhub.dialects.azure.service_auth import ServiceAuthenticator
 from methodhub.dialects.azure.topics import validate_method_name
 from methodhub.errors import ErrorKind, HubError
+from methodhub.http.messages import Request, Response
 from methodhub.http.routing import Routes
-from methodhub.http.server import Request, Response
 from methodhub.registry import Identity, Registry, Right, SymmetricKeys
 
 NEVER = "0001-01-01T00:00:00Z"

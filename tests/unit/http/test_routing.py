@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
+from methodhub.http.messages import Request, Response
 from methodhub.http.routing import MethodNotAllowed, RouteNotFound, Routes, decode_segment
-from methodhub.http.server import Request, Response
 
 
 def handler(name: str) -> Callable[[Request], Response]:

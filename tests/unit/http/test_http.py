@@ -13,11 +13,12 @@ import httpx
 import orjson
 import pytest
 
+from methodhub.http.messages import HttpError, Request, Response, SwitchProtocol
 from methodhub.http.routing import Routes
-from methodhub.http.server import HttpError, HttpServer, Request, Response, SwitchProtocol
+from methodhub.http.server import HttpServer
 from methodhub.process.tls import ServerCertificate, ensure_dev_server_cert
 from methodhub.process.tls import server_context as tls_server_context
-from tests.unit.api.support import IO_TIMEOUT, RawClient, RawResponse, request
+from tests.unit.http.support import IO_TIMEOUT, RawClient, RawResponse, request
 
 Start = Callable[..., Awaitable[tuple[HttpServer, int]]]
 Connect = Callable[[int], Awaitable[RawClient]]

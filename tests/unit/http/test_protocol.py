@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
+from methodhub.http.flow import MAX_PIPELINE
+from methodhub.http.messages import Request, Response
 from methodhub.http.routing import Routes
-from methodhub.http.server import MAX_PIPELINE, HttpServer, Request, Response
-from tests.unit.api.support import request
+from methodhub.http.server import HttpServer
+from tests.unit.http.support import request
 
 
 class RecordingTransport(asyncio.Transport):

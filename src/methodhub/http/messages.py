@@ -1,0 +1,144 @@
+"""The HTTP server's message types, as handlers see them: :class:`Request`, :class:`Response`,
+:class:`SwitchProtocol` (take over the connection after an ``Upgrade``), :class:`HttpError`, and the
+signatures of a handler and of the server's hooks.
+
+Nothing here does I/O or encodes bytes (:mod:`methodhub.http.wire` does that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import orjson
+
+__all__ = [
+    "ErrorHook",
+    "Handler",
+    "HttpError",
+    "MethodNotAllowedHook",
+    "NotFoundHook",
+    "Request",
+    "Response",
+    "SwitchProtocol",
+]
+
+
+@dataclass(slots=True)
+class Request:
+    """One HTTP request, as the router and handlers see it.
+
+    Attributes:
+        method: the method token, e.g. ``"POST"``.
+        path: the path as sent, without the query, *not* percent-decoded (``"/twins/dev%201/methods"``).
+        query: the query parameters, percent-decoded (``+`` as space); the last value of a repeated
+            key wins.
+        headers: lower-cased names → latin-1 decoded values, surrounding whitespace removed;
+            repeated fields joined with ``", "`` (RFC 9110 §5.3).
+        body: the request content (chunked transfer coding already removed).
+        path_params: filled by the router; each segment percent-decoded on its own.
+        peer: the client's ``(host, port)``, or None when the transport has no IP peer.
+        scheme: ``"https"`` when the connection uses TLS, else ``"http"``.
+        raw_query: the query string as sent (for signatures computed over the raw parameters).
+    """
+
+    method: str
+    path: str
+    query: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    path_params: dict[str, str] = field(default_factory=dict)
+    peer: tuple[str, int] | None = None
+    scheme: str = "http"
+    raw_query: str = ""
+
+
+@dataclass(slots=True)
+class Response:
+    """An HTTP response. The server adds ``Content-Length``, ``Date``, ``Server`` and ``Connection``.
+
+    Attributes:
+        status: the status code, 200–999 (a 1xx other than via :class:`SwitchProtocol` is refused).
+        body: the content; not sent for HEAD, 204 and 304.
+        content_type: the ``Content-Type``; None sends none.
+        headers: more fields, ``(name, value)``; must not include ``Content-Length`` or
+            ``Transfer-Encoding`` (the server frames the message). ``("connection", "close")``
+            makes the server close the connection after this response.
+    """
+
+    status: int
+    body: bytes = b""
+    content_type: str | None = "application/json; charset=utf-8"
+    headers: list[tuple[str, str]] | None = None
+
+    @classmethod
+    def json(cls, obj: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Response:
+        """A JSON response encoded with orjson.
+
+        Args:
+            obj: any value orjson can serialize.
+            status: the status code.
+            headers: extra header fields.
+
+        Returns:
+            The response, ``Content-Type: application/json; charset=utf-8``.
+
+        Raises:
+            orjson.JSONEncodeError: ``obj`` is not serializable (a ``TypeError``).
+        """
+        return cls(status, orjson.dumps(obj), headers=headers)
+
+
+@dataclass(slots=True)
+class SwitchProtocol:
+    """Returned by a handler to accept an ``Upgrade`` (e.g. WebSocket) and take over the connection.
+
+    The server writes ``101 Switching Protocols`` with ``headers`` (adding ``Connection: upgrade``
+    and the client's ``Upgrade`` value if missing, RFC 9110 §7.8), then calls
+    ``transport.set_protocol(protocol)``, ``protocol.connection_made(transport)`` and
+    ``protocol.data_received(...)`` with any bytes that followed the request. Only valid for a
+    request that carried ``Upgrade`` and ``Connection: upgrade``; otherwise the handler's result is
+    treated as an error (500).
+
+    Attributes:
+        headers: the 101 response's fields, e.g.
+            ``[("upgrade", "websocket"), ("sec-websocket-accept", ...)]``.
+        protocol: the protocol that owns the connection from now on.
+    """
+
+    headers: list[tuple[str, str]]
+    protocol: asyncio.BaseProtocol
+
+
+Handler: TypeAlias = Callable[[Request], Response | SwitchProtocol | Awaitable[Response | SwitchProtocol]]
+"""A route handler: returns a Response directly, a Future of one (no task), or a coroutine."""
+
+
+class HttpError(Exception):
+    """An HTTP-level failure with its status; rendered by ``on_error``.
+
+    The server raises it for protocol errors — 400 (unparsable request), 408 (head or body not
+    received in time), 413 (body too large), 414 (request target too long), 431 (header section
+    too large, RFC 6585 §5), 501 (a transfer coding other than chunked, RFC 9112 §6.1) — and
+    passes it to ``on_error(request_or_None,
+    error)``; after those the connection closes. Handlers may raise it too; the default
+    ``on_error`` renders it with its status, and the connection stays open.
+
+    Attributes:
+        status: the HTTP status code.
+        error: a short machine-readable code, e.g. ``"payload_too_large"``.
+        message: a sentence for humans.
+    """
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+
+
+ErrorHook: TypeAlias = Callable[[Request | None, BaseException], Response]
+NotFoundHook: TypeAlias = Callable[[Request], Response]
+MethodNotAllowedHook: TypeAlias = Callable[[Request, list[str]], Response]
