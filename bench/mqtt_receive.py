@@ -101,10 +101,10 @@ def connection_case() -> float:
         async def load_session(self, key: str) -> None:
             return None
 
-        async def save_session(self, key: str, subscriptions: Any) -> None:
+        def save_session(self, key: str, subscriptions: Any) -> None:
             pass
 
-        async def delete_session(self, key: str) -> None:
+        def delete_session(self, key: str) -> None:
             pass
 
     class Stub(Dialect):

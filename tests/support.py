@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -394,3 +395,24 @@ def remaining_length(n: int) -> bytes:
         out.append(byte | (0x80 if n else 0))
         if not n:
             return bytes(out)
+
+
+def wait_until_stored(location: str, client_id: str, timeout: float = 15.0) -> dict[str, int]:
+    """Wait until a hub has written ``client_id``'s persisted session to the registry at
+    ``location`` (it writes in the background), and return it. Read through a registry object of
+    this process's own, which sees only what is written."""
+    from methodhub.registry import open_registry  # the rest of this module runs hubs as users do
+
+    async def load() -> dict[str, int] | None:
+        registry = open_registry(location)
+        await registry.open()
+        try:
+            return await registry.load_session(client_id)
+        finally:
+            await registry.close()
+
+    deadline = time.monotonic() + timeout
+    while (stored := asyncio.run(load())) is None:
+        assert time.monotonic() < deadline, f"the session of {client_id} was not written to the registry"
+        time.sleep(0.05)
+    return stored

@@ -16,7 +16,7 @@ import pytest
 
 from tests.cluster.conftest import Cluster, echo, in_thread, make_cluster, wait_for
 from tests.servers import NatsServer
-from tests.support import error_code
+from tests.support import error_code, wait_until_stored
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_takeover_across_nodes_keeps_persisted_subscriptions(cluster: Cluster, d
     try:
         assert backend.invoke(device_id, "where", {"node": "a"}).status_code == 200
         assert len(answered_by_first) == 1
-        time.sleep(0.2)  # node A stores the subscription in the registry in the background
+        wait_until_stored(cluster.registry, device_id)  # A writes the subscription in the background
         second = cluster.device(b, device_id, key)
         assert second.connect() == 0  # no SUBSCRIBE: the stored session makes it ready on B
         first.disconnects.get(timeout=5)  # node A closed the old connection (taken over)

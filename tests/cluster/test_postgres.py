@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.cluster.conftest import Cluster, echo, make_cluster
 from tests.servers import NatsServer, create_database
-from tests.support import error_code
+from tests.support import error_code, wait_until_stored
 
 _databases = itertools.count(1)
 
@@ -49,7 +48,7 @@ def test_calls_and_takeover_across_nodes_on_postgres(pg_cluster: Cluster, device
         assert response.status_code == 200, response.text
         assert response.json()["payload"] == {"echo": {"via": "a"}}
 
-        time.sleep(0.3)  # the subscription reaches PostgreSQL in the background
+        wait_until_stored(pg_cluster.registry, device_id)  # B writes the subscription in the background
         moved = pg_cluster.device(a, device_id, key)
         assert moved.connect() == 0  # no SUBSCRIBE: the session stored in PostgreSQL is ready
         first.disconnects.get(timeout=5)  # node B let its connection go

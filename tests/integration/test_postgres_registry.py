@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.servers import PostgresServer
-from tests.support import HOSTNAME, HubProcess, PahoDevice, methodhub, parse_cs, sign
+from tests.support import HOSTNAME, HubProcess, PahoDevice, methodhub, parse_cs, sign, wait_until_stored
 
 API = "api-version=2021-04-12"
 
@@ -92,7 +92,9 @@ def test_hub_on_postgres_survives_a_database_outage(tmp_path: Path, postgres: Po
         devices.append(online)
         online.online()
         online.serve(echo)
-        time.sleep(0.2)  # let the session writes of the connects above reach the database
+        # pump-1's session must be in the database, not only queued in the hub, for the CONNECTs
+        # below to need the database.
+        assert "$iothub/methods/POST/#" in wait_until_stored(url, "pump-1")
 
         postgres.stop()
 

@@ -165,7 +165,8 @@ class Gateway:
 
     async def close(self) -> None:
         """Stop listening, close every connection (MQTT 5: DISCONNECT 0x8B) and wait, at most
-        :data:`CLOSE_GRACE` seconds, until they are closed, then flush pending session writes."""
+        :data:`CLOSE_GRACE` seconds, until they are closed. Their queued session writes are the
+        registry's (``Registry.close`` writes them)."""
         self.stop_listening()
         for connection in list(self.connections):
             connection.shutdown()
@@ -180,4 +181,3 @@ class Gateway:
             await asyncio.sleep(0.01)
         for connection in list(self.connections):  # not reading what we write: drop it
             connection.abort()
-        await self.sessions.drain()

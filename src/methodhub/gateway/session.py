@@ -31,13 +31,17 @@ log = logging.getLogger("methodhub.gateway")
 
 
 class SessionStore(Protocol):
-    """Where persistent (CleanSession=0) subscriptions are kept (the registry)."""
+    """Where persistent (CleanSession=0) subscriptions are kept (the registry).
+
+    ``save_session`` (which stores a copy) and ``delete_session`` return once the change is
+    queued; ``load_session`` sees changes queued and not yet written.
+    """
 
     async def load_session(self, client_id: str) -> dict[str, int] | None: ...
 
-    async def save_session(self, client_id: str, subscriptions: dict[str, int]) -> None: ...
+    def save_session(self, client_id: str, subscriptions: Mapping[str, int]) -> None: ...
 
-    async def delete_session(self, client_id: str) -> None: ...
+    def delete_session(self, client_id: str) -> None: ...
 
 
 class DeviceSession:
@@ -261,9 +265,7 @@ class SessionTable:
         self._keys_by_device: dict[str, set[str]] = {}
         """device id → keys of the sessions of that device and its modules (registry changes name a
         device; scanning every session for each change would cost O(sessions))."""
-        self._unsaved: dict[str, dict[str, int] | None] = {}
         self._opening: dict[str, list[object]] = {}
-        self._writer: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -318,10 +320,7 @@ class SessionTable:
         stored: dict[str, int] | None = None
         if clean_start:
             self._forget_persisted(key)
-        elif key in self._unsaved:  # written by this node a moment ago, not yet in the store
-            unsaved = self._unsaved[key]
-            stored = dict(unsaved) if unsaved is not None else None
-        else:
+        else:  # a change this node queued a moment ago counts, written or not
             stored = await self.store.load_session(key)
         subscriptions = dict(stored or {})
         subscriptions.update(principal.dialect.initial_subscriptions(principal))
@@ -347,37 +346,11 @@ class SessionTable:
                     del self._keys_by_device[device_id]
 
     def persist(self, session: DeviceSession) -> None:
-        self._write_later(session.key, dict(session.subscriptions))
+        """Queue storing the session's subscriptions (the store batches the writes)."""
+        self.store.save_session(session.key, session.subscriptions)
 
     def _forget_persisted(self, key: str) -> None:
-        self._write_later(key, None)
-
-    def _write_later(self, key: str, subscriptions: dict[str, int] | None) -> None:
-        """Queue a session write (None = delete); one task writes the queue, latest state per key
-        wins. A burst of connecting devices costs one task, not one per device."""
-        self._unsaved[key] = subscriptions
-        if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._write_unsaved())
-
-    async def _write_unsaved(self) -> None:
-        try:
-            while self._unsaved:
-                batch, self._unsaved = self._unsaved, {}
-                for key, subscriptions in batch.items():
-                    try:
-                        if subscriptions is None:
-                            await self.store.delete_session(key)
-                        else:
-                            await self.store.save_session(key, subscriptions)
-                    except Exception as exc:
-                        log.warning("could not persist the session of %s: %s", key, exc)
-        finally:
-            self._writer = None
-
-    async def drain(self) -> None:
-        """Wait for pending session writes (at shutdown)."""
-        while self._writer is not None:
-            await asyncio.shield(self._writer)
+        self.store.delete_session(key)
 
     def connection_state(self, key: str) -> tuple[bool, float | None]:
         session = self._sessions.get(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 
 from methodhub.registry.model import AccessPolicy, Change, Identity, SymmetricKeys
 from methodhub.registry.products import ProductDevice
@@ -24,7 +25,7 @@ class Registry(ABC):
 
     @abstractmethod
     async def close(self) -> None:
-        """Flush pending session writes and disconnect."""
+        """Write queued session changes (:meth:`flush_sessions`) and disconnect."""
 
     # -- identities ---------------------------------------------------------------------------------
 
@@ -124,16 +125,28 @@ class Registry(ABC):
 
     # -- persisted MQTT sessions ----------------------------------------------------------------------
 
+    # Session changes go through a write-behind (registry.sessions): save/delete return once the
+    # change is queued, load sees queued changes, flush_sessions waits until they are written.
+
     @abstractmethod
     async def load_session(self, client_id: str) -> dict[str, int] | None:
-        """The stored subscriptions (filter → granted QoS) of a persistent session, or None."""
+        """The subscriptions (filter → granted QoS) of a persistent session, or None; a change
+        queued by this object and not written yet counts."""
 
     @abstractmethod
-    async def save_session(self, client_id: str, subscriptions: dict[str, int]) -> None:
-        """Store a persistent session's subscriptions (writes may be coalesced; see ``flush``)."""
+    def save_session(self, client_id: str, subscriptions: Mapping[str, int]) -> None:
+        """Queue storing a copy of a persistent session's subscriptions; written within a few
+        milliseconds, batched with other changes (see :meth:`flush_sessions`)."""
 
     @abstractmethod
-    async def delete_session(self, client_id: str) -> None: ...
+    def delete_session(self, client_id: str) -> None:
+        """Queue deleting a persistent session (like :meth:`save_session`)."""
+
+    @abstractmethod
+    async def flush_sessions(self) -> None:
+        """Write every queued session change now; returns once they are written. Raises if they
+        cannot be written now (``SERVICE_UNAVAILABLE``: the store is unreachable); they stay queued
+        and are retried in the background."""
 
     # -- replay protection ----------------------------------------------------------------------------
 
@@ -142,10 +155,6 @@ class Registry(ABC):
         """Record the signature nonce ``key`` until ``expires_at`` (epoch seconds); False if it is
         recorded and unexpired already (a replay). Shared by every process using this registry, so a
         request replayed to another worker or node is refused too. Expired nonces are forgotten."""
-
-    @abstractmethod
-    async def flush(self) -> None:
-        """Persist every coalesced session write now."""
 
     # -- hub-wide settings ----------------------------------------------------------------------------
 

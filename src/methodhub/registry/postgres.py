@@ -28,10 +28,9 @@ query on every poll, and still delays every reader behind the slowest writer.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeAlias, TypeVar
 
 import asyncpg
@@ -60,6 +59,7 @@ from methodhub.registry.rules import (
     policy_from_row,
     rights_text,
 )
+from methodhub.registry.sessions import SessionChanges, SessionWriteBehind
 
 log = logging.getLogger("methodhub.registry.postgres")
 
@@ -77,10 +77,6 @@ COMMAND_TIMEOUT = 15.0
 """Seconds one statement may take before the server is treated as unreachable."""
 ACQUIRE_TIMEOUT = 10.0
 """Seconds to wait for a pooled connection (all busy, or connecting)."""
-SESSION_FLUSH_DELAY = 0.005
-"""Seconds session writes wait to be batched with others into one transaction."""
-SESSION_RETRY_DELAY = 1.0
-"""Seconds between attempts to write session changes while the server is unreachable."""
 NONCE_SWEEP_EVERY = 1000
 """Expired nonces are deleted on every 1000th use (and an expired one is overwritten when reused)."""
 CHANGE_FEED_LOCK = 0x6D68_6368
@@ -149,10 +145,9 @@ class PostgresRegistry(Registry):
         self._max_connections = max_connections
         self._pool: asyncpg.Pool | None = None
         self._unreachable = False
-        self._pending_sessions: dict[str, dict[str, int] | None] = {}
-        self._flush_handle: asyncio.TimerHandle | None = None
-        self._flush_task: asyncio.Task[None] | None = None
-        self._session_writes_failing = False
+        self._session_writes = SessionWriteBehind(
+            self._write_sessions, log, is_open=lambda: self._pool is not None
+        )
         self._nonce_uses = 0
 
     # -- plumbing -------------------------------------------------------------------------------------
@@ -221,10 +216,10 @@ class PostgresRegistry(Registry):
         if pool is None:
             return
         try:
-            await self.flush()
+            await self._session_writes.flush()
         except Exception as exc:
             log.warning("closing the registry with unwritten session changes: %s", exc)
-        self._cancel_flush_timer()
+        self._session_writes.close()
         self._pool = None
         try:
             await asyncio.wait_for(pool.close(), COMMAND_TIMEOUT)
@@ -417,13 +412,11 @@ class PostgresRegistry(Registry):
             modules = sorted(row[0] for row in deleted if row[0])
             await self._record(conn, "identity", [*(key_of(device_id, m) for m in modules), device_id])
 
-        # Write session saves made before this call first, so the DELETE below removes them too
-        # (a coalesced write of a module's session must not outlive its device).
-        await self.flush()
-        await self._write(delete)
-        key = key_of(device_id, module_id or "")
-        for client_id in [c for c in self._pending_sessions if c == key or c.startswith(key + "/")]:
-            del self._pending_sessions[client_id]
+        # Queued session changes of the identity (and its modules) are dropped once the DELETE
+        # has removed their rows; none is written meanwhile, so none outlives the identity.
+        await self._session_writes.forget_identity(
+            key_of(device_id, module_id or ""), lambda: self._write(delete)
+        )
 
     async def list_identities(
         self, device_id: str | None = None, *, limit: int = 1000, after: str | None = None
@@ -572,9 +565,9 @@ class PostgresRegistry(Registry):
     # -- persisted sessions -----------------------------------------------------------------------------
 
     async def load_session(self, client_id: str) -> dict[str, int] | None:
-        if client_id in self._pending_sessions:
-            pending = self._pending_sessions[client_id]
-            return dict(pending) if pending is not None else None
+        unsaved, subscriptions = self._session_writes.unsaved(client_id)
+        if unsaved:
+            return subscriptions
         if not _storable(client_id):
             return None
         text = await self._read(
@@ -582,88 +575,34 @@ class PostgresRegistry(Registry):
         )
         return json.loads(text) if text is not None else None
 
-    async def save_session(self, client_id: str, subscriptions: dict[str, int]) -> None:
-        self._pending_sessions[client_id] = dict(subscriptions)
-        self._schedule_flush(SESSION_FLUSH_DELAY)
+    def save_session(self, client_id: str, subscriptions: Mapping[str, int]) -> None:
+        self._session_writes.save(client_id, subscriptions)
 
-    async def delete_session(self, client_id: str) -> None:
-        self._pending_sessions[client_id] = None
-        self._schedule_flush(SESSION_FLUSH_DELAY)
+    def delete_session(self, client_id: str) -> None:
+        self._session_writes.delete(client_id)
 
-    def _schedule_flush(self, delay: float) -> None:
-        if self._flush_handle is None and self._flush_task is None:
-            self._flush_handle = asyncio.get_running_loop().call_later(delay, self._start_flush)
+    async def flush_sessions(self) -> None:
+        """See :meth:`Registry.flush_sessions`; ``SERVICE_UNAVAILABLE`` if the server is unreachable
+        (the changes stay queued and are retried in the background)."""
+        await self._session_writes.flush()
 
-    def _cancel_flush_timer(self) -> None:
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-
-    def _start_flush(self) -> asyncio.Task[None]:
-        self._flush_handle = None
-        task = asyncio.get_running_loop().create_task(self._flush_sessions())
-        self._flush_task = task
-        task.add_done_callback(self._flush_done)
-        return task
-
-    def _flush_done(self, task: asyncio.Task[None]) -> None:
-        """After a flush: if it failed, its writes are pending again; try again a little later."""
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is None:
-            if self._session_writes_failing:
-                self._session_writes_failing = False
-                log.info("persisted session changes written again")
-            return
-        if not self._session_writes_failing:
-            self._session_writes_failing = True
-            log.warning("cannot write persisted session changes (will retry): %s", exc)
-        if self._pool is not None:
-            self._schedule_flush(SESSION_RETRY_DELAY)
-
-    async def _flush_sessions(self) -> None:
-        try:
-            while self._pending_sessions:
-                batch, self._pending_sessions = self._pending_sessions, {}
-
-                async def write(conn: Connection, batch: dict[str, dict[str, int] | None] = batch) -> None:
-                    await self._write_sessions(conn, batch)
-
-                try:
-                    await self._write(write)
-                except BaseException:
-                    for client_id, subscriptions in batch.items():  # keep them for the next attempt
-                        self._pending_sessions.setdefault(client_id, subscriptions)
-                    raise
-        finally:
-            self._flush_task = None
+    async def _write_sessions(self, changes: SessionChanges) -> None:
+        """One batch of the write-behind, in one transaction."""
+        await self._write(lambda conn: self._write_session_rows(conn, changes))
 
     @staticmethod
-    async def _write_sessions(conn: Connection, batch: dict[str, dict[str, int] | None]) -> None:
+    async def _write_session_rows(conn: Connection, changes: SessionChanges) -> None:
         saved = [
-            (cid, json.dumps(subs)) for cid, subs in batch.items() if subs is not None and _storable(cid)
+            (cid, json.dumps(subs)) for cid, subs in changes.items() if subs is not None and _storable(cid)
         ]
         if saved:
             now = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
             await conn.execute(
                 _UPSERT_SESSIONS, [c for c, _ in saved], [s for _, s in saved], [now] * len(saved)
             )
-        deleted = [cid for cid, subs in batch.items() if subs is None and _storable(cid)]
+        deleted = [cid for cid, subs in changes.items() if subs is None and _storable(cid)]
         if deleted:
             await conn.execute("DELETE FROM sessions WHERE client_id = ANY($1::text[])", deleted)
-
-    async def flush(self) -> None:
-        """Write every pending session change now; ``SERVICE_UNAVAILABLE`` if the server is
-        unreachable (the changes stay pending and are retried in the background)."""
-        self._cancel_flush_timer()
-        running = self._flush_task
-        if running is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(running)
-            self._cancel_flush_timer()  # a failed run scheduled a retry; this call writes them now
-        if self._pending_sessions and self._flush_task is None:
-            await self._start_flush()
 
     # -- settings ---------------------------------------------------------------------------------------
 

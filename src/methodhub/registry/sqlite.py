@@ -2,8 +2,9 @@
 
 All SQL runs on one dedicated worker thread that owns the connection, so the event loop never
 blocks on disk. WAL mode lets the CLI write to the same file while a hub runs; the hub sees those
-writes through the change feed. Session subscription writes are coalesced: a burst of thousands of
-devices subscribing becomes one transaction every few milliseconds.
+writes through the change feed. Session subscription writes go through the write-behind of
+:mod:`methodhub.registry.sessions`: a burst of thousands of devices subscribing becomes one
+transaction every few milliseconds.
 
 The file holds every key, so it is owner-only (0600), and so are its -wal and -shm files: SQLite
 creates those with the database file's mode, which is made 0600 before SQLite opens it.
@@ -16,7 +17,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,6 +46,7 @@ from methodhub.registry.rules import (
     policy_from_row,
     rights_text,
 )
+from methodhub.registry.sessions import SessionChanges, SessionWriteBehind
 
 T = TypeVar("T")
 
@@ -52,8 +54,6 @@ log = logging.getLogger("methodhub.registry")
 SIDE_FILES = ("-wal", "-shm", "-journal")
 """The files SQLite keeps next to the database (WAL, its shared-memory index, a rollback journal)."""
 
-SESSION_FLUSH_DELAY = 0.005
-"""Seconds session writes wait to be batched with others into one transaction."""
 NONCE_SWEEP_EVERY = 1000
 """Expired nonces are deleted on every 1000th use (and an expired one is overwritten when reused)."""
 _USE_NONCE = (
@@ -71,9 +71,9 @@ class SqliteRegistry(Registry):
         self.path = Path(path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="methodhub-sqlite")
         self._db: sqlite3.Connection | None = None
-        self._pending_sessions: dict[str, dict[str, int] | None] = {}
-        self._flush_handle: asyncio.TimerHandle | None = None
-        self._flush_task: asyncio.Task[None] | None = None
+        self._session_writes = SessionWriteBehind(
+            self._write_sessions, log, is_open=lambda: self._db is not None
+        )
         self._nonce_uses = 0
         self._reads: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
 
@@ -174,7 +174,8 @@ class SqliteRegistry(Registry):
     async def close(self) -> None:
         if self._db is None:
             return
-        await self.flush()
+        await self._session_writes.flush()
+        self._session_writes.close()
         await self._run(self._close)
         self._executor.shutdown(wait=True)
 
@@ -302,13 +303,11 @@ class SqliteRegistry(Registry):
                 self._record(db, "identity", key_of(device_id, module))
             self._record(db, "identity", device_id)
 
-        # Write session saves made before this call first, so the DELETE below removes them too
-        # (a coalesced write of a module's session must not outlive its device).
-        await self.flush()
-        await self._run(self._transaction, delete)
-        key = key_of(device_id, module_id or "")
-        for client_id in [c for c in self._pending_sessions if c == key or c.startswith(key + "/")]:
-            del self._pending_sessions[client_id]
+        # Queued session changes of the identity (and its modules) are dropped once the DELETE
+        # has removed their rows; none is written meanwhile, so none outlives the identity.
+        await self._session_writes.forget_identity(
+            key_of(device_id, module_id or ""), lambda: self._run(self._transaction, delete)
+        )
 
     async def list_identities(
         self, device_id: str | None = None, *, limit: int = 1000, after: str | None = None
@@ -448,9 +447,9 @@ class SqliteRegistry(Registry):
     # -- persisted sessions -----------------------------------------------------------------------------
 
     async def load_session(self, client_id: str) -> dict[str, int] | None:
-        if client_id in self._pending_sessions:
-            pending = self._pending_sessions[client_id]
-            return dict(pending) if pending is not None else None
+        unsaved, subscriptions = self._session_writes.unsaved(client_id)
+        if unsaved:
+            return subscriptions
 
         def query() -> dict[str, int] | None:
             row = (
@@ -462,61 +461,32 @@ class SqliteRegistry(Registry):
 
         return await self._read(query)
 
-    async def save_session(self, client_id: str, subscriptions: dict[str, int]) -> None:
-        self._pending_sessions[client_id] = dict(subscriptions)
-        self._schedule_flush()
+    def save_session(self, client_id: str, subscriptions: Mapping[str, int]) -> None:
+        self._session_writes.save(client_id, subscriptions)
 
-    async def delete_session(self, client_id: str) -> None:
-        self._pending_sessions[client_id] = None
-        self._schedule_flush()
+    def delete_session(self, client_id: str) -> None:
+        self._session_writes.delete(client_id)
 
-    def _schedule_flush(self) -> None:
-        if self._flush_handle is None and self._flush_task is None:
-            loop = asyncio.get_running_loop()
-            self._flush_handle = loop.call_later(SESSION_FLUSH_DELAY, self._start_flush)
+    async def flush_sessions(self) -> None:
+        await self._session_writes.flush()
 
-    def _start_flush(self) -> None:
-        self._flush_handle = None
-        self._flush_task = asyncio.get_running_loop().create_task(self._flush_sessions())
+    async def _write_sessions(self, changes: SessionChanges) -> None:
+        """One batch of the write-behind, in one transaction."""
+        now = time.time()
 
-    async def _flush_sessions(self) -> None:
-        try:
-            while self._pending_sessions:
-                batch, self._pending_sessions = self._pending_sessions, {}
-                now = time.time()
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO sessions (client_id, subscriptions, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (client_id) DO UPDATE SET subscriptions = excluded.subscriptions, "
+                "updated_at = excluded.updated_at",
+                [(cid, json.dumps(subs), now) for cid, subs in changes.items() if subs is not None],
+            )
+            db.executemany(
+                "DELETE FROM sessions WHERE client_id = ?",
+                [(cid,) for cid, subs in changes.items() if subs is None],
+            )
 
-                def write(
-                    db: sqlite3.Connection, batch: dict[str, dict[str, int] | None] = batch, now: float = now
-                ) -> None:
-                    db.executemany(
-                        "INSERT INTO sessions (client_id, subscriptions, updated_at) VALUES (?, ?, ?) "
-                        "ON CONFLICT (client_id) DO UPDATE SET subscriptions = excluded.subscriptions, "
-                        "updated_at = excluded.updated_at",
-                        [(cid, json.dumps(subs), now) for cid, subs in batch.items() if subs is not None],
-                    )
-                    db.executemany(
-                        "DELETE FROM sessions WHERE client_id = ?",
-                        [(cid,) for cid, subs in batch.items() if subs is None],
-                    )
-
-                try:
-                    await self._run(self._transaction, write)
-                except Exception:
-                    for cid, subs in batch.items():  # keep them for the next attempt
-                        self._pending_sessions.setdefault(cid, subs)
-                    raise
-        finally:
-            self._flush_task = None
-
-    async def flush(self) -> None:
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        if self._flush_task is not None:
-            await self._flush_task
-        if self._pending_sessions:
-            self._flush_task = asyncio.get_running_loop().create_task(self._flush_sessions())
-            await self._flush_task
+        await self._run(self._transaction, write)
 
     # -- settings ---------------------------------------------------------------------------------------
 

@@ -58,10 +58,10 @@ class Store:
     async def load_session(self, client_id: str) -> dict[str, int] | None:
         return None
 
-    async def save_session(self, client_id: str, subscriptions: dict[str, int]) -> None:
+    def save_session(self, client_id: str, subscriptions: dict[str, int]) -> None:
         pass
 
-    async def delete_session(self, client_id: str) -> None:
+    def delete_session(self, client_id: str) -> None:
         pass
 
 

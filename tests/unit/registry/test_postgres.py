@@ -411,8 +411,8 @@ async def test_unreachable_server_gives_service_unavailable_and_recovery_is_auto
     watcher = ChangeFeedWatcher(registry, 0.05, on_identity, lambda name: None)
     try:
         await registry.create_identity("dev1")
-        await registry.save_session("dev1", {"a": 1})
-        await registry.flush()
+        registry.save_session("dev1", {"a": 1})
+        await registry.flush_sessions()
         await watcher.start()
 
         outage_server.stop()
@@ -431,9 +431,9 @@ async def test_unreachable_server_gives_service_unavailable_and_recovery_is_auto
                 await call
             assert info.value.kind is ErrorKind.SERVICE_UNAVAILABLE, name
             assert "unreachable" in info.value.message, name
-        await registry.save_session("dev1", {"b": 0})  # queued: it cannot be written now
+        registry.save_session("dev1", {"b": 0})  # queued: it cannot be written now
         with raises_hub_error(ErrorKind.SERVICE_UNAVAILABLE, "unreachable"):
-            await registry.flush()
+            await registry.flush_sessions()
         assert await registry.load_session("dev1") == {"b": 0}
         await asyncio.sleep(0.2)  # the watcher fails a few polls meanwhile
 
@@ -469,7 +469,7 @@ async def test_unreachable_server_gives_service_unavailable_and_recovery_is_auto
 async def test_close_while_unreachable_does_not_hang(outage_server: PostgresServer) -> None:
     registry = PostgresInSchema(outage_server.url, new_schema_name())
     await registry.open()
-    await registry.save_session("dev1", {"a": 1})
+    registry.save_session("dev1", {"a": 1})
     outage_server.stop()
     try:
         await asyncio.wait_for(registry.close(), 10)
