@@ -18,7 +18,7 @@ from methodhub.gateway.session import SessionTable
 from methodhub.metrics import Metrics
 from methodhub.mqtt import Connect
 from methodhub.registry import Registry
-from methodhub.router import Router
+from methodhub.router import Presence
 
 log = logging.getLogger("methodhub.gateway")
 
@@ -46,7 +46,7 @@ class Gateway:
         self,
         *,
         registry: Registry,
-        router: Router,
+        router: Presence,
         metrics: Metrics,
         hostname: str,
         dialects: Sequence[Dialect],

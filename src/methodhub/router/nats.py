@@ -54,8 +54,9 @@ from nats.protocol import command as _command
 
 from methodhub.calls.model import Call, CallKind, CallOutcome
 from methodhub.errors import ErrorKind, HubError
-from methodhub.router.base import CallLink, RouterUnavailable
+from methodhub.router.base import RouterUnavailable
 from methodhub.router.local import LocalRouter
+from methodhub.router.presence import CallLink, ReleasableLink
 
 log = logging.getLogger("methodhub.router")
 
@@ -330,7 +331,7 @@ class NatsRouter(LocalRouter):
         self._call_subs: dict[str, _FastSub] = {}
         self._settling: asyncio.Future[None] | None = None
         self._settling_sent = False
-        self._held: dict[str, CallLink] = {}
+        self._held: dict[str, ReleasableLink] = {}
         """Sessions connected here (ready or not), by target: what a takeover message releases."""
         self._ready_subs: dict[str, _FastSub] = {}
         self._ready_waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -478,7 +479,7 @@ class NatsRouter(LocalRouter):
 
     # -- gateway side ---------------------------------------------------------------------------------
 
-    def session_opened(self, target: str, link: CallLink) -> None:
+    def session_opened(self, target: str, link: ReleasableLink) -> None:
         self._held[target] = link
         self._subscribe_calls(target)
 
@@ -541,7 +542,7 @@ class NatsRouter(LocalRouter):
         if sub is not None and self._client is not None:
             self._client.unsub_nowait(sub)
 
-    def session_closed(self, target: str, link: CallLink) -> None:
+    def session_closed(self, target: str, link: ReleasableLink) -> None:
         if self._held.get(target) is not link:
             return
         del self._held[target]
@@ -584,15 +585,16 @@ class NatsRouter(LocalRouter):
         elif kind == b"S":
             if reply:
                 link = self._held.get(sub.target)
-                since = getattr(link, "connected_since", None)
-                answer = b"0" if link is None else b"1" if since is None else b"1%r" % since
-                self._publish(reply, answer)
+                if link is None:
+                    self._publish(reply, b"0")
+                else:
+                    since = link.connected_since
+                    self._publish(reply, b"1" if since is None else b"1%r" % since)
         elif kind == b"T" and not sub.retired:  # a retired subscription's target may be held anew
             link = self._held.get(sub.target)
-            release = getattr(link, "release", None)
-            if release is not None:
+            if link is not None:
                 log.debug("cluster: %s is now held by node %s", sub.target, data[1:].decode(errors="replace"))
-                release("the device connected to another hub node")
+                link.release("the device connected to another hub node")
 
     def _answer(self, reply: bytes, future: asyncio.Future[CallOutcome]) -> None:
         if not future.cancelled():
