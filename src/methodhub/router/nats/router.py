@@ -1,40 +1,15 @@
 """The NATS router: carries calls between the nodes of a cluster (docs/cluster.md).
 
-Every node connects to the same NATS server (or NATS cluster). Subjects (``P`` is the prefix,
-``mh`` by default; a *token* is the target key made safe for a subject, see :func:`subject_token`):
-
-``P.call.{token}``
-    The device's *call subject*. The node a device is connected to subscribes to it (queue group
-    ``node``, so one node gets each message even while two briefly overlap) when the connection
-    carries the device's session, and unsubscribes when the connection ends. Messages, by first byte:
-
-    * ``C`` a call (``C`` + JSON of the call's fields + ``\\n`` + the payload bytes), with a reply
-      subject in the caller's inbox; answered with ``O{status}\\n{payload}`` (the device's answer) or
-      ``E`` + JSON ``[kind, message, info]`` (a :class:`~methodhub.errors.HubError`; ``DEVICE_OFFLINE``
-      when connected but not yet subscribed to method requests, or just let go: a call NATS routed
-      here before it processed this node's UNSUB is answered so, never dropped). With nobody
-      subscribed, NATS itself answers "no responders" (status 503) at once: the device is offline.
-    * ``P`` + a call's reply subject: "do you still hold this call?" — ``1`` or ``0``.
-    * ``Q``: "is the device ready?" — ``1`` or ``0``.
-    * ``S``: "is the device connected here, since when?" — ``1{epoch seconds}`` or ``0`` (for the
-      registry's ``connectionState``).
-    * ``T`` + node id: "the device connected to that node": the node holding the older connection
-      closes it (MQTT session takeover, across nodes). Sent *before* the new holder subscribes, so it
-      never reaches the new holder itself.
-
-``P.ready.{token}``
-    Published (empty) when a session becomes ready; subscribed only while a call waits for that
-    device to connect (``connectTimeoutInSeconds``), by the node where the call waits.
-
-``P.r.{node}.*``
-    A node's inbox: answers to its calls (``{n}``) and to its probes (``p{n}``, ``q{n}``).
+Every node connects to the same NATS server (or NATS cluster); what they say to each other is in
+:mod:`~methodhub.router.nats.wire`, the nats-py client with its synchronous fast path in
+:mod:`~methodhub.router.nats.client`, and which remote calls are still alive in
+:mod:`~methodhub.router.nats.liveness`. This module wires them to the engine's and the gateway's
+ports.
 
 A device connected to this node is reached without NATS (the in-process fast path of
 :class:`~methodhub.router.local.LocalRouter`). A node that dies cannot answer for its calls: the
-calling node asks the device's call subject about every remote call older than
-:data:`PROBE_INTERVAL` once per interval, and fails the call with ``DEVICE_DISCONNECTED`` when the
-answer is "no" or no answer came by the next tick, so a dead or unreachable node costs a caller at
-most about ``3 × PROBE_INTERVAL`` (3 s), not the response timeout.
+calling node probes them (:mod:`~methodhub.router.nats.liveness`), so a dead or unreachable node
+costs a caller about 3 s, not the response timeout.
 """
 
 from __future__ import annotations
@@ -43,265 +18,43 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import re
-import time
-from collections.abc import Callable
 from functools import partial
 
-import orjson
-from nats.aio.client import Client as _NatsClient
-from nats.protocol import command as _command
-
-from methodhub.calls.model import Call, CallKind, CallOutcome
+from methodhub.calls.model import Call, CallOutcome
 from methodhub.errors import ErrorKind, HubError
 from methodhub.router.base import RouterUnavailable
 from methodhub.router.local import LocalRouter
+from methodhub.router.nats.client import BusClient, FastSub
+from methodhub.router.nats.liveness import (
+    PROBE_INTERVAL,
+    SERVE_GRACE,
+    Fail,
+    Liveness,
+    Probe,
+    RemoteCall,
+    reask_after,
+)
+from methodhub.router.nats.wire import (
+    DEFAULT_PREFIX,
+    NO_RESPONDERS,
+    QUEUE_GROUP,
+    decode_call,
+    decode_result,
+    encode_call,
+    encode_error,
+    encode_result,
+    subject_token,
+)
 from methodhub.router.presence import CallLink, ReleasableLink
 
 log = logging.getLogger("methodhub.router")
 
-DEFAULT_PREFIX = "mh"
-QUEUE_GROUP = "node"
-PROBE_INTERVAL = 1.0
 STATE_TIMEOUT = 0.5
 """Seconds a registry read waits for another node to say whether it holds a device's connection."""
 SETTLE_TIMEOUT = 2
 """Seconds a connecting device's CONNACK waits at most for NATS to confirm its call subscription."""
-"""Seconds between checks of remote calls in flight (and of calls this node serves for others)."""
-READY_REPROBE = 1.0
-"""While a call waits for its device to connect, ask again this often (a missed readiness message,
-e.g. while NATS servers of a cluster propagate interest, costs at most this long)."""
-SERVE_GRACE = 2.0
-"""A call this node serves for another node is forgotten this long after its response timeout (the
-caller has answered it with a timeout by then)."""
 CONNECT_TIMEOUT = 2
 """Seconds for each attempt to reach the NATS server at start-up (two attempts per server)."""
-RETIRED_GRACE = 5.0
-"""Seconds an unsubscribed subscription's messages are still handled: NATS may have routed some to
-this node before it processed the UNSUB (another node's call right after a device left, e.g. once
-it was deleted). Handled, a call is answered "not ready here" and its caller's engine decides
-(registry: not found, or wait for the device); dropped, it would be a call lost in flight."""
-
-_SAFE = re.compile(r"[A-Za-z0-9_-]+")
-_SAFE_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-_NO_RESPONDERS = b"NATS/1.0 503"
-
-
-def subject_token(target: str) -> str:
-    """``target`` as one NATS subject token: ``[A-Za-z0-9_-]`` stay, every other UTF-8 byte
-    becomes ``~XX`` (hex). Reversible, and never contains ``.``, ``*``, ``>`` or white space."""
-    if _SAFE.fullmatch(target):
-        return target
-    return "".join(chr(b) if b in _SAFE_CHARS else f"~{b:02X}" for b in target.encode())
-
-
-def target_of(token: str) -> str:
-    """The inverse of :func:`subject_token`."""
-    if "~" not in token:
-        return token
-    out = bytearray()
-    i = 0
-    while i < len(token):
-        if token[i] == "~":
-            out.append(int(token[i + 1 : i + 3], 16))
-            i += 3
-        else:
-            out.append(ord(token[i]))
-            i += 1
-    return out.decode()
-
-
-# -- wire format -------------------------------------------------------------------------------------
-
-
-def encode_call(call: Call) -> bytes:
-    meta = orjson.dumps(
-        (
-            call.target,
-            call.method,
-            call.kind.value,
-            call.response_timeout,
-            call.connect_timeout,
-            call.dialect_data,
-        )
-    )
-    return b"C" + meta + b"\n" + call.payload
-
-
-def decode_call(data: bytes) -> Call:
-    end = data.index(b"\n")
-    target, method, kind, response_timeout, connect_timeout, dialect_data = orjson.loads(data[1:end])
-    return Call(
-        target,
-        method,
-        data[end + 1 :],
-        response_timeout,
-        connect_timeout,
-        CallKind(kind),
-        dialect_data,
-    )
-
-
-def encode_result(future: asyncio.Future[CallOutcome]) -> bytes:
-    exc = future.exception()
-    if exc is None:
-        outcome = future.result()
-        return b"O%d\n%b" % (outcome.status, outcome.payload)
-    if isinstance(exc, HubError):
-        return encode_error(exc)
-    return b"E" + orjson.dumps((ErrorKind.SERVER_ERROR.name, f"The serving node failed: {exc}", {}))
-
-
-def encode_error(error: HubError) -> bytes:
-    return b"E" + orjson.dumps((error.kind.name, error.message, error.info))
-
-
-def decode_result(data: bytes) -> CallOutcome | HubError:
-    if data[:1] == b"O":
-        end = data.index(b"\n")
-        return CallOutcome(int(data[1:end]), data[end + 1 :])
-    try:
-        name, message, info = orjson.loads(data[1:])
-        return HubError(ErrorKind[name], message, info)
-    except (ValueError, KeyError, TypeError):
-        return HubError(ErrorKind.SERVER_ERROR, "Another node sent an answer this node cannot read.")
-
-
-# -- a nats-py client with a synchronous fast path -----------------------------------------------------
-
-Handler = Callable[["_FastSub", bytes, bytes, bytes, "bytes | None"], None]
-
-
-class _FastSub:
-    """A subscription whose messages go straight to ``handler`` from the client's reader.
-
-    It stands in for nats-py's ``Subscription`` in ``Client._subs`` (so nats-py replays it after a
-    reconnect and cleans it up on close) without its per-subscription queue and task: a node holds
-    one call subscription per connected device.
-    """
-
-    __slots__ = ("_id", "_queue", "_subject", "handler", "retired", "target")
-    # What nats-py reads from entries of Client._subs when it reconnects or closes.
-    _max_msgs = 0
-    _received = 0
-    _wait_for_msgs_task = None
-    _message_iterator = None
-    _pending_next_msgs_calls = None
-    _jsi = None
-
-    def __init__(self, sid: int, subject: str, queue: str, handler: Handler, target: str) -> None:
-        self._id = sid
-        self._subject = subject
-        self._queue = queue
-        self.handler = handler
-        self.target = target
-        self.retired = False
-        """Unsubscribed: only messages NATS routed before the UNSUB still arrive (RETIRED_GRACE)."""
-
-
-class _BusClient(_NatsClient):
-    """nats-py's client plus synchronous subscribe, unsubscribe and publish for the call path.
-
-    nats-py's own ``publish``/``subscribe`` are coroutines and deliver each subscription's messages
-    through a queue and a task; a call crossing nodes would pay for several task switches. These
-    methods append protocol lines to the same pending buffer nats-py's flusher writes, and messages
-    of :class:`_FastSub` subscriptions are handed to their handler inside the reader. They rely on
-    nats-py internals (``_pending``, ``_flush_queue``, ``_subs``, ``_process_msg``), which is why
-    ``pyproject.toml`` bounds the nats-py version; tests/cluster exercise every one of them.
-    """
-
-    _pending: list[bytes]  # nats-py's write buffer (its own attributes, declared for the type checker)
-    _pending_data_size: int
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._retired: dict[int, tuple[_FastSub, float]] = {}
-        """Subscriptions unsubscribed less than RETIRED_GRACE ago, oldest first, with when."""
-
-    async def _process_msg(  # type: ignore[override]
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
-    ) -> None:
-        sub = self._subs.get(sid)
-        if sub is None and (retired := self._retired.get(sid)) is not None:
-            sub = retired[0]  # type: ignore[assignment]
-        if type(sub) is _FastSub:
-            try:
-                sub.handler(sub, subject, reply, data, headers)
-            except Exception:
-                log.exception("cluster message on %s could not be handled", subject.decode(errors="replace"))
-            return
-        await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
-
-    def sub_nowait(self, subject: str, queue: str, handler: Handler, target: str = "") -> _FastSub:
-        self._sid += 1
-        sub = _FastSub(self._sid, subject, queue, handler, target)
-        self._subs[sub._id] = sub  # type: ignore[assignment]
-        if self.is_connected:  # else nats-py sends it when it reconnects
-            self._queue_line(_command.sub_cmd(subject, queue, sub._id))
-        return sub
-
-    def unsub_nowait(self, sub: _FastSub) -> None:
-        if self._subs.pop(sub._id, None) is None:
-            return
-        sub.retired = True
-        self._retired[sub._id] = (sub, time.monotonic())
-        if self.is_connected:
-            self._queue_line(_command.unsub_cmd(sub._id, 0))
-
-    def forget_retired(self) -> None:
-        """Forget subscriptions unsubscribed more than RETIRED_GRACE ago."""
-        retired = self._retired
-        oldest = time.monotonic() - RETIRED_GRACE
-        for sid, (_, at) in list(retired.items()):
-            if at > oldest:
-                break
-            del retired[sid]
-
-    def pub_nowait(self, subject: bytes, payload: bytes, reply: bytes = b"") -> bool:
-        """Queue a PUB; False (nothing sent) while disconnected or when the payload is too large."""
-        if not self.is_connected or len(payload) > self._max_payload:
-            return False
-        self._queue_line(b"PUB %b %b %d\r\n%b\r\n" % (subject, reply, len(payload), payload))
-        return True
-
-    _write_scheduled = False
-
-    def _queue_line(self, line: bytes) -> None:
-        self._pending.append(line)
-        self._pending_data_size += len(line)
-        if not self._write_scheduled:
-            # One write per loop iteration for everything queued meanwhile: a callback, cheaper
-            # than waking nats-py's flusher task for every call.
-            self._write_scheduled = True
-            asyncio.get_running_loop().call_soon(self._write_pending)
-
-    def _write_pending(self) -> None:
-        self._write_scheduled = False
-        transport = self._transport
-        if not self._pending or not self.is_connected or transport is None:
-            return  # nats-py writes what is pending once it has reconnected
-        pending, self._pending = self._pending, []
-        self._pending_data_size = 0
-        try:
-            transport.writelines(pending)
-        except Exception as exc:  # the connection broke: nats-py's reader notices and reconnects
-            log.debug("cluster: write to NATS failed: %s", exc)
-
-
-# -- the router ---------------------------------------------------------------------------------------
-
-
-class _Remote:
-    """A call this node sent to another node, until it is answered."""
-
-    __slots__ = ("probe", "reply", "started", "subject")
-
-    def __init__(self, reply: asyncio.Future[CallOutcome], subject: bytes, started: float) -> None:
-        self.reply = reply
-        self.subject = subject
-        self.started = started
-        self.probe = 0
-        """The sequence number of an unanswered probe about this call (0: none)."""
 
 
 class NatsRouter(LocalRouter):
@@ -320,20 +73,19 @@ class NatsRouter(LocalRouter):
         self.url = url
         self.node = subject_token(node)
         self.prefix = prefix
-        self._client: _BusClient | None = None
+        self._client: BusClient | None = None
         self._seq = itertools.count(1)
         self._inbox = f"{prefix}.r.{self.node}."
         self._inbox_bytes = self._inbox.encode()
-        self._calls: dict[int, _Remote] = {}
-        self._probes: dict[int, int] = {}
-        self._ready_probes: dict[int, tuple[str, float]] = {}
-        self._serving: dict[bytes, tuple[asyncio.Future[CallOutcome], float]] = {}
-        self._call_subs: dict[str, _FastSub] = {}
+        self._liveness: Liveness[asyncio.Future[CallOutcome]] = Liveness()
+        self._calls = self._liveness.calls  # filled and emptied on the call path: see Liveness
+        self._serving = self._liveness.serving
+        self._call_subs: dict[str, FastSub] = {}
         self._settling: asyncio.Future[None] | None = None
         self._settling_sent = False
         self._held: dict[str, ReleasableLink] = {}
         """Sessions connected here (ready or not), by target: what a takeover message releases."""
-        self._ready_subs: dict[str, _FastSub] = {}
+        self._ready_subs: dict[str, FastSub] = {}
         self._ready_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._tick: asyncio.Task[None] | None = None
         self._takeover = b"T" + self.node.encode()
@@ -347,7 +99,7 @@ class NatsRouter(LocalRouter):
     # -- lifecycle ------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        client = _BusClient()
+        client = BusClient()
         try:
             await client.connect(
                 [server.strip() for server in self.url.split(",") if server.strip()],
@@ -370,12 +122,12 @@ class NatsRouter(LocalRouter):
                 "running NATS server (e.g. `nats-server -a 127.0.0.1 -p 4222`; Debian: apt-get install "
                 "nats-server), or drop --nats to run a single node"
             ) from exc
-        if not client._server_info.get("headers"):  # "no responders" (offline at once) needs NATS ≥ 2.2
+        if not client.supports_headers:  # "no responders" (offline at once) needs NATS ≥ 2.2
             await client.close()
             raise RouterUnavailable(
                 f"the NATS server at {self.url} is too old (headers unsupported); use ≥ 2.2"
             )
-        client.options["max_reconnect_attempts"] = -1  # from now on, reconnect for ever
+        client.reconnect_forever()
         self._client = client
         client.sub_nowait(f"{self._inbox}*", "", self._on_inbox)
         await client.flush()
@@ -437,7 +189,7 @@ class NatsRouter(LocalRouter):
                 )
             )
             return
-        self._calls[n] = _Remote(reply, subject, reply.get_loop().time())
+        self._calls[n] = RemoteCall(reply, subject, reply.get_loop().time())
 
     async def wait_ready(self, target: str, timeout: float) -> bool:
         if target in self._links:
@@ -460,10 +212,10 @@ class NatsRouter(LocalRouter):
                 # Subscribed to readiness first, then asked: a device that becomes ready after the
                 # question is seen by the subscription, one that was ready before answers "1".
                 self._ask_ready(target, token)
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+                delay = reask_after(deadline, loop.time())
+                if delay is None:
                     return False
-                await asyncio.wait((waiter,), timeout=min(remaining, READY_REPROBE))
+                await asyncio.wait((waiter,), timeout=delay)
                 if waiter.done():
                     return not waiter.cancelled()
                 if target in self._links:
@@ -559,7 +311,7 @@ class NatsRouter(LocalRouter):
     # -- messages -------------------------------------------------------------------------------------
 
     def _on_device_message(
-        self, sub: _FastSub, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+        self, sub: FastSub, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
         """A message on the call subject of a device whose session this node holds, or held until
         a moment ago (a retired subscription: a call is then answered ``DEVICE_OFFLINE``)."""
@@ -604,32 +356,27 @@ class NatsRouter(LocalRouter):
         self._publish(reply, encode_result(future))
 
     def _on_inbox(
-        self, sub: _FastSub, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+        self, sub: FastSub, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
         """An answer to one of this node's calls or probes."""
         key = subject[len(self._inbox_bytes) :]
-        no_responders = headers is not None and headers.startswith(_NO_RESPONDERS)
+        no_responders = headers is not None and headers.startswith(NO_RESPONDERS)
         first = key[:1]
         if first == b"p":
-            n = self._probes.pop(int(key[1:]), 0)
-            remote = self._calls.get(n)
-            if remote is None:
-                return
-            if data == b"1" and not no_responders:
-                remote.probe = 0
-            else:
-                self._fail(n, remote, ErrorKind.DEVICE_DISCONNECTED, "the node it was connected to let it go")
+            fail = self._liveness.probe_answered(int(key[1:]), held=data == b"1" and not no_responders)
+            if fail is not None:
+                _complete(fail)
             return
         if first == b"q":
-            asked = self._ready_probes.pop(int(key[1:]), None)
-            if asked is not None and data == b"1" and not no_responders:
-                self._wake(asked[0])
+            target = self._liveness.ready_answered(int(key[1:]))
+            if target is not None and data == b"1" and not no_responders:
+                self._wake(target)
             return
         remote = self._calls.pop(int(key), None)
         if remote is None or remote.reply.done():
             return
         if remote.probe:
-            self._probes.pop(remote.probe, None)
+            self._liveness.forget_probe(remote.probe)
         if no_responders:
             remote.reply.set_exception(HubError(ErrorKind.DEVICE_OFFLINE))
             return
@@ -642,7 +389,7 @@ class NatsRouter(LocalRouter):
             remote.reply.set_result(result)
 
     def _on_ready(
-        self, sub: _FastSub, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+        self, sub: FastSub, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
         self._wake(sub.target)
 
@@ -655,29 +402,17 @@ class NatsRouter(LocalRouter):
     def _ask_ready(self, target: str, token: str) -> None:
         n = next(self._seq)
         if self._publish(f"{self.prefix}.call.{token}".encode(), b"Q", b"%bq%d" % (self._inbox_bytes, n)):
-            self._ready_probes[n] = (target, asyncio.get_running_loop().time())
+            self._liveness.ready_asked(n, target, asyncio.get_running_loop().time())
 
     def _wake(self, target: str) -> None:
         for waiter in self._ready_waiters.get(target, ()):
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _fail(self, n: int, remote: _Remote, kind: ErrorKind, why: str) -> None:
-        self._calls.pop(n, None)
-        if remote.probe:
-            self._probes.pop(remote.probe, None)
-        if not remote.reply.done():
-            target = target_of(remote.subject.decode().rsplit(".", 1)[1])
-            remote.reply.set_exception(
-                HubError(kind, f"Device '{target}' disconnected before it answered ({why}).")
-            )
-
     def _fail_remote(self, kind: ErrorKind, message: str) -> None:
-        calls, self._calls = self._calls, {}
-        self._probes.clear()
-        for remote in calls.values():
-            if not remote.reply.done():
-                remote.reply.set_exception(HubError(kind, message))
+        for reply in self._liveness.drop_all():
+            if not reply.done():
+                reply.set_exception(HubError(kind, message))
 
     async def _run_ticks(self) -> None:
         while True:
@@ -688,35 +423,16 @@ class NatsRouter(LocalRouter):
                 log.exception("cluster: checking calls in flight failed")
 
     def _check(self) -> None:
-        """Once per :data:`PROBE_INTERVAL`: probe remote calls older than that, fail those whose
-        previous probe went unanswered, and forget served calls long past their timeout."""
-        now = asyncio.get_running_loop().time()
-        oldest = now - PROBE_INTERVAL
-        for n, remote in list(self._calls.items()):
-            if remote.reply.done():
-                self._calls.pop(n, None)
-                if remote.probe:
-                    self._probes.pop(remote.probe, None)
-                continue
-            if remote.started > oldest:
-                break  # insertion order is start order: the rest are younger
-            if remote.probe:
-                self._fail(n, remote, ErrorKind.DEVICE_DISCONNECTED, "its hub node stopped answering")
-                continue
-            p = next(self._seq)
-            inbox = self._inbox_bytes
-            if self._publish(remote.subject, b"P%b%d" % (inbox, n), b"%bp%d" % (inbox, p)):
-                remote.probe = p
-                self._probes[p] = n
-        for reply, (future, deadline) in list(self._serving.items()):
-            if deadline <= now:
-                del self._serving[reply]
-                if not future.done():
-                    future.set_exception(HubError(ErrorKind.CALL_TIMEOUT))
-        for n, (_target, asked) in list(self._ready_probes.items()):
-            if asked > oldest:
-                break
-            del self._ready_probes[n]  # answered by nobody (a node was letting the device go)
+        """Once per :data:`PROBE_INTERVAL`: do what the liveness bookkeeping says is due (probe
+        remote calls, fail those whose node stopped answering, expire served calls)."""
+        inbox = self._inbox_bytes
+        for action in self._liveness.check(asyncio.get_running_loop().time()):
+            if isinstance(action, Probe):
+                p = next(self._seq)
+                if self._publish(action.subject, b"P%b%d" % (inbox, action.call), b"%bp%d" % (inbox, p)):
+                    self._liveness.probe_sent(action.call, p)
+            else:
+                _complete(action)
         if self._client is not None:
             self._client.forget_retired()
 
@@ -747,3 +463,8 @@ class NatsRouter(LocalRouter):
         self._outage_logged = False
         url = self._client.connected_url if self._client else None
         log.info("cluster: reconnected to NATS at %s", url.netloc if url is not None else "?")
+
+
+def _complete(fail: Fail[asyncio.Future[CallOutcome]]) -> None:
+    if not fail.reply.done():
+        fail.reply.set_exception(fail.error)
