@@ -65,11 +65,19 @@ class HoldingRelay:
 
 
 class FakeLink:
+    """A session as the router sees it (methodhub.router.ReleasableLink)."""
+
+    connected_since: float | None = None
+
     def __init__(self) -> None:
         self.calls: list[Call] = []
+        self.released: list[str] = []
 
     def submit(self, call: Call, reply: asyncio.Future[CallOutcome]) -> None:
         self.calls.append(call)
+
+    def release(self, reason: str) -> None:
+        self.released.append(reason)
 
 
 async def test_a_call_reaching_a_node_that_just_let_the_device_go_is_answered_offline(

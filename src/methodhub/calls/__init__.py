@@ -2,5 +2,15 @@
 
 from methodhub.calls.engine import CONNECT_TIMEOUT_INFO, CallEngine
 from methodhub.calls.model import Call, CallKind, CallOutcome, identity_key
+from methodhub.calls.ports import CallCarrier, IdentityLookup
 
-__all__ = ["CONNECT_TIMEOUT_INFO", "Call", "CallEngine", "CallKind", "CallOutcome", "identity_key"]
+__all__ = [
+    "CONNECT_TIMEOUT_INFO",
+    "Call",
+    "CallCarrier",
+    "CallEngine",
+    "CallKind",
+    "CallOutcome",
+    "IdentityLookup",
+    "identity_key",
+]

@@ -2,33 +2,24 @@
 
 Every front door (Azure REST, Alibaba POP, ...) calls :meth:`CallEngine.invoke`; the timeout,
 offline and connect-wait rules live here once. The engine knows neither MQTT nor HTTP, and not
-whether the device is on this node or another: the :class:`~methodhub.router.base.Router` does.
+whether the device is on this node or another: its :class:`~methodhub.calls.ports.CallCarrier` does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
 
 from methodhub.calls.model import Call, CallOutcome
+from methodhub.calls.ports import CallCarrier, IdentityLookup
 from methodhub.errors import ErrorKind, HubError
 from methodhub.metrics import Metrics
-
-if TYPE_CHECKING:  # the router package imports calls.model; avoid the cycle at run time
-    from methodhub.router.base import Router
 
 log = logging.getLogger("methodhub.calls")
 
 CONNECT_TIMEOUT_INFO = "connect_timeout"
 """``HubError.info`` key of a ``DEVICE_OFFLINE`` raised after waiting: the seconds waited (a float);
 each front door reports it in its own words."""
-
-
-class IdentityLookup(Protocol):
-    """The one registry question the engine asks: does this device (or module) exist?"""
-
-    async def get_identity(self, device_id: str, module_id: str | None = None) -> Any | None: ...
 
 
 class CallEngine:
@@ -40,7 +31,9 @@ class CallEngine:
         metrics: counts outcomes (``methodhub_calls_total{outcome=...}``).
     """
 
-    def __init__(self, router: Router, identities: IdentityLookup, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, router: CallCarrier, identities: IdentityLookup, metrics: Metrics | None = None
+    ) -> None:
         self._router = router
         self._identities = identities
         self._metrics = metrics or Metrics()

@@ -1,7 +1,7 @@
 """What a call is and what it becomes, independent of any protocol.
 
 A :class:`Call` is created by a front door (Azure REST, Alibaba POP API, ...), run by the
-:class:`~methodhub.calls.engine.CallEngine`, carried by a :class:`~methodhub.router.base.Router` to
+:class:`~methodhub.calls.engine.CallEngine`, carried by a :class:`~methodhub.calls.ports.CallCarrier` to
 the node that holds the device's connection, and translated onto the wire by the device's dialect.
 It ends as a :class:`CallOutcome` or a :class:`~methodhub.errors.HubError`.
 """

@@ -17,7 +17,7 @@ from methodhub.gateway.mqtt_connection import DeviceConnection
 from methodhub.gateway.session import SessionTable
 from methodhub.metrics import Metrics
 from methodhub.registry import Registry
-from methodhub.router import Router
+from methodhub.router import Presence
 
 log = logging.getLogger("methodhub.gateway")
 
@@ -45,7 +45,7 @@ class Gateway:
         self,
         *,
         registry: Registry,
-        router: Router,
+        router: Presence,
         metrics: Metrics,
         hostname: str,
         dialects: Sequence[Dialect],

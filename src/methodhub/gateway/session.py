@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 from methodhub.calls.model import Call, CallOutcome
 from methodhub.errors import ErrorKind, HubError
 from methodhub.metrics import Metrics
-from methodhub.router.base import Router
+from methodhub.router.presence import Presence
 
 if TYPE_CHECKING:
     from methodhub.gateway.channel import DeviceChannel
@@ -254,7 +254,7 @@ class SessionTable:
     """
 
     def __init__(
-        self, router: Router, store: SessionStore, metrics: Metrics, max_in_flight: int = 64
+        self, router: Presence, store: SessionStore, metrics: Metrics, max_in_flight: int = 64
     ) -> None:
         self.router = router
         self.store = store

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from methodhub.calls.model import Call, CallKind, CallOutcome
 from methodhub.errors import ErrorKind, HubError
-from methodhub.router.nats import (
+from methodhub.router.nats.wire import (
     decode_call,
     decode_result,
     encode_call,
