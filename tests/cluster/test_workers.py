@@ -174,13 +174,13 @@ def test_a_second_signal_to_the_parent_exits_at_once(workers_hub: HubProcess) ->
     try:
         slow.sendall(b"POST /twins/x/methods HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         time.sleep(0.2)
+        first = time.monotonic()
         hub.proc.send_signal(signal.SIGTERM)
         time.sleep(1.0)
         assert hub.proc.poll() is None, "the clean stop ended before the second signal; nothing to test"
-        again = time.monotonic()
         hub.proc.send_signal(signal.SIGTERM)
-        assert hub.proc.wait(5) == 143
-        assert time.monotonic() - again < 2
+        assert hub.proc.wait(10) == 143
+        assert time.monotonic() - first < 5, "it waited for the slow request's grace (5 s) after all"
         wait_for(lambda: not any(_alive(pid) for pid in workers), 5, "the workers to be gone")
         assert not (hub.data_dir / "hub.json").exists()
         time.sleep(0.2)

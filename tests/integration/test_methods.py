@@ -66,15 +66,14 @@ def test_registered_but_offline_device_is_404103_at_once(
     shared_hub: HubProcess, backend: Backend, device_id: str
 ) -> None:
     shared_hub.create_device(device_id)
-    started = time.monotonic()
     response = backend.invoke(device_id, "m", responseTimeoutInSeconds=30)
+    # at once: waiting for the response timeout would have answered 504101, a connect wait another timeout
     assert response.status_code == 404
     body = response.json()
     assert set(body) == {"Message", "ExceptionMessage"}
     inner = json.loads(body["Message"])
     assert inner["errorCode"] == 404103
     assert inner["info"] == {"timeout": "00:00:00"}
-    assert time.monotonic() - started < 5
 
 
 def test_connected_but_not_subscribed_device_is_offline(
@@ -135,11 +134,9 @@ def test_disconnect_mid_call_answers_the_caller_at_once(device: PahoDevice, back
         device.client.disconnect()
 
     threading.Thread(target=drop_on_request, daemon=True).start()
-    started = time.monotonic()
     response = backend.invoke(device.device_id, "m", responseTimeoutInSeconds=60)
     assert response.status_code == 404
-    assert error_code(response) == 404104
-    assert time.monotonic() - started < 10
+    assert error_code(response) == 404104  # at once: the response timeout would have answered 504101
 
 
 def test_takeover_closes_the_first_connection_and_keeps_the_session(

@@ -133,14 +133,14 @@ def test_a_second_signal_exits_at_once(tmp_path: Path, sig: signal.Signals, code
             b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
         )
         time.sleep(0.2)
+        first = time.monotonic()
         hub.proc.send_signal(sig)
         wait_until(lambda: any("stopping" in line for line in hub.stderr_lines), 5, "the stop to begin")
         time.sleep(0.3)
         assert hub.proc.poll() is None, "the clean stop ended before the second signal; nothing to test"
-        again = time.monotonic()
         hub.proc.send_signal(sig)
-        assert hub.proc.wait(5) == code
-        assert time.monotonic() - again < 2
+        assert hub.proc.wait(10) == code
+        assert time.monotonic() - first < 5, "it waited for the slow request's grace (5 s) after all"
         time.sleep(0.2)
         log = "\n".join(hub.stderr_lines)
         assert "exiting at once" in log and "Traceback" not in log, log
@@ -154,6 +154,6 @@ def test_stop_is_clean_with_nothing_in_flight(tmp_path: Path) -> None:
     hub = HubProcess(tmp_path / "data").start()
     started = time.monotonic()
     assert hub.stop() == 0
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5  # nothing to wait for: not the HTTP shutdown grace (5 s)
     time.sleep(0.2)
     assert not [p for p in LOG_PROBLEMS if p in "\n".join(hub.stderr_lines)]

