@@ -2,7 +2,7 @@
 
 A :class:`DeviceSession` owns the device's subscriptions, its calls in flight (request id → the
 engine's reply future), its readiness, and the :class:`~methodhub.gateway.channel.DeviceChannel`
-currently carrying it. It is the :class:`~methodhub.router.base.CallLink` the router delivers calls
+currently carrying it. It is the :class:`~methodhub.router.presence.CallLink` the router delivers calls
 to, and the :class:`~methodhub.gateway.dialect.DeviceView` a dialect sees. Everything else reads
 it through properties and changes it through its methods. The :class:`SessionTable` keys sessions
 by identity, so a second connection of the same device takes the session over.
@@ -110,7 +110,7 @@ class DeviceSession:
     # -- calls (CallLink) -----------------------------------------------------------------------------
 
     def submit(self, call: Call, reply: asyncio.Future[CallOutcome]) -> None:
-        """Deliver ``call`` on the current channel; see :class:`~methodhub.router.base.CallLink`."""
+        """Deliver ``call`` on the current channel; see :class:`~methodhub.router.presence.CallLink`."""
         channel = self._channel
         if channel is None or not self.ready:
             reply.set_exception(HubError(ErrorKind.DEVICE_OFFLINE))
@@ -235,7 +235,7 @@ class DeviceSession:
         self.readiness_changed()
 
     def release(self, reason: str) -> None:
-        """The device is now ready on another cluster node (:class:`~methodhub.router.ReleasableLink`):
+        """The device is now ready on another cluster node (:class:`~methodhub.router.presence.ReleasableLink`):
         close its connection here, as a takeover on this node would."""
         channel = self._channel
         if channel is not None:
