@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -361,3 +362,35 @@ async def test_what_follows_the_connect_in_one_read_is_served_after_the_connack(
     assert isinstance(packets[0], Connack) and packets[0].reason_code == 0
     assert packets[1:] == [Suback(packet_id=3, reason_codes=[0]), Pingresp()]
     assert hub.router.is_local("dev1")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: calls/engine.py retries a DEVICE_OFFLINE delivery in a hot loop while the router "
+    "reports the device ready (a device subscribed to other methods only); see the lead's report",
+)
+async def test_waiting_for_a_method_the_device_did_not_subscribe_to_does_not_spin(
+    hub: Hub, dev1: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device is ready (subscribed to reboot), so the router says so at once; the delivery of
+    'upgrade' is refused as offline. With a connect timeout the engine waits for the device, and
+    wait_ready() returns at once each time: the call was re-delivered thousands of times (11,568
+    in 0.5 s, measured) until its connect timeout ran out — up to 300 s of a busy event loop."""
+    from methodhub.calls import Call
+    from methodhub.dialects.azure.mqtt import AzureDialect
+
+    device = hub.device()
+    await device.online(azure_connect("dev1", dev1.keys.primary), "$iothub/methods/POST/reboot/#")
+    attempts = 0
+    encode_call = AzureDialect.encode_call
+
+    def counting(self: AzureDialect, *args: Any) -> tuple[str, str, bytes]:
+        nonlocal attempts
+        attempts += 1
+        return encode_call(self, *args)
+
+    monkeypatch.setattr(AzureDialect, "encode_call", counting)
+    with pytest.raises(HubError) as raised:
+        await hub.engine.invoke(Call("dev1", "upgrade", b"{}", 30, connect_timeout=0.2))
+    assert raised.value.kind is ErrorKind.DEVICE_OFFLINE
+    assert attempts <= 2  # one now, perhaps one when the device's subscriptions change
