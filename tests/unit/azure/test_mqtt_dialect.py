@@ -567,10 +567,10 @@ class NoStore:
     async def load_session(self, client_id: str) -> dict[str, int] | None:
         return None
 
-    async def save_session(self, client_id: str, subscriptions: dict[str, int]) -> None:
+    def save_session(self, client_id: str, subscriptions: Mapping[str, int]) -> None:
         pass
 
-    async def delete_session(self, client_id: str) -> None:
+    def delete_session(self, client_id: str) -> None:
         pass
 
 

@@ -201,9 +201,9 @@ def azure_connect(
 class Hub:
     """The pieces of one node a gateway test needs."""
 
-    def __init__(self, registry: SqliteRegistry) -> None:
+    def __init__(self, registry: SqliteRegistry, router: LocalRouter | None = None) -> None:
         self.registry = registry
-        self.router = LocalRouter()
+        self.router = router if router is not None else LocalRouter()
         self.metrics = Metrics()
         self.gateway = Gateway(
             registry=registry,
@@ -221,6 +221,10 @@ class Hub:
         """Start a call; the long response timeout means only the device's answer (or its
         disconnection) ends it in a test."""
         return self.engine.invoke(Call(target, method, payload, timeout))
+
+    async def callable(self, key: str) -> bool:
+        """Whether calls for ``key`` find a ready session now (the router has it announced)."""
+        return await self.router.wait_ready(key, 0)
 
     def device(self, level: int = 4) -> Device:
         return Device(self.gateway, level)

@@ -60,7 +60,7 @@ async def test_connect_v311_is_accepted(hub: Hub, dev1: Identity) -> None:
     assert (connack.reason_code, connack.session_present, connack.properties) == (0, False, None)
     assert hub.gateway.connection_state("dev1")[0] is True
     assert hub.metrics.connections.get() == 1
-    assert not hub.router.is_local("dev1")  # connected, not subscribed: no calls yet
+    assert not await hub.callable("dev1")  # connected, not subscribed: no calls yet
 
 
 async def test_connect_with_the_secondary_key_is_accepted(hub: Hub, dev1: Identity) -> None:
@@ -131,11 +131,11 @@ async def test_an_unknown_device_is_refused(hub: Hub, dev1: Identity) -> None:
 async def test_subscribing_to_methods_makes_the_session_ready(hub: Hub, dev1: Identity) -> None:
     device = hub.device()
     await device.online(azure_connect("dev1", dev1.keys.primary))
-    assert not hub.router.is_local("dev1")
+    assert not await hub.callable("dev1")
     packet_id = device.subscribe(METHODS, "$iothub/twin/res/#", qos=2)
     suback = await device.next_packet()
     assert suback == Suback(packet_id=packet_id, reason_codes=[1, 1])  # QoS 2 is granted as 1
-    assert hub.router.is_local("dev1")
+    assert await hub.callable("dev1")
     session = hub.gateway.sessions.get("dev1")
     assert session is not None and session.ready
     assert dict(session.subscriptions) == {METHODS: 1, "$iothub/twin/res/#": 1}
@@ -149,17 +149,17 @@ async def test_a_foreign_subscription_is_refused_and_the_rest_granted(
     await device.online(azure_connect("dev1", dev1.keys.primary, level=level))
     packet_id = device.subscribe("devices/dev2/messages/devicebound/#", METHODS)
     assert await device.next_packet() == Suback(packet_id=packet_id, reason_codes=[refused, 0])
-    assert hub.router.is_local("dev1")
+    assert await hub.callable("dev1")
     assert not device.transport.closed
 
 
 async def test_unsubscribing_from_methods_makes_the_session_not_ready(hub: Hub, dev1: Identity) -> None:
     device = hub.device(level=5)
     await device.online(azure_connect("dev1", dev1.keys.primary, level=5), METHODS)
-    assert hub.router.is_local("dev1")
+    assert await hub.callable("dev1")
     device.send(Unsubscribe(packet_id=7, topic_filters=[METHODS, "never/subscribed"]))
     assert await device.next_packet() == Unsuback(packet_id=7, reason_codes=[0x00, 0x11])
-    assert not hub.router.is_local("dev1")
+    assert not await hub.callable("dev1")
     with pytest.raises(HubError) as raised:
         await hub.call("dev1", "reboot")
     assert raised.value.kind is ErrorKind.DEVICE_OFFLINE
@@ -239,7 +239,7 @@ async def test_an_answer_to_no_call_is_counted_as_stray(hub: Hub, dev1: Identity
 async def test_a_call_to_a_method_it_did_not_subscribe_to_is_offline(hub: Hub, dev1: Identity) -> None:
     device = hub.device()
     await device.online(azure_connect("dev1", dev1.keys.primary), "$iothub/methods/POST/reboot/#")
-    assert hub.router.is_local("dev1")
+    assert await hub.callable("dev1")
     with pytest.raises(HubError) as raised:
         await hub.call("dev1", "upgrade")
     assert raised.value.kind is ErrorKind.DEVICE_OFFLINE
@@ -261,7 +261,7 @@ async def test_losing_the_connection_mid_call_fails_the_call_at_once(hub: Hub, d
     with pytest.raises(HubError) as raised:
         result.result()
     assert raised.value.kind is ErrorKind.DEVICE_DISCONNECTED
-    assert not hub.router.is_local("dev1")
+    assert not await hub.callable("dev1")
     assert hub.gateway.connection_state("dev1") == (False, None)
     assert len(hub.gateway.sessions) == 0
 
@@ -327,7 +327,7 @@ async def test_publishing_to_a_foreign_topic_closes_v5_with_not_authorized(
     device.answer(topic, b"{}")
     assert await device.next_packet() == Disconnect(reason_code=0x87)
     await device.closed()
-    assert not hub.router.is_local("dev1")
+    assert not await hub.callable("dev1")
     assert len(hub.gateway.sessions) == 0
 
 
@@ -361,7 +361,7 @@ async def test_what_follows_the_connect_in_one_read_is_served_after_the_connack(
     packets = [await device.next_packet() for _ in range(3)]
     assert isinstance(packets[0], Connack) and packets[0].reason_code == 0
     assert packets[1:] == [Suback(packet_id=3, reason_codes=[0]), Pingresp()]
-    assert hub.router.is_local("dev1")
+    assert await hub.callable("dev1")
 
 
 @pytest.mark.xfail(
