@@ -255,15 +255,12 @@ class ClusterRouter(LocalRouter):
         return self.seen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: SessionTable.open hands the old connection to the new session before the new "
-    "connection is attached; if that connection closes while it is made reachable (cluster), the "
-    "device's live connection is left carrying no session; see the lead's report",
-)
 async def test_a_takeover_that_dies_before_its_connack_leaves_the_device_callable(
     registry: SqliteRegistry, dev1: Identity
 ) -> None:
+    """A clean session hands the older connection to the new session before its CONNACK; a new
+    connection that died while the cluster made it reachable used to leave the older one open,
+    carrying no session: connected, subscribed, and not callable until it reconnected."""
     router = ClusterRouter()
     node = Hub(registry, router)
     try:
@@ -290,5 +287,25 @@ async def test_a_takeover_that_dies_before_its_connack_leaves_the_device_callabl
             result = node.call("dev1", "m")
             first.answer(response_topic(200, await rid_of_request(first, "m")), b"{}")
             assert (await result).status == 200
+    finally:
+        await node.close()
+
+
+async def test_a_connection_that_dies_before_its_connack_leaves_no_session(
+    registry: SqliteRegistry, dev1: Identity
+) -> None:
+    router = ClusterRouter()
+    router.seen = asyncio.get_running_loop().create_future()
+    node = Hub(registry, router)
+    try:
+        device = node.device()
+        device.send(azure_connect("dev1", dev1.keys.primary))
+        await router.asked.wait()
+        device.protocol.connection_lost(None)
+        router.seen.set_result(None)
+        await settle()
+        assert device.received() == []
+        assert len(node.gateway.sessions) == 0
+        assert node.gateway.connection_state("dev1") == (False, None)
     finally:
         await node.close()
