@@ -402,13 +402,18 @@ class DeviceConnection(asyncio.Protocol):
                 self._refuse(3)
             return
         if self.closing:
+            session.abandon()
             return
         router = ctx.sessions.router
         reachable = router.reachable(principal.key)
         if reachable is not None:  # a cluster: other nodes must see the device before it hears CONNACK
-            await asyncio.shield(reachable)  # shared by the connects of a loop iteration
+            try:
+                await asyncio.shield(reachable)  # shared by the connects of a loop iteration
+            finally:
+                if self.closing:  # closed meanwhile (connection_lost cancels this task)
+                    router.abandon(principal.key)
+                    session.abandon()
             if self.closing:
-                router.abandon(principal.key)
                 return
         self.session = session
         self.keepalive = effective_keepalive(connect.keepalive)

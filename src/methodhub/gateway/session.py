@@ -234,6 +234,21 @@ class DeviceSession:
         successor._channel, self._channel = self._channel, None
         self.readiness_changed()
 
+    def abandon(self) -> None:
+        """The connection this session was opened for ended before carrying it (before CONNACK).
+
+        A session some connection carries already (the one :meth:`SessionTable.open` returned for
+        CleanSession=0) stays as it is. A new one leaves the table; if it took the device's older
+        connection over (:meth:`hand_over`), that connection is closed as the takeover would have
+        closed it: left open, it would carry no session and the device could not be called.
+        """
+        if self.connected_since is not None:
+            return
+        channel, self._channel = self._channel, None
+        self._table.remove(self)
+        if channel is not None:
+            channel.close_taken_over()
+
     def release(self, reason: str) -> None:
         """The device is now ready on another cluster node (:class:`~methodhub.router.presence.ReleasableLink`):
         close its connection here, as a takeover on this node would."""
