@@ -190,15 +190,17 @@ def test_layer_violations_are_found(tmp_path: Path) -> None:
         },
     )
     violations = [v for v in checker.check(src) if v.startswith("layer:")]  # (they make cycles too)
-    assert sorted(violations) == sorted([
-        "layer: mqtt/ imports nothing of methodhub outside mqtt/: src/methodhub/mqtt/errors.py:1: "
-        "methodhub.mqtt.errors imports methodhub.errors (top level)",
-        "layer: calls/, mqtt/ and http/ import nothing from gateway, dialects, api, process or cli: "
-        "src/methodhub/calls/ports.py:2: methodhub.calls.ports imports methodhub.gateway.session "
-        "(in a function)",
-        "layer: the library imports nothing from methodhub.process or methodhub.cli: "
-        "src/methodhub/errors.py:5: methodhub.errors imports methodhub.process.hub (under TYPE_CHECKING)",
-    ])
+    assert sorted(violations) == sorted(
+        [
+            "layer: mqtt/ imports nothing of methodhub outside mqtt/: src/methodhub/mqtt/errors.py:1: "
+            "methodhub.mqtt.errors imports methodhub.errors (top level)",
+            "layer: calls/, mqtt/ and http/ import nothing from gateway, dialects, api, process or cli: "
+            "src/methodhub/calls/ports.py:2: methodhub.calls.ports imports methodhub.gateway.session "
+            "(in a function)",
+            "layer: the library imports nothing from methodhub.process or methodhub.cli: "
+            "src/methodhub/errors.py:5: methodhub.errors imports methodhub.process.hub (under TYPE_CHECKING)",
+        ]
+    )
 
 
 def test_a_module_over_800_lines_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -84,8 +84,7 @@ def test_serve_records_its_hostname_for_every_node_and_cli(
     tmp_path: Path, registry_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert (
-        asyncio.run(agreed_hostname(tmp_path / "node1", registry_url, "hub.example.com"))
-        == "hub.example.com"
+        asyncio.run(agreed_hostname(tmp_path / "node1", registry_url, "hub.example.com")) == "hub.example.com"
     )
     # another node started without --hostname, on another machine, agrees
     assert asyncio.run(agreed_hostname(tmp_path / "node2", registry_url, None)) == "hub.example.com"

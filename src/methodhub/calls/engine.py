@@ -17,6 +17,11 @@ from methodhub.metrics import Metrics
 
 log = logging.getLogger("methodhub.calls")
 
+REFUSED_BACKOFF = 0.05
+"""Seconds before re-delivering a call a *ready* device refused as offline (it is connected but not
+subscribed to that method); doubled on each refusal up to :data:`MAX_REFUSED_BACKOFF`."""
+MAX_REFUSED_BACKOFF = 1.0
+
 CONNECT_TIMEOUT_INFO = "connect_timeout"
 """``HubError.info`` key of a ``DEVICE_OFFLINE`` raised after waiting: the seconds waited (a float);
 each front door reports it in its own words."""
@@ -117,7 +122,20 @@ class CallEngine:
                 if run.result.done():
                     return
                 if await self._router.wait_ready(call.target, remaining):
+                    if run.refused_while_ready:
+                        # The device is ready but refused this call (e.g. not subscribed to this
+                        # method): wait_ready answers at once, so back off instead of spinning
+                        # until it subscribes or the connect deadline passes.
+                        pause = min(
+                            REFUSED_BACKOFF * 2 ** (run.refused_while_ready - 1), MAX_REFUSED_BACKOFF
+                        )
+                        if pause >= run.connect_deadline - loop.time() and run.refusal is not None:
+                            raise run.refusal  # connected all along: its own reason (e.g. not subscribed)
+                        await asyncio.sleep(pause)
+                        if run.result.done():
+                            return
                     if not run.result.done():
+                        run.refused_while_ready += 1
                         run.attempt()
                     return
             raise HubError(
@@ -137,7 +155,17 @@ class CallEngine:
 class _CallRun:
     """The state of one call: its result future, the current delivery attempt and its timer."""
 
-    __slots__ = ("call", "connect_deadline", "engine", "identity_checked", "reply", "result", "timer")
+    __slots__ = (
+        "call",
+        "connect_deadline",
+        "engine",
+        "identity_checked",
+        "refusal",
+        "refused_while_ready",
+        "reply",
+        "result",
+        "timer",
+    )
 
     def __init__(
         self, engine: CallEngine, call: Call, result: asyncio.Future[CallOutcome], connect_deadline: float
@@ -147,6 +175,10 @@ class _CallRun:
         self.result = result
         self.connect_deadline = connect_deadline
         self.identity_checked = False
+        self.refused_while_ready = 0
+        self.refusal: HubError | None = None
+        """The latest DEVICE_OFFLINE of a delivery attempt."""
+        """Attempts made after the carrier said the device is ready (each refused: offline)."""
         self.reply: asyncio.Future[CallOutcome] | None = None
         self.timer: asyncio.TimerHandle | None = None
         result.add_done_callback(self._on_result_done)
@@ -186,6 +218,7 @@ class _CallRun:
             self.result.set_result(reply.result())
             self.engine._count("success")
         elif isinstance(exc, HubError) and exc.kind is ErrorKind.DEVICE_OFFLINE:
+            self.refusal = exc
             self.engine._offline(self)
         else:
             self.fail(exc)

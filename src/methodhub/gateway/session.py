@@ -250,8 +250,9 @@ class DeviceSession:
             channel.close_taken_over()
 
     def release(self, reason: str) -> None:
-        """The device is now ready on another cluster node (:class:`~methodhub.router.presence.ReleasableLink`):
-        close its connection here, as a takeover on this node would."""
+        """The device is now ready on another cluster node
+        (:class:`~methodhub.router.presence.ReleasableLink`): close its connection here, as a
+        takeover on this node would."""
         channel = self._channel
         if channel is not None:
             log.debug("releasing session", extra={"ctx": {"device": self.key, "reason": reason}})
