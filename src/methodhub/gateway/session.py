@@ -342,6 +342,9 @@ class SessionTable:
         subscriptions.update(principal.dialect.initial_subscriptions(principal))
         session = DeviceSession(self, principal, persistent, subscriptions)
         if existing is not None:
+            # Calls delivered to it while the stored session was loading fail too (the old
+            # session object leaves the table: nothing would answer them).
+            existing.fail_pending(f"Device '{key}' started a clean session on a new connection.")
             # The old connection keeps its session object until it is closed below (attach).
             existing.hand_over(session)
         self._sessions[key] = session
