@@ -126,9 +126,7 @@ class CallEngine:
                         # The device is ready but refused this call (e.g. not subscribed to this
                         # method): wait_ready answers at once, so back off instead of spinning
                         # until it subscribes or the connect deadline passes.
-                        pause = min(
-                            REFUSED_BACKOFF * 2 ** (run.refused_while_ready - 1), MAX_REFUSED_BACKOFF
-                        )
+                        pause = min(REFUSED_BACKOFF * 2 ** (run.refused_while_ready - 1), MAX_REFUSED_BACKOFF)
                         if pause >= run.connect_deadline - loop.time() and run.refusal is not None:
                             raise run.refusal  # connected all along: its own reason (e.g. not subscribed)
                         await asyncio.sleep(pause)

@@ -54,7 +54,6 @@ def add_device_run_parser(
     )
 
 
-
 def device_run(args: argparse.Namespace, data_dir: Path) -> None:
     from methodhub.sdk import CredentialError, DeviceClient, MethodRequest
 
@@ -101,7 +100,6 @@ def device_run(args: argparse.Namespace, data_dir: Path) -> None:
             f"the hub refused the credentials of '{client.client_id}': the device was deleted or "
             f"disabled, or its key changed (see `{printed_command(args, 'device list')}`)"
         )
-
 
 
 async def device_connection_string_from_registry(

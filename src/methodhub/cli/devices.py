@@ -129,4 +129,3 @@ async def _create_product_device(registry: Any, args: argparse.Namespace) -> Non
         f"ProductKey={device.product_key}\nDeviceName={device.device_name}\n"
         f"DeviceSecret={device.device_secret}\nDeviceId={device.device_id}"
     )
-

@@ -41,4 +41,3 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
         traceback.print_exc()
     print(f"methodhub: error: {message}", file=sys.stderr)
     raise SystemExit(code)
-

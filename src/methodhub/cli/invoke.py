@@ -90,9 +90,7 @@ def invoke(args: argparse.Namespace, data_dir: Path) -> int:
     connection_string = args.connection_string or os.environ.get(ENV_CONNECTION_STRING)
     origin = "--connection-string" if args.connection_string else f"${ENV_CONNECTION_STRING}"
     if connection_string is None:
-        connection_string = asyncio.run(
-            service_connection_string(data_dir, "iothubowner", args.registry_url)
-        )
+        connection_string = asyncio.run(service_connection_string(data_dir, "iothubowner", args.registry_url))
     url = args.url or os.environ.get(ENV_URL)
     if url is None:
         url = running_hub_address(args, data_dir, ("http", "https"), "--url URL")

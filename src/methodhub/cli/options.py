@@ -47,7 +47,6 @@ def global_options() -> argparse.ArgumentParser:
     return common
 
 
-
 def global_flags(args: argparse.Namespace, data_dir: Path) -> str:
     """`` --data-dir DIR`` / `` --registry URL`` when this command was given them (by option or
     environment): what a command printed for the user to run needs, to act on the same hub."""
@@ -62,4 +61,3 @@ def global_flags(args: argparse.Namespace, data_dir: Path) -> str:
 def printed_command(args: argparse.Namespace, command: str) -> str:
     """``methodhub COMMAND`` with this invocation's global flags: a command that works as printed."""
     return f"methodhub {command}{args.global_flags}"
-

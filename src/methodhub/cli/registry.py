@@ -104,7 +104,5 @@ def device_connection_string(hostname: str, device_id: str, key: str, module_id:
     )
 
 
-
 def identity_label(device_id: str, module_id: str | None) -> str:
     return f"{device_id}/{module_id}" if module_id else device_id
-

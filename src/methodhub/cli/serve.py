@@ -176,14 +176,12 @@ def serve(args: argparse.Namespace, data_dir: Path) -> None:
         )
 
 
-
 def _install_uvloop() -> None:
     try:
         import uvloop
     except ImportError:
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
 
 
 def _add_device_limit_options(serve: argparse.ArgumentParser) -> None:
@@ -289,4 +287,3 @@ def _workers(text: str) -> int:
     if not 1 <= value <= 256:
         raise argparse.ArgumentTypeError(f"workers is a number of processes, 1-256 (got {text!r})")
     return value
-

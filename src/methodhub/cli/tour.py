@@ -69,4 +69,3 @@ Next steps (in another terminal):
 {lines}
 See README.md for the same with curl, over TLS, and with the Python and Azure SDKs.
 """
-

@@ -63,7 +63,7 @@ class ConnectionString:
             values[attribute] = value.strip()
         if not values.get("host_name"):
             raise ConnectionStringError("HostName is missing")
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)
 
     @property
     def is_device(self) -> bool:

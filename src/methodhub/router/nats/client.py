@@ -88,12 +88,13 @@ class BusClient(_NatsClient):
     # nats-py internal: the coroutine nats-py's protocol parser awaits for every MSG/HMSG, with
     # (sid, subject, reply, data, headers). Overridden so that FastSub messages skip building a
     # ``Msg`` and queueing it to a subscription task. Checked against nats-py 2.16.0.
-    async def _process_msg(  # type: ignore[override]
+    async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
-        sub = self._subs.get(sid)  # nats-py internal: its subscription table, sid → subscription
+        # nats-py internal: its subscription table, sid → subscription (a FastSub of ours, or its own)
+        sub: object = self._subs.get(sid)
         if sub is None and (retired := self._retired.get(sid)) is not None:
-            sub = retired[0]  # type: ignore[assignment]
+            sub = retired[0]
         if type(sub) is FastSub:
             try:
                 sub.handler(sub, subject, reply, data, headers)
