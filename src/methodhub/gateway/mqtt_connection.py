@@ -31,7 +31,9 @@ from methodhub.mqtt import (
     Connack,
     Connect,
     ConnectionClosed,
+    ConnectTimeout,
     Disconnect,
+    KeepAliveTimeout,
     LocalProtocolError,
     MqttConnection,
     PacketReceived,
@@ -66,16 +68,12 @@ MAX_WRITE_BUFFER = 4 * 1024 * 1024
 """A device that stops reading while we keep writing to it is cut off once this many bytes are
 queued for it, so one stuck device cannot grow the hub's memory without bound."""
 
-KEEPALIVE_FACTOR = 1.5
-"""[MQTT-3.1.2-24]: the server disconnects a client silent for one and a half keep-alive periods."""
-
 V5_REASON_FOR_CONNACK = {1: 0x84, 2: 0x85, 3: 0x88, 4: 0x86, 5: 0x87}
 """MQTT 3.1.1 CONNACK return codes → MQTT 5 reason codes (unsupported protocol version, client
 identifier not valid, server unavailable, bad user name or password, not authorized)."""
 
 REASON_NOT_AUTHORIZED = 0x87
 REASON_SESSION_TAKEN_OVER = 0x8E
-REASON_KEEPALIVE_TIMEOUT = 0x8D
 REASON_QOS_NOT_SUPPORTED = 0x9B
 REASON_SERVER_SHUTTING_DOWN = 0x8B
 REASON_ADMINISTRATIVE_ACTION = 0x98
@@ -99,9 +97,9 @@ class DeviceConnection(asyncio.Protocol):
         self.session: DeviceSession | None = None
         self.connect_packet: Connect | None = None
         self.closing = False
-        self.last_activity = 0.0
-        self.keepalive = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        """The connection's one timer: armed at the state machine's next deadline (CONNECT deadline,
+        keep-alive; see :meth:`_arm_timer`), then the close grace period once closing."""
         self.expiry_timer: asyncio.TimerHandle | None = None
         self.auth_task: asyncio.Task[None] | None = None
         self.level = 4
@@ -121,8 +119,8 @@ class DeviceConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
-        self.last_activity = self.loop.time()
-        self.timer = self.loop.call_later(self.ctx.connect_timeout, self._connect_deadline)
+        self.mqtt.connect_deadline = self.loop.time() + self.ctx.connect_timeout
+        self._arm_timer()
         self.ctx.connections.add(self)
         admission = self.admission
         if admission is not None:
@@ -142,11 +140,12 @@ class DeviceConnection(asyncio.Protocol):
         self._abort()
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = self.loop.time()
+        # The time goes in with the bytes (the keep-alive clock restarts); the armed timer stays: the
+        # deadline only moved later, and the timer asks again when it fires.
         if self.waiting:  # keep it for later; reading is paused, so this is one read at most
-            self.mqtt.receive_data(data, 0)
+            self.mqtt.receive_data(data, 0, self.loop.time())
             return
-        self._serve(self.mqtt.receive_data(data, WORK_BUDGET))
+        self._serve(self.mqtt.receive_data(data, WORK_BUDGET, self.loop.time()))
 
     def eof_received(self) -> bool | None:
         if self.waiting:
@@ -416,12 +415,13 @@ class DeviceConnection(asyncio.Protocol):
             if self.closing:
                 return
         self.session = session
-        self.keepalive = effective_keepalive(connect.keepalive)
+        keepalive = effective_keepalive(connect.keepalive)
+        self.mqtt.keepalive = keepalive  # what the hub enforces (MQTT 5 clients hear it in the CONNACK)
         self._send(
             Connack(
                 session_present=present and not clean_start,
                 reason_code=0,
-                properties=connack_properties(connect, self.keepalive, ctx.max_packet_size)
+                properties=connack_properties(connect, keepalive, ctx.max_packet_size)
                 if self.level >= 5
                 else None,
             )
@@ -432,11 +432,7 @@ class DeviceConnection(asyncio.Protocol):
             self.admission.mark_established(self)
             self.admission.mark_busy(self)
         ctx.metrics.connections.inc()
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.loop.call_at(
-            self.last_activity + self.keepalive * KEEPALIVE_FACTOR, self._keepalive_check
-        )
+        self._arm_timer()  # the CONNECT deadline gives way to keep-alive
         if principal.expires_at is not None:
             self.expiry_timer = self.loop.call_at(
                 self.loop.time() + max(0.0, principal.expires_at - time.time()), self._credential_expired
@@ -562,33 +558,48 @@ class DeviceConnection(asyncio.Protocol):
 
     # -- timers, sending, closing ---------------------------------------------------------------------
 
-    def _connect_deadline(self) -> None:
-        """The CONNECT must have been sent *and answered* by now (authentication included)."""
-        if self.session is not None or self.closing:
+    def _arm_timer(self) -> None:
+        """(Re-)arm the one timer at the state machine's next deadline: when the connection is made,
+        when the CONNACK turns the CONNECT deadline into keep-alive, and when the timer fires. Not
+        per packet: received bytes only move the keep-alive deadline later, which the armed timer
+        finds when it fires."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        at = self.mqtt.get_timer()
+        if at is not None:
+            self.timer = self.loop.call_at(at, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        fired = self.timer
+        self.timer = None
+        if self.closing:
             return
-        if self.auth_task is None:
-            why = "no CONNECT in time"
-        else:
-            why = "its CONNECT could not be answered in time"
+        # Not before the deadline it was armed for, should the loop fire it a hair early (as aioquic).
+        now = self.loop.time() if fired is None else max(fired.when(), self.loop.time())
+        try:
+            for event in self.mqtt.handle_timer(now):
+                if type(event) is KeepAliveTimeout:
+                    self._close(event.reason, event.reason_code)
+                elif type(event) is ConnectTimeout:
+                    self._connect_timed_out(event)
+            if not self.closing:
+                self._arm_timer()
+        except Exception:
+            self._failed("handling a timer")
+
+    def _connect_timed_out(self, event: ConnectTimeout) -> None:
+        """The CONNECT was not sent, or not *answered* (authentication included), by the deadline."""
+        if self.auth_task is not None:
             self.auth_task.cancel()
         self.ctx.metrics.device_limits.inc("connect_deadline")
         log.info(
             "closing connection: %s (%g s)",
-            why,
+            event.reason,
             self.ctx.connect_timeout,
             extra={"ctx": {"peer": self.peer, "client_id": self._client_id()}},
         )
         self._close(None, None)
-
-    def _keepalive_check(self) -> None:
-        deadline = self.last_activity + self.keepalive * KEEPALIVE_FACTOR
-        now = self.loop.time()
-        if now < deadline:
-            self.timer = self.loop.call_at(deadline, self._keepalive_check)
-            return
-        self._close(
-            f"keep-alive expired ({self.keepalive:g} s × {KEEPALIVE_FACTOR})", REASON_KEEPALIVE_TIMEOUT
-        )
 
     def _credential_expired(self) -> None:
         self._close("its SAS token expired; the device must reconnect with a new one", REASON_NOT_AUTHORIZED)

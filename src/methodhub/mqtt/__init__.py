@@ -1,17 +1,23 @@
 """A sans-I/O MQTT 3.1 / 3.1.1 / 5.0 codec and connection state machine.
 
 No sockets and no asyncio: feed bytes with :meth:`MqttConnection.receive_data`, get events; give
-packets to :meth:`MqttConnection.send`, get bytes. Nothing here imports the rest of methodhub.
+packets to :meth:`MqttConnection.send`, get bytes; keep-alive and CONNECT deadlines are timers the
+caller drives (:meth:`MqttConnection.get_timer` / :meth:`MqttConnection.handle_timer`). Nothing
+here imports the rest of methodhub.
 """
 
 from methodhub.mqtt.codec import decode, encode, encode_varint
 from methodhub.mqtt.connection import (
     DEFAULT_MAX_PACKET_SIZE,
+    KEEPALIVE_FACTOR,
     ConnectionClosed,
     ConnectionState,
+    ConnectTimeout,
     Event,
+    KeepAliveTimeout,
     MqttConnection,
     PacketReceived,
+    PingDue,
     ProtocolError,
     Role,
 )
@@ -49,15 +55,18 @@ from methodhub.mqtt.topics import (
 
 __all__ = [
     "DEFAULT_MAX_PACKET_SIZE",
+    "KEEPALIVE_FACTOR",
     "MAX_TOPIC_LENGTH",
     "Auth",
     "Connack",
     "ConnackCode",
     "Connect",
+    "ConnectTimeout",
     "ConnectionClosed",
     "ConnectionState",
     "Disconnect",
     "Event",
+    "KeepAliveTimeout",
     "LocalProtocolError",
     "MalformedPacket",
     "MqttConnection",
@@ -65,6 +74,7 @@ __all__ = [
     "Packet",
     "PacketReceived",
     "PacketType",
+    "PingDue",
     "Pingreq",
     "Pingresp",
     "Properties",

@@ -10,6 +10,13 @@ the rest buffered for :meth:`MqttConnection.next_events` (a work budget per loop
 server decodes nothing after a CONNECT until it has sent the CONNACK, so what follows a CONNECT is
 read at the protocol level the server accepted. Our side keeps its own state: packets read before
 the peer's error or DISCONNECT can still be answered.
+
+Timers live here too, in the manner of aioquic: the caller passes the time (its own clock, e.g.
+``loop.time()``) into ``receive_data(..., now=)`` and ``send(..., now=)``, asks :meth:`get_timer`
+when the next deadline is, and calls :meth:`handle_timer` at (or after) that time. A server
+enforces keep-alive [MQTT-3.1.2-24] and, if given one, a CONNECT deadline; a client learns when a
+PINGREQ is due and when to give up on a silent server. No input without ``now`` moves a deadline,
+and a connection that was never given a time has no timers.
 """
 
 from __future__ import annotations
@@ -21,6 +28,10 @@ from methodhub.mqtt.codec import decode, encode, encode_publish
 from methodhub.mqtt.errors import LocalProtocolError, MalformedPacket
 from methodhub.mqtt.packets import Connack, Connect, Disconnect, Packet, Publish
 from methodhub.mqtt.reason_codes import ReasonCode
+
+KEEPALIVE_FACTOR = 1.5
+"""[MQTT-3.1.2-24]: a server disconnects a client silent for one and a half keep-alive periods; a
+client gives up on a server silent that long (a PINGREQ it sent after one period went unanswered)."""
 
 DEFAULT_MAX_PACKET_SIZE = 256 * 1024 + 4 * 1024
 """Largest packet accepted from the peer, fixed header included (→ ProtocolError 0x95).
@@ -81,7 +92,37 @@ class ConnectionClosed:
     """The peer closed its side of the connection (``receive_data(b"")``)."""
 
 
-Event = PacketReceived | ProtocolError | ConnectionClosed
+@dataclass(slots=True)
+class KeepAliveTimeout:
+    """The peer sent nothing for :data:`KEEPALIVE_FACTOR` × keep-alive (from :meth:`~MqttConnection.
+    handle_timer`); always the last event. Nothing more is read: the connection is now CLOSED, though
+    our side may still send (an MQTT 5 server its DISCONNECT with ``reason_code``).
+
+    Attributes:
+        reason: what happened, e.g. ``keep-alive expired (60 s × 1.5)``.
+        reason_code: the MQTT 5 reason code a server's DISCONNECT should carry (0x8D).
+    """
+
+    reason: str
+    reason_code: int = ReasonCode.KEEP_ALIVE_TIMEOUT
+
+
+@dataclass(slots=True)
+class ConnectTimeout:
+    """The connection was not accepted by its ``connect_deadline`` (server: no accepting CONNACK sent
+    by then, whether the CONNECT did not come or was not answered; client: no CONNACK received).
+    Always the last event; the connection is CLOSED on both sides: close it without a word."""
+
+    reason: str
+
+
+@dataclass(slots=True)
+class PingDue:
+    """A client should send PINGREQ now (``send(Pingreq(), now)``): it has sent nothing, or received
+    nothing, for one keep-alive period [MQTT-3.1.2-23]."""
+
+
+Event = PacketReceived | ProtocolError | ConnectionClosed | KeepAliveTimeout | ConnectTimeout | PingDue
 
 
 class MqttConnection:
@@ -90,6 +131,7 @@ class MqttConnection:
     Args:
         role: which side we are.
         max_packet_size: the largest packet accepted from the peer, header included.
+        connect_deadline: when (in the caller's clock) the connection must be accepted by, or None.
     """
 
     __slots__ = (
@@ -98,16 +140,44 @@ class MqttConnection:
         "_may_refuse",
         "_need",
         "_our_state",
+        "_ping_asked_at",
         "_pos",
+        "_received_at",
+        "_sent_at",
+        "connect_deadline",
+        "keepalive",
         "max_packet_size",
         "protocol_level",
         "role",
         "state",
     )
 
-    def __init__(self, role: Role, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
+    def __init__(
+        self,
+        role: Role,
+        *,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        connect_deadline: float | None = None,
+    ) -> None:
         self.role = role
         self.max_packet_size = max_packet_size
+        self.connect_deadline = connect_deadline
+        """When (caller's clock) the connection must be accepted: a server must have sent its
+        accepting CONNACK, a client received one. None: no deadline. May be set at any time."""
+        self.keepalive = 0.0
+        """The keep-alive period this side enforces, in seconds; 0 turns keep-alive off. A server
+        takes the CONNECT's value, or the ``server_keep_alive`` of the CONNACK it sends; a server
+        that enforces another value without saying so (MQTT 3.1.1 has no way to) sets this itself,
+        before or after its CONNACK. A client takes the value of its CONNECT, or the server's
+        ``server_keep_alive`` [MQTT-3.1.2-21]."""
+        self._received_at: float | None = None
+        """The ``now`` of the last ``receive_data`` that brought bytes (any bytes: a device sending a
+        large packet in pieces is not silent)."""
+        self._sent_at: float | None = None
+        """Client: the ``now`` of the last packet sent."""
+        self._ping_asked_at: float | None = None
+        """Client: when :class:`PingDue` was last returned; answered by anything received at or after
+        it (the same ``now``: a coarse clock, a fast peer)."""
         self.protocol_level: int | None = None
         self.state = ConnectionState.AWAIT_CONNECT
         """The connection as the peer drives it; CLOSED once nothing more is read from it."""
@@ -121,7 +191,9 @@ class MqttConnection:
 
     # -- receiving ----------------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes, max_events: int | None = None) -> list[Event]:
+    def receive_data(
+        self, data: bytes, max_events: int | None = None, now: float | None = None
+    ) -> list[Event]:
         """Feed bytes from the peer; returns the events they complete, at most ``max_events``.
 
         ``b""`` means the peer closed its side: :class:`ConnectionClosed` follows the events of the
@@ -129,9 +201,14 @@ class MqttConnection:
         :class:`ProtocolError`. Bytes not decoded yet (beyond ``max_events``, or after a CONNECT the
         server has not answered) stay buffered: :meth:`next_events` decodes them. The cost is linear
         in the bytes received, however they are split.
+
+        ``now`` (the caller's clock) is when the bytes arrived: the peer is not silent. A caller that
+        uses the timers passes it on every call; without it no deadline moves.
         """
         if self.state is ConnectionState.CLOSED:
             return []
+        if now is not None:
+            self._received_at = now
         if not data:
             self._eof = True
         elif self._pos < len(self._buffer):
@@ -277,6 +354,7 @@ class MqttConnection:
                             self.protocol_level = exc.protocol_level
                         return self._fail(events, exc.reason, exc.reason_code, exc.connack_code)
                     self.protocol_level = packet.protocol_level  # type: ignore[union-attr]
+                    self.keepalive = float(packet.keepalive)  # type: ignore[union-attr]
                     self.state = self._our_state = ConnectionState.AWAIT_CONNACK
                     self._may_refuse = True
                     events.append(PacketReceived(packet))
@@ -312,6 +390,7 @@ class MqttConnection:
             if kind == 2:
                 if packet.reason_code == 0:  # type: ignore[union-attr]
                     self.state = self._our_state = ConnectionState.CONNECTED
+                    self._take_server_keepalive(packet)  # type: ignore[arg-type]
                 else:
                     self._close_receiving()
                     self._our_state = ConnectionState.CLOSED
@@ -344,12 +423,15 @@ class MqttConnection:
 
     # -- sending --------------------------------------------------------------------------------------
 
-    def send(self, packet: Packet) -> bytes:
+    def send(self, packet: Packet, now: float | None = None) -> bytes:
         """Encode ``packet`` for the negotiated protocol level.
 
         Our side has its own state: after the peer's DISCONNECT or protocol error nothing more is
         read, but the packets read before it may still be answered (SUBACK, PUBACK, PINGRESP, the
         CONNACK of a pending CONNECT) and an MQTT 5 server may still send its DISCONNECT.
+
+        ``now``: when it is sent (a client's next PINGREQ is due one keep-alive after it); a server
+        need not pass it.
 
         Raises:
             LocalProtocolError: the packet is not ours to send in this role or state.
@@ -359,6 +441,8 @@ class MqttConnection:
         if kind is Publish:
             if ours is not ConnectionState.CONNECTED:
                 raise LocalProtocolError("PUBLISH before the connection is accepted")
+            if now is not None:
+                self._sent_at = now
             return encode_publish(packet, self.protocol_level or 4)  # type: ignore[arg-type]
         packet_type = _PACKET_TYPE_OF[kind.__name__]
         if self.role is Role.SERVER:
@@ -381,11 +465,15 @@ class MqttConnection:
         if kind is Connect:
             if ours is not ConnectionState.AWAIT_CONNECT:
                 raise LocalProtocolError("CONNECT sent twice")
+            self._sent_at = now
             self.protocol_level = packet.protocol_level  # type: ignore[union-attr]
+            self.keepalive = float(packet.keepalive)  # type: ignore[union-attr]
             self.state = self._our_state = ConnectionState.AWAIT_CONNACK
             return encode(packet, self.protocol_level)
         if ours is ConnectionState.AWAIT_CONNECT or ours is ConnectionState.CLOSED:
             raise LocalProtocolError(f"{kind.__name__} without a connection")
+        if now is not None:
+            self._sent_at = now
         if kind is Disconnect:
             self._our_state = ConnectionState.CLOSED
             self._close_receiving()
@@ -404,6 +492,7 @@ class MqttConnection:
             self._our_state = ConnectionState.CONNECTED
             if self.state is ConnectionState.AWAIT_CONNACK:
                 self.state = ConnectionState.CONNECTED
+            self._take_server_keepalive(packet)
         else:
             self._our_state = ConnectionState.CLOSED
             self._close_receiving()
@@ -411,3 +500,61 @@ class MqttConnection:
         if level != 5 and packet.reason_code > 5:
             raise LocalProtocolError(f"CONNACK code {packet.reason_code} does not exist before MQTT 5")
         return encode(packet, level)
+
+    def _take_server_keepalive(self, connack: Connack) -> None:
+        """An accepting CONNACK's ``server_keep_alive`` is the keep-alive both sides keep."""
+        properties = connack.properties
+        if properties and "server_keep_alive" in properties:
+            self.keepalive = float(properties["server_keep_alive"])
+
+    # -- timers ---------------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """When (the caller's clock) :meth:`handle_timer` must next be called; None: no timer.
+
+        The answer moves only with the state, ``keepalive``, ``connect_deadline`` and the ``now`` of
+        input (received bytes move it later), so a caller keeps one timer armed and asks again after
+        it fires or after changing one of those (the CONNACK changes the kind of deadline).
+        """
+        if self.state is ConnectionState.CLOSED:
+            return None
+        ours = self._our_state
+        if ours is not ConnectionState.CONNECTED:
+            return self.connect_deadline if ours is not ConnectionState.CLOSED else None
+        keepalive = self.keepalive
+        received = self._received_at
+        if keepalive <= 0 or received is None:
+            return None
+        if self.role is Role.SERVER:
+            return received + keepalive * KEEPALIVE_FACTOR
+        asked = self._ping_asked_at
+        if asked is not None and asked > received:  # PINGREQ asked for: wait for anything at all
+            return received + keepalive * KEEPALIVE_FACTOR
+        sent = self._sent_at
+        return (received if sent is None or sent > received else sent) + keepalive
+
+    def handle_timer(self, now: float) -> list[Event]:
+        """The events due at ``now``; an empty list if nothing is due yet (call :meth:`get_timer`
+        again). :class:`KeepAliveTimeout` and :class:`ConnectTimeout` close the connection."""
+        at = self.get_timer()
+        if at is None or now < at:
+            return []
+        ours = self._our_state
+        if ours is not ConnectionState.CONNECTED:  # the connect deadline
+            if self.role is Role.CLIENT:
+                reason = "no CONNACK in time"
+            elif self.state is ConnectionState.AWAIT_CONNECT:
+                reason = "no CONNECT in time"
+            else:
+                reason = "its CONNECT could not be answered in time"
+            self._close_receiving()
+            self._our_state = ConnectionState.CLOSED
+            self._may_refuse = False
+            return [ConnectTimeout(reason)]
+        received = self._received_at
+        assert received is not None  # a CONNECTED connection's timer is a keep-alive one
+        if now >= received + self.keepalive * KEEPALIVE_FACTOR:
+            self._close_receiving()
+            return [KeepAliveTimeout(f"keep-alive expired ({self.keepalive:g} s × {KEEPALIVE_FACTOR:g})")]
+        self._ping_asked_at = now  # a client; the server's one deadline is the one above
+        return [PingDue()]

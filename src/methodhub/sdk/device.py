@@ -51,8 +51,10 @@ from methodhub.mqtt import (
     Connect,
     ConnectionClosed,
     Disconnect,
+    KeepAliveTimeout,
     MqttConnection,
     PacketReceived,
+    PingDue,
     Pingreq,
     Pingresp,
     ProtocolError,
@@ -98,10 +100,12 @@ class _Link(asyncio.Protocol):
         self.client = client
         self.mqtt = MqttConnection(Role.CLIENT)
         self.transport: asyncio.Transport | None = None
-        self.connack: asyncio.Future[Connack] = asyncio.get_running_loop().create_future()
-        self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.loop = asyncio.get_running_loop()
+        self.connack: asyncio.Future[Connack] = self.loop.create_future()
+        self.closed: asyncio.Future[str] = self.loop.create_future()
         self.acks: dict[int, asyncio.Future[Any]] = {}
-        self.last_received = time.monotonic()
+        self.timer: asyncio.TimerHandle | None = None
+        """Keep-alive: armed at the state machine's next deadline (PINGREQ due, or give up)."""
         self._packet_ids = 0
 
     def next_packet_id(self) -> int:
@@ -112,8 +116,7 @@ class _Link(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.last_received = time.monotonic()
-        for event in self.mqtt.receive_data(data):
+        for event in self.mqtt.receive_data(data, None, self.loop.time()):
             if isinstance(event, PacketReceived):
                 self._packet(event.packet)
             elif isinstance(event, ProtocolError):
@@ -123,6 +126,8 @@ class _Link(asyncio.Protocol):
 
     def _packet(self, packet: Any) -> None:
         if isinstance(packet, Connack):
+            if packet.reason_code == 0:
+                self._arm_timer()  # keep-alive starts
             if not self.connack.done():
                 self.connack.set_result(packet)
         elif isinstance(packet, Publish):
@@ -140,15 +145,42 @@ class _Link(asyncio.Protocol):
 
     def send(self, packet: Any) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(self.mqtt.send(packet))
+            self.transport.write(self.mqtt.send(packet, self.loop.time()))
+
+    def _arm_timer(self) -> None:
+        """Arm the timer at the state machine's next deadline. Only here and when it fires: what is
+        sent or received since only moves that deadline later."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        at = self.mqtt.get_timer()
+        if at is not None and not self.closed.done():
+            self.timer = self.loop.call_at(at, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        fired, self.timer = self.timer, None
+        now = self.loop.time() if fired is None else max(fired.when(), self.loop.time())
+        for event in self.mqtt.handle_timer(now):
+            if isinstance(event, PingDue):
+                self.send(Pingreq())
+            elif isinstance(event, KeepAliveTimeout):
+                self.close("keep-alive: no answer from the hub")
+                return
+        self._arm_timer()
 
     def close(self, why: str) -> None:
         if not self.closed.done():
             self.closed.set_result(why)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.transport is not None:
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         why = f"connection lost: {exc}" if exc else "connection closed"
         if not self.closed.done():
             self.closed.set_result(why)
@@ -169,7 +201,9 @@ class DeviceClient:
         sas_token: a ready token (not renewable: the client stops when it expires).
         host / port: where to connect (default: ``hostname``, 1883 — or 8883 with TLS).
         ssl: True for TLS with the system's CAs, an ``ssl.SSLContext``, or None/False for plain MQTT.
-        keepalive: MQTT keep-alive in seconds.
+        keepalive: MQTT keep-alive in seconds: a PINGREQ goes out after that long without sending or
+            receiving anything, and a hub silent for 1.5 times that long is given up on (the client
+            reconnects). 0 turns keep-alive off.
         token_ttl: lifetime of the SAS tokens it signs, in seconds.
         reconnect_min / reconnect_max: backoff bounds in seconds.
     """
@@ -307,7 +341,6 @@ class DeviceClient:
             link.close("subscription refused")
             raise MethodHubError(f"the hub refused the subscription to {METHODS_FILTER}")
         self._connected.set()
-        self._spawn(self._keepalive(link))
         if expiry is not None and self._key is not None:
             self._spawn(self._renew_token(link, expiry))
         log.info("connected", extra={"ctx": {"device": self.client_id, "host": f"{self._host}:{self._port}"}})
@@ -415,15 +448,6 @@ class DeviceClient:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _keepalive(self, link: _Link) -> None:
-        """PINGREQ every keep-alive period; drop a link that stays silent for 1.5 periods."""
-        while not link.closed.done():
-            await asyncio.sleep(self.keepalive)
-            if time.monotonic() - link.last_received > self.keepalive * 1.5:
-                link.close("keep-alive: no answer from the hub")
-                return
-            link.send(Pingreq())
 
     async def _renew_token(self, link: _Link, expiry: int) -> None:
         await asyncio.sleep(max(1.0, expiry - TOKEN_RENEW_MARGIN - time.time()))
