@@ -14,7 +14,7 @@ from methodhub.gateway.session import SessionTable
 from methodhub.metrics import Metrics
 
 if TYPE_CHECKING:
-    from methodhub.mqtt import Connect
+    from methodhub.mqtt import ConnackCode, Connect
 
 
 class Closable(Protocol):
@@ -59,7 +59,7 @@ class ConnectionContext:
             if dialect.claims(connect):
                 return await dialect.authenticate(connect, self.auth, use_cache=use_cache)
         raise ConnectRefused(
-            4,
+            ConnackCode.BAD_USERNAME_OR_PASSWORD,
             "the user name is not in any supported form (Azure: '{hostname}/{deviceId}/?api-version=...'; "
             "Alibaba: '{deviceName}&{productKey}')",
         )

@@ -22,7 +22,7 @@ from methodhub.errors import HubError
 
 if TYPE_CHECKING:
     from methodhub.gateway.auth import AuthContext
-    from methodhub.mqtt import Connect, Publish
+    from methodhub.mqtt import ConnackCode, Connect, Publish
 
 SUBSCRIPTION_REFUSED = 0x80
 """SUBACK return code "Failure" [MQTT-3.9.3]; v5 calls it 0x80 "Unspecified error" too, and the
@@ -39,7 +39,7 @@ class ConnectRefused(Exception):
     5 not authorized. The gateway maps them to MQTT 5 reason codes for v5 clients.
     """
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: ConnackCode, reason: str) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason

@@ -29,6 +29,7 @@ from methodhub.config import MAX_KEEPALIVE
 from methodhub.gateway.dialect import SUBSCRIPTION_REFUSED, ConnectRefused
 from methodhub.mqtt import (
     Connack,
+    ConnackCode,
     Connect,
     ConnectionClosed,
     ConnectTimeout,
@@ -42,6 +43,7 @@ from methodhub.mqtt import (
     ProtocolError,
     Puback,
     Publish,
+    ReasonCode,
     Role,
     Suback,
     Subscribe,
@@ -68,18 +70,14 @@ MAX_WRITE_BUFFER = 4 * 1024 * 1024
 """A device that stops reading while we keep writing to it is cut off once this many bytes are
 queued for it, so one stuck device cannot grow the hub's memory without bound."""
 
-V5_REASON_FOR_CONNACK = {1: 0x84, 2: 0x85, 3: 0x88, 4: 0x86, 5: 0x87}
-"""MQTT 3.1.1 CONNACK return codes → MQTT 5 reason codes (unsupported protocol version, client
-identifier not valid, server unavailable, bad user name or password, not authorized)."""
-
-REASON_NOT_AUTHORIZED = 0x87
-REASON_SESSION_TAKEN_OVER = 0x8E
-REASON_QOS_NOT_SUPPORTED = 0x9B
-REASON_SERVER_SHUTTING_DOWN = 0x8B
-REASON_ADMINISTRATIVE_ACTION = 0x98
-REASON_MESSAGE_RATE_TOO_HIGH = 0x96
-REASON_QUOTA_EXCEEDED = 0x97
-REASON_TOPIC_FILTER_INVALID = 0x8F
+V5_REASON_FOR_CONNACK = {
+    ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION: ReasonCode.UNSUPPORTED_PROTOCOL_VERSION,
+    ConnackCode.IDENTIFIER_REJECTED: ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
+    ConnackCode.SERVER_UNAVAILABLE: ReasonCode.SERVER_UNAVAILABLE,
+    ConnackCode.BAD_USERNAME_OR_PASSWORD: ReasonCode.BAD_USERNAME_OR_PASSWORD,
+    ConnackCode.NOT_AUTHORIZED: ReasonCode.NOT_AUTHORIZED,
+}
+"""MQTT 3.1.1 CONNACK return codes → MQTT 5 reason codes."""
 
 
 class DeviceConnection(asyncio.Protocol):
@@ -204,7 +202,7 @@ class DeviceConnection(asyncio.Protocol):
     def close_taken_over(self) -> None:
         log.debug("session taken over by a new connection", extra={"ctx": {"peer": self.peer}})
         self._close(
-            "another connection took over the session", REASON_SESSION_TAKEN_OVER, level=logging.DEBUG
+            "another connection took over the session", ReasonCode.SESSION_TAKEN_OVER, level=logging.DEBUG
         )
 
     # -- events ---------------------------------------------------------------------------------------
@@ -262,7 +260,7 @@ class DeviceConnection(asyncio.Protocol):
         self._close(
             f"more than {self.limits.max_packets_per_second:g} packets/s (burst {self.limits.packet_burst}); "
             "raise --max-packets-per-second if this device needs it",
-            REASON_MESSAGE_RATE_TOO_HIGH,
+            ReasonCode.MESSAGE_RATE_TOO_HIGH,
             level=logging.WARNING,
         )
 
@@ -379,7 +377,7 @@ class DeviceConnection(asyncio.Protocol):
             log.exception(
                 "authentication failed unexpectedly", extra={"ctx": {"client_id": connect.client_id}}
             )
-            self._refuse(3)
+            self._refuse(ConnackCode.SERVER_UNAVAILABLE)
             return None
 
     async def _open_session(self, connect: Connect, principal: Principal) -> None:
@@ -396,9 +394,9 @@ class DeviceConnection(asyncio.Protocol):
                 "connection refused: cannot load the session",
                 extra={"ctx": {"client_id": connect.client_id, "peer": self.peer, "reason": str(exc)}},
             )
-            ctx.metrics.connects_refused.inc(_refusal_label(3))
+            ctx.metrics.connects_refused.inc(_refusal_label(ConnackCode.SERVER_UNAVAILABLE))
             if not self.closing:
-                self._refuse(3)
+                self._refuse(ConnackCode.SERVER_UNAVAILABLE)
             return
         if self.closing:
             session.abandon()
@@ -450,8 +448,10 @@ class DeviceConnection(asyncio.Protocol):
                 },
             )
 
-    def _refuse(self, code: int) -> None:
-        reason_code = V5_REASON_FOR_CONNACK.get(code, 0x80) if self.level >= 5 else code
+    def _refuse(self, code: ConnackCode) -> None:
+        reason_code = (
+            V5_REASON_FOR_CONNACK.get(code, ReasonCode.UNSPECIFIED_ERROR) if self.level >= 5 else code
+        )
         self._send(Connack(session_present=False, reason_code=reason_code))
         self._close(None, None)
 
@@ -466,7 +466,7 @@ class DeviceConnection(asyncio.Protocol):
                 "closing connection: credentials no longer valid",
                 extra={"ctx": {"device": self.session.key, "reason": refused.reason}},
             )
-            self._close(refused.reason, REASON_NOT_AUTHORIZED)
+            self._close(refused.reason, ReasonCode.NOT_AUTHORIZED)
 
     # -- SUBSCRIBE / UNSUBSCRIBE / PUBLISH ------------------------------------------------------------
 
@@ -484,7 +484,7 @@ class DeviceConnection(asyncio.Protocol):
             ):
                 refusal = (
                     "filter_length",
-                    REASON_TOPIC_FILTER_INVALID,
+                    ReasonCode.TOPIC_FILTER_INVALID,
                     (f"the filter is longer than {limits.max_topic_filter_length} bytes"),
                 )
             elif (
@@ -494,7 +494,7 @@ class DeviceConnection(asyncio.Protocol):
             ):
                 refusal = (
                     "subscriptions",
-                    REASON_QUOTA_EXCEEDED,
+                    ReasonCode.QUOTA_EXCEEDED,
                     (f"the session already holds {limits.max_subscriptions} filters, the most allowed"),
                 )
             if refusal is not None:
@@ -513,7 +513,7 @@ class DeviceConnection(asyncio.Protocol):
                     "subscription refused",
                     extra={"ctx": {"device": session.key, "filter": topic_filter}},
                 )
-                codes.append(REASON_NOT_AUTHORIZED if self.level >= 5 else SUBSCRIPTION_REFUSED)
+                codes.append(ReasonCode.NOT_AUTHORIZED if self.level >= 5 else SUBSCRIPTION_REFUSED)
                 continue
             codes.append(granted)
             granted_filters[topic_filter] = granted
@@ -542,12 +542,12 @@ class DeviceConnection(asyncio.Protocol):
         assert session is not None
         if packet.qos == 2:
             # Azure IoT Hub closes the connection on QoS 2; MQTT 5 says so with 0x9B.
-            self._close(f"QoS 2 PUBLISH to '{packet.topic}' is not supported", REASON_QOS_NOT_SUPPORTED)
+            self._close(f"QoS 2 PUBLISH to '{packet.topic}' is not supported", ReasonCode.QOS_NOT_SUPPORTED)
             return
         verdict = session.dialect.on_publish(session, packet)
         if verdict is False:
             self._close(
-                f"publishing to '{packet.topic}' is not allowed for this device", REASON_NOT_AUTHORIZED
+                f"publishing to '{packet.topic}' is not allowed for this device", ReasonCode.NOT_AUTHORIZED
             )
             return
         if verdict is not True:  # the dialect answers at once (e.g. Azure's twin requests)
@@ -602,7 +602,9 @@ class DeviceConnection(asyncio.Protocol):
         self._close(None, None)
 
     def _credential_expired(self) -> None:
-        self._close("its SAS token expired; the device must reconnect with a new one", REASON_NOT_AUTHORIZED)
+        self._close(
+            "its SAS token expired; the device must reconnect with a new one", ReasonCode.NOT_AUTHORIZED
+        )
 
     def _send(self, packet: object) -> None:
         if self.transport is not None and not self.closing:
@@ -618,7 +620,9 @@ class DeviceConnection(asyncio.Protocol):
             return
         transport.write(data)
         if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            self._close("the device is not reading; its write buffer is full", REASON_ADMINISTRATIVE_ACTION)
+            self._close(
+                "the device is not reading; its write buffer is full", ReasonCode.ADMINISTRATIVE_ACTION
+            )
 
     def _flush(self) -> None:
         out, self._out = self._out, None
@@ -657,7 +661,7 @@ class DeviceConnection(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """The hub is stopping."""
-        self._close(None, REASON_SERVER_SHUTTING_DOWN)
+        self._close(None, ReasonCode.SERVER_SHUTTING_DOWN)
 
 
 def effective_keepalive(requested: int) -> float:

@@ -47,7 +47,7 @@ from methodhub.dialects.aliyun.signing import (
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.auth import AuthContext
 from methodhub.gateway.dialect import SUBSCRIPTION_REFUSED, ConnectRefused, DeviceView, Dialect, Principal
-from methodhub.mqtt import Connect, Publish, topic_matches
+from methodhub.mqtt import ConnackCode, Connect, Publish, topic_matches
 from methodhub.registry import validate_product_names
 
 EXT_RRPC = "/ext/rrpc/"
@@ -129,34 +129,41 @@ class AliyunDialect(Dialect):
             validate_product_names(product_key, device_name)
         except HubError as exc:
             raise ConnectRefused(
-                4, f"user name must be '{{deviceName}}&{{productKey}}': {exc.message}"
+                ConnackCode.BAD_USERNAME_OR_PASSWORD,
+                f"user name must be '{{deviceName}}&{{productKey}}': {exc.message}",
             ) from None
         try:
             client_id = MqttClientId.parse(connect.client_id)
         except ValueError as exc:
             raise ConnectRefused(
-                2,
+                ConnackCode.IDENTIFIER_REJECTED,
                 f"client id '{connect.client_id}' is not '{{clientId}}|securemode=..,signmethod=..,"
                 f"timestamp=..|': {exc}",
             ) from None
         params = client_id.params
         if "authType" in params:
             raise ConnectRefused(
-                5,
+                ConnackCode.NOT_AUTHORIZED,
                 "dynamic registration (authType) is not supported; register the device with "
                 "`methodhub device create --product PK DN` and connect with its DeviceSecret",
             )
         sign_method = params.get("signmethod", DEFAULT_SIGN_METHOD)
         if sign_method not in SIGN_METHODS:
             raise ConnectRefused(
-                4, f"signmethod '{sign_method}' is not supported; use {', '.join(sorted(SIGN_METHODS))}"
+                ConnackCode.BAD_USERNAME_OR_PASSWORD,
+                f"signmethod '{sign_method}' is not supported; use {', '.join(sorted(SIGN_METHODS))}",
             )
         if connect.password is None:
-            raise ConnectRefused(4, "no password; send the DeviceSecret signature as the password")
+            raise ConnectRefused(
+                ConnackCode.BAD_USERNAME_OR_PASSWORD,
+                "no password; send the DeviceSecret signature as the password",
+            )
         try:
             password = connect.password.decode("ascii")
         except UnicodeDecodeError:
-            raise ConnectRefused(4, "the password is not a hex signature") from None
+            raise ConnectRefused(
+                ConnackCode.BAD_USERNAME_OR_PASSWORD, "the password is not a hex signature"
+            ) from None
         cache_key = f"aliyun\n{connect.client_id}\n{username}\n{password}"
         if use_cache:
             cached = ctx.tokens.get(cache_key, time.time())
@@ -165,11 +172,16 @@ class AliyunDialect(Dialect):
         try:
             device = await ctx.registry.get_product_device(product_key, device_name)
         except Exception as exc:
-            raise ConnectRefused(3, f"the registry is unavailable: {exc}") from None
+            raise ConnectRefused(
+                ConnackCode.SERVER_UNAVAILABLE, f"the registry is unavailable: {exc}"
+            ) from None
         if device is None:
-            raise ConnectRefused(4, f"no device '{device_name}' of product '{product_key}' is registered")
+            raise ConnectRefused(
+                ConnackCode.BAD_USERNAME_OR_PASSWORD,
+                f"no device '{device_name}' of product '{product_key}' is registered",
+            )
         if device.identity.status != "enabled":
-            raise ConnectRefused(5, f"device '{device.device_id}' is disabled")
+            raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"device '{device.device_id}' is disabled")
         if not verify_device_password(
             password,
             device.device_secret,
@@ -180,7 +192,7 @@ class AliyunDialect(Dialect):
             sign_method,
         ):
             raise ConnectRefused(
-                4,
+                ConnackCode.BAD_USERNAME_OR_PASSWORD,
                 f"the password is not the {sign_method} signature of this client id with the DeviceSecret "
                 f"of '{device.device_id}'",
             )

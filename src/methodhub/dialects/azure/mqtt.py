@@ -38,7 +38,7 @@ from methodhub.gateway.dialect import (
     Principal,
     Reply,
 )
-from methodhub.mqtt import Connect, Publish, topic_matches
+from methodhub.mqtt import ConnackCode, Connect, Publish, topic_matches
 from methodhub.registry import Right
 
 EMPTY_TWIN = b'{"desired":{"$version":1},"reported":{"$version":1}}'
@@ -69,15 +69,20 @@ class AzureDialect(Dialect):
         device_id, _, module_id = client_id.partition("/")
         if not device_id or "/" in module_id:
             raise ConnectRefused(
-                2, f"client id '{client_id}' must be a device id or '{{deviceId}}/{{moduleId}}'"
+                ConnackCode.IDENTIFIER_REJECTED,
+                f"client id '{client_id}' must be a device id or '{{deviceId}}/{{moduleId}}'",
             )
         self._check_username(connect.username or "", client_id, ctx)
         if connect.password is None:
-            raise ConnectRefused(4, "no password; send a SAS token as the password")
+            raise ConnectRefused(
+                ConnackCode.BAD_USERNAME_OR_PASSWORD, "no password; send a SAS token as the password"
+            )
         try:
             password = connect.password.decode("utf-8")
         except UnicodeDecodeError:
-            raise ConnectRefused(4, "the password is not UTF-8 text; send a SAS token") from None
+            raise ConnectRefused(
+                ConnackCode.BAD_USERNAME_OR_PASSWORD, "the password is not UTF-8 text; send a SAS token"
+            ) from None
         key = identity_key(device_id, module_id or None)
         cache_key = f"{key}\n{password}"
         now = time.time()
@@ -88,10 +93,14 @@ class AzureDialect(Dialect):
         try:
             token = SasToken.parse(password)
         except SasTokenError as exc:
-            raise ConnectRefused(4, f"the password is not a valid SAS token: {exc}") from None
+            raise ConnectRefused(
+                ConnackCode.BAD_USERNAME_OR_PASSWORD, f"the password is not a valid SAS token: {exc}"
+            ) from None
         self._check_resource(token, device_id, module_id or None, ctx)
         if token.is_expired(now):
-            raise ConnectRefused(5, f"the SAS token expired at {token.expiry}; generate a new one")
+            raise ConnectRefused(
+                ConnackCode.NOT_AUTHORIZED, f"the SAS token expired at {token.expiry}; generate a new one"
+            )
         try:
             identity = await ctx.registry.get_identity(device_id, module_id or None)
             device = (
@@ -99,19 +108,26 @@ class AzureDialect(Dialect):
             )
             policy = await ctx.registry.get_policy(token.key_name) if token.key_name else None
         except Exception as exc:
-            raise ConnectRefused(3, f"the registry is unavailable: {exc}") from None
+            raise ConnectRefused(
+                ConnackCode.SERVER_UNAVAILABLE, f"the registry is unavailable: {exc}"
+            ) from None
         if identity is None:
-            raise ConnectRefused(5, f"'{key}' is not registered on this hub")
+            raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"'{key}' is not registered on this hub")
         if device is None or device.status != "enabled":
-            raise ConnectRefused(5, f"device '{device_id}' is disabled")
+            raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"device '{device_id}' is disabled")
         if token.key_name:
             if policy is None or Right.DEVICE_CONNECT not in policy.rights:
-                raise ConnectRefused(5, f"policy '{token.key_name}' does not exist or lacks DeviceConnect")
+                raise ConnectRefused(
+                    ConnackCode.NOT_AUTHORIZED,
+                    f"policy '{token.key_name}' does not exist or lacks DeviceConnect",
+                )
             keys = policy.keys
         else:
             keys = identity.keys
         if not (token.verify(keys.primary) or token.verify(keys.secondary)):
-            raise ConnectRefused(5, f"the SAS token's signature does not match the keys of '{key}'")
+            raise ConnectRefused(
+                ConnackCode.NOT_AUTHORIZED, f"the SAS token's signature does not match the keys of '{key}'"
+            )
         principal = Principal(device_id, module_id or None, key, self, expires_at=float(token.expiry))
         if not token.key_name:
             ctx.tokens.put(cache_key, principal, float(token.expiry), key)
@@ -124,11 +140,15 @@ class AzureDialect(Dialect):
         suffix = "/" + client_id
         if not head.endswith(suffix) or len(head) == len(suffix):
             raise ConnectRefused(
-                4, f"user name must be '{ctx.hostname}/{client_id}/?api-version=...', got '{username}'"
+                ConnackCode.BAD_USERNAME_OR_PASSWORD,
+                f"user name must be '{ctx.hostname}/{client_id}/?api-version=...', got '{username}'",
             )
         host = head[: -len(suffix)]
         if not ctx.host_matches(host):
-            raise ConnectRefused(4, f"user name names host '{host}', but this hub is '{ctx.hostname}'")
+            raise ConnectRefused(
+                ConnackCode.BAD_USERNAME_OR_PASSWORD,
+                f"user name names host '{host}', but this hub is '{ctx.hostname}'",
+            )
 
     def _check_resource(
         self, token: SasToken, device_id: str, module_id: str | None, ctx: AuthContext
@@ -141,7 +161,8 @@ class AzureDialect(Dialect):
             allowed |= {"", "/devices", f"/devices/{device_id}"}
         if not ctx.host_matches(host) or path not in allowed:
             raise ConnectRefused(
-                5, f"the SAS token is for '{token.resource_decoded}', not for '{ctx.hostname}{own}'"
+                ConnackCode.NOT_AUTHORIZED,
+                f"the SAS token is for '{token.resource_decoded}', not for '{ctx.hostname}{own}'",
             )
 
     # -- topics ---------------------------------------------------------------------------------------
