@@ -12,9 +12,10 @@ from methodhub.gateway.auth import AuthContext
 from methodhub.gateway.dialect import ConnectRefused, Dialect, Principal
 from methodhub.gateway.session import SessionTable
 from methodhub.metrics import Metrics
+from methodhub.mqtt import ConnackCode
 
 if TYPE_CHECKING:
-    from methodhub.mqtt import ConnackCode, Connect
+    from methodhub.mqtt import Connect
 
 
 class Closable(Protocol):

@@ -15,6 +15,7 @@ from methodhub.dialects.azure.topics import parse_request_topic, response_topic
 from methodhub.errors import ErrorKind, HubError
 from methodhub.mqtt import (
     Connack,
+    Connect,
     Disconnect,
     Pingreq,
     Pingresp,
@@ -123,6 +124,19 @@ async def test_an_unknown_device_is_refused(hub: Hub, dev1: Identity) -> None:
     device.send(azure_connect("ghost", dev1.keys.primary))
     assert (await device.connack()).reason_code == 5
     await device.closed()
+
+
+@pytest.mark.parametrize("level, code", [(4, 4), (5, 0x86)])
+async def test_a_user_name_no_dialect_claims_is_refused_as_bad_credentials(
+    hub: Hub, level: int, code: int
+) -> None:
+    """A regression: the refusal named a type imported only for the type checker (a NameError, so
+    the hub answered 3 'server unavailable' and logged a traceback)."""
+    device = hub.device(level=level)
+    device.send(Connect(client_id="dev1", username="no-dialect-has-this-shape", protocol_level=level))
+    assert (await device.connack()).reason_code == code
+    await device.closed()
+    assert hub.metrics.connects_refused.get("bad_credentials") == 1
 
 
 # -- SUBSCRIBE, readiness --------------------------------------------------------------------------
