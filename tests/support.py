@@ -216,6 +216,13 @@ def error_code(response: httpx.Response) -> int:
     return json.loads(response.json()["Message"])["errorCode"]
 
 
+def error_message(response: httpx.Response) -> str:
+    """The ``message`` of an Azure error body: says which path produced the error."""
+    import json
+
+    return json.loads(response.json()["Message"])["message"]
+
+
 def _client(
     client_id: str, clean_session: bool, *, websockets: bool = False, protocol: int = paho.MQTTv311
 ) -> paho.Client:

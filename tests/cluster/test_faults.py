@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -11,7 +10,7 @@ import pytest
 
 from tests.cluster.conftest import Cluster, echo, in_thread, make_cluster, wait_for
 from tests.servers import NatsServer, start_nats
-from tests.support import error_code
+from tests.support import error_code, error_message
 
 
 @pytest.fixture
@@ -29,8 +28,13 @@ def cluster3(tmp_path_factory: pytest.TempPathFactory, nats_of_its_own: NatsServ
 
 
 def test_a_node_killed_mid_call_is_noticed_quickly(cluster3: Cluster, device_id: str) -> None:
-    """kill -9 of the device's node: the calling node answers 404104 within ~3 s (not after the
-    30 s response timeout); the device reconnects to another node and is callable at once."""
+    """kill -9 of the device's node: the calling node's probe fails the call with 404104 (in about
+    3 s; not by the 30 s response timeout, 504101); the device reconnects to another node and is
+    callable at once.
+
+    No clock: the probe's verdict says it found out ("... let it go" when NATS says nobody holds the
+    call subject any more, "... stopped answering" when the probe went unanswered); the response
+    timeout would answer 504101, and a dead node says nothing at all."""
     a, b, c = cluster3.nodes
     key = cluster3.create_device(device_id)
     device = cluster3.device(b, device_id, key).online()
@@ -40,24 +44,24 @@ def test_a_node_killed_mid_call_is_noticed_quickly(cluster3: Cluster, device_id:
         device.next_request(timeout=10)  # delivered by node B, which now dies without a word
         assert b.proc is not None
         b.proc.send_signal(signal.SIGKILL)
-        killed = time.monotonic()
-        thread.join(10)
-        assert not thread.is_alive(), "the call still hangs 10 s after its node died"
-        elapsed = time.monotonic() - killed
+        thread.join(40)  # a hang guard past the call's own 30 s response timeout
+        assert not thread.is_alive(), "the call still hangs after its response timeout"
         response = out[0]
         assert isinstance(response, httpx.Response), response
         assert error_code(response) == 404104, response.text
-        assert elapsed <= 3.5, f"node death noticed after {elapsed:.2f} s"
+        assert error_message(response) in (
+            f"Device '{device_id}' disconnected before it answered (the node it was connected to let it go).",
+            f"Device '{device_id}' disconnected before it answered (its hub node stopped answering).",
+        ), response.text
 
         device.client.loop_stop()  # paho would retry node B; the device moves to node C
         moved = cluster3.device(c, device_id, key)
         assert moved.connect() == 0  # its subscriptions are in the shared registry: ready at once
         moved.serve(echo)
-        started = time.monotonic()
-        response = backend.invoke(device_id, "again", {"n": 2})
+        # "at once": with a connect timeout of 0 a device that was not ready would be 404103
+        response = backend.invoke(device_id, "again", {"n": 2}, connectTimeoutInSeconds=0)
         assert response.status_code == 200, response.text
         assert response.json()["payload"] == {"echo": {"n": 2}}
-        assert time.monotonic() - started < 1.0
         moved.close()
     finally:
         backend.close()
@@ -83,19 +87,17 @@ def test_calls_resume_after_nats_restarts(cluster3: Cluster, device_id: str) -> 
         assert backend.invoke(local_id, "during").status_code == 200
         response = wait_for(
             lambda: (r := backend.invoke(device_id, "during")).status_code != 200 and r,
-            5,
+            30,
             "calls across nodes to fail while NATS is down",
         )
-        assert response.status_code == 503, response.text
+        assert response.status_code == 503, response.text  # not a 504 after the response timeout
 
         cluster3.nats.start()  # same port: the nodes reconnect by themselves
-        restarted = time.monotonic()
-        wait_for(
+        wait_for(  # a hang guard: they retry every 0.5 s, for ever
             lambda: backend.invoke(device_id, "after", responseTimeoutInSeconds=5).status_code == 200,
-            15,
+            60,
             "calls across nodes to resume after NATS restarted",
         )
-        assert time.monotonic() - restarted < 10
         # and a device connecting after the restart is reachable from every node
         other = cluster3.backend(b)
         assert other.invoke(local_id, "after").status_code == 200
@@ -115,12 +117,12 @@ def test_a_node_stopping_answers_the_calls_it_serves_at_once(cluster3: Cluster, 
     try:
         device.next_request(timeout=10)
         device.client.loop_stop()  # the device stays quiet; node B is stopped cleanly
-        stopping = time.monotonic()
         assert b.stop() == 0
-        thread.join(10)
+        thread.join(40)  # a hang guard past the call's own 30 s response timeout
         assert not thread.is_alive()
-        assert out[0].status_code == 503, out[0].text  # B answers for itself: it is stopping
+        # B answers for itself (it is stopping), rather than leaving the calling node to find out by
+        # probing (404104) or by the response timeout (504101)
+        assert out[0].status_code == 503, out[0].text
         assert error_code(out[0]) == 503002, out[0].text
-        assert time.monotonic() - stopping < 5
     finally:
         backend.close()

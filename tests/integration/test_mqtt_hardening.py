@@ -305,7 +305,14 @@ def test_a_pingreq_flood_is_cut_off_by_the_packet_rate_limit(shared_hub: HubProc
 
 def test_a_flood_does_not_stop_the_hub_serving_others(tmp_path, device_id: str) -> None:
     """With the rate limit off, the work budget alone keeps the loop turning: /health answers while
-    a device sends 4 MB of PINGREQs (it used to be unanswered for 5-12 s). A bound, not a benchmark."""
+    a device's 4 MB of PINGREQs are being served (it used to be unanswered for 5-12 s, until the
+    flood was done).
+
+    Fairness, not speed, so no clock: every /health answered between the flood's first PINGRESP and
+    its last counts, and several must; the flood is served to the end (all 2 M PINGRESPs). A slow
+    machine only makes the flood last longer. What the flood costs per packet is measured by
+    ``bench/mqtt_receive.py`` ("PINGREQ x100k in one read")."""
+    pings = 2_000_000
     hub = HubProcess(tmp_path / "data", args=["--max-packets-per-second", "0"]).start()
     try:
         key = hub.create_device(device_id)
@@ -313,31 +320,31 @@ def test_a_flood_does_not_stop_the_hub_serving_others(tmp_path, device_id: str) 
         raw.send(device_connect(device_id, key))
         raw.sock.settimeout(5)
         assert recv_exactly(raw.sock, 4) == b"\x20\x02\x00\x00"
-        drain = threading.Thread(target=lambda: _drain(raw.sock), daemon=True)
-        drain.start()
-        flood = threading.Thread(target=lambda: raw.sock.sendall(PINGREQ * 2_000_000), daemon=True)
+        raw.sock.settimeout(30)  # a hang guard: the hub stopped serving the flood
+        answered = [0]  # bytes of PINGRESP (2 each) read so far
+
+        def drain() -> None:
+            try:
+                while answered[0] < 2 * pings and (chunk := raw.sock.recv(1 << 20)):
+                    answered[0] += len(chunk)
+            except OSError:
+                pass
+
+        reader = threading.Thread(target=drain, daemon=True)
+        flood = threading.Thread(target=lambda: raw.sock.sendall(PINGREQ * pings), daemon=True)
+        reader.start()
         flood.start()
-        worst = 0.0
+        during = 0
         with httpx.Client(base_url=hub.http_url, timeout=30) as client:
-            while flood.is_alive():
-                started = time.monotonic()
+            while reader.is_alive():
                 assert client.get("/health").status_code == 200
-                worst = max(worst, time.monotonic() - started)
-                time.sleep(0.05)
-        print(f"worst /health latency during the flood: {worst * 1000:.0f} ms")
-        assert worst < 2.0
+                if 0 < answered[0] < 2 * pings:  # answered after the flood began, before it ended
+                    during += 1
         raw.close()
+        assert answered[0] == 2 * pings, f"{answered[0] // 2} of {pings} PINGREQs answered"
+        assert during >= 3, f"/health answered {during} times while the flood was served"
     finally:
         hub.stop()
-
-
-def _drain(sock: socket.socket) -> None:
-    sock.settimeout(30)
-    try:
-        while sock.recv(1 << 20):
-            pass
-    except OSError:
-        pass
 
 
 # -- defect 7: subscriptions per device -----------------------------------------------------------------
