@@ -217,8 +217,10 @@ class DeviceSession:
         self._channel = None
         self.connected_since = None
         self.readiness_changed()
-        self._table.router.session_closed(self.key, self)
+        # Answer the calls in flight before telling the router: in a cluster the answers to other
+        # nodes then go out before (in the same write as) the device's subscription ends.
         self.fail_pending(f"Device '{self.key}' disconnected before it answered ({reason}).")
+        self._table.router.session_closed(self.key, self)
         self._table.remove(self)
 
     def fail_pending(self, reason: str) -> None:
