@@ -4,8 +4,8 @@ For each commit a detached git worktree is made in a temporary folder; each roun
 NEW (then NEW then OLD in the next round, so neither always goes first on a machine that warms up or
 gets busier):
 
-* ``python -m bench --quick --no-reference --idle 0 --workers 0`` — calls/s and hub CPU per call at
-  each concurrency (the figure that matters: 64 in flight);
+* ``python -m bench --quick --no-reference --idle 0 --workers 0 --concurrency 64 --duration 4`` —
+  calls/s and hub CPU per call at 64 in flight;
 * ``python bench/http_server.py inproc`` — the HTTP server's own cost per request, no sockets.
 
 Each commit runs its *own* ``bench/`` and ``src/`` (``PYTHONPATH``), with this interpreter and its
@@ -69,6 +69,7 @@ def _calls(tree: Path, out: Path) -> dict[str, float]:
         env=_env(tree),
         check=True,
         stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     results = json.loads((out / "latest.json").read_text())
     runs = {int(r["concurrency"]): r for r in results["hub"]["runs"]}
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("old", help="the reference commit")
     parser.add_argument("new", nargs="?", default="HEAD", help="the commit under test (default HEAD)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument(
+        "--duration", type=int, default=4, help=f"seconds at {CONCURRENCY} in flight per run (default 4)"
+    )
     parser.add_argument("--no-calls", action="store_true", help="only the in-process HTTP figure")
     args = parser.parse_args(argv)
     revs = {"old": _rev(args.old), "new": _rev(args.new)}
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                     progress(f"round {round_ + 1}/{args.rounds}: {name} ({revs[name][:10]})")
                     figure: dict[str, Any] = {"inproc_us": _inproc(trees[name])}
                     if not args.no_calls:
-                        figure.update(_calls(trees[name], Path(tmp) / f"{name}-{round_}"))
+                        figure.update(_calls(trees[name], Path(tmp) / f"{name}-{round_}", args.duration))
                     figures[name].append(figure)
         finally:
             for tree in trees.values():
