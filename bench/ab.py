@@ -50,26 +50,11 @@ def _env(tree: Path) -> dict[str, str]:
     return env
 
 
-def _calls(tree: Path, out: Path) -> dict[str, float]:
+def _calls(tree: Path, out: Path, duration: int) -> dict[str, float]:
+    command = [sys.executable, "-m", "bench", "--quick", "--no-reference", "--idle", "0", "--workers", "0"]
+    command += ["--concurrency", str(CONCURRENCY), "--duration", str(duration), "--out", str(out)]
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--no-reference",
-            "--idle",
-            "0",
-            "--workers",
-            "0",
-            "--out",
-            str(out),
-        ],
-        cwd=tree,
-        env=_env(tree),
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        command, cwd=tree, env=_env(tree), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     results = json.loads((out / "latest.json").read_text())
     runs = {int(r["concurrency"]): r for r in results["hub"]["runs"]}
