@@ -137,6 +137,12 @@ class Dialect(ABC):
         node; the request id is what the device's answer will carry. Raises ``HubError`` when this
         device cannot take this call (e.g. not subscribed to that method)."""
 
+    def request_properties(self, device: DeviceView, rid: str) -> dict[str, Any] | None:
+        """The MQTT 5 PUBLISH properties of the request :meth:`encode_call` just made with ``rid``
+        (e.g. a Response Topic and Correlation Data), or None for none. Asked only of MQTT 5
+        connections, after ``encode_call``: 3.1.1 has no properties and pays nothing for this."""
+        return None
+
     @abstractmethod
     def is_ready(self, device: DeviceView) -> bool:
         """Whether the device can receive calls now (e.g. subscribed to method requests)."""

@@ -178,14 +178,20 @@ class DeviceConnection(asyncio.Protocol):
 
     def deliver(self, call: Call, seq: int) -> str:
         """Put ``call`` on the wire as its dialect says: one QoS 0 PUBLISH (method requests are
-        QoS 0, as on Azure IoT Hub). Returns the request id the device's answer will carry."""
+        QoS 0, as on Azure IoT Hub), with the dialect's request properties on MQTT 5 connections.
+        Returns the request id the device's answer will carry."""
         session = self.session
         assert session is not None  # only an attached session delivers
-        rid, topic, payload = session.dialect.encode_call(session, call, seq)
+        dialect = session.dialect
+        rid, topic, payload = dialect.encode_call(session, call, seq)
         if self.closing or self.transport is None:
             return rid
+        if self.level >= 5:
+            publish = Publish(topic, payload, 0, properties=dialect.request_properties(session, rid))
+        else:
+            publish = Publish(topic=topic, payload=payload, qos=0)
         try:
-            data = self.mqtt.send(Publish(topic=topic, payload=payload, qos=0))
+            data = self.mqtt.send(publish)
         except LocalProtocolError as exc:
             # A bug if it happens; the caller must not get a 500 for it (it did in a reconnect storm
             # when the state machine refused to send after a DISCONNECT). The connection ends; the

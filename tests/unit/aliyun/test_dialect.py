@@ -194,6 +194,14 @@ async def test_system_rrpc(ctx: AuthContext, device: ProductDevice) -> None:
     assert (await reply) == CallOutcome(200, b"\xffanswer")
 
 
+async def test_mqtt5_requests_get_no_properties(ctx: AuthContext, device: ProductDevice) -> None:
+    """Alibaba answers on its own RRPC topics: unlike Azure's, its requests to MQTT 5 devices carry
+    no Response Topic or Correlation Data."""
+    session, _ = await open_session(ctx, linkkit_connect(device))
+    assert DIALECT.request_properties(session, "77") is None
+    assert AzureDialect().request_properties(session, "77") is not None
+
+
 async def test_custom_topic_rrpc_needs_a_subscription(ctx: AuthContext, device: ProductDevice) -> None:
     session, transport = await open_session(ctx, linkkit_connect(device))
     call = Call(

@@ -20,10 +20,12 @@ from methodhub.dialects.azure.mqtt import EMPTY_TWIN, TWIN_NOT_SUPPORTED, AzureD
 from methodhub.dialects.azure.sas import generate_sas_token
 from methodhub.dialects.azure.topics import (
     MAX_METHOD_NAME_LENGTH,
+    MQTT5_RESPONSE_TOPIC,
     parse_request_topic,
     parse_response_topic,
     query_value,
     request_topic,
+    response_status,
     response_topic,
     validate_method_name,
 )
@@ -534,6 +536,71 @@ def test_a_malformed_response_topic_is_dropped_and_counted_as_stray(topic: str) 
     device = FakeDevice()
     assert DIALECT.on_publish(device, publish(topic, b"{}")) is True
     assert device.completed == [] and device.strays == 1
+
+
+# -- MQTT 5 answers: Response Topic, Correlation Data, the status user property ----------------------
+
+
+def test_mqtt5_request_properties_name_the_response_topic_and_the_rid() -> None:
+    device = FakeDevice(subscriptions={METHODS: 0})
+    rid, _, _ = DIALECT.encode_call(device, Call("dev1", "m", b"{}", 30), 0xAB)
+    assert DIALECT.request_properties(device, rid) == {
+        "response_topic": "$iothub/methods/response",
+        "correlation_data": b"ab",
+    }
+
+
+def mqtt5_answer(payload: bytes, correlation: bytes | None, status: list[str] | None = None) -> Publish:
+    props: dict[str, Any] = {}
+    if correlation is not None:
+        props["correlation_data"] = correlation
+    if status is not None:
+        props["user_property"] = [("status", s) for s in status]
+    return Publish(topic=MQTT5_RESPONSE_TOPIC, payload=payload, properties=props or None)
+
+
+def test_an_mqtt5_answer_completes_its_call() -> None:
+    device = FakeDevice()
+    assert DIALECT.on_publish(device, mqtt5_answer(b"[1]", b"1a", ["404"])) is True
+    assert only_completion(device) == ("1a", CallOutcome(404, b"[1]"))
+
+
+def test_an_mqtt5_answer_over_128_kib_fails_its_call() -> None:
+    device = FakeDevice()
+    DIALECT.on_publish(device, mqtt5_answer(b'"' + b"a" * MAX_METHOD_PAYLOAD + b'"', b"2", ["200"]))
+    rid, result = only_completion(device)
+    assert rid == "2" and isinstance(result, HubError) and result.kind is ErrorKind.PAYLOAD_TOO_LARGE
+
+
+@pytest.mark.parametrize("correlation", [None, b"", b"\x80"])
+def test_an_mqtt5_answer_without_a_usable_correlation_is_stray(correlation: bytes | None) -> None:
+    device = FakeDevice()
+    assert DIALECT.on_publish(device, mqtt5_answer(b"{}", correlation, ["200"])) is True
+    assert device.completed == [] and device.strays == 1
+
+
+@pytest.mark.parametrize(
+    "pairs, status",
+    [
+        (None, 200),
+        ([], 200),
+        ([("other", "x")], 200),
+        ([("status", "200")], 200),
+        ([("Status", "500"), ("status", "0")], 0),  # names are case-sensitive, as in MQTT
+        ([("status", "-17")], -17),
+        ([("status", "0042")], 42),
+        ([("status", "2147483647")], 2**31 - 1),
+        ([("status", "-2147483648")], -(2**31)),
+        ([("status", "2147483648")], None),
+        ([("status", "")], None),
+        ([("status", "-")], None),
+        ([("status", "1_000")], None),
+        ([("status", "٣")], None),  # a digit, but not ASCII
+        ([("status", "1"), ("status", "1")], None),
+    ],
+)
+def test_the_status_user_property(pairs: list[tuple[str, str]] | None, status: int | None) -> None:
+    assert response_status(pairs) == status
 
 
 async def test_an_answer_to_no_pending_call_is_counted_as_stray() -> None:

@@ -4,13 +4,15 @@
   ``{hostname}/{clientId}/?api-version=...``; password a SAS token signed with the device's key
   (``sr = {hostname}/devices/{deviceId}[/modules/{moduleId}]``), or with a policy key holding
   DeviceConnect (``skn`` set).
-* Requests and responses: the ``$iothub`` grammar of :mod:`methodhub.dialects.azure.topics`.
+* Requests and responses: the ``$iothub`` grammar of :mod:`methodhub.dialects.azure.topics`; an
+  MQTT 5 device may also answer on a request's Response Topic with its Correlation Data.
 * The device may subscribe only inside its own namespace; anything else is refused.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from methodhub import jsontext
 from methodhub.calls.model import Call, CallKind, CallOutcome, identity_key
@@ -19,6 +21,7 @@ from methodhub.dialects.azure.sas import SasToken, SasTokenError
 from methodhub.dialects.azure.topics import (
     METHODS_FILTER,
     METHODS_PREFIX,
+    MQTT5_RESPONSE_TOPIC,
     RESPONSE_PREFIX,
     TWIN_GET,
     TWIN_PREFIX,
@@ -27,6 +30,7 @@ from methodhub.dialects.azure.topics import (
     parse_response_topic,
     query_value,
     request_topic,
+    response_status,
 )
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.auth import AuthContext
@@ -53,6 +57,62 @@ def validated_json(payload: bytes) -> bytes | None:
     if not payload:
         return b"null"
     return payload if jsontext.is_json(payload) else None
+
+
+def _answer(device: DeviceView, rid: str, status: int, payload: bytes) -> None:
+    """The device answered request ``rid`` (on either response topic): complete it, or fail it if
+    the payload is too large or not JSON. A rid that is not one of this device's calls in flight
+    is dropped and counted as stray by ``device.complete``."""
+    if len(payload) > MAX_METHOD_PAYLOAD:
+        device.complete(
+            rid,
+            HubError(
+                ErrorKind.PAYLOAD_TOO_LARGE,
+                f"The device answered with {len(payload)} bytes; a method response may "
+                f"be at most {MAX_METHOD_PAYLOAD} bytes (128 KiB), as on Azure IoT Hub.",
+            ),
+        )
+        return
+    body = validated_json(payload)
+    if body is None:
+        device.complete(
+            rid,
+            HubError(
+                ErrorKind.INVALID_DEVICE_RESPONSE,
+                "The device answered with a payload that is not JSON; Azure devices must answer "
+                "with JSON or an empty body.",
+            ),
+        )
+    else:
+        device.complete(rid, CallOutcome(status, body))
+
+
+def _answer_mqtt5(device: DeviceView, publish: Publish) -> None:
+    """An answer on :data:`MQTT5_RESPONSE_TOPIC`: the Correlation Data is the rid, the ``status``
+    user property the status. Without a Correlation Data (e.g. from a 3.1.1 connection) it answers
+    nothing and is counted as stray."""
+    props = publish.properties
+    correlation = props.get("correlation_data") if props else None
+    if not correlation:
+        device.count_stray()
+        return
+    try:
+        rid = correlation.decode("ascii")
+    except UnicodeDecodeError:
+        device.count_stray()
+        return
+    status = response_status(props.get("user_property") if props else None)
+    if status is None:
+        device.complete(
+            rid,
+            HubError(
+                ErrorKind.INVALID_DEVICE_RESPONSE,
+                "The device answered with a bad 'status' user property; an MQTT 5 answer carries at "
+                "most one, a decimal 32-bit integer such as '200' (200 when there is none).",
+            ),
+        )
+        return
+    _answer(device, rid, status, publish.payload)
 
 
 class AzureDialect(Dialect):
@@ -202,6 +262,9 @@ class AzureDialect(Dialect):
             )
         return rid, topic, call.payload
 
+    def request_properties(self, device: DeviceView, rid: str) -> dict[str, Any] | None:
+        return {"response_topic": MQTT5_RESPONSE_TOPIC, "correlation_data": rid.encode("ascii")}
+
     def on_publish(self, device: DeviceView, publish: Publish) -> bool | Reply:
         topic = publish.topic
         if topic.startswith(RESPONSE_PREFIX):
@@ -210,28 +273,10 @@ class AzureDialect(Dialect):
                 device.count_stray()
                 return True
             status, rid = parsed
-            if len(publish.payload) > MAX_METHOD_PAYLOAD:
-                device.complete(
-                    rid,
-                    HubError(
-                        ErrorKind.PAYLOAD_TOO_LARGE,
-                        f"The device answered with {len(publish.payload)} bytes; a method response may "
-                        f"be at most {MAX_METHOD_PAYLOAD} bytes (128 KiB), as on Azure IoT Hub.",
-                    ),
-                )
-                return True
-            payload = validated_json(publish.payload)
-            if payload is None:
-                device.complete(
-                    rid,
-                    HubError(
-                        ErrorKind.INVALID_DEVICE_RESPONSE,
-                        "The device answered with a payload that is not JSON; Azure devices must answer "
-                        "with JSON or an empty body.",
-                    ),
-                )
-            else:
-                device.complete(rid, CallOutcome(status, payload))
+            _answer(device, rid, status, publish.payload)
+            return True
+        if topic == MQTT5_RESPONSE_TOPIC:
+            _answer_mqtt5(device, publish)
             return True
         principal = device.principal
         events = f"devices/{principal.device_id}/" + (

@@ -3,6 +3,10 @@
 
 * Requests: ``$iothub/methods/POST/{method}/?$rid={rid}``, QoS 0, JSON payload.
 * Responses: ``$iothub/methods/res/{status}/?$rid={rid}``, JSON or empty payload.
+* MQTT 5 responses (methodhub's, beside the above): a request to an MQTT 5 connection carries the
+  Response Topic ``$iothub/methods/response`` and the rid as its Correlation Data; the device may
+  answer there, copying the Correlation Data, with its status in the user property ``status``
+  (decimal; 200 when absent) and the same JSON or empty payload.
 * Twin: ``$iothub/twin/GET/?$rid={rid}`` and ``$iothub/twin/PATCH/properties/reported/?$rid={rid}``,
   answered on ``$iothub/twin/res/{status}/?$rid={rid}``.
 """
@@ -18,6 +22,15 @@ API_VERSION = "2021-04-12"
 METHODS_PREFIX = "$iothub/methods/POST/"
 METHODS_FILTER = "$iothub/methods/POST/#"
 RESPONSE_PREFIX = "$iothub/methods/res/"
+MQTT5_RESPONSE_TOPIC = "$iothub/methods/response"
+"""The Response Topic of every method request sent to an MQTT 5 connection. Like every ``$iothub``
+topic it names no device: it is scoped to the connection, and the Correlation Data (the rid) is
+looked up among that device's own calls only."""
+STATUS_PROPERTY = "status"
+"""The user property holding the status of an MQTT 5 answer (decimal text)."""
+DEFAULT_STATUS = 200
+"""The status of an MQTT 5 answer without a ``status`` user property."""
+_INT32 = 2**31
 TWIN_PREFIX = "$iothub/twin/"
 TWIN_GET = "$iothub/twin/GET/"
 TWIN_RESPONSE_PREFIX = "$iothub/twin/res/"
@@ -69,6 +82,23 @@ def parse_response_topic(topic: str) -> tuple[int, str] | None:
         return None
     rid = query_value(query, "$rid")
     return None if rid is None else (status, unquote(rid))
+
+
+def response_status(user_properties: list[tuple[str, str]] | None) -> int | None:
+    """The status an MQTT 5 answer gives in its ``status`` user property: :data:`DEFAULT_STATUS`
+    when there is none; None (a bad answer) unless there is exactly one and it is a decimal
+    integer (ASCII digits, an optional ``-``) in the 32-bit signed range."""
+    values = [value for name, value in user_properties or () if name == STATUS_PROPERTY]
+    if not values:
+        return DEFAULT_STATUS
+    if len(values) > 1:
+        return None
+    text = values[0]
+    digits = text[1:] if text.startswith("-") else text
+    if not (0 < len(digits) <= 10 and digits.isascii() and digits.isdigit()):
+        return None
+    status = int(text)
+    return status if -_INT32 <= status < _INT32 else None
 
 
 def validate_method_name(name: object) -> str:
