@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.interop.node_support import NodeAgent, node_sdk
 from tests.interop.support import Agent, ConnectProxy, side_venv
 from tests.support import HubProcess
 
@@ -46,5 +47,24 @@ def azure(azure_python: Path, tls_hub: HubProcess) -> Iterator[Agent]:
         f"SharedAccessKey={cs['SharedAccessKey']}",
         ca_file=str(tls_hub.ca_file),
     )
+    yield agent
+    agent.close()
+
+
+@pytest.fixture(scope="session")
+def node_modules(pytestconfig: pytest.Config) -> Path:
+    """Microsoft's Node.js device SDK from npm, installed once into a cache outside the repo
+    (node_support.py). The install's progress is shown while it runs (pytest's capture is off then)."""
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    if capture is None:  # pytest -p no:capture
+        return node_sdk()
+    with capture.global_and_fixture_disabled():
+        return node_sdk()
+
+
+@pytest.fixture(scope="session")
+def node_agent(node_modules: Path) -> Iterator[NodeAgent]:
+    """One ``node node_agent.js`` for the session; each test names its own clients."""
+    agent = NodeAgent(node_modules)
     yield agent
     agent.close()
