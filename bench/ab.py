@@ -12,7 +12,7 @@ gets busier):
 
 Then, once per commit (unless ``--no-instructions``): ``python bench/inproc_calls.py --instructions``,
 the instructions per call under valgrind's callgrind — the one figure a busy machine does not move
-(it repeats to ~0.1 %), so one run each is enough.
+(it repeats to ~0.3 %), so one run each is enough.
 
 Each commit runs its *own* ``bench/`` and ``src/`` (``PYTHONPATH``), with this interpreter and its
 installed dependencies — except ``bench/inproc_calls.py``: NEW's copy is put into OLD's tree, so both

@@ -24,7 +24,7 @@ guest when the host is busy: the neighbour slows our vCPU without it counting as
 ``--instructions`` gives the figure that does not move: the script runs itself under valgrind's
 callgrind twice (1,000 and 3,000 calls, one round each) and prints the instructions the whole
 process executed per call (the difference over 2,000 calls, so start-up cancels out); it repeats
-to within ~0.1 %. It takes about a minute (valgrind must be installed).
+to within ~0.3 %. It takes about a minute (valgrind must be installed).
 
 The script runs against the code layout before and after issue 10 (``python -m bench.ab`` runs the
 newer commit's copy of it on the older commit too); only the imports differ.
