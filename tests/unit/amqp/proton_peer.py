@@ -206,7 +206,9 @@ def run_transport(chunks: list[str]) -> dict:
                     seen.append(
                         {
                             "event": kind,
-                            "tag": delivery.tag if isinstance(delivery.tag, str) else bytes(delivery.tag).hex(),
+                            "tag": delivery.tag
+                            if isinstance(delivery.tag, str)
+                            else bytes(delivery.tag).hex(),
                             "settled": delivery.settled,
                             "message": decode_message(payload.hex()),
                         }
@@ -284,10 +286,18 @@ def proton_messages(correlation: str) -> dict[str, str]:
         id="0c3461e4-aaaa-bbbb-cccc-ddddeeeeffff",
         address="$cbs",
         reply_to="cbs",
-        properties={"operation": "put-token", "type": "servicebus.windows.net:sastoken", "name": "h%2Fdevices%2Fd"},
+        properties={
+            "operation": "put-token",
+            "type": "servicebus.windows.net:sastoken",
+            "name": "h%2Fdevices%2Fd",
+        },
         body="SharedAccessSignature sr=h%2Fdevices%2Fd&sig=x&se=1",
     )
-    return {"response": response.encode().hex(), "request": request.encode().hex(), "put_token": put_token.encode().hex()}
+    return {
+        "response": response.encode().hex(),
+        "request": request.encode().hex(),
+        "put_token": put_token.encode().hex(),
+    }
 
 
 def main() -> None:

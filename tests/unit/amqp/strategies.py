@@ -83,7 +83,10 @@ _ARRAY_ELEMENTS: list[tuple[type, st.SearchStrategy[Any]]] = [
     (Char, chars),
 ]
 arrays = st.one_of(
-    *(st.lists(items, max_size=20).map(lambda xs, e=element: Array(xs, e)) for element, items in _ARRAY_ELEMENTS),
+    *(
+        st.lists(items, max_size=20).map(lambda xs, e=element: Array(xs, e))
+        for element, items in _ARRAY_ELEMENTS
+    ),
     st.lists(st.lists(_ints(UInt), max_size=5), max_size=5).map(lambda xs: Array(xs, list)),
     st.lists(_ints(UInt), max_size=5).map(lambda xs: Array(xs, UInt, descriptor=ULong(0x77))),
 )

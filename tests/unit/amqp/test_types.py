@@ -140,7 +140,15 @@ def test_subclasses_use_the_nearest_amqp_base() -> None:
 
 @pytest.mark.parametrize(
     ("make", "arg"),
-    [(UByte, 256), (UByte, -1), (UInt, 2**32), (ULong, -1), (Int, 2**31), (Short, -(2**15) - 1), (Long, 2**63)],
+    [
+        (UByte, 256),
+        (UByte, -1),
+        (UInt, 2**32),
+        (ULong, -1),
+        (Int, 2**31),
+        (Short, -(2**15) - 1),
+        (Long, 2**63),
+    ],
 )
 def test_explicit_types_are_range_checked(make: Any, arg: int) -> None:
     with pytest.raises(ValueError, match="out of range"):
