@@ -22,17 +22,7 @@ from operator import attrgetter
 from typing import Any, ClassVar, Self, TypeVar
 from uuid import UUID
 
-from methodhub.amqp.errors import INVALID_FIELD, DecodeError
-from methodhub.amqp.types import (
-    MAX_DEPTH,
-    Array,
-    Described,
-    Symbol,
-    Timestamp,
-    UByte,
-    UInt,
-    ULong,
-    UShort,
+from methodhub.amqp.encoding import (
     enc_binary,
     enc_list,
     enc_map,
@@ -43,6 +33,8 @@ from methodhub.amqp.types import (
     encode_into,
     register_encoder,
 )
+from methodhub.amqp.errors import INVALID_FIELD, DecodeError
+from methodhub.amqp.values import MAX_DEPTH, Array, Described, Symbol, Timestamp, UByte, UInt, ULong, UShort
 
 _MISSING: Any = dataclasses.MISSING
 

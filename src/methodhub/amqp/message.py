@@ -26,20 +26,10 @@ from methodhub.amqp.composite import (
     composite,
     encode_composite,
 )
+from methodhub.amqp.decoding import decode_all
+from methodhub.amqp.encoding import enc_binary, enc_list, enc_string, enc_symbol, enc_ulong, encode_into
 from methodhub.amqp.errors import DecodeError
-from methodhub.amqp.types import (
-    Buffer,
-    Described,
-    Symbol,
-    ULong,
-    decode_all,
-    enc_binary,
-    enc_list,
-    enc_string,
-    enc_symbol,
-    enc_ulong,
-    encode_into,
-)
+from methodhub.amqp.values import Buffer, Described, Symbol, ULong
 
 
 @composite(0x70, "amqp:header:list", BOOLEAN, UBYTE, UINT, BOOLEAN, UINT)
