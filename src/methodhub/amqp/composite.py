@@ -207,6 +207,8 @@ class Composite:
     _VALUES: ClassVar[Any]
     """obj -> its field values in spec order (an attrgetter; Any: mypy would bind a Callable ClassVar)."""
     _CHECKS: ClassVar[tuple[tuple[str, Callable[[Any], Any], Any], ...]]
+    _REQUIRED: ClassVar[int]
+    """How many fields a list must have to reach the last mandatory one."""
 
     @classmethod
     def from_fields(cls, values: Any) -> Self:
@@ -214,17 +216,18 @@ class Composite:
         if type(values) is not list:
             raise _invalid(f"{cls.__name__}: the described value is a {type(values).__name__}, not a list")
         kwargs = {}
-        given = len(values)
-        for index, (name, check, default) in enumerate(cls._CHECKS):
-            value = values[index] if index < given else None
-            if value is None:
-                if default is _MISSING:
-                    raise _invalid(f"{cls.__name__}.{name} is mandatory but missing")
-                continue
-            try:
-                kwargs[name] = check(value)
-            except DecodeError as exc:
-                raise _invalid(f"{cls.__name__}.{name}: {exc.reason}") from None
+        name = ""
+        try:
+            for (name, check, default), value in zip(cls._CHECKS, values):  # noqa: B905 (extra fields: ignored)
+                if value is not None:
+                    kwargs[name] = check(value)
+                elif default is _MISSING:
+                    raise _invalid("mandatory but missing")
+        except DecodeError as exc:
+            raise _invalid(f"{cls.__name__}.{name}: {exc.reason}") from None
+        if len(values) < cls._REQUIRED:
+            missing = cls._CHECKS[len(values)][0]
+            raise _invalid(f"{cls.__name__}.{missing}: mandatory but missing")
         return cls(**kwargs)
 
     def to_value(self) -> Described:
@@ -355,6 +358,8 @@ def composite(code: int, name: str, *kinds: Kind) -> Callable[[type[_C]], type[_
         else:
             data_cls._VALUES = staticmethod(lambda obj: ())
         data_cls._CHECKS = tuple((name, kind.check, default) for name, kind, default in data_cls.FIELDS)
+        mandatory = [i for i, (_, _, default) in enumerate(data_cls.FIELDS) if default is _MISSING]
+        data_cls._REQUIRED = mandatory[-1] + 1 if mandatory else 0
         _BY_CODE[code] = data_cls
         _BY_NAME[name] = data_cls
         return data_cls
