@@ -219,7 +219,12 @@ def test_bad_frame_headers_are_framing_errors(header: str, reason: str) -> None:
         (encode(Close()) + b"\x40", 0, "1 bytes after its body", "amqp:decode-error"),
         (encode(Described(ULong(0x99), [])), 0, "unknown descriptor", "amqp:decode-error"),
         (encode(UInt(5)), 0, "expected a described composite", "amqp:decode-error"),
-        (encode(Described(ULong(0x10), [])), 0, "Open.container_id: mandatory but missing", "amqp:invalid-field"),
+        (
+            encode(Described(ULong(0x10), [])),
+            0,
+            "Open.container_id: mandatory but missing",
+            "amqp:invalid-field",
+        ),
         (
             encode(Described(ULong(0x10), [UInt(1)])),
             0,
