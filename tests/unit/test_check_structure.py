@@ -180,6 +180,7 @@ def test_layer_violations_are_found(tmp_path: Path) -> None:
         {
             **CLEAN,
             "methodhub/mqtt/errors.py": "from methodhub.errors import HubError\n",
+            "methodhub/amqp/types.py": "from methodhub.mqtt.errors import MqttError\n",
             "methodhub/calls/ports.py": "def port() -> None:\n    import methodhub.gateway.session\n",
             "methodhub/errors.py": """
                 from typing import TYPE_CHECKING
@@ -194,6 +195,8 @@ def test_layer_violations_are_found(tmp_path: Path) -> None:
         [
             "layer: mqtt/ imports nothing of methodhub outside mqtt/: src/methodhub/mqtt/errors.py:1: "
             "methodhub.mqtt.errors imports methodhub.errors (top level)",
+            "layer: amqp/ imports nothing of methodhub outside amqp/: src/methodhub/amqp/types.py:1: "
+            "methodhub.amqp.types imports methodhub.mqtt.errors (top level)",
             "layer: calls/, mqtt/ and http/ import nothing from gateway, dialects, api, process or cli: "
             "src/methodhub/calls/ports.py:2: methodhub.calls.ports imports methodhub.gateway.session "
             "(in a function)",

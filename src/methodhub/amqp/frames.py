@@ -1,0 +1,156 @@
+"""Framing (part 2 §2.2 protocol headers, §2.3 frames; part 5 §5.3 SASL frames).
+
+A frame is a 4-byte size (the whole frame, header included), a data offset ``doff`` (in 4-byte
+words, at least 2), a type (0 AMQP, 1 SASL) and two type-specific bytes (the channel of an AMQP
+frame), then an extended header we skip, then the body: one performative and, for a transfer, the
+message payload after it. An empty body is a keep-alive (§2.4.5).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, NamedTuple
+
+from methodhub.amqp.composite import Composite, encode_composite, from_value
+from methodhub.amqp.errors import DecodeError, FramingError
+from methodhub.amqp.performatives import PERFORMATIVES, SASL_BODIES, Transfer
+from methodhub.amqp.types import Buffer, decode
+
+AMQP_HEADER = b"AMQP\x00\x01\x00\x00"
+TLS_HEADER = b"AMQP\x02\x01\x00\x00"
+SASL_HEADER = b"AMQP\x03\x01\x00\x00"
+
+AMQP_FRAME = 0
+SASL_FRAME = 1
+
+FRAME_HEADER_SIZE = 8
+MIN_MAX_FRAME_SIZE = 512
+"""The smallest max-frame-size a peer may announce (§2.7.1 open)."""
+SASL_MAX_FRAME_SIZE = 512
+"""Frames during SASL: "at least 512 bytes" and nothing larger is needed (part 5 §5.3.1)."""
+
+_HEADER = struct.Struct(">IBBH")
+_AMQP_BODIES = frozenset(PERFORMATIVES)
+_SASL_BODIES = frozenset(SASL_BODIES)
+_EMPTY_FRAME_HEADER = _HEADER.pack(8, 2, AMQP_FRAME, 0)
+
+
+class ProtocolHeader(NamedTuple):
+    """The 8 bytes that open a connection or a layer (§2.2): ``AMQP``, id, major, minor, revision."""
+
+    protocol_id: int
+    """0 AMQP, 2 TLS, 3 SASL."""
+    major: int
+    minor: int
+    revision: int
+
+    def to_bytes(self) -> bytes:
+        return b"AMQP" + bytes(self)
+
+
+def decode_protocol_header(data: Buffer, offset: int = 0) -> tuple[ProtocolHeader | None, int]:
+    """The protocol header at ``offset`` -> (header or None when fewer than 8 bytes came, next offset).
+
+    Raises FramingError when the bytes do not start with ``AMQP`` (not an AMQP peer). A header for
+    another version or protocol id decodes: answer it with the header we support and close (§2.2).
+    """
+    if len(data) - offset < 8:
+        if bytes(data[offset : offset + 4]) != b"AMQP"[: len(data) - offset]:
+            raise FramingError(f"not an AMQP protocol header: {bytes(data[offset : offset + 8])!r}")
+        return None, offset
+    if bytes(data[offset : offset + 4]) != b"AMQP":
+        raise FramingError(f"not an AMQP protocol header: {bytes(data[offset : offset + 8])!r}")
+    return ProtocolHeader(data[offset + 4], data[offset + 5], data[offset + 6], data[offset + 7]), offset + 8
+
+
+class Frame(NamedTuple):
+    """One decoded frame."""
+
+    frame_type: int
+    """:data:`AMQP_FRAME` (0) or :data:`SASL_FRAME` (1)."""
+    channel: int
+    """The channel of an AMQP frame (0 for SASL frames)."""
+    body: Any
+    """The performative (an Open, a Transfer, ... or a SASL frame body), None for an empty frame."""
+    payload: bytes
+    """What follows the performative (a transfer's message bytes); b"" otherwise."""
+
+
+def encode_frame(
+    channel: int, body: Composite | None, payload: Buffer = b"", frame_type: int = AMQP_FRAME
+) -> bytes:
+    """One frame: ``body`` a performative (or a SASL body with ``frame_type`` 1), None for an empty frame.
+
+    The caller keeps frames within the peer's max-frame-size (splitting transfers).
+    """
+    if body is None:
+        if payload:
+            raise ValueError("an empty frame carries no payload")
+        if frame_type == AMQP_FRAME and channel == 0:
+            return _EMPTY_FRAME_HEADER
+        return _HEADER.pack(8, 2, frame_type, channel)
+    out = bytearray(_EMPTY_FRAME_HEADER)
+    encode_composite(out, body)
+    if payload:
+        out += payload
+    _HEADER.pack_into(out, 0, len(out), 2, frame_type, channel)
+    return bytes(out)
+
+
+def frame_overhead(body: Composite) -> int:
+    """Bytes a frame with this body takes before any payload (to size transfer payloads)."""
+    out = bytearray()
+    encode_composite(out, body)
+    return FRAME_HEADER_SIZE + len(out)
+
+
+def decode_frame(
+    data: Buffer, offset: int = 0, max_frame_size: int = 0xFFFF_FFFF
+) -> tuple[Frame | None, int]:
+    """The frame at ``offset`` -> (frame, offset after it), or (None, offset) when more bytes are needed.
+
+    Raises FramingError (condition ``amqp:connection:framing-error``) for a bad frame header or one
+    larger than ``max_frame_size`` (the size we announced; checked as soon as the header is in, so
+    an oversized frame is refused before it is buffered), and DecodeError (``amqp:decode-error`` or
+    ``amqp:invalid-field``) for a body that does not decode into the frame type's performatives.
+    """
+    available = len(data) - offset
+    if available < FRAME_HEADER_SIZE:
+        return None, offset
+    size, doff, frame_type, channel = _HEADER.unpack_from(data, offset)
+    if size < FRAME_HEADER_SIZE:
+        raise FramingError(f"frame size {size} is smaller than the 8-byte frame header")
+    if size > max_frame_size:
+        raise FramingError(f"frame size {size} is larger than max-frame-size {max_frame_size}")
+    if doff < 2:
+        raise FramingError(f"frame data offset {doff} is smaller than 2 (the header is 8 bytes)")
+    if doff * 4 > size:
+        raise FramingError(f"frame data offset {doff * 4} bytes is beyond the frame size {size}")
+    if frame_type == AMQP_FRAME:
+        allowed = _AMQP_BODIES
+    elif frame_type == SASL_FRAME:
+        allowed, channel = _SASL_BODIES, 0
+    else:
+        raise FramingError(f"unknown frame type 0x{frame_type:02x}")
+    if available < size:
+        return None, offset
+    end = offset + size
+    start = offset + doff * 4
+    if start == end:
+        return Frame(frame_type, channel, None, b""), end
+    view = memoryview(data)[start:end]
+    try:
+        value, used = decode(view)
+    finally:
+        view.release()
+    body = from_value(value)
+    if type(body) not in allowed:
+        kind = "an AMQP" if frame_type == AMQP_FRAME else "a SASL"
+        raise DecodeError(f"{type(body).__name__} is not {kind} frame body")
+    if start + used == end:
+        return Frame(frame_type, channel, body, b""), end
+    if type(body) is not Transfer:
+        raise DecodeError(f"{type(body).__name__} frame has {end - start - used} bytes after its body")
+    with memoryview(data) as whole:
+        payload = bytes(whole[start + used : end])  # one copy, and no view left pinning the caller's buffer
+    return Frame(frame_type, channel, body, payload), end

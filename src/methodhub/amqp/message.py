@@ -1,0 +1,264 @@
+"""The message format (part 3 §3.2): a bare message between optional annotations, as sections.
+
+A message is a sequence of described sections, in this order, each at most once except the
+body: header, delivery-annotations, message-annotations, properties, application-properties,
+the body (one or more ``data`` sections, one or more ``amqp-sequence`` sections, or one
+``amqp-value``), footer. :func:`encode_message` writes them (the transfer payload);
+:func:`decode_message` reads them back and raises :class:`DecodeError` for anything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeAlias
+
+from methodhub.amqp.composite import (
+    ANY,
+    BINARY,
+    BOOLEAN,
+    MESSAGE_ID,
+    STRING,
+    SYMBOL,
+    TIMESTAMP,
+    UBYTE,
+    UINT,
+    Composite,
+    composite,
+    encode_composite,
+)
+from methodhub.amqp.decoding import decode_all
+from methodhub.amqp.encoding import enc_binary, enc_list, enc_string, enc_symbol, enc_ulong, encode_into
+from methodhub.amqp.errors import DecodeError
+from methodhub.amqp.values import Buffer, Described, Symbol, ULong
+
+
+@composite(0x70, "amqp:header:list", BOOLEAN, UBYTE, UINT, BOOLEAN, UINT)
+class Header(Composite):
+    """``header`` (§3.2.1)."""
+
+    durable: bool = False
+    priority: int = 4
+    ttl: int | None = None
+    """Milliseconds."""
+    first_acquirer: bool = False
+    delivery_count: int = 0
+
+
+@composite(
+    0x73,
+    "amqp:properties:list",
+    *(
+        MESSAGE_ID,
+        BINARY,
+        ANY,
+        STRING,
+        ANY,
+        MESSAGE_ID,
+        SYMBOL,
+        SYMBOL,
+        TIMESTAMP,
+        TIMESTAMP,
+        STRING,
+        UINT,
+        STRING,
+    ),
+)
+class Properties(Composite):
+    """``properties`` (§3.2.4). A message-id or correlation-id is a ULong (a plain int goes out as
+    one), a UUID, bytes or a str; ``to`` and ``reply_to`` are addresses (strings)."""
+
+    message_id: Any = None
+    user_id: bytes | None = None
+    to: Any = None
+    subject: str | None = None
+    reply_to: Any = None
+    correlation_id: Any = None
+    content_type: str | None = None
+    content_encoding: str | None = None
+    absolute_expiry_time: int | None = None
+    creation_time: int | None = None
+    group_id: str | None = None
+    group_sequence: int | None = None
+    reply_to_group_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AmqpValue:
+    """An ``amqp-value`` body section (§3.2.8): one AMQP value."""
+
+    value: Any
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AmqpSequence:
+    """An ``amqp-sequence`` body section (§3.2.7): a list of AMQP values."""
+
+    items: list[Any]
+
+
+Body: TypeAlias = list[bytes] | list[AmqpSequence] | AmqpValue | None
+"""Data sections (each one ``bytes``), sequence sections, one value section, or no body."""
+
+
+@dataclasses.dataclass(slots=True)
+class Message:
+    """A message: each section None when absent.
+
+    Annotation maps have Symbol (or ULong) keys (plain ``str``/``int`` keys go out as those);
+    application properties have string keys and simple values (use :class:`~methodhub.amqp.types.Int`
+    for an AMQP int: a plain ``int`` is a long).
+    """
+
+    header: Header | None = None
+    delivery_annotations: dict[Any, Any] | None = None
+    message_annotations: dict[Any, Any] | None = None
+    properties: Properties | None = None
+    application_properties: dict[str, Any] | None = None
+    body: Body = None
+    footer: dict[Any, Any] | None = None
+
+
+HEADER, DELIVERY_ANNOTATIONS, MESSAGE_ANNOTATIONS, PROPERTIES = 0x70, 0x71, 0x72, 0x73
+APPLICATION_PROPERTIES, DATA, AMQP_SEQUENCE, AMQP_VALUE, FOOTER = 0x74, 0x75, 0x76, 0x77, 0x78
+
+_SECTION_NAMES = {
+    "amqp:header:list": HEADER,
+    "amqp:delivery-annotations:map": DELIVERY_ANNOTATIONS,
+    "amqp:message-annotations:map": MESSAGE_ANNOTATIONS,
+    "amqp:properties:list": PROPERTIES,
+    "amqp:application-properties:map": APPLICATION_PROPERTIES,
+    "amqp:data:binary": DATA,
+    "amqp:amqp-sequence:list": AMQP_SEQUENCE,
+    "amqp:amqp-value:*": AMQP_VALUE,
+    "amqp:footer:map": FOOTER,
+}
+_BODY = 5
+"""The rank of every body section (data, amqp-sequence, amqp-value) in the section order."""
+_RANK = {HEADER: 0, DELIVERY_ANNOTATIONS: 1, MESSAGE_ANNOTATIONS: 2, PROPERTIES: 3, APPLICATION_PROPERTIES: 4}
+_RANK.update({DATA: _BODY, AMQP_SEQUENCE: _BODY, AMQP_VALUE: _BODY, FOOTER: 6})
+
+
+def _enc_annotations(out: bytearray, section: int, annotations: dict[Any, Any]) -> None:
+    out += bytes((0x00, 0x53, section))
+    body = bytearray()
+    for key, value in annotations.items():
+        if isinstance(key, int) and not isinstance(key, bool):
+            enc_ulong(body, key)
+        else:
+            enc_symbol(body, key)
+        encode_into(body, value, 1)
+    _map_header(out, body, 2 * len(annotations))
+
+
+def _map_header(out: bytearray, body: bytearray, count: int) -> None:
+    size = len(body)
+    if size < 255 and count < 256:
+        out += bytes((0xC1, size + 1, count))
+    else:
+        out += b"\xd1" + (size + 4).to_bytes(4, "big") + count.to_bytes(4, "big")
+    out += body
+
+
+def encode_message(message: Message) -> bytes:
+    """The message's sections, in order: what a transfer carries (smallest encodings).
+
+    Raises TypeError/ValueError for a value with no AMQP encoding or out of its type's range.
+    """
+    out = bytearray()
+    if message.header is not None:
+        encode_composite(out, message.header)
+    if message.delivery_annotations is not None:
+        _enc_annotations(out, DELIVERY_ANNOTATIONS, message.delivery_annotations)
+    if message.message_annotations is not None:
+        _enc_annotations(out, MESSAGE_ANNOTATIONS, message.message_annotations)
+    if message.properties is not None:
+        encode_composite(out, message.properties)
+    if message.application_properties is not None:
+        out += b"\x00\x53\x74"
+        body = bytearray()
+        for key, value in message.application_properties.items():
+            if not isinstance(key, str):
+                raise TypeError(f"application property keys are strings, not {type(key).__name__}")
+            enc_string(body, key)
+            encode_into(body, value, 1)
+        _map_header(out, body, 2 * len(message.application_properties))
+    body_sections = message.body
+    if isinstance(body_sections, AmqpValue):
+        out += b"\x00\x53\x77"
+        encode_into(out, body_sections.value, 1)
+    elif body_sections is not None:
+        for section in body_sections:
+            if isinstance(section, AmqpSequence):
+                out += b"\x00\x53\x76"
+                enc_list(out, section.items, 1)
+                continue
+            if not isinstance(section, (bytes, bytearray, memoryview)):
+                raise TypeError(f"a data section is bytes, not {type(section).__name__}")
+            out += b"\x00\x53\x75"
+            enc_binary(out, section)
+    if message.footer is not None:
+        _enc_annotations(out, FOOTER, message.footer)
+    return bytes(out)
+
+
+def _section_code(descriptor: Any) -> int:
+    if type(descriptor) is ULong:
+        if HEADER <= descriptor <= FOOTER:
+            return int(descriptor)
+    elif type(descriptor) is Symbol and descriptor in _SECTION_NAMES:
+        return _SECTION_NAMES[descriptor]
+    raise DecodeError(f"not a message section: descriptor {descriptor!r}")
+
+
+def _expect(value: Any, kind: type, what: str) -> Any:
+    if type(value) is not kind:
+        raise DecodeError(f"{what} section holds a {type(value).__name__}, not a {kind.__name__}")
+    return value
+
+
+def decode_message(data: Buffer) -> Message:
+    """The message whose sections are ``data`` (a transfer's payload, reassembled).
+
+    Raises DecodeError for bytes that do not decode, a value that is not a section, sections out of
+    order or repeated, body sections of mixed kinds, or a second amqp-value.
+    """
+    message = Message()
+    rank = -1
+    body_kind = 0
+    data_sections: list[Any] = []
+    for section in decode_all(data):
+        if type(section) is not Described:
+            raise DecodeError(f"a message holds described sections, not a {type(section).__name__}")
+        code = _section_code(section.descriptor)
+        new_rank = _RANK[code]
+        if new_rank < rank or (
+            new_rank == rank and (new_rank != _BODY or code != body_kind or code == AMQP_VALUE)
+        ):
+            raise DecodeError(
+                f"message section 0x{code:02x} out of order, repeated or mixed with another body kind"
+            )
+        rank = new_rank
+        value = section.value
+        if code == DATA:
+            data_sections.append(_expect(value, bytes, "data"))
+        elif code == AMQP_SEQUENCE:
+            data_sections.append(AmqpSequence(_expect(value, list, "amqp-sequence")))
+        elif code == AMQP_VALUE:
+            message.body = AmqpValue(value)
+        elif code == APPLICATION_PROPERTIES:
+            message.application_properties = _expect(value, dict, "application-properties")
+        elif code == PROPERTIES:
+            message.properties = Properties.from_fields(value)
+        elif code == HEADER:
+            message.header = Header.from_fields(value)
+        elif code == MESSAGE_ANNOTATIONS:
+            message.message_annotations = _expect(value, dict, "message-annotations")
+        elif code == DELIVERY_ANNOTATIONS:
+            message.delivery_annotations = _expect(value, dict, "delivery-annotations")
+        else:
+            message.footer = _expect(value, dict, "footer")
+        if new_rank == _BODY:
+            body_kind = code
+    if data_sections:
+        message.body = data_sections
+    return message
