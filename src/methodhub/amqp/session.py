@@ -1,0 +1,101 @@
+"""Session and link endpoint state (part 2 §2.5-2.6), kept by :mod:`methodhub.amqp.connection`.
+
+Plain records with the little arithmetic they own (serial numbers, windows, credit); the
+connection decides what a frame means. Transfer-ids and delivery-ids are one session-scoped
+sequence counted per delivery (as proton and rhea do), so the session windows count deliveries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from methodhub.amqp.events import LinkRef
+
+SERIAL_MASK = 0xFFFF_FFFF
+
+
+def serial_add(value: int, n: int = 1) -> int:
+    """RFC 1982 addition of 32-bit serial numbers (delivery-ids, transfer-ids, delivery-counts)."""
+    return (value + n) & SERIAL_MASK
+
+
+class EndpointState:
+    """Where one side of a session or link is."""
+
+    PENDING = "pending"  # we sent begin/attach, the peer has not answered (or vice versa)
+    MAPPED = "mapped"
+    ENDING = "ending"  # we sent end/detach and await the peer's
+
+
+@dataclass(slots=True, eq=False)
+class Link:
+    name: str
+    handle: int
+    """Ours."""
+    is_sender: bool
+    channel: int
+    remote_handle: int | None = None
+    state: str = EndpointState.PENDING
+    answered: bool = False
+    """We sent our attach (a peer-initiated link: accept_link/refuse_link answered it)."""
+    delivery_count: int = 0
+    credit: int = 0
+    """Sender: what the peer's receiver allows us; receiver: what we have granted."""
+    peer_max_message_size: int = 0
+    """Sender: the largest message the peer accepts (0: no limit)."""
+    max_message_size: int = 0
+    """Receiver: the largest message we accept."""
+    peer_attach: Any = None
+    """The peer's attach when it asked for the link (answered by accept_link/refuse_link)."""
+    partial: bytearray | None = None
+    partial_id: int = 0
+    partial_tag: bytes = b""
+    partial_settled: bool = False
+
+    @property
+    def ref(self) -> LinkRef:
+        return LinkRef(self.channel, self.handle, self.name, self.is_sender)
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    channel: int
+    """Ours."""
+    remote_channel: int | None
+    state: str = EndpointState.PENDING
+    handle_max: int = 255
+    incoming_window_size: int = 2048
+    next_outgoing_id: int = 0
+    next_incoming_id: int = 0
+    incoming_window: int = 2048
+    remote_incoming_window: int = 0
+    remote_outgoing_window: int = 0
+    links: dict[int, Link] = field(default_factory=dict)
+    """By our handle."""
+    remote_links: dict[int, Link] = field(default_factory=dict)
+    """By the peer's handle."""
+    outgoing_unsettled: dict[int, tuple[Link, bytes]] = field(default_factory=dict)
+    """Deliveries we sent and the peer has not settled: delivery-id -> (link, tag)."""
+    incoming_unsettled: dict[int, tuple[Link, bytes]] = field(default_factory=dict)
+    """Deliveries we received and have not settled."""
+
+    def free_handle(self) -> int | None:
+        for handle in range(self.handle_max + 1):
+            if handle not in self.links:
+                return handle
+        return None
+
+    def link_named(self, name: str) -> Link | None:
+        for link in self.links.values():
+            if link.name == name and link.remote_handle is None:
+                return link
+        return None
+
+    def forget_link(self, link: Link) -> None:
+        self.links.pop(link.handle, None)
+        if link.remote_handle is not None and self.remote_links.get(link.remote_handle) is link:
+            del self.remote_links[link.remote_handle]
+        for table in (self.outgoing_unsettled, self.incoming_unsettled):
+            for delivery_id in [key for key, (owner, _) in table.items() if owner is link]:
+                del table[delivery_id]
