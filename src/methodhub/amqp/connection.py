@@ -198,6 +198,8 @@ class AmqpConnection:
             self._now = now
             if data:
                 self._received_at = now
+            if self._sent_at is None and self._open_sent:
+                self._sent_at = now  # an open sent before the first clock counts from it
         if self._phase is _Phase.FINISHED:
             return []
         self._buffer += data
