@@ -8,10 +8,15 @@ whose ``condition`` is the AMQP error condition to close the connection with.
 - :mod:`~methodhub.amqp.performatives`: frame bodies (part 2) and SASL (part 5), ``from_value``.
 - :mod:`~methodhub.amqp.frames`: protocol headers and frames (part 2 §2.2-2.3).
 - :mod:`~methodhub.amqp.message`: message sections (part 3), ``encode_message``/``decode_message``.
+- :mod:`~methodhub.amqp.connection`: :class:`AmqpConnection`, the connection/session/link state
+  machine (bytes in -> :mod:`~methodhub.amqp.events` out), on :mod:`~methodhub.amqp.endpoints`
+  (sessions and links) and :mod:`~methodhub.amqp.session` (their state).
 """
 
 from methodhub.amqp.composite import Composite, encode_composite
+from methodhub.amqp.connection import DEFAULT_SASL_MECHANISMS, AmqpConnection, ConnectionRole
 from methodhub.amqp.errors import AmqpError, DecodeError, FramingError
+from methodhub.amqp.events import LinkRef
 from methodhub.amqp.frames import (
     AMQP_FRAME,
     AMQP_HEADER,
@@ -99,6 +104,7 @@ from methodhub.amqp.types import (
 __all__ = [
     "AMQP_FRAME",
     "AMQP_HEADER",
+    "DEFAULT_SASL_MECHANISMS",
     "FRAME_HEADER_SIZE",
     "MAX_DEPTH",
     "MIN_MAX_FRAME_SIZE",
@@ -106,6 +112,7 @@ __all__ = [
     "SASL_HEADER",
     "TLS_HEADER",
     "Accepted",
+    "AmqpConnection",
     "AmqpError",
     "AmqpSequence",
     "AmqpValue",
@@ -117,6 +124,7 @@ __all__ = [
     "Char",
     "Close",
     "Composite",
+    "ConnectionRole",
     "Decimal32",
     "Decimal64",
     "Decimal128",
@@ -134,6 +142,7 @@ __all__ = [
     "FramingError",
     "Header",
     "Int",
+    "LinkRef",
     "Long",
     "Message",
     "Modified",

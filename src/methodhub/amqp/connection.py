@@ -360,7 +360,7 @@ class AmqpConnection:
 
     def _on_open(self, open_: Open, events: list[Event]) -> None:
         self.remote_open = open_
-        self.peer_max_frame_size = max(MIN_MAX_FRAME_SIZE, min(open_.max_frame_size, 0xFFFF_FFFF))
+        self.peer_max_frame_size = max(MIN_MAX_FRAME_SIZE, int(open_.max_frame_size))
         self.peer_idle_timeout = open_.idle_time_out / 1000 if open_.idle_time_out else None
         self._endpoints.peer_channel_max = open_.channel_max
         self._endpoints.peer_max_frame_size = self.peer_max_frame_size
