@@ -478,3 +478,34 @@ def test_work_budget_keeps_the_rest_buffered() -> None:
     assert len(of(pair.server.receive_data(up, 0.0, max_frames=2), MessageReceived)) == 2
     assert pair.server.has_pending_events
     assert len(of(pair.server.next_events(), MessageReceived)) == 3
+
+
+def test_transfer_on_our_sending_link_detaches_not_allowed() -> None:
+    pair = opened_pair()
+    begun(pair)
+    attach_pair(pair, 0, "requests", client_sends=False)  # the hub sends on it
+    events = pair.server.receive_data(encode_frame(0, Transfer(0, 0, b"t"), b"x"), 1.0)
+    failure = one(events, ProtocolFailure)
+    assert failure.link is not None and failure.error.condition == ErrorCondition.NOT_ALLOWED
+
+
+def test_one_disposition_settles_a_range() -> None:
+    pair = opened_pair()
+    begun(pair)
+    ref, hub_link, *_ = attach_pair(pair, 0, "requests", client_sends=False)
+    pair.client.grant_credit(ref, 10)
+    pair.pump()
+    ids = [pair.server.send_message(hub_link, b"m", bytes([n])) for n in range(4)]
+    pair.pump()
+    assert ids == [0, 1, 2, 3]
+    down = encode_frame(0, Disposition(Role.RECEIVER, 1, 3, settled=True, state=Accepted()))
+    settled = of(pair.server.receive_data(down, 1.0), DeliverySettled)
+    assert [(event.delivery_id, event.delivery_tag) for event in settled] == [
+        (1, b"\x01"),
+        (2, b"\x02"),
+        (3, b"\x03"),
+    ]
+    huge = encode_frame(
+        0, Disposition(Role.RECEIVER, 0, 0xFFFF_FFFF, settled=True)
+    )  # bounded by what is unsettled
+    assert [event.delivery_id for event in of(pair.server.receive_data(huge, 1.0), DeliverySettled)] == [0]

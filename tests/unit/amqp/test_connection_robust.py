@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from methodhub.amqp import AMQP_HEADER, Close, ErrorCondition, Open, encode_frame
-from methodhub.amqp.events import ConnectionClosed, ProtocolFailure
+from methodhub.amqp import (
+    AMQP_HEADER,
+    Accepted,
+    Attach,
+    Begin,
+    Close,
+    Detach,
+    Disposition,
+    End,
+    ErrorCondition,
+    Flow,
+    Open,
+    Role,
+    Transfer,
+    encode_frame,
+)
+from methodhub.amqp.events import (
+    ConnectionClosed,
+    CreditGranted,
+    LinkAttached,
+    MessageReceived,
+    ProtocolFailure,
+)
 
 from .conn_support import Pair, bodies, client, one, server
 
@@ -112,3 +134,94 @@ def test_garbage_closes_with_decode_error() -> None:
     failure = one(events, ProtocolFailure)
     assert failure.error.condition in (ErrorCondition.DECODE_ERROR, ErrorCondition.INVALID_FIELD)
     assert type(bodies(srv.data_to_send())[-1]) is Close  # type: ignore[attr-defined]
+
+
+u32 = st.integers(0, 0xFFFF_FFFF)
+small = st.integers(0, 3)
+maybe = st.none() | u32
+
+
+@st.composite
+def performative_frames(draw: st.DrawFn) -> bytes:
+    """Well-formed performatives with arbitrary field values, on the session and link the peer set up."""
+    channel = draw(st.sampled_from([0, 0, 0, 1]))
+    kind = draw(
+        st.sampled_from(["transfer", "flow", "disposition", "detach", "attach", "begin", "end", "empty"])
+    )
+    if kind == "transfer":
+        body: Any = Transfer(
+            draw(small),
+            draw(maybe),
+            draw(st.none() | st.binary(max_size=4)),
+            settled=draw(st.none() | st.booleans()),
+            more=draw(st.booleans()),
+            aborted=draw(st.booleans()),
+        )
+        return encode_frame(channel, body, draw(st.binary(max_size=600)))
+    if kind == "flow":
+        body = Flow(
+            next_incoming_id=draw(maybe),
+            incoming_window=draw(u32),
+            next_outgoing_id=draw(u32),
+            outgoing_window=draw(u32),
+            handle=draw(st.none() | small),
+            delivery_count=draw(maybe),
+            link_credit=draw(maybe),
+            drain=draw(st.booleans()),
+            echo=draw(st.booleans()),
+        )
+    elif kind == "disposition":
+        body = Disposition(draw(st.booleans()), draw(u32), draw(maybe), draw(st.booleans()), Accepted())
+    elif kind == "detach":
+        body = Detach(draw(small), draw(st.booleans()))
+    elif kind == "attach":
+        body = Attach(draw(st.sampled_from(["a", "b"])), draw(st.integers(0, 300)), draw(st.booleans()))
+    elif kind == "begin":
+        body = Begin(
+            remote_channel=draw(st.none() | small), next_outgoing_id=0, incoming_window=5, outgoing_window=5
+        )
+    elif kind == "end":
+        body = End()
+    else:
+        body = None
+    return encode_frame(channel, body)
+
+
+def _server_with_link() -> Any:
+    srv = server(max_frame_size=4096, incoming_window=4, max_message_size=1000)
+    setup = [
+        encode_frame(0, Open("dev")),
+        encode_frame(0, Begin(next_outgoing_id=0, incoming_window=10, outgoing_window=10)),
+        encode_frame(0, Attach("a", 0, Role.SENDER)),
+        encode_frame(0, Attach("b", 1, Role.RECEIVER)),
+    ]
+    events = srv.receive_data(AMQP_HEADER + b"".join(setup), 0.0)
+    for event in events:
+        if type(event) is LinkAttached:
+            srv.accept_link(event.link, credit=0 if event.link.is_sender else 3)
+    srv.data_to_send()
+    return srv
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(performative_frames(), min_size=1, max_size=12))
+def test_arbitrary_performatives_on_live_links_never_raise(chunks: list[bytes]) -> None:
+    srv = _server_with_link()
+    events = []
+    for chunk in chunks:
+        new = srv.receive_data(chunk, 1.0)
+        events += new
+        for event in new:
+            if type(event) is LinkAttached and event.needs_answer:
+                srv.accept_link(event.link, credit=0 if event.link.is_sender else 2)
+            elif type(event) is MessageReceived and not event.settled:
+                srv.settle(event.link, event.delivery_id)
+            elif type(event) is CreditGranted:
+                srv.send_message(event.link, b"m" * 5000, b"t")  # split to the peer's 512
+    out = srv.data_to_send()
+    parsed = bodies(out)  # everything we wrote is well-formed
+    for event in events:
+        if type(event) is MessageReceived:
+            assert len(event.payload) <= 1000
+    if any(type(event) is ProtocolFailure and event.channel is None for event in events):
+        assert srv.finished and type(parsed[-1]) is Close
