@@ -509,3 +509,21 @@ def test_one_disposition_settles_a_range() -> None:
         0, Disposition(Role.RECEIVER, 0, 0xFFFF_FFFF, settled=True)
     )  # bounded by what is unsettled
     assert [event.delivery_id for event in of(pair.server.receive_data(huge, 1.0), DeliverySettled)] == [0]
+
+
+def test_pipelined_sasl_waits_for_the_outcome() -> None:
+    srv = server()
+    chunk = (
+        SASL_HEADER
+        + encode_frame(0, SaslInit(Symbol("ANONYMOUS")), frame_type=1)
+        + AMQP_HEADER
+        + encode_frame(0, Open("dev"))
+    )
+    events = srv.receive_data(chunk, 0.0)
+    assert [type(event) for event in events] == [SaslInitReceived]
+    assert not srv.has_pending_events  # nothing is read past the init until it is answered
+    srv.sasl_outcome(True)
+    assert srv.has_pending_events
+    assert one(srv.next_events(), ConnectionOpened).open.container_id == "dev"
+    out = srv.data_to_send()
+    assert out.count(AMQP_HEADER) == 1 and type(bodies(out)[-1]) is Open
