@@ -19,7 +19,7 @@ import dataclasses
 import struct
 from collections.abc import Callable
 from operator import attrgetter
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar, dataclass_transform
 from uuid import UUID
 
 from methodhub.amqp.encoding import (
@@ -335,6 +335,7 @@ def from_value(value: Any) -> Composite:
 _C = TypeVar("_C", bound=Composite)
 
 
+@dataclass_transform(frozen_default=True)
 def composite(code: int, name: str, *kinds: Kind) -> Callable[[type[_C]], type[_C]]:
     """Make ``cls`` a frozen slotted dataclass whose fields (in spec order) have these kinds."""
 
