@@ -24,5 +24,10 @@ class AuthContext:
 
     def host_matches(self, host: str) -> bool:
         """Whether ``host`` (maybe with ``:port``) names this hub; case-insensitive, as DNS."""
-        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-        return name.lower() == self.hostname.lower()
+        return host_matches(host, self.hostname)
+
+
+def host_matches(host: str, hostname: str) -> bool:
+    """Whether ``host`` (maybe with ``:port``) is ``hostname``; case-insensitive, as DNS."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name.lower() == hostname.lower()

@@ -14,9 +14,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from methodhub import jsontext
-from methodhub.calls.model import Call, CallKind, CallOutcome, identity_key
-from methodhub.config import MAX_METHOD_PAYLOAD
+from methodhub.calls.model import Call, identity_key
+from methodhub.dialects.azure.device_auth import TokenRefused, verify_device_token
+from methodhub.dialects.azure.methods import check_method_call, method_result
 from methodhub.dialects.azure.sas import SasToken, SasTokenError
 from methodhub.dialects.azure.topics import (
     METHODS_FILTER,
@@ -43,7 +43,6 @@ from methodhub.gateway.dialect import (
     Reply,
 )
 from methodhub.mqtt import ConnackCode, Connect, Publish, topic_matches
-from methodhub.registry import Right
 
 EMPTY_TWIN = b'{"desired":{"$version":1},"reported":{"$version":1}}'
 TWIN_NOT_SUPPORTED = (
@@ -52,39 +51,11 @@ TWIN_NOT_SUPPORTED = (
 )
 
 
-def validated_json(payload: bytes) -> bytes | None:
-    """``payload`` if it is JSON text (empty means ``null``), else None."""
-    if not payload:
-        return b"null"
-    return payload if jsontext.is_json(payload) else None
-
-
 def _answer(device: DeviceView, rid: str, status: int, payload: bytes) -> None:
     """The device answered request ``rid`` (on either response topic): complete it, or fail it if
     the payload is too large or not JSON. A rid that is not one of this device's calls in flight
     is dropped and counted as stray by ``device.complete``."""
-    if len(payload) > MAX_METHOD_PAYLOAD:
-        device.complete(
-            rid,
-            HubError(
-                ErrorKind.PAYLOAD_TOO_LARGE,
-                f"The device answered with {len(payload)} bytes; a method response may "
-                f"be at most {MAX_METHOD_PAYLOAD} bytes (128 KiB), as on Azure IoT Hub.",
-            ),
-        )
-        return
-    body = validated_json(payload)
-    if body is None:
-        device.complete(
-            rid,
-            HubError(
-                ErrorKind.INVALID_DEVICE_RESPONSE,
-                "The device answered with a payload that is not JSON; Azure devices must answer "
-                "with JSON or an empty body.",
-            ),
-        )
-    else:
-        device.complete(rid, CallOutcome(status, body))
+    device.complete(rid, method_result(status, payload))
 
 
 def _answer_mqtt5(device: DeviceView, publish: Publish) -> None:
@@ -156,39 +127,18 @@ class AzureDialect(Dialect):
             raise ConnectRefused(
                 ConnackCode.BAD_USERNAME_OR_PASSWORD, f"the password is not a valid SAS token: {exc}"
             ) from None
-        self._check_resource(token, device_id, module_id or None, ctx)
-        if token.is_expired(now):
-            raise ConnectRefused(
-                ConnackCode.NOT_AUTHORIZED, f"the SAS token expired at {token.expiry}; generate a new one"
-            )
         try:
-            identity = await ctx.registry.get_identity(device_id, module_id or None)
-            device = (
-                identity if not module_id or identity is None else await ctx.registry.get_identity(device_id)
+            verified = await verify_device_token(
+                token, device_id, module_id or None, ctx.registry, ctx.hostname, now
             )
-            policy = await ctx.registry.get_policy(token.key_name) if token.key_name else None
-        except Exception as exc:
-            raise ConnectRefused(
-                ConnackCode.SERVER_UNAVAILABLE, f"the registry is unavailable: {exc}"
-            ) from None
-        if identity is None:
-            raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"'{key}' is not registered on this hub")
-        if device is None or device.status != "enabled":
-            raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"device '{device_id}' is disabled")
-        if token.key_name:
-            if policy is None or Right.DEVICE_CONNECT not in policy.rights:
-                raise ConnectRefused(
-                    ConnackCode.NOT_AUTHORIZED,
-                    f"policy '{token.key_name}' does not exist or lacks DeviceConnect",
-                )
-            keys = policy.keys
-        else:
-            keys = identity.keys
-        if not (token.verify(keys.primary) or token.verify(keys.secondary)):
-            raise ConnectRefused(
-                ConnackCode.NOT_AUTHORIZED, f"the SAS token's signature does not match the keys of '{key}'"
+        except TokenRefused as refused:
+            code = (
+                ConnackCode.SERVER_UNAVAILABLE
+                if refused.cause == "unavailable"
+                else ConnackCode.NOT_AUTHORIZED
             )
-        principal = Principal(device_id, module_id or None, key, self, expires_at=float(token.expiry))
+            raise ConnectRefused(code, refused.reason) from None
+        principal = Principal(device_id, module_id or None, key, self, expires_at=verified.expires_at)
         if not token.key_name:
             ctx.tokens.put(cache_key, principal, float(token.expiry), key)
         return principal
@@ -208,21 +158,6 @@ class AzureDialect(Dialect):
             raise ConnectRefused(
                 ConnackCode.BAD_USERNAME_OR_PASSWORD,
                 f"user name names host '{host}', but this hub is '{ctx.hostname}'",
-            )
-
-    def _check_resource(
-        self, token: SasToken, device_id: str, module_id: str | None, ctx: AuthContext
-    ) -> None:
-        host, _, path = token.resource_decoded.partition("/")
-        path = "/" + path.rstrip("/") if path else ""
-        own = f"/devices/{device_id}" + (f"/modules/{module_id}" if module_id else "")
-        allowed = {own}
-        if token.key_name:  # a policy token may cover the whole hub or all devices
-            allowed |= {"", "/devices", f"/devices/{device_id}"}
-        if not ctx.host_matches(host) or path not in allowed:
-            raise ConnectRefused(
-                ConnackCode.NOT_AUTHORIZED,
-                f"the SAS token is for '{token.resource_decoded}', not for '{ctx.hostname}{own}'",
             )
 
     # -- topics ---------------------------------------------------------------------------------------
@@ -246,12 +181,7 @@ class AzureDialect(Dialect):
         return any(f.startswith(METHODS_PREFIX) for f in device.subscriptions)
 
     def encode_call(self, device: DeviceView, call: Call, seq: int) -> tuple[str, str, bytes]:
-        if call.kind is not CallKind.METHOD:
-            raise HubError(
-                ErrorKind.INVALID_ARGUMENT,
-                f"Device '{device.key}' is connected with Azure's MQTT dialect, which carries JSON "
-                "methods only, not raw RRPC messages; call a method on it instead.",
-            )
+        check_method_call(call, device.key, "MQTT")
         rid = format(seq, "x")
         topic = request_topic(call.method, rid)
         subscriptions = device.subscriptions

@@ -1,0 +1,115 @@
+"""The one SAS check for Azure devices, whatever carries the token (azure-direct-methods-wire.md §1.4).
+
+MQTT sends the token as the CONNECT password (:mod:`methodhub.dialects.azure.mqtt`), AMQP in a CBS
+put-token (:mod:`methodhub.dialects.azure.amqp`); both ask :func:`verify_device_token` whether it
+proves the identity it claims, and word the refusal in their own protocol's terms.
+
+The token must be for this hub (``sr`` host, with or without a port) and for the identity: its own
+resource, or — signed with a shared access policy holding DeviceConnect (``skn``) — the hub, all
+devices, or the module's device. The identity must be registered, its device enabled, and the
+signature must match one of the identity's (or the policy's) two keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from methodhub.calls.model import identity_key
+from methodhub.dialects.azure.sas import SasToken
+from methodhub.gateway.auth import host_matches
+from methodhub.registry import AccessPolicy, Identity, Right
+
+
+class DeviceKeys(Protocol):
+    """What the check reads of the registry (a :class:`~methodhub.registry.Registry` is one)."""
+
+    async def get_identity(self, device_id: str, module_id: str | None = None) -> Identity | None: ...
+
+    async def get_policy(self, name: str) -> AccessPolicy | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedDevice:
+    """Who a token proved to be.
+
+    Attributes:
+        device_id / module_id: the identity.
+        key: ``identity_key(device_id, module_id)``.
+        expires_at: the token's expiry, epoch seconds.
+        key_name: the policy that signed it (``skn``), or None for the identity's own key.
+    """
+
+    device_id: str
+    module_id: str | None
+    key: str
+    expires_at: float
+    key_name: str | None
+
+
+class TokenRefused(Exception):
+    """The token does not prove the identity (``reason`` says why, for the device's operator).
+
+    ``cause`` is one of ``"resource"`` (for another hub or identity), ``"expired"``,
+    ``"unavailable"`` (the registry could not be read: not the device's fault), ``"unknown"`` (not
+    registered), ``"disabled"``, ``"policy"`` (no such policy, or it lacks DeviceConnect),
+    ``"signature"`` (no key matches).
+    """
+
+    def __init__(self, cause: str, reason: str) -> None:
+        super().__init__(reason)
+        self.cause = cause
+        self.reason = reason
+
+
+def check_resource(token: SasToken, device_id: str, module_id: str | None, hostname: str) -> None:
+    """Raise :class:`TokenRefused` (``"resource"``) unless ``token`` is for this hub and identity."""
+    host, _, path = token.resource_decoded.partition("/")
+    path = "/" + path.rstrip("/") if path else ""
+    own = f"/devices/{device_id}" + (f"/modules/{module_id}" if module_id else "")
+    allowed = {own}
+    if token.key_name:  # a policy token may cover the whole hub or all devices
+        allowed |= {"", "/devices", f"/devices/{device_id}"}
+    if not host_matches(host, hostname) or path not in allowed:
+        raise TokenRefused(
+            "resource", f"the SAS token is for '{token.resource_decoded}', not for '{hostname}{own}'"
+        )
+
+
+async def verify_device_token(
+    token: SasToken,
+    device_id: str,
+    module_id: str | None,
+    registry: DeviceKeys,
+    hostname: str,
+    now: float,
+) -> VerifiedDevice:
+    """What ``token`` proves about ``device_id``/``module_id`` on hub ``hostname`` at ``now``.
+
+    Raises:
+        TokenRefused: it proves nothing (see its ``cause``); checked in this order: resource,
+            expiry, registry reachable, identity registered, device enabled, policy, signature.
+    """
+    check_resource(token, device_id, module_id, hostname)
+    if token.is_expired(now):
+        raise TokenRefused("expired", f"the SAS token expired at {token.expiry}; generate a new one")
+    key = identity_key(device_id, module_id)
+    try:
+        identity = await registry.get_identity(device_id, module_id)
+        device = identity if not module_id or identity is None else await registry.get_identity(device_id)
+        policy = await registry.get_policy(token.key_name) if token.key_name else None
+    except Exception as exc:
+        raise TokenRefused("unavailable", f"the registry is unavailable: {exc}") from None
+    if identity is None:
+        raise TokenRefused("unknown", f"'{key}' is not registered on this hub")
+    if device is None or device.status != "enabled":
+        raise TokenRefused("disabled", f"device '{device_id}' is disabled")
+    if token.key_name:
+        if policy is None or Right.DEVICE_CONNECT not in policy.rights:
+            raise TokenRefused("policy", f"policy '{token.key_name}' does not exist or lacks DeviceConnect")
+        keys = policy.keys
+    else:
+        keys = identity.keys
+    if not (token.verify(keys.primary) or token.verify(keys.secondary)):
+        raise TokenRefused("signature", f"the SAS token's signature does not match the keys of '{key}'")
+    return VerifiedDevice(device_id, module_id, key, float(token.expiry), token.key_name)
