@@ -20,11 +20,17 @@ from tests.unit.gateway.azure_hub import Hub, azure_connect
 from tests.unit.manual_clock import ManualClockLoop
 
 
+def _ready(hub: Hub, key: str) -> bool:
+    """Whether the device's session is ready for calls (announced to the router)."""
+    session = hub.gateway.sessions.get(key)
+    return session is not None and session.ready
+
+
 async def test_a_call_is_answered_with_the_devices_status_and_payload(hub: Hub, dev1: Identity) -> None:
     device = AmqpDevice(hub)
     await device.online("dev1", dev1.keys.primary)
     assert await device.until(lambda: hub.gateway.sessions.get("dev1") is not None)
-    await device.until(lambda: "dev1" in hub.router._links)
+    await device.until(lambda: _ready(hub, "dev1"))
     call = hub.call("dev1", "reboot", b'{"delay": 1}')
     request = await device.request()
     rid = request.properties.correlation_id
@@ -37,7 +43,7 @@ async def test_a_call_is_answered_with_the_devices_status_and_payload(hub: Hub, 
 
 
 async def ready(hub: Hub, device: AmqpDevice, key: str = "dev1") -> None:
-    await device.until(lambda: key in hub.router._links)
+    await device.until(lambda: _ready(hub, key))
 
 
 @pytest.mark.parametrize(
