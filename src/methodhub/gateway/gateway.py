@@ -1,4 +1,5 @@
-"""The MQTT gateway: listeners, the session table, device authentication and registry reactions."""
+"""The device gateway: MQTT and AMQP listeners, the session table, device authentication and registry
+reactions."""
 
 from __future__ import annotations
 
@@ -108,6 +109,37 @@ class Gateway:
         self._servers.append(server)
         return server
 
+    async def listen_amqp(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        name: str = "amqps",
+        reuse_port: bool = False,
+    ) -> asyncio.AbstractServer:
+        """Start an AMQP 1.0 listener (the dialects' AMQP device protocol: Azure's; TLS on 5671 in
+        production), with its own :class:`Admission`; returns the server (its sockets tell the port
+        bound). Raises RuntimeError when no dialect speaks AMQP."""
+        loop = asyncio.get_running_loop()
+        self._amqp_connection(name, None)  # fail here, not per accepted connection
+        log_accept_errors(loop)
+        admission = self._new_admission(f"{name} {host}:{port}")
+        server = await loop.create_server(
+            lambda: self._amqp_connection(name, admission),
+            host,
+            port,
+            ssl=ssl_context,
+            backlog=4096,
+            reuse_port=reuse_port or None,
+            ssl_handshake_timeout=self.context.connect_timeout if ssl_context is not None else None,
+        )
+        sockname = server.sockets[0].getsockname() if server.sockets else None
+        if sockname:
+            admission.name = f"{name} {sockname[0]}:{sockname[1]}"
+        self._servers.append(server)
+        return server
+
     def _new_admission(self, name: str) -> Admission:
         admission = Admission(
             name,
@@ -126,6 +158,24 @@ class Gateway:
         if admission is None:
             admission = self._upgraded[listener] = self._new_admission(f"mqtt over {listener}")
         return DeviceConnection(self.context, listener, admission)
+
+    def _amqp_connection(self, listener: str, admission: Admission | None) -> asyncio.Protocol:
+        """The first dialect's AMQP connection protocol (Azure's: the gateway knows no cloud)."""
+        for dialect in self.context.dialects:
+            protocol = dialect.amqp_connection(self.context, listener, admission)
+            if protocol is not None:
+                return protocol
+        raise RuntimeError("no dialect of this hub speaks AMQP (the Azure dialect does)")
+
+    def amqp_protocol_for(self, listener: str) -> asyncio.Protocol:
+        """An AMQP connection protocol for a transport made elsewhere (AMQP over WebSocket,
+        subprotocol ``AMQPWSB10``), admitted as :meth:`protocol_for` admits MQTT over WebSocket:
+        one :class:`Admission` per name (``amqp over {listener}``)."""
+        name = f"amqp over {listener}"
+        admission = self._upgraded.get(name)
+        if admission is None:
+            admission = self._upgraded[name] = self._new_admission(name)
+        return self._amqp_connection(listener, admission)
 
     def connection_state(self, target: str) -> tuple[bool, float | None]:
         return self.sessions.connection_state(target)

@@ -1,0 +1,193 @@
+"""One identity's methods links on an AMQP connection: the DeviceChannel of its session.
+
+:class:`AmqpMethodsChannel` puts calls on the device's methods receiver link and reports the link
+pair's end to the session; the connection (:mod:`methodhub.dialects.azure.amqp_connection`, the
+:class:`ChannelHost` here) owns the links, the authorization of each identity
+(:class:`AuthorizedIdentity`) and the socket. Also here: the request-id scheme
+(:func:`request_uuid`) and the SASL PLAIN credentials (:func:`plain_credentials`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from methodhub.amqp import AmqpConnection, Error, LinkRef, encode_message
+from methodhub.calls.model import identity_key
+from methodhub.dialects.azure.amqp import PUT_TOKEN, LinkHandling, PutToken, method_request, taken_over
+from methodhub.errors import ErrorKind, HubError
+
+if TYPE_CHECKING:
+    from methodhub.calls.model import Call
+    from methodhub.gateway.dialect import Principal
+    from methodhub.gateway.session import DeviceSession
+
+log = logging.getLogger("methodhub.gateway")
+
+DIALECT_NAME = "azure"
+"""The dialect AMQP identities belong to (sessions compare dialects: see :class:`AmqpMethodsChannel`)."""
+
+_RID_BASE = uuid.uuid4().int & ~((1 << 48) - 1)
+"""Request ids are this node's random version-4 UUID with the call's sequence number in the low 48
+bits: unique per node (``seq`` is), valid UUIDs for C#'s ``new Guid`` and Java's ``UUID.fromString``,
+and cheaper than a ``uuid4()`` (no ``os.urandom`` per call)."""
+_RID_MASK = (1 << 48) - 1
+
+
+def request_uuid(seq: int) -> uuid.UUID:
+    """The AMQP correlation-id of the call with node sequence number ``seq``."""
+    return uuid.UUID(int=_RID_BASE | (seq & _RID_MASK))
+
+
+@dataclass(slots=True, eq=False)
+class AuthorizedIdentity:
+    """An identity a put-token (or SASL PLAIN) authorized on this connection."""
+
+    key: str
+    device_id: str
+    module_id: str | None
+    token: str
+    expires_at: float
+    expiry_timer: asyncio.TimerHandle | None = None
+    links: set[LinkRef] = field(default_factory=set)
+    responses: LinkRef | None = None
+    """The device's methods sender (we receive responses on it)."""
+    requests: LinkRef | None = None
+    """The device's methods receiver (we send requests on it)."""
+    presettle_requests: bool = False
+    channel: AmqpMethodsChannel | None = None
+
+
+CREDIT = 100
+"""Credit granted on each link the device sends on (CBS, method responses, telemetry), topped up
+when half is used."""
+
+MAX_IDENTITIES = 64
+"""Identities one connection may have authorized at once (C#/Java multiplex a few devices)."""
+
+
+@dataclass(slots=True, eq=False)
+class LinkState:
+    """What the connection does with one of the device's links, and for which identity."""
+
+    handling: LinkHandling
+    key: str | None
+
+
+class ChannelHost(Protocol):
+    """What a channel needs of the AMQP connection carrying it."""
+
+    amqp: AmqpConnection
+    closing: bool
+    identities: dict[str, AuthorizedIdentity]
+
+    def flush(self) -> None: ...
+
+    def end_channel(self, channel: AmqpMethodsChannel, error: Error, reason: str) -> None: ...
+
+    def drop_if_idle(self) -> None: ...
+
+    async def reverify_identity(self, key: str) -> None: ...
+
+
+class AmqpMethodsChannel:
+    """One identity's methods links on one AMQP connection: the DeviceChannel of its session.
+
+    The session's principal names the Azure dialect (the one in ``ctx.dialects`` named
+    :data:`DIALECT_NAME`): the identity is an Azure identity whatever carries it, so an MQTT
+    connection of the same device after this one finds a session of its own dialect and takes it
+    over (and AMQP always opens with a clean start, which takes over any session).
+    """
+
+    __slots__ = ("closed", "conn", "identity", "key", "principal", "session")
+
+    def __init__(self, conn: ChannelHost, identity: AuthorizedIdentity, principal: Principal) -> None:
+        self.conn = conn
+        self.identity = identity
+        self.key = identity.key
+        self.principal = principal
+        self.session: DeviceSession | None = None
+        self.closed = False
+
+    def deliver(self, call: Call, seq: int) -> str:
+        """Send ``call`` on the device's methods receiver link; returns ``str`` of its uuid."""
+        conn = self.conn
+        identity = self.identity
+        link = identity.requests
+        rid = request_uuid(seq)
+        message = method_request(rid, call)  # raises HubError for a raw (RRPC) message call
+        if self.closed or link is None or conn.closing:
+            raise HubError(ErrorKind.DEVICE_OFFLINE)
+        amqp = conn.amqp
+        if amqp.credit(link) <= 0:
+            raise HubError(
+                ErrorKind.DEVICE_OFFLINE,
+                f"Device '{self.key}' has no link credit on its methods link; it is not taking calls now.",
+            )
+        try:
+            sent = amqp.send_message(link, encode_message(message), rid.bytes, identity.presettle_requests)
+        except ValueError as exc:  # over the device's max-message-size
+            raise HubError(
+                ErrorKind.PAYLOAD_TOO_LARGE, f"Device '{self.key}' cannot take it: {exc}."
+            ) from None
+        if sent is None:
+            raise HubError(
+                ErrorKind.DEVICE_OFFLINE, f"Device '{self.key}' has no room for a request on its session now."
+            )
+        conn.flush()
+        return str(rid)
+
+    def ready_for_calls(self) -> bool:
+        identity = self.identity
+        return (
+            not self.closed
+            and identity.requests is not None
+            and identity.responses is not None
+            and self.conn.identities.get(self.key) is identity
+        )
+
+    def close_taken_over(self) -> None:
+        """Another connection (AMQP or MQTT, here or on another node) took the identity over."""
+        log.debug("session taken over by a new connection", extra={"ctx": {"device": self.key}})
+        self.conn.end_channel(self, taken_over(self.key), "another connection took over the session")
+        self.conn.drop_if_idle()
+
+    async def reverify(self) -> None:
+        """Check the identity's token against the registry again; detach it if it fails."""
+        await self.conn.reverify_identity(self.key)
+
+    def end(self, reason: str) -> None:
+        """The links are gone (detached by either side): the session loses this channel."""
+        if self.closed:
+            return
+        self.closed = True
+        session = self.session
+        if session is not None:
+            session.detach(self, reason)
+
+
+def plain_credentials(initial_response: bytes | None, hostname: str) -> PutToken | None:
+    """The identity and SAS token of a SASL PLAIN initial response (``authzid NUL authcid NUL
+    password``, RFC 4616) with authcid ``{deviceId}@sas.{hubName}`` (or
+    ``{deviceId}/modules/{moduleId}@sas.{hubName}``), hubName this hub's first DNS label or its whole
+    host name; None when it is not in that form."""
+    if not initial_response:
+        return None
+    parts = initial_response.split(b"\0")
+    if len(parts) != 3:
+        return None
+    try:
+        user, password = parts[1].decode(), parts[2].decode()
+    except UnicodeDecodeError:
+        return None
+    identity, sep, hub = user.rpartition("@sas.")
+    if not sep or not identity or hub.lower() not in (hostname.lower(), hostname.split(".", 1)[0].lower()):
+        return None
+    device_id, _, module_id = identity.partition("/modules/")
+    if not device_id or "/" in device_id or "/" in module_id:
+        return None
+    key = identity_key(device_id, module_id or None)
+    return PutToken(None, PUT_TOKEN, "", user, device_id, module_id or None, key, password)

@@ -1,0 +1,792 @@
+"""One device's AMQP 1.0 connection: the asyncio adapter around the sans-I/O AMQP state machine,
+speaking Azure IoT Hub's AMQP device protocol (azure-amqp-wire.md).
+
+Bytes from the transport (TCP, TLS, or a WebSocket's byte stream) go into a server-role
+:class:`~methodhub.amqp.AmqpConnection`; the events that come out are handled here, and what the
+state machine queues is written in one ``transport.write`` per batch. What Azure's links, CBS
+put-tokens and method messages mean is :mod:`methodhub.dialects.azure.amqp`'s; this module carries
+them. A connection may carry several identities (C# and Java multiplex devices on one
+connection): each is authorized by its own put-token, and each identity's pair of methods links is
+one :class:`AmqpMethodsChannel`, the :class:`~methodhub.gateway.channel.DeviceChannel` of its
+session.
+
+Rules every connection keeps, as the MQTT connection does:
+
+* It ends within a bounded time: an identity must be authorized (CBS put-token, or SASL PLAIN)
+  within ``ctx.connect_timeout`` of the connection being made (the protocol header and ``open``
+  included), a silent peer is closed at the idle time-out, a closed connection that does not
+  drain is aborted after :data:`CLOSE_GRACE` seconds, and any task or callback serving it that
+  fails closes it (logged once, counted in ``methodhub_connection_failures_total``).
+* It gets a work budget: at most :data:`WORK_BUDGET` frames per loop iteration, the rest stays
+  buffered while reading is paused. At most :data:`MAX_WRITE_BUFFER` bytes queued for a device.
+* One timer: the state machine's next deadline (idle time-out, heartbeat) or the authorization
+  deadline, re-armed when it fires or when the deadline moves earlier. Each authorized identity
+  has one more, at its token's expiry: its links are then detached ``amqp:unauthorized-access``
+  unless a renewal put-token moved the expiry later.
+* Planned shutdown and takeover detach links with ``amqp:link:detach-forced`` and drop TCP, never
+  an AMQP ``close`` (Node stalls 45 s after one, wire doc §7.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
+
+from methodhub.amqp import (
+    Accepted,
+    AmqpConnection,
+    ConnectionRole,
+    DecodeError,
+    Error,
+    ErrorCondition,
+    LinkRef,
+    Rejected,
+    SenderSettleMode,
+    decode_message,
+    encode_message,
+)
+from methodhub.amqp.events import (
+    BadProtocolHeader,
+    ConnectionClosed,
+    DeliverySettled,
+    LinkAttached,
+    LinkDetached,
+    MessageReceived,
+    ProtocolFailure,
+    SaslInitReceived,
+    SessionEnded,
+)
+from methodhub.dialects.azure.amqp import (
+    PUT_TOKEN,
+    SHUTTING_DOWN,
+    STATUS_OK,
+    TOKEN_INVALID,
+    CbsError,
+    CbsGrant,
+    LinkHandling,
+    PutToken,
+    attach_address,
+    classify_address,
+    link_handling,
+    parse_method_response,
+    parse_put_token,
+    put_token_response,
+    rejected_message,
+    taken_over,
+    unauthorized_link,
+    unknown_address,
+    verify_put_token,
+)
+from methodhub.dialects.azure.amqp_channel import (
+    CREDIT,
+    DIALECT_NAME,
+    MAX_IDENTITIES,
+    AmqpMethodsChannel,
+    AuthorizedIdentity,
+    LinkState,
+    plain_credentials,
+)
+from methodhub.errors import ErrorKind, HubError
+from methodhub.gateway.dialect import Principal
+
+if TYPE_CHECKING:
+    from methodhub.admission import Admission
+    from methodhub.gateway.context import ConnectionContext
+    from methodhub.gateway.dialect import Dialect
+
+log = logging.getLogger("methodhub.gateway")
+
+WORK_BUDGET = 256
+"""Frames of one connection handled per event-loop iteration before the others get their turn."""
+
+CLOSE_GRACE = 5.0
+"""Seconds a closing connection has to flush what we wrote before it is aborted."""
+
+MAX_WRITE_BUFFER = 4 * 1024 * 1024
+"""A device that stops reading while we keep writing is cut off once this many bytes are queued."""
+
+IDLE_TIMEOUT = 120.0
+"""Seconds of silence after which a peer is closed; advertised in ``open`` (Node and C then send
+empty frames every 60 s)."""
+
+
+class AmqpDeviceConnection(asyncio.Protocol):
+    """asyncio protocol for one AMQP connection (TCP, TLS or WebSocket underneath)."""
+
+    def __init__(
+        self,
+        ctx: ConnectionContext,
+        listener: str,
+        admission: Admission | None = None,
+        dialect: Dialect | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.listener = listener
+        self.admission = admission
+        """The listener's connection caps (None: not counted, e.g. in tests)."""
+        self.amqp = AmqpConnection(ConnectionRole.SERVER, container_id="methodhub", idle_timeout=IDLE_TIMEOUT)
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.wall = time.time
+        """Epoch seconds (token expiry); a test may replace it."""
+        self.peer = "-"
+        self.closing = False
+        self.waiting = False
+        """Reading is paused: a SASL PLAIN token is being verified, or the work budget ran out."""
+        self._held: list[bytes] = []
+        self._batch = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None
+        """Loop time by which an identity must be authorized (None once one was)."""
+        self.identities: dict[str, AuthorizedIdentity] = {}
+        self.links: dict[LinkRef, LinkState] = {}
+        self.cbs_responses: dict[int, LinkRef] = {}
+        """Session channel → the device's ``$cbs`` receiver in it (put-token answers go there)."""
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._established = False
+        self._dialect = dialect or next((d for d in ctx.dialects if d.name == DIALECT_NAME), None)
+        """The principal's dialect: the Azure MQTT dialect, so MQTT and AMQP sessions of one device
+        take each other over (see :class:`AmqpMethodsChannel`)."""
+
+    # -- asyncio.Protocol -----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer = f"{peer[0]}:{peer[1]}"
+        self.deadline = self.loop.time() + self.ctx.connect_timeout
+        self._arm_timer()
+        self.ctx.connections.add(self)
+        admission = self.admission
+        if admission is not None:
+            sock = transport.get_extra_info("socket")
+            fd = None
+            if sock is not None:
+                try:
+                    fd = sock.fileno()
+                except (OSError, ValueError):
+                    pass
+            if not admission.register(self, self._shed, fd):
+                self._abort()
+
+    def _shed(self) -> None:
+        self.ctx.metrics.device_limits.inc("connections")
+        self._abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if self.waiting:  # reading is paused: this is one read at most
+            self._held.append(data)
+            return
+        self._serve(self.amqp.receive_data(data, self.loop.time(), WORK_BUDGET))
+
+    def eof_received(self) -> bool | None:
+        self._drop(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self.admission is not None:
+            self.admission.release(self)
+        if self.timer is not None:
+            self.timer.cancel()
+        for task in self.tasks:
+            task.cancel()
+        self.ctx.connections.discard(self)
+        reason = "connection lost" if exc is None else f"connection lost: {exc}"
+        for identity in self.identities.values():
+            if identity.expiry_timer is not None:
+                identity.expiry_timer.cancel()
+            if identity.channel is not None:
+                identity.channel.end(reason)
+
+    # -- serving events -------------------------------------------------------------------------------
+
+    def _serve(self, events: Sequence[object]) -> None:
+        self._batch = True
+        try:
+            for event in events:
+                if self.closing:
+                    break
+                self._handle(event)
+        except Exception:
+            self._batch = False
+            self._failed("handling AMQP frames")
+            return
+        self._batch = False
+        if self.closing:
+            return
+        self.flush()
+        if self.amqp.finished:
+            self._drop(None)
+            return
+        if not self.waiting and self.amqp.has_pending_events:
+            self._serve_later()
+        self._arm_timer()
+
+    def _serve_later(self) -> None:
+        self.waiting = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self.loop.call_soon(self._resume)
+
+    def _resume(self) -> None:
+        """Go on reading: after a work budget ran out, or a SASL outcome was sent."""
+        self.waiting = False
+        if self.closing:
+            return
+        held, self._held = self._held, []
+        now = self.loop.time()
+        data = b"".join(held)
+        self._serve(
+            self.amqp.receive_data(data, now, WORK_BUDGET) if data else self.amqp.next_events(WORK_BUDGET)
+        )
+        if not self.waiting and not self.closing and self.transport is not None:
+            self.transport.resume_reading()
+
+    def _handle(self, event: object) -> None:
+        kind = type(event)
+        if kind is MessageReceived:
+            self._on_message(event)  # type: ignore[arg-type]
+        elif kind is LinkAttached:
+            if event.needs_answer:  # type: ignore[attr-defined]
+                self._on_attach(event)  # type: ignore[arg-type]
+        elif kind is DeliverySettled:
+            self._on_settled(event)  # type: ignore[arg-type]
+        elif kind is LinkDetached:
+            self._forget_link(event.link, "the device detached its methods link")  # type: ignore[attr-defined]
+        elif kind is SessionEnded:
+            self._forget_session(event.channel)  # type: ignore[attr-defined]
+        elif kind is SaslInitReceived:
+            self._on_sasl(event)  # type: ignore[arg-type]
+        elif kind is ProtocolFailure:
+            self._on_protocol_failure(event)  # type: ignore[arg-type]
+        elif kind is BadProtocolHeader:
+            self._protocol_error(f"not an AMQP 1.0 protocol header: {event.header!r}")  # type: ignore[attr-defined]
+        elif kind is ConnectionClosed:
+            log.debug("the device closed the connection", extra={"ctx": {"peer": self.peer}})
+        # ConnectionOpened, SessionBegun, CreditGranted: the state machine answered; nothing to do.
+
+    def _protocol_error(self, reason: str) -> None:
+        self.ctx.metrics.protocol_errors.inc()
+        log.warning(
+            "AMQP protocol error, closing connection",
+            extra={"ctx": {"peer": self.peer, "device": self._who(), "reason": reason}},
+        )
+
+    def _on_protocol_failure(self, event: ProtocolFailure) -> None:
+        error = event.error
+        self._protocol_error(f"{error.condition}: {error.description}")
+        if event.link is not None:
+            self._forget_link(event.link, f"link error {error.condition}")
+        elif event.channel is not None:
+            self._forget_session(event.channel)
+        # else: the state machine is closing the connection; _serve drops TCP once it is written.
+
+    # -- links ----------------------------------------------------------------------------------------
+
+    def _on_attach(self, event: LinkAttached) -> None:
+        attach = event.attach
+        link = event.link
+        amqp = self.amqp
+        address = attach_address(attach)
+        named = classify_address(address) if address is not None else None
+        if named is None:
+            log.info("link refused: unknown address", extra={"ctx": {"peer": self.peer, "address": address}})
+            amqp.refuse_link(link, unknown_address(address))
+            return
+        handling = link_handling(named.kind, attach.role)
+        if named.key is None:  # $cbs
+            if handling is LinkHandling.CBS_REQUESTS:
+                amqp.accept_link(link, credit=CREDIT)
+            else:
+                amqp.accept_link(link)
+                self.cbs_responses[link.channel] = link
+            self.links[link] = LinkState(handling, None)
+            return
+        identity = self.identities.get(named.key)
+        if identity is None:
+            log.info(
+                "link refused: identity not authorized",
+                extra={"ctx": {"peer": self.peer, "device": named.key, "address": address}},
+            )
+            amqp.refuse_link(link, unauthorized_link(str(address), named.key))
+            return
+        receives = handling in (LinkHandling.METHOD_RESPONSES, LinkHandling.ACCEPT_AND_DROP)
+        amqp.accept_link(link, credit=CREDIT if receives else 0)
+        self.links[link] = LinkState(handling, named.key)
+        identity.links.add(link)
+        if handling is LinkHandling.METHOD_RESPONSES or handling is LinkHandling.METHOD_REQUESTS:
+            self._methods_link(identity, link, handling, attach.snd_settle_mode == SenderSettleMode.SETTLED)
+
+    def _methods_link(
+        self, identity: AuthorizedIdentity, link: LinkRef, handling: LinkHandling, presettle: bool
+    ) -> None:
+        """A methods link of ``identity`` attached; the newest of each direction wins."""
+        responses = handling is LinkHandling.METHOD_RESPONSES
+        old = identity.responses if responses else identity.requests
+        if old is not None and old != link:
+            self.amqp.detach(old, taken_over(identity.key))
+            self._forget_link(old, "a newer methods link replaced it")
+        if responses:
+            identity.responses = link
+        else:
+            identity.requests = link
+            identity.presettle_requests = presettle
+        if identity.responses is not None and identity.requests is not None and identity.channel is None:
+            self._open_channel(identity)
+
+    def _forget_link(self, link: LinkRef, reason: str) -> None:
+        """``link`` is gone (detached by either side, its session ended)."""
+        state = self.links.pop(link, None)
+        if state is None:
+            return
+        if state.key is None:
+            if self.cbs_responses.get(link.channel) == link:
+                del self.cbs_responses[link.channel]
+            return
+        identity = self.identities.get(state.key)
+        if identity is None:
+            return
+        identity.links.discard(link)
+        if link == identity.responses or link == identity.requests:
+            if link == identity.responses:
+                identity.responses = None
+            else:
+                identity.requests = None
+            channel, identity.channel = identity.channel, None
+            if channel is not None:
+                channel.end(reason)
+
+    def _forget_session(self, channel: int) -> None:
+        for link in [ref for ref in self.links if ref.channel == channel]:
+            self._forget_link(link, "the device ended its session")
+        self.cbs_responses.pop(channel, None)
+
+    def end_channel(self, channel: AmqpMethodsChannel, error: Error, reason: str) -> None:
+        """Detach ``channel``'s methods links with ``error`` and end it."""
+        identity = channel.identity
+        if identity.channel is channel:
+            for link in (identity.responses, identity.requests):
+                if link is not None:
+                    self.amqp.detach(link, error)
+                    self.links.pop(link, None)
+                    identity.links.discard(link)
+            identity.responses = identity.requests = None
+            identity.channel = None
+        channel.end(reason)
+        self.flush()
+
+    def drop_if_idle(self) -> None:
+        """Drop TCP (not an AMQP close: wire doc §7.2) when no methods channel is left on it."""
+        if not self.closing and not any(i.channel is not None for i in self.identities.values()):
+            self._drop("it carries no device any more", logging.DEBUG)
+
+    # -- messages -------------------------------------------------------------------------------------
+
+    def _on_message(self, event: MessageReceived) -> None:
+        link = event.link
+        state = self.links.get(link)
+        if state is None:
+            if not event.settled:
+                self.amqp.settle(link, event.delivery_id, Accepted())
+            return
+        handling = state.handling
+        try:
+            message = decode_message(event.payload)
+        except DecodeError as exc:
+            if not event.settled:
+                self.amqp.settle(
+                    link, event.delivery_id, Rejected(rejected_message(f"not an AMQP message: {exc}"))
+                )
+            if handling is LinkHandling.METHOD_RESPONSES:
+                self._count_stray()
+            self._top_up(link)
+            return
+        if not event.settled:  # accepted and settled before any answer (§2.3)
+            self.amqp.settle(link, event.delivery_id, Accepted())
+        self._top_up(link)
+        if handling is LinkHandling.METHOD_RESPONSES:
+            identity = self.identities.get(state.key) if state.key is not None else None
+            channel = identity.channel if identity is not None else None
+            parsed = parse_method_response(message)
+            if parsed is None or channel is None or channel.session is None:
+                self._count_stray()
+                return
+            rid, result = parsed
+            channel.session.complete(str(rid), result)
+        elif handling is LinkHandling.CBS_REQUESTS:
+            self._on_put_token(link.channel, message)
+        elif handling is LinkHandling.ACCEPT_AND_DROP:
+            self.ctx.metrics.telemetry.inc()
+
+    def _count_stray(self) -> None:
+        self.ctx.metrics.stray_responses.inc()
+
+    def _top_up(self, link: LinkRef) -> None:
+        credit = self.amqp.credit(link)
+        if credit < CREDIT // 2:
+            self.amqp.grant_credit(link, CREDIT - credit)
+
+    def _on_settled(self, event: DeliverySettled) -> None:
+        """The device rejected a method request (C does for one it cannot read): fail that call."""
+        state = event.state
+        if not isinstance(state, Rejected) or len(event.delivery_tag) != 16:
+            return
+        link_state = self.links.get(event.link)
+        identity = self.identities.get(link_state.key) if link_state and link_state.key else None
+        channel = identity.channel if identity is not None else None
+        if channel is None or channel.session is None:
+            return
+        rid = str(uuid.UUID(bytes=bytes(event.delivery_tag)))
+        if channel.session.is_pending(rid):
+            why = state.error.description if state.error is not None else None
+            channel.session.complete(
+                rid, HubError(ErrorKind.INVALID_DEVICE_RESPONSE, f"The device rejected the request: {why}.")
+            )
+
+    # -- CBS ------------------------------------------------------------------------------------------
+
+    def _on_put_token(self, channel: int, message: Any) -> None:
+        parsed = parse_put_token(message)
+        if isinstance(parsed, CbsError):
+            self._answer_put_token(channel, parsed.message_id, parsed.status, parsed.description)
+            return
+        if parsed.key not in self.identities and len(self.identities) >= MAX_IDENTITIES:
+            self._answer_put_token(
+                channel,
+                parsed.message_id,
+                403,
+                f"This connection already carries {MAX_IDENTITIES} identities; open another connection.",
+            )
+            return
+        self._spawn(self._verify_put_token(channel, parsed), "verifying a put-token")
+
+    async def _verify_put_token(self, channel: int, put_token: PutToken) -> None:
+        verdict = await verify_put_token(
+            put_token, self.ctx.auth.registry, self.ctx.auth.hostname, self.wall()
+        )
+        if self.closing:
+            return
+        if isinstance(verdict, CbsGrant):
+            self._authorize(verdict, put_token.token)
+            self._answer_put_token(channel, verdict.message_id, STATUS_OK, "OK")
+        elif verdict.retryable:  # the registry is down: Node retries a dropped TCP at once, not a 503
+            log.warning(
+                "put-token not verified, dropping the connection: %s",
+                verdict.description,
+                extra={"ctx": {"peer": self.peer, "device": put_token.key}},
+            )
+            self._drop(None)
+            return
+        else:
+            self.ctx.metrics.connects_refused.inc("bad_credentials")
+            log.info(
+                "put-token refused",
+                extra={"ctx": {"peer": self.peer, "device": put_token.key, "reason": verdict.description}},
+            )
+            self._answer_put_token(channel, verdict.message_id, verdict.status, verdict.description)
+        self.flush()
+        self._arm_timer()
+
+    def _answer_put_token(self, channel: int, message_id: Any, status: int, description: str) -> None:
+        link = self.cbs_responses.get(channel)
+        if link is None:
+            log.info(
+                "put-token not answered: no $cbs receiver link in its session",
+                extra={"ctx": {"peer": self.peer}},
+            )
+            return
+        payload = encode_message(put_token_response(message_id, status, description))
+        if self.amqp.send_message(link, payload, b"", settled=True) is None:
+            log.info(
+                "put-token not answered: no credit on the $cbs receiver", extra={"ctx": {"peer": self.peer}}
+            )
+
+    def _authorize(self, grant: CbsGrant, token: str) -> None:
+        """``grant.key`` may attach links on this connection until ``grant.expires_at``."""
+        identity = self.identities.get(grant.key)
+        if identity is None:
+            identity = self.identities[grant.key] = AuthorizedIdentity(
+                grant.key, grant.device_id, grant.module_id, token, grant.expires_at
+            )
+        else:  # a renewal
+            identity.token = token
+            identity.expires_at = grant.expires_at
+            if identity.expiry_timer is not None:
+                identity.expiry_timer.cancel()
+        delay = max(0.0, grant.expires_at - self.wall())
+        identity.expiry_timer = self.loop.call_at(self.loop.time() + delay, self._token_expired, identity)
+        if not self._established:
+            self._established = True
+            self.deadline = None
+            if self.admission is not None:  # an authenticated device is never shed for a newcomer
+                self.admission.mark_established(self)
+                self.admission.mark_busy(self)
+
+    def _token_expired(self, identity: AuthorizedIdentity) -> None:
+        try:
+            if self.closing or self.identities.get(identity.key) is not identity:
+                return
+            log.info(
+                "detaching an identity: its SAS token expired with no renewal put-token",
+                extra={"ctx": {"peer": self.peer, "device": identity.key}},
+            )
+            self._deauthorize(identity, TOKEN_INVALID, "its SAS token expired")
+        except Exception:
+            self._failed("expiring a token")
+
+    def _deauthorize(self, identity: AuthorizedIdentity, error: Error, reason: str) -> None:
+        """Forget ``identity`` and detach every link it has on this connection with ``error``."""
+        del self.identities[identity.key]
+        if identity.expiry_timer is not None:
+            identity.expiry_timer.cancel()
+        for link in identity.links:
+            self.amqp.detach(link, error)
+            self.links.pop(link, None)
+        identity.links.clear()
+        identity.responses = identity.requests = None
+        channel, identity.channel = identity.channel, None
+        if channel is not None:
+            channel.end(reason)
+        self.flush()
+
+    async def reverify_identity(self, key: str) -> None:
+        """The registry changed ``key``: check its token again; detach it if it no longer holds."""
+        identity = self.identities.get(key)
+        if identity is None or self.closing:
+            return
+        put_token = PutToken(
+            None, PUT_TOKEN, "", "", identity.device_id, identity.module_id, identity.key, identity.token
+        )
+        verdict = await verify_put_token(
+            put_token, self.ctx.auth.registry, self.ctx.auth.hostname, self.wall()
+        )
+        if isinstance(verdict, CbsError) and not verdict.retryable and self.identities.get(key) is identity:
+            log.info(
+                "detaching an identity: credentials no longer valid",
+                extra={"ctx": {"device": key, "reason": verdict.description}},
+            )
+            self._deauthorize(
+                identity,
+                Error(ErrorCondition.UNAUTHORIZED_ACCESS, verdict.description),
+                "credentials revoked",
+            )
+
+    # -- SASL -----------------------------------------------------------------------------------------
+
+    def _on_sasl(self, event: SaslInitReceived) -> None:
+        if event.mechanism != "PLAIN":  # ANONYMOUS, MSSBCBS, EXTERNAL: authorization comes by CBS
+            self.amqp.sasl_outcome(True)
+            return
+        put_token = plain_credentials(event.initial_response, self.ctx.auth.hostname)
+        if put_token is None:
+            self._sasl_refused(
+                "-", "the PLAIN user is not '{deviceId}@sas.{hubName}' with a SAS token password"
+            )
+            return
+        self.waiting = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self._spawn(self._verify_plain(put_token), "verifying SASL PLAIN")
+
+    async def _verify_plain(self, put_token: PutToken) -> None:
+        verdict = await verify_put_token(
+            put_token, self.ctx.auth.registry, self.ctx.auth.hostname, self.wall()
+        )
+        if self.closing:
+            return
+        if isinstance(verdict, CbsGrant):
+            self._authorize(verdict, put_token.token)
+            self.amqp.sasl_outcome(True)
+            self.flush()
+            self._resume()
+            if self.transport is not None and not self.waiting and not self.closing:
+                self.transport.resume_reading()
+        else:
+            self._sasl_refused(put_token.key, verdict.description)
+
+    def _sasl_refused(self, who: str, reason: str) -> None:
+        self.ctx.metrics.connects_refused.inc("bad_credentials")
+        log.info("SASL PLAIN refused", extra={"ctx": {"peer": self.peer, "device": who, "reason": reason}})
+        self.amqp.sasl_outcome(False)
+        self._drop(None)
+
+    # -- sessions -------------------------------------------------------------------------------------
+
+    def _open_channel(self, identity: AuthorizedIdentity) -> None:
+        dialect = self._dialect
+        if dialect is None:  # a hub without the Azure dialect has nothing to speak AMQP for
+            self._drop("no 'azure' dialect is configured for AMQP devices", logging.WARNING)
+            return
+        principal = Principal(
+            identity.device_id, identity.module_id, identity.key, dialect, identity.expires_at
+        )
+        channel = identity.channel = AmqpMethodsChannel(self, identity, principal)
+        self._spawn(self._open_session(channel), "opening a session")
+
+    async def _open_session(self, channel: AmqpMethodsChannel) -> None:
+        ctx = self.ctx
+        key = channel.key
+        async with ctx.sessions.opening(key):
+            if channel.closed or self.closing:
+                return
+            try:
+                session, _ = await ctx.sessions.open(channel.principal, True, False)
+            except Exception as exc:  # the registry is down
+                log.warning(
+                    "methods links detached: cannot open the session",
+                    extra={"ctx": {"device": key, "peer": self.peer, "reason": str(exc)}},
+                )
+                error = Error(ErrorCondition.INTERNAL_ERROR, "The hub cannot open the session now; retry.")
+                self.end_channel(channel, error, "cannot open the session")
+                return
+            if self.closing or channel.closed:
+                session.abandon()
+                return
+            router = ctx.sessions.router
+            reachable = router.reachable(key)
+            if reachable is not None:  # a cluster: other nodes must see the device first
+                try:
+                    await asyncio.shield(reachable)
+                finally:
+                    if self.closing or channel.closed:
+                        router.abandon(key)
+                        session.abandon()
+                if self.closing or channel.closed:
+                    return
+            channel.session = session
+            session.attach(channel)
+        ctx.metrics.connections.inc()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "device connected",
+                extra={
+                    "ctx": {"device": key, "peer": self.peer, "transport": "amqp", "listener": self.listener}
+                },
+            )
+
+    # -- tasks, timers, writing, closing --------------------------------------------------------------
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], what: str) -> None:
+        """A task serving this connection: if it fails, the connection is closed (and it is logged)."""
+        task = self.loop.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(lambda done: self._task_done(done, what))
+
+    def _task_done(self, task: asyncio.Task[None], what: str) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._failed(what, exc)
+
+    def _failed(self, what: str, exc: BaseException | None = None) -> None:
+        """Serving this connection raised: a bug. Log it once, count it, and end the connection."""
+        if self.closing and self.transport is not None and self.transport.is_closing():
+            return
+        self.ctx.metrics.connection_failures.inc()
+        log.error(
+            "unexpected error %s; closing the connection",
+            what,
+            exc_info=exc if exc is not None else True,
+            extra={"ctx": {"peer": self.peer, "device": self._who()}},
+        )
+        self._abort()
+
+    def _who(self) -> str:
+        return ",".join(self.identities) or "-"
+
+    def _arm_timer(self) -> None:
+        """Arm the one timer at the earlier of the state machine's deadline and the authorization
+        deadline, unless it is armed at that time or earlier already (it asks again when it fires)."""
+        if self.closing:
+            return
+        at = self.amqp.get_timer()
+        deadline = self.deadline
+        if deadline is not None and (at is None or deadline < at):
+            at = deadline
+        if at is None:
+            return
+        timer = self.timer
+        if timer is not None:
+            if not timer.cancelled() and timer.when() <= at:
+                return
+            timer.cancel()
+        self.timer = self.loop.call_at(at, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        fired = self.timer
+        self.timer = None
+        if self.closing:
+            return
+        now = self.loop.time() if fired is None else max(fired.when(), self.loop.time())
+        try:
+            deadline = self.deadline
+            if deadline is not None and now >= deadline:
+                self.ctx.metrics.device_limits.inc("connect_deadline")
+                timeout = self.ctx.connect_timeout
+                self._drop(f"no identity authorized (CBS put-token or SASL PLAIN) within {timeout:g} s")
+                return
+            self._serve(self.amqp.handle_timer(now))
+            if not self.closing:
+                self._arm_timer()
+        except Exception:
+            self._failed("handling a timer")
+
+    def flush(self) -> None:
+        """Write what the state machine queued (at the end of a batch when one is being handled)."""
+        if self._batch:
+            return
+        data = self.amqp.data_to_send()
+        transport = self.transport
+        if not data or transport is None or self.closing:
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self._drop("the device is not reading; its write buffer is full")
+
+    def _drop(self, why: str | None, level: int = logging.INFO) -> None:
+        """Write what is queued, then close the transport (no AMQP ``close``)."""
+        if self.closing:
+            return
+        if why is not None:
+            log.log(
+                level,
+                "closing connection: %s",
+                why,
+                extra={"ctx": {"peer": self.peer, "device": self._who()}},
+            )
+        self._batch = False
+        self.flush()
+        self.closing = True
+        if self.timer is not None:
+            self.timer.cancel()
+        for identity in self.identities.values():
+            if identity.expiry_timer is not None:
+                identity.expiry_timer.cancel()
+        if self.transport is not None:
+            self.transport.close()
+            # A peer that does not read keeps the flush (and so the close) from finishing: bounded.
+            self.timer = self.loop.call_later(CLOSE_GRACE, self._abort)
+
+    def shutdown(self) -> None:
+        """The hub is stopping: detach every link ``amqp:link:detach-forced``, flush, drop TCP."""
+        if self.closing:
+            return
+        for link in list(self.links):
+            self.amqp.detach(link, SHUTTING_DOWN)
+        self._drop(None)
+
+    def abort(self) -> None:
+        """End the connection now, without flushing."""
+        self._abort()
+
+    def _abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
