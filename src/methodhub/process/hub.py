@@ -240,7 +240,7 @@ class Hub:
                     "WebSocketHandshakeRefused",
                     "AMQP over WebSocket is served on the HTTPS port only (wss://HOST:PORT/$iothub/websocket)",
                 )
-            inner = self.gateway.amqp_protocol_for("amqpws")
+            inner = self.gateway.amqp_protocol_for(listener)
             return SwitchProtocol(handshake.fields, BytesOverWebSocket(inner))
         return SwitchProtocol(handshake.fields, BytesOverWebSocket(self.gateway.protocol_for(listener)))
 
