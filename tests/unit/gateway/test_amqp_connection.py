@@ -5,12 +5,19 @@ SDK behaves (tests/unit/gateway/amqp_device.py)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
-from methodhub.calls import CallOutcome
+import pytest
+
+from methodhub.amqp import Accepted, AmqpValue, Message, SaslInit, encode_message
+from methodhub.amqp.events import DeliverySettled, LinkDetached
+from methodhub.calls import Call, CallOutcome
+from methodhub.errors import ErrorKind, HubError
 from methodhub.registry import Identity
-from tests.unit.gateway.amqp_device import AmqpDevice
-from tests.unit.gateway.azure_hub import Hub
+from tests.unit.gateway.amqp_device import AmqpDevice, sas_token
+from tests.unit.gateway.azure_hub import Hub, azure_connect
+from tests.unit.manual_clock import ManualClockLoop
 
 
 async def test_a_call_is_answered_with_the_devices_status_and_payload(hub: Hub, dev1: Identity) -> None:
@@ -27,3 +34,236 @@ async def test_a_call_is_answered_with_the_devices_status_and_payload(hub: Hub, 
     device.answer(rid, 201, [b'{"rebooted":true}'])
     outcome = await asyncio.wait_for(call, 30)
     assert outcome == CallOutcome(201, b'{"rebooted":true}')
+
+
+async def ready(hub: Hub, device: AmqpDevice, key: str = "dev1") -> None:
+    await device.until(lambda: key in hub.router._links)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ([b"[1, 2]"], b"[1, 2]"),
+        ([b'"text"'], b'"text"'),
+        ([b"null"], b"null"),
+        (None, b"null"),  # Node sends no body for an undefined payload
+        ([b'{"a":', b"1}"], b'{"a":1}'),  # several data sections joined
+    ],
+)
+async def test_payload_shapes(hub: Hub, dev1: Identity, answer: list[bytes] | None, expected: bytes) -> None:
+    device = AmqpDevice(hub)
+    await device.online("dev1", dev1.keys.primary)
+    await ready(hub, device)
+    call = hub.call("dev1", "m")
+    request = await device.request()
+    device.answer(request.properties.correlation_id, 200, answer)
+    assert (await asyncio.wait_for(call, 30)) == CallOutcome(200, expected)
+
+
+async def test_offline_before_the_methods_links_and_connect_timeout_waits_for_them(
+    hub: Hub, dev1: Identity
+) -> None:
+    device = AmqpDevice(hub)
+    await device.begin()
+    answer = await device.put_token(sas_token("dev1", dev1.keys.primary), "dev1")
+    assert answer.application_properties["status-code"] == 200
+    with pytest.raises(HubError) as offline:
+        await hub.call("dev1", "m")
+    assert offline.value.kind is ErrorKind.DEVICE_OFFLINE
+    waiting = hub.engine.invoke(Call("dev1", "m", b"{}", 3600, 3600))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await device.methods("dev1")
+    request = await device.request()
+    device.answer(request.properties.correlation_id, 200, [b"1"])
+    assert (await asyncio.wait_for(waiting, 30)).status == 200
+
+
+async def test_a_drop_mid_call_fails_it_at_once(hub: Hub, dev1: Identity) -> None:
+    device = AmqpDevice(hub)
+    await device.online("dev1", dev1.keys.primary)
+    await ready(hub, device)
+    call = hub.call("dev1", "m")
+    await device.request()
+    device.transport.close()
+    with pytest.raises(HubError) as gone:
+        await asyncio.wait_for(call, 30)
+    assert gone.value.kind is ErrorKind.DEVICE_DISCONNECTED
+
+
+async def test_a_second_amqp_connection_takes_over_and_the_old_links_are_detached_forced(
+    hub: Hub, dev1: Identity
+) -> None:
+    old = AmqpDevice(hub)
+    await old.online("dev1", dev1.keys.primary)
+    await ready(hub, old)
+    new = AmqpDevice(hub)
+    await new.online("dev1", dev1.keys.primary)
+    detached = await old.detached(old.requests)
+    assert detached.error is not None and detached.error.condition == "amqp:link:detach-forced"
+    await old.closed()  # it carries nothing any more: TCP dropped, no AMQP close
+    await ready(hub, new)
+    call = hub.call("dev1", "m")
+    request = await new.request()
+    new.answer(request.properties.correlation_id, 200, [b"2"])
+    assert (await asyncio.wait_for(call, 30)).payload == b"2"
+
+
+async def test_mqtt_then_amqp_then_mqtt_of_one_device_take_each_other_over(hub: Hub, dev1: Identity) -> None:
+    mqtt = hub.device()
+    await mqtt.online(azure_connect("dev1", dev1.keys.primary), "$iothub/methods/POST/#")
+    amqp = AmqpDevice(hub)
+    await amqp.online("dev1", dev1.keys.primary)
+    await mqtt.closed()
+    await ready(hub, amqp)
+    session = hub.gateway.sessions.get("dev1")
+    assert (
+        session is not None
+        and session.channel is not None
+        and type(session.channel).__name__ == "AmqpMethodsChannel"
+    )
+    again = hub.device()
+    await again.online(azure_connect("dev1", dev1.keys.primary, clean=False), "$iothub/methods/POST/#")
+    detached = await amqp.detached(amqp.requests)
+    assert detached.error is not None and detached.error.condition == "amqp:link:detach-forced"
+    await amqp.closed()
+    assert hub.gateway.sessions.get("dev1").channel is again.protocol
+
+
+async def test_a_bad_token_gets_401_and_no_session(hub: Hub, dev1: Identity) -> None:
+    device = AmqpDevice(hub)
+    await device.begin()
+    answer = await device.put_token(sas_token("dev1", "d3JvbmcgdGhlIGtleSBpcyB3cm9uZyB3cm9uZw=="), "dev1")
+    assert answer.application_properties["status-code"] == 401
+    assert answer.properties.correlation_id == "token-1"
+    ref, _ = await device.attach("s", sender=True, address="/devices/dev1/methods/devicebound")
+    detached = await device.detached(ref)
+    assert detached.error is not None and detached.error.condition == "amqp:unauthorized-access"
+    assert hub.gateway.sessions.get("dev1") is None
+    assert not device.transport.closed  # the device closes by itself (wire doc §7.2)
+
+
+async def test_an_unknown_address_is_refused_and_events_and_twin_links_are_accepted(
+    hub: Hub, dev1: Identity
+) -> None:
+    device = AmqpDevice(hub)
+    await device.online("dev1", dev1.keys.primary)
+    events, _ = await device.attach("e", sender=True, address="/devices/dev1/messages/events")
+    twin_in, _ = await device.attach("t", sender=False, address="/devices/dev1/twin", credit=10)
+    twin_out, _ = await device.attach("u", sender=True, address="/devices/dev1/twin")
+    device.amqp.send_message(events, encode_message(Message(body=[b"hi"])), b"e1")
+    settled = await device.until(lambda: device.take(DeliverySettled, events))
+    assert isinstance(settled[0].state, Accepted)
+    bad, _ = await device.attach("x", sender=True, address="/devices/dev1/nowhere")
+    detached = await device.detached(bad)
+    assert detached.error is not None and detached.error.condition == "amqp:not-found"
+    assert not device.take(LinkDetached, twin_in) and not device.take(LinkDetached, twin_out)
+
+
+async def test_shutdown_detaches_every_link_detach_forced_and_drops_tcp(hub: Hub, dev1: Identity) -> None:
+    device = AmqpDevice(hub)
+    await device.online("dev1", dev1.keys.primary)
+    await ready(hub, device)
+    device.protocol.shutdown()
+    await device.closed()
+    device.pump()
+    errors = {e.link: e.error.condition for e in device.take(LinkDetached) if e.error is not None}
+    assert set(errors) == {device.cbs_out, device.cbs_in, device.responses, device.requests}
+    assert set(errors.values()) == {"amqp:link:detach-forced"}
+    assert hub.gateway.sessions.get("dev1") is None
+
+
+async def test_large_payloads_both_ways_are_split_and_reassembled(hub: Hub, dev1: Identity) -> None:
+    device = AmqpDevice(hub)
+    await device.online("dev1", dev1.keys.primary)
+    await ready(hub, device)
+    big = b'"' + b"x" * (128 * 1024 - 2) + b'"'
+    call = hub.call("dev1", "m", big)
+    request = await device.request()
+    assert request.body == [big]
+    device.answer(request.properties.correlation_id, 200, [big])
+    assert (await asyncio.wait_for(call, 30)).payload == big
+
+
+async def test_sasl_plain_authorizes_the_identity(hub: Hub, dev1: Identity) -> None:
+    token = sas_token("dev1", dev1.keys.primary)
+    init = SaslInit("PLAIN", b"\0dev1@sas.hub\0" + token.encode())
+    device = AmqpDevice(hub, sasl_init=init)
+    await device.until(lambda: device.amqp.opened)
+    await device.begin()
+    await device.methods("dev1")  # no put-token: PLAIN authorized dev1
+    await ready(hub, device)
+
+
+async def test_sasl_plain_with_a_bad_token_is_refused(hub: Hub, dev1: Identity) -> None:
+    init = SaslInit("PLAIN", b"\0dev1@sas.hub\0SharedAccessSignature sr=x&sig=y&se=1")
+    device = AmqpDevice(hub, sasl_init=init)
+    await device.closed()
+    assert not device.amqp.opened
+
+
+async def test_token_expiry_detaches_unauthorized_and_a_renewal_extends_it(hub: Hub, dev1: Identity) -> None:
+    protocol = hub.gateway.amqp_protocol_for("amqps")
+    clock = protocol.loop = ManualClockLoop(protocol.loop)
+    protocol.wall = lambda: 1_000_000.0  # the token clock: expiries below are relative to it
+    device = AmqpDevice(hub, protocol=protocol)
+    await device.begin()
+    key = dev1.keys.primary
+    await device.put_token(sas_token("dev1", key, expiry=time.time() + 600), "dev1")
+    await device.methods("dev1")
+    await ready(hub, device)
+    first = protocol.identities["dev1"].expiry_timer
+    renewed_at = time.time() + 7200
+    answer = await device.put_token(sas_token("dev1", key, expiry=renewed_at), "dev1")
+    assert answer.application_properties["status-code"] == 200
+    second = protocol.identities["dev1"].expiry_timer
+    assert first.cancelled() and not second.cancelled()
+    assert second.when() - first.when() == pytest.approx(renewed_at - (time.time() + 600), abs=5)
+    clock.fire(second)
+    detached = await device.detached(device.requests)
+    assert detached.error is not None and detached.error.condition == "amqp:unauthorized-access"
+    await device.until(lambda: hub.gateway.sessions.get("dev1") is None)
+
+
+async def test_no_put_token_by_the_deadline_drops_the_connection(hub: Hub, dev1: Identity) -> None:
+    protocol = hub.gateway.amqp_protocol_for("amqps")
+    clock = protocol.loop = ManualClockLoop(protocol.loop)
+    device = AmqpDevice(hub, protocol=protocol)
+    await device.begin()
+    timer = protocol.timer
+    assert timer is not None and timer.when() == pytest.approx(
+        clock.now + hub.gateway.context.connect_timeout
+    )
+    clock.fire(timer)
+    await device.closed()
+    assert not device.take(LinkDetached)  # TCP dropped, no AMQP close or detach
+    assert hub.metrics.device_limits.get("connect_deadline") == 1
+
+
+async def test_a_failing_task_closes_the_connection_and_is_counted(
+    hub: Hub, dev1: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device = AmqpDevice(hub)
+    await device.begin()
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(device.protocol, "_verify_put_token", broken)
+    device.amqp.send_message(
+        device.cbs_out,
+        encode_message(
+            Message(
+                application_properties={
+                    "operation": "put-token",
+                    "type": "servicebus.windows.net:sastoken",
+                    "name": "hub.example/devices/dev1",
+                },
+                body=AmqpValue("x"),
+            )
+        ),
+        b"t",
+    )
+    await device.closed()
+    assert device.transport.aborted
+    assert hub.metrics.connection_failures.get() == 1
