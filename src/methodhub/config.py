@@ -63,7 +63,10 @@ class HubConfig:
     mqtts_port: int = 8883
     """MQTT over TLS (Azure's device SDK dials 8883)."""
     https_port: int = 8443
-    """HTTPS for the REST API and MQTT over WebSocket at ``/$iothub/websocket`` (443 in production)."""
+    """HTTPS for the REST API, and MQTT and AMQP over WebSocket at ``/$iothub/websocket`` (443 in
+    production; the subprotocol picks the transport)."""
+    amqps_port: int = 5671
+    """AMQP 1.0 over TLS for Azure devices (the SDKs dial 5671); AMQP here is always TLS."""
     tls_cert: Path | None = None
     """The operator's certificate chain (PEM); None = a development CA under ``DIR/tls``."""
     tls_key: Path | None = None

@@ -221,6 +221,8 @@ def _serve(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> tup
         "-1",
         "--https-port",
         "-1",
+        "--amqps-port",
+        "-1",
         *args,
         data_dir=data_dir,
         env=env,

@@ -165,6 +165,7 @@ def test_serve_reports_a_busy_port(shared_hub: HubProcess, tmp_path: Path) -> No
             str(shared_hub.mqtt_port),
             "--http-port",
             "0",
+            *("--mqtts-port", "-1", "--https-port", "-1", "--amqps-port", "-1"),
         ],
         capture_output=True,
         text=True,
@@ -206,8 +207,9 @@ def test_serve_takes_the_data_dir_after_the_command_and_its_banner_works_as_prin
         banner = "\n".join(hub.stdout_lines)
         listening = _wait_for_line(hub.stdout_lines, "Listening: ")
         assert f"MQTT 127.0.0.1:{hub.mqtt_port}, HTTP {hub.http_url}" in listening
-        assert "(MQTT/TLS, HTTPS + MQTT/WebSocket off)" in listening
-        assert "8883" not in banner and "8443" not in banner and "ca-cert" not in banner
+        assert "(MQTT/TLS, AMQP/TLS, HTTPS + MQTT/AMQP over WebSocket off)" in listening
+        assert "8883" not in banner and "8443" not in banner and "5671" not in banner
+        assert "ca-cert" not in banner
         create = next(line for line in hub.stdout_lines if "methodhub device create" in line)
         words = shlex.split(create, comments=True)
         home = tmp_path / "home"  # where the default data dir would be
@@ -266,7 +268,7 @@ def test_a_second_hub_on_the_same_data_dir_refuses_and_leaves_the_first_alone(sh
     assert shared_hub.proc is not None
     result = shared_hub.cli(
         "serve", "--mqtt-port", "0", "--http-port", "0", "--mqtts-port", "-1", "--https-port", "-1",
-        check=False, timeout=30,
+        "--amqps-port", "-1", check=False, timeout=30,
     )  # fmt: skip
     assert result.returncode == 1
     error = _one_line_error(result)

@@ -149,7 +149,7 @@ def test_serve_with_an_unreachable_registry_exits_with_one_line(tmp_path: Path) 
     url = "postgresql://hub:s3cret@127.0.0.1:9/methodhub?connect_timeout=3"
     result = methodhub(
         "serve", "--registry", url, "--mqtt-port", "0", "--http-port", "0", "--mqtts-port", "-1",
-        "--https-port", "-1", data_dir=tmp_path / "data", check=False, timeout=30,
+        "--https-port", "-1", "--amqps-port", "-1", data_dir=tmp_path / "data", check=False, timeout=30,
     )  # fmt: skip
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()

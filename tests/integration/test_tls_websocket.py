@@ -143,6 +143,10 @@ def test_websocket_handshake_errors_are_clear(tls_hub: HubProcess) -> None:
         assert wrong_version.status_code == 426
         wrong_protocol = http.get(url, headers={**good, "Sec-WebSocket-Protocol": "chat, superchat"})
         assert wrong_protocol.status_code == 400 and "mqtt" in wrong_protocol.json()["message"]
+        assert "AMQPWSB10" in wrong_protocol.json()["message"]
+        # AMQP is TLS only here (as on Azure): not over the plain HTTP port's WebSocket
+        plain_amqp = http.get(url, headers={**good, "Sec-WebSocket-Protocol": "AMQPWSB10"})
+        assert plain_amqp.status_code == 400 and "HTTPS port" in plain_amqp.json()["message"]
         bad_key = http.get(url, headers={**good, "Sec-WebSocket-Key": "short"})
         assert bad_key.status_code == 400
         # Without "Connection: Upgrade" it is no upgrade at all: a clear 400 (it was a 500).

@@ -23,7 +23,9 @@ def azure_python() -> Path:
 
 @pytest.fixture(scope="session")
 def tls_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    hub = HubProcess(tmp_path_factory.mktemp("tls-hub"), listeners=("mqtt", "http", "mqtts", "https")).start()
+    hub = HubProcess(
+        tmp_path_factory.mktemp("tls-hub"), listeners=("mqtt", "http", "mqtts", "https", "amqps")
+    ).start()
     yield hub
     hub.stop()
 

@@ -19,14 +19,14 @@ import httpx
 import pytest
 
 from tests.interop.node_support import TRANSPORTS, NodeAgent, NodeTransport, with_host_port
-from tests.interop.support import ConnectProxy
+from tests.interop.support import AgentError, ConnectProxy
 from tests.support import Backend, HubProcess, error_code, parse_cs
 
 pytestmark = pytest.mark.timeout(120)
 
-NODE_TRANSPORTS = ["mqtt", "mqttws"]
-"""The SDK transports the device tests run over (keys of ``node_support.TRANSPORTS``). AMQP: add
-``"amqp"`` and ``"amqpws"`` here once the hub serves them (and the ``amqps`` listener to ``tls_hub``)."""
+NODE_TRANSPORTS = ["mqtt", "mqttws", "amqp", "amqpws"]
+"""The SDK transports the device tests run over (keys of ``node_support.TRANSPORTS``): MQTT and AMQP,
+each over TLS and over WebSocket."""
 
 
 @pytest.fixture(params=NODE_TRANSPORTS)
@@ -299,11 +299,24 @@ def test_module_client_answers_module_methods(
 
 
 def test_second_client_with_the_same_device_id_takes_over(
-    node: NodeClients, node_agent: NodeAgent, rest: Backend, tls_hub: HubProcess, device_id: str
+    request: pytest.FixtureRequest,
+    node: NodeClients,
+    node_agent: NodeAgent,
+    rest: Backend,
+    tls_hub: HubProcess,
+    device_id: str,
 ) -> None:
     """The first client runs with ``NoRetry``: with the SDK's default policy it reconnects at once when
     the hub closes its connection, and the two clients would take the device from each other in turn
     (every ~0.1 s, as they would on Azure IoT Hub)."""
+    if node.transport.name in ("amqp", "amqpws"):
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="h-amqpgw a91aa55 defect, reported: a second AMQP connection of the same device "
+                "does not take over (the hub routes its calls to the first, which is never detached)",
+            )
+        )
     cs = _create(tls_hub, device_id)
     first = node.open("first", cs, retry=False)
     second = node.open("second", cs)
@@ -314,3 +327,96 @@ def test_second_client_with_the_same_device_id_takes_over(
     assert [e["payload"] for e in _methods(node_agent, second, 3)] == [{"n": 0}, {"n": 1}, {"n": 2}]
     assert _methods(node_agent, first, 0) == []
     assert node_agent.events(second, "disconnected") == []
+
+
+@pytest.fixture
+def clients_over(
+    node_agent: NodeAgent, tls_hub: HubProcess, proxy: ConnectProxy, rest: Backend, device_id: str
+) -> Iterator[dict[str, NodeClients]]:
+    """Node clients of one test over each transport (``clients_over["amqp"].open(...)``)."""
+    over = {
+        name: NodeClients(node_agent, tls_hub, proxy, rest, TRANSPORTS[name], f"{device_id}/{name}")
+        for name in NODE_TRANSPORTS
+    }
+    yield over
+    for clients in over.values():
+        clients.close_all()
+
+
+@pytest.mark.parametrize(("first", "second"), [("mqtt", "amqp"), ("amqp", "mqtt"), ("mqttws", "amqpws")])
+def test_takeover_across_transports(
+    clients_over: dict[str, NodeClients],
+    node_agent: NodeAgent,
+    rest: Backend,
+    tls_hub: HubProcess,
+    device_id: str,
+    first: str,
+    second: str,
+) -> None:
+    """The same device on one transport, then on the other: the newer connection gets the calls and
+    the hub ends the older one (MQTT: the connection closed; AMQP: its links detached)."""
+    cs = _create(tls_hub, device_id)
+    old = clients_over[first].open("old", cs, retry=False)
+    new = clients_over[second].open("new", cs)
+    node_agent.wait_event(old, "disconnected")
+    for n in range(3):
+        assert rest.invoke(device_id, "echo", {"n": n}).json() == {"status": 200, "payload": {"n": n}}
+    assert [e["payload"] for e in _methods(node_agent, new, 3)] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert _methods(node_agent, old, 0) == []
+
+
+def test_a_wrong_key_fails_open_with_unauthorized_and_the_hub_logs_it(
+    node: NodeClients, tls_hub: HubProcess, device_id: str
+) -> None:
+    cs = _create(tls_hub, device_id)
+    ids = parse_cs(cs)
+    wrong = cs.replace(ids["SharedAccessKey"], "d3Jvbmcga2V5IHdyb25nIGtleSB3cm9uZyBrZXkgISE=")
+    logged = len(tls_hub.stderr_lines)
+    with pytest.raises(AgentError) as refused:
+        node.open("device", wrong, ready=False, retry=False)
+    assert refused.value.error == "UnauthorizedError", refused.value
+    deadline = time.monotonic() + 10
+    while not any(device_id in line for line in tls_hub.stderr_lines[logged:]):
+        assert time.monotonic() < deadline, "the hub logged no refusal"
+        time.sleep(0.1)
+
+
+def test_128_kb_payloads_each_way(
+    node: NodeClients, node_agent: NodeAgent, rest: Backend, tls_hub: HubProcess, device_id: str
+) -> None:
+    name = node.open("device", _create(tls_hub, device_id))
+    big = "p" * (128 * 1024 - 2)  # the JSON string is exactly 128 KiB
+    response = rest.invoke(device_id, "echo", big)
+    assert response.status_code == 200, response.text[:300]
+    assert response.json() == {"status": 200, "payload": big}
+    assert [len(e["payload"]) for e in _methods(node_agent, name, 1)] == [len(big)]
+
+
+def test_the_client_reconnects_after_a_hub_restart(
+    node_agent: NodeAgent, transport: NodeTransport, tmp_path: Path, device_id: str
+) -> None:
+    """A hub of its own, stopped and started again on the same ports: the SDK (default retry policy)
+    reconnects by itself and answers calls again."""
+    listeners = ("mqtt", "http", "mqtts", "https", "amqps")
+    hub = HubProcess(tmp_path / "data", listeners=listeners).start()
+    same_ports = [arg for name in listeners for arg in (f"--{name}-port", str(hub.ports[name]))]
+    proxy = ConnectProxy({443: hub.ports["https"]})
+    rest = Backend(hub)
+    clients = NodeClients(node_agent, hub, proxy, rest, transport, device_id)
+    try:
+        name = clients.open("device", _create(hub, device_id))
+        assert hub.stop() == 0
+        rest.close()
+        hub = HubProcess(tmp_path / "data", listeners=listeners, args=same_ports).start()
+        rest = Backend(hub)
+        clients.hub, clients.rest = hub, rest
+        response = rest.invoke(
+            device_id, "echo", "again", connectTimeoutInSeconds=60, responseTimeoutInSeconds=10
+        )
+        assert response.json() == {"status": 200, "payload": "again"}, response.text
+        assert [e["payload"] for e in _methods(node_agent, name, 1)] == ["again"]
+    finally:
+        clients.close_all()
+        rest.close()
+        proxy.close()
+        hub.stop()

@@ -43,6 +43,7 @@ PLAIN_ONLY = {"hostname": "localhost", "mqtt": "127.0.0.1:1883", "http": "http:/
 WITH_TLS = {
     **PLAIN_ONLY,
     "mqtts": "127.0.0.1:18883",
+    "amqps": "127.0.0.1:15671",
     "https": "https://127.0.0.1:18443",
     "ca": "/srv/my hub/tls/ca.pem",
 }
@@ -85,10 +86,12 @@ def test_the_banner_without_options_prints_plain_commands(monkeypatch: pytest.Mo
 def test_the_banner_names_only_the_listeners_that_are_on() -> None:
     data_dir = Path("/d")
     banner = tour(_args(["serve"], data_dir), PLAIN_ONLY, "cs", data_dir)
-    assert "Listening: MQTT 127.0.0.1:1883, HTTP http://127.0.0.1:8080 (MQTT/TLS, HTTPS" in banner
-    assert "8883" not in banner and "8443" not in banner and "ca-cert" not in banner
+    assert "Listening: MQTT 127.0.0.1:1883, HTTP http://127.0.0.1:8080 (MQTT/TLS, AMQP/TLS, HTTPS" in banner
+    assert "8883" not in banner and "8443" not in banner and "5671" not in banner
+    assert "ca-cert" not in banner
     with_tls = tour(_args(["serve"], data_dir), WITH_TLS, "cs", data_dir)
-    assert "MQTT/TLS 127.0.0.1:18883" in with_tls and "(MQTT/TLS 18883, HTTPS 18443)" in with_tls
+    assert "MQTT/TLS 127.0.0.1:18883" in with_tls and "AMQP/TLS 127.0.0.1:15671" in with_tls
+    assert "(MQTT/TLS 18883, AMQP/TLS 15671, HTTPS 18443)" in with_tls
     assert " off)" not in with_tls
     tls_only = {k: v for k, v in WITH_TLS.items() if k not in ("mqtt", "http")}
     banner = tour(_args(["serve"], data_dir), tls_only, "cs", data_dir)

@@ -213,7 +213,19 @@ class AmqpConnection:
 
     @property
     def has_pending_events(self) -> bool:
-        return self._phase not in (_Phase.FINISHED, _Phase.SASL_OUTCOME) and self._pos < len(self._buffer)
+        """Whether :meth:`next_events` would make progress without more input: a whole protocol
+        header or frame is buffered (left by a ``max_frames`` budget, or read while a SASL outcome
+        was awaited). Part of a frame is not: only more bytes complete it, so a caller that read it
+        must go on reading (a transfer larger than one read arrives in several)."""
+        if self._phase in (_Phase.FINISHED, _Phase.SASL_OUTCOME):
+            return False
+        buffered = len(self._buffer) - self._pos
+        if self._phase is _Phase.HEADER:
+            return buffered >= 8
+        if buffered < 4:
+            return False
+        size = int.from_bytes(self._buffer[self._pos : self._pos + 4], "big")
+        return buffered >= size  # a malformed size (under 8) counts: decoding it closes the connection
 
     def _process(self, max_frames: int | None) -> list[Event]:
         events: list[Event] = []

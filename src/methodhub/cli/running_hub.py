@@ -9,7 +9,13 @@ from methodhub.cli.exits import EXIT_UNAVAILABLE, fail
 from methodhub.cli.options import printed_command
 from methodhub.process.datadir import read_runtime, stale_runtime_pid
 
-LISTENER_NAMES = {"mqtt": "MQTT", "http": "HTTP", "mqtts": "MQTT/TLS", "https": "HTTPS + MQTT/WebSocket"}
+LISTENER_NAMES = {
+    "mqtt": "MQTT",
+    "http": "HTTP",
+    "mqtts": "MQTT/TLS",
+    "amqps": "AMQP/TLS",
+    "https": "HTTPS + MQTT/AMQP over WebSocket",
+}
 """The hub's listeners, by their key in ``hub.json``, as people read them."""
 
 

@@ -37,7 +37,7 @@ def add_serve_parser(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     serve = commands.add_parser(
-        "serve", parents=[common], help="run a hub (MQTT for devices, HTTP for backends)"
+        "serve", parents=[common], help="run a hub (MQTT and AMQP for devices, HTTP for backends)"
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument(
@@ -56,7 +56,11 @@ def add_serve_parser(
         "--https-port",
         type=_port,
         default=8443,
-        help="HTTPS and MQTT over WebSocket at /$iothub/websocket (default 8443; 0 = any free, -1 = off)",
+        help="HTTPS, and MQTT and AMQP over WebSocket at /$iothub/websocket (default 8443; 0 = any free, "
+        "-1 = off)",
+    )
+    serve.add_argument(
+        "--amqps-port", type=_port, default=5671, help="AMQP over TLS (default 5671; 0 = any free, -1 = off)"
     )
     serve.add_argument(
         "--tls-cert",
@@ -137,6 +141,7 @@ def serve(args: argparse.Namespace, data_dir: Path) -> None:
         http_port=args.http_port,
         mqtts_port=args.mqtts_port,
         https_port=args.https_port,
+        amqps_port=args.amqps_port,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         nats_url=args.nats,
@@ -172,7 +177,8 @@ def serve(args: argparse.Namespace, data_dir: Path) -> None:
     except OSError as exc:
         fail(
             f"cannot start: {exc}. Is another hub running? "
-            "Pick other ports with --mqtt-port/--http-port/--mqtts-port/--https-port (-1 turns one off)."
+            "Pick other ports with --mqtt-port/--http-port/--mqtts-port/--https-port/--amqps-port "
+            "(-1 turns one off)."
         )
 
 

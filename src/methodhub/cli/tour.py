@@ -50,7 +50,7 @@ def tour(args: argparse.Namespace, info: dict[str, Any], owner_connection_string
     if "ca" in info:
         ports = ", ".join(
             f"{label} {str(info[name]).rpartition(':')[2]}"
-            for name, label in (("mqtts", "MQTT/TLS"), ("https", "HTTPS"))
+            for name, label in (("mqtts", "MQTT/TLS"), ("amqps", "AMQP/TLS"), ("https", "HTTPS"))
             if name in info
         )
         steps.append((printed_command(args, "ca-cert") + " > ca.pem", f"the CA TLS clients trust ({ports})"))

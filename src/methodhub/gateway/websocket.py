@@ -1,11 +1,14 @@
-"""MQTT over WebSocket (RFC 6455; MQTT 3.1.1 §6), as Azure IoT Hub serves it at ``/$iothub/websocket``.
+"""Device transports over WebSocket (RFC 6455), as Azure IoT Hub serves them at ``/$iothub/websocket``.
 
-The HTTP server accepts the upgrade (:func:`accept_websocket` builds the 101's fields and says why a
-handshake is refused); from then on :class:`MqttOverWebSocket` owns the socket: it unwraps binary
-frames with ``wsproto``'s frame layer and streams their bytes into an ordinary
-:class:`~methodhub.gateway.mqtt_connection.DeviceConnection`, which writes through a
-:class:`WebSocketTransport` that wraps every write in one binary frame. MQTT packets may span
-frames and a frame may hold several packets (MQTT 3.1.1 §6), so frame boundaries are ignored.
+The subprotocol picks the transport: ``mqtt`` (MQTT 3.1.1 §6; also ``mqttv3.1``, and a client that
+offers none) is MQTT, ``AMQPWSB10`` is AMQP 1.0 (wire doc §6). The HTTP server accepts the upgrade
+(:func:`accept_websocket` checks the handshake, says why one is refused, and gives the 101's fields
+and the transport chosen); from then on :class:`BytesOverWebSocket` owns the socket: it unwraps
+binary frames with ``wsproto``'s frame layer and streams their bytes into the transport's ordinary
+connection (MQTT's :class:`~methodhub.gateway.mqtt_connection.DeviceConnection`, or the AMQP device
+connection), which writes through a :class:`FramingTransport` that wraps every write in one binary
+frame. MQTT packets and AMQP frames may span WebSocket frames and a frame may hold several, so frame
+boundaries are ignored: both ride a byte stream, as over TCP.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import asyncio
 import base64
 import binascii
 import logging
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -25,6 +30,24 @@ log = logging.getLogger("methodhub.gateway.websocket")
 
 MQTT_SUBPROTOCOLS = ("mqtt", "mqttv3.1")
 """``mqtt`` (MQTT 3.1.1 and 5); ``mqttv3.1`` is what clients of MQTT 3.1 offer."""
+AMQP_SUBPROTOCOL = "AMQPWSB10"
+"""What every Azure SDK offers for AMQP over WebSocket (wire doc §6); Node's ``ws`` aborts unless
+the 101 echoes it."""
+
+
+class DeviceTransport(Enum):
+    """The device transport a WebSocket carries, chosen by its subprotocol."""
+
+    MQTT = "mqtt"
+    AMQP = "amqp"
+
+
+@dataclass(slots=True, frozen=True)
+class AcceptedHandshake:
+    """What :func:`accept_websocket` decided: the 101 response's fields and the transport inside."""
+
+    fields: list[tuple[str, str]]
+    transport: DeviceTransport
 
 
 class HandshakeRefused(Exception):
@@ -36,8 +59,12 @@ class HandshakeRefused(Exception):
         self.message = message
 
 
-def accept_websocket(method: str, headers: dict[str, str]) -> list[tuple[str, str]]:
-    """Check a WebSocket opening handshake (RFC 6455 §4.2.1); return the 101 response's fields.
+def accept_websocket(method: str, headers: dict[str, str]) -> AcceptedHandshake:
+    """Check a WebSocket opening handshake (RFC 6455 §4.2.1); return the 101's fields and transport.
+
+    The first subprotocol the client offers that we serve wins, and the 101 echoes it: ``mqtt`` or
+    ``mqttv3.1`` → MQTT, ``AMQPWSB10`` → AMQP (names compared without regard to case). A client that
+    offers none gets MQTT, as before AMQP was served.
 
     Args:
         method: the request method (must be GET).
@@ -46,12 +73,12 @@ def accept_websocket(method: str, headers: dict[str, str]) -> list[tuple[str, st
     Raises:
         HandshakeRefused: with 400 (not a valid handshake: not GET, no ``Upgrade: websocket`` or
             ``Connection: Upgrade``, a bad key), 426 (wrong version) or 400 when the client
-            offers subprotocols but not ``mqtt``.
+            offers subprotocols but neither ``mqtt`` nor ``AMQPWSB10``.
     """
     if method != "GET":
         raise HandshakeRefused(400, "a WebSocket handshake is a GET request")
     if "websocket" not in headers.get("upgrade", "").lower():
-        raise HandshakeRefused(400, "send 'Upgrade: websocket' to open MQTT over WebSocket here")
+        raise HandshakeRefused(400, "send 'Upgrade: websocket' to open MQTT or AMQP over WebSocket here")
     if not any(token.strip().lower() == "upgrade" for token in headers.get("connection", "").split(",")):
         # RFC 6455 §4.2.1: without it this is an ordinary request, which the server cannot switch.
         raise HandshakeRefused(400, "send 'Connection: Upgrade' with 'Upgrade: websocket' (RFC 6455)")
@@ -69,16 +96,30 @@ def accept_websocket(method: str, headers: dict[str, str]) -> list[tuple[str, st
         ("sec-websocket-accept", generate_accept_token(key.encode()).decode("ascii")),
     ]
     offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
-    if offered:
-        chosen = next((p for p in offered if p.lower() in MQTT_SUBPROTOCOLS), None)
-        if chosen is None:
-            raise HandshakeRefused(400, f"subprotocol must be 'mqtt'; offered {', '.join(offered)}")
-        fields.append(("sec-websocket-protocol", chosen))
-    return fields
+    if not offered:
+        return AcceptedHandshake(fields, DeviceTransport.MQTT)
+    for protocol in offered:
+        transport = _transport_of(protocol)
+        if transport is not None:
+            fields.append(("sec-websocket-protocol", protocol))
+            return AcceptedHandshake(fields, transport)
+    raise HandshakeRefused(
+        400,
+        f"subprotocol must be 'mqtt' (MQTT) or '{AMQP_SUBPROTOCOL}' (AMQP); offered {', '.join(offered)}",
+    )
 
 
-class WebSocketTransport(asyncio.Transport):
-    """What the MQTT connection writes to: each write becomes one binary WebSocket frame."""
+def _transport_of(subprotocol: str) -> DeviceTransport | None:
+    name = subprotocol.lower()
+    if name in MQTT_SUBPROTOCOLS:
+        return DeviceTransport.MQTT
+    if name == AMQP_SUBPROTOCOL.lower():
+        return DeviceTransport.AMQP
+    return None
+
+
+class FramingTransport(asyncio.Transport):
+    """What the device connection writes to: each write becomes one binary WebSocket frame."""
 
     def __init__(self, raw: asyncio.Transport, ws: Connection) -> None:
         super().__init__()
@@ -121,8 +162,9 @@ class WebSocketTransport(asyncio.Transport):
         self._raw.set_write_buffer_limits(high, low)
 
 
-class MqttOverWebSocket(asyncio.Protocol):
-    """Owns an upgraded connection: WebSocket frames in and out, MQTT bytes to and from ``inner``."""
+class BytesOverWebSocket(asyncio.Protocol):
+    """Owns an upgraded connection: WebSocket frames in and out, the device transport's bytes (MQTT or
+    AMQP) to and from ``inner``."""
 
     def __init__(self, inner: asyncio.Protocol) -> None:
         self.inner = inner
@@ -132,7 +174,7 @@ class MqttOverWebSocket(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.raw = transport  # type: ignore[assignment]
         assert self.raw is not None
-        self.inner.connection_made(WebSocketTransport(self.raw, self.ws))
+        self.inner.connection_made(FramingTransport(self.raw, self.ws))
 
     def data_received(self, data: bytes) -> None:
         raw = self.raw
@@ -141,7 +183,7 @@ class MqttOverWebSocket(asyncio.Protocol):
             self.ws.receive_data(data)
             for event in self.ws.events():
                 if raw.is_closing():
-                    # The hub closed (an MQTT error, a takeover...: our CLOSE went out) while this read
+                    # The hub closed (a protocol error, a takeover...: our CLOSE went out) while this read
                     # still held frames: nothing more is served, and wsproto could not answer a ping.
                     return
                 if isinstance(event, BytesMessage):
@@ -158,7 +200,7 @@ class MqttOverWebSocket(asyncio.Protocol):
                         self._fail(CloseReason(event.code), f"WebSocket protocol error: {event.reason}")
                     return
                 elif isinstance(event, TextMessage):
-                    self._fail(CloseReason.UNSUPPORTED_DATA, "MQTT over WebSocket uses binary frames only")
+                    self._fail(CloseReason.UNSUPPORTED_DATA, "WebSocket frames here are binary only")
                     return
         except RemoteProtocolError as exc:
             self._fail(CloseReason.PROTOCOL_ERROR, f"WebSocket protocol error: {exc}")

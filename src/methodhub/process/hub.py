@@ -31,7 +31,12 @@ from methodhub.dialects.azure.rest import AzureApi
 from methodhub.dialects.azure.service_auth import ServiceAuthenticator
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway import Gateway
-from methodhub.gateway.websocket import HandshakeRefused, MqttOverWebSocket, accept_websocket
+from methodhub.gateway.websocket import (
+    BytesOverWebSocket,
+    DeviceTransport,
+    HandshakeRefused,
+    accept_websocket,
+)
 from methodhub.http.messages import HttpError, Request, Response, SwitchProtocol
 from methodhub.http.routing import Routes
 from methodhub.http.server import HttpServer
@@ -142,7 +147,7 @@ class Hub:
         routes.add("GET", "/openapi.json", _openapi)
         routes.add("GET", "/metrics", self._metrics)
         routes.add("GET", "/health", _health)
-        routes.add("GET", WEBSOCKET_PATH, self._mqtt_over_websocket)
+        routes.add("GET", WEBSOCKET_PATH, self._device_over_websocket)
         self.http = HttpServer(
             routes,
             max_body_size=MAX_HTTP_BODY,
@@ -178,7 +183,7 @@ class Hub:
         if config.http_port >= 0:
             server = await self.http.listen(config.host, config.http_port, reuse_port=config.reuse_port)
             self._bound("http", server)
-        if config.mqtts_port >= 0 or config.https_port >= 0:
+        if config.mqtts_port >= 0 or config.https_port >= 0 or config.amqps_port >= 0:
             tls = self._tls_context()
             if config.mqtts_port >= 0:
                 server = await self.gateway.listen(
@@ -189,6 +194,15 @@ class Hub:
                     reuse_port=config.reuse_port,
                 )
                 self._bound("mqtts", server)
+            if config.amqps_port >= 0:  # AMQP is always TLS here (wire doc §1.1), as Azure serves it
+                server = await self.gateway.listen_amqp(
+                    config.host,
+                    config.amqps_port,
+                    ssl_context=tls,
+                    name="amqps",
+                    reuse_port=config.reuse_port,
+                )
+                self._bound("amqps", server)
             if config.https_port >= 0:
                 server = await self.http.listen(
                     config.host, config.https_port, ssl=tls, reuse_port=config.reuse_port
@@ -208,15 +222,27 @@ class Hub:
         self.ca_path = certificate.ca
         return server_context(certificate)
 
-    def _mqtt_over_websocket(self, request: Request) -> Response | SwitchProtocol:
-        """``GET /$iothub/websocket`` with ``Upgrade: websocket``: MQTT over WebSocket (Azure's path)."""
+    def _device_over_websocket(self, request: Request) -> Response | SwitchProtocol:
+        """``GET /$iothub/websocket`` with ``Upgrade: websocket`` (Azure's path): MQTT over WebSocket
+        (subprotocol ``mqtt``, or none), or AMQP (``AMQPWSB10``, on the HTTPS port only: AMQP here is
+        always TLS, as on Azure)."""
         try:
-            fields = accept_websocket(request.method, request.headers)
+            handshake = accept_websocket(request.method, request.headers)
         except HandshakeRefused as exc:
             return error_response(exc.status, "WebSocketHandshakeRefused", exc.message)
         assert self.gateway is not None
-        listener = "wss" if request.scheme == "https" else "ws"
-        return SwitchProtocol(fields, MqttOverWebSocket(self.gateway.protocol_for(listener)))
+        tls = request.scheme == "https"
+        listener = "wss" if tls else "ws"
+        if handshake.transport is DeviceTransport.AMQP:
+            if not tls:
+                return error_response(
+                    400,
+                    "WebSocketHandshakeRefused",
+                    "AMQP over WebSocket is served on the HTTPS port only (wss://HOST:PORT/$iothub/websocket)",
+                )
+            inner = self.gateway.amqp_protocol_for(listener)
+            return SwitchProtocol(handshake.fields, BytesOverWebSocket(inner))
+        return SwitchProtocol(handshake.fields, BytesOverWebSocket(self.gateway.protocol_for(listener)))
 
     def _bound(self, name: str, server: asyncio.AbstractServer) -> None:
         sockname = server.sockets[0].getsockname()  # type: ignore[attr-defined]

@@ -217,7 +217,7 @@ class WorkerPool:
 
     def _run(self, config: HubConfig, on_started: Callable[[WorkerPool], None] | None) -> int:
         self.first_start, self.owner_connection_string = asyncio.run(_prepare(config))
-        uses_tls = config.mqtts_port >= 0 or config.https_port >= 0
+        uses_tls = config.mqtts_port >= 0 or config.https_port >= 0 or config.amqps_port >= 0
         if uses_tls and config.tls_cert is None and config.tls_key is None:
             from methodhub.process.tls import ensure_dev_server_cert
 
@@ -238,7 +238,7 @@ class WorkerPool:
         placeholders: list[socket.socket] = []
         try:
             ports: dict[str, int] = {}
-            for name in ("mqtt", "http", "mqtts", "https"):
+            for name in ("mqtt", "http", "mqtts", "https", "amqps"):
                 port = getattr(config, f"{name}_port")
                 if port < 0:
                     continue
@@ -259,6 +259,7 @@ class WorkerPool:
                 http_port=ports.get("http", config.http_port),
                 mqtts_port=ports.get("mqtts", config.mqtts_port),
                 https_port=ports.get("https", config.https_port),
+                amqps_port=ports.get("amqps", config.amqps_port),
             )
             self._start_all()
         except BaseException:

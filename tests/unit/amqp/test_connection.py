@@ -480,6 +480,24 @@ def test_work_budget_keeps_the_rest_buffered() -> None:
     assert len(of(pair.server.next_events(), MessageReceived)) == 3
 
 
+def test_part_of_a_frame_is_not_pending_work() -> None:
+    """A transfer larger than one read (a 70 KB method answer over TLS arrives in 16 KB records)
+    leaves part of a frame buffered: that needs more bytes, not another turn. (Reported as pending,
+    the gateway paused reading to serve it later and the connection stalled for good.)"""
+    pair = opened_pair()
+    begun(pair)
+    ref, *_ = attach_pair(pair, 0, "responses", client_sends=True, credit=10)
+    pair.client.send_message(ref, b"r" * 70_000, b"t")
+    up = pair.client.data_to_send()
+    events: list[object] = []
+    for start in range(0, len(up), 16384):
+        events += pair.server.receive_data(up[start : start + 16384], 0.0, max_frames=256)
+        if start + 16384 < len(up):
+            assert not pair.server.has_pending_events, start
+    assert [len(event.payload) for event in of(events, MessageReceived)] == [70_000]  # type: ignore[arg-type]
+    assert not pair.server.has_pending_events
+
+
 def test_transfer_on_our_sending_link_detaches_not_allowed() -> None:
     pair = opened_pair()
     begun(pair)
