@@ -21,9 +21,6 @@ from methodhub.calls.model import Call, CallOutcome
 from methodhub.errors import HubError
 
 if TYPE_CHECKING:
-    import asyncio
-
-    from methodhub.admission import Admission
     from methodhub.gateway.auth import AuthContext
     from methodhub.mqtt import ConnackCode, Connect, Publish
 
@@ -149,11 +146,3 @@ class Dialect(ABC):
     @abstractmethod
     def is_ready(self, device: DeviceView) -> bool:
         """Whether the device can receive calls now (e.g. subscribed to method requests)."""
-
-    def amqp_connection(
-        self, ctx: Any, listener: str, admission: Admission | None
-    ) -> asyncio.Protocol | None:
-        """A connection protocol for an AMQP device of this cloud (Azure's AMQP device protocol), or
-        None when the dialect has no AMQP transport; the gateway asks its dialects in order. ``ctx``
-        is the :class:`~methodhub.gateway.context.ConnectionContext`."""
-        return None

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from methodhub.admission import Admission, log_accept_errors
 from methodhub.auth import VerifiedTokenCache
 from methodhub.config import DeviceLimits
+from methodhub.gateway.amqp_connection import AmqpDeviceConnection
+from methodhub.gateway.amqp_dialect import AmqpDialect
 from methodhub.gateway.auth import AuthContext
 from methodhub.gateway.context import ConnectionContext
 from methodhub.gateway.dialect import Dialect
@@ -40,6 +42,8 @@ class Gateway:
         connect_packet_timeout: seconds a new connection has to send CONNECT.
         max_in_flight: calls one device may have pending at once.
         limits: what one device connection may do (packet rate, subscriptions).
+        amqp_dialect: what AMQP devices' links, tokens and method messages mean (Azure's); None:
+            this gateway has no AMQP listener (:meth:`listen_amqp` raises RuntimeError).
     """
 
     def __init__(
@@ -54,8 +58,10 @@ class Gateway:
         connect_packet_timeout: float = 10.0,
         max_in_flight: int = 64,
         limits: DeviceLimits | None = None,
+        amqp_dialect: AmqpDialect | None = None,
     ) -> None:
         self.registry = registry
+        self.amqp_dialect = amqp_dialect
         self.metrics = metrics
         self.limits = limits if limits is not None else DeviceLimits()
         self.auth = AuthContext(registry=registry, hostname=hostname, tokens=VerifiedTokenCache())
@@ -118,9 +124,10 @@ class Gateway:
         name: str = "amqps",
         reuse_port: bool = False,
     ) -> asyncio.AbstractServer:
-        """Start an AMQP 1.0 listener (the dialects' AMQP device protocol: Azure's; TLS on 5671 in
+        """Start an AMQP 1.0 listener (the AMQP dialect's device protocol: Azure's; TLS on 5671 in
         production), with its own :class:`Admission`; returns the server (its sockets tell the port
-        bound). Raises RuntimeError when no dialect speaks AMQP."""
+        bound). Raises RuntimeError when the gateway was given no ``amqp_dialect`` (or none of its
+        ``dialects`` is the MQTT dialect of that name)."""
         loop = asyncio.get_running_loop()
         self._amqp_connection(name, None)  # fail here, not per accepted connection
         log_accept_errors(loop)
@@ -159,15 +166,22 @@ class Gateway:
             admission = self._upgraded[listener] = self._new_admission(f"mqtt over {listener}")
         return DeviceConnection(self.context, listener, admission)
 
-    def _amqp_connection(self, listener: str, admission: Admission | None) -> asyncio.Protocol:
-        """The first dialect's AMQP connection protocol (Azure's: the gateway knows no cloud)."""
-        for dialect in self.context.dialects:
-            protocol = dialect.amqp_connection(self.context, listener, admission)
-            if protocol is not None:
-                return protocol
-        raise RuntimeError("no dialect of this hub speaks AMQP (the Azure dialect does)")
+    def _amqp_connection(self, listener: str, admission: Admission | None) -> AmqpDeviceConnection:
+        """An AMQP connection protocol speaking the gateway's AMQP dialect (the gateway knows no cloud)."""
+        dialect = self.amqp_dialect
+        if dialect is None:
+            raise RuntimeError(
+                "this gateway has no AMQP dialect: build it with Gateway(..., amqp_dialect=...) "
+                "(Azure's is methodhub.dialects.azure.amqp.AzureAmqpDialect) to serve AMQP devices"
+            )
+        if not any(d.name == dialect.name for d in self.context.dialects):
+            raise RuntimeError(
+                f"the AMQP dialect {dialect.name!r} has no MQTT dialect of that name among the gateway's "
+                "dialects: its devices' sessions are that dialect's"
+            )
+        return AmqpDeviceConnection(self.context, dialect, listener, admission)
 
-    def amqp_protocol_for(self, listener: str) -> asyncio.Protocol:
+    def amqp_protocol_for(self, listener: str) -> AmqpDeviceConnection:
         """An AMQP connection protocol for a transport made elsewhere (AMQP over WebSocket,
         subprotocol ``AMQPWSB10``), admitted as :meth:`protocol_for` admits MQTT over WebSocket:
         one :class:`Admission` per name (``amqp over {listener}``)."""

@@ -24,6 +24,7 @@ from methodhub.config import MAX_METHOD_PAYLOAD, HubConfig
 from methodhub.dialects.aliyun.mqtt import AliyunDialect
 from methodhub.dialects.aliyun.pop import AliyunApi
 from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
+from methodhub.dialects.azure.amqp import AzureAmqpDialect
 from methodhub.dialects.azure.connection_string import ConnectionString
 from methodhub.dialects.azure.errors import azure_error, azure_error_of
 from methodhub.dialects.azure.mqtt import AzureDialect
@@ -138,6 +139,7 @@ class Hub:
             connect_packet_timeout=config.connect_packet_timeout,
             max_in_flight=config.max_calls_in_flight_per_device,
             limits=config.device_limits,
+            amqp_dialect=AzureAmqpDialect(),
         )
         service_auth = ServiceAuthenticator(registry, config.hostname)
         routes = Routes()

@@ -1,6 +1,6 @@
-"""An in-memory hub for gateway tests: a real Gateway with the Azure dialect, a real SQLite registry,
-a real CallEngine over a LocalRouter, and devices that talk to a DeviceConnection through a
-transport that records bytes instead of a socket.
+"""An in-memory hub for gateway tests: a real Gateway with the Azure dialects (MQTT and AMQP), a real
+SQLite registry, a real CallEngine over a LocalRouter, and devices that talk to a DeviceConnection
+through a transport that records bytes instead of a socket.
 
 A :class:`Device` encodes what it sends with a client-role :class:`~methodhub.mqtt.MqttConnection`
 and decodes what the hub wrote with the same state machine, so both sides of the wire are checked.
@@ -14,6 +14,7 @@ from collections import deque
 from typing import Any
 
 from methodhub.calls import Call, CallEngine, CallOutcome
+from methodhub.dialects.azure.amqp import AzureAmqpDialect
 from methodhub.dialects.azure.mqtt import AzureDialect
 from methodhub.dialects.azure.sas import generate_sas_token
 from methodhub.dialects.azure.topics import API_VERSION
@@ -212,6 +213,7 @@ class Hub:
             hostname=HOST,
             dialects=[AzureDialect()],
             max_packet_size=300_000,
+            amqp_dialect=AzureAmqpDialect(),
         )
         self.engine = CallEngine(self.router, registry, self.metrics)
 

@@ -1,4 +1,4 @@
-"""The AMQP device connection (dialects/azure/amqp_connection.py) against a real Gateway, SQLite
+"""The AMQP device connection (gateway/amqp_connection.py, Azure's AmqpDialect) against a real Gateway, SQLite
 registry, LocalRouter and CallEngine, the device driven by a client-role AmqpConnection as the Node
 SDK behaves (tests/unit/gateway/amqp_device.py)."""
 
@@ -13,8 +13,13 @@ import pytest
 from methodhub.amqp import Accepted, AmqpValue, Message, SaslInit, encode_message
 from methodhub.amqp.events import DeliverySettled, LinkDetached
 from methodhub.calls import Call, CallOutcome
+from methodhub.dialects.aliyun.mqtt import AliyunDialect
+from methodhub.dialects.azure.amqp import AzureAmqpDialect
 from methodhub.errors import ErrorKind, HubError
-from methodhub.registry import Identity
+from methodhub.gateway.gateway import Gateway
+from methodhub.metrics import Metrics
+from methodhub.registry import Identity, SqliteRegistry
+from methodhub.router import LocalRouter
 from tests.unit.gateway.amqp_device import AmqpDevice, sas_token
 from tests.unit.gateway.azure_hub import Hub, azure_connect
 from tests.unit.manual_clock import ManualClockLoop
@@ -273,3 +278,23 @@ async def test_a_failing_task_closes_the_connection_and_is_counted(
     await device.closed()
     assert device.transport.aborted
     assert hub.metrics.connection_failures.get() == 1
+
+
+@pytest.mark.parametrize("amqp_dialect", [None, AzureAmqpDialect()])
+async def test_listen_amqp_refuses_a_gateway_that_cannot_speak_amqp(
+    registry: SqliteRegistry, amqp_dialect: AzureAmqpDialect | None
+) -> None:
+    """No AMQP dialect, or one whose MQTT dialect (the sessions') is missing: a clear error before
+    any socket is bound."""
+    gateway = Gateway(
+        registry=registry,
+        router=LocalRouter(),
+        metrics=Metrics(),
+        hostname="hub.example",
+        dialects=[AliyunDialect()],
+        max_packet_size=300_000,
+        amqp_dialect=amqp_dialect,
+    )
+    with pytest.raises(RuntimeError, match="AMQP dialect"):
+        await gateway.listen_amqp("127.0.0.1", 0)
+    assert gateway.admissions == []

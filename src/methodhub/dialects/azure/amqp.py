@@ -1,7 +1,9 @@
 """What Azure IoT Hub's AMQP device protocol means (azure-amqp-wire.md), over the codec's messages.
 
 Pure functions over :class:`~methodhub.amqp.Message` and the performatives: no I/O, no connection
-state. The AMQP device connection carries what these make and hands over what it receives.
+state. The gateway's AMQP transport (:mod:`methodhub.gateway.amqp_connection`) carries what these
+make and hands over what it receives, asking them through :class:`AzureAmqpDialect` (the
+gateway's :class:`~methodhub.gateway.amqp_dialect.AmqpDialect`).
 
 * Links (§3.1, §5, §9.7): :func:`classify_address` says what an attach's address is — ``$cbs``,
   an identity's methods, telemetry, cloud-to-device or twin node — and
@@ -12,6 +14,7 @@ state. The AMQP device connection carries what these make and hands over what it
   ``status-code`` an AMQP int).
 * Methods (§4): :func:`method_request` puts a call on the wire, :func:`parse_method_response`
   reads the device's answer (matched by UUID value whatever the correlation-id's AMQP type).
+* SASL PLAIN (§1): :func:`plain_credentials` reads ``{deviceId}@sas.{hubName}`` and its SAS token.
 * The errors used to refuse or detach links (§7.2), with when each is used.
 """
 
@@ -21,7 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from methodhub.amqp import (
@@ -40,6 +43,17 @@ from methodhub.dialects.azure.device_auth import DeviceKeys, TokenRefused, verif
 from methodhub.dialects.azure.methods import check_method_call, method_result
 from methodhub.dialects.azure.sas import SasToken, SasTokenError
 from methodhub.errors import ErrorKind, HubError
+from methodhub.gateway.amqp_dialect import (
+    AmqpDialect,
+    LinkHandling,
+    LinkRoute,
+    TokenClaim,
+    TokenGrant,
+    TokenRefusal,
+)
+
+if TYPE_CHECKING:
+    from methodhub.gateway.auth import AuthContext
 
 # -- link addresses (§3.1, §5) ----------------------------------------------------------------------
 
@@ -59,32 +73,6 @@ class LinkKind(StrEnum):
     """``…/messages/devicebound``: cloud-to-device messages (C#, Java open it unasked, §5)."""
     TWIN = "twin"
     """``…/twin``: twin requests and responses (C opens both directions unasked, §5)."""
-
-
-class LinkHandling(StrEnum):
-    """What the server does with a link the device attached (§5, §9.5-§9.8). Nothing a healthy
-    device opens is refused: refusing a link tears down a Node client's whole connection (§5)."""
-
-    CBS_REQUESTS = "cbs-requests"
-    """The device's ``$cbs`` sender: attach, grant credit (and top it up); each message is a
-    put-token — accept and settle it, then answer on the same session's ``$cbs`` receiver."""
-    CBS_RESPONSES = "cbs-responses"
-    """The device's ``$cbs`` receiver (source ``$cbs``): put-token responses go out here, in the
-    session of the request (not routed by reply-to)."""
-    METHOD_RESPONSES = "method-responses"
-    """The device's methods sender: attach, grant credit and top it up (Node's response callback
-    never fires without it); accept and settle each unsettled response, take pre-settled ones
-    (C#) as done."""
-    METHOD_REQUESTS = "method-requests"
-    """The device's methods receiver: method requests go out here as the device gives credit;
-    while it is attached the identity is ready for calls."""
-    ACCEPT_AND_DROP = "accept-and-drop"
-    """A device sender to telemetry (or twin): attach, grant credit, accept and settle each
-    message and drop it (as MQTT drops telemetry). UNCONFIRMED for twin: the SDKs' twin requests
-    get no answer (MQTT answers a GET with an empty twin; AMQP's twin format is not done yet)."""
-    NEVER_SEND = "never-send"
-    """A device receiver on cloud-to-device, twin or telemetry: attach and never send (there are no
-    cloud-to-device messages or twin answers in methodhub)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,32 +207,18 @@ class PutToken:
     token: str
 
 
-@dataclass(frozen=True, slots=True)
-class CbsGrant:
-    """A put-token that holds: ``key`` is authorized on this connection until ``expires_at``
-    (epoch seconds); answer ``put_token_response(message_id, STATUS_OK, "OK")``."""
+CbsGrant = TokenGrant
+"""A put-token that holds (the gateway's :class:`~methodhub.gateway.amqp_dialect.TokenGrant`):
+answer ``put_token_response(message_id, STATUS_OK, "OK")``."""
 
-    message_id: Any
-    device_id: str
-    module_id: str | None
-    key: str
-    expires_at: float
+CbsError = TokenRefusal
+"""A put-token that does not hold (the gateway's :class:`~methodhub.gateway.amqp_dialect.TokenRefusal`):
+answer ``put_token_response(message_id, status, description)`` and keep the connection (§7.2).
 
-
-@dataclass(frozen=True, slots=True)
-class CbsError:
-    """A put-token that does not hold: answer ``put_token_response(message_id, status,
-    description)`` and keep the connection (§7.2).
-
-    ``status`` is 400 for a malformed request, 401 for a token that proves nothing, 503 when the
-    registry could not be read (``retryable``: the device is not at fault; as Node gives up for
-    good on any status but 200, the connection may rather drop TCP, which Node retries at once).
-    """
-
-    message_id: Any
-    status: int
-    description: str
-    retryable: bool = False
+``status`` is 400 for a malformed request, 401 for a token that proves nothing, 503 when the
+registry could not be read (``retryable``: the device is not at fault; as Node gives up for
+good on any status but 200, the connection may rather drop TCP, which Node retries at once).
+"""
 
 
 def _audience(name: str) -> tuple[str, str | None] | None:
@@ -484,3 +458,90 @@ def rejected_message(reason: str) -> Error:
     """The error of a ``rejected`` outcome for a message that does not decode or is not what its
     link carries (e.g. a put-token that is no AMQP message): ``amqp:decode-error``."""
     return Error(ErrorCondition.DECODE_ERROR, reason)
+
+
+# -- SASL PLAIN (§1) --------------------------------------------------------------------------------
+
+
+def plain_credentials(initial_response: bytes | None, hostname: str) -> PutToken | None:
+    """The identity and SAS token of a SASL PLAIN initial response (``authzid NUL authcid NUL
+    password``, RFC 4616) with authcid ``{deviceId}@sas.{hubName}`` (or
+    ``{deviceId}/modules/{moduleId}@sas.{hubName}``), hubName this hub's first DNS label or its whole
+    host name; None when it is not in that form."""
+    if not initial_response:
+        return None
+    parts = initial_response.split(b"\0")
+    if len(parts) != 3:
+        return None
+    try:
+        user, password = parts[1].decode(), parts[2].decode()
+    except UnicodeDecodeError:
+        return None
+    identity, sep, hub = user.rpartition("@sas.")
+    if not sep or not identity or hub.lower() not in (hostname.lower(), hostname.split(".", 1)[0].lower()):
+        return None
+    device_id, _, module_id = identity.partition("/modules/")
+    if not device_id or "/" in device_id or "/" in module_id:
+        return None
+    key = identity_key(device_id, module_id or None)
+    return PutToken(None, PUT_TOKEN, "", user, device_id, module_id or None, key, password)
+
+
+# -- the AMQP transport's view ----------------------------------------------------------------------
+
+
+def _claim(put_token: PutToken) -> TokenClaim:
+    return TokenClaim(
+        put_token.message_id, put_token.device_id, put_token.module_id, put_token.key, put_token.token
+    )
+
+
+class AzureAmqpDialect(AmqpDialect):
+    """Azure IoT Hub's AMQP device protocol for the gateway's AMQP transport
+    (:mod:`methodhub.gateway.amqp_connection`), by the functions of this module. Its identities'
+    sessions are the Azure MQTT dialect's (``name`` ``"azure"``)."""
+
+    name = "azure"
+    shutting_down = SHUTTING_DOWN
+    token_invalid = TOKEN_INVALID
+
+    def link_address(self, attach: Attach) -> str | None:
+        return attach_address(attach)
+
+    def classify_link(self, address: str, device_role: bool) -> LinkRoute | None:
+        named = classify_address(address)
+        if named is None:
+            return None
+        return LinkRoute(link_handling(named.kind, device_role), named.key)
+
+    def parse_put_token(self, message: Message) -> TokenClaim | TokenRefusal:
+        parsed = parse_put_token(message)
+        return parsed if isinstance(parsed, TokenRefusal) else _claim(parsed)
+
+    def plain_credentials(self, initial_response: bytes | None, hostname: str) -> TokenClaim | None:
+        put_token = plain_credentials(initial_response, hostname)
+        return None if put_token is None else _claim(put_token)
+
+    async def verify(self, claim: TokenClaim, auth: AuthContext, now: float) -> TokenGrant | TokenRefusal:
+        put_token = PutToken(
+            claim.message_id, PUT_TOKEN, "", "", claim.device_id, claim.module_id, claim.key, claim.token
+        )
+        return await verify_put_token(put_token, auth.registry, auth.hostname, now)
+
+    def put_token_response(self, message_id: Any, status: int, description: str) -> Message:
+        return put_token_response(message_id, status, description)
+
+    def method_request(self, rid: uuid.UUID, call: Call) -> Message:
+        return method_request(rid, call)
+
+    def parse_method_response(self, message: Message) -> tuple[uuid.UUID, CallOutcome | HubError] | None:
+        return parse_method_response(message)
+
+    def unknown_link(self, address: str | None) -> Error:
+        return unknown_address(address)
+
+    def unauthorized_link(self, address: str, key: str | None) -> Error:
+        return unauthorized_link(address, key)
+
+    def taken_over(self, key: str) -> Error:
+        return taken_over(key)

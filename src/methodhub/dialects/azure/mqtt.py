@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from methodhub.calls.model import Call, identity_key
 from methodhub.dialects.azure.device_auth import TokenRefused, verify_device_token
@@ -49,11 +49,6 @@ TWIN_NOT_SUPPORTED = (
     b'{"message":"methodhub does not store device twins; reported properties are not kept. '
     b'See docs/azure-compatibility.md."}'
 )
-
-if TYPE_CHECKING:
-    from methodhub.admission import Admission
-    from methodhub.dialects.azure.amqp_connection import AmqpDeviceConnection
-    from methodhub.gateway.context import ConnectionContext
 
 
 def _answer(device: DeviceView, rid: str, status: int, payload: bytes) -> None:
@@ -95,14 +90,6 @@ class AzureDialect(Dialect):
     """See the module docstring."""
 
     name = "azure"
-
-    def amqp_connection(
-        self, ctx: ConnectionContext, listener: str, admission: Admission | None
-    ) -> AmqpDeviceConnection:
-        """Azure's AMQP device protocol (:mod:`methodhub.dialects.azure.amqp_connection`)."""
-        from methodhub.dialects.azure.amqp_connection import AmqpDeviceConnection
-
-        return AmqpDeviceConnection(ctx, listener, admission, dialect=self)
 
     def claims(self, connect: Connect) -> bool:
         username = connect.username

@@ -1,12 +1,14 @@
-"""One device's AMQP 1.0 connection: the asyncio adapter around the sans-I/O AMQP state machine,
-speaking Azure IoT Hub's AMQP device protocol (azure-amqp-wire.md).
+"""One device's AMQP 1.0 connection: the asyncio adapter around the sans-I/O AMQP state machine, the
+AMQP device transport (azure-amqp-wire.md).
 
 Bytes from the transport (TCP, TLS, or a WebSocket's byte stream) go into a server-role
 :class:`~methodhub.amqp.AmqpConnection`; the events that come out are handled here, and what the
-state machine queues is written in one ``transport.write`` per batch. What Azure's links, CBS
-put-tokens and method messages mean is :mod:`methodhub.dialects.azure.amqp`'s; this module carries
-them. A connection may carry several identities (C# and Java multiplex devices on one
-connection): each is authorized by its own put-token, and each identity's pair of methods links is
+state machine queues is written in one ``transport.write`` per batch. What the links, CBS
+put-tokens and method messages mean is the cloud's, asked through an
+:class:`~methodhub.gateway.amqp_dialect.AmqpDialect` (Azure's:
+:class:`~methodhub.dialects.azure.amqp.AzureAmqpDialect`); this module carries them. A connection may
+carry several identities (C# and Java multiplex devices on one connection): each is authorized by
+its own put-token (:mod:`methodhub.gateway.amqp_cbs`), and each identity's pair of methods links is
 one :class:`AmqpMethodsChannel`, the :class:`~methodhub.gateway.channel.DeviceChannel` of its
 session.
 
@@ -47,7 +49,6 @@ from methodhub.amqp import (
     Rejected,
     SenderSettleMode,
     decode_message,
-    encode_message,
 )
 from methodhub.amqp.events import (
     BadProtocolHeader,
@@ -60,43 +61,15 @@ from methodhub.amqp.events import (
     SaslInitReceived,
     SessionEnded,
 )
-from methodhub.dialects.azure.amqp import (
-    PUT_TOKEN,
-    SHUTTING_DOWN,
-    STATUS_OK,
-    TOKEN_INVALID,
-    CbsError,
-    CbsGrant,
-    LinkHandling,
-    PutToken,
-    attach_address,
-    classify_address,
-    link_handling,
-    parse_method_response,
-    parse_put_token,
-    put_token_response,
-    rejected_message,
-    taken_over,
-    unauthorized_link,
-    unknown_address,
-    verify_put_token,
-)
-from methodhub.dialects.azure.amqp_channel import (
-    CREDIT,
-    DIALECT_NAME,
-    MAX_IDENTITIES,
-    AmqpMethodsChannel,
-    AuthorizedIdentity,
-    LinkState,
-    plain_credentials,
-)
 from methodhub.errors import ErrorKind, HubError
+from methodhub.gateway.amqp_cbs import CbsAuthorization
+from methodhub.gateway.amqp_channel import CREDIT, AmqpMethodsChannel, AuthorizedIdentity, LinkState
+from methodhub.gateway.amqp_dialect import AmqpDialect, LinkHandling
 from methodhub.gateway.dialect import Principal
 
 if TYPE_CHECKING:
     from methodhub.admission import Admission
     from methodhub.gateway.context import ConnectionContext
-    from methodhub.gateway.dialect import Dialect
 
 log = logging.getLogger("methodhub.gateway")
 
@@ -114,17 +87,19 @@ IDLE_TIMEOUT = 120.0
 empty frames every 60 s)."""
 
 
-class AmqpDeviceConnection(asyncio.Protocol):
+class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
     """asyncio protocol for one AMQP connection (TCP, TLS or WebSocket underneath)."""
 
     def __init__(
         self,
         ctx: ConnectionContext,
+        dialect: AmqpDialect,
         listener: str,
         admission: Admission | None = None,
-        dialect: Dialect | None = None,
     ) -> None:
         self.ctx = ctx
+        self.dialect = dialect
+        """What the links, tokens and method messages mean (the cloud's AMQP device protocol)."""
         self.listener = listener
         self.admission = admission
         """The listener's connection caps (None: not counted, e.g. in tests)."""
@@ -148,9 +123,9 @@ class AmqpDeviceConnection(asyncio.Protocol):
         """Session channel → the device's ``$cbs`` receiver in it (put-token answers go there)."""
         self.tasks: set[asyncio.Task[None]] = set()
         self._established = False
-        self._dialect = dialect or next((d for d in ctx.dialects if d.name == DIALECT_NAME), None)
-        """The principal's dialect: the Azure MQTT dialect, so MQTT and AMQP sessions of one device
-        take each other over (see :class:`AmqpMethodsChannel`)."""
+        self._session_dialect = next((d for d in ctx.dialects if d.name == dialect.name), None)
+        """The principal's dialect: the MQTT dialect of the AMQP dialect's name (Azure's), so MQTT and
+        AMQP sessions of one device take each other over (see :class:`AmqpMethodsChannel`)."""
 
     # -- asyncio.Protocol -----------------------------------------------------------------------------
 
@@ -295,13 +270,14 @@ class AmqpDeviceConnection(asyncio.Protocol):
         attach = event.attach
         link = event.link
         amqp = self.amqp
-        address = attach_address(attach)
-        named = classify_address(address) if address is not None else None
+        dialect = self.dialect
+        address = dialect.link_address(attach)
+        named = dialect.classify_link(address, attach.role) if address is not None else None
         if named is None:
             log.info("link refused: unknown address", extra={"ctx": {"peer": self.peer, "address": address}})
-            amqp.refuse_link(link, unknown_address(address))
+            amqp.refuse_link(link, dialect.unknown_link(address))
             return
-        handling = link_handling(named.kind, attach.role)
+        handling = named.handling
         if named.key is None:  # $cbs
             if handling is LinkHandling.CBS_REQUESTS:
                 amqp.accept_link(link, credit=CREDIT)
@@ -316,7 +292,7 @@ class AmqpDeviceConnection(asyncio.Protocol):
                 "link refused: identity not authorized",
                 extra={"ctx": {"peer": self.peer, "device": named.key, "address": address}},
             )
-            amqp.refuse_link(link, unauthorized_link(str(address), named.key))
+            amqp.refuse_link(link, dialect.unauthorized_link(str(address), named.key))
             return
         receives = handling in (LinkHandling.METHOD_RESPONSES, LinkHandling.ACCEPT_AND_DROP)
         amqp.accept_link(link, credit=CREDIT if receives else 0)
@@ -332,7 +308,7 @@ class AmqpDeviceConnection(asyncio.Protocol):
         responses = handling is LinkHandling.METHOD_RESPONSES
         old = identity.responses if responses else identity.requests
         if old is not None and old != link:
-            self.amqp.detach(old, taken_over(identity.key))
+            self.amqp.detach(old, self.dialect.taken_over(identity.key))
             self._forget_link(old, "a newer methods link replaced it")
         if responses:
             identity.responses = link
@@ -403,7 +379,9 @@ class AmqpDeviceConnection(asyncio.Protocol):
         except DecodeError as exc:
             if not event.settled:
                 self.amqp.settle(
-                    link, event.delivery_id, Rejected(rejected_message(f"not an AMQP message: {exc}"))
+                    link,
+                    event.delivery_id,
+                    Rejected(Error(ErrorCondition.DECODE_ERROR, f"not an AMQP message: {exc}")),
                 )
             if handling is LinkHandling.METHOD_RESPONSES:
                 self._count_stray()
@@ -415,7 +393,7 @@ class AmqpDeviceConnection(asyncio.Protocol):
         if handling is LinkHandling.METHOD_RESPONSES:
             identity = self.identities.get(state.key) if state.key is not None else None
             channel = identity.channel if identity is not None else None
-            parsed = parse_method_response(message)
+            parsed = self.dialect.parse_method_response(message)
             if parsed is None or channel is None or channel.session is None:
                 self._count_stray()
                 return
@@ -451,179 +429,12 @@ class AmqpDeviceConnection(asyncio.Protocol):
                 rid, HubError(ErrorKind.INVALID_DEVICE_RESPONSE, f"The device rejected the request: {why}.")
             )
 
-    # -- CBS ------------------------------------------------------------------------------------------
-
-    def _on_put_token(self, channel: int, message: Any) -> None:
-        parsed = parse_put_token(message)
-        if isinstance(parsed, CbsError):
-            self._answer_put_token(channel, parsed.message_id, parsed.status, parsed.description)
-            return
-        if parsed.key not in self.identities and len(self.identities) >= MAX_IDENTITIES:
-            self._answer_put_token(
-                channel,
-                parsed.message_id,
-                403,
-                f"This connection already carries {MAX_IDENTITIES} identities; open another connection.",
-            )
-            return
-        self._spawn(self._verify_put_token(channel, parsed), "verifying a put-token")
-
-    async def _verify_put_token(self, channel: int, put_token: PutToken) -> None:
-        verdict = await verify_put_token(
-            put_token, self.ctx.auth.registry, self.ctx.auth.hostname, self.wall()
-        )
-        if self.closing:
-            return
-        if isinstance(verdict, CbsGrant):
-            self._authorize(verdict, put_token.token)
-            self._answer_put_token(channel, verdict.message_id, STATUS_OK, "OK")
-        elif verdict.retryable:  # the registry is down: Node retries a dropped TCP at once, not a 503
-            log.warning(
-                "put-token not verified, dropping the connection: %s",
-                verdict.description,
-                extra={"ctx": {"peer": self.peer, "device": put_token.key}},
-            )
-            self._drop(None)
-            return
-        else:
-            self.ctx.metrics.connects_refused.inc("bad_credentials")
-            log.info(
-                "put-token refused",
-                extra={"ctx": {"peer": self.peer, "device": put_token.key, "reason": verdict.description}},
-            )
-            self._answer_put_token(channel, verdict.message_id, verdict.status, verdict.description)
-        self.flush()
-        self._arm_timer()
-
-    def _answer_put_token(self, channel: int, message_id: Any, status: int, description: str) -> None:
-        link = self.cbs_responses.get(channel)
-        if link is None:
-            log.info(
-                "put-token not answered: no $cbs receiver link in its session",
-                extra={"ctx": {"peer": self.peer}},
-            )
-            return
-        payload = encode_message(put_token_response(message_id, status, description))
-        if self.amqp.send_message(link, payload, b"", settled=True) is None:
-            log.info(
-                "put-token not answered: no credit on the $cbs receiver", extra={"ctx": {"peer": self.peer}}
-            )
-
-    def _authorize(self, grant: CbsGrant, token: str) -> None:
-        """``grant.key`` may attach links on this connection until ``grant.expires_at``."""
-        identity = self.identities.get(grant.key)
-        if identity is None:
-            identity = self.identities[grant.key] = AuthorizedIdentity(
-                grant.key, grant.device_id, grant.module_id, token, grant.expires_at
-            )
-        else:  # a renewal
-            identity.token = token
-            identity.expires_at = grant.expires_at
-            if identity.expiry_timer is not None:
-                identity.expiry_timer.cancel()
-        delay = max(0.0, grant.expires_at - self.wall())
-        identity.expiry_timer = self.loop.call_at(self.loop.time() + delay, self._token_expired, identity)
-        if not self._established:
-            self._established = True
-            self.deadline = None
-            if self.admission is not None:  # an authenticated device is never shed for a newcomer
-                self.admission.mark_established(self)
-                self.admission.mark_busy(self)
-
-    def _token_expired(self, identity: AuthorizedIdentity) -> None:
-        try:
-            if self.closing or self.identities.get(identity.key) is not identity:
-                return
-            log.info(
-                "detaching an identity: its SAS token expired with no renewal put-token",
-                extra={"ctx": {"peer": self.peer, "device": identity.key}},
-            )
-            self._deauthorize(identity, TOKEN_INVALID, "its SAS token expired")
-        except Exception:
-            self._failed("expiring a token")
-
-    def _deauthorize(self, identity: AuthorizedIdentity, error: Error, reason: str) -> None:
-        """Forget ``identity`` and detach every link it has on this connection with ``error``."""
-        del self.identities[identity.key]
-        if identity.expiry_timer is not None:
-            identity.expiry_timer.cancel()
-        for link in identity.links:
-            self.amqp.detach(link, error)
-            self.links.pop(link, None)
-        identity.links.clear()
-        identity.responses = identity.requests = None
-        channel, identity.channel = identity.channel, None
-        if channel is not None:
-            channel.end(reason)
-        self.flush()
-
-    async def reverify_identity(self, key: str) -> None:
-        """The registry changed ``key``: check its token again; detach it if it no longer holds."""
-        identity = self.identities.get(key)
-        if identity is None or self.closing:
-            return
-        put_token = PutToken(
-            None, PUT_TOKEN, "", "", identity.device_id, identity.module_id, identity.key, identity.token
-        )
-        verdict = await verify_put_token(
-            put_token, self.ctx.auth.registry, self.ctx.auth.hostname, self.wall()
-        )
-        if isinstance(verdict, CbsError) and not verdict.retryable and self.identities.get(key) is identity:
-            log.info(
-                "detaching an identity: credentials no longer valid",
-                extra={"ctx": {"device": key, "reason": verdict.description}},
-            )
-            self._deauthorize(
-                identity,
-                Error(ErrorCondition.UNAUTHORIZED_ACCESS, verdict.description),
-                "credentials revoked",
-            )
-
-    # -- SASL -----------------------------------------------------------------------------------------
-
-    def _on_sasl(self, event: SaslInitReceived) -> None:
-        if event.mechanism != "PLAIN":  # ANONYMOUS, MSSBCBS, EXTERNAL: authorization comes by CBS
-            self.amqp.sasl_outcome(True)
-            return
-        put_token = plain_credentials(event.initial_response, self.ctx.auth.hostname)
-        if put_token is None:
-            self._sasl_refused(
-                "-", "the PLAIN user is not '{deviceId}@sas.{hubName}' with a SAS token password"
-            )
-            return
-        self.waiting = True
-        if self.transport is not None:
-            self.transport.pause_reading()
-        self._spawn(self._verify_plain(put_token), "verifying SASL PLAIN")
-
-    async def _verify_plain(self, put_token: PutToken) -> None:
-        verdict = await verify_put_token(
-            put_token, self.ctx.auth.registry, self.ctx.auth.hostname, self.wall()
-        )
-        if self.closing:
-            return
-        if isinstance(verdict, CbsGrant):
-            self._authorize(verdict, put_token.token)
-            self.amqp.sasl_outcome(True)
-            self.flush()
-            self._resume()
-            if self.transport is not None and not self.waiting and not self.closing:
-                self.transport.resume_reading()
-        else:
-            self._sasl_refused(put_token.key, verdict.description)
-
-    def _sasl_refused(self, who: str, reason: str) -> None:
-        self.ctx.metrics.connects_refused.inc("bad_credentials")
-        log.info("SASL PLAIN refused", extra={"ctx": {"peer": self.peer, "device": who, "reason": reason}})
-        self.amqp.sasl_outcome(False)
-        self._drop(None)
-
     # -- sessions -------------------------------------------------------------------------------------
 
     def _open_channel(self, identity: AuthorizedIdentity) -> None:
-        dialect = self._dialect
+        dialect = self._session_dialect
         if dialect is None:  # a hub without the Azure dialect has nothing to speak AMQP for
-            self._drop("no 'azure' dialect is configured for AMQP devices", logging.WARNING)
+            self._drop(f"no {self.dialect.name!r} dialect is configured for AMQP devices", logging.WARNING)
             return
         principal = Principal(
             identity.device_id, identity.module_id, identity.key, dialect, identity.expires_at
@@ -779,7 +590,7 @@ class AmqpDeviceConnection(asyncio.Protocol):
         if self.closing:
             return
         for link in list(self.links):
-            self.amqp.detach(link, SHUTTING_DOWN)
+            self.amqp.detach(link, self.dialect.shutting_down)
         self._drop(None)
 
     def abort(self) -> None:

@@ -1,10 +1,11 @@
 """One identity's methods links on an AMQP connection: the DeviceChannel of its session.
 
 :class:`AmqpMethodsChannel` puts calls on the device's methods receiver link and reports the link
-pair's end to the session; the connection (:mod:`methodhub.dialects.azure.amqp_connection`, the
+pair's end to the session; the connection (:mod:`methodhub.gateway.amqp_connection`, the
 :class:`ChannelHost` here) owns the links, the authorization of each identity
-(:class:`AuthorizedIdentity`) and the socket. Also here: the request-id scheme
-(:func:`request_uuid`) and the SASL PLAIN credentials (:func:`plain_credentials`).
+(:class:`AuthorizedIdentity`) and the socket; its :class:`~methodhub.gateway.amqp_dialect.AmqpDialect`
+words the request messages and the detach errors. Also here: the request-id scheme
+(:func:`request_uuid`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from methodhub.amqp import AmqpConnection, Error, LinkRef, encode_message
-from methodhub.calls.model import identity_key
-from methodhub.dialects.azure.amqp import PUT_TOKEN, LinkHandling, PutToken, method_request, taken_over
 from methodhub.errors import ErrorKind, HubError
+from methodhub.gateway.amqp_dialect import AmqpDialect, LinkHandling, TokenClaim
 
 if TYPE_CHECKING:
     from methodhub.calls.model import Call
@@ -26,9 +26,6 @@ if TYPE_CHECKING:
     from methodhub.gateway.session import DeviceSession
 
 log = logging.getLogger("methodhub.gateway")
-
-DIALECT_NAME = "azure"
-"""The dialect AMQP identities belong to (sessions compare dialects: see :class:`AmqpMethodsChannel`)."""
 
 _RID_BASE = uuid.uuid4().int & ~((1 << 48) - 1)
 """Request ids are this node's random version-4 UUID with the call's sequence number in the low 48
@@ -49,7 +46,8 @@ class AuthorizedIdentity:
     key: str
     device_id: str
     module_id: str | None
-    token: str
+    claim: TokenClaim
+    """The latest claim that authorized it (verified again when the registry changes)."""
     expires_at: float
     expiry_timer: asyncio.TimerHandle | None = None
     links: set[LinkRef] = field(default_factory=set)
@@ -81,6 +79,7 @@ class ChannelHost(Protocol):
     """What a channel needs of the AMQP connection carrying it."""
 
     amqp: AmqpConnection
+    dialect: AmqpDialect
     closing: bool
     identities: dict[str, AuthorizedIdentity]
 
@@ -96,8 +95,8 @@ class ChannelHost(Protocol):
 class AmqpMethodsChannel:
     """One identity's methods links on one AMQP connection: the DeviceChannel of its session.
 
-    The session's principal names the Azure dialect (the one in ``ctx.dialects`` named
-    :data:`DIALECT_NAME`): the identity is an Azure identity whatever carries it, so an MQTT
+    The session's principal names the MQTT dialect of the AMQP dialect's name (Azure's, in
+    ``ctx.dialects``): the identity is that cloud's identity whatever carries it, so an MQTT
     connection of the same device after this one finds a session of its own dialect and takes it
     over (and AMQP always opens with a clean start, which takes over any session).
     """
@@ -118,7 +117,7 @@ class AmqpMethodsChannel:
         identity = self.identity
         link = identity.requests
         rid = request_uuid(seq)
-        message = method_request(rid, call)  # raises HubError for a raw (RRPC) message call
+        message = conn.dialect.method_request(rid, call)  # raises HubError for a raw (RRPC) message call
         if self.closed or link is None or conn.closing:
             raise HubError(ErrorKind.DEVICE_OFFLINE)
         amqp = conn.amqp
@@ -152,7 +151,9 @@ class AmqpMethodsChannel:
     def close_taken_over(self) -> None:
         """Another connection (AMQP or MQTT, here or on another node) took the identity over."""
         log.debug("session taken over by a new connection", extra={"ctx": {"device": self.key}})
-        self.conn.end_channel(self, taken_over(self.key), "another connection took over the session")
+        self.conn.end_channel(
+            self, self.conn.dialect.taken_over(self.key), "another connection took over the session"
+        )
         self.conn.drop_if_idle()
 
     async def reverify(self) -> None:
@@ -167,27 +168,3 @@ class AmqpMethodsChannel:
         session = self.session
         if session is not None:
             session.detach(self, reason)
-
-
-def plain_credentials(initial_response: bytes | None, hostname: str) -> PutToken | None:
-    """The identity and SAS token of a SASL PLAIN initial response (``authzid NUL authcid NUL
-    password``, RFC 4616) with authcid ``{deviceId}@sas.{hubName}`` (or
-    ``{deviceId}/modules/{moduleId}@sas.{hubName}``), hubName this hub's first DNS label or its whole
-    host name; None when it is not in that form."""
-    if not initial_response:
-        return None
-    parts = initial_response.split(b"\0")
-    if len(parts) != 3:
-        return None
-    try:
-        user, password = parts[1].decode(), parts[2].decode()
-    except UnicodeDecodeError:
-        return None
-    identity, sep, hub = user.rpartition("@sas.")
-    if not sep or not identity or hub.lower() not in (hostname.lower(), hostname.split(".", 1)[0].lower()):
-        return None
-    device_id, _, module_id = identity.partition("/modules/")
-    if not device_id or "/" in device_id or "/" in module_id:
-        return None
-    key = identity_key(device_id, module_id or None)
-    return PutToken(None, PUT_TOKEN, "", user, device_id, module_id or None, key, password)

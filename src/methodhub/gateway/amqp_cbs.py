@@ -1,0 +1,234 @@
+"""The authorization half of an AMQP device connection: CBS put-tokens and SASL PLAIN.
+
+:class:`CbsAuthorization` is mixed into :class:`~methodhub.gateway.amqp_connection.AmqpDeviceConnection`
+(split out by job: that module is the protocol, the links and the timers). It keeps which identities
+are authorized on the connection and until when: a put-token on a ``$cbs`` sender (or a SASL PLAIN
+initial response) is parsed and verified by the connection's
+:class:`~methodhub.gateway.amqp_dialect.AmqpDialect` and answered on the ``$cbs`` receiver of the
+same session; each authorized identity gets a timer at its token's expiry (its links are detached
+with the dialect's ``token_invalid`` unless a renewal moved it later); a registry change verifies
+the latest token again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from methodhub.amqp import AmqpConnection, Error, ErrorCondition, LinkRef, encode_message
+from methodhub.amqp.events import SaslInitReceived
+from methodhub.gateway.amqp_channel import MAX_IDENTITIES, AuthorizedIdentity, LinkState
+from methodhub.gateway.amqp_dialect import AmqpDialect, TokenClaim, TokenGrant, TokenRefusal
+
+if TYPE_CHECKING:
+    from methodhub.admission import Admission
+    from methodhub.gateway.context import ConnectionContext
+
+log = logging.getLogger("methodhub.gateway")
+
+STATUS_OK = 200
+STATUS_FORBIDDEN = 403
+"""The put-token status for an identity over :data:`~methodhub.gateway.amqp_channel.MAX_IDENTITIES`."""
+
+
+class CbsAuthorization:
+    """Authorizing identities on one AMQP connection (see the module docstring). The connection
+    provides the state and the methods declared here."""
+
+    ctx: ConnectionContext
+    dialect: AmqpDialect
+    amqp: AmqpConnection
+    admission: Admission | None
+    transport: asyncio.Transport | None
+    loop: asyncio.AbstractEventLoop
+    wall: Callable[[], float]
+    peer: str
+    closing: bool
+    waiting: bool
+    deadline: float | None
+    identities: dict[str, AuthorizedIdentity]
+    links: dict[LinkRef, LinkState]
+    cbs_responses: dict[int, LinkRef]
+    _established: bool
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], what: str) -> None:
+        raise NotImplementedError
+
+    def _drop(self, why: str | None, level: int = logging.INFO) -> None:
+        raise NotImplementedError
+
+    def _failed(self, what: str, exc: BaseException | None = None) -> None:
+        raise NotImplementedError
+
+    def _arm_timer(self) -> None:
+        raise NotImplementedError
+
+    def _resume(self) -> None:
+        raise NotImplementedError
+
+    # -- CBS ------------------------------------------------------------------------------------------
+
+    def _on_put_token(self, channel: int, message: Any) -> None:
+        parsed = self.dialect.parse_put_token(message)
+        if isinstance(parsed, TokenRefusal):
+            self._answer_put_token(channel, parsed.message_id, parsed.status, parsed.description)
+            return
+        if parsed.key not in self.identities and len(self.identities) >= MAX_IDENTITIES:
+            self._answer_put_token(
+                channel,
+                parsed.message_id,
+                STATUS_FORBIDDEN,
+                f"This connection already carries {MAX_IDENTITIES} identities; open another connection.",
+            )
+            return
+        self._spawn(self._verify_put_token(channel, parsed), "verifying a put-token")
+
+    async def _verify_put_token(self, channel: int, claim: TokenClaim) -> None:
+        verdict = await self.dialect.verify(claim, self.ctx.auth, self.wall())
+        if self.closing:
+            return
+        if isinstance(verdict, TokenGrant):
+            self._authorize(verdict, claim)
+            self._answer_put_token(channel, verdict.message_id, STATUS_OK, "OK")
+        elif verdict.retryable:  # the registry is down: Node retries a dropped TCP at once, not a 503
+            log.warning(
+                "put-token not verified, dropping the connection: %s",
+                verdict.description,
+                extra={"ctx": {"peer": self.peer, "device": claim.key}},
+            )
+            self._drop(None)
+            return
+        else:
+            self.ctx.metrics.connects_refused.inc("bad_credentials")
+            log.info(
+                "put-token refused",
+                extra={"ctx": {"peer": self.peer, "device": claim.key, "reason": verdict.description}},
+            )
+            self._answer_put_token(channel, verdict.message_id, verdict.status, verdict.description)
+        self.flush()
+        self._arm_timer()
+
+    def _answer_put_token(self, channel: int, message_id: Any, status: int, description: str) -> None:
+        link = self.cbs_responses.get(channel)
+        if link is None:
+            log.info(
+                "put-token not answered: no $cbs receiver link in its session",
+                extra={"ctx": {"peer": self.peer}},
+            )
+            return
+        payload = encode_message(self.dialect.put_token_response(message_id, status, description))
+        if self.amqp.send_message(link, payload, b"", settled=True) is None:
+            log.info(
+                "put-token not answered: no credit on the $cbs receiver", extra={"ctx": {"peer": self.peer}}
+            )
+
+    def _authorize(self, grant: TokenGrant, claim: TokenClaim) -> None:
+        """``grant.key`` may attach links on this connection until ``grant.expires_at``."""
+        identity = self.identities.get(grant.key)
+        if identity is None:
+            identity = self.identities[grant.key] = AuthorizedIdentity(
+                grant.key, grant.device_id, grant.module_id, claim, grant.expires_at
+            )
+        else:  # a renewal
+            identity.claim = claim
+            identity.expires_at = grant.expires_at
+            if identity.expiry_timer is not None:
+                identity.expiry_timer.cancel()
+        delay = max(0.0, grant.expires_at - self.wall())
+        identity.expiry_timer = self.loop.call_at(self.loop.time() + delay, self._token_expired, identity)
+        if not self._established:
+            self._established = True
+            self.deadline = None
+            if self.admission is not None:  # an authenticated device is never shed for a newcomer
+                self.admission.mark_established(self)
+                self.admission.mark_busy(self)
+
+    def _token_expired(self, identity: AuthorizedIdentity) -> None:
+        try:
+            if self.closing or self.identities.get(identity.key) is not identity:
+                return
+            log.info(
+                "detaching an identity: its SAS token expired with no renewal put-token",
+                extra={"ctx": {"peer": self.peer, "device": identity.key}},
+            )
+            self._deauthorize(identity, self.dialect.token_invalid, "its SAS token expired")
+        except Exception:
+            self._failed("expiring a token")
+
+    def _deauthorize(self, identity: AuthorizedIdentity, error: Error, reason: str) -> None:
+        """Forget ``identity`` and detach every link it has on this connection with ``error``."""
+        del self.identities[identity.key]
+        if identity.expiry_timer is not None:
+            identity.expiry_timer.cancel()
+        for link in identity.links:
+            self.amqp.detach(link, error)
+            self.links.pop(link, None)
+        identity.links.clear()
+        identity.responses = identity.requests = None
+        channel, identity.channel = identity.channel, None
+        if channel is not None:
+            channel.end(reason)
+        self.flush()
+
+    async def reverify_identity(self, key: str) -> None:
+        """The registry changed ``key``: check its token again; detach it if it no longer holds."""
+        identity = self.identities.get(key)
+        if identity is None or self.closing:
+            return
+        verdict = await self.dialect.verify(identity.claim, self.ctx.auth, self.wall())
+        if (
+            isinstance(verdict, TokenRefusal)
+            and not verdict.retryable
+            and self.identities.get(key) is identity
+        ):
+            log.info(
+                "detaching an identity: credentials no longer valid",
+                extra={"ctx": {"device": key, "reason": verdict.description}},
+            )
+            self._deauthorize(
+                identity,
+                Error(ErrorCondition.UNAUTHORIZED_ACCESS, verdict.description),
+                "credentials revoked",
+            )
+
+    # -- SASL -----------------------------------------------------------------------------------------
+
+    def _on_sasl(self, event: SaslInitReceived) -> None:
+        if event.mechanism != "PLAIN":  # ANONYMOUS, MSSBCBS, EXTERNAL: authorization comes by CBS
+            self.amqp.sasl_outcome(True)
+            return
+        claim = self.dialect.plain_credentials(event.initial_response, self.ctx.auth.hostname)
+        if claim is None:
+            self._sasl_refused(
+                "-", "the PLAIN user is not '{deviceId}@sas.{hubName}' with a SAS token password"
+            )
+            return
+        self.waiting = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self._spawn(self._verify_plain(claim), "verifying SASL PLAIN")
+
+    async def _verify_plain(self, claim: TokenClaim) -> None:
+        verdict = await self.dialect.verify(claim, self.ctx.auth, self.wall())
+        if self.closing:
+            return
+        if isinstance(verdict, TokenGrant):
+            self._authorize(verdict, claim)
+            self.amqp.sasl_outcome(True)
+            self.flush()
+            self._resume()
+            if self.transport is not None and not self.waiting and not self.closing:
+                self.transport.resume_reading()
+        else:
+            self._sasl_refused(claim.key, verdict.description)
+
+    def _sasl_refused(self, who: str, reason: str) -> None:
+        self.ctx.metrics.connects_refused.inc("bad_credentials")
+        log.info("SASL PLAIN refused", extra={"ctx": {"peer": self.peer, "device": who, "reason": reason}})
+        self.amqp.sasl_outcome(False)
+        self._drop(None)

@@ -1,0 +1,172 @@
+"""What the AMQP device transport needs from a cloud: :class:`AmqpDialect`.
+
+The transport (:mod:`methodhub.gateway.amqp_connection`) carries links, CBS put-tokens and method
+messages; what a link's address names, whether a token proves an identity, and what a method
+request and its answer look like are the cloud's (Azure's: :mod:`methodhub.dialects.azure.amqp`).
+The types crossing here are the AMQP codec's (:class:`~methodhub.amqp.Message`,
+:class:`~methodhub.amqp.Error`) and the calls' (:class:`~methodhub.calls.Call`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from methodhub.amqp import Attach, Error, Message
+    from methodhub.calls.model import Call, CallOutcome
+    from methodhub.errors import HubError
+    from methodhub.gateway.auth import AuthContext
+
+
+class LinkHandling(StrEnum):
+    """What the server does with a link the device attached (azure-amqp-wire.md §5, §9.5-§9.8).
+    Nothing a healthy device opens is refused: refusing a link tears down a Node client's whole
+    connection (§5)."""
+
+    CBS_REQUESTS = "cbs-requests"
+    """The device's ``$cbs`` sender: attach, grant credit (and top it up); each message is a
+    put-token — accept and settle it, then answer on the same session's ``$cbs`` receiver."""
+    CBS_RESPONSES = "cbs-responses"
+    """The device's ``$cbs`` receiver (source ``$cbs``): put-token responses go out here, in the
+    session of the request (not routed by reply-to)."""
+    METHOD_RESPONSES = "method-responses"
+    """The device's methods sender: attach, grant credit and top it up (Node's response callback
+    never fires without it); accept and settle each unsettled response, take pre-settled ones
+    (C#) as done."""
+    METHOD_REQUESTS = "method-requests"
+    """The device's methods receiver: method requests go out here as the device gives credit;
+    while it is attached the identity is ready for calls."""
+    ACCEPT_AND_DROP = "accept-and-drop"
+    """A device sender to telemetry (or twin): attach, grant credit, accept and settle each
+    message and drop it (as MQTT drops telemetry). UNCONFIRMED for twin: the SDKs' twin requests
+    get no answer (MQTT answers a GET with an empty twin; AMQP's twin format is not done yet)."""
+    NEVER_SEND = "never-send"
+    """A device receiver on cloud-to-device, twin or telemetry: attach and never send (there are no
+    cloud-to-device messages or twin answers in methodhub)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRoute:
+    """What to do with a link: its :class:`LinkHandling` and the identity key it belongs to (None
+    for the CBS node's links, which need no authorized identity)."""
+
+    handling: LinkHandling
+    key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaim:
+    """An identity's claim to be authorized on a connection, with the token proving it (from a CBS
+    put-token or a SASL PLAIN initial response).
+
+    Attributes:
+        message_id: the put-token's message-id as received, AMQP type kept (None for SASL PLAIN):
+            what the answer is correlated with.
+        device_id / module_id / key: the identity claimed (``key`` = ``identity_key(...)``).
+        token: the credential, kept to verify it again when the registry changes.
+    """
+
+    message_id: Any
+    device_id: str
+    module_id: str | None
+    key: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    """A token that holds: ``key`` is authorized on this connection until ``expires_at`` (epoch
+    seconds); answer the put-token ``message_id`` with status 200."""
+
+    message_id: Any
+    device_id: str
+    module_id: str | None
+    key: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRefusal:
+    """A put-token that does not hold: answer ``message_id`` with ``status`` and ``description``
+    and keep the connection. ``retryable``: the device is not at fault (the registry could not be
+    read); the transport then drops TCP rather than answer (a client retries that at once)."""
+
+    message_id: Any
+    status: int
+    description: str
+    retryable: bool = False
+
+
+class AmqpDialect(ABC):
+    """One cloud's AMQP device protocol, as the AMQP transport asks it. Shared by all connections.
+
+    ``name`` is also the name of the MQTT :class:`~methodhub.gateway.dialect.Dialect` (in the
+    connection context's dialects) whose sessions the AMQP identities have: a device's MQTT and
+    AMQP sessions are one session table entry of one dialect, so they take each other over.
+    """
+
+    name: str
+
+    # -- links ----------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def link_address(self, attach: Attach) -> str | None:
+        """The address of the device's end of ``attach`` (None when it has none)."""
+
+    @abstractmethod
+    def classify_link(self, address: str, device_role: bool) -> LinkRoute | None:
+        """What to do with a link to ``address`` the device attached in ``device_role``
+        (:class:`~methodhub.amqp.Role`), or None when the address names nothing here."""
+
+    # -- authorization --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def parse_put_token(self, message: Message) -> TokenClaim | TokenRefusal:
+        """The claim of a CBS put-token request, or the refusal to answer a malformed one with."""
+
+    @abstractmethod
+    def plain_credentials(self, initial_response: bytes | None, hostname: str) -> TokenClaim | None:
+        """The claim of a SASL PLAIN initial response, or None when it is not in this cloud's form."""
+
+    @abstractmethod
+    async def verify(self, claim: TokenClaim, auth: AuthContext, now: float) -> TokenGrant | TokenRefusal:
+        """Whether ``claim``'s token proves its identity at ``now`` (epoch seconds)."""
+
+    @abstractmethod
+    def put_token_response(self, message_id: Any, status: int, description: str) -> Message:
+        """The answer to the put-token ``message_id``."""
+
+    # -- methods --------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def method_request(self, rid: uuid.UUID, call: Call) -> Message:
+        """The request message for ``call`` with correlation-id ``rid``; raises ``HubError`` when
+        the call cannot go to an AMQP device."""
+
+    @abstractmethod
+    def parse_method_response(self, message: Message) -> tuple[uuid.UUID, CallOutcome | HubError] | None:
+        """The device's answer as ``(request id, result)``, or None when it names no request."""
+
+    # -- the errors links are refused or detached with ------------------------------------------------
+
+    @abstractmethod
+    def unknown_link(self, address: str | None) -> Error:
+        """Refuse a link whose address :meth:`classify_link` does not know."""
+
+    @abstractmethod
+    def unauthorized_link(self, address: str, key: str | None) -> Error:
+        """Refuse a link whose identity no token on this connection authorized."""
+
+    @abstractmethod
+    def taken_over(self, key: str) -> Error:
+        """Detach ``key``'s links when a newer connection took the identity over."""
+
+    shutting_down: Error
+    """Detach every link with it at a planned shutdown."""
+
+    token_invalid: Error
+    """Detach an identity's links with it when its token expired with no renewal."""
