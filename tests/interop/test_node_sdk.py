@@ -79,7 +79,12 @@ class NodeClients:
         else:
             cs = with_host_port(cs, self.hub.ports[self.transport.listener])
         dialed = len(self.proxy.targets)
-        agent.call("open", client=name, cs=cs, module=module, retry=retry, **args)
+        try:
+            agent.call("open", client=name, cs=cs, module=module, retry=retry, **args)
+        except TimeoutError as exc:  # say what the hub saw, too
+            raise TimeoutError(
+                f"{exc}\nhub log (last 30 lines):\n" + "\n".join(self.hub.stderr_lines[-30:])
+            ) from None
         self.opened.append((agent, name))
         if self.transport.websocket:  # the SDK dialed Azure's port; the proxy sent it to the hub's
             assert f"localhost:{self.transport.sdk_port}" in self.proxy.targets[dialed:]
@@ -309,14 +314,6 @@ def test_second_client_with_the_same_device_id_takes_over(
     """The first client runs with ``NoRetry``: with the SDK's default policy it reconnects at once when
     the hub closes its connection, and the two clients would take the device from each other in turn
     (every ~0.1 s, as they would on Azure IoT Hub)."""
-    if node.transport.name in ("amqp", "amqpws"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="h-amqpgw a91aa55 defect, reported: a second AMQP connection of the same device "
-                "does not take over (the hub routes its calls to the first, which is never detached)",
-            )
-        )
     cs = _create(tls_hub, device_id)
     first = node.open("first", cs, retry=False)
     second = node.open("second", cs)

@@ -51,6 +51,7 @@ class CbsAuthorization:
     identities: dict[str, AuthorizedIdentity]
     links: dict[LinkRef, LinkState]
     cbs_responses: dict[int, LinkRef]
+    cbs_backlog: dict[LinkRef, list[bytes]]
     _established: bool
 
     def flush(self) -> None:
@@ -69,6 +70,9 @@ class CbsAuthorization:
         raise NotImplementedError
 
     def _resume(self) -> None:
+        raise NotImplementedError
+
+    def _open_channel(self, identity: AuthorizedIdentity) -> None:
         raise NotImplementedError
 
     # -- CBS ------------------------------------------------------------------------------------------
@@ -122,10 +126,21 @@ class CbsAuthorization:
             )
             return
         payload = encode_message(self.dialect.put_token_response(message_id, status, description))
-        if self.amqp.send_message(link, payload, b"", settled=True) is None:
-            log.info(
-                "put-token not answered: no credit on the $cbs receiver", extra={"ctx": {"peer": self.peer}}
-            )
+        backlog = self.cbs_backlog.get(link)
+        if backlog is not None:  # earlier answers wait for credit: keep the order
+            backlog.append(payload)
+        elif self.amqp.send_message(link, payload, b"", settled=True) is None:
+            # No credit yet: the device's flow for this link may be on its way (the put-token was
+            # verified first). Answer when it comes (CreditGranted); the deadline bounds the wait.
+            self.cbs_backlog[link] = [payload]
+
+    def _send_cbs_backlog(self, link: LinkRef) -> None:
+        """Credit arrived on ``link``: send the put-token answers that waited for it, in order."""
+        backlog = self.cbs_backlog.get(link, [])
+        while backlog and self.amqp.send_message(link, backlog[0], b"", settled=True) is not None:
+            backlog.pop(0)
+        if not backlog:
+            self.cbs_backlog.pop(link, None)
 
     def _authorize(self, grant: TokenGrant, claim: TokenClaim) -> None:
         """``grant.key`` may attach links on this connection until ``grant.expires_at``."""
@@ -134,6 +149,11 @@ class CbsAuthorization:
             identity = self.identities[grant.key] = AuthorizedIdentity(
                 grant.key, grant.device_id, grant.module_id, claim, grant.expires_at
             )
+            # The session opens (taking over the device's other connections, as an MQTT CONNECT
+            # does) when the identity is authorized, not when its methods links arrive: a backend
+            # calling as soon as the device says "connected" then waits for this connection's
+            # links instead of reaching the connection being replaced.
+            self._open_channel(identity)
         else:  # a renewal
             identity.claim = claim
             identity.expires_at = grant.expires_at

@@ -151,10 +151,19 @@ class AmqpMethodsChannel:
     def close_taken_over(self) -> None:
         """Another connection (AMQP or MQTT, here or on another node) took the identity over."""
         log.debug("session taken over by a new connection", extra={"ctx": {"device": self.key}})
-        self.conn.end_channel(
-            self, self.conn.dialect.taken_over(self.key), "another connection took over the session"
-        )
-        self.conn.drop_if_idle()
+        conn = self.conn
+        reason = "another connection took over the session"
+        if any(i is not self.identity and i.channel is not None for i in conn.identities.values()):
+            # A multiplexing client (C#, Java): only this identity's methods links go.
+            conn.end_channel(self, conn.dialect.taken_over(self.key), reason)
+            return
+        # Alone on its connection: drop TCP at once, as MQTT's takeover closes the connection. The
+        # Node SDK sees a dropped connection as a disconnect (and, retrying, reconnects at once); a
+        # detach first leaves it connected with its methods link gone and nothing reported.
+        if self.identity.channel is self:
+            self.identity.channel = None
+        self.end(reason)
+        conn.drop_if_idle()
 
     async def reverify(self) -> None:
         """Check the identity's token against the registry again; detach it if it fails."""

@@ -53,6 +53,7 @@ from methodhub.amqp import (
 from methodhub.amqp.events import (
     BadProtocolHeader,
     ConnectionClosed,
+    CreditGranted,
     DeliverySettled,
     LinkAttached,
     LinkDetached,
@@ -120,6 +121,9 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
         self.identities: dict[str, AuthorizedIdentity] = {}
         self.links: dict[LinkRef, LinkState] = {}
         self.cbs_responses: dict[int, LinkRef] = {}
+        self.cbs_backlog: dict[LinkRef, list[bytes]] = {}
+        """put-token responses waiting for credit on their $cbs receiver link (the device's flow can
+        arrive after its put-token has been verified)."""
         """Session channel → the device's ``$cbs`` receiver in it (put-token answers go there)."""
         self.tasks: set[asyncio.Task[None]] = set()
         self._established = False
@@ -246,7 +250,9 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
             self._protocol_error(f"not an AMQP 1.0 protocol header: {event.header!r}")  # type: ignore[attr-defined]
         elif kind is ConnectionClosed:
             log.debug("the device closed the connection", extra={"ctx": {"peer": self.peer}})
-        # ConnectionOpened, SessionBegun, CreditGranted: the state machine answered; nothing to do.
+        elif kind is CreditGranted and self.cbs_backlog and event.link in self.cbs_backlog:  # type: ignore[attr-defined]
+            self._send_cbs_backlog(event.link)  # type: ignore[attr-defined]
+        # ConnectionOpened, SessionBegun: the state machine answered; nothing to do.
 
     def _protocol_error(self, reason: str) -> None:
         self.ctx.metrics.protocol_errors.inc()
@@ -315,8 +321,11 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
         else:
             identity.requests = link
             identity.presettle_requests = presettle
-        if identity.responses is not None and identity.requests is not None and identity.channel is None:
+        channel = identity.channel
+        if channel is None:  # its links were replaced or lost before: a new session
             self._open_channel(identity)
+        elif channel.session is not None:  # ready once both links are there
+            channel.session.readiness_changed()
 
     def _forget_link(self, link: LinkRef, reason: str) -> None:
         """``link`` is gone (detached by either side, its session ended)."""
@@ -326,6 +335,7 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
         if state.key is None:
             if self.cbs_responses.get(link.channel) == link:
                 del self.cbs_responses[link.channel]
+            self.cbs_backlog.pop(link, None)
             return
         identity = self.identities.get(state.key)
         if identity is None:
