@@ -314,6 +314,15 @@ def test_second_client_with_the_same_device_id_takes_over(
     """The first client runs with ``NoRetry``: with the SDK's default policy it reconnects at once when
     the hub closes its connection, and the two clients would take the device from each other in turn
     (every ~0.1 s, as they would on Azure IoT Hub)."""
+    if node.transport.name in ("amqp", "amqpws"):
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=False,
+                reason="known, open (issue 11): over AMQP the taken-over Node client, though on NoRetry, "
+                "sometimes connects once more and takes the device back, so the second client's call "
+                "fails 404104; it passes in most runs",
+            )
+        )
     cs = _create(tls_hub, device_id)
     first = node.open("first", cs, retry=False)
     second = node.open("second", cs)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from methodhub.amqp import AmqpConnection, Error, ErrorCondition, LinkRef, encode_message
 from methodhub.amqp.events import SaslInitReceived
-from methodhub.gateway.amqp_channel import MAX_IDENTITIES, AuthorizedIdentity, LinkState
+from methodhub.gateway.amqp_channel import MAX_IDENTITIES, AmqpMethodsChannel, AuthorizedIdentity, LinkState
 from methodhub.gateway.amqp_dialect import AmqpDialect, TokenClaim, TokenGrant, TokenRefusal
 
 if TYPE_CHECKING:
@@ -72,7 +72,10 @@ class CbsAuthorization:
     def _resume(self) -> None:
         raise NotImplementedError
 
-    def _open_channel(self, identity: AuthorizedIdentity) -> None:
+    def _open_channel(self, identity: AuthorizedIdentity, spawn: bool = True) -> AmqpMethodsChannel | None:
+        raise NotImplementedError
+
+    async def _open_session(self, channel: AmqpMethodsChannel) -> None:
         raise NotImplementedError
 
     # -- CBS ------------------------------------------------------------------------------------------
@@ -97,7 +100,17 @@ class CbsAuthorization:
         if self.closing:
             return
         if isinstance(verdict, TokenGrant):
-            self._authorize(verdict, claim)
+            new = self._authorize(verdict, claim)
+            if new is not None:
+                # The session opens (taking over the device's other connections, as an MQTT CONNECT
+                # does) before the device hears "OK": a backend calling as soon as the device says
+                # "connected" then waits for this connection's methods links instead of reaching
+                # the connection being replaced (whose calls fail as it is taken over).
+                opening = self._open_channel(new, spawn=False)
+                if opening is not None:
+                    await self._open_session(opening)
+                if self.closing:
+                    return
             self._answer_put_token(channel, verdict.message_id, STATUS_OK, "OK")
         elif verdict.retryable:  # the registry is down: Node retries a dropped TCP at once, not a 503
             log.warning(
@@ -142,18 +155,15 @@ class CbsAuthorization:
         if not backlog:
             self.cbs_backlog.pop(link, None)
 
-    def _authorize(self, grant: TokenGrant, claim: TokenClaim) -> None:
-        """``grant.key`` may attach links on this connection until ``grant.expires_at``."""
+    def _authorize(self, grant: TokenGrant, claim: TokenClaim) -> AuthorizedIdentity | None:
+        """``grant.key`` may attach links on this connection until ``grant.expires_at``. Returns the
+        identity when it is new here: the caller then opens its session (:meth:`_open_channel`)."""
+        new = None
         identity = self.identities.get(grant.key)
         if identity is None:
-            identity = self.identities[grant.key] = AuthorizedIdentity(
+            identity = new = self.identities[grant.key] = AuthorizedIdentity(
                 grant.key, grant.device_id, grant.module_id, claim, grant.expires_at
             )
-            # The session opens (taking over the device's other connections, as an MQTT CONNECT
-            # does) when the identity is authorized, not when its methods links arrive: a backend
-            # calling as soon as the device says "connected" then waits for this connection's
-            # links instead of reaching the connection being replaced.
-            self._open_channel(identity)
         else:  # a renewal
             identity.claim = claim
             identity.expires_at = grant.expires_at
@@ -167,6 +177,7 @@ class CbsAuthorization:
             if self.admission is not None:  # an authenticated device is never shed for a newcomer
                 self.admission.mark_established(self)
                 self.admission.mark_busy(self)
+        return new
 
     def _token_expired(self, identity: AuthorizedIdentity) -> None:
         try:
@@ -238,7 +249,9 @@ class CbsAuthorization:
         if self.closing:
             return
         if isinstance(verdict, TokenGrant):
-            self._authorize(verdict, claim)
+            new = self._authorize(verdict, claim)
+            if new is not None:
+                self._open_channel(new)
             self.amqp.sasl_outcome(True)
             self.flush()
             self._resume()

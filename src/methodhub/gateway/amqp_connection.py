@@ -441,16 +441,20 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
 
     # -- sessions -------------------------------------------------------------------------------------
 
-    def _open_channel(self, identity: AuthorizedIdentity) -> None:
+    def _open_channel(self, identity: AuthorizedIdentity, spawn: bool = True) -> AmqpMethodsChannel | None:
+        """``identity``'s channel, its session opened by a task (``spawn``) or by the caller
+        (``await self._open_session(channel)``); None when the connection is being dropped."""
         dialect = self._session_dialect
         if dialect is None:  # a hub without the Azure dialect has nothing to speak AMQP for
             self._drop(f"no {self.dialect.name!r} dialect is configured for AMQP devices", logging.WARNING)
-            return
+            return None
         principal = Principal(
             identity.device_id, identity.module_id, identity.key, dialect, identity.expires_at
         )
         channel = identity.channel = AmqpMethodsChannel(self, identity, principal)
-        self._spawn(self._open_session(channel), "opening a session")
+        if spawn:
+            self._spawn(self._open_session(channel), "opening a session")
+        return channel
 
     async def _open_session(self, channel: AmqpMethodsChannel) -> None:
         ctx = self.ctx

@@ -332,3 +332,28 @@ async def test_a_put_token_answer_waits_for_credit_on_the_cbs_receiver(hub: Hub,
     assert answer.application_properties is not None
     assert answer.application_properties["status-code"] == 200
     assert answer.properties is not None and answer.properties.correlation_id == "token-1"
+
+
+async def test_a_call_made_once_the_new_connection_is_authorized_reaches_it_not_the_old_one(
+    hub: Hub, dev1: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node calls open() done when its put-token is answered; a backend calling then used to reach
+    the connection being replaced (the new session opened only with the methods links) and the
+    call failed 404104 when the takeover came. The takeover now happens before the answer."""
+    old = AmqpDevice(hub)
+    await old.online("dev1", dev1.keys.primary)
+    await ready(hub, old)
+    # A cluster makes the device reachable on every node before its session opens: slow here.
+    monkeypatch.setattr(
+        hub.router, "reachable", lambda key: asyncio.ensure_future(asyncio.sleep(0.2)), raising=False
+    )
+    new = AmqpDevice(hub)
+    await new.begin()
+    answer = await new.put_token(sas_token("dev1", dev1.keys.primary), "dev1")
+    assert answer.application_properties is not None and answer.application_properties["status-code"] == 200
+    call = hub.engine.invoke(Call("dev1", "m", b"{}", 30, connect_timeout=30))
+    await new.methods("dev1")
+    request = await new.request()
+    new.answer(request.properties.correlation_id, 200, [b"1"])
+    assert (await asyncio.wait_for(call, 30)).payload == b"1"
+    await old.closed()
