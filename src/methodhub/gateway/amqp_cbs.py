@@ -54,29 +54,16 @@ class CbsAuthorization:
     cbs_backlog: dict[LinkRef, list[bytes]]
     _established: bool
 
-    def flush(self) -> None:
-        raise NotImplementedError
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None], what: str) -> None:
-        raise NotImplementedError
-
-    def _drop(self, why: str | None, level: int = logging.INFO) -> None:
-        raise NotImplementedError
-
-    def _failed(self, what: str, exc: BaseException | None = None) -> None:
-        raise NotImplementedError
-
-    def _arm_timer(self) -> None:
-        raise NotImplementedError
-
-    def _resume(self) -> None:
-        raise NotImplementedError
-
-    def _open_channel(self, identity: AuthorizedIdentity, spawn: bool = True) -> AmqpMethodsChannel | None:
-        raise NotImplementedError
-
-    async def _open_session(self, channel: AmqpMethodsChannel) -> None:
-        raise NotImplementedError
+    # What the connection itself does for this half (declared for the type checker; AmqpDeviceConnection
+    # defines them).
+    flush: Callable[[], None]
+    _spawn: Callable[[Coroutine[Any, Any, None], str], None]
+    _drop: Callable[..., None]
+    _failed: Callable[..., None]
+    _arm_timer: Callable[[], None]
+    _resume: Callable[[], None]
+    _open_channel: Callable[..., AmqpMethodsChannel | None]
+    _open_session: Callable[[AmqpMethodsChannel], Coroutine[Any, Any, None]]
 
     # -- CBS ------------------------------------------------------------------------------------------
 

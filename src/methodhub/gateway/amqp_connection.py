@@ -66,6 +66,7 @@ from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.amqp_cbs import CbsAuthorization
 from methodhub.gateway.amqp_channel import CREDIT, AmqpMethodsChannel, AuthorizedIdentity, LinkState
 from methodhub.gateway.amqp_dialect import AmqpDialect, LinkHandling
+from methodhub.gateway.context import CLOSE_GRACE, MAX_WRITE_BUFFER, WORK_BUDGET
 from methodhub.gateway.dialect import Principal
 
 if TYPE_CHECKING:
@@ -74,14 +75,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("methodhub.gateway")
 
-WORK_BUDGET = 256
-"""Frames of one connection handled per event-loop iteration before the others get their turn."""
-
-CLOSE_GRACE = 5.0
-"""Seconds a closing connection has to flush what we wrote before it is aborted."""
-
-MAX_WRITE_BUFFER = 4 * 1024 * 1024
-"""A device that stops reading while we keep writing is cut off once this many bytes are queued."""
 
 IDLE_TIMEOUT = 120.0
 """Seconds of silence after which a peer is closed; advertised in ``open`` (Node and C then send

@@ -18,6 +18,18 @@ if TYPE_CHECKING:
     from methodhub.mqtt import Connect
 
 
+WORK_BUDGET = 256
+"""Packets (MQTT) or frames (AMQP) of one connection handled per event-loop iteration before the
+others get their turn."""
+
+CLOSE_GRACE = 5.0
+"""Seconds a closing connection has to flush what we wrote before it is aborted."""
+
+MAX_WRITE_BUFFER = 4 * 1024 * 1024
+"""A device that stops reading while we keep writing to it is cut off once this many bytes are
+queued for it, so one stuck device cannot grow the hub's memory without bound."""
+
+
 class Closable(Protocol):
     """What the gateway asks of every open device connection when the node stops."""
 

@@ -26,6 +26,7 @@ from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from methodhub.config import MAX_KEEPALIVE
+from methodhub.gateway.context import CLOSE_GRACE, MAX_WRITE_BUFFER, WORK_BUDGET
 from methodhub.gateway.dialect import SUBSCRIPTION_REFUSED, ConnectRefused
 from methodhub.mqtt import (
     Connack,
@@ -60,15 +61,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("methodhub.gateway")
 
-WORK_BUDGET = 256
-"""Packets of one connection handled per event-loop iteration before the others get their turn."""
-
-CLOSE_GRACE = 5.0
-"""Seconds a closing connection has to flush what we wrote before it is aborted."""
-
-MAX_WRITE_BUFFER = 4 * 1024 * 1024
-"""A device that stops reading while we keep writing to it is cut off once this many bytes are
-queued for it, so one stuck device cannot grow the hub's memory without bound."""
 
 V5_REASON_FOR_CONNACK = {
     ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION: ReasonCode.UNSUPPORTED_PROTOCOL_VERSION,
