@@ -135,7 +135,8 @@ class _WebSocketStream:
 class AmqpDevice:
     """One device (or module) connection: ``connect()`` → ``authenticate()`` → ``enable_methods()``.
 
-    ``websocket``: AMQP over WebSocket on the HTTPS port instead of the ``amqps`` port.
+    ``websocket``: AMQP over WebSocket on the HTTPS port instead of the ``amqps`` port; ``plain``:
+    the plain ``amqp`` port (``--amqp-port``), no TLS.
     """
 
     def __init__(
@@ -146,6 +147,7 @@ class AmqpDevice:
         *,
         module_id: str | None = None,
         websocket: bool = False,
+        plain: bool = False,
         max_frame_size: int = 65536,
     ) -> None:
         self.hub = hub
@@ -153,6 +155,7 @@ class AmqpDevice:
         self.module_id = module_id
         self.key = key
         self.websocket = websocket
+        self.plain = plain
         self.max_frame_size = max_frame_size
         self.events: list[Event] = []
         self.conn: AmqpConnection | None = None
@@ -186,11 +189,14 @@ class AmqpDevice:
     def connect(self, timeout: float = 10) -> AmqpDevice:
         """TLS (trusting the hub's development CA, SNI ``localhost``), the WebSocket when asked, the
         AMQP header and ``open``, one session."""
-        context = ssl.create_default_context(cafile=str(self.hub.ca_file))
-        port = self.hub.ports["https" if self.websocket else "amqps"]
-        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        tls = context.wrap_socket(raw, server_hostname=HOSTNAME)
-        self.stream = _WebSocketStream(tls, f"{HOSTNAME}:{port}", "AMQPWSB10") if self.websocket else tls
+        if self.plain:
+            self.stream = socket.create_connection(("127.0.0.1", self.hub.ports["amqp"]), timeout=timeout)
+        else:
+            context = ssl.create_default_context(cafile=str(self.hub.ca_file))
+            port = self.hub.ports["https" if self.websocket else "amqps"]
+            raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            tls = context.wrap_socket(raw, server_hostname=HOSTNAME)
+            self.stream = _WebSocketStream(tls, f"{HOSTNAME}:{port}", "AMQPWSB10") if self.websocket else tls
         self.conn = AmqpConnection(
             ConnectionRole.CLIENT,
             container_id=str(uuid.uuid4()),

@@ -26,7 +26,7 @@ import paho.mqtt.client as paho
 
 HOSTNAME = "localhost"
 V5_TO_V3_CONNACK = {0x84: 1, 0x85: 2, 0x88: 3, 0x86: 4, 0x87: 5}
-LISTENING = re.compile(r"(mqtts|https|amqps|mqtt|http) listening on (\S+):(\d+)")
+LISTENING = re.compile(r"(mqtts|https|amqps|amqp|mqtt|http) listening on (\S+):(\d+)")
 
 
 def sign(resource: str, key: str, expiry: int, key_name: str | None = None, *, quoted: bool = True) -> str:
@@ -90,6 +90,7 @@ class HubProcess:
             "0" if "https" in self.listeners else "-1",
             "--amqps-port",
             "0" if "amqps" in self.listeners else "-1",
+            *(["--amqp-port", "0"] if "amqp" in self.listeners else []),
             "--hostname",
             HOSTNAME,
             *self.args,

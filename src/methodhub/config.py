@@ -66,7 +66,10 @@ class HubConfig:
     """HTTPS for the REST API, and MQTT and AMQP over WebSocket at ``/$iothub/websocket`` (443 in
     production; the subprotocol picks the transport)."""
     amqps_port: int = 5671
-    """AMQP 1.0 over TLS for Azure devices (the SDKs dial 5671); AMQP here is always TLS."""
+    """AMQP 1.0 over TLS for Azure devices (the SDKs dial 5671)."""
+    amqp_port: int = -1
+    """AMQP 1.0 without TLS: off by default (Azure serves AMQP on TLS only and its SDKs never dial
+    plain AMQP). For a hub behind a TLS-terminating load balancer, and for the benchmark and fuzzer."""
     tls_cert: Path | None = None
     """The operator's certificate chain (PEM); None = a development CA under ``DIR/tls``."""
     tls_key: Path | None = None

@@ -24,7 +24,7 @@ from tests.support import HOSTNAME, Backend, HubProcess, PahoDevice, error_code
 
 pytestmark = pytest.mark.timeout(120)
 
-LISTENERS = ("mqtt", "http", "mqtts", "https", "amqps")
+LISTENERS = ("mqtt", "http", "mqtts", "https", "amqps", "amqp")
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +76,18 @@ def test_the_amqps_listener_is_logged_recorded_and_speaks_tls_with_the_dev_ca(hu
         assert tls.recv(8) == b"AMQP\x00\x01\x00\x00"  # the hub's header: AMQP without SASL, as Node asks
 
 
-@pytest.mark.parametrize("websocket", [False, True], ids=["amqps", "amqpws"])
+@pytest.mark.parametrize(
+    "options", [{}, {"websocket": True}, {"plain": True}], ids=["amqps", "amqpws", "amqp-plain"]
+)
 def test_a_device_answers_a_rest_call(
-    hub: HubProcess, backend: Backend, device_id: str, websocket: bool
+    hub: HubProcess, backend: Backend, device_id: str, options: dict[str, bool]
 ) -> None:
     key = hub.create_device(device_id)
-    device = _online(hub, device_id, key, websocket=websocket).serve(
+    device = _online(hub, device_id, key, **options).serve(
         lambda name, payload: (201, json.dumps({"method": name, "got": json.loads(payload)}).encode())
     )
     try:
-        if websocket:  # the 101 echoed the subprotocol (Node's ws aborts without it)
+        if options.get("websocket"):  # the 101 echoed the subprotocol (Node's ws aborts without it)
             assert device.stream.accepted_subprotocol == "AMQPWSB10"
         response = backend.invoke(device_id, "reboot", {"delay": 5}, responseTimeoutInSeconds=10)
         assert response.status_code == 200, response.text
@@ -267,5 +269,6 @@ def test_amqps_port_minus_one_turns_the_listener_off(tmp_path: Path) -> None:
         runtime = _wait_for_runtime(hub.data_dir)
         assert "amqps" not in runtime and "mqtts" in runtime
         assert not any("amqps listening" in line for line in hub.stderr_lines)
+        assert "amqp" not in runtime  # plain AMQP is off unless --amqp-port asks for it
     finally:
         hub.stop()

@@ -63,6 +63,13 @@ def add_serve_parser(
         "--amqps-port", type=_port, default=5671, help="AMQP over TLS (default 5671; 0 = any free, -1 = off)"
     )
     serve.add_argument(
+        "--amqp-port",
+        type=_port,
+        default=-1,
+        help="AMQP without TLS, for a hub behind a TLS-terminating load balancer (default -1 = off; "
+        "Azure's SDKs dial AMQP over TLS only)",
+    )
+    serve.add_argument(
         "--tls-cert",
         type=Path,
         default=None,
@@ -142,6 +149,7 @@ def serve(args: argparse.Namespace, data_dir: Path) -> None:
         mqtts_port=args.mqtts_port,
         https_port=args.https_port,
         amqps_port=args.amqps_port,
+        amqp_port=args.amqp_port,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         nats_url=args.nats,

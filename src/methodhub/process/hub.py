@@ -182,6 +182,11 @@ class Hub:
                 config.host, config.mqtt_port, name="mqtt", reuse_port=config.reuse_port
             )
             self._bound("mqtt", server)
+        if config.amqp_port >= 0:
+            server = await self.gateway.listen_amqp(
+                config.host, config.amqp_port, name="amqp", reuse_port=config.reuse_port
+            )
+            self._bound("amqp", server)
         if config.http_port >= 0:
             server = await self.http.listen(config.host, config.http_port, reuse_port=config.reuse_port)
             self._bound("http", server)
@@ -196,7 +201,7 @@ class Hub:
                     reuse_port=config.reuse_port,
                 )
                 self._bound("mqtts", server)
-            if config.amqps_port >= 0:  # AMQP is always TLS here (wire doc §1.1), as Azure serves it
+            if config.amqps_port >= 0:
                 server = await self.gateway.listen_amqp(
                     config.host,
                     config.amqps_port,

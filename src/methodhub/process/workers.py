@@ -238,7 +238,7 @@ class WorkerPool:
         placeholders: list[socket.socket] = []
         try:
             ports: dict[str, int] = {}
-            for name in ("mqtt", "http", "mqtts", "https", "amqps"):
+            for name in ("mqtt", "http", "mqtts", "https", "amqps", "amqp"):
                 port = getattr(config, f"{name}_port")
                 if port < 0:
                     continue
@@ -260,6 +260,7 @@ class WorkerPool:
                 mqtts_port=ports.get("mqtts", config.mqtts_port),
                 https_port=ports.get("https", config.https_port),
                 amqps_port=ports.get("amqps", config.amqps_port),
+                amqp_port=ports.get("amqp", config.amqp_port),
             )
             self._start_all()
         except BaseException:
