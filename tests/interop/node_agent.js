@@ -10,7 +10,7 @@
 //
 // Only the SDK's public API is used, as an application written for Azure IoT Hub would:
 // Client / ModuleClient.fromConnectionString(cs, Transport), setOptions({ca}), open, onDeviceMethod / onMethod,
-// close. Method handlers (the method name picks one):
+// getTwin / twin.properties.reported.update, close. Method handlers (the method name picks one):
 //   echo   answers 200 with the request payload;
 //   status answers payload.status with payload.payload (null when absent);
 //   slow   waits payload.seconds, then answers 200 with the request payload;
@@ -149,6 +149,25 @@ const OPERATIONS = {
       else client.onDeviceMethod(method, methodHandler(name, method));
     }
     return { transport, module };
+  },
+
+  /** The client's twin (`getTwin`): its desired and reported properties as JSON. */
+  async get_twin({ client: name }) {
+    const client = clients.get(name);
+    if (!client) throw new Error(`no client named ${name}`);
+    const twin = await client.getTwin();
+    return JSON.parse(JSON.stringify({ desired: twin.properties.desired, reported: twin.properties.reported }));
+  },
+
+  /** Send a reported-properties patch (`twin.properties.reported.update`). */
+  async update_reported({ client: name, patch }) {
+    const client = clients.get(name);
+    if (!client) throw new Error(`no client named ${name}`);
+    const twin = await client.getTwin();
+    await new Promise((resolve, reject) =>
+      twin.properties.reported.update(patch, (err) => (err ? reject(err) : resolve())),
+    );
+    return null;
   },
 
   /** Close the client (the SDK's clean disconnect). */

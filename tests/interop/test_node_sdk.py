@@ -387,6 +387,19 @@ def test_a_wrong_key_fails_open_with_unauthorized_and_the_hub_logs_it(
         time.sleep(0.1)
 
 
+def test_twin_get_is_the_empty_twin_and_a_reported_patch_fails_fast(
+    node: NodeClients, node_agent: NodeAgent, tls_hub: HubProcess, device_id: str
+) -> None:
+    """methodhub stores no twins yet: ``getTwin`` gets an empty twin and a reported-properties
+    update fails at once (405) instead of hanging, over every transport alike."""
+    name = node.open("device", _create(tls_hub, device_id))
+    twin = node_agent.call("get_twin", client=name)
+    assert twin["desired"] == {"$version": 1} and twin["reported"] == {"$version": 1}
+    with pytest.raises(AgentError) as refused:
+        node_agent.call("update_reported", client=name, patch={"firmware": "1.2"}, timeout=30)
+    assert "methodhub does not store device twins" in refused.value.message, refused.value
+
+
 def test_128_kb_payloads_each_way(
     node: NodeClients, node_agent: NodeAgent, rest: Backend, tls_hub: HubProcess, device_id: str
 ) -> None:

@@ -501,13 +501,19 @@ class AmqpConnection:
         """Refuse a peer's attach: an attach with no source and target, then detach(closed, error)."""
         self._endpoints.refuse_link(link, error)
 
-    def grant_credit(self, link: LinkRef, credit: int) -> None:
-        """Let the peer send ``credit`` more deliveries on our receiving link (a flow with the total)."""
-        self._endpoints.grant_credit(link, credit)
+    def grant_credit(self, link: LinkRef, credit: int, drain: bool = False) -> None:
+        """Let the peer send ``credit`` more deliveries on our receiving link (a flow with the total;
+        ``drain``: ask the sender to use it up or give it back, :meth:`drain`)."""
+        self._endpoints.grant_credit(link, credit, drain)
 
     def credit(self, link: LinkRef) -> int:
         """Deliveries we may still send on this link (sender) or have granted (receiver)."""
         return self._endpoints.credit(link)
+
+    def drain(self, link: LinkRef) -> None:
+        """Answer a :class:`CreditGranted` with ``drain`` set once there is nothing more to send on
+        our sending link: the remaining credit is used up and a flow with drain set tells the peer."""
+        self._endpoints.drain(link)
 
     def send_message(
         self, link: LinkRef, payload: bytes, delivery_tag: bytes, settled: bool = False

@@ -337,7 +337,7 @@ class Endpoints:
             handle_max=self.handle_max,
         )
 
-    def _send_flow(self, session: Session, link: Link | None) -> None:
+    def _send_flow(self, session: Session, link: Link | None, drain: bool = False) -> None:
         flow = Flow(
             next_incoming_id=session.next_incoming_id,
             incoming_window=session.incoming_window,
@@ -346,6 +346,7 @@ class Endpoints:
             handle=link.handle if link is not None else None,
             delivery_count=link.delivery_count if link is not None else None,
             link_credit=link.credit if link is not None else None,
+            drain=drain,
         )
         self._send(session.channel, flow)
 
@@ -462,8 +463,9 @@ class Endpoints:
         self._send(session.channel, Detach(ours.handle, closed=True, error=error))
         ours.state = EndpointState.ENDING
 
-    def grant_credit(self, link: LinkRef, credit: int) -> None:
-        """Let the peer send ``credit`` more deliveries on our receiving link (a flow with the total)."""
+    def grant_credit(self, link: LinkRef, credit: int, drain: bool = False) -> None:
+        """Let the peer send ``credit`` more deliveries on our receiving link (a flow with the total;
+        ``drain``: asking the sender to use it up or give it back)."""
         found = self._link(link)
         if found is None or not self.usable or found[1].state is EndpointState.ENDING:
             return
@@ -471,7 +473,23 @@ class Endpoints:
         if ours.is_sender:
             raise ValueError("credit is granted on a receiving link")
         ours.credit = min(ours.credit + credit, _HALF - 1)
-        self._send_flow(session, ours)
+        self._send_flow(session, ours, drain=drain)
+
+    def drain(self, link: LinkRef) -> None:
+        """The peer asked our sending link to drain and we have nothing more to send now: use up the
+        credit (delivery-count advances by it) and say so in a flow with drain set (AMQP 1.0
+        §2.6.7). Nothing happens when there is no credit left."""
+        found = self._link(link)
+        if found is None or not self.usable or found[1].state is EndpointState.ENDING:
+            return
+        session, ours = found
+        if not ours.is_sender:
+            raise ValueError("a receiving link is drained by its sender")
+        if ours.credit <= 0:
+            return
+        ours.delivery_count = (ours.delivery_count + ours.credit) & SERIAL_MASK
+        ours.credit = 0
+        self._send_flow(session, ours, drain=True)
 
     def credit(self, link: LinkRef) -> int:
         """Deliveries we may still send on this link (sender) or have granted (receiver)."""

@@ -51,12 +51,13 @@ class CbsAuthorization:
     identities: dict[str, AuthorizedIdentity]
     links: dict[LinkRef, LinkState]
     cbs_responses: dict[int, LinkRef]
-    cbs_backlog: dict[LinkRef, list[bytes]]
+    backlog: dict[LinkRef, list[bytes]]
     _established: bool
 
     # What the connection itself does for this half (declared for the type checker; AmqpDeviceConnection
     # defines them).
     flush: Callable[[], None]
+    send_answer: Callable[[LinkRef, bytes], None]
     _spawn: Callable[[Coroutine[Any, Any, None], str], None]
     _drop: Callable[..., None]
     _failed: Callable[..., None]
@@ -125,22 +126,11 @@ class CbsAuthorization:
                 extra={"ctx": {"peer": self.peer}},
             )
             return
-        payload = encode_message(self.dialect.put_token_response(message_id, status, description))
-        backlog = self.cbs_backlog.get(link)
-        if backlog is not None:  # earlier answers wait for credit: keep the order
-            backlog.append(payload)
-        elif self.amqp.send_message(link, payload, b"", settled=True) is None:
-            # No credit yet: the device's flow for this link may be on its way (the put-token was
-            # verified first). Answer when it comes (CreditGranted); the deadline bounds the wait.
-            self.cbs_backlog[link] = [payload]
-
-    def _send_cbs_backlog(self, link: LinkRef) -> None:
-        """Credit arrived on ``link``: send the put-token answers that waited for it, in order."""
-        backlog = self.cbs_backlog.get(link, [])
-        while backlog and self.amqp.send_message(link, backlog[0], b"", settled=True) is not None:
-            backlog.pop(0)
-        if not backlog:
-            self.cbs_backlog.pop(link, None)
+        # With no credit yet (the device's flow for this link may be on its way: the put-token was
+        # verified first) the answer waits for it; the put-token deadline bounds the wait.
+        self.send_answer(
+            link, encode_message(self.dialect.put_token_response(message_id, status, description))
+        )
 
     def _authorize(self, grant: TokenGrant, claim: TokenClaim) -> AuthorizedIdentity | None:
         """``grant.key`` may attach links on this connection until ``grant.expires_at``. Returns the

@@ -56,12 +56,15 @@ class AuthorizedIdentity:
     requests: LinkRef | None = None
     """The device's methods receiver (we send requests on it)."""
     presettle_requests: bool = False
+    twin_responses: LinkRef | None = None
+    """The device's newest twin receiver (we send twin answers on it)."""
     channel: AmqpMethodsChannel | None = None
 
 
 CREDIT = 100
-"""Credit granted on each link the device sends on (CBS, method responses, telemetry), topped up
-when half is used."""
+"""Credit granted on each link the device sends on (CBS, method responses, twin, telemetry), topped
+up when half is used. Also the most answers (put-token, twin) one of our links keeps waiting for
+the device's credit."""
 
 MAX_IDENTITIES = 64
 """Identities one connection may have authorized at once (C#/Java multiplex a few devices)."""

@@ -46,9 +46,11 @@ from methodhub.amqp import (
     Error,
     ErrorCondition,
     LinkRef,
+    Message,
     Rejected,
     SenderSettleMode,
     decode_message,
+    encode_message,
 )
 from methodhub.amqp.events import (
     BadProtocolHeader,
@@ -79,6 +81,12 @@ log = logging.getLogger("methodhub.gateway")
 IDLE_TIMEOUT = 120.0
 """Seconds of silence after which a peer is closed; advertised in ``open`` (Node and C then send
 empty frames every 60 s)."""
+
+
+_RECEIVING = frozenset(
+    {LinkHandling.METHOD_RESPONSES, LinkHandling.TWIN_REQUESTS, LinkHandling.ACCEPT_AND_DROP}
+)
+"""The device's links we receive on (and grant credit to) besides $cbs."""
 
 
 class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
@@ -114,10 +122,9 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
         self.identities: dict[str, AuthorizedIdentity] = {}
         self.links: dict[LinkRef, LinkState] = {}
         self.cbs_responses: dict[int, LinkRef] = {}
-        self.cbs_backlog: dict[LinkRef, list[bytes]] = {}
-        """put-token responses waiting for credit on their $cbs receiver link (the device's flow can
-        arrive after its put-token has been verified)."""
         """Session channel → the device's ``$cbs`` receiver in it (put-token answers go there)."""
+        self.backlog: dict[LinkRef, list[bytes]] = {}
+        """Answers (put-token, twin) waiting for the device's credit on our link, in order."""
         self.tasks: set[asyncio.Task[None]] = set()
         self._established = False
         self._session_dialect = next((d for d in ctx.dialects if d.name == dialect.name), None)
@@ -243,9 +250,40 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
             self._protocol_error(f"not an AMQP 1.0 protocol header: {event.header!r}")  # type: ignore[attr-defined]
         elif kind is ConnectionClosed:
             log.debug("the device closed the connection", extra={"ctx": {"peer": self.peer}})
-        elif kind is CreditGranted and self.cbs_backlog and event.link in self.cbs_backlog:  # type: ignore[attr-defined]
-            self._send_cbs_backlog(event.link)  # type: ignore[attr-defined]
+        elif kind is CreditGranted:
+            self._on_credit(event)  # type: ignore[arg-type]
         # ConnectionOpened, SessionBegun: the state machine answered; nothing to do.
+
+    def _on_credit(self, event: CreditGranted) -> None:
+        link = event.link
+        if self.backlog and link in self.backlog:
+            self._send_backlog(link)
+        if event.drain and link not in self.backlog:
+            # Nothing waits to go on it: the requests link sends a call the moment it comes, and
+            # none is queued for credit, so the credit is given back at once (AMQP 1.0 §2.6.7).
+            self.amqp.drain(link)
+
+    def send_answer(self, link: LinkRef, payload: bytes) -> None:
+        """Send an answer (put-token, twin) on our ``link``, pre-settled, after those waiting for
+        credit on it; it waits for credit too if there is none (:meth:`_send_backlog`). A device
+        that lets more than ``CREDIT`` answers wait is not reading them: it is dropped."""
+        backlog = self.backlog.get(link)
+        if backlog is None:
+            if self.amqp.send_message(link, payload, b"", settled=True) is not None:
+                return
+            backlog = self.backlog[link] = []
+        if len(backlog) >= CREDIT:
+            self._drop(f"{len(backlog)} answers wait for credit it never gives", logging.WARNING)
+            return
+        backlog.append(payload)
+
+    def _send_backlog(self, link: LinkRef) -> None:
+        """Credit arrived on ``link``: send the answers that waited for it, in order."""
+        backlog = self.backlog.get(link, [])
+        while backlog and self.amqp.send_message(link, backlog[0], b"", settled=True) is not None:
+            backlog.pop(0)
+        if not backlog:
+            self.backlog.pop(link, None)
 
     def _protocol_error(self, reason: str) -> None:
         self.ctx.metrics.protocol_errors.inc()
@@ -293,11 +331,13 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
             )
             amqp.refuse_link(link, dialect.unauthorized_link(str(address), named.key))
             return
-        receives = handling in (LinkHandling.METHOD_RESPONSES, LinkHandling.ACCEPT_AND_DROP)
+        receives = handling in _RECEIVING
         amqp.accept_link(link, credit=CREDIT if receives else 0)
         self.links[link] = LinkState(handling, named.key)
         identity.links.add(link)
-        if handling is LinkHandling.METHOD_RESPONSES or handling is LinkHandling.METHOD_REQUESTS:
+        if handling is LinkHandling.TWIN_RESPONSES:
+            identity.twin_responses = link  # the newest wins; an older one is left as it is
+        elif handling is LinkHandling.METHOD_RESPONSES or handling is LinkHandling.METHOD_REQUESTS:
             self._methods_link(identity, link, handling, attach.snd_settle_mode == SenderSettleMode.SETTLED)
 
     def _methods_link(
@@ -325,15 +365,17 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
         state = self.links.pop(link, None)
         if state is None:
             return
+        self.backlog.pop(link, None)
         if state.key is None:
             if self.cbs_responses.get(link.channel) == link:
                 del self.cbs_responses[link.channel]
-            self.cbs_backlog.pop(link, None)
             return
         identity = self.identities.get(state.key)
         if identity is None:
             return
         identity.links.discard(link)
+        if link == identity.twin_responses:
+            identity.twin_responses = None
         if link == identity.responses or link == identity.requests:
             if link == identity.responses:
                 identity.responses = None
@@ -404,8 +446,24 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
             channel.session.complete(str(rid), result)
         elif handling is LinkHandling.CBS_REQUESTS:
             self._on_put_token(link.channel, message)
+        elif handling is LinkHandling.TWIN_REQUESTS:
+            self._on_twin_request(state.key, message)
         elif handling is LinkHandling.ACCEPT_AND_DROP:
             self.ctx.metrics.telemetry.inc()
+
+    def _on_twin_request(self, key: str | None, message: Message) -> None:
+        identity = self.identities.get(key) if key is not None else None
+        answer = self.dialect.twin_response(message)
+        if identity is None or answer is None:
+            return
+        link = identity.twin_responses
+        if link is None:
+            log.info(
+                "twin request not answered: the device has no twin receiver link",
+                extra={"ctx": {"peer": self.peer, "device": key}},
+            )
+            return
+        self.send_answer(link, encode_message(answer))
 
     def _count_stray(self) -> None:
         self.ctx.metrics.stray_responses.inc()

@@ -40,13 +40,17 @@ class LinkHandling(StrEnum):
     METHOD_REQUESTS = "method-requests"
     """The device's methods receiver: method requests go out here as the device gives credit;
     while it is attached the identity is ready for calls."""
+    TWIN_REQUESTS = "twin-requests"
+    """The device's twin sender: attach, grant credit and top it up; accept and settle each request,
+    then answer it (:meth:`AmqpDialect.twin_response`) on the identity's twin receiver."""
+    TWIN_RESPONSES = "twin-responses"
+    """The device's twin receiver: twin answers go out here (the newest such link of the identity)."""
     ACCEPT_AND_DROP = "accept-and-drop"
-    """A device sender to telemetry (or twin): attach, grant credit, accept and settle each
-    message and drop it (as MQTT drops telemetry). UNCONFIRMED for twin: the SDKs' twin requests
-    get no answer (MQTT answers a GET with an empty twin; AMQP's twin format is not done yet)."""
+    """A device sender to telemetry: attach, grant credit, accept and settle each message and drop
+    it (as MQTT drops telemetry)."""
     NEVER_SEND = "never-send"
-    """A device receiver on cloud-to-device, twin or telemetry: attach and never send (there are no
-    cloud-to-device messages or twin answers in methodhub)."""
+    """A device receiver on cloud-to-device messages: attach and never send (there are no
+    cloud-to-device messages in methodhub)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +154,12 @@ class AmqpDialect(ABC):
     @abstractmethod
     def parse_method_response(self, message: Message) -> tuple[uuid.UUID, CallOutcome | HubError] | None:
         """The device's answer as ``(request id, result)``, or None when it names no request."""
+
+    # -- twin -----------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def twin_response(self, request: Message) -> Message | None:
+        """The answer to a twin request, or None when it cannot be answered (no correlation-id)."""
 
     # -- the errors links are refused or detached with ------------------------------------------------
 

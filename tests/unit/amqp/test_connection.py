@@ -545,3 +545,28 @@ def test_pipelined_sasl_waits_for_the_outcome() -> None:
     assert one(srv.next_events(), ConnectionOpened).open.container_id == "dev"
     out = srv.data_to_send()
     assert out.count(AMQP_HEADER) == 1 and type(bodies(out)[-1]) is Open
+
+
+def test_a_drain_request_is_answered_by_using_up_the_credit() -> None:
+    """AMQP 1.0 §2.6.7: a receiver's flow with drain set; the sender with nothing more to send
+    advances its delivery-count by the credit left and says so in a flow with drain set."""
+    pair = opened_pair()
+    channel = begun(pair)
+    ref, hub_link, _, _, _ = attach_pair(
+        pair, channel, "requests", client_sends=False, source=Source("/devices/d/methods/devicebound")
+    )
+    pair.client.grant_credit(ref, 10, drain=True)
+    server_events, _ = pair.pump()
+    granted = one(server_events, CreditGranted)
+    assert (granted.credit, granted.drain) == (10, True)
+    assert pair.server.send_message(hub_link, b"\x00Sw\xa1\x01x", b"t1", settled=True) is not None
+    pair.server.drain(hub_link)
+    assert pair.server.credit(hub_link) == 0
+    pair.pump()
+    assert pair.client.credit(ref) == 0  # the flow told the client: 1 delivery sent, 9 given back
+    assert pair.server.send_message(hub_link, b"\x00Sw\xa1\x01y", b"t2", settled=True) is None
+    pair.server.drain(hub_link)  # nothing left: no second flow
+    assert pair.server.data_to_send() == b""
+    pair.client.grant_credit(ref, 5)  # credit again after a drain
+    server_events, _ = pair.pump()
+    assert one(server_events, CreditGranted).credit == 5 and pair.server.credit(hub_link) == 5

@@ -238,8 +238,8 @@ def test_unknown_addresses_are_none(address: str) -> None:
         (LinkKind.EVENTS, Role.SENDER, LinkHandling.ACCEPT_AND_DROP),
         (LinkKind.EVENTS, Role.RECEIVER, LinkHandling.NEVER_SEND),
         (LinkKind.CLOUD_TO_DEVICE, Role.RECEIVER, LinkHandling.NEVER_SEND),
-        (LinkKind.TWIN, Role.SENDER, LinkHandling.ACCEPT_AND_DROP),
-        (LinkKind.TWIN, Role.RECEIVER, LinkHandling.NEVER_SEND),
+        (LinkKind.TWIN, Role.SENDER, LinkHandling.TWIN_REQUESTS),
+        (LinkKind.TWIN, Role.RECEIVER, LinkHandling.TWIN_RESPONSES),
     ],
 )
 def test_what_the_server_does_with_each_link(kind: LinkKind, role: bool, handling: LinkHandling) -> None:
@@ -679,3 +679,27 @@ def test_refusal_errors_name_what_to_do() -> None:
     unknown = unknown_address("/foo")
     assert unknown.condition == "amqp:not-found" and "'/foo'" in (unknown.description or "")
     assert rejected_message("not a message").condition == "amqp:decode-error"
+
+
+def test_a_twin_request_without_a_correlation_id_gets_no_answer() -> None:
+    from methodhub.dialects.azure.amqp import twin_response
+
+    get = Message(message_annotations={Symbol("operation"): "GET"}, properties=Properties(message_id="m"))
+    assert twin_response(get) is None
+    unknown = Message(
+        message_annotations={Symbol("operation"): "POST", Symbol("resource"): "/x"},
+        properties=Properties(correlation_id=ULong(9)),
+    )
+    answer = twin_response(unknown)
+    assert answer is not None and answer.message_annotations == {Symbol("status"): Int(405)}
+    assert answer.properties is not None and type(answer.properties.correlation_id) is ULong
+
+
+def test_mqtt_and_amqp_twin_requests_get_one_answer() -> None:
+    from methodhub.dialects.azure.twin import EMPTY_TWIN, answer_twin_request
+
+    assert answer_twin_request("get", None).body == EMPTY_TWIN
+    assert answer_twin_request("GET", "/").status == 200
+    assert answer_twin_request("DELETE", "/notifications/twin/properties/desired/").status == 200
+    assert answer_twin_request("PATCH", "/properties/reported").status == 405
+    assert answer_twin_request("GET", "/properties/reported").status == 405

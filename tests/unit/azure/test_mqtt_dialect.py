@@ -16,7 +16,7 @@ import pytest
 from methodhub.auth import VerifiedTokenCache
 from methodhub.calls import Call, CallKind, CallOutcome
 from methodhub.config import MAX_METHOD_PAYLOAD
-from methodhub.dialects.azure.mqtt import EMPTY_TWIN, TWIN_NOT_SUPPORTED, AzureDialect
+from methodhub.dialects.azure.mqtt import AzureDialect
 from methodhub.dialects.azure.sas import generate_sas_token
 from methodhub.dialects.azure.topics import (
     MAX_METHOD_NAME_LENGTH,
@@ -29,6 +29,7 @@ from methodhub.dialects.azure.topics import (
     response_topic,
     validate_method_name,
 )
+from methodhub.dialects.azure.twin import EMPTY_TWIN, TWIN_NOT_SUPPORTED
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.auth import AuthContext
 from methodhub.gateway.dialect import SUBSCRIPTION_REFUSED, ConnectRefused, Principal

@@ -10,11 +10,22 @@ import uuid
 
 import pytest
 
-from methodhub.amqp import Accepted, AmqpValue, Message, SaslInit, encode_message
-from methodhub.amqp.events import DeliverySettled, LinkDetached
+from methodhub.amqp import (
+    Accepted,
+    AmqpValue,
+    Int,
+    Message,
+    Properties,
+    SaslInit,
+    Symbol,
+    decode_message,
+    encode_message,
+)
+from methodhub.amqp.events import DeliverySettled, LinkDetached, MessageReceived
 from methodhub.calls import Call, CallOutcome
 from methodhub.dialects.aliyun.mqtt import AliyunDialect
 from methodhub.dialects.azure.amqp import AzureAmqpDialect
+from methodhub.dialects.azure.twin import EMPTY_TWIN, TWIN_NOT_SUPPORTED
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.gateway import Gateway
 from methodhub.metrics import Metrics
@@ -357,3 +368,76 @@ async def test_a_call_made_once_the_new_connection_is_authorized_reaches_it_not_
     new.answer(request.properties.correlation_id, 200, [b"1"])
     assert (await asyncio.wait_for(call, 30)).payload == b"1"
     await old.closed()
+
+
+def _twin_request(correlation_id: object, operation: str, resource: str | None = None) -> bytes:
+    annotations = {Symbol("operation"): operation}
+    if resource is not None:
+        annotations[Symbol("resource")] = resource
+    return encode_message(
+        Message(
+            message_annotations=annotations, properties=Properties(correlation_id=correlation_id), body=[b" "]
+        )
+    )
+
+
+async def test_twin_requests_over_amqp_get_the_answers_mqtt_gives(hub: Hub, dev1: Identity) -> None:
+    """Node's amqp_twin_client: GET gets the empty twin, subscribing to desired-property updates
+    (PUT) succeeds, a reported PATCH gets 405 with a message; each answer has the request's
+    correlation-id (its AMQP type kept) and the ``status`` annotation an AMQP int."""
+    device = AmqpDevice(hub)
+    await device.online("dev1", dev1.keys.primary)
+    twin_out, _ = await device.attach("twinSender", sender=True, address="/devices/dev1/twin")
+    twin_in, _ = await device.attach("twinReceiver", sender=False, address="/devices/dev1/twin", credit=10)
+    asked = [
+        ("c-get", "GET", None),
+        ("c-put", "PUT", "/notifications/twin/properties/desired"),
+        (uuid.UUID(int=7), "PATCH", "/properties/reported"),
+    ]
+    for n, (cid, operation, resource) in enumerate(asked):
+        device.amqp.send_message(twin_out, _twin_request(cid, operation, resource), f"t{n}".encode())
+
+    def three_answers() -> list[MessageReceived]:
+        if sum(1 for e in device.events if type(e) is MessageReceived and e.link == twin_in) < 3:
+            return []
+        return device.take(MessageReceived, twin_in)
+
+    received = await device.until(three_answers)
+    answers = [decode_message(e.payload) for e in received]
+    assert [a.properties.correlation_id for a in answers] == ["c-get", "c-put", uuid.UUID(int=7)]
+    statuses = [a.message_annotations[Symbol("status")] for a in answers]
+    assert statuses == [200, 200, 405] and all(type(s) is Int for s in statuses)
+    assert answers[0].body == [EMPTY_TWIN]
+    assert answers[1].body is None
+    assert answers[2].body == [TWIN_NOT_SUPPORTED]
+    assert all(e.settled for e in received)
+
+
+async def test_a_twin_answer_waits_for_the_devices_credit(hub: Hub, dev1: Identity) -> None:
+    device = AmqpDevice(hub)
+    await device.online("dev1", dev1.keys.primary)
+    twin_out, _ = await device.attach("twinSender", sender=True, address="/devices/dev1/twin")
+    twin_in, _ = await device.attach("twinReceiver", sender=False, address="/devices/dev1/twin")
+    device.amqp.send_message(twin_out, _twin_request("c1", "GET"), b"t1")
+    await device.until(lambda: device.take(DeliverySettled, twin_out))  # the hub has the request
+    assert not device.take(MessageReceived, twin_in)
+    device.amqp.grant_credit(twin_in, 1)
+    received = await device.until(lambda: device.take(MessageReceived, twin_in))
+    assert decode_message(received[0].payload).properties.correlation_id == "c1"
+
+
+async def test_a_drain_on_the_methods_link_gives_the_credit_back(hub: Hub, dev1: Identity) -> None:
+    """A receiver draining its link (proton's ``drain``, AMQP 1.0 §2.6.7): the hub sends no call
+    without one to send, so it answers at once with a flow that uses up the credit."""
+    device = AmqpDevice(hub)
+    await device.online("dev1", dev1.keys.primary)
+    assert device.requests is not None
+    await device.until(lambda: device.amqp.credit(device.requests) == 1000)
+    device.amqp.grant_credit(device.requests, 0, drain=True)
+    await device.until(lambda: device.amqp.credit(device.requests) == 0)
+    device.amqp.grant_credit(device.requests, 5)  # and calls flow again on new credit
+    await ready(hub, device)
+    call = hub.call("dev1", "reboot", b"{}")
+    request = await device.request()
+    device.answer(request.properties.correlation_id, 200, None)
+    assert await asyncio.wait_for(call, 30) == CallOutcome(200, b"null")

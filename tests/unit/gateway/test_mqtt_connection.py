@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from methodhub.dialects.azure.mqtt import EMPTY_TWIN
 from methodhub.dialects.azure.topics import parse_request_topic, response_topic
+from methodhub.dialects.azure.twin import EMPTY_TWIN
 from methodhub.errors import ErrorKind, HubError
 from methodhub.mqtt import (
     Connack,

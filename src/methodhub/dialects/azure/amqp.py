@@ -37,11 +37,13 @@ from methodhub.amqp import (
     Message,
     Properties,
     Role,
+    Symbol,
 )
 from methodhub.calls.model import Call, CallOutcome, identity_key
 from methodhub.dialects.azure.device_auth import DeviceKeys, TokenRefused, verify_device_token
 from methodhub.dialects.azure.methods import check_method_call, method_result
 from methodhub.dialects.azure.sas import SasToken, SasTokenError
+from methodhub.dialects.azure.twin import answer_twin_request
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.amqp_dialect import (
     AmqpDialect,
@@ -163,6 +165,8 @@ def link_handling(kind: LinkKind, device_role: bool) -> LinkHandling:
         return LinkHandling.CBS_REQUESTS if sends else LinkHandling.CBS_RESPONSES
     if kind is LinkKind.METHODS:
         return LinkHandling.METHOD_RESPONSES if sends else LinkHandling.METHOD_REQUESTS
+    if kind is LinkKind.TWIN:
+        return LinkHandling.TWIN_REQUESTS if sends else LinkHandling.TWIN_RESPONSES
     return LinkHandling.ACCEPT_AND_DROP if sends else LinkHandling.NEVER_SEND
 
 
@@ -408,6 +412,42 @@ def parse_method_response(message: Message) -> tuple[uuid.UUID, CallOutcome | Hu
     return rid, method_result(int(status), payload)
 
 
+# -- twin -------------------------------------------------------------------------------------------
+
+TWIN_OPERATION = Symbol("operation")
+TWIN_RESOURCE = Symbol("resource")
+TWIN_STATUS = Symbol("status")
+
+
+def twin_response(request: Message) -> Message | None:
+    """The answer to a twin request the device sent on its ``/twin`` sender, or None when it has no
+    correlation-id to answer with (it is accepted and dropped).
+
+    The request (Node's ``amqp_twin_client``, C's twin messenger): message annotations
+    ``operation`` (``GET``, ``PATCH``, ``PUT``, ``DELETE``) and ``resource`` (none for GET,
+    ``/properties/reported`` for PATCH, ``/notifications/twin/properties/desired`` to subscribe to
+    desired-property updates), a correlation-id, the JSON in a data section. The answer: the same
+    correlation-id with its AMQP type, the message annotation ``status`` (an AMQP int; Node takes
+    200-300 as success, C reads an int), the body (if any) in one data section. What each
+    operation gets is :func:`~methodhub.dialects.azure.twin.answer_twin_request`'s, as over MQTT.
+    """
+    properties = request.properties
+    correlation_id = properties.correlation_id if properties is not None else None
+    if correlation_id is None:
+        return None
+    annotations = request.message_annotations or {}
+    operation = annotations.get(TWIN_OPERATION)
+    resource = annotations.get(TWIN_RESOURCE)
+    answer = answer_twin_request(
+        operation if isinstance(operation, str) else "", resource if isinstance(resource, str) else None
+    )
+    return Message(
+        message_annotations={TWIN_STATUS: Int(answer.status)},
+        properties=Properties(correlation_id=correlation_id),
+        body=[answer.body] if answer.body else None,
+    )
+
+
 # -- detach and refusal errors (§7.2) ---------------------------------------------------------------
 
 THROTTLED_CONDITION = "com.microsoft:device-container-throttled"
@@ -536,6 +576,9 @@ class AzureAmqpDialect(AmqpDialect):
 
     def parse_method_response(self, message: Message) -> tuple[uuid.UUID, CallOutcome | HubError] | None:
         return parse_method_response(message)
+
+    def twin_response(self, request: Message) -> Message | None:
+        return twin_response(request)
 
     def unknown_link(self, address: str | None) -> Error:
         return unknown_address(address)

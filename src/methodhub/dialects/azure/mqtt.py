@@ -23,7 +23,6 @@ from methodhub.dialects.azure.topics import (
     METHODS_PREFIX,
     MQTT5_RESPONSE_TOPIC,
     RESPONSE_PREFIX,
-    TWIN_GET,
     TWIN_PREFIX,
     TWIN_RESPONSE_PREFIX,
     TWIN_SUBSCRIPTIONS,
@@ -32,6 +31,7 @@ from methodhub.dialects.azure.topics import (
     request_topic,
     response_status,
 )
+from methodhub.dialects.azure.twin import answer_twin_request
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.auth import AuthContext
 from methodhub.gateway.dialect import (
@@ -43,12 +43,6 @@ from methodhub.gateway.dialect import (
     Reply,
 )
 from methodhub.mqtt import ConnackCode, Connect, Publish, topic_matches
-
-EMPTY_TWIN = b'{"desired":{"$version":1},"reported":{"$version":1}}'
-TWIN_NOT_SUPPORTED = (
-    b'{"message":"methodhub does not store device twins; reported properties are not kept. '
-    b'See docs/azure-compatibility.md."}'
-)
 
 
 def _answer(device: DeviceView, rid: str, status: int, payload: bytes) -> None:
@@ -220,17 +214,16 @@ class AzureDialect(Dialect):
         return False
 
     def _answer_twin(self, device: DeviceView, topic: str) -> bool | Reply:
-        """Device twins are not part of methodhub (docs/azure-compatibility.md). So that SDK calls
-        fail fast instead of hanging, a twin GET gets an empty twin (no desired properties: there is
-        no API to set any) and a reported-properties PATCH gets 405 with a message saying so."""
-        rid = query_value(topic.partition("/?")[2], "$rid")
+        """``$iothub/twin/{OPERATION}/{resource}/?$rid={rid}``, answered as over AMQP
+        (:func:`~methodhub.dialects.azure.twin.answer_twin_request`) on
+        ``$iothub/twin/res/{status}/?$rid={rid}`` when the device subscribed to it."""
+        path, _, query = topic.partition("/?")
+        rid = query_value(query, "$rid")
         if rid is None:
             return True
-        if topic.startswith(TWIN_GET):
-            status, body = 200, EMPTY_TWIN
-        else:
-            status, body = 405, TWIN_NOT_SUPPORTED
-        response_topic = f"{TWIN_RESPONSE_PREFIX}{status}/?$rid={rid}"
+        operation, _, resource = path.removeprefix(TWIN_PREFIX).partition("/")
+        answer = answer_twin_request(operation, "/" + resource if resource else None)
+        response_topic = f"{TWIN_RESPONSE_PREFIX}{answer.status}/?$rid={rid}"
         if any(topic_matches(f, response_topic) for f in device.subscriptions):
-            return response_topic, body
+            return response_topic, answer.body
         return True
