@@ -82,6 +82,25 @@ class Metrics:
             "subscriptions), by limit.",
             "limit",
         )
+        self.amqp_connections = Counter(
+            "methodhub_amqp_connections_total",
+            "AMQP device sessions opened (an identity authorized by put-token or SASL PLAIN and its "
+            "session open).",
+        )
+        self.amqp_auth_refused = Counter(
+            "methodhub_amqp_auth_refused_total",
+            "AMQP credentials refused, by where they came (put_token, sasl_plain).",
+            "reason",
+        )
+        self.amqp_protocol_errors = Counter(
+            "methodhub_amqp_protocol_errors_total",
+            "AMQP connections, sessions or links ended for a protocol violation.",
+        )
+        self.amqp_limits = Counter(
+            "methodhub_amqp_limits_total",
+            "AMQP connections closed or refused by a limit (connections, put-token deadline), by limit.",
+            "limit",
+        )
         self.connection_failures = Counter(
             "methodhub_connection_failures_total",
             "Connections closed because serving them failed unexpectedly (a bug: see the log).",
@@ -101,6 +120,10 @@ class Metrics:
             self.protocol_errors,
             self.telemetry,
             self.device_limits,
+            self.amqp_connections,
+            self.amqp_auth_refused,
+            self.amqp_protocol_errors,
+            self.amqp_limits,
             self.connection_failures,
             *self._gauges,
         ]

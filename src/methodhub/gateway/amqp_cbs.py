@@ -109,7 +109,7 @@ class CbsAuthorization:
             self._drop(None)
             return
         else:
-            self.ctx.metrics.connects_refused.inc("bad_credentials")
+            self.ctx.metrics.amqp_auth_refused.inc("put_token")
             log.info(
                 "put-token refused",
                 extra={"ctx": {"peer": self.peer, "device": claim.key, "reason": verdict.description}},
@@ -238,7 +238,7 @@ class CbsAuthorization:
             self._sasl_refused(claim.key, verdict.description)
 
     def _sasl_refused(self, who: str, reason: str) -> None:
-        self.ctx.metrics.connects_refused.inc("bad_credentials")
+        self.ctx.metrics.amqp_auth_refused.inc("sasl_plain")
         log.info("SASL PLAIN refused", extra={"ctx": {"peer": self.peer, "device": who, "reason": reason}})
         self.amqp.sasl_outcome(False)
         self._drop(None)

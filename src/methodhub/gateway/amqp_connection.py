@@ -154,7 +154,7 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
                 self._abort()
 
     def _shed(self) -> None:
-        self.ctx.metrics.device_limits.inc("connections")
+        self.ctx.metrics.amqp_limits.inc("connections")
         self._abort()
 
     def data_received(self, data: bytes) -> None:
@@ -286,7 +286,7 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
             self.backlog.pop(link, None)
 
     def _protocol_error(self, reason: str) -> None:
-        self.ctx.metrics.protocol_errors.inc()
+        self.ctx.metrics.amqp_protocol_errors.inc()
         log.warning(
             "AMQP protocol error, closing connection",
             extra={"ctx": {"peer": self.peer, "device": self._who(), "reason": reason}},
@@ -539,7 +539,7 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
                     return
             channel.session = session
             session.attach(channel)
-        ctx.metrics.connections.inc()
+        ctx.metrics.amqp_connections.inc()
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "device connected",
@@ -604,7 +604,7 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
         try:
             deadline = self.deadline
             if deadline is not None and now >= deadline:
-                self.ctx.metrics.device_limits.inc("connect_deadline")
+                self.ctx.metrics.amqp_limits.inc("connect_deadline")
                 timeout = self.ctx.connect_timeout
                 self._drop(f"no identity authorized (CBS put-token or SASL PLAIN) within {timeout:g} s")
                 return

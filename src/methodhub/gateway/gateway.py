@@ -82,7 +82,16 @@ class Gateway:
         """One per MQTT listener: its connection caps (:mod:`methodhub.admission`)."""
         self._upgraded: dict[str, Admission] = {}
         """The admissions of MQTT over WebSocket, by listener name (see :meth:`protocol_for`)."""
-        metrics.gauge("methodhub_mqtt_connections", "Open MQTT connections.", lambda: len(self.connections))
+        metrics.gauge(
+            "methodhub_mqtt_connections",
+            "Open MQTT connections.",
+            lambda: sum(1 for c in self.connections if not isinstance(c, AmqpDeviceConnection)),
+        )
+        metrics.gauge(
+            "methodhub_amqp_connections",
+            "Open AMQP connections.",
+            lambda: sum(1 for c in self.connections if isinstance(c, AmqpDeviceConnection)),
+        )
         metrics.gauge("methodhub_sessions", "Device sessions on this node.", lambda: len(self.sessions))
 
     async def listen(

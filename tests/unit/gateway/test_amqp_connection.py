@@ -56,6 +56,9 @@ async def test_a_call_is_answered_with_the_devices_status_and_payload(hub: Hub, 
     device.answer(rid, 201, [b'{"rebooted":true}'])
     outcome = await asyncio.wait_for(call, 30)
     assert outcome == CallOutcome(201, b'{"rebooted":true}')
+    rendered = hub.metrics.render()
+    assert "methodhub_amqp_connections_total 1\n" in rendered and "methodhub_amqp_connections 1\n" in rendered
+    assert "methodhub_mqtt_connections_total 0\n" in rendered and "methodhub_mqtt_connections 0\n" in rendered
 
 
 async def ready(hub: Hub, device: AmqpDevice, key: str = "dev1") -> None:
@@ -161,6 +164,9 @@ async def test_a_bad_token_gets_401_and_no_session(hub: Hub, dev1: Identity) -> 
     assert detached.error is not None and detached.error.condition == "amqp:unauthorized-access"
     assert hub.gateway.sessions.get("dev1") is None
     assert not device.transport.closed  # the device closes by itself (wire doc §7.2)
+    # counted as AMQP's, not as an MQTT CONNECT refusal
+    assert hub.metrics.amqp_auth_refused.get("put_token") == 1
+    assert hub.metrics.connects_refused.get("bad_credentials") == 0
 
 
 async def test_an_unknown_address_is_refused_and_events_and_twin_links_are_accepted(
@@ -220,6 +226,7 @@ async def test_sasl_plain_with_a_bad_token_is_refused(hub: Hub, dev1: Identity) 
     device = AmqpDevice(hub, sasl_init=init)
     await device.closed()
     assert not device.amqp.opened
+    assert hub.metrics.amqp_auth_refused.get("sasl_plain") == 1
 
 
 async def test_token_expiry_detaches_unauthorized_and_a_renewal_extends_it(hub: Hub, dev1: Identity) -> None:
@@ -257,7 +264,8 @@ async def test_no_put_token_by_the_deadline_drops_the_connection(hub: Hub, dev1:
     clock.fire(timer)
     await device.closed()
     assert not device.take(LinkDetached)  # TCP dropped, no AMQP close or detach
-    assert hub.metrics.device_limits.get("connect_deadline") == 1
+    assert hub.metrics.amqp_limits.get("connect_deadline") == 1
+    assert hub.metrics.device_limits.get("connect_deadline") == 0  # MQTT's counter is MQTT's
 
 
 async def test_a_failing_task_closes_the_connection_and_is_counted(
