@@ -14,6 +14,7 @@ from methodhub.amqp import (
     Accepted,
     AmqpValue,
     Int,
+    LinkRef,
     Message,
     Properties,
     SaslInit,
@@ -449,3 +450,47 @@ async def test_a_drain_on_the_methods_link_gives_the_credit_back(hub: Hub, dev1:
     request = await device.request()
     device.answer(request.properties.correlation_id, 200, None)
     assert await asyncio.wait_for(call, 30) == CallOutcome(200, b"null")
+
+
+async def test_two_identities_on_one_connection_are_two_sessions(
+    hub: Hub, dev1: Identity, registry: SqliteRegistry
+) -> None:
+    """A multiplexing client (C#, Java): one connection, a put-token and methods links per identity.
+    Each identity's calls reach its own links; a takeover of one detaches only its links
+    (``detach-forced``) and the connection keeps serving the other."""
+    dev2 = await registry.create_identity("dev2")
+    device = AmqpDevice(hub)
+    await device.begin()
+    links: dict[str, tuple[LinkRef, LinkRef]] = {}
+    for n, (name, identity) in enumerate((("dev1", dev1), ("dev2", dev2))):
+        answer = await device.put_token(sas_token(name, identity.keys.primary), name)
+        assert answer.application_properties["status-code"] == 200
+        address = f"/devices/{name}/methods/devicebound"
+        responses, _ = await device.attach(f"s{n}", sender=True, address=address)
+        requests, _ = await device.attach(f"r{n}", sender=False, address=address, credit=10)
+        links[name] = (responses, requests)
+        await ready(hub, device, name)
+    for name in ("dev1", "dev2"):
+        responses, requests = links[name]
+        call = hub.call(name, "which", b"{}")
+        received = (await device.until(lambda r=requests: device.take(MessageReceived, r)))[0]
+        rid = decode_message(received.payload).properties.correlation_id
+        answer = Message(
+            properties=Properties(correlation_id=rid),
+            application_properties={"IoThub-status": Int(200)},
+            body=[f'"{name}"'.encode()],
+        )
+        device.amqp.send_message(responses, encode_message(answer), b"a")
+        device.pump()
+        assert await asyncio.wait_for(call, 30) == CallOutcome(200, f'"{name}"'.encode())
+    other = AmqpDevice(hub)
+    await other.online("dev1", dev1.keys.primary)
+    for link in links["dev1"]:
+        detached = await device.detached(link)
+        assert detached.error is not None and detached.error.condition == "amqp:link:detach-forced"
+    assert not device.transport.closed
+    assert not any(device.take(LinkDetached, link) for link in links["dev2"])
+    call = hub.call("dev2", "still", b"{}")
+    received = (await device.until(lambda: device.take(MessageReceived, links["dev2"][1])))[0]
+    assert decode_message(received.payload).application_properties == {"IoThub-methodname": "still"}
+    call.cancel()
