@@ -108,8 +108,12 @@ class HubProcess:
                     if wanted <= self.ports.keys():
                         ready.set()
 
-        threading.Thread(target=pump, args=(self.proc.stdout, self.stdout_lines, False), daemon=True).start()
-        threading.Thread(target=pump, args=(self.proc.stderr, self.stderr_lines, True), daemon=True).start()
+        self._pumps = [
+            threading.Thread(target=pump, args=(self.proc.stdout, self.stdout_lines, False), daemon=True),
+            threading.Thread(target=pump, args=(self.proc.stderr, self.stderr_lines, True), daemon=True),
+        ]
+        for thread in self._pumps:
+            thread.start()
         deadline = time.monotonic() + timeout
         while not ready.wait(0.05):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -128,6 +132,12 @@ class HubProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        for thread in getattr(self, "_pumps", []):  # they reach EOF once the hub is gone
+            thread.join(2)
+        if not any(thread.is_alive() for thread in getattr(self, "_pumps", [])):
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
         return self.proc.returncode
 
     @property

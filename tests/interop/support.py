@@ -153,7 +153,12 @@ class ConnectProxy:
             client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
             client.close()
             return
-        upstream = socket.create_connection(("127.0.0.1", self.routes[port]))
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.routes[port]))
+        except OSError:  # the hub is down (a restart test): as a real proxy says it
+            client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            client.close()
+            return
         client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         if rest:
             upstream.sendall(rest)
