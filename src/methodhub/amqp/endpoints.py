@@ -179,8 +179,8 @@ class Endpoints:
             )
             link.peer_attach = attach
             session.links[handle] = link
-        else:
-            link.state = EndpointState.MAPPED
+        elif link.state is not EndpointState.ENDING:  # (detached before the answer came: stays ENDING,
+            link.state = EndpointState.MAPPED  # so the peer's detach is not answered twice)
         link.remote_handle = attach.handle
         session.remote_links[attach.handle] = link
         if is_sender:

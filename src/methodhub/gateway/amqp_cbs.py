@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from methodhub.amqp import AmqpConnection, Error, ErrorCondition, LinkRef, encode_message
-from methodhub.amqp.events import SaslInitReceived
+from methodhub.amqp.events import LinkAttached, SaslInitReceived
 from methodhub.gateway.amqp_channel import MAX_IDENTITIES, AmqpMethodsChannel, AuthorizedIdentity, LinkState
-from methodhub.gateway.amqp_dialect import AmqpDialect, TokenClaim, TokenGrant, TokenRefusal
+from methodhub.gateway.amqp_dialect import AmqpDialect, LinkRoute, TokenClaim, TokenGrant, TokenRefusal
 
 if TYPE_CHECKING:
     from methodhub.admission import Admission
@@ -31,6 +32,15 @@ log = logging.getLogger("methodhub.gateway")
 STATUS_OK = 200
 STATUS_FORBIDDEN = 403
 """The put-token status for an identity over :data:`~methodhub.gateway.amqp_channel.MAX_IDENTITIES`."""
+
+
+@dataclass(slots=True)
+class HubGrant:
+    """A hub-wide token that held (:attr:`TokenClaim.hub_wide`): it may authorize any registered,
+    enabled identity a link names until ``expires_at`` (epoch seconds)."""
+
+    token: str
+    expires_at: float
 
 
 class CbsAuthorization:
@@ -49,6 +59,7 @@ class CbsAuthorization:
     waiting: bool
     deadline: float | None
     identities: dict[str, AuthorizedIdentity]
+    hub_grant: HubGrant | None
     links: dict[LinkRef, LinkState]
     cbs_responses: dict[int, LinkRef]
     backlog: dict[LinkRef, list[bytes]]
@@ -65,6 +76,7 @@ class CbsAuthorization:
     _resume: Callable[[], None]
     _open_channel: Callable[..., AmqpMethodsChannel | None]
     _open_session: Callable[[AmqpMethodsChannel], Coroutine[Any, Any, None]]
+    _on_attach: Callable[[LinkAttached], None]
 
     # -- CBS ------------------------------------------------------------------------------------------
 
@@ -73,7 +85,11 @@ class CbsAuthorization:
         if isinstance(parsed, TokenRefusal):
             self._answer_put_token(channel, parsed.message_id, parsed.status, parsed.description)
             return
-        if parsed.key not in self.identities and len(self.identities) >= MAX_IDENTITIES:
+        if (
+            not parsed.hub_wide
+            and parsed.key not in self.identities
+            and len(self.identities) >= MAX_IDENTITIES
+        ):
             self._answer_put_token(
                 channel,
                 parsed.message_id,
@@ -87,7 +103,10 @@ class CbsAuthorization:
         verdict = await self.dialect.verify(claim, self.ctx.auth, self.wall())
         if self.closing:
             return
-        if isinstance(verdict, TokenGrant):
+        if isinstance(verdict, TokenGrant) and claim.hub_wide:
+            self._grant_hub(verdict, claim)
+            self._answer_put_token(channel, verdict.message_id, STATUS_OK, "OK")
+        elif isinstance(verdict, TokenGrant):
             new = self._authorize(verdict, claim)
             if new is not None:
                 # The session opens (taking over the device's other connections, as an MQTT CONNECT
@@ -148,13 +167,69 @@ class CbsAuthorization:
                 identity.expiry_timer.cancel()
         delay = max(0.0, grant.expires_at - self.wall())
         identity.expiry_timer = self.loop.call_at(self.loop.time() + delay, self._token_expired, identity)
+        self._mark_established()
+        return new
+
+    def _mark_established(self) -> None:
         if not self._established:
             self._established = True
             self.deadline = None
             if self.admission is not None:  # an authenticated device is never shed for a newcomer
                 self.admission.mark_established(self)
                 self.admission.mark_busy(self)
-        return new
+
+    def _grant_hub(self, grant: TokenGrant, claim: TokenClaim) -> None:
+        """A hub-wide token held: links may name any identity it covers (verified as each is
+        named, :meth:`authorize_for_link`); it renews those it authorized before."""
+        self.hub_grant = HubGrant(claim.token, grant.expires_at)
+        self._mark_established()
+        for identity in [i for i in self.identities.values() if i.via_hub]:
+            renewal = TokenClaim(None, identity.device_id, identity.module_id, identity.key, claim.token)
+            grant = TokenGrant(None, identity.device_id, identity.module_id, identity.key, grant.expires_at)
+            self._authorize(grant, renewal)
+
+    def authorize_for_link(self, event: LinkAttached, route: LinkRoute, address: str) -> bool:
+        """A link names an identity no put-token authorized: when a hub-wide token holds, verify the
+        identity with it (reading pauses meanwhile), then handle the attach again. False when no
+        hub-wide token holds (the caller refuses the link)."""
+        hub = self.hub_grant
+        if hub is None or route.key is None or not route.device_id or hub.expires_at <= self.wall():
+            return False
+        if len(self.identities) >= MAX_IDENTITIES:
+            return False
+        claim = TokenClaim(None, route.device_id, route.module_id, route.key, hub.token)
+        self.waiting = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self._spawn(self._verify_for_link(event, claim, address), "verifying an identity of a hub-wide token")
+        return True
+
+    async def _verify_for_link(self, event: LinkAttached, claim: TokenClaim, address: str) -> None:
+        verdict = await self.dialect.verify(claim, self.ctx.auth, self.wall())
+        if self.closing:
+            return
+        if isinstance(verdict, TokenGrant):
+            self._authorize(verdict, claim)
+            self.identities[claim.key].via_hub = True
+            self._on_attach(event)  # now authorized
+        elif verdict.retryable:
+            log.warning(
+                "identity not verified, dropping the connection: %s",
+                verdict.description,
+                extra={"ctx": {"peer": self.peer, "device": claim.key}},
+            )
+            self._drop(None)
+            return
+        else:
+            self.ctx.metrics.amqp_auth_refused.inc("hub_token")
+            log.info(
+                "link refused: the hub-wide token does not authorize its identity",
+                extra={"ctx": {"peer": self.peer, "device": claim.key, "reason": verdict.description}},
+            )
+            error = Error(ErrorCondition.UNAUTHORIZED_ACCESS, f"{verdict.description} (link '{address}')")
+            self.amqp.refuse_link(event.link, error)
+        self.flush()
+        self._resume()
 
     def _token_expired(self, identity: AuthorizedIdentity) -> None:
         try:
@@ -226,9 +301,12 @@ class CbsAuthorization:
         if self.closing:
             return
         if isinstance(verdict, TokenGrant):
-            new = self._authorize(verdict, claim)
-            if new is not None:
-                self._open_channel(new)
+            if claim.hub_wide:
+                self._grant_hub(verdict, claim)
+            else:
+                new = self._authorize(verdict, claim)
+                if new is not None:
+                    self._open_channel(new)
             self.amqp.sasl_outcome(True)
             self.flush()
             self._resume()

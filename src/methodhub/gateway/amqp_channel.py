@@ -56,6 +56,8 @@ class AuthorizedIdentity:
     requests: LinkRef | None = None
     """The device's methods receiver (we send requests on it)."""
     presettle_requests: bool = False
+    via_hub: bool = False
+    """Authorized by the connection's hub-wide token (renewed with it), not a put-token of its own."""
     twin_responses: LinkRef | None = None
     """The device's newest twin receiver (we send twin answers on it)."""
     channel: AmqpMethodsChannel | None = None

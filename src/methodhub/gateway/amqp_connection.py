@@ -65,7 +65,7 @@ from methodhub.amqp.events import (
     SessionEnded,
 )
 from methodhub.errors import ErrorKind, HubError
-from methodhub.gateway.amqp_cbs import CbsAuthorization
+from methodhub.gateway.amqp_cbs import CbsAuthorization, HubGrant
 from methodhub.gateway.amqp_channel import CREDIT, AmqpMethodsChannel, AuthorizedIdentity, LinkState
 from methodhub.gateway.amqp_dialect import AmqpDialect, LinkHandling
 from methodhub.gateway.context import CLOSE_GRACE, MAX_WRITE_BUFFER, WORK_BUDGET
@@ -115,11 +115,15 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
         self.waiting = False
         """Reading is paused: a SASL PLAIN token is being verified, or the work budget ran out."""
         self._held: list[bytes] = []
+        self._held_events: list[object] = []
+        """Events decoded but not yet served when a verification paused the connection."""
         self._batch = False
         self.timer: asyncio.TimerHandle | None = None
         self.deadline: float | None = None
         """Loop time by which an identity must be authorized (None once one was)."""
         self.identities: dict[str, AuthorizedIdentity] = {}
+        self.hub_grant: HubGrant | None = None
+        """A hub-wide token (a shared access policy's) that holds on this connection, if any."""
         self.links: dict[LinkRef, LinkState] = {}
         self.cbs_responses: dict[int, LinkRef] = {}
         """Session channel → the device's ``$cbs`` receiver in it (put-token answers go there)."""
@@ -190,10 +194,13 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
     def _serve(self, events: Sequence[object]) -> None:
         self._batch = True
         try:
-            for event in events:
+            for n, event in enumerate(events):
                 if self.closing:
                     break
                 self._handle(event)
+                if self.waiting:  # it paused the connection (a credential is being verified)
+                    self._held_events = [*events[n + 1 :], *self._held_events]
+                    break
         except Exception:
             self._batch = False
             self._failed("handling AMQP frames")
@@ -221,11 +228,17 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
         if self.closing:
             return
         held, self._held = self._held, []
+        events, self._held_events = self._held_events, []
         now = self.loop.time()
         data = b"".join(held)
-        self._serve(
-            self.amqp.receive_data(data, now, WORK_BUDGET) if data else self.amqp.next_events(WORK_BUDGET)
-        )
+        if events:  # decoded before the pause: served first, in order; what was read since waits
+            if data:  # in the core (served after them, by _serve_later)
+                events += self.amqp.receive_data(data, now, 0)
+            self._serve(events)
+        else:
+            self._serve(
+                self.amqp.receive_data(data, now, WORK_BUDGET) if data else self.amqp.next_events(WORK_BUDGET)
+            )
         if not self.waiting and not self.closing and self.transport is not None:
             self.transport.resume_reading()
 
@@ -324,6 +337,8 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
             self.links[link] = LinkState(handling, None)
             return
         identity = self.identities.get(named.key)
+        if identity is None and self.authorize_for_link(event, named, str(address)):
+            return  # a hub-wide token is verifying it; the attach is handled again after
         if identity is None:
             log.info(
                 "link refused: identity not authorized",

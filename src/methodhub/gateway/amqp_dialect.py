@@ -60,6 +60,9 @@ class LinkRoute:
 
     handling: LinkHandling
     key: str | None
+    device_id: str | None = None
+    module_id: str | None = None
+    """The identity ``key`` names (for a hub-wide token to authorize it when its link attaches)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,9 @@ class TokenClaim:
             what the answer is correlated with.
         device_id / module_id / key: the identity claimed (``key`` = ``identity_key(...)``).
         token: the credential, kept to verify it again when the registry changes.
+        hub_wide: the token is for the whole hub, signed with a shared access policy (the C# SDK
+            with a policy key, a gateway): ``device_id`` and ``key`` are empty, and each identity
+            a link later names is verified with this token when the link attaches.
     """
 
     message_id: Any
@@ -79,12 +85,14 @@ class TokenClaim:
     module_id: str | None
     key: str
     token: str
+    hub_wide: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class TokenGrant:
     """A token that holds: ``key`` is authorized on this connection until ``expires_at`` (epoch
-    seconds); answer the put-token ``message_id`` with status 200."""
+    seconds); answer the put-token ``message_id`` with status 200. For a hub-wide claim ``key`` is
+    empty: the token may authorize identities until ``expires_at``."""
 
     message_id: Any
     device_id: str

@@ -570,3 +570,19 @@ def test_a_drain_request_is_answered_by_using_up_the_credit() -> None:
     pair.client.grant_credit(ref, 5)  # credit again after a drain
     server_events, _ = pair.pump()
     assert one(server_events, CreditGranted).credit == 5 and pair.server.credit(hub_link) == 5
+
+
+def test_a_link_detached_before_its_attach_is_answered_is_not_detached_twice() -> None:
+    """The client detaches its link before the server's attach answer arrives; the server answers
+    the attach (a refusal: it was never accepted) and the detach. The client takes the answer
+    without re-opening the link, so it does not answer the server's detach with a second one
+    (which the server would end the session for: its link is gone)."""
+    pair = opened_pair()
+    channel = begun(pair)
+    ref = pair.client.attach(channel, "t", sender=True, source=Source(), target=Target("/x"))
+    pair.client.detach(ref)
+    server_events, client_events = pair.pump()
+    assert one(server_events, LinkDetached).link.name == "t"
+    assert one(client_events, LinkDetached).link == ref
+    assert not [e for e in server_events + client_events if isinstance(e, (SessionEnded, ProtocolFailure))]
+    assert pair.pump() == ([], [])  # nothing more on the wire

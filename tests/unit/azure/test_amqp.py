@@ -476,8 +476,7 @@ async def test_an_unreadable_registry_is_a_retryable_503(dev1: Identity) -> None
         ({"operation": "delete-token"}, "put-token' only"),
         ({"operation": None}, "put-token' only"),
         ({"token_type": "jwt"}, "token type 'jwt' is not supported"),
-        ({"name": "localhost"}, "names no device"),  # a hub-wide audience (C# with a policy key)
-        ({"name": "localhost/devices/"}, "names no device"),
+        ({"name": "/devices/x/y"}, "names no device"),
         ({"name": "localhost/devices/dev1/modules/"}, "names no device"),
         ({"name": "localhost/things/dev1"}, "names no device"),
         ({"name": "localhost%2Fdevices%2Fdev%ff"}, "names no device"),
@@ -703,3 +702,32 @@ def test_mqtt_and_amqp_twin_requests_get_one_answer() -> None:
     assert answer_twin_request("DELETE", "/notifications/twin/properties/desired/").status == 200
     assert answer_twin_request("PATCH", "/properties/reported").status == 405
     assert answer_twin_request("GET", "/properties/reported").status == 405
+
+
+@pytest.mark.parametrize("name", ["localhost", "localhost%2Fdevices", "localhost/devices/", "localhost:5671"])
+def test_a_hub_wide_audience_is_a_hub_wide_claim(name: str) -> None:
+    """C# with a policy key sends the audience ``{HostName}`` alone (wire doc §2.2)."""
+    from methodhub.dialects.azure.amqp import parse_put_token
+
+    request = Message(
+        properties=Properties(message_id="m1"),
+        application_properties={
+            "operation": "put-token",
+            "type": "azure-devices.net:sastoken",
+            "name": name,
+        },
+        body=AmqpValue("SharedAccessSignature sr=localhost&sig=x&se=1&skn=device"),
+    )
+    parsed = parse_put_token(request)
+    assert not isinstance(parsed, CbsError)
+    assert parsed.hub_wide and parsed.key == "" and parsed.device_id == ""
+
+
+def test_sasl_plain_with_a_policy_is_hub_wide() -> None:
+    from methodhub.dialects.azure.amqp import plain_credentials
+
+    claim = plain_credentials(
+        b"\0device@sas.root.hub\0SharedAccessSignature sr=hub&sig=x&se=1&skn=device", "hub"
+    )
+    assert claim is not None and claim.hub_wide and claim.token.endswith("skn=device")
+    assert plain_credentials(b"\0device@sas.root.elsewhere\0t", "hub") is None

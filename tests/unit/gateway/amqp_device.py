@@ -105,9 +105,13 @@ class AmqpDevice:
         self.cbs_in, _ = await self.attach("rheaReceiver_1", sender=False, address="$cbs", credit=1000)
 
     async def put_token(self, token: str, device_id: str, module_id: str | None = None) -> Message:
+        name = f"{HOST}/devices/{device_id}" + (f"/modules/{module_id}" if module_id else "")
+        return await self.put_token_for(name, token)
+
+    async def put_token_for(self, name: str, token: str) -> Message:
+        """A put-token for audience ``name``; the hub's answer."""
         assert self.cbs_out is not None
         self._tokens += 1
-        name = f"{HOST}/devices/{device_id}" + (f"/modules/{module_id}" if module_id else "")
         request = Message(
             properties=Properties(message_id=f"token-{self._tokens}", to="$cbs", reply_to="cbs"),
             application_properties={

@@ -18,14 +18,17 @@ from methodhub.amqp import (
     Message,
     Properties,
     SaslInit,
+    Source,
     Symbol,
+    Target,
     decode_message,
     encode_message,
 )
-from methodhub.amqp.events import DeliverySettled, LinkDetached, MessageReceived
+from methodhub.amqp.events import DeliverySettled, LinkAttached, LinkDetached, MessageReceived, SessionEnded
 from methodhub.calls import Call, CallOutcome
 from methodhub.dialects.aliyun.mqtt import AliyunDialect
 from methodhub.dialects.azure.amqp import AzureAmqpDialect
+from methodhub.dialects.azure.sas import generate_sas_token
 from methodhub.dialects.azure.twin import EMPTY_TWIN, TWIN_NOT_SUPPORTED
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.gateway import Gateway
@@ -33,7 +36,7 @@ from methodhub.metrics import Metrics
 from methodhub.registry import Identity, SqliteRegistry
 from methodhub.router import LocalRouter
 from tests.unit.gateway.amqp_device import AmqpDevice, sas_token
-from tests.unit.gateway.azure_hub import Hub, azure_connect
+from tests.unit.gateway.azure_hub import HOST, Hub, azure_connect
 from tests.unit.manual_clock import ManualClockLoop
 
 
@@ -494,3 +497,118 @@ async def test_two_identities_on_one_connection_are_two_sessions(
     received = (await device.until(lambda: device.take(MessageReceived, links["dev2"][1])))[0]
     assert decode_message(received.payload).application_properties == {"IoThub-methodname": "still"}
     call.cancel()
+
+
+async def test_a_hub_wide_policy_token_authorizes_each_device_a_link_names(
+    hub: Hub, dev1: Identity, registry: SqliteRegistry
+) -> None:
+    """C# with a policy key (wire doc §2.2): one put-token with audience ``{HostName}`` and a token
+    signed by a policy holding DeviceConnect; each device is then checked (registered, enabled) when
+    a link names it. A device not registered gets its link refused ``amqp:unauthorized-access``,
+    and the connection serves the others."""
+    await registry.ensure_default_policies()
+    policy = await registry.get_policy("device")
+    assert policy is not None
+    await registry.create_identity("dev2")
+    device = AmqpDevice(hub)
+    await device.begin()
+    token = generate_sas_token(HOST, policy.keys.primary, int(time.time()) + 3600, key_name="device")
+    answer = await device.put_token_for(HOST, token)
+    assert answer.application_properties["status-code"] == 200, answer
+    links: dict[str, tuple[LinkRef, LinkRef]] = {}
+    for n, name in enumerate(("dev1", "dev2")):
+        address = f"/devices/{name}/methods/devicebound"
+        responses, _ = await device.attach(f"s{n}", sender=True, address=address)
+        requests, _ = await device.attach(f"r{n}", sender=False, address=address, credit=10)
+        links[name] = (responses, requests)
+        await ready(hub, device, name)
+    call = hub.call("dev2", "hello", b"{}")
+    received = (await device.until(lambda: device.take(MessageReceived, links["dev2"][1])))[0]
+    rid = decode_message(received.payload).properties.correlation_id
+    reply = Message(
+        properties=Properties(correlation_id=rid), application_properties={"IoThub-status": Int(200)}
+    )
+    device.amqp.send_message(links["dev2"][0], encode_message(reply), b"a")
+    device.pump()
+    assert await asyncio.wait_for(call, 30) == CallOutcome(200, b"null")
+    stranger, _ = await device.attach("s9", sender=True, address="/devices/nobody/methods/devicebound")
+    detached = await device.detached(stranger)
+    assert detached.error is not None and detached.error.condition == "amqp:unauthorized-access"
+    assert "not registered" in str(detached.error.description)
+    assert hub.metrics.amqp_auth_refused.get("hub_token") == 1
+    assert not device.transport.closed and _ready(hub, "dev1")
+
+
+async def test_a_hub_wide_token_of_a_policy_without_device_connect_is_401(
+    hub: Hub, dev1: Identity, registry: SqliteRegistry
+) -> None:
+    await registry.ensure_default_policies()
+    policy = await registry.get_policy("service")
+    assert policy is not None
+    device = AmqpDevice(hub)
+    await device.begin()
+    token = generate_sas_token(HOST, policy.keys.primary, int(time.time()) + 3600, key_name="service")
+    answer = await device.put_token_for(HOST, token)
+    assert answer.application_properties["status-code"] == 401
+    assert "lacks DeviceConnect" in answer.application_properties["status-description"]
+    ref, _ = await device.attach("s", sender=True, address="/devices/dev1/methods/devicebound")
+    detached = await device.detached(ref)
+    assert detached.error is not None and detached.error.condition == "amqp:unauthorized-access"
+
+
+async def test_frames_after_an_attach_being_verified_wait_for_it_in_order(
+    hub: Hub, dev1: Identity, registry: SqliteRegistry
+) -> None:
+    """Both methods attaches in one read, the first paused for the hub-wide token's check of dev1:
+    the second is served after it (not before, not lost), and the device is ready for calls."""
+    await registry.ensure_default_policies()
+    policy = await registry.get_policy("device")
+    assert policy is not None
+    device = AmqpDevice(hub)
+    await device.begin()
+    token = generate_sas_token(HOST, policy.keys.primary, int(time.time()) + 3600, key_name="device")
+    assert (await device.put_token_for(HOST, token)).application_properties["status-code"] == 200
+    assert device.channel is not None
+    address = "/devices/dev1/methods/devicebound"
+    sender = device.amqp.attach(device.channel, "s", sender=True, source=Source(), target=Target(address))
+    receiver = device.amqp.attach(device.channel, "r", sender=False, source=Source(address), target=Target())
+    device.pump()  # both attach frames reach the hub in one data_received
+    answers = await device.until(
+        lambda: (
+            [e for e in device.events if type(e) is LinkAttached and e.link in (sender, receiver)][1:]
+            and device.take(LinkAttached)
+        )
+    )
+    assert {e.link for e in answers} == {sender, receiver}
+    assert all(e.attach.source is not None or e.attach.target is not None for e in answers)  # accepted
+    device.amqp.grant_credit(receiver, 5)
+    await ready(hub, device)
+
+
+async def test_a_detach_right_after_an_attach_being_verified_is_served_after_it(
+    hub: Hub, dev1: Identity, registry: SqliteRegistry
+) -> None:
+    """An attach paused for the hub-wide token's check of dev1, and its detach in the same read (the
+    protocol core answers both at once): the detach event is served after the attach's, in order,
+    so the hub keeps no state for the link once dev1 is verified."""
+    await registry.ensure_default_policies()
+    policy = await registry.get_policy("device")
+    assert policy is not None
+    device = AmqpDevice(hub)
+    await device.begin()
+    token = generate_sas_token(HOST, policy.keys.primary, int(time.time()) + 3600, key_name="device")
+    assert (await device.put_token_for(HOST, token)).application_properties["status-code"] == 200
+    assert device.channel is not None
+    address = "/devices/dev1/twin"
+    link = device.amqp.attach(device.channel, "t", sender=True, source=Source(), target=Target(address))
+    device.amqp.detach(link)
+    device.pump()  # the attach and the detach reach the hub in one data_received
+    await device.detached(link)
+    await device.until(lambda: "dev1" in device.protocol.identities)  # verified meanwhile
+    await device.until(lambda: not device.protocol.waiting)
+    assert not device.transport.closed
+    assert [ref.name for ref in device.protocol.links if ref.name == "t"] == []
+    assert device.protocol.identities["dev1"].links == set()
+    assert not device.take(SessionEnded)  # the session is intact: dev1's methods links work on it
+    await device.methods("dev1")
+    await ready(hub, device)

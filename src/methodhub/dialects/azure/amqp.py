@@ -14,7 +14,8 @@ gateway's :class:`~methodhub.gateway.amqp_dialect.AmqpDialect`).
   ``status-code`` an AMQP int).
 * Methods (§4): :func:`method_request` puts a call on the wire, :func:`parse_method_response`
   reads the device's answer (matched by UUID value whatever the correlation-id's AMQP type).
-* SASL PLAIN (§1): :func:`plain_credentials` reads ``{deviceId}@sas.{hubName}`` and its SAS token.
+* SASL PLAIN (§1): :func:`plain_credentials` reads ``{deviceId}@sas.{hubName}`` (or a policy's
+  ``{policyName}@sas.root.{hubName}``) and its SAS token.
 * The errors used to refuse or detach links (§7.2), with when each is used.
 """
 
@@ -40,7 +41,12 @@ from methodhub.amqp import (
     Symbol,
 )
 from methodhub.calls.model import Call, CallOutcome, identity_key
-from methodhub.dialects.azure.device_auth import DeviceKeys, TokenRefused, verify_device_token
+from methodhub.dialects.azure.device_auth import (
+    DeviceKeys,
+    TokenRefused,
+    verify_device_token,
+    verify_hub_token,
+)
 from methodhub.dialects.azure.methods import check_method_call, method_result
 from methodhub.dialects.azure.sas import SasToken, SasTokenError
 from methodhub.dialects.azure.twin import answer_twin_request
@@ -209,6 +215,8 @@ class PutToken:
     module_id: str | None
     key: str
     token: str
+    hub_wide: bool = False
+    """The audience is the hub (``{host}``, or ``{host}/devices``): device_id and key are empty."""
 
 
 CbsGrant = TokenGrant
@@ -237,6 +245,12 @@ def _audience(name: str) -> tuple[str, str | None] | None:
     return None
 
 
+def _hub_wide(name: str) -> bool:
+    """Whether the (decoded) audience is the hub itself: ``{host}`` or ``{host}/devices``."""
+    parts = name.strip("/").split("/")
+    return bool(parts[0]) and (len(parts) == 1 or (len(parts) == 2 and parts[1].lower() == "devices"))
+
+
 def parse_put_token(message: Message) -> PutToken | CbsError:
     """The put-token request ``message`` (received on a ``$cbs`` sender), or the 400 to answer."""
     message_id = message.properties.message_id if message.properties is not None else None
@@ -259,15 +273,19 @@ def parse_put_token(message: Message) -> PutToken | CbsError:
         return bad("The put-token has no 'name' (the audience {host}/devices/{deviceId}).")
     decoded = _decoded(name)
     identity = _audience(decoded) if decoded is not None else None
-    if decoded is None or identity is None:
+    hub_wide = identity is None and decoded is not None and _hub_wide(decoded)
+    if decoded is None or (identity is None and not hub_wide):
         return bad(
             f"The put-token audience '{name}' names no device: it must be "
-            "'{host}/devices/{deviceId}' or '{host}/devices/{deviceId}/modules/{moduleId}' "
-            "(a hub-wide audience is not supported: authorize each device)."
+            "'{host}/devices/{deviceId}', '{host}/devices/{deviceId}/modules/{moduleId}' or, with a "
+            "shared access policy's token, the hub '{host}'."
         )
     body = message.body
     if not isinstance(body, AmqpValue) or not isinstance(body.value, str):
         return bad("The put-token body must be the SAS token as an amqp-value string.")
+    if hub_wide:
+        return PutToken(message_id, PUT_TOKEN, str(token_type), decoded, "", None, "", str(body.value), True)
+    assert identity is not None
     device_id, module_id = identity
     return PutToken(
         message_id=message_id,
@@ -300,6 +318,9 @@ async def verify_put_token(
             put_token.message_id, STATUS_UNAUTHORIZED, f"The put-token is not a valid SAS token: {exc}."
         )
     try:
+        if put_token.hub_wide:
+            expiry = await verify_hub_token(token, registry, hostname, at)
+            return CbsGrant(put_token.message_id, "", None, "", expiry)
         verified = await verify_device_token(
             token, put_token.device_id, put_token.module_id, registry, hostname, at
         )
@@ -506,8 +527,9 @@ def rejected_message(reason: str) -> Error:
 def plain_credentials(initial_response: bytes | None, hostname: str) -> PutToken | None:
     """The identity and SAS token of a SASL PLAIN initial response (``authzid NUL authcid NUL
     password``, RFC 4616) with authcid ``{deviceId}@sas.{hubName}`` (or
-    ``{deviceId}/modules/{moduleId}@sas.{hubName}``), hubName this hub's first DNS label or its whole
-    host name; None when it is not in that form."""
+    ``{deviceId}/modules/{moduleId}@sas.{hubName}``; a shared access policy's hub-wide token as
+    ``{policyName}@sas.root.{hubName}``), hubName this hub's first DNS label or its whole host name;
+    None when it is not in that form."""
     if not initial_response:
         return None
     parts = initial_response.split(b"\0")
@@ -518,6 +540,15 @@ def plain_credentials(initial_response: bytes | None, hostname: str) -> PutToken
     except UnicodeDecodeError:
         return None
     identity, sep, hub = user.rpartition("@sas.")
+    if hub.lower().startswith("root."):  # ``{policyName}@sas.root.{hubName}``: a hub-wide token
+        hub = hub[len("root.") :]
+        if (
+            not sep
+            or not identity
+            or hub.lower() not in (hostname.lower(), hostname.split(".", 1)[0].lower())
+        ):
+            return None
+        return PutToken(None, PUT_TOKEN, "", user, "", None, "", password, True)
     if not sep or not identity or hub.lower() not in (hostname.lower(), hostname.split(".", 1)[0].lower()):
         return None
     device_id, _, module_id = identity.partition("/modules/")
@@ -532,7 +563,12 @@ def plain_credentials(initial_response: bytes | None, hostname: str) -> PutToken
 
 def _claim(put_token: PutToken) -> TokenClaim:
     return TokenClaim(
-        put_token.message_id, put_token.device_id, put_token.module_id, put_token.key, put_token.token
+        put_token.message_id,
+        put_token.device_id,
+        put_token.module_id,
+        put_token.key,
+        put_token.token,
+        put_token.hub_wide,
     )
 
 
@@ -552,7 +588,7 @@ class AzureAmqpDialect(AmqpDialect):
         named = classify_address(address)
         if named is None:
             return None
-        return LinkRoute(link_handling(named.kind, device_role), named.key)
+        return LinkRoute(link_handling(named.kind, device_role), named.key, named.device_id, named.module_id)
 
     def parse_put_token(self, message: Message) -> TokenClaim | TokenRefusal:
         parsed = parse_put_token(message)
@@ -564,7 +600,15 @@ class AzureAmqpDialect(AmqpDialect):
 
     async def verify(self, claim: TokenClaim, auth: AuthContext, now: float) -> TokenGrant | TokenRefusal:
         put_token = PutToken(
-            claim.message_id, PUT_TOKEN, "", "", claim.device_id, claim.module_id, claim.key, claim.token
+            claim.message_id,
+            PUT_TOKEN,
+            "",
+            "",
+            claim.device_id,
+            claim.module_id,
+            claim.key,
+            claim.token,
+            claim.hub_wide,
         )
         return await verify_put_token(put_token, auth.registry, auth.hostname, now)
 

@@ -113,3 +113,35 @@ async def verify_device_token(
     if not (token.verify(keys.primary) or token.verify(keys.secondary)):
         raise TokenRefused("signature", f"the SAS token's signature does not match the keys of '{key}'")
     return VerifiedDevice(device_id, module_id, key, float(token.expiry), token.key_name)
+
+
+async def verify_hub_token(token: SasToken, registry: DeviceKeys, hostname: str, now: float) -> float:
+    """The expiry of a hub-wide ``token`` (``sr`` = the hub, or its ``/devices``), signed with a
+    shared access policy (``skn``) that holds DeviceConnect: what a gateway or the C# SDK with a
+    policy key presents once for every device it carries. Each device it then names is checked
+    with :func:`verify_device_token` (registered, enabled) before it may attach a link.
+
+    Raises:
+        TokenRefused: it proves nothing (``resource``, ``expired``, ``unavailable``, ``policy``,
+            ``signature``).
+    """
+    host, _, path = token.resource_decoded.partition("/")
+    if not token.key_name or not host_matches(host, hostname) or path.rstrip("/") not in ("", "devices"):
+        raise TokenRefused(
+            "resource",
+            f"a hub-wide SAS token must be for '{hostname}' and signed with a shared access policy "
+            f"(skn); this one is for '{token.resource_decoded}'" + ("" if token.key_name else " with no skn"),
+        )
+    if token.is_expired(now):
+        raise TokenRefused("expired", f"the SAS token expired at {token.expiry}; generate a new one")
+    try:
+        policy = await registry.get_policy(token.key_name)
+    except Exception as exc:
+        raise TokenRefused("unavailable", f"the registry is unavailable: {exc}") from None
+    if policy is None or Right.DEVICE_CONNECT not in policy.rights:
+        raise TokenRefused("policy", f"policy '{token.key_name}' does not exist or lacks DeviceConnect")
+    if not (token.verify(policy.keys.primary) or token.verify(policy.keys.secondary)):
+        raise TokenRefused(
+            "signature", f"the SAS token's signature does not match the keys of '{token.key_name}'"
+        )
+    return float(token.expiry)
