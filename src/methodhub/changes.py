@@ -23,6 +23,8 @@ class ChangeFeedWatcher:
             (``methodhub device delete`` while the hub runs, another cluster node) takes to apply.
         on_identity: awaited with the identity key of each changed device or module.
         on_policy: called with the name of each changed access policy.
+        on_twin: awaited with the identity key of each twin whose desired properties changed
+            (None: twin changes are not followed here).
     """
 
     def __init__(
@@ -31,11 +33,13 @@ class ChangeFeedWatcher:
         interval: float,
         on_identity: Callable[[str], Awaitable[None]],
         on_policy: Callable[[str], None],
+        on_twin: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._registry = registry
         self._interval = interval
         self._on_identity = on_identity
         self._on_policy = on_policy
+        self._on_twin = on_twin
         self._task: asyncio.Task[None] | None = None
         self._seq = 0
 
@@ -58,6 +62,9 @@ class ChangeFeedWatcher:
         for change in changes:
             if change.kind == "policy":
                 self._on_policy(change.key)
+            elif change.kind == "twin":
+                if self._on_twin is not None:
+                    await self._on_twin(change.key)
             else:
                 await self._on_identity(change.key)
         return len(changes)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from methodhub.registry.model import AccessPolicy, Change, Identity, SymmetricKeys
 from methodhub.registry.products import ProductDevice
+from methodhub.registry.twins import Twin
 
 
 class Registry(ABC):
@@ -72,6 +73,29 @@ class Registry(ABC):
 
     @abstractmethod
     async def count_devices(self) -> int: ...
+
+    # -- twins (see registry.twins) -----------------------------------------------------------------
+
+    @abstractmethod
+    async def get_twin(self, device_id: str, module_id: str | None = None) -> Twin | None:
+        """The identity's twin (:func:`~methodhub.registry.twins.empty_twin` until it first
+        changes), or None when the identity does not exist."""
+
+    @abstractmethod
+    async def update_twin(
+        self,
+        device_id: str,
+        module_id: str | None,
+        change: Callable[[Twin], Twin],
+        *,
+        etag: str | None = None,
+    ) -> Twin:
+        """Store ``change(current twin)`` in one transaction and return it; ``etag`` None or
+        ``"*"`` means unconditionally, else it must be the current twin's (``PRECONDITION_FAILED``).
+        ``change`` is a pure function (it may run again if the transaction is retried) and may raise
+        ``HubError`` (``INVALID_ARGUMENT``), which nothing is stored for. Raises
+        ``DEVICE_NOT_FOUND`` / ``MODULE_NOT_FOUND``. A change of the desired properties is recorded
+        in the change feed (kind ``twin``) for the nodes holding the device."""
 
     # -- Alibaba Cloud products (see registry.products) ------------------------------------------------
 

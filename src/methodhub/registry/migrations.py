@@ -75,6 +75,21 @@ SQLITE_MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX nonces_expiry ON nonces (expires_at);
     """,
+    # 5: device and module twins (registry.twins): a row once the twin first changes, deleted with
+    # its identity. ``document`` is JSON: tags, desired, reported and their metadata.
+    """
+    CREATE TABLE twins (
+        device_id TEXT NOT NULL,
+        module_id TEXT NOT NULL DEFAULT '',
+        document TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        desired_version INTEGER NOT NULL,
+        reported_version INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        PRIMARY KEY (device_id, module_id),
+        FOREIGN KEY (device_id, module_id) REFERENCES identities (device_id, module_id) ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    """,
 ]
 
 POSTGRES_MIGRATIONS: list[str] = [
@@ -146,6 +161,20 @@ POSTGRES_MIGRATIONS: list[str] = [
         expires_at DOUBLE PRECISION NOT NULL
     );
     CREATE INDEX nonces_expiry ON nonces (expires_at);
+    """,
+    # device and module twins (see SQLITE_MIGRATIONS[4]); ``document`` is jsonb, for queries.
+    """
+    CREATE TABLE twins (
+        device_id TEXT COLLATE "C" NOT NULL,
+        module_id TEXT COLLATE "C" NOT NULL DEFAULT '',
+        document JSONB NOT NULL,
+        version BIGINT NOT NULL,
+        desired_version BIGINT NOT NULL,
+        reported_version BIGINT NOT NULL,
+        etag TEXT NOT NULL,
+        PRIMARY KEY (device_id, module_id),
+        FOREIGN KEY (device_id, module_id) REFERENCES identities (device_id, module_id) ON DELETE CASCADE
+    );
     """,
 ]
 

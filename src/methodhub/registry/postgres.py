@@ -60,6 +60,7 @@ from methodhub.registry.rules import (
     rights_text,
 )
 from methodhub.registry.sessions import SessionChanges, SessionWriteBehind
+from methodhub.registry.twins import Twin, check_twin_etag, empty_twin
 
 log = logging.getLogger("methodhub.registry.postgres")
 
@@ -449,6 +450,68 @@ class PostgresRegistry(Registry):
             lambda conn: conn.fetchval("SELECT count(*) FROM identities WHERE module_id = ''")
         )
         return count
+
+    # -- twins --------------------------------------------------------------------------------------
+
+    _TWIN_SELECT = (
+        "SELECT i.created_at, t.document::text, t.version, t.desired_version, t.reported_version, t.etag "
+        "FROM identities i LEFT JOIN twins t ON t.device_id = i.device_id AND t.module_id = i.module_id "
+        "WHERE i.device_id = $1 AND i.module_id = $2"
+    )
+
+    @staticmethod
+    def _twin_from_row(device_id: str, module_id: str, row: asyncpg.Record | None) -> Twin | None:
+        if row is None:
+            return None
+        if row[1] is None:
+            return empty_twin(device_id, module_id or None, row[0])
+        return Twin.from_document(
+            device_id, module_id or None, json.loads(row[1]), row[2], row[3], row[4], row[5]
+        )
+
+    async def get_twin(self, device_id: str, module_id: str | None = None) -> Twin | None:
+        if not _storable(device_id, module_id):
+            return None
+        row = await self._read(lambda conn: conn.fetchrow(self._TWIN_SELECT, device_id, module_id or ""))
+        return self._twin_from_row(device_id, module_id or "", row)
+
+    async def update_twin(
+        self,
+        device_id: str,
+        module_id: str | None,
+        change: Callable[[Twin], Twin],
+        *,
+        etag: str | None = None,
+    ) -> Twin:
+        if not _storable(device_id, module_id):
+            raise missing(device_id, module_id or "")
+
+        async def update(conn: Connection) -> Twin:
+            await self._locked(conn, device_id, module_id or "")  # one writer per identity at a time
+            row = await conn.fetchrow(self._TWIN_SELECT, device_id, module_id or "")
+            current = self._twin_from_row(device_id, module_id or "", row)
+            assert current is not None
+            check_twin_etag(etag, current)
+            new = change(current)
+            await conn.execute(
+                "INSERT INTO twins (device_id, module_id, document, version, desired_version, "
+                "reported_version, etag) VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7) "
+                "ON CONFLICT (device_id, module_id) DO UPDATE SET document = excluded.document, "
+                "version = excluded.version, desired_version = excluded.desired_version, "
+                "reported_version = excluded.reported_version, etag = excluded.etag",
+                device_id,
+                module_id or "",
+                json.dumps(new.document(), separators=(",", ":")),
+                new.version,
+                new.desired_version,
+                new.reported_version,
+                new.etag,
+            )
+            if new.desired_version != current.desired_version:
+                await self._record(conn, "twin", [new.key])
+            return new
+
+        return await self._write(update)
 
     # -- Alibaba Cloud products -----------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ from methodhub.registry.rules import (
     rights_text,
 )
 from methodhub.registry.sessions import SessionChanges, SessionWriteBehind
+from methodhub.registry.twins import Twin, check_twin_etag, empty_twin
 
 T = TypeVar("T")
 
@@ -334,6 +335,65 @@ class SqliteRegistry(Registry):
         return await self._run(
             lambda: self._conn().execute("SELECT count(*) FROM identities WHERE module_id = ''").fetchone()[0]
         )
+
+    # -- twins --------------------------------------------------------------------------------------
+
+    async def get_twin(self, device_id: str, module_id: str | None = None) -> Twin | None:
+        return await self._read(self._twin, device_id, module_id or "")
+
+    def _twin(self, device_id: str, module_id: str) -> Twin | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT i.created_at, t.document, t.version, t.desired_version, t.reported_version, "
+                "t.etag FROM identities i LEFT JOIN twins t "
+                "ON t.device_id = i.device_id AND t.module_id = i.module_id "
+                "WHERE i.device_id = ? AND i.module_id = ?",
+                (device_id, module_id),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        if row[1] is None:
+            return empty_twin(device_id, module_id or None, row[0])
+        return Twin.from_document(device_id, module_id or None, json.loads(row[1]), *row[2:])
+
+    async def update_twin(
+        self,
+        device_id: str,
+        module_id: str | None,
+        change: Callable[[Twin], Twin],
+        *,
+        etag: str | None = None,
+    ) -> Twin:
+        def update(db: sqlite3.Connection) -> Twin:
+            current = self._twin(device_id, module_id or "")
+            if current is None:
+                raise missing(device_id, module_id or "")
+            check_twin_etag(etag, current)
+            new = change(current)
+            db.execute(
+                "INSERT INTO twins (device_id, module_id, document, version, desired_version, "
+                "reported_version, etag) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, module_id) "
+                "DO UPDATE SET document = excluded.document, version = excluded.version, "
+                "desired_version = excluded.desired_version, reported_version = excluded.reported_version, "
+                "etag = excluded.etag",
+                (
+                    device_id,
+                    module_id or "",
+                    json.dumps(new.document(), separators=(",", ":")),
+                    new.version,
+                    new.desired_version,
+                    new.reported_version,
+                    new.etag,
+                ),
+            )
+            if new.desired_version != current.desired_version:
+                self._record(db, "twin", new.key)
+            return new
+
+        return await self._run(self._transaction, update)
 
     # -- Alibaba Cloud products -----------------------------------------------------------------------
 
