@@ -86,10 +86,11 @@ class AccessPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One row of the change feed: an identity (by key) or a policy (by name) changed."""
+    """One row of the change feed: an identity (by key), a policy (by name) or a twin's desired
+    properties (by identity key) changed."""
 
     seq: int
-    kind: Literal["identity", "policy"]
+    kind: Literal["identity", "policy", "twin"]
     key: str
 
 
