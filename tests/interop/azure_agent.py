@@ -172,6 +172,51 @@ def service_invoke(
     return {"status": result.status, "payload": result.payload}
 
 
+def _twin_dict(twin: Any) -> dict[str, Any]:
+    return {
+        "device_id": twin.device_id,
+        "module_id": twin.module_id,
+        "etag": twin.etag,
+        "version": twin.version,
+        "tags": twin.tags,
+        "desired": twin.properties.desired,
+        "reported": twin.properties.reported,
+        "connection_state": twin.connection_state,
+        "status": twin.status,
+    }
+
+
+def _twin_model(tags: Any, desired: Any) -> Any:
+    from azure.iot.hub.models import Twin, TwinProperties
+
+    return Twin(tags=tags, properties=TwinProperties(desired=desired) if desired is not None else None)
+
+
+def service_get_twin(device_id: str, module_id: str | None = None) -> Any:
+    if module_id:
+        return _twin_dict(_service().get_module_twin(device_id, module_id))
+    return _twin_dict(_service().get_twin(device_id))
+
+
+def service_update_twin(
+    device_id: str,
+    tags: Any = None,
+    desired: Any = None,
+    etag: str | None = None,
+    module_id: str | None = None,
+) -> Any:
+    model = _twin_model(tags, desired)
+    if module_id:
+        return _twin_dict(_service().update_module_twin(device_id, module_id, model, etag or "*"))
+    return _twin_dict(_service().update_twin(device_id, model, etag or "*"))
+
+
+def service_replace_twin(
+    device_id: str, tags: Any = None, desired: Any = None, etag: str | None = None
+) -> Any:
+    return _twin_dict(_service().replace_twin(device_id, _twin_model(tags, desired), etag or "*"))
+
+
 OPERATIONS = {name: fn for name, fn in globals().items() if name.startswith(("device_", "service_"))}
 _write_lock = threading.Lock()
 

@@ -238,3 +238,31 @@ def test_registry_create_get_update_delete_with_the_service_sdk(azure: Agent, de
     with pytest.raises(AgentError) as excinfo:
         azure.call("service_get_device", device_id=device_id)
     assert excinfo.value.status_code == 404
+
+
+def test_twins_with_the_service_sdk(azure: Agent, tls_hub: HubProcess, device_id: str) -> None:
+    """IoTHubRegistryManager's twin calls: get, update (merge, a null removes), replace, etags
+    (``If-Match: "*"`` by default, a stale one is 412), module twins, reported is the device's."""
+    _create(tls_hub, device_id)
+    twin = azure.call("service_get_twin", device_id=device_id)
+    assert twin["device_id"] == device_id and twin["etag"] and twin["connection_state"] == "Disconnected"
+    assert twin["tags"] in (None, {}) and twin["desired"]["$version"] == 1
+    updated = azure.call(
+        "service_update_twin", device_id=device_id, tags={"site": "A"}, desired={"interval": 30, "x": 1}
+    )
+    assert updated["tags"] == {"site": "A"} and updated["desired"]["interval"] == 30
+    assert updated["desired"]["$version"] == 2 and updated["etag"] != twin["etag"]
+    merged = azure.call("service_update_twin", device_id=device_id, desired={"x": None}, etag=updated["etag"])
+    assert "x" not in merged["desired"] and merged["desired"]["interval"] == 30
+    with pytest.raises(AgentError) as excinfo:  # a stale etag
+        azure.call("service_update_twin", device_id=device_id, tags={"a": 1}, etag=updated["etag"])
+    assert excinfo.value.status_code == 412
+    replaced = azure.call("service_replace_twin", device_id=device_id, tags={"b": 2})
+    assert replaced["tags"] == {"b": 2} and {k for k in replaced["desired"] if not k.startswith("$")} == set()
+    assert azure.call("service_get_twin", device_id=device_id) == replaced
+    tls_hub.cli("device", "create", device_id, "--module", "m1")
+    module = azure.call("service_update_twin", device_id=device_id, module_id="m1", tags={"m": True})
+    assert module["module_id"] == "m1" and module["tags"] == {"m": True}
+    with pytest.raises(AgentError) as excinfo:
+        azure.call("service_get_twin", device_id="nobody-" + device_id)
+    assert excinfo.value.status_code == 404

@@ -8,6 +8,7 @@ Bodies, status codes and errors follow azure-direct-methods-wire.md §2 so that 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -25,12 +26,13 @@ from methodhub.config import (
 from methodhub.dialects.azure.errors import azure_error, utc_timestamp
 from methodhub.dialects.azure.service_auth import ServiceAuthenticator
 from methodhub.dialects.azure.topics import validate_method_name
+from methodhub.dialects.azure.twin import NEVER, service_change, twin_json
 from methodhub.errors import ErrorKind, HubError
 from methodhub.http.messages import Request, Response
 from methodhub.http.routing import Routes
 from methodhub.registry import Identity, Registry, Right, SymmetricKeys
+from methodhub.registry.twins import Twin, patch_twin, replace_twin
 
-NEVER = "0001-01-01T00:00:00Z"
 """How Azure prints a time that never happened (e.g. lastActivityTime of a new device)."""
 
 
@@ -144,6 +146,17 @@ class AzureApi:
             "/devices/{device_id}/modules",
             self._registry_call(Right.REGISTRY_READ, self._list_modules),
         )
+        for method, handler in (
+            ("GET", self._get_twin),
+            ("PATCH", self._patch_twin),
+            ("PUT", self._put_twin),
+        ):  # twins are the service's (ServiceConnect), as on IoT Hub
+            routes.add(method, "/twins/{device_id}", self._registry_call(Right.SERVICE_CONNECT, handler))
+            routes.add(
+                method,
+                "/twins/{device_id}/modules/{module_id}",
+                self._registry_call(Right.SERVICE_CONNECT, handler),
+            )
 
     # -- direct methods ---------------------------------------------------------------------------
 
@@ -304,6 +317,41 @@ class AzureApi:
             raise _missing(device_id, None)
         identities = await self._registry.list_identities(device_id)
         return await self._identities_response(identities)
+
+    # -- twins ----------------------------------------------------------------------------------------
+
+    async def _twin_response(self, twin: Twin) -> Response:
+        identity = await self._registry.get_identity(twin.device_id, twin.module_id)
+        if identity is None:  # deleted meanwhile
+            raise _missing(twin.device_id, twin.module_id)
+        connected, since = (await self._presence.connection_states([identity.key]))[identity.key]
+        return Response.json(
+            twin_json(twin, identity, connected, since), headers=[("etag", f'"{twin.etag}"')]
+        )
+
+    async def _get_twin(self, request: Request) -> Response:
+        device_id, module_id = _ids(request)
+        twin = await self._registry.get_twin(device_id, module_id)
+        if twin is None:
+            raise _missing(device_id, module_id)
+        return await self._twin_response(twin)
+
+    async def _patch_twin(self, request: Request) -> Response:
+        return await self._change_twin(request, patch_twin)
+
+    async def _put_twin(self, request: Request) -> Response:
+        return await self._change_twin(request, replace_twin)
+
+    async def _change_twin(
+        self, request: Request, change: Callable[[Twin, object, object, float], Twin]
+    ) -> Response:
+        device_id, module_id = _ids(request)
+        tags, desired = service_change(parse_json(request.body, "The twin") if request.body else None)
+        now = time.time()
+        twin = await self._registry.update_twin(
+            device_id, module_id, lambda current: change(current, tags, desired, now), etag=_if_match(request)
+        )
+        return await self._twin_response(twin)
 
 
 def _slash_in_id(kind: str) -> Response:

@@ -13,7 +13,16 @@ instead of hanging:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from methodhub.dialects.azure.errors import utc_timestamp
+from methodhub.errors import ErrorKind, HubError
+
+if TYPE_CHECKING:
+    from methodhub.registry import Identity
+    from methodhub.registry.twins import Twin
 
 EMPTY_TWIN = b'{"desired":{"$version":1},"reported":{"$version":1}}'
 TWIN_NOT_SUPPORTED = (
@@ -22,6 +31,8 @@ TWIN_NOT_SUPPORTED = (
 )
 """IoT Hub's error body shape: Node's MQTT twin client ignores the status in the topic and fails a
 request only when the body has an ``errorCode``."""
+NEVER = "0001-01-01T00:00:00Z"
+"""IoT Hub's "never" time."""
 DESIRED_NOTIFICATIONS = "/notifications/twin/properties/desired"
 """The AMQP resource of desired-property update notifications (Node and C send it)."""
 
@@ -49,3 +60,73 @@ def answer_twin_request(operation: str, resource: str | None) -> TwinAnswer:
     ):
         return TwinAnswer(200, b"")
     return TwinAnswer(405, TWIN_NOT_SUPPORTED)
+
+
+# -- the service's view (REST: GET/PATCH/PUT /twins/{id}) ---------------------------------------------
+
+
+def _properties(values: dict[str, Any], metadata: dict[str, Any], version: int) -> dict[str, Any]:
+    return {**values, "$metadata": metadata, "$version": version}
+
+
+def device_properties(twin: Twin) -> bytes:
+    """A device's twin GET answer: ``{"desired": {...}, "reported": {...}}``, each with ``$version``
+    (and ``$metadata``, which the SDKs ignore), as IoT Hub sends it."""
+    return json.dumps(
+        {
+            "desired": _properties(twin.desired, twin.desired_metadata, twin.desired_version),
+            "reported": _properties(twin.reported, twin.reported_metadata, twin.reported_version),
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+
+
+def twin_json(twin: Twin, identity: Identity, connected: bool, since: float | None) -> dict[str, Any]:
+    """The twin in IoT Hub's REST shape (azure-jobs-twins-query.md §3.2)."""
+    doc: dict[str, Any] = {"deviceId": identity.device_id}
+    if identity.module_id is not None:
+        doc["moduleId"] = identity.module_id
+    doc.update(
+        etag=twin.etag,
+        deviceEtag=identity.etag,
+        version=twin.version,
+        status=identity.status,
+        statusReason=identity.status_reason,
+        statusUpdateTime=utc_timestamp(identity.status_updated_at),
+        connectionState="Connected" if connected else "Disconnected",
+        lastActivityTime=utc_timestamp(since) if since else NEVER,
+        cloudToDeviceMessageCount=0,
+        authenticationType="sas",
+        x509Thumbprint={"primaryThumbprint": None, "secondaryThumbprint": None},
+        modelId="",
+    )
+    if identity.module_id is None:
+        doc["capabilities"] = {"iotEdge": identity.iot_edge}
+    doc["tags"] = twin.tags
+    doc["properties"] = {
+        "desired": _properties(twin.desired, twin.desired_metadata, twin.desired_version),
+        "reported": _properties(twin.reported, twin.reported_metadata, twin.reported_version),
+    }
+    return doc
+
+
+def service_change(body: object) -> tuple[object | None, object | None]:
+    """``(tags, desired)`` of a PATCH or PUT body (None where absent); raises ``INVALID_ARGUMENT``
+    for a body that is not an object or that writes reported properties (the device's)."""
+    if not isinstance(body, dict):
+        raise HubError(ErrorKind.INVALID_ARGUMENT, "The twin must be a JSON object.")
+    properties = body.get("properties")
+    if properties is not None and not isinstance(properties, dict):
+        raise HubError(ErrorKind.INVALID_ARGUMENT, "The twin's properties must be a JSON object.")
+    properties = properties or {}
+    if properties.get("reported") is not None:
+        raise HubError(
+            ErrorKind.INVALID_ARGUMENT,
+            "Reported properties are written by the device only; the service writes tags and "
+            "properties.desired.",
+        )
+    desired = properties.get("desired")
+    if isinstance(desired, dict):  # $version/$metadata as read back by a GET are not properties
+        desired = {k: v for k, v in desired.items() if k not in ("$version", "$metadata")}
+    return body.get("tags"), desired
