@@ -122,6 +122,8 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
         self.deadline: float | None = None
         """Loop time by which an identity must be authorized (None once one was)."""
         self.identities: dict[str, AuthorizedIdentity] = {}
+        self.replies_pending = 0
+        """Twin requests being answered by a task."""
         self.hub_grant: HubGrant | None = None
         """A hub-wide token (a shared access policy's) that holds on this connection, if any."""
         self.links: dict[LinkRef, LinkState] = {}
@@ -468,9 +470,22 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
 
     def _on_twin_request(self, key: str | None, message: Message) -> None:
         identity = self.identities.get(key) if key is not None else None
-        answer = self.dialect.twin_response(message)
-        if identity is None or answer is None:
+        if identity is None:
             return
+        if self.replies_pending >= CREDIT:
+            self._drop(f"more than {CREDIT} twin requests wait for their answers", logging.WARNING)
+            return
+        self.replies_pending += 1
+        self._spawn(self._answer_twin(identity, message), "answering a twin request")
+
+    async def _answer_twin(self, identity: AuthorizedIdentity, message: Message) -> None:
+        try:
+            answer = await self.dialect.twin_response(identity.device_id, identity.module_id, message)
+        finally:
+            self.replies_pending -= 1
+        if answer is None or self.closing:
+            return
+        key = identity.key
         link = identity.twin_responses
         if link is None:
             log.info(
@@ -479,6 +494,7 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
             )
             return
         self.send_answer(link, encode_message(answer))
+        self.flush()
 
     def _count_stray(self) -> None:
         self.ctx.metrics.stray_responses.inc()

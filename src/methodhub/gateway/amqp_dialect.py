@@ -166,8 +166,9 @@ class AmqpDialect(ABC):
     # -- twin -----------------------------------------------------------------------------------------
 
     @abstractmethod
-    def twin_response(self, request: Message) -> Message | None:
-        """The answer to a twin request, or None when it cannot be answered (no correlation-id)."""
+    async def twin_response(self, device_id: str, module_id: str | None, request: Message) -> Message | None:
+        """The answer to identity ``device_id``/``module_id``'s twin request, or None when it cannot be
+        answered (no correlation-id)."""
 
     # -- the errors links are refused or detached with ------------------------------------------------
 

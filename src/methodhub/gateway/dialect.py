@@ -13,7 +13,7 @@ table, its pending calls or the connection carrying it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,6 +30,9 @@ gateway upgrades it to 0x87 "Not authorized" for MQTT 5 clients."""
 
 Reply = tuple[str, bytes]
 """A message to send back to the device at once: ``(topic, payload)``."""
+
+PendingReply = Coroutine[Any, Any, "Reply | None"]
+"""A message to send back once the dialect has it (e.g. after a registry read), or None for none."""
 
 
 class ConnectRefused(Exception):
@@ -127,9 +130,11 @@ class Dialect(ABC):
         """The QoS granted for a SUBSCRIBE of ``topic_filter``, or :data:`SUBSCRIPTION_REFUSED`."""
 
     @abstractmethod
-    def on_publish(self, device: DeviceView, publish: Publish) -> bool | Reply:
+    def on_publish(self, device: DeviceView, publish: Publish) -> bool | Reply | PendingReply:
         """Handle a device PUBLISH (e.g. a call response): True accepted, a :data:`Reply` accepted
-        and to be answered at once, False not allowed (the connection is closed)."""
+        and to be answered at once, a :data:`PendingReply` accepted and to be answered when it is
+        done (the connection runs it, a bounded number at a time), False not allowed (the
+        connection is closed)."""
 
     @abstractmethod
     def encode_call(self, device: DeviceView, call: Call, seq: int) -> tuple[str, str, bytes]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from methodhub.config import MAX_KEEPALIVE
 from methodhub.gateway.context import CLOSE_GRACE, MAX_WRITE_BUFFER, WORK_BUDGET
-from methodhub.gateway.dialect import SUBSCRIPTION_REFUSED, ConnectRefused
+from methodhub.gateway.dialect import SUBSCRIPTION_REFUSED, ConnectRefused, PendingReply
 from methodhub.mqtt import (
     Connack,
     ConnackCode,
@@ -61,6 +61,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("methodhub.gateway")
 
+MAX_PENDING_REPLIES = 16
+"""Device requests one connection may have waiting for their answers (twin reads and writes); a
+device sending more before the answers come is closed (MQTT 5: 0x97 Quota exceeded)."""
+
 
 V5_REASON_FOR_CONNACK = {
     ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION: ReasonCode.UNSUPPORTED_PROTOCOL_VERSION,
@@ -87,6 +91,8 @@ class DeviceConnection(asyncio.Protocol):
         self.session: DeviceSession | None = None
         self.connect_packet: Connect | None = None
         self.closing = False
+        self.replies_pending = 0
+        """Device requests (twin) being answered by a task."""
         self.timer: asyncio.TimerHandle | None = None
         """The connection's one timer: armed at the state machine's next deadline (CONNECT deadline,
         keep-alive; see :meth:`_arm_timer`), then the close grace period once closing."""
@@ -548,11 +554,32 @@ class DeviceConnection(asyncio.Protocol):
                 f"publishing to '{packet.topic}' is not allowed for this device", ReasonCode.NOT_AUTHORIZED
             )
             return
-        if verdict is not True:  # the dialect answers at once (e.g. Azure's twin requests)
+        if type(verdict) is tuple:  # the dialect answers at once
             topic, payload = verdict
             self._send(Publish(topic=topic, payload=payload, qos=0))
+        elif verdict is not True:  # the dialect answers later (e.g. Azure's twin requests)
+            self._reply_later(verdict)  # type: ignore[arg-type]
         if packet.qos == 1 and packet.packet_id is not None:  # QoS 1 always has one (the codec checks)
             self._send(Puback(packet_id=packet.packet_id))
+
+    def _reply_later(self, pending: PendingReply) -> None:
+        if self.replies_pending >= MAX_PENDING_REPLIES:
+            pending.close()
+            self._close(
+                f"more than {MAX_PENDING_REPLIES} requests (e.g. twin) waiting for their answers",
+                ReasonCode.QUOTA_EXCEEDED,
+            )
+            return
+        self.replies_pending += 1
+        self._spawn(self._reply(pending), "answering a device request")
+
+    async def _reply(self, pending: PendingReply) -> None:
+        try:
+            reply = await pending
+        finally:
+            self.replies_pending -= 1
+        if reply is not None and not self.closing:
+            self._send(Publish(topic=reply[0], payload=reply[1], qos=0))
 
     # -- timers, sending, closing ---------------------------------------------------------------------
 

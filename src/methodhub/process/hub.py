@@ -30,6 +30,7 @@ from methodhub.dialects.azure.errors import azure_error, azure_error_of
 from methodhub.dialects.azure.mqtt import AzureDialect
 from methodhub.dialects.azure.rest import AzureApi
 from methodhub.dialects.azure.service_auth import ServiceAuthenticator
+from methodhub.dialects.azure.twin import DeviceTwins
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway import Gateway
 from methodhub.gateway.websocket import (
@@ -129,17 +130,18 @@ class Hub:
         await router.start()
         self.router = router
         self.engine = CallEngine(router, registry, self.metrics)
+        twins = DeviceTwins(registry)
         self.gateway = Gateway(
             registry=registry,
             router=router,
             metrics=self.metrics,
             hostname=config.hostname,
-            dialects=[AzureDialect(), AliyunDialect()],
+            dialects=[AzureDialect(twins), AliyunDialect()],
             max_packet_size=DEFAULT_MAX_PACKET_SIZE,
             connect_packet_timeout=config.connect_packet_timeout,
             max_in_flight=config.max_calls_in_flight_per_device,
             limits=config.device_limits,
-            amqp_dialect=AzureAmqpDialect(),
+            amqp_dialect=AzureAmqpDialect(twins),
         )
         service_auth = ServiceAuthenticator(registry, config.hostname)
         routes = Routes()

@@ -405,7 +405,10 @@ def test_the_front_door_routes_methods_by_path_and_http_method(door: FrontDoor) 
     with pytest.raises(MethodNotAllowed) as wrong_method:
         routes.match("GET", "/twins/dev1/methods")
     assert wrong_method.value.allowed == ["POST"]
-    for path in ("/twins/dev1/method", "/twins/dev1", "/twins/dev1/modules/m1/methods/x", "/twins//methods"):
+    with pytest.raises(MethodNotAllowed) as twin_method:  # a twin is read and written, not POSTed
+        routes.match("POST", "/twins/dev1")
+    assert twin_method.value.allowed == ["GET", "HEAD", "PATCH", "PUT"]
+    for path in ("/twins/dev1/method", "/twins/dev1/modules/m1/methods/x", "/twins//methods"):
         with pytest.raises(RouteNotFound):
             routes.match("POST", path)
 

@@ -18,6 +18,7 @@ from methodhub.dialects.azure.amqp import AzureAmqpDialect
 from methodhub.dialects.azure.mqtt import AzureDialect
 from methodhub.dialects.azure.sas import generate_sas_token
 from methodhub.dialects.azure.topics import API_VERSION
+from methodhub.dialects.azure.twin import DeviceTwins
 from methodhub.gateway.gateway import Gateway
 from methodhub.gateway.mqtt_connection import DeviceConnection
 from methodhub.metrics import Metrics
@@ -211,9 +212,9 @@ class Hub:
             router=self.router,
             metrics=self.metrics,
             hostname=HOST,
-            dialects=[AzureDialect()],
+            dialects=[AzureDialect(DeviceTwins(registry))],
             max_packet_size=300_000,
-            amqp_dialect=AzureAmqpDialect(),
+            amqp_dialect=AzureAmqpDialect(DeviceTwins(registry)),
         )
         self.engine = CallEngine(self.router, registry, self.metrics)
 

@@ -5,6 +5,7 @@ SDK behaves (tests/unit/gateway/amqp_device.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 
@@ -29,7 +30,6 @@ from methodhub.calls import Call, CallOutcome
 from methodhub.dialects.aliyun.mqtt import AliyunDialect
 from methodhub.dialects.azure.amqp import AzureAmqpDialect
 from methodhub.dialects.azure.sas import generate_sas_token
-from methodhub.dialects.azure.twin import EMPTY_TWIN, TWIN_NOT_SUPPORTED
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.gateway import Gateway
 from methodhub.metrics import Metrics
@@ -393,36 +393,46 @@ def _twin_request(correlation_id: object, operation: str, resource: str | None =
     )
 
 
-async def test_twin_requests_over_amqp_get_the_answers_mqtt_gives(hub: Hub, dev1: Identity) -> None:
-    """Node's amqp_twin_client: GET gets the empty twin, subscribing to desired-property updates
-    (PUT) succeeds, a reported PATCH gets 405 with a message; each answer has the request's
-    correlation-id (its AMQP type kept) and the ``status`` annotation an AMQP int."""
+async def test_twin_requests_over_amqp_are_answered_from_the_registry(
+    hub: Hub, dev1: Identity, registry: SqliteRegistry
+) -> None:
+    """Node's amqp_twin_client: a reported PATCH is stored (204 with the new ``version``), GET gets
+    the twin with both sides' ``$version``, subscribing to desired-property updates (PUT) succeeds;
+    each answer has the request's correlation-id (its AMQP type kept) and ``status`` an AMQP int."""
     device = AmqpDevice(hub)
     await device.online("dev1", dev1.keys.primary)
     twin_out, _ = await device.attach("twinSender", sender=True, address="/devices/dev1/twin")
     twin_in, _ = await device.attach("twinReceiver", sender=False, address="/devices/dev1/twin", credit=10)
-    asked = [
-        ("c-get", "GET", None),
-        ("c-put", "PUT", "/notifications/twin/properties/desired"),
-        (uuid.UUID(int=7), "PATCH", "/properties/reported"),
-    ]
-    for n, (cid, operation, resource) in enumerate(asked):
-        device.amqp.send_message(twin_out, _twin_request(cid, operation, resource), f"t{n}".encode())
 
-    def three_answers() -> list[MessageReceived]:
-        if sum(1 for e in device.events if type(e) is MessageReceived and e.link == twin_in) < 3:
-            return []
-        return device.take(MessageReceived, twin_in)
+    async def ask(cid: object, operation: str, resource: str | None = None, body: bytes = b" ") -> Message:
+        annotations = {Symbol("operation"): operation}
+        if resource is not None:
+            annotations[Symbol("resource")] = resource
+        request = Message(
+            message_annotations=annotations, properties=Properties(correlation_id=cid), body=[body]
+        )
+        device.amqp.send_message(twin_out, encode_message(request), str(cid).encode()[:32])
+        received = (await device.until(lambda: device.take(MessageReceived, twin_in)))[0]
+        assert received.settled
+        return decode_message(received.payload)
 
-    received = await device.until(three_answers)
-    answers = [decode_message(e.payload) for e in received]
-    assert [a.properties.correlation_id for a in answers] == ["c-get", "c-put", uuid.UUID(int=7)]
-    statuses = [a.message_annotations[Symbol("status")] for a in answers]
-    assert statuses == [200, 200, 405] and all(type(s) is Int for s in statuses)
-    assert answers[0].body == [EMPTY_TWIN]
-    assert answers[1].body is None
-    assert answers[2].body == [TWIN_NOT_SUPPORTED]
-    assert all(e.settled for e in received)
+    patched = await ask(uuid.UUID(int=7), "PATCH", "/properties/reported", b'{"fw":"1.2"}')
+    assert patched.properties.correlation_id == uuid.UUID(int=7)
+    assert patched.message_annotations == {Symbol("status"): Int(204), Symbol("version"): 2}
+    assert type(patched.message_annotations[Symbol("status")]) is Int and patched.body is None
+    stored = await registry.get_twin("dev1")
+    assert stored is not None and stored.reported == {"fw": "1.2"}
+    got = await ask("c-get", "GET")
+    assert got.properties.correlation_id == "c-get"
+    assert got.message_annotations == {Symbol("status"): Int(200)}
+    body = json.loads(b"".join(got.body))
+    assert body["reported"]["fw"] == "1.2" and body["reported"]["$version"] == 2
+    assert body["desired"]["$version"] == 1
+    put = await ask("c-put", "PUT", "/notifications/twin/properties/desired")
+    assert put.message_annotations == {Symbol("status"): Int(200)} and put.body is None
+    bad = await ask("c-bad", "PATCH", "/properties/reported", b'{"bad.key":1}')
+    assert bad.message_annotations == {Symbol("status"): Int(400)}
+    assert json.loads(b"".join(bad.body))["errorCode"] == 400004
 
 
 async def test_a_twin_answer_waits_for_the_devices_credit(hub: Hub, dev1: Identity) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from methodhub.dialects.azure.topics import parse_request_topic, response_topic
-from methodhub.dialects.azure.twin import EMPTY_TWIN
 from methodhub.errors import ErrorKind, HubError
 from methodhub.mqtt import (
     Connack,
@@ -26,7 +25,7 @@ from methodhub.mqtt import (
     Unsuback,
     Unsubscribe,
 )
-from methodhub.registry import Identity, SymmetricKeys
+from methodhub.registry import Identity, SqliteRegistry, SymmetricKeys
 from tests.unit.gateway.azure_hub import Device, Hub, azure_connect
 
 METHODS = "$iothub/methods/POST/#"
@@ -296,22 +295,39 @@ async def test_a_device_disconnect_mid_call_fails_the_call(hub: Hub, dev1: Ident
 # -- twin, telemetry, foreign topics ---------------------------------------------------------------
 
 
-async def test_a_twin_get_is_answered_with_the_empty_twin(hub: Hub, dev1: Identity) -> None:
+async def test_twin_requests_over_mqtt_are_answered_from_the_registry(
+    hub: Hub, dev1: Identity, registry: SqliteRegistry
+) -> None:
+    """A reported PATCH is stored and answered 204 with the new ``$version`` in the topic; GET
+    gets both sides with their ``$version``; a bad patch is 400 with an IoT Hub error body."""
     device = hub.device()
     await device.online(azure_connect("dev1", dev1.keys.primary), "$iothub/twin/res/#")
-    device.answer("$iothub/twin/GET/?$rid=42", b"")
+    device.answer("$iothub/twin/PATCH/properties/reported/?$rid=7", b'{"fw":"1.2","n":{"a":1}}')
     packet = await device.next_packet()
     assert isinstance(packet, Publish)
-    assert (packet.topic, packet.payload) == ("$iothub/twin/res/200/?$rid=42", EMPTY_TWIN)
-
-
-async def test_a_reported_properties_patch_is_answered_405(hub: Hub, dev1: Identity) -> None:
-    device = hub.device()
-    await device.online(azure_connect("dev1", dev1.keys.primary), "$iothub/twin/res/#")
-    device.answer("$iothub/twin/PATCH/properties/reported/?$rid=7", b'{"a":1}')
+    assert (packet.topic, packet.payload) == ("$iothub/twin/res/204/?$rid=7&$version=2", b"")
+    stored = await registry.get_twin("dev1")
+    assert stored is not None and stored.reported == {"fw": "1.2", "n": {"a": 1}}
+    device.answer("$iothub/twin/GET/?$rid=42", b"")
     packet = await device.next_packet()
-    assert isinstance(packet, Publish) and packet.topic == "$iothub/twin/res/405/?$rid=7"
-    assert b"does not store device twins" in packet.payload
+    assert isinstance(packet, Publish) and packet.topic == "$iothub/twin/res/200/?$rid=42"
+    twin = json.loads(packet.payload)
+    assert twin["reported"]["fw"] == "1.2" and twin["reported"]["$version"] == 2
+    assert twin["desired"]["$version"] == 1
+    device.answer("$iothub/twin/PATCH/properties/reported/?$rid=8", b"[1]")
+    packet = await device.next_packet()
+    assert isinstance(packet, Publish) and packet.topic == "$iothub/twin/res/400/?$rid=8"
+    assert json.loads(packet.payload)["errorCode"] == 400004
+
+
+async def test_a_device_flooding_twin_requests_is_closed(hub: Hub, dev1: Identity) -> None:
+    """More twin requests waiting for their answers than MAX_PENDING_REPLIES: the connection
+    closes (the registry read of each is a task, so the number is bounded)."""
+    device = hub.device(level=5)
+    await device.online(azure_connect("dev1", dev1.keys.primary), "$iothub/twin/res/#")
+    for n in range(40):
+        device.answer(f"$iothub/twin/GET/?$rid={n}", b"")
+    await device.closed()
 
 
 async def test_a_twin_get_without_the_response_subscription_gets_no_answer(hub: Hub, dev1: Identity) -> None:

@@ -49,7 +49,7 @@ from methodhub.dialects.azure.device_auth import (
 )
 from methodhub.dialects.azure.methods import check_method_call, method_result
 from methodhub.dialects.azure.sas import SasToken, SasTokenError
-from methodhub.dialects.azure.twin import answer_twin_request
+from methodhub.dialects.azure.twin import DeviceTwins, TwinAnswer, answer_twin_request
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.amqp_dialect import (
     AmqpDialect,
@@ -438,6 +438,41 @@ def parse_method_response(message: Message) -> tuple[uuid.UUID, CallOutcome | Hu
 TWIN_OPERATION = Symbol("operation")
 TWIN_RESOURCE = Symbol("resource")
 TWIN_STATUS = Symbol("status")
+TWIN_VERSION = Symbol("version")
+
+
+def twin_request(request: Message) -> tuple[Any, str, str | None, bytes] | None:
+    """``(correlation-id, operation, resource, body)`` of a twin request the device sent on its
+    ``/twin`` sender (see :func:`twin_response`), or None when it has no correlation-id to answer
+    with (it is accepted and dropped)."""
+    properties = request.properties
+    correlation_id = properties.correlation_id if properties is not None else None
+    if correlation_id is None:
+        return None
+    annotations = request.message_annotations or {}
+    operation = annotations.get(TWIN_OPERATION)
+    resource = annotations.get(TWIN_RESOURCE)
+    body = _payload(request.body) or b""
+    return (
+        correlation_id,
+        operation if isinstance(operation, str) else "",
+        resource if isinstance(resource, str) else None,
+        body,
+    )
+
+
+def twin_answer(correlation_id: Any, answer: TwinAnswer) -> Message:
+    """The answer message: the request's correlation-id with its AMQP type, the message
+    annotations ``status`` (an AMQP int) and, after a reported PATCH, ``version`` (a long), the
+    body (if any) in one data section."""
+    annotations: dict[Any, Any] = {TWIN_STATUS: Int(answer.status)}
+    if answer.version is not None:
+        annotations[TWIN_VERSION] = answer.version
+    return Message(
+        message_annotations=annotations,
+        properties=Properties(correlation_id=correlation_id),
+        body=[answer.body] if answer.body else None,
+    )
 
 
 def twin_response(request: Message) -> Message | None:
@@ -452,21 +487,11 @@ def twin_response(request: Message) -> Message | None:
     200-300 as success, C reads an int), the body (if any) in one data section. What each
     operation gets is :func:`~methodhub.dialects.azure.twin.answer_twin_request`'s, as over MQTT.
     """
-    properties = request.properties
-    correlation_id = properties.correlation_id if properties is not None else None
-    if correlation_id is None:
+    parsed = twin_request(request)
+    if parsed is None:
         return None
-    annotations = request.message_annotations or {}
-    operation = annotations.get(TWIN_OPERATION)
-    resource = annotations.get(TWIN_RESOURCE)
-    answer = answer_twin_request(
-        operation if isinstance(operation, str) else "", resource if isinstance(resource, str) else None
-    )
-    return Message(
-        message_annotations={TWIN_STATUS: Int(answer.status)},
-        properties=Properties(correlation_id=correlation_id),
-        body=[answer.body] if answer.body else None,
-    )
+    correlation_id, operation, resource, _ = parsed
+    return twin_answer(correlation_id, answer_twin_request(operation, resource))
 
 
 # -- detach and refusal errors (§7.2) ---------------------------------------------------------------
@@ -581,6 +606,10 @@ class AzureAmqpDialect(AmqpDialect):
     shutting_down = SHUTTING_DOWN
     token_invalid = TOKEN_INVALID
 
+    def __init__(self, twins: DeviceTwins | None = None) -> None:
+        self.twins = twins
+        """Answers twin requests from the registry (None: a hub without twins)."""
+
     def link_address(self, attach: Attach) -> str | None:
         return attach_address(attach)
 
@@ -621,8 +650,15 @@ class AzureAmqpDialect(AmqpDialect):
     def parse_method_response(self, message: Message) -> tuple[uuid.UUID, CallOutcome | HubError] | None:
         return parse_method_response(message)
 
-    def twin_response(self, request: Message) -> Message | None:
-        return twin_response(request)
+    async def twin_response(self, device_id: str, module_id: str | None, request: Message) -> Message | None:
+        parsed = twin_request(request)
+        if parsed is None:
+            return None
+        correlation_id, operation, resource, body = parsed
+        if self.twins is None:
+            return twin_answer(correlation_id, answer_twin_request(operation, resource))
+        answer = await self.twins.answer(device_id, module_id, operation, resource, body)
+        return twin_answer(correlation_id, answer)
 
     def unknown_link(self, address: str | None) -> Error:
         return unknown_address(address)

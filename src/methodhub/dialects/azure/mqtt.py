@@ -31,7 +31,7 @@ from methodhub.dialects.azure.topics import (
     request_topic,
     response_status,
 )
-from methodhub.dialects.azure.twin import answer_twin_request
+from methodhub.dialects.azure.twin import DeviceTwins, TwinAnswer, answer_twin_request
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.auth import AuthContext
 from methodhub.gateway.dialect import (
@@ -39,6 +39,7 @@ from methodhub.gateway.dialect import (
     ConnectRefused,
     DeviceView,
     Dialect,
+    PendingReply,
     Principal,
     Reply,
 )
@@ -84,6 +85,11 @@ class AzureDialect(Dialect):
     """See the module docstring."""
 
     name = "azure"
+
+    def __init__(self, twins: DeviceTwins | None = None) -> None:
+        self.twins = twins
+        """Answers twin requests from the registry (None: a hub without twins, see
+        :func:`~methodhub.dialects.azure.twin.answer_twin_request`)."""
 
     def claims(self, connect: Connect) -> bool:
         username = connect.username
@@ -189,7 +195,7 @@ class AzureDialect(Dialect):
     def request_properties(self, device: DeviceView, rid: str) -> dict[str, Any] | None:
         return {"response_topic": MQTT5_RESPONSE_TOPIC, "correlation_data": rid.encode("ascii")}
 
-    def on_publish(self, device: DeviceView, publish: Publish) -> bool | Reply:
+    def on_publish(self, device: DeviceView, publish: Publish) -> bool | Reply | PendingReply:
         topic = publish.topic
         if topic.startswith(RESPONSE_PREFIX):
             parsed = parse_response_topic(topic)
@@ -210,20 +216,45 @@ class AzureDialect(Dialect):
             device.count_telemetry()
             return True
         if topic.startswith(TWIN_PREFIX):
-            return self._answer_twin(device, topic)
+            return self._answer_twin(device, topic, publish.payload)
         return False
 
-    def _answer_twin(self, device: DeviceView, topic: str) -> bool | Reply:
+    def _answer_twin(self, device: DeviceView, topic: str, payload: bytes) -> bool | Reply | PendingReply:
         """``$iothub/twin/{OPERATION}/{resource}/?$rid={rid}``, answered as over AMQP
-        (:func:`~methodhub.dialects.azure.twin.answer_twin_request`) on
-        ``$iothub/twin/res/{status}/?$rid={rid}`` when the device subscribed to it."""
+        (:class:`~methodhub.dialects.azure.twin.DeviceTwins`) on
+        ``$iothub/twin/res/{status}/?$rid={rid}`` (``&$version=`` after a reported PATCH) when the
+        device subscribed to it."""
         path, _, query = topic.partition("/?")
         rid = query_value(query, "$rid")
         if rid is None:
             return True
         operation, _, resource = path.removeprefix(TWIN_PREFIX).partition("/")
-        answer = answer_twin_request(operation, "/" + resource if resource else None)
+        if self.twins is None:
+            answer = answer_twin_request(operation, "/" + resource if resource else None)
+            return self._twin_reply(device, rid, answer) or True
+        return self._reply_when(
+            self.twins, device, rid, operation, "/" + resource if resource else None, payload
+        )
+
+    @classmethod
+    async def _reply_when(
+        cls,
+        twins: DeviceTwins,
+        device: DeviceView,
+        rid: str,
+        operation: str,
+        resource: str | None,
+        body: bytes,
+    ) -> Reply | None:
+        principal = device.principal
+        answer = await twins.answer(principal.device_id, principal.module_id, operation, resource, body)
+        return cls._twin_reply(device, rid, answer)
+
+    @staticmethod
+    def _twin_reply(device: DeviceView, rid: str, answer: TwinAnswer) -> Reply | None:
         response_topic = f"{TWIN_RESPONSE_PREFIX}{answer.status}/?$rid={rid}"
+        if answer.version is not None:
+            response_topic += f"&$version={answer.version}"
         if any(topic_matches(f, response_topic) for f in device.subscriptions):
             return response_topic, answer.body
-        return True
+        return None

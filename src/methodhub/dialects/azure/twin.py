@@ -1,8 +1,9 @@
 """What a device's twin request gets, whatever carries it (MQTT ``$iothub/twin/...`` topics or the
 AMQP ``/twin`` links): one answer per operation, so the transports cannot drift apart.
 
-methodhub does not store device twins yet (docs/azure-compatibility.md). So that SDK calls fail fast
-instead of hanging:
+:class:`DeviceTwins` answers from the registry's twins. A hub built without a twin store answers as
+methodhub did before it had twins, so that SDK calls fail fast instead of hanging
+(:func:`answer_twin_request`):
 
 - a twin GET gets an empty twin (no desired properties: there is no API to set any);
 - subscribing to desired-property updates (AMQP ``PUT``/``DELETE`` of
@@ -14,15 +15,17 @@ instead of hanging:
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from methodhub.dialects.azure.errors import utc_timestamp
 from methodhub.errors import ErrorKind, HubError
+from methodhub.registry.twins import Twin, patch_reported
 
 if TYPE_CHECKING:
     from methodhub.registry import Identity
-    from methodhub.registry.twins import Twin
 
 EMPTY_TWIN = b'{"desired":{"$version":1},"reported":{"$version":1}}'
 TWIN_NOT_SUPPORTED = (
@@ -39,10 +42,12 @@ DESIRED_NOTIFICATIONS = "/notifications/twin/properties/desired"
 
 @dataclass(frozen=True, slots=True)
 class TwinAnswer:
-    """The status and body (JSON bytes, or empty) of the answer to one twin request."""
+    """The status and body (JSON bytes, or empty) of the answer to one twin request, and the
+    reported properties' new ``$version`` after a PATCH."""
 
     status: int
     body: bytes
+    version: int | None = None
 
 
 def answer_twin_request(operation: str, resource: str | None) -> TwinAnswer:
@@ -130,3 +135,75 @@ def service_change(body: object) -> tuple[object | None, object | None]:
     if isinstance(desired, dict):  # $version/$metadata as read back by a GET are not properties
         desired = {k: v for k, v in desired.items() if k not in ("$version", "$metadata")}
     return body.get("tags"), desired
+
+
+# -- the device's view, from the registry -----------------------------------------------------------------
+
+
+class TwinStore(Protocol):
+    """What device twin requests need of the registry (a :class:`~methodhub.registry.Registry` is one)."""
+
+    async def get_twin(self, device_id: str, module_id: str | None = None) -> Twin | None: ...
+
+    async def update_twin(
+        self,
+        device_id: str,
+        module_id: str | None,
+        change: Callable[[Twin], Twin],
+        *,
+        etag: str | None = None,
+    ) -> Twin: ...
+
+
+def _error(status: int, code: int, message: str) -> TwinAnswer:
+    body = json.dumps({"errorCode": code, "message": message}, separators=(",", ":")).encode()
+    return TwinAnswer(status, body)
+
+
+class DeviceTwins:
+    """Answers a device's twin requests from the registry, for MQTT and AMQP alike:
+
+    - GET: 200 with ``{"desired": {...}, "reported": {...}}`` (each with ``$version``);
+    - PATCH ``/properties/reported``: the JSON object merged into the reported properties (a ``null``
+      removes a key), 204 with the new reported ``$version``; not an object or over a limit: 400
+      with an IoT Hub error body;
+    - PUT/DELETE :data:`DESIRED_NOTIFICATIONS`: 200 (the subscription itself is the transport's);
+    - anything else: 405. The registry unreachable: 503.
+
+    ``store`` None: the answers of a hub without twins (:func:`answer_twin_request`).
+    """
+
+    def __init__(self, store: TwinStore | None, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+
+    async def answer(
+        self, device_id: str, module_id: str | None, operation: str, resource: str | None, body: bytes
+    ) -> TwinAnswer:
+        store = self.store
+        operation = operation.upper()
+        resource = (resource or "").rstrip("/")
+        if store is None or (
+            (operation != "GET" or resource)
+            and not (operation == "PATCH" and resource == "/properties/reported")
+        ):
+            return answer_twin_request(operation, resource)
+        try:
+            if operation == "GET":
+                twin = await store.get_twin(device_id, module_id)
+                if twin is None:
+                    return _error(404, 404001, f"'{device_id}' has no twin: it is not registered.")
+                return TwinAnswer(200, device_properties(twin))
+            try:
+                patch = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                return _error(400, 400004, "The reported properties patch is not JSON.")
+            now = self.clock()
+            twin = await store.update_twin(device_id, module_id, lambda t: patch_reported(t, patch, now))
+            return TwinAnswer(204, b"", twin.reported_version)
+        except HubError as exc:
+            if exc.kind is ErrorKind.SERVICE_UNAVAILABLE:
+                return _error(503, 503001, "The registry is unavailable; retry.")
+            if exc.kind in (ErrorKind.DEVICE_NOT_FOUND, ErrorKind.MODULE_NOT_FOUND):
+                return _error(404, 404001, exc.message)
+            return _error(400, 400004, exc.message)
