@@ -54,6 +54,7 @@ def device_connect(
     sastoken_ttl: int = 3600,
     methods: bool = True,
     messages: bool = False,
+    desired: bool = False,
 ) -> dict[str, Any]:
     cls = IoTHubModuleClient if module else IoTHubDeviceClient
     client = cls.create_from_connection_string(
@@ -78,6 +79,10 @@ def device_connect(
         client.on_method_request_received = _handler(name, client)
     if messages:
         client.on_message_received = lambda message: events[name].append({"event": "message"})
+    if desired:
+        client.on_twin_desired_properties_patch_received = lambda patch: events[name].append(
+            {"event": "desired", "patch": patch, "time": time.time()}
+        )
     return {"connected": client.connected}
 
 

@@ -266,3 +266,27 @@ def test_twins_with_the_service_sdk(azure: Agent, tls_hub: HubProcess, device_id
     with pytest.raises(AgentError) as excinfo:
         azure.call("service_get_twin", device_id="nobody-" + device_id)
     assert excinfo.value.status_code == 404
+
+
+def test_a_device_is_notified_of_desired_property_changes(
+    azure: Agent, tls_hub: HubProcess, connect: Any, device_id: str
+) -> None:
+    """``on_twin_desired_properties_patch_received``: the service's PATCH reaches the device as the
+    patch with its ``$version`` (through the change feed, within a poll interval)."""
+    connect("twin", _create(tls_hub, device_id), desired=True)
+    azure.call("service_update_twin", device_id=device_id, desired={"interval": 30})
+    azure.call("service_update_twin", device_id=device_id, desired={"interval": None, "mode": "eco"})
+    deadline = time.monotonic() + 20
+    while (
+        len(
+            patches := [
+                e["patch"] for e in azure.call("device_events", name="twin") if e["event"] == "desired"
+            ]
+        )
+        < 2
+    ):
+        assert time.monotonic() < deadline, patches
+        time.sleep(0.1)
+    assert patches == [{"interval": 30, "$version": 2}, {"interval": None, "mode": "eco", "$version": 3}]
+    twin = azure.call("device_get_twin", name="twin")
+    assert twin["desired"]["mode"] == "eco" and "interval" not in twin["desired"]

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from methodhub.calls.model import Call
     from methodhub.gateway.dialect import Principal
     from methodhub.gateway.session import DeviceSession
+    from methodhub.registry.twins import Twin
 
 log = logging.getLogger("methodhub.gateway")
 
@@ -60,6 +61,11 @@ class AuthorizedIdentity:
     """Authorized by the connection's hub-wide token (renewed with it), not a put-token of its own."""
     twin_responses: LinkRef | None = None
     """The device's newest twin receiver (we send twin answers on it)."""
+    desired_subscribed_at: float | None = None
+    """When (epoch seconds) the device asked for desired-property notifications (a twin PUT of
+    their resource); None: it did not, or withdrew (DELETE)."""
+    desired_sent: int | None = None
+    """The desired ``$version`` of the last notification sent (None: none yet)."""
     channel: AmqpMethodsChannel | None = None
 
 
@@ -89,6 +95,8 @@ class ChannelHost(Protocol):
     identities: dict[str, AuthorizedIdentity]
 
     def flush(self) -> None: ...
+
+    def send_answer(self, link: LinkRef, payload: bytes) -> None: ...
 
     def end_channel(self, channel: AmqpMethodsChannel, error: Error, reason: str) -> None: ...
 
@@ -173,6 +181,22 @@ class AmqpMethodsChannel:
     async def reverify(self) -> None:
         """Check the identity's token against the registry again; detach it if it fails."""
         await self.conn.reverify_identity(self.key)
+
+    def desired_changed(self, twin: Twin) -> None:
+        """Send the device the desired-property changes it has not had, on its twin receiver, if
+        it subscribed to them."""
+        identity = self.identity
+        link = identity.twin_responses
+        since = identity.desired_subscribed_at
+        if self.closed or since is None or link is None:
+            return
+        conn = self.conn
+        messages, identity.desired_sent = conn.dialect.desired_notifications(
+            twin, identity.desired_sent, since
+        )
+        for message in messages:
+            conn.send_answer(link, encode_message(message))
+        conn.flush()
 
     def end(self, reason: str) -> None:
         """The links are gone (detached by either side): the session loses this channel."""

@@ -475,6 +475,9 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
         if self.replies_pending >= CREDIT:
             self._drop(f"more than {CREDIT} twin requests wait for their answers", logging.WARNING)
             return
+        subscribes = self.dialect.twin_subscription(message)
+        if subscribes is not None:
+            identity.desired_subscribed_at = self.wall() if subscribes else None
         self.replies_pending += 1
         self._spawn(self._answer_twin(identity, message), "answering a twin request")
 

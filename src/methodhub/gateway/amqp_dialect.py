@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from methodhub.calls.model import Call, CallOutcome
     from methodhub.errors import HubError
     from methodhub.gateway.auth import AuthContext
+    from methodhub.registry.twins import Twin
 
 
 class LinkHandling(StrEnum):
@@ -169,6 +170,19 @@ class AmqpDialect(ABC):
     async def twin_response(self, device_id: str, module_id: str | None, request: Message) -> Message | None:
         """The answer to identity ``device_id``/``module_id``'s twin request, or None when it cannot be
         answered (no correlation-id)."""
+
+    @abstractmethod
+    def twin_subscription(self, request: Message) -> bool | None:
+        """Whether twin ``request`` subscribes the device to desired-property notifications (True),
+        unsubscribes it (False), or neither (None)."""
+
+    @abstractmethod
+    def desired_notifications(
+        self, twin: Twin, last_sent: int | None, subscribed_at: float
+    ) -> tuple[list[Message], int | None]:
+        """The notifications of the desired-property changes after ``last_sent`` (a version; None
+        for none sent yet: those made since ``subscribed_at``, epoch seconds), and the version the
+        device then has."""
 
     # -- the errors links are refused or detached with ------------------------------------------------
 

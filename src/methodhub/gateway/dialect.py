@@ -23,6 +23,7 @@ from methodhub.errors import HubError
 if TYPE_CHECKING:
     from methodhub.gateway.auth import AuthContext
     from methodhub.mqtt import ConnackCode, Connect, Publish
+    from methodhub.registry.twins import Twin
 
 SUBSCRIPTION_REFUSED = 0x80
 """SUBACK return code "Failure" [MQTT-3.9.3]; v5 calls it 0x80 "Unspecified error" too, and the
@@ -147,6 +148,11 @@ class Dialect(ABC):
         (e.g. a Response Topic and Correlation Data), or None for none. Asked only of MQTT 5
         connections, after ``encode_call``: 3.1.1 has no properties and pays nothing for this."""
         return None
+
+    def twin_notifications(self, device: DeviceView, twin: Twin) -> list[Reply]:
+        """What to send the device now that its desired properties changed (``twin`` is the twin
+        now): none unless the dialect has twins and the device subscribed to their changes."""
+        return []
 
     @abstractmethod
     def is_ready(self, device: DeviceView) -> bool:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from methodhub.admission import Admission, log_accept_errors
 from methodhub.auth import VerifiedTokenCache
 from methodhub.config import DeviceLimits
+from methodhub.errors import HubError
 from methodhub.gateway.amqp_connection import AmqpDeviceConnection
 from methodhub.gateway.amqp_dialect import AmqpDialect
 from methodhub.gateway.auth import AuthContext
@@ -227,6 +228,22 @@ class Gateway:
             channel = session.channel
             if channel is not None:
                 await channel.reverify()
+
+    async def twin_changed(self, key: str) -> None:
+        """The desired properties of ``key``'s twin changed (anywhere in the cluster): if the device
+        is connected here, its connection notifies it (when it asked for notifications)."""
+        session = self.sessions.get(key)
+        if session is None or session.channel is None:
+            return
+        principal = session.principal
+        try:
+            twin = await self.registry.get_twin(principal.device_id, principal.module_id)
+        except HubError as exc:  # the registry is down: the device reads its twin when it can
+            log.warning("desired properties of %s not sent: %s", key, exc.message)
+            return
+        channel = session.channel
+        if twin is not None and channel is not None:
+            channel.desired_changed(twin)
 
     def policy_changed(self, name: str) -> None:
         self.auth.tokens.invalidate(f"policy:{name}")

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from methodhub.gateway.context import ConnectionContext
     from methodhub.gateway.dialect import Principal
     from methodhub.gateway.session import DeviceSession
+    from methodhub.registry.twins import Twin
 
 log = logging.getLogger("methodhub.gateway")
 
@@ -561,6 +562,13 @@ class DeviceConnection(asyncio.Protocol):
             self._reply_later(verdict)  # type: ignore[arg-type]
         if packet.qos == 1 and packet.packet_id is not None:  # QoS 1 always has one (the codec checks)
             self._send(Puback(packet_id=packet.packet_id))
+
+    def desired_changed(self, twin: Twin) -> None:
+        session = self.session
+        if session is None or self.closing:
+            return
+        for topic, payload in session.dialect.twin_notifications(session, twin):
+            self._send(Publish(topic=topic, payload=payload, qos=0))
 
     def _reply_later(self, pending: PendingReply) -> None:
         if self.replies_pending >= MAX_PENDING_REPLIES:

@@ -174,8 +174,12 @@ class Hub:
             assert self.gateway is not None
             self.gateway.policy_changed(name)
 
+        def twin_changed(key: str):  # type: ignore[no-untyped-def]
+            assert self.gateway is not None
+            return self.gateway.twin_changed(key)
+
         self.watcher = ChangeFeedWatcher(
-            registry, config.change_poll_interval, identity_changed, policy_changed
+            registry, config.change_poll_interval, identity_changed, policy_changed, twin_changed
         )
         await self.watcher.start()
 

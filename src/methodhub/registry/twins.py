@@ -37,6 +37,7 @@ MAX_PROPERTIES_BYTES = 32 * 1024
 MAX_STRING_BYTES = 4 * 1024
 MAX_KEY_BYTES = 1024
 MAX_DEPTH = 10
+KEPT_PATCHES = 8
 MAX_INTEGER = 4503599627370495
 MIN_INTEGER = -4503599627370496
 _BAD_KEY = re.compile(r"[\x00-\x1f\x7f-\x9f.$ ]")
@@ -58,6 +59,10 @@ class Twin:
     desired_version: int = 1
     reported_version: int = 1
     etag: str = ""
+    desired_patches: tuple[tuple[int, float, dict[str, Any]], ...] = ()
+    """The last :data:`KEPT_PATCHES` changes of the desired properties as ``(desired_version,
+    epoch seconds, patch)``, oldest first: what a device is notified of (a replace is the patch
+    that turns the old properties into the new, ``null`` for each removed key)."""
 
     @property
     def key(self) -> str:
@@ -71,6 +76,7 @@ class Twin:
             "reported": self.reported,
             "desiredMetadata": self.desired_metadata,
             "reportedMetadata": self.reported_metadata,
+            "desiredPatches": [list(entry) for entry in self.desired_patches],
         }
 
     @classmethod
@@ -96,6 +102,7 @@ class Twin:
             desired_version,
             reported_version,
             etag,
+            tuple((int(v), float(at), p) for v, at, p in document.get("desiredPatches", [])),
         )
 
 
@@ -235,6 +242,26 @@ def _stamped(twin: Twin, **changes: Any) -> Twin:
     return replace(new, etag=twin_etag(new.version, new.desired_version, new.reported_version))
 
 
+def _kept(
+    twin: Twin, version: int, now: float, patch: dict[str, Any]
+) -> tuple[tuple[int, float, dict[str, Any]], ...]:
+    return (*twin.desired_patches, (version, now, _copy(patch)))[-KEPT_PATCHES:]
+
+
+def desired_patches_since(
+    twin: Twin, version: int | None, since: float = 0.0
+) -> list[tuple[int, dict[str, Any]]] | None:
+    """The desired-property patches after ``version`` (None: those made at or after ``since``,
+    epoch seconds), oldest first; None when some after ``version`` are no longer kept (then only
+    the whole desired properties tell the device what it missed)."""
+    if version is None:
+        return [(v, p) for v, at, p in twin.desired_patches if at >= since]
+    missing = [(v, p) for v, _, p in twin.desired_patches if v > version]
+    if len(missing) != twin.desired_version - version:
+        return None
+    return missing
+
+
 def patch_twin(twin: Twin, tags: object | None, desired: object | None, now: float) -> Twin:
     """The service's merge (PATCH): ``tags`` and/or ``desired`` (None: not in the request)."""
     at = timestamp(now)
@@ -249,7 +276,12 @@ def patch_twin(twin: Twin, tags: object | None, desired: object | None, now: flo
         merged, metadata = _copy(twin.desired), _copy(twin.desired_metadata)
         _merge(merged, metadata, patch, at, version)
         check_properties(merged, "desired properties", MAX_PROPERTIES_BYTES, patch=False)
-        changes.update(desired=merged, desired_metadata=metadata, desired_version=version)
+        changes.update(
+            desired=merged,
+            desired_metadata=metadata,
+            desired_version=version,
+            desired_patches=_kept(twin, version, now, patch),
+        )
     return _stamped(twin, **changes)
 
 
@@ -268,6 +300,9 @@ def replace_twin(twin: Twin, tags: object | None, desired: object | None, now: f
         desired=_copy(new_desired),
         desired_metadata=_tree(new_desired, at, version),
         desired_version=version,
+        desired_patches=_kept(
+            twin, version, now, {**{k: None for k in twin.desired if k not in new_desired}, **new_desired}
+        ),
     )
 
 

@@ -34,6 +34,7 @@ from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.gateway import Gateway
 from methodhub.metrics import Metrics
 from methodhub.registry import Identity, SqliteRegistry
+from methodhub.registry.twins import patch_twin
 from methodhub.router import LocalRouter
 from tests.unit.gateway.amqp_device import AmqpDevice, sas_token
 from tests.unit.gateway.azure_hub import HOST, Hub, azure_connect
@@ -622,3 +623,39 @@ async def test_a_detach_right_after_an_attach_being_verified_is_served_after_it(
     assert not device.take(SessionEnded)  # the session is intact: dev1's methods links work on it
     await device.methods("dev1")
     await ready(hub, device)
+
+
+async def test_desired_property_changes_reach_an_amqp_device_that_asked(
+    hub: Hub, dev1: Identity, registry: SqliteRegistry
+) -> None:
+    """Node's ``enableTwinDesiredPropertiesUpdates`` (a twin PUT of the notifications resource):
+    each later change arrives on the twin receiver with no correlation-id, the patch with its
+    ``$version`` as the body; after a DELETE, none."""
+    device = AmqpDevice(hub)
+    await device.online("dev1", dev1.keys.primary)
+    twin_out, _ = await device.attach("twinSender", sender=True, address="/devices/dev1/twin")
+    twin_in, _ = await device.attach("twinReceiver", sender=False, address="/devices/dev1/twin", credit=10)
+
+    def request(cid: str, operation: str) -> bytes:
+        annotations = {
+            Symbol("operation"): operation,
+            Symbol("resource"): "/notifications/twin/properties/desired",
+        }
+        return encode_message(
+            Message(message_annotations=annotations, properties=Properties(correlation_id=cid))
+        )
+
+    device.amqp.send_message(twin_out, request("sub", "PUT"), b"t1")
+    await device.until(lambda: device.take(MessageReceived, twin_in))  # its 200
+    await registry.update_twin("dev1", None, lambda t: patch_twin(t, None, {"interval": 5}, time.time()))
+    await hub.gateway.twin_changed("dev1")
+    update = decode_message((await device.until(lambda: device.take(MessageReceived, twin_in)))[0].payload)
+    assert update.properties is None or update.properties.correlation_id is None
+    assert json.loads(b"".join(update.body)) == {"interval": 5, "$version": 2}
+    device.amqp.send_message(twin_out, request("unsub", "DELETE"), b"t2")
+    await device.until(lambda: device.take(MessageReceived, twin_in))
+    await registry.update_twin("dev1", None, lambda t: patch_twin(t, None, {"interval": 6}, time.time()))
+    await hub.gateway.twin_changed("dev1")
+    await asyncio.sleep(0.05)
+    device.pump()
+    assert not device.take(MessageReceived, twin_in)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from methodhub.mqtt import (
     Unsubscribe,
 )
 from methodhub.registry import Identity, SqliteRegistry, SymmetricKeys
+from methodhub.registry.twins import patch_twin
 from tests.unit.gateway.azure_hub import Device, Hub, azure_connect
 
 METHODS = "$iothub/methods/POST/#"
@@ -442,3 +444,35 @@ async def test_a_call_waiting_for_a_method_is_delivered_once_the_device_subscrib
     assert method == "upgrade"
     device.answer(response_topic(200, rid), b'"done"')
     assert (await result).payload == b'"done"'
+
+
+async def test_desired_property_changes_are_notified_to_a_subscribed_device(
+    hub: Hub, dev1: Identity, registry: SqliteRegistry
+) -> None:
+    """The change feed reports a twin change (here: ``twin_changed`` directly); a device subscribed
+    to ``$iothub/twin/PATCH/properties/desired/#`` gets each patch made since, in order."""
+    device = hub.device()
+    await device.online(azure_connect("dev1", dev1.keys.primary), "$iothub/twin/PATCH/properties/desired/#")
+    now = time.time()
+    for patch in ({"interval": 30}, {"interval": None, "mode": "eco"}):
+        await registry.update_twin("dev1", None, lambda t, p=patch: patch_twin(t, None, p, now))
+    await hub.gateway.twin_changed("dev1")
+    await hub.gateway.twin_changed("dev1")  # the second change's feed row: nothing new to send
+    first, second = await device.next_packet(), await device.next_packet()
+    assert isinstance(first, Publish) and isinstance(second, Publish)
+    assert first.topic == "$iothub/twin/PATCH/properties/desired/?$version=2"
+    assert json.loads(first.payload) == {"interval": 30, "$version": 2}
+    assert second.topic == "$iothub/twin/PATCH/properties/desired/?$version=3"
+    assert json.loads(second.payload) == {"interval": None, "mode": "eco", "$version": 3}
+    assert device.received() == []
+
+
+async def test_a_device_not_subscribed_to_desired_changes_gets_none(
+    hub: Hub, dev1: Identity, registry: SqliteRegistry
+) -> None:
+    device = hub.device()
+    await device.online(azure_connect("dev1", dev1.keys.primary), METHODS)
+    await registry.update_twin("dev1", None, lambda t: patch_twin(t, None, {"x": 1}, time.time()))
+    await hub.gateway.twin_changed("dev1")
+    await asyncio.sleep(0.05)
+    assert device.received() == []

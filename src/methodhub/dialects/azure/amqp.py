@@ -49,7 +49,13 @@ from methodhub.dialects.azure.device_auth import (
 )
 from methodhub.dialects.azure.methods import check_method_call, method_result
 from methodhub.dialects.azure.sas import SasToken, SasTokenError
-from methodhub.dialects.azure.twin import DeviceTwins, TwinAnswer, answer_twin_request
+from methodhub.dialects.azure.twin import (
+    DESIRED_NOTIFICATIONS,
+    DeviceTwins,
+    TwinAnswer,
+    answer_twin_request,
+    desired_updates,
+)
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.amqp_dialect import (
     AmqpDialect,
@@ -62,6 +68,7 @@ from methodhub.gateway.amqp_dialect import (
 
 if TYPE_CHECKING:
     from methodhub.gateway.auth import AuthContext
+    from methodhub.registry.twins import Twin
 
 # -- link addresses (§3.1, §5) ----------------------------------------------------------------------
 
@@ -649,6 +656,21 @@ class AzureAmqpDialect(AmqpDialect):
 
     def parse_method_response(self, message: Message) -> tuple[uuid.UUID, CallOutcome | HubError] | None:
         return parse_method_response(message)
+
+    def twin_subscription(self, request: Message) -> bool | None:
+        parsed = twin_request(request)
+        if parsed is None or (parsed[2] or "").rstrip("/") != DESIRED_NOTIFICATIONS:
+            return None
+        operation = parsed[1].upper()
+        return True if operation == "PUT" else False if operation == "DELETE" else None
+
+    def desired_notifications(
+        self, twin: Twin, last_sent: int | None, subscribed_at: float
+    ) -> tuple[list[Message], int | None]:
+        """Each a message with no correlation-id (how Node tells an update from an answer) and the
+        patch with ``$version`` in one data section."""
+        updates, version = desired_updates(twin, last_sent, subscribed_at)
+        return [Message(body=[payload]) for _, payload in updates], version
 
     async def twin_response(self, device_id: str, module_id: str | None, request: Message) -> Message | None:
         parsed = twin_request(request)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from methodhub.calls.model import Call, identity_key
@@ -31,7 +32,7 @@ from methodhub.dialects.azure.topics import (
     request_topic,
     response_status,
 )
-from methodhub.dialects.azure.twin import DeviceTwins, TwinAnswer, answer_twin_request
+from methodhub.dialects.azure.twin import DeviceTwins, TwinAnswer, answer_twin_request, desired_updates
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.auth import AuthContext
 from methodhub.gateway.dialect import (
@@ -44,6 +45,26 @@ from methodhub.gateway.dialect import (
     Reply,
 )
 from methodhub.mqtt import ConnackCode, Connect, Publish, topic_matches
+from methodhub.registry.twins import Twin
+
+DESIRED_NOTIFICATION_PREFIX = "$iothub/twin/PATCH/properties/desired/"
+"""Desired-property notifications go out on ``{prefix}?$version={v}``."""
+DESIRED_PROBE = DESIRED_NOTIFICATION_PREFIX + "?$version=1"
+"""A notification topic: a filter matching it subscribes to the notifications."""
+RESTORED_SUBSCRIPTION_GRACE = 5.0
+"""A persisted subscription restored at CONNECT (no SUBSCRIBE this time) is taken as made this many
+seconds before the first change is noticed: the change feed reports changes within its poll
+interval (0.5 s by default)."""
+
+
+@dataclass(slots=True)
+class DesiredState:
+    """What the session knows of the device's desired-property notifications."""
+
+    subscribed_at: float
+    """Epoch seconds of the SUBSCRIBE: changes since are the device's to be told."""
+    sent: int | None = None
+    """The desired ``$version`` of the last notification sent."""
 
 
 def _answer(device: DeviceView, rid: str, status: int, payload: bytes) -> None:
@@ -174,6 +195,10 @@ class AzureDialect(Dialect):
             or topic_filter.startswith(TWIN_SUBSCRIPTIONS)
             or topic_filter.startswith(self._own_prefixes(device))
         ):
+            if topic_matches(topic_filter, DESIRED_PROBE) and not isinstance(
+                device.dialect_state, DesiredState
+            ):
+                device.dialect_state = DesiredState(time.time())
             return min(qos, 1)  # Azure grants QoS 1 for a QoS 2 request
         return SUBSCRIPTION_REFUSED
 
@@ -235,6 +260,17 @@ class AzureDialect(Dialect):
         return self._reply_when(
             self.twins, device, rid, operation, "/" + resource if resource else None, payload
         )
+
+    def twin_notifications(self, device: DeviceView, twin: Twin) -> list[Reply]:
+        """``$iothub/twin/PATCH/properties/desired/?$version={v}`` with the patch (and ``$version``)
+        for each change the device has not been sent, when it subscribed to them."""
+        if not any(topic_matches(f, DESIRED_PROBE) for f in device.subscriptions):
+            return []
+        state = device.dialect_state
+        if not isinstance(state, DesiredState):  # a persisted subscription, restored at CONNECT
+            state = device.dialect_state = DesiredState(time.time() - RESTORED_SUBSCRIPTION_GRACE)
+        updates, state.sent = desired_updates(twin, state.sent, state.subscribed_at)
+        return [(f"{DESIRED_NOTIFICATION_PREFIX}?$version={v}", payload) for v, payload in updates]
 
     @classmethod
     async def _reply_when(

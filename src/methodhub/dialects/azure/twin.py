@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from methodhub.dialects.azure.errors import utc_timestamp
 from methodhub.errors import ErrorKind, HubError
-from methodhub.registry.twins import Twin, patch_reported
+from methodhub.registry.twins import Twin, desired_patches_since, patch_reported
 
 if TYPE_CHECKING:
     from methodhub.registry import Identity
@@ -207,3 +207,29 @@ class DeviceTwins:
             if exc.kind in (ErrorKind.DEVICE_NOT_FOUND, ErrorKind.MODULE_NOT_FOUND):
                 return _error(404, 404001, exc.message)
             return _error(400, 400004, exc.message)
+
+
+# -- desired-property notifications ------------------------------------------------------------------------
+
+
+def desired_updates(
+    twin: Twin, last_sent: int | None, subscribed_at: float
+) -> tuple[list[tuple[int, bytes]], int | None]:
+    """The notifications to send a device whose last one carried desired ``$version`` ``last_sent``
+    (None: none yet since it subscribed at ``subscribed_at``, epoch seconds: it is sent the
+    changes made since), as ``(version, payload)`` oldest first, and the version it then has. Each
+    payload is the patch with ``$version`` (IoT Hub's notification body); when patches it missed
+    are no longer kept, one payload with the whole desired properties replaces them."""
+    version = twin.desired_version
+    if last_sent is not None and last_sent >= version:
+        return [], last_sent
+    patches = desired_patches_since(twin, last_sent, subscribed_at)
+    if patches is None:
+        patches = [(version, twin.desired)]
+    if not patches:
+        return [], last_sent
+    updates = [
+        (v, json.dumps({**patch, "$version": v}, separators=(",", ":"), ensure_ascii=False).encode())
+        for v, patch in patches
+    ]
+    return updates, version
