@@ -159,6 +159,16 @@ const OPERATIONS = {
     return JSON.parse(JSON.stringify({ desired: twin.properties.desired, reported: twin.properties.reported }));
   },
 
+  /** Listen to desired-property changes (`twin.on('properties.desired')`): each is reported as a
+   * `desired` event with the delta the SDK hands over. */
+  async watch_desired({ client: name }) {
+    const client = clients.get(name);
+    if (!client) throw new Error(`no client named ${name}`);
+    const twin = await client.getTwin();
+    twin.on('properties.desired', (delta) => report(name, 'desired', { delta: JSON.parse(JSON.stringify(delta)) }));
+    return null;
+  },
+
   /** Send a reported-properties patch (`twin.properties.reported.update`). */
   async update_reported({ client: name, patch }) {
     const client = clients.get(name);

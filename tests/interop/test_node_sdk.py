@@ -407,6 +407,31 @@ def test_twin_get_and_reported_update_are_stored_over_every_transport(
         node_agent.call("update_reported", client=name, patch={"bad.key": 1}, timeout=30)
 
 
+def test_desired_property_changes_reach_the_twin_listener(
+    node: NodeClients, node_agent: NodeAgent, rest: Backend, tls_hub: HubProcess, device_id: str
+) -> None:
+    """``twin.on('properties.desired')`` hears a service PATCH of the desired properties (the SDK
+    subscribes when the listener is added; a notification comes within the change-feed poll)."""
+    name = node.open("device", _create(tls_hub, device_id))
+    node_agent.call("watch_desired", client=name)
+    # The SDK subscribes after the listener is added and says nothing when it has: change the
+    # desired properties until a change is heard (each PATCH is 200 at once either way).
+    deadline = time.monotonic() + 20
+    n = 0
+    while not [e for e in node_agent.events(name, "desired") if "interval" in e["delta"]]:
+        assert time.monotonic() < deadline, node_agent.events(name, "desired")
+        n += 1
+        patched = rest.http.patch(
+            f"/twins/{quote(device_id, safe='')}?api-version=2021-04-12",
+            json={"properties": {"desired": {"interval": n}}},
+            headers={"Authorization": rest.token, "If-Match": '"*"'},
+        )
+        assert patched.status_code == 200, patched.text
+        time.sleep(0.5)
+    heard = [e["delta"] for e in node_agent.events(name, "desired") if "interval" in e["delta"]]
+    assert 1 <= heard[0]["interval"] <= n and heard[0]["$version"] == heard[0]["interval"] + 1
+
+
 def test_128_kb_payloads_each_way(
     node: NodeClients, node_agent: NodeAgent, rest: Backend, tls_hub: HubProcess, device_id: str
 ) -> None:
