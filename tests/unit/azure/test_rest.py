@@ -426,6 +426,9 @@ async def test_a_device_is_created_read_and_deleted_in_azures_shape(door: FrontD
     read = orjson.loads((await door.send("GET", "/devices/dev1", authorization=owner)).body)
     assert read["connectionState"] == "Connected"  # from the presence stub
     assert read["connectionStateUpdatedTime"].startswith("2023-11-14T22:13:20")
+    for listing in ("/devices", "/devices/"):  # Node's Registry.list() adds the slash
+        listed = orjson.loads((await door.send("GET", listing, authorization=owner)).body)
+        assert [d["deviceId"] for d in listed] == ["dev1"], listing
     again = azure_error(await door.send("PUT", "/devices/dev1", {}, authorization=owner))
     assert (again["status"], again["iothub-errorcode"]) == (409, "DeviceAlreadyExists")
     deleted = await door.send("DELETE", "/devices/dev1", authorization=owner)

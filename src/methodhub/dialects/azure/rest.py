@@ -132,6 +132,8 @@ class AzureApi:
         routes.add("POST", "/twins/{device_id}/methods", self.invoke_device_method)
         routes.add("POST", "/twins/{device_id}/modules/{module_id}/methods", self.invoke_module_method)
         routes.add("GET", "/devices", self._registry_call(Right.REGISTRY_READ, self._list_devices))
+        # Node's Registry.list() asks for /devices/ (azure-jobs-twins-query.md, issue 12)
+        routes.add("GET", "/devices/", self._registry_call(Right.REGISTRY_READ, self._list_devices))
         for method, right, handler in (
             ("GET", Right.REGISTRY_READ, self._get_identity),
             ("PUT", Right.REGISTRY_WRITE, self._put_identity),
