@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 
+from methodhub.calls.queued import CallState, QueuedCall
 from methodhub.registry.model import AccessPolicy, Change, Identity, SymmetricKeys
 from methodhub.registry.products import ProductDevice
 from methodhub.registry.twins import Twin
@@ -73,6 +74,37 @@ class Registry(ABC):
 
     @abstractmethod
     async def count_devices(self) -> int: ...
+
+    # -- queued calls (see calls.queued; registry.calls has the statements) ----------------------------
+
+    @abstractmethod
+    async def create_call(self, call: QueuedCall) -> tuple[QueuedCall, bool]: ...
+
+    @abstractmethod
+    async def get_call(self, call_id: str) -> QueuedCall | None: ...
+
+    @abstractmethod
+    async def list_calls(
+        self,
+        *,
+        device_id: str | None = None,
+        state: CallState | None = None,
+        job_id: str | None = None,
+        limit: int = 100,
+        before: tuple[float, str] | None = None,
+    ) -> list[QueuedCall]: ...
+
+    @abstractmethod
+    async def claim_call(self, target: str, owner: str, now: float, lease: float) -> QueuedCall | None: ...
+
+    @abstractmethod
+    async def update_call(self, call: QueuedCall, expect: CallState, owner: str | None = None) -> bool: ...
+
+    @abstractmethod
+    async def due_calls(self, now: float, limit: int = 500) -> list[QueuedCall]: ...
+
+    @abstractmethod
+    async def queued_targets(self, limit: int = 1000) -> list[str]: ...
 
     # -- twins (see registry.twins) -----------------------------------------------------------------
 

@@ -90,6 +90,39 @@ SQLITE_MIGRATIONS: list[str] = [
         FOREIGN KEY (device_id, module_id) REFERENCES identities (device_id, module_id) ON DELETE CASCADE
     ) WITHOUT ROWID;
     """,
+    # 6: queued (durable) calls (calls.queued, registry.calls). Not tied to the identity: a call
+    # to a device deleted meanwhile expires.
+    """
+    CREATE TABLE calls (
+        call_id TEXT PRIMARY KEY,
+        device_id TEXT NOT NULL,
+        module_id TEXT NOT NULL DEFAULT '',
+        method TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        response_timeout REAL NOT NULL,
+        attempts INTEGER NOT NULL,
+        created_time REAL NOT NULL,
+        expires_time REAL NOT NULL,
+        state TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        delivered_time REAL,
+        completed_time REAL,
+        outcome_status INTEGER,
+        outcome_payload BLOB,
+        error_code TEXT,
+        error_message TEXT,
+        idempotency_key TEXT UNIQUE,
+        request_hash TEXT NOT NULL,
+        job_id TEXT,
+        owner TEXT,
+        lease_until REAL,
+        target TEXT NOT NULL
+    );
+    CREATE INDEX calls_target ON calls (target, state, created_time, call_id);
+    CREATE INDEX calls_created ON calls (created_time, call_id);
+    CREATE INDEX calls_due ON calls (state, expires_time);
+    CREATE INDEX calls_job ON calls (job_id) WHERE job_id IS NOT NULL;
+    """,
 ]
 
 POSTGRES_MIGRATIONS: list[str] = [
@@ -175,6 +208,38 @@ POSTGRES_MIGRATIONS: list[str] = [
         PRIMARY KEY (device_id, module_id),
         FOREIGN KEY (device_id, module_id) REFERENCES identities (device_id, module_id) ON DELETE CASCADE
     );
+    """,
+    # queued calls (see SQLITE_MIGRATIONS[5]).
+    """
+    CREATE TABLE calls (
+        call_id TEXT COLLATE "C" PRIMARY KEY,
+        device_id TEXT COLLATE "C" NOT NULL,
+        module_id TEXT COLLATE "C" NOT NULL DEFAULT '',
+        method TEXT NOT NULL,
+        payload BYTEA NOT NULL,
+        response_timeout DOUBLE PRECISION NOT NULL,
+        attempts INTEGER NOT NULL,
+        created_time DOUBLE PRECISION NOT NULL,
+        expires_time DOUBLE PRECISION NOT NULL,
+        state TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        delivered_time DOUBLE PRECISION,
+        completed_time DOUBLE PRECISION,
+        outcome_status INTEGER,
+        outcome_payload BYTEA,
+        error_code TEXT,
+        error_message TEXT,
+        idempotency_key TEXT COLLATE "C" UNIQUE,
+        request_hash TEXT NOT NULL,
+        job_id TEXT COLLATE "C",
+        owner TEXT,
+        lease_until DOUBLE PRECISION,
+        target TEXT COLLATE "C" NOT NULL
+    );
+    CREATE INDEX calls_target ON calls (target, state, created_time, call_id);
+    CREATE INDEX calls_created ON calls (created_time, call_id);
+    CREATE INDEX calls_due ON calls (state, expires_time);
+    CREATE INDEX calls_job ON calls (job_id) WHERE job_id IS NOT NULL;
     """,
 ]
 

@@ -37,6 +37,7 @@ import asyncpg
 
 from methodhub.errors import ErrorKind, HubError
 from methodhub.registry.base import Registry
+from methodhub.registry.calls import PostgresCalls
 from methodhub.registry.locations import is_postgres_url, redact_url, split_connect_timeout
 from methodhub.registry.migrations import POSTGRES_MIGRATIONS, schema_too_new
 from methodhub.registry.model import DEFAULT_POLICIES, AccessPolicy, Change, Identity, SymmetricKeys
@@ -129,7 +130,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class PostgresRegistry(Registry):
+class PostgresRegistry(PostgresCalls, Registry):
     """:class:`Registry` on PostgreSQL (asyncpg). See the module docstring.
 
     Args:

@@ -1,0 +1,358 @@
+"""Storing queued calls (:mod:`methodhub.calls.queued`): the columns and the row mapping every
+backend shares, and each backend's statements (:class:`SqliteCalls`, :class:`PostgresCalls`, mixed
+into the registries)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from methodhub.calls.queued import CallState, QueuedCall
+
+T = TypeVar("T")
+
+COLUMNS = (
+    "call_id",
+    "device_id",
+    "module_id",
+    "method",
+    "payload",
+    "response_timeout",
+    "attempts",
+    "created_time",
+    "expires_time",
+    "state",
+    "attempt",
+    "delivered_time",
+    "completed_time",
+    "outcome_status",
+    "outcome_payload",
+    "error_code",
+    "error_message",
+    "idempotency_key",
+    "request_hash",
+    "job_id",
+    "owner",
+    "lease_until",
+)
+SELECT = ", ".join(COLUMNS)
+
+
+def values(call: QueuedCall) -> tuple[Any, ...]:
+    """The row of ``call`` in :data:`COLUMNS` order, plus its target (the last column stored)."""
+    return (
+        call.call_id,
+        call.device_id,
+        call.module_id or "",
+        call.method,
+        call.payload,
+        call.response_timeout,
+        call.attempts,
+        call.created_time,
+        call.expires_time,
+        call.state.value,
+        call.attempt,
+        call.delivered_time,
+        call.completed_time,
+        call.outcome_status,
+        call.outcome_payload,
+        call.error_code,
+        call.error_message,
+        call.idempotency_key,
+        call.request_hash,
+        call.job_id,
+        call.owner,
+        call.lease_until,
+        call.target,
+    )
+
+
+def from_row(row: Sequence[Any]) -> QueuedCall:
+    return QueuedCall(
+        call_id=row[0],
+        device_id=row[1],
+        module_id=row[2] or None,
+        method=row[3],
+        payload=bytes(row[4]),
+        response_timeout=float(row[5]),
+        attempts=int(row[6]),
+        created_time=float(row[7]),
+        expires_time=float(row[8]),
+        state=CallState(row[9]),
+        attempt=int(row[10]),
+        delivered_time=row[11],
+        completed_time=row[12],
+        outcome_status=row[13],
+        outcome_payload=bytes(row[14]) if row[14] is not None else None,
+        error_code=row[15],
+        error_message=row[16],
+        idempotency_key=row[17],
+        request_hash=row[18],
+        job_id=row[19],
+        owner=row[20],
+        lease_until=row[21],
+    )
+
+
+def _filters(
+    placeholder: Callable[[int], str],
+    device_id: str | None,
+    state: CallState | None,
+    job_id: str | None,
+    before: tuple[float, str] | None,
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+
+    def add(clause: str, *values: Any) -> None:
+        marks = [placeholder(len(args) + n + 1) for n in range(len(values))]
+        clauses.append(clause.format(*marks))
+        args.extend(values)
+
+    if device_id is not None:
+        add("device_id = {}", device_id)
+    if state is not None:
+        add("state = {}", state.value)
+    if job_id is not None:
+        add("job_id = {}", job_id)
+    if before is not None:
+        add("(created_time < {} OR (created_time = {} AND call_id < {}))", before[0], before[0], before[1])
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+_SENT = CallState.SENT.value
+_QUEUED = CallState.QUEUED.value
+
+
+class SqliteCalls:
+    """The SQLite statements (the registry provides ``_run``, ``_read`` and ``_transaction``)."""
+
+    _run: Callable[..., Awaitable[Any]]
+    _read: Callable[..., Awaitable[Any]]
+    _transaction: Callable[[Callable[[sqlite3.Connection], Any]], Any]
+    _conn: Callable[[], sqlite3.Connection]
+
+    async def create_call(self, call: QueuedCall) -> tuple[QueuedCall, bool]:
+        def insert(db: sqlite3.Connection) -> tuple[QueuedCall, bool]:
+            if call.idempotency_key is not None:
+                row = db.execute(
+                    f"SELECT {SELECT} FROM calls WHERE idempotency_key = ?", (call.idempotency_key,)
+                ).fetchone()
+                if row is not None:
+                    return from_row(row), False
+            marks = ", ".join("?" * (len(COLUMNS) + 1))
+            db.execute(f"INSERT INTO calls ({SELECT}, target) VALUES ({marks})", values(call))
+            return call, True
+
+        result: tuple[QueuedCall, bool] = await self._run(self._transaction, insert)
+        return result
+
+    async def get_call(self, call_id: str) -> QueuedCall | None:
+        def query() -> QueuedCall | None:
+            row = self._conn().execute(f"SELECT {SELECT} FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+            return from_row(row) if row else None
+
+        result: QueuedCall | None = await self._read(query)
+        return result
+
+    async def list_calls(
+        self,
+        *,
+        device_id: str | None = None,
+        state: CallState | None = None,
+        job_id: str | None = None,
+        limit: int = 100,
+        before: tuple[float, str] | None = None,
+    ) -> list[QueuedCall]:
+        where, args = _filters(lambda n: "?", device_id, state, job_id, before)
+
+        def query() -> list[QueuedCall]:
+            rows = self._conn().execute(
+                f"SELECT {SELECT} FROM calls{where} ORDER BY created_time DESC, call_id DESC LIMIT ?",
+                (*args, limit),
+            )
+            return [from_row(row) for row in rows]
+
+        result: list[QueuedCall] = await self._read(query)
+        return result
+
+    async def claim_call(self, target: str, owner: str, now: float, lease: float) -> QueuedCall | None:
+        def claim(db: sqlite3.Connection) -> QueuedCall | None:
+            if db.execute("SELECT 1 FROM calls WHERE target = ? AND state = ?", (target, _SENT)).fetchone():
+                return None
+            row = db.execute(
+                f"SELECT {SELECT} FROM calls WHERE target = ? AND state = ? AND expires_time > ? "
+                "ORDER BY created_time, call_id LIMIT 1",
+                (target, _QUEUED, now),
+            ).fetchone()
+            if row is None:
+                return None
+            call = from_row(row)
+            until = now + call.response_timeout + lease
+            db.execute(
+                "UPDATE calls SET state = ?, attempt = attempt + 1, owner = ?, lease_until = ?, "
+                "delivered_time = NULL WHERE call_id = ?",
+                (_SENT, owner, until, call.call_id),
+            )
+            return replace(
+                call, state=CallState.SENT, attempt=call.attempt + 1, owner=owner, lease_until=until
+            )
+
+        result: QueuedCall | None = await self._run(self._transaction, claim)
+        return result
+
+    async def update_call(self, call: QueuedCall, expect: CallState, owner: str | None = None) -> bool:
+        row = values(call)
+
+        def update(db: sqlite3.Connection) -> bool:
+            sets = ", ".join(f"{column} = ?" for column in COLUMNS[1:])
+            where = "call_id = ? AND state = ?" + (" AND owner = ?" if owner is not None else "")
+            cursor = db.execute(
+                f"UPDATE calls SET {sets} WHERE {where}",
+                (*row[1 : len(COLUMNS)], call.call_id, expect.value, *([owner] if owner is not None else [])),
+            )
+            return cursor.rowcount == 1
+
+        result: bool = await self._run(self._transaction, update)
+        return result
+
+    async def due_calls(self, now: float, limit: int = 500) -> list[QueuedCall]:
+        def query() -> list[QueuedCall]:
+            rows = self._conn().execute(
+                f"SELECT {SELECT} FROM calls WHERE (state = ? AND expires_time <= ?) "
+                "OR (state = ? AND lease_until <= ?) LIMIT ?",
+                (_QUEUED, now, _SENT, now, limit),
+            )
+            return [from_row(row) for row in rows]
+
+        result: list[QueuedCall] = await self._read(query)
+        return result
+
+    async def queued_targets(self, limit: int = 1000) -> list[str]:
+        def query() -> list[str]:
+            rows = self._conn().execute(
+                "SELECT DISTINCT target FROM calls WHERE state = ? LIMIT ?", (_QUEUED, limit)
+            )
+            return [row[0] for row in rows]
+
+        result: list[str] = await self._read(query)
+        return result
+
+
+class PostgresCalls:
+    """The PostgreSQL statements (the registry provides ``_read`` and ``_write``)."""
+
+    _read: Callable[..., Awaitable[Any]]
+    _write: Callable[..., Awaitable[Any]]
+
+    async def create_call(self, call: QueuedCall) -> tuple[QueuedCall, bool]:
+        async def insert(conn: Any) -> tuple[QueuedCall, bool]:
+            marks = ", ".join(f"${n}" for n in range(1, len(COLUMNS) + 2))
+            inserted = await conn.fetchval(
+                f"INSERT INTO calls ({SELECT}, target) VALUES ({marks}) "
+                "ON CONFLICT (idempotency_key) DO NOTHING RETURNING call_id",
+                *values(call),
+            )
+            if inserted is not None:
+                return call, True
+            row = await conn.fetchrow(
+                f"SELECT {SELECT} FROM calls WHERE idempotency_key = $1", call.idempotency_key
+            )
+            return from_row(row), False
+
+        result: tuple[QueuedCall, bool] = await self._write(insert)
+        return result
+
+    async def get_call(self, call_id: str) -> QueuedCall | None:
+        row = await self._read(
+            lambda conn: conn.fetchrow(f"SELECT {SELECT} FROM calls WHERE call_id = $1", call_id)
+        )
+        return from_row(row) if row else None
+
+    async def list_calls(
+        self,
+        *,
+        device_id: str | None = None,
+        state: CallState | None = None,
+        job_id: str | None = None,
+        limit: int = 100,
+        before: tuple[float, str] | None = None,
+    ) -> list[QueuedCall]:
+        where, args = _filters(lambda n: f"${n}", device_id, state, job_id, before)
+        sql = (
+            f"SELECT {SELECT} FROM calls{where} ORDER BY created_time DESC, call_id DESC "
+            f"LIMIT ${len(args) + 1}"
+        )
+        rows = await self._read(lambda conn: conn.fetch(sql, *args, limit))
+        return [from_row(row) for row in rows]
+
+    async def claim_call(self, target: str, owner: str, now: float, lease: float) -> QueuedCall | None:
+        async def claim(conn: Any) -> QueuedCall | None:
+            # One claimer per target at a time: the advisory lock serializes them across nodes.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "call:" + target)
+            if await conn.fetchval("SELECT 1 FROM calls WHERE target = $1 AND state = $2", target, _SENT):
+                return None
+            row = await conn.fetchrow(
+                f"SELECT {SELECT} FROM calls WHERE target = $1 AND state = $2 AND expires_time > $3 "
+                "ORDER BY created_time, call_id LIMIT 1 FOR UPDATE",
+                target,
+                _QUEUED,
+                now,
+            )
+            if row is None:
+                return None
+            call = from_row(row)
+            until = now + call.response_timeout + lease
+            await conn.execute(
+                "UPDATE calls SET state = $1, attempt = attempt + 1, owner = $2, lease_until = $3 "
+                "WHERE call_id = $4",
+                _SENT,
+                owner,
+                until,
+                call.call_id,
+            )
+            return replace(
+                call, state=CallState.SENT, attempt=call.attempt + 1, owner=owner, lease_until=until
+            )
+
+        result: QueuedCall | None = await self._write(claim)
+        return result
+
+    async def update_call(self, call: QueuedCall, expect: CallState, owner: str | None = None) -> bool:
+        row = values(call)
+        sets = ", ".join(f"{column} = ${n}" for n, column in enumerate(COLUMNS[1:], start=1))
+        n = len(COLUMNS)
+        where = f"call_id = ${n} AND state = ${n + 1}" + (
+            f" AND owner = ${n + 2}" if owner is not None else ""
+        )
+        args = (*row[1 : len(COLUMNS)], call.call_id, expect.value, *([owner] if owner is not None else []))
+
+        async def update(conn: Any) -> bool:
+            status: str = await conn.execute(f"UPDATE calls SET {sets} WHERE {where}", *args)
+            return status.endswith(" 1")
+
+        result: bool = await self._write(update)
+        return result
+
+    async def due_calls(self, now: float, limit: int = 500) -> list[QueuedCall]:
+        rows = await self._read(
+            lambda conn: conn.fetch(
+                f"SELECT {SELECT} FROM calls WHERE (state = $1 AND expires_time <= $2) "
+                "OR (state = $3 AND lease_until <= $2) LIMIT $4",
+                _QUEUED,
+                now,
+                _SENT,
+                limit,
+            )
+        )
+        return [from_row(row) for row in rows]
+
+    async def queued_targets(self, limit: int = 1000) -> list[str]:
+        rows = await self._read(
+            lambda conn: conn.fetch(
+                "SELECT DISTINCT target FROM calls WHERE state = $1 LIMIT $2", _QUEUED, limit
+            )
+        )
+        return [row[0] for row in rows]

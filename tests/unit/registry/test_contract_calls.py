@@ -1,0 +1,96 @@
+"""Registry contract: queued calls (calls/queued.py; every backend in conftest.BACKENDS)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from methodhub.calls.queued import CallState, QueuedCall, new_call_id
+from methodhub.registry import Registry
+
+T0 = 1_800_000_000.0
+
+
+def _call(device_id: str = "dev1", n: int = 0, **fields: object) -> QueuedCall:
+    base = QueuedCall(
+        call_id=f"c{n:04d}-{new_call_id()}",
+        device_id=device_id,
+        module_id=None,
+        method="reboot",
+        payload=b'{"delay":1}',
+        response_timeout=30.0,
+        attempts=1,
+        created_time=T0 + n,
+        expires_time=T0 + 3600,
+        request_hash="h",
+    )
+    return replace(base, **fields)  # type: ignore[arg-type]
+
+
+async def test_create_get_and_idempotency(registry: Registry, other: Registry) -> None:
+    call = _call(idempotency_key="k1")
+    stored, created = await registry.create_call(call)
+    assert created and stored == call
+    assert await other.get_call(call.call_id) == call
+    again, created = await other.create_call(_call(n=1, idempotency_key="k1"))
+    assert not created and again == call
+    assert await registry.get_call("nope") is None
+    _, created = await registry.create_call(_call(n=2))  # no key: always a new call
+    _, created_too = await registry.create_call(_call(n=3))
+    assert created and created_too
+
+
+async def test_claims_go_oldest_first_one_at_a_time_per_device(registry: Registry, other: Registry) -> None:
+    for n in (2, 0, 1):
+        await registry.create_call(_call(n=n))
+    await registry.create_call(_call("dev2", n=5))
+    first = await registry.claim_call("dev1", "node-a", T0 + 10, lease=5)
+    assert first is not None and first.created_time == T0 and first.state is CallState.SENT
+    assert (first.attempt, first.owner, first.lease_until) == (1, "node-a", T0 + 10 + 30 + 5)
+    assert await other.claim_call("dev1", "node-b", T0 + 10, lease=5) is None  # one sent at a time
+    assert (await other.claim_call("dev2", "node-b", T0 + 10, lease=5)) is not None  # another device
+    done = first.finished(CallState.SUCCEEDED, T0 + 11, status=200, payload=b"{}")
+    assert await registry.update_call(done, CallState.SENT, owner="node-a")
+    assert not await registry.update_call(done, CallState.SENT, owner="node-a")  # no longer sent
+    second = await other.claim_call("dev1", "node-b", T0 + 12, lease=5)
+    assert second is not None and second.created_time == T0 + 1
+    assert (await registry.get_call(first.call_id)) == done
+
+
+async def test_concurrent_claims_hand_out_each_call_once(registry: Registry, other: Registry) -> None:
+    await registry.create_call(_call(n=0))
+    claims = await asyncio.gather(
+        *(r.claim_call("dev1", f"node-{n}", T0 + 1, lease=5) for n, r in enumerate([registry, other] * 4))
+    )
+    assert len([c for c in claims if c is not None]) == 1
+
+
+async def test_expired_calls_are_not_claimed_and_are_due(registry: Registry) -> None:
+    await registry.create_call(_call(n=0, expires_time=T0 + 5))
+    assert await registry.claim_call("dev1", "a", T0 + 6, lease=5) is None
+    due = await registry.due_calls(T0 + 6)
+    assert [c.state for c in due] == [CallState.QUEUED]
+    assert await registry.queued_targets() == ["dev1"]
+
+
+async def test_a_sent_call_past_its_lease_is_due(registry: Registry) -> None:
+    await registry.create_call(_call(n=0))
+    sent = await registry.claim_call("dev1", "a", T0, lease=5)
+    assert sent is not None
+    assert await registry.due_calls(T0 + 30) == []
+    assert [c.call_id for c in await registry.due_calls(T0 + 36)] == [sent.call_id]
+
+
+async def test_list_newest_first_with_filters_and_pages(registry: Registry) -> None:
+    for n in range(5):
+        await registry.create_call(
+            _call("dev1" if n % 2 == 0 else "dev2", n=n, job_id="j1" if n < 2 else None)
+        )
+    everything = await registry.list_calls()
+    assert [c.created_time for c in everything] == [T0 + n for n in (4, 3, 2, 1, 0)]
+    assert [c.device_id for c in await registry.list_calls(device_id="dev2")] == ["dev2", "dev2"]
+    assert len(await registry.list_calls(job_id="j1")) == 2
+    assert len(await registry.list_calls(state=CallState.QUEUED)) == 5
+    page = await registry.list_calls(limit=2)
+    rest = await registry.list_calls(limit=10, before=(page[-1].created_time, page[-1].call_id))
+    assert [c.call_id for c in page + rest] == [c.call_id for c in everything]
