@@ -186,6 +186,18 @@ class ErrorKind(Enum):
         "Too many calls are in flight to this device.",
     )
     NOT_FOUND = ErrorSpec(404, 404000, "NotFound", "InvalidAction.NotFound", None, "No such resource.", 404)
+    CALL_NOT_FOUND = ErrorSpec(
+        404, 404030, "CallNotFound", "iot.call.NotExistedCall", None, "No queued call with this id.", 404
+    )
+    CONFLICT = ErrorSpec(
+        409,
+        409010,
+        "Conflict",
+        "iot.common.Conflict",
+        None,
+        "The request conflicts with the resource's state.",
+        409,
+    )
     METHOD_NOT_ALLOWED = ErrorSpec(
         405, 405000, "MethodNotAllowed", "UnsupportedHTTPMethod", None, "HTTP method not allowed here.", 405
     )

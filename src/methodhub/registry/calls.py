@@ -193,11 +193,16 @@ class SqliteCalls:
             until = now + call.response_timeout + lease
             db.execute(
                 "UPDATE calls SET state = ?, attempt = attempt + 1, owner = ?, lease_until = ?, "
-                "delivered_time = NULL WHERE call_id = ?",
-                (_SENT, owner, until, call.call_id),
+                "delivered_time = ? WHERE call_id = ?",
+                (_SENT, owner, until, now, call.call_id),
             )
             return replace(
-                call, state=CallState.SENT, attempt=call.attempt + 1, owner=owner, lease_until=until
+                call,
+                state=CallState.SENT,
+                attempt=call.attempt + 1,
+                owner=owner,
+                lease_until=until,
+                delivered_time=now,
             )
 
         result: QueuedCall | None = await self._run(self._transaction, claim)
@@ -306,15 +311,21 @@ class PostgresCalls:
             call = from_row(row)
             until = now + call.response_timeout + lease
             await conn.execute(
-                "UPDATE calls SET state = $1, attempt = attempt + 1, owner = $2, lease_until = $3 "
-                "WHERE call_id = $4",
+                "UPDATE calls SET state = $1, attempt = attempt + 1, owner = $2, lease_until = $3, "
+                "delivered_time = $5 WHERE call_id = $4",
                 _SENT,
                 owner,
                 until,
                 call.call_id,
+                now,
             )
             return replace(
-                call, state=CallState.SENT, attempt=call.attempt + 1, owner=owner, lease_until=until
+                call,
+                state=CallState.SENT,
+                attempt=call.attempt + 1,
+                owner=owner,
+                lease_until=until,
+                delivered_time=now,
             )
 
         result: QueuedCall | None = await self._write(claim)

@@ -1,0 +1,298 @@
+"""Delivering queued calls (:mod:`methodhub.calls.queued`): one :class:`QueuedCalls` per node.
+
+A call is delivered by whichever node first sees its device ready for calls (anywhere in the
+cluster: the engine's carrier reaches it) and claims the call in the store; the claim is atomic, so
+exactly one node sends each attempt. Triggers: a new call (at once), and a sweep every
+``sweep_interval`` seconds that delivers to devices that came online, expires calls past their
+``expiresTime``, and settles attempts whose node went away (their lease ran out). A device gets its
+calls in creation order, one at a time.
+
+How an attempt ends:
+
+- the device answered → ``succeeded`` (its status and payload, whatever the status);
+- ``CALL_TIMEOUT``, ``DEVICE_DISCONNECTED``, ``HUB_STOPPING`` (the request may have reached the
+  device) → ``queued`` again while attempts remain and it has not expired, else ``failed``;
+- ``DEVICE_OFFLINE`` (the device went away between the readiness check and the send: it never got
+  it) → ``queued`` again, the attempt not counted;
+- any other error (the device answered something invalid, the payload is too large for it, the
+  identity was deleted) → ``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from methodhub.calls.engine import CallEngine
+from methodhub.calls.model import identity_key
+from methodhub.calls.ports import CallCarrier, IdentityLookup
+from methodhub.calls.queued import (
+    DEFAULT_EXPIRES,
+    MAX_ATTEMPTS,
+    MAX_EXPIRES_DEFAULT,
+    CallState,
+    QueuedCall,
+    QueuedCallStore,
+    new_call_id,
+    request_hash,
+)
+from methodhub.errors import ErrorKind, HubError
+
+log = logging.getLogger("methodhub.calls")
+
+LEASE_GRACE = 10.0
+"""Seconds past an attempt's response timeout before another node may settle it (its node died)."""
+RETRYABLE = frozenset({ErrorKind.CALL_TIMEOUT, ErrorKind.DEVICE_DISCONNECTED, ErrorKind.HUB_STOPPING})
+
+
+class QueuedCalls:
+    """Queued calls on one node: create, read, cancel, wait for, and deliver them.
+
+    Args:
+        store: where they live (the registry).
+        engine: runs each attempt (``connect_timeout`` 0: the sweep waits for the device instead).
+        carrier: asked whether a device is ready anywhere (``wait_ready(target, 0)``).
+        identities: a call to an unknown identity is refused when it is made.
+        node: this node's name (a claim's owner).
+        max_expires: the longest ``expiresInSeconds`` accepted.
+    """
+
+    def __init__(
+        self,
+        store: QueuedCallStore,
+        engine: CallEngine,
+        carrier: CallCarrier,
+        identities: IdentityLookup,
+        node: str,
+        *,
+        sweep_interval: float = 1.0,
+        max_expires: float = MAX_EXPIRES_DEFAULT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.carrier = carrier
+        self.identities = identities
+        self.node = node
+        self.sweep_interval = sweep_interval
+        self.max_expires = max_expires
+        self.clock = clock
+        self._delivering: dict[str, asyncio.Task[None]] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # -- the API ------------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        device_id: str,
+        module_id: str | None,
+        method: str,
+        payload: bytes,
+        *,
+        response_timeout: float = 30,
+        expires: float = DEFAULT_EXPIRES,
+        attempts: int = 1,
+        idempotency_key: str | None = None,
+        job_id: str | None = None,
+    ) -> tuple[QueuedCall, bool]:
+        """Store a new call (validated by the caller's front door: method name, payload JSON) and
+        start delivering it; returns ``(call, created)``: False when ``idempotency_key`` named an
+        earlier call with the same request. Raises ``HubError``: ``INVALID_ARGUMENT`` (bounds),
+        ``DEVICE_NOT_FOUND``/``MODULE_NOT_FOUND``, ``CONFLICT`` (the key names another request)."""
+        if not 1 <= attempts <= MAX_ATTEMPTS:
+            raise HubError(
+                ErrorKind.INVALID_ARGUMENT, f"attempts must be 1 to {MAX_ATTEMPTS}, not {attempts}."
+            )
+        if not 1 <= expires <= self.max_expires:
+            raise HubError(
+                ErrorKind.INVALID_ARGUMENT,
+                f"expiresInSeconds must be 1 to {self.max_expires:g} (the hub's maximum), not {expires:g}.",
+            )
+        if await self.identities.get_identity(device_id, module_id) is None:
+            kind = ErrorKind.MODULE_NOT_FOUND if module_id else ErrorKind.DEVICE_NOT_FOUND
+            raise HubError(kind, f"'{identity_key(device_id, module_id)}' is not registered.")
+        now = self.clock()
+        asked = request_hash(device_id, module_id, method, payload, response_timeout, expires, attempts)
+        call = QueuedCall(
+            call_id=new_call_id(),
+            device_id=device_id,
+            module_id=module_id,
+            method=method,
+            payload=payload,
+            response_timeout=response_timeout,
+            attempts=attempts,
+            created_time=now,
+            expires_time=now + expires,
+            idempotency_key=idempotency_key,
+            request_hash=asked,
+            job_id=job_id,
+        )
+        stored, created = await self.store.create_call(call)
+        if not created and stored.request_hash != asked:
+            raise HubError(
+                ErrorKind.CONFLICT,
+                f"The idempotency key '{idempotency_key}' was used for another request "
+                f"(call {stored.call_id}).",
+            )
+        if created:
+            self.kick(stored.target)
+        return stored, created
+
+    async def get(self, call_id: str) -> QueuedCall:
+        call = await self.store.get_call(call_id)
+        if call is None:
+            raise HubError(ErrorKind.CALL_NOT_FOUND, f"No queued call '{call_id}'.")
+        return call
+
+    async def wait(self, call_id: str, seconds: float) -> QueuedCall:
+        """The call once it is terminal, or as it is after ``seconds`` (a long poll). Completions on
+        this node wake it at once; those of other nodes are seen within a quarter second."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while True:
+            call = await self.get(call_id)
+            left = deadline - asyncio.get_running_loop().time()
+            if call.state.terminal or left <= 0:
+                return call
+            event = self._changed.setdefault(call_id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(left, 0.25))
+            if event.is_set():
+                self._changed.pop(call_id, None)
+
+    async def cancel(self, call_id: str) -> QueuedCall:
+        """Cancel a call not yet sent; ``CONFLICT`` when it was sent or has ended."""
+        call = await self.get(call_id)
+        if call.state is CallState.QUEUED:
+            cancelled = call.finished(
+                CallState.CANCELLED, self.clock(), error=("Cancelled", "The call was cancelled.")
+            )
+            if await self.store.update_call(cancelled, CallState.QUEUED):
+                self._notify(call_id)
+                return cancelled
+            call = await self.get(call_id)
+        raise HubError(
+            ErrorKind.CONFLICT,
+            f"Call '{call_id}' is {call.state.value}; only a queued call can be cancelled.",
+        )
+
+    # -- delivering ---------------------------------------------------------------------------------
+
+    def kick(self, target: str) -> None:
+        """Deliver ``target``'s queued calls now if its device is ready (one task per target)."""
+        if self._stopping or target in self._delivering:
+            return
+        task = asyncio.get_running_loop().create_task(self._deliver(target), name=f"queued-calls {target}")
+        self._delivering[target] = task
+        task.add_done_callback(lambda _: self._delivering.pop(target, None))
+
+    async def _deliver(self, target: str) -> None:
+        try:
+            while not self._stopping and await self.carrier.wait_ready(target, 0):
+                call = await self.store.claim_call(target, self.node, self.clock(), LEASE_GRACE)
+                if call is None:
+                    return
+                await self._attempt(call)
+        except HubError as exc:  # the store is unreachable: the sweep tries again
+            log.warning("queued calls of %s not delivered now: %s", target, exc.message)
+        except Exception:
+            log.exception("delivering the queued calls of %s failed", target)
+
+    async def _attempt(self, call: QueuedCall) -> None:
+        try:
+            outcome = await self.engine.invoke(call.call())
+        except HubError as exc:
+            await self._attempt_failed(call, exc)
+            return
+        done = call.finished(
+            CallState.SUCCEEDED, self.clock(), status=outcome.status, payload=outcome.payload
+        )
+        await self._settle(call, done)
+
+    async def _attempt_failed(self, call: QueuedCall, exc: HubError) -> None:
+        now = self.clock()
+        if exc.kind is ErrorKind.DEVICE_OFFLINE:  # it never reached the device
+            again = replace(
+                call,
+                state=CallState.QUEUED,
+                attempt=call.attempt - 1,
+                owner=None,
+                lease_until=None,
+                delivered_time=None,
+            )
+            await self._settle(call, again)
+            return
+        await self._settle(
+            call, self._after_attempt(call, exc.kind.spec.azure_name, exc.message, now, exc.kind)
+        )
+
+    def _after_attempt(
+        self, call: QueuedCall, code: str, message: str, now: float, kind: ErrorKind | None
+    ) -> QueuedCall:
+        if (kind is None or kind in RETRYABLE) and call.attempt < call.attempts and now < call.expires_time:
+            return replace(call, state=CallState.QUEUED, owner=None, lease_until=None)
+        return call.finished(CallState.FAILED, now, error=(code, message))
+
+    async def _settle(self, claimed: QueuedCall, new: QueuedCall) -> None:
+        if await self.store.update_call(new, CallState.SENT, owner=self.node):
+            self._notify(new.call_id)
+        else:
+            log.info("queued call %s was settled elsewhere meanwhile", claimed.call_id)
+
+    def _notify(self, call_id: str) -> None:
+        event = self._changed.pop(call_id, None)
+        if event is not None:
+            event.set()
+
+    # -- the sweep ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(
+            self._sweep_forever(), name="queued-calls sweep"
+        )
+
+    async def stop(self) -> None:
+        """Stop delivering (attempts in flight end with the engine's ``HUB_STOPPING``)."""
+        self._stopping = True
+        tasks = [t for t in (self._sweeper, *self._delivering.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                await self.sweep()
+            except HubError as exc:
+                log.warning("queued calls: sweep skipped: %s", exc.message)
+            except Exception:
+                log.exception("queued calls: sweep failed")
+
+    async def sweep(self) -> None:
+        """Expire, settle abandoned attempts, and deliver to devices that are ready."""
+        now = self.clock()
+        for call in await self.store.due_calls(now):
+            if call.state is CallState.QUEUED:
+                expired = call.finished(
+                    CallState.EXPIRED,
+                    now,
+                    error=("Expired", "The device was not online (ready for calls) before the call expired."),
+                )
+                if await self.store.update_call(expired, CallState.QUEUED):
+                    self._notify(call.call_id)
+            else:  # sent, and its node never settled it: that node is gone
+                new = self._after_attempt(
+                    call, "NodeLost", "The hub node delivering the call stopped before it ended.", now, None
+                )
+                if await self.store.update_call(new, CallState.SENT, owner=call.owner):
+                    self._notify(call.call_id)
+        for target in await self.store.queued_targets():
+            self.kick(target)

@@ -1,0 +1,159 @@
+"""Queued calls (calls/delivery.py) against the in-memory Azure hub: a real Gateway, SQLite registry,
+LocalRouter and CallEngine, devices on in-memory MQTT connections."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from methodhub.calls.delivery import QueuedCalls
+from methodhub.calls.queued import CallState
+from methodhub.dialects.azure.topics import parse_request_topic, response_topic
+from methodhub.errors import ErrorKind, HubError
+from methodhub.mqtt import Publish
+from methodhub.registry import Identity, SqliteRegistry
+from tests.unit.gateway.azure_hub import Device, Hub, azure_connect
+
+METHODS = "$iothub/methods/POST/#"
+
+
+@pytest.fixture
+async def queued(hub: Hub, registry: SqliteRegistry) -> AsyncIterator[QueuedCalls]:
+    service = QueuedCalls(registry, hub.engine, hub.router, registry, "node-1", sweep_interval=3600)
+    yield service
+    await service.stop()
+
+
+async def request_of(device: Device) -> tuple[str, str, bytes]:
+    packet = await device.next_packet()
+    assert isinstance(packet, Publish), packet
+    parsed = parse_request_topic(packet.topic)
+    assert parsed is not None, packet.topic
+    return parsed[0], parsed[1], packet.payload
+
+
+async def settled(queued: QueuedCalls, call_id: str) -> CallState:
+    return (await queued.wait(call_id, 10)).state
+
+
+async def test_a_call_waits_for_its_device_and_is_delivered_when_it_connects(
+    hub: Hub, dev1: Identity, queued: QueuedCalls
+) -> None:
+    call, created = await queued.create("dev1", None, "reboot", b'{"n":1}')
+    assert created and call.state is CallState.QUEUED
+    await queued.sweep()  # offline: nothing happens
+    assert (await queued.get(call.call_id)).state is CallState.QUEUED
+    device = hub.device()
+    await device.online(azure_connect("dev1", dev1.keys.primary), METHODS)
+    await queued.sweep()
+    method, rid, payload = await request_of(device)
+    assert (method, payload) == ("reboot", b'{"n":1}')
+    device.answer(response_topic(417, rid), b'{"lid":"open"}')
+    done = await queued.wait(call.call_id, 10)
+    assert done.state is CallState.SUCCEEDED  # the device answered, whatever its status
+    assert (done.outcome_status, done.outcome_payload, done.attempt) == (417, b'{"lid":"open"}', 1)
+    assert done.delivered_time is not None and done.completed_time is not None
+
+
+async def test_calls_of_one_device_go_in_creation_order_one_at_a_time(
+    hub: Hub, dev1: Identity, queued: QueuedCalls
+) -> None:
+    device = hub.device()
+    await device.online(azure_connect("dev1", dev1.keys.primary), METHODS)
+    first, _ = await queued.create("dev1", None, "one", b"1")
+    second, _ = await queued.create("dev1", None, "two", b"2")
+    method, rid, _ = await request_of(device)
+    assert method == "one"
+    await asyncio.sleep(0.05)
+    assert device.received() == []  # the second waits for the first's answer
+    device.answer(response_topic(200, rid), b"null")
+    method, rid, _ = await request_of(device)
+    assert method == "two"
+    device.answer(response_topic(200, rid), b"null")
+    assert await settled(queued, first.call_id) is CallState.SUCCEEDED
+    assert await settled(queued, second.call_id) is CallState.SUCCEEDED
+
+
+async def test_a_timed_out_attempt_is_retried_while_attempts_remain(
+    hub: Hub, dev1: Identity, queued: QueuedCalls
+) -> None:
+    device = hub.device()
+    await device.online(azure_connect("dev1", dev1.keys.primary), METHODS)
+    call, _ = await queued.create("dev1", None, "slow", b"{}", response_timeout=0.2, attempts=2)
+    await request_of(device)  # not answered: times out
+    _, rid, _ = await request_of(device)  # the second attempt, after a sweep or at once
+    device.answer(response_topic(200, rid), b'"ok"')
+    done = await queued.wait(call.call_id, 10)
+    assert (done.state, done.attempt, done.outcome_payload) == (CallState.SUCCEEDED, 2, b'"ok"')
+
+
+async def test_attempts_used_up_is_failed_with_the_last_error(
+    hub: Hub, dev1: Identity, queued: QueuedCalls
+) -> None:
+    device = hub.device()
+    await device.online(azure_connect("dev1", dev1.keys.primary), METHODS)
+    call, _ = await queued.create("dev1", None, "slow", b"{}", response_timeout=0.2)
+    await request_of(device)
+    done = await queued.wait(call.call_id, 10)
+    assert (done.state, done.error_code, done.attempt) == (CallState.FAILED, "GatewayTimeout", 1)
+
+
+async def test_a_call_not_delivered_in_time_expires(dev1: Identity, queued: QueuedCalls) -> None:
+    call, _ = await queued.create("dev1", None, "later", b"{}", expires=1)
+    queued.clock = lambda: call.created_time + 2
+    await queued.sweep()
+    done = await queued.get(call.call_id)
+    assert (done.state, done.error_code) == (CallState.EXPIRED, "Expired")
+
+
+async def test_cancel_a_queued_call_but_not_an_ended_one(
+    hub: Hub, dev1: Identity, queued: QueuedCalls
+) -> None:
+    call, _ = await queued.create("dev1", None, "x", b"{}")
+    cancelled = await queued.cancel(call.call_id)
+    assert cancelled.state is CallState.CANCELLED
+    with pytest.raises(HubError) as conflict:
+        await queued.cancel(call.call_id)
+    assert conflict.value.kind is ErrorKind.CONFLICT
+    with pytest.raises(HubError) as unknown:
+        await queued.cancel("nope")
+    assert unknown.value.kind is ErrorKind.CALL_NOT_FOUND
+
+
+async def test_idempotency_keys_and_validation(dev1: Identity, queued: QueuedCalls) -> None:
+    first, created = await queued.create("dev1", None, "x", b"{}", idempotency_key="k")
+    again, created_again = await queued.create("dev1", None, "x", b"{}", idempotency_key="k")
+    assert created and not created_again and again.call_id == first.call_id
+    with pytest.raises(HubError) as conflict:
+        await queued.create("dev1", None, "y", b"{}", idempotency_key="k")
+    assert conflict.value.kind is ErrorKind.CONFLICT
+    for kwargs, kind in (
+        ({"attempts": 11}, ErrorKind.INVALID_ARGUMENT),
+        ({"expires": 10**9}, ErrorKind.INVALID_ARGUMENT),
+    ):
+        with pytest.raises(HubError) as bad:
+            await queued.create("dev1", None, "x", b"{}", **kwargs)  # type: ignore[arg-type]
+        assert bad.value.kind is kind
+    with pytest.raises(HubError) as missing:
+        await queued.create("ghost", None, "x", b"{}")
+    assert missing.value.kind is ErrorKind.DEVICE_NOT_FOUND
+
+
+async def test_an_attempt_whose_node_is_gone_is_settled_by_the_sweep(
+    dev1: Identity, queued: QueuedCalls, registry: SqliteRegistry
+) -> None:
+    call, _ = await queued.create("dev1", None, "x", b"{}", response_timeout=5, attempts=2)
+    claimed = await registry.claim_call("dev1", "node-dead", call.created_time, lease=1)
+    assert claimed is not None
+    queued.clock = lambda: call.created_time + 10  # past response timeout + lease
+    await queued.sweep()
+    again = await queued.get(call.call_id)
+    assert (again.state, again.attempt, again.owner) == (CallState.QUEUED, 1, None)  # one attempt left
+    claimed = await registry.claim_call("dev1", "node-dead", call.created_time + 10, lease=1)
+    assert claimed is not None and claimed.attempt == 2
+    queued.clock = lambda: call.created_time + 30
+    await queued.sweep()
+    done = await queued.get(call.call_id)
+    assert (done.state, done.error_code) == (CallState.FAILED, "NodeLost")
