@@ -76,6 +76,12 @@ class HubConfig:
     registry_url: str | None = None
     """Where the registry lives; ``None`` = SQLite file ``registry.db`` in the data dir."""
     change_poll_interval: float = 0.5
+    queued_call_sweep_interval: float = 1.0
+    """Seconds between sweeps of the queued calls: delivering to devices that came online,
+    expiring, settling attempts of nodes that are gone (the bound on delivery latency after a device
+    connects when its calls were made elsewhere or earlier)."""
+    queued_call_max_expires: float = 7 * 86400
+    """The longest ``expiresInSeconds`` a queued call may ask for (``--max-queued-call-expiry``)."""
     """How often the node reads the registry change feed (seconds): the bound on how long a
     deletion, key rotation or disable made by another process takes to reach live connections."""
     connect_packet_timeout: float = 10.0

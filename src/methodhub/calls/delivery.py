@@ -256,15 +256,25 @@ class QueuedCalls:
             self._sweep_forever(), name="queued-calls sweep"
         )
 
-    async def stop(self) -> None:
-        """Stop delivering (attempts in flight end with the engine's ``HUB_STOPPING``)."""
+    def stop_claiming(self) -> None:
+        """Claim no more calls (first, before the engine stops: a call claimed then would fail)."""
         self._stopping = True
-        tasks = [t for t in (self._sweeper, *self._delivering.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop delivering: no more claims; attempts in flight (answered ``HUB_STOPPING`` by the
+        engine's stop) are settled within ``grace`` seconds, then the rest is cancelled (a call
+        left ``sent`` is settled by the next sweep once its lease ends, here or on another node)."""
+        self._stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        tasks = list(self._delivering.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _sweep_forever(self) -> None:
         while True:

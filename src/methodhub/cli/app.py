@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from methodhub import __version__
+from methodhub.cli.calls import add_call_parser, call_command
 from methodhub.cli.connection_string import add_connection_string_parser, print_connection_string
 from methodhub.cli.device_run import device_run
 from methodhub.cli.devices import add_device_parser, manage_devices
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_connection_string_parser(commands, common)
     add_device_parser(commands, common)
     add_invoke_parser(commands, common)
+    add_call_parser(commands, common)
     return parser
 
 
@@ -66,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(EXIT_INTERRUPTED) from None
     except DataDirError as exc:
         fail(str(exc))
+    except BrokenPipeError:  # the reader went away (`methodhub call list | head`): not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail too
+        raise SystemExit(0) from None
     except Exception as exc:  # a bug: still one line, unless --debug asks for the traceback
         if debugging():
             raise
@@ -89,6 +95,8 @@ def _run_command(args: argparse.Namespace, data_dir: Path) -> None:
             manage_devices(args, data_dir)
     elif args.command == "invoke":
         raise SystemExit(invoke(args, data_dir))
+    elif args.command == "call":
+        raise SystemExit(call_command(args, data_dir))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,6 +30,8 @@ from methodhub.cli.tls import tls_trust
 if TYPE_CHECKING:
     import httpx
 
+    from methodhub.sdk import ServiceClient
+
 ENV_CONNECTION_STRING = "METHODHUB_CONNECTION_STRING"
 ENV_URL = "METHODHUB_URL"
 
@@ -56,6 +58,31 @@ def add_invoke_parser(
     )
     invoke.add_argument("--module", default=None, help="call a module of the device")
     invoke.add_argument(
+        "--queue",
+        action="store_true",
+        help="queue the call instead: it waits for the device (up to --expires), survives hub "
+        "restarts, and prints the call id (see `methodhub call show ID`)",
+    )
+    invoke.add_argument(
+        "--expires",
+        type=duration,
+        default=86_400,
+        metavar="DURATION",
+        help="with --queue: how long the call may wait for the device (e.g. 90s, 30m, 1h, 7d; default 1d)",
+    )
+    invoke.add_argument(
+        "--attempts", type=int, default=1, help="with --queue: tries after a timeout or a drop (1-10)"
+    )
+    invoke.add_argument(
+        "--idempotency-key", default=None, help="with --queue: the same key makes no second call"
+    )
+    add_client_options(invoke)
+
+
+def add_client_options(command: argparse.ArgumentParser) -> None:
+    """The options saying which hub to talk to, as whom (``invoke`` and ``call``)."""
+    invoke = command
+    invoke.add_argument(
         "--connection-string", default=None, help=f"service connection string (or ${ENV_CONNECTION_STRING})"
     )
     invoke.add_argument(
@@ -73,20 +100,24 @@ def add_invoke_parser(
     )
 
 
-def invoke(args: argparse.Namespace, data_dir: Path) -> int:
-    import httpx
-
-    from methodhub.sdk import (
-        CallTimeoutError,
-        DeviceOfflineError,
-        MethodHubError,
-        ServiceClient,
-    )
-
+def duration(text: str) -> int:
+    """Seconds of ``90``, ``90s``, ``30m``, ``1h`` or ``7d`` (argparse type)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
     try:
-        payload = json.loads(args.payload)
-    except ValueError as exc:
-        fail(f"--payload is not JSON: {exc}", EXIT_USAGE)
+        seconds = int(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 30m, 1h or 7d") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration must be positive")
+    return seconds
+
+
+def service_client(args: argparse.Namespace, data_dir: Path) -> tuple[ServiceClient, str]:
+    """The SDK client for the hub the options name (default: the one running on the data dir),
+    and its URL; exits with a usage error for a bad connection string or URL."""
+    from methodhub.sdk import ServiceClient
+
     connection_string = args.connection_string or os.environ.get(ENV_CONNECTION_STRING)
     origin = "--connection-string" if args.connection_string else f"${ENV_CONNECTION_STRING}"
     if connection_string is None:
@@ -106,6 +137,21 @@ def invoke(args: argparse.Namespace, data_dir: Path) -> int:
             f"`{printed_command(args, 'connection-string')}`",
             EXIT_USAGE,
         )
+    return client, url
+
+
+def invoke(args: argparse.Namespace, data_dir: Path) -> int:
+    import httpx
+
+    from methodhub.sdk import CallTimeoutError, DeviceOfflineError, MethodHubError
+
+    try:
+        payload = json.loads(args.payload)
+    except ValueError as exc:
+        fail(f"--payload is not JSON: {exc}", EXIT_USAGE)
+    client, url = service_client(args, data_dir)
+    if args.queue:
+        return _queue(client, url, args, payload)
     try:
         with client:
             result = client.invoke(
@@ -126,12 +172,38 @@ def invoke(args: argparse.Namespace, data_dir: Path) -> int:
         print(f"methodhub: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE if exc.status == 503 else EXIT_ERROR
     except httpx.HTTPError as exc:
-        _fail_http(exc, url)
+        fail_http(exc, url)
     print(json.dumps({"status": result.status, "payload": result.payload}))
     return EXIT_OK
 
 
-def _fail_http(exc: httpx.HTTPError, url: str) -> NoReturn:
+def _queue(client: ServiceClient, url: str, args: argparse.Namespace, payload: object) -> int:
+    import httpx
+
+    from methodhub.sdk import MethodHubError
+
+    try:
+        with client:
+            call = client.queue_call(
+                args.device,
+                args.method,
+                payload,
+                module_id=args.module,
+                timeout=args.timeout,
+                expires=args.expires,
+                attempts=args.attempts,
+                idempotency_key=args.idempotency_key,
+            )
+    except MethodHubError as exc:
+        print(f"methodhub: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE if exc.status == 503 else EXIT_ERROR
+    except httpx.HTTPError as exc:
+        fail_http(exc, url)
+    print(call["callId"])
+    return EXIT_OK
+
+
+def fail_http(exc: httpx.HTTPError, url: str) -> NoReturn:
     """One line for a request that got no answer from the hub at ``url``."""
     import httpx
 

@@ -19,6 +19,7 @@ import orjson
 from methodhub.api.landing import landing_page
 from methodhub.api.openapi import OPENAPI
 from methodhub.calls import CallEngine
+from methodhub.calls.delivery import QueuedCalls
 from methodhub.changes import ChangeFeedWatcher
 from methodhub.config import MAX_METHOD_PAYLOAD, HubConfig
 from methodhub.dialects.aliyun.mqtt import AliyunDialect
@@ -45,6 +46,7 @@ from methodhub.http.server import HttpServer
 from methodhub.http.wire import error_response
 from methodhub.metrics import Metrics
 from methodhub.mqtt import DEFAULT_MAX_PACKET_SIZE
+from methodhub.native.queued_calls import QueuedCallsApi
 from methodhub.process.datadir import (
     DataDirLock,
     ensure_data_dir,
@@ -83,6 +85,9 @@ class Hub:
         self.router: Router | None = None
         self.gateway: Gateway | None = None
         self.engine: CallEngine | None = None
+        self.queued: QueuedCalls | None = None
+        self.node = ""
+        """This node's name (the router's and the queued calls' owner name)."""
         self.http: HttpServer | None = None
         self.watcher: ChangeFeedWatcher | None = None
         self.first_start = False
@@ -126,7 +131,8 @@ class Hub:
                     shared_access_key=owner.keys.primary,
                 )
             )
-        router = make_router(config)
+        self.node = node_name(config)
+        router = make_router(config, self.node)
         await router.start()
         self.router = router
         self.engine = CallEngine(router, registry, self.metrics)
@@ -146,6 +152,16 @@ class Hub:
         service_auth = ServiceAuthenticator(registry, config.hostname)
         routes = Routes()
         AzureApi(self.engine, registry, service_auth, self.gateway).register(routes)
+        self.queued = QueuedCalls(
+            registry,
+            self.engine,
+            router,
+            registry,
+            self.node,
+            sweep_interval=config.queued_call_sweep_interval,
+            max_expires=config.queued_call_max_expires,
+        )
+        QueuedCallsApi(self.queued, service_auth).register(routes)
         pop_auth = PopAuthenticator(registry)
         AliyunApi(self.engine, registry, pop_auth, self.gateway).register(routes, not_a_pop_call=landing_page)
         routes.add("GET", "/openapi.json", _openapi)
@@ -182,6 +198,7 @@ class Hub:
             registry, config.change_poll_interval, identity_changed, policy_changed, twin_changed
         )
         await self.watcher.start()
+        await self.queued.start()
 
         if config.mqtt_port >= 0:
             server = await self.gateway.listen(
@@ -285,10 +302,14 @@ class Hub:
         0x8B); pending session writes flushed; the registry closed."""
         if self.gateway is not None:
             self.gateway.stop_listening()
+        if self.queued is not None:
+            self.queued.stop_claiming()
         if self.engine is not None:
             self.engine.stop()
         if self.router is not None:
             self.router.stop_serving(HubError(ErrorKind.HUB_STOPPING))
+        if self.queued is not None:
+            await self.queued.stop()
         self._trimmer.stop()
         if self.http is not None:
             await self.http.close()  # stops listening before the answers above are written
@@ -406,14 +427,18 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def make_router(config: HubConfig) -> Router:
+def make_router(config: HubConfig, node: str | None = None) -> Router:
     """The in-process router, or a NATS router when the node is part of a cluster."""
     if not config.nats_url:
         return LocalRouter()
     from methodhub.router.nats import NatsRouter  # nats-py is loaded by cluster nodes only
 
-    node = config.node_name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
-    return NatsRouter(config.nats_url, node)
+    return NatsRouter(config.nats_url, node or node_name(config))
+
+
+def node_name(config: HubConfig) -> str:
+    """This node's name in the cluster (``--node-name``, or made up: host, pid, a random part)."""
+    return config.node_name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:

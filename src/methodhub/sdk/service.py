@@ -158,6 +158,69 @@ class ServiceClient:
         )
         return _result(response)
 
+    # -- queued calls (methodhub's /calls; docs/queued-calls.md) -------------------------------------
+
+    def _calls(self, method: str, path: str = "", **kwargs: Any) -> dict[str, Any]:
+        response = self._http.request(
+            method, f"/calls{path}", headers={"authorization": self._credentials.header()}, **kwargs
+        )
+        if response.status_code not in (200, 202):
+            raise error_from_response(response)
+        doc: dict[str, Any] = response.json()
+        return doc
+
+    def queue_call(
+        self,
+        device_id: str,
+        method: str,
+        payload: Any = None,
+        *,
+        module_id: str | None = None,
+        timeout: int = 30,
+        expires: int = 86_400,
+        attempts: int = 1,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Queue ``method`` for the device: it is delivered when the device is online (at once if
+        it is), within ``expires`` seconds, tried up to ``attempts`` times. Returns the call record
+        (``callId``, ``state``, ...)."""
+        body: dict[str, Any] = {
+            "deviceId": device_id,
+            "moduleId": module_id,
+            "methodName": method,
+            "payload": payload,
+            "responseTimeoutInSeconds": timeout,
+            "expiresInSeconds": expires,
+            "attempts": attempts,
+        }
+        if idempotency_key is not None:
+            body["idempotencyKey"] = idempotency_key
+        return self._calls("POST", json=body)
+
+    def get_call(self, call_id: str, *, wait: float | None = None) -> dict[str, Any]:
+        """The call record; ``wait``: up to that many seconds (≤ 300) for it to end."""
+        params = {"waitSeconds": wait} if wait is not None else None
+        timeout = (wait or 0) + HTTP_TIMEOUT_MARGIN
+        return self._calls("GET", f"/{quote(call_id, safe='')}", params=params, timeout=timeout)
+
+    def list_calls(
+        self,
+        *,
+        device_id: str | None = None,
+        state: str | None = None,
+        job_id: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Call records, newest first (at most ``limit``)."""
+        params = {k: v for k, v in (("deviceId", device_id), ("state", state), ("jobId", job_id)) if v}
+        params["limit"] = str(limit)
+        calls: list[dict[str, Any]] = self._calls("GET", params=params)["calls"]
+        return calls
+
+    def cancel_call(self, call_id: str) -> dict[str, Any]:
+        """Cancel a call not sent yet (``ConflictError``-style 409 otherwise)."""
+        return self._calls("DELETE", f"/{quote(call_id, safe='')}")
+
     def close(self) -> None:
         self._http.close()
 
