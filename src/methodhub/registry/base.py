@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from methodhub.calls.queued import CallState, QueuedCall
+from methodhub.query import Query
 from methodhub.registry.model import AccessPolicy, Change, Identity, SymmetricKeys
 from methodhub.registry.products import ProductDevice
 from methodhub.registry.twins import Twin
@@ -105,6 +107,11 @@ class Registry(ABC):
 
     @abstractmethod
     async def queued_targets(self, limit: int = 1000) -> list[str]: ...
+
+    @abstractmethod
+    async def query_twins(self, query: Query, *, offset: int = 0, limit: int = 100) -> list[Any]:
+        """One page of ``query`` (FROM devices or devices.modules) evaluated in the database:
+        result rows as IoT Hub returns them (registry.twin_query says what a twin document holds)."""
 
     # -- twins (see registry.twins) -----------------------------------------------------------------
 

@@ -31,11 +31,12 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 
 from methodhub.errors import ErrorKind, HubError
+from methodhub.query import Flavour, Query
 from methodhub.registry.base import Registry
 from methodhub.registry.calls import PostgresCalls
 from methodhub.registry.locations import is_postgres_url, redact_url, split_connect_timeout
@@ -61,6 +62,7 @@ from methodhub.registry.rules import (
     rights_text,
 )
 from methodhub.registry.sessions import SessionChanges, SessionWriteBehind
+from methodhub.registry.twin_query import twin_query_sql
 from methodhub.registry.twins import Twin, check_twin_etag, empty_twin
 
 log = logging.getLogger("methodhub.registry.postgres")
@@ -475,6 +477,11 @@ class PostgresRegistry(PostgresCalls, Registry):
             return None
         row = await self._read(lambda conn: conn.fetchrow(self._TWIN_SELECT, device_id, module_id or ""))
         return self._twin_from_row(device_id, module_id or "", row)
+
+    async def query_twins(self, query: Query, *, offset: int = 0, limit: int = 100) -> list[Any]:
+        sql, text, params = twin_query_sql(query, Flavour.POSTGRESQL, offset, limit)
+        rows = await self._read(lambda conn: conn.fetch(text, *params))
+        return [sql.row(tuple(row)) for row in rows]
 
     async def update_twin(
         self,

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from methodhub.errors import ErrorKind, HubError
 from methodhub.filemodes import create_private, make_private, warn_exposed
+from methodhub.query import Flavour, Query
 from methodhub.registry.base import Registry
 from methodhub.registry.calls import SqliteCalls
 from methodhub.registry.migrations import SQLITE_MIGRATIONS, schema_too_new
@@ -48,6 +49,7 @@ from methodhub.registry.rules import (
     rights_text,
 )
 from methodhub.registry.sessions import SessionChanges, SessionWriteBehind
+from methodhub.registry.twin_query import twin_query_sql
 from methodhub.registry.twins import Twin, check_twin_etag, empty_twin
 
 T = TypeVar("T")
@@ -359,6 +361,15 @@ class SqliteRegistry(SqliteCalls, Registry):
         if row[1] is None:
             return empty_twin(device_id, module_id or None, row[0])
         return Twin.from_document(device_id, module_id or None, json.loads(row[1]), *row[2:])
+
+    async def query_twins(self, query: Query, *, offset: int = 0, limit: int = 100) -> list[Any]:
+        sql, text, params = twin_query_sql(query, Flavour.SQLITE, offset, limit)
+
+        def run() -> list[Any]:
+            return [sql.row(row) for row in self._conn().execute(text, params)]
+
+        result: list[Any] = await self._read(run)
+        return result
 
     async def update_twin(
         self,
