@@ -16,9 +16,13 @@ Two dialects:
             subscribe ``req/{id}/#``; a request ``req/{id}/{method}/{corr}`` is answered on
             ``res/{id}/{corr}``.
 
+``FarmConfig.transport = "amqp"`` makes the same farm of Azure devices speak AMQP 1.0 to the hub's
+plain AMQP port instead (:mod:`bench.amqp_farm`: CBS put-token, the two methods links).
+
 Protocol with the parent (JSON lines): the farm prints ``{"event": "online", ...}`` once every
-device has its SUBACK (or gave up), then reads commands from stdin: ``stats`` (prints
-``{"event": "stats", "answered": n}``) and ``stop`` (closes every connection and exits).
+device has its SUBACK (AMQP: its methods links attached), or gave up, then reads commands from
+stdin: ``stats`` (prints ``{"event": "stats", "answered": n}``) and ``stop`` (closes every
+connection and exits).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bench.common import API_VERSION, HOSTNAME, REPO, cpu_seconds, preexec, raise_nofile, sign
 
@@ -104,6 +108,8 @@ class FarmConfig:
     window: int = 256  # connects in flight at once
     retries: int = 3
     sources: list[str] = field(default_factory=list)  # source addresses to spread over ([] = default)
+    transport: str = "mqtt"  # or "amqp" (bench/amqp_farm.py; ``dialect`` must be "azure")
+    presettled: bool = True  # amqp: C#'s pre-settled transfers both ways; False: Node's unsettled
 
     def device_id(self, index: int) -> str:
         return device_id(self.prefix, index)
@@ -111,6 +117,15 @@ class FarmConfig:
 
 def device_id(prefix: str, index: int) -> str:
     return f"{prefix}{index:06d}"
+
+
+class FarmDevice(Protocol):
+    """What the farm needs of a device's protocol (MQTT :class:`Device`, AMQP ``AmqpDevice``)."""
+
+    refused: str | None
+    """Why the hub would not take the device (None: it did, or the connection just ended)."""
+
+    def close(self) -> None: ...
 
 
 class Farm:
@@ -123,7 +138,7 @@ class Farm:
         self.online = 0
         self.failed = 0
         self.errors: dict[str, int] = {}
-        self.devices: list[Device] = []
+        self.devices: list[FarmDevice] = []
         azure = config.dialect == "azure"
         self.separator = ord("=") if azure else ord("/")
         self.expiry = int(time.time()) + 24 * 3600
@@ -166,17 +181,21 @@ class Farm:
         gc.enable()
         return seconds
 
+    def new_device(self, index: int, ready: asyncio.Future[bool]) -> FarmDevice:
+        """The protocol of device ``index``: it sets ``ready`` once it can take calls (or gave up)."""
+        connect, subscribe, response_prefix = self.frames(index)
+        return Device(self, connect, subscribe, response_prefix, ready)
+
     async def _connect(self, index: int) -> None:
         c = self.config
-        connect, subscribe, response_prefix = self.frames(index)
         source = None
         if c.sources:
             source = c.sources[(index - c.start) // PER_SOURCE_ADDRESS % len(c.sources)]
         for attempt in range(c.retries + 1):
             ready: asyncio.Future[bool] = self.loop.create_future()
             timer = self.loop.call_later(30, _give_up, ready)
-            device = Device(self, connect, subscribe, response_prefix, ready)
-            factory = functools.partial(_same, device)
+            device = self.new_device(index, ready)
+            factory = functools.partial(_same, device)  # type: ignore[arg-type]
             try:
                 if source is None:
                     await self.loop.create_connection(factory, c.host, c.port)
@@ -217,7 +236,7 @@ class Farm:
             device.close()
 
 
-def _same(device: Device) -> Device:
+def _same(device: asyncio.Protocol) -> asyncio.Protocol:
     return device
 
 
@@ -388,7 +407,12 @@ def emit(event: dict[str, Any]) -> None:
 
 
 async def serve(config: FarmConfig) -> None:
-    farm = Farm(config)
+    if config.transport == "amqp":
+        from bench.amqp_farm import AmqpFarm  # the AMQP devices build on this module
+
+        farm: Farm = AmqpFarm(config)
+    else:
+        farm = Farm(config)
     seconds = await farm.connect_all()
     emit(
         {
