@@ -100,6 +100,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="compare `serve --workers N` with --workers 1 (default 2; 0 skips)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="phase 5 (amqp) also calls MQTT and AMQP devices over TLS (mqtts, amqps ports)",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to CPUs")
     parser.add_argument(
         "--profile", action="store_true", help="extra run with py-spy on the hub (top functions)"
@@ -162,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "idle": args.idle,
             "workers": args.workers,
+            "tls": args.tls,
             "pinned": not args.no_pin,
             "phases": [p for p in PHASES if p in args.phases],
         },
@@ -196,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             results["scale"] = scale.to_json()
         if "amqp" in phases:
-            comparison = run_amqp_calls(options)
+            comparison = run_amqp_calls(options, tls=args.tls)
             if args.idle > 0:
                 run_amqp_scale(comparison, args.idle, options, args.scale_seconds, results.get("scale"))
             results["amqp"] = comparison.to_json()

@@ -6,7 +6,9 @@ C#'s pre-settled transfers (``amqp-*``, the headline: like MQTT's QoS 0, no ackn
 AMQP with Node's unsettled ones (``amqpn-*``: a disposition each way per call). At each concurrency
 wrk runs against each farm's devices in turn, the order rotating from level to level, so the drift
 of a shared machine lands on all three alike. Per system and concurrency: calls/s, p50/p99, hub CPU
-per call; and AMQP / MQTT per concurrency (calls/s target ≥ 0.8).
+per call; and AMQP / MQTT per concurrency (calls/s target ≥ 0.8). With ``tls`` (``--tls``) two more
+farms: MQTT and AMQP (pre-settled) over TLS, on the hub's ``mqtts`` and ``amqps`` ports, the second
+compared with the first.
 
 Scale: K idle AMQP devices on a fresh hub (connects/s, hub RSS per connection, calls at 1 in flight
 among them), next to K idle MQTT devices: phase 3's figures when it ran in the same suite, else a
@@ -24,18 +26,27 @@ from bench.farm import FarmConfig, FarmProcess
 from bench.hubproc import Hub, new_device_key, register_devices
 from bench.scale import run_scale
 from bench.wrk import run_wrk, write_script
+from methodhub.process.tls import ca_cert_path
 
 SYSTEMS = {
-    # name: (device prefix, transport, pre-settled)
-    "mqtt": ("bench-", "mqtt", True),
-    "amqp": ("amqp-", "amqp", True),
-    "amqp-unsettled": ("amqpn-", "amqp", False),
+    # name: (device prefix, transport, pre-settled, TLS)
+    "mqtt": ("bench-", "mqtt", True, False),
+    "amqp": ("amqp-", "amqp", True, False),
+    "amqp-unsettled": ("amqpn-", "amqp", False, False),
+}
+TLS_SYSTEMS = {
+    "mqtt-tls": ("benchs-", "mqtt", True, True),
+    "amqp-tls": ("amqps-", "amqp", True, True),
 }
 DESCRIPTIONS = {
     "mqtt": "MQTT 3.1.1, QoS 0 both ways",
     "amqp": "AMQP 1.0, pre-settled both ways (C#)",
     "amqp-unsettled": "AMQP 1.0, unsettled both ways (Node)",
+    "mqtt-tls": "MQTT 3.1.1 over TLS, QoS 0 both ways",
+    "amqp-tls": "AMQP 1.0 over TLS, pre-settled both ways (C#)",
 }
+BASELINE = {"amqp": "mqtt", "amqp-unsettled": "mqtt", "amqp-tls": "mqtt-tls"}
+"""The MQTT system each AMQP system is compared with."""
 TARGET_CALLS_RATIO = 0.8
 TARGET_RSS_RATIO = 2.0
 
@@ -55,31 +66,34 @@ class AmqpComparison:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["descriptions"] = {name: DESCRIPTIONS[name] for name in self.systems}
+        out["baselines"] = {name: BASELINE[name] for name in self.systems if name in BASELINE}
         out["targets"] = {"calls_ratio": TARGET_CALLS_RATIO, "rss_ratio": TARGET_RSS_RATIO}
         return out
 
 
-def run_amqp_calls(options: CallOptions) -> AmqpComparison:
+def run_amqp_calls(options: CallOptions, tls: bool = False) -> AmqpComparison:
+    """The calls half of the phase; ``tls``: also MQTT and AMQP over TLS (``mqtt-tls``, ``amqp-tls``)."""
     plan = options.plan
     result = AmqpComparison(options.devices)
     n = options.devices
+    systems = {**SYSTEMS, **(TLS_SYSTEMS if tls else {})}
     hub = Hub(
         data_dir=options.workdir / "hub-amqp",
         cpus=plan.server,
-        nofile=len(SYSTEMS) * n + 4096,
-        listeners=("amqp",),
+        nofile=len(systems) * n + 4096,
+        listeners=("amqp", "mqtts", "amqps") if tls else ("amqp",),
     )
     progress(f"amqp: starting a hub with MQTT and AMQP listeners ({plan.describe()})")
     hub.start()
     farms: dict[str, FarmProcess] = {}
     try:
         key = new_device_key()
-        ids = [f"{prefix}{i:06d}" for prefix, _, _ in SYSTEMS.values() for i in range(n)]
+        ids = [f"{prefix}{i:06d}" for prefix, *_ in systems.values() for i in range(n)]
         seconds = register_devices(hub, ids, key)
         progress(f"amqp: registered {len(ids):,} devices through the REST API in {seconds:.1f} s")
         scripts = {}
-        for name, (prefix, transport, presettled) in SYSTEMS.items():
-            port = hub.amqp_port if transport == "amqp" else hub.mqtt_port
+        for name, (prefix, transport, presettled, secure) in systems.items():
+            port = hub.ports[transport + ("s" if secure else "")]
             config = FarmConfig(
                 host="127.0.0.1",
                 port=port,
@@ -88,6 +102,7 @@ def run_amqp_calls(options: CallOptions) -> AmqpComparison:
                 key=key,
                 transport=transport,
                 presettled=presettled,
+                tls_ca=str(ca_cert_path(hub.data_dir)) if secure else None,
             )
             farms[name] = farm = FarmProcess(config, cpus=plan.load)
             online = farm.wait_online()
@@ -104,7 +119,7 @@ def run_amqp_calls(options: CallOptions) -> AmqpComparison:
                 options.workdir / f"amqp-{name}.lua", prefix=prefix, count=n, token=hub.owner_token
             )
         threads = load_cpus(plan)
-        names = list(SYSTEMS)
+        names = list(systems)
         if options.warmup:
             for name in names:
                 progress(f"amqp: warming up {name} for {options.warmup} s")
@@ -140,7 +155,13 @@ def run_amqp_calls(options: CallOptions) -> AmqpComparison:
                 progress("  " + describe(run))
         for name, system in result.systems.items():
             system.peak_rss_bytes = hub.peak_rss()
-            system.setup["answered"] = farms[name].answered()
+            system.setup["farm"] = stats = farms[name].stats()
+            if stats.get("queued") or stats.get("lost") or stats.get("errors"):
+                progress(
+                    f"amqp: {name} farm: {stats.get('queued', 0):,} answers waited for the hub's credit or "
+                    f"window (longest {stats.get('queued_max_s', 0) * 1000:.0f} ms), {stats.get('lost', 0)} "
+                    f"devices lost, errors {stats.get('errors') or 'none'}"
+                )
             best = max(system.runs, key=lambda r: r.calls_per_s)
             result.best[name] = asdict(best)
         result.ratios = _ratios(result)
@@ -163,11 +184,11 @@ def run_amqp_calls(options: CallOptions) -> AmqpComparison:
 
 
 def _ratios(result: AmqpComparison) -> list[dict[str, Any]]:
-    mqtt = {r.concurrency: r for r in result.systems["mqtt"].runs}
     out = []
     for name, system in result.systems.items():
-        if name == "mqtt":
+        if name not in BASELINE:
             continue
+        mqtt = {r.concurrency: r for r in result.systems[BASELINE[name]].runs}
         for run in system.runs:
             base = mqtt.get(run.concurrency)
             if base is None:
@@ -179,6 +200,7 @@ def _ratios(result: AmqpComparison) -> list[dict[str, Any]]:
             out.append(
                 {
                     "system": name,
+                    "baseline": BASELINE[name],
                     "concurrency": run.concurrency,
                     "calls_per_s": div(run.calls_per_s, base.calls_per_s),
                     "p50": div(run.latency_ms["p50"], base.latency_ms["p50"]),
@@ -186,12 +208,13 @@ def _ratios(result: AmqpComparison) -> list[dict[str, Any]]:
                     "cpu_per_call": div(run.server_cpu_s_per_1000, base.server_cpu_s_per_1000),
                 }
             )
-    best_mqtt = result.best["mqtt"]["calls_per_s"]
     for name in result.systems:
-        if name != "mqtt":
+        if name in BASELINE:
+            best_mqtt = result.best[BASELINE[name]]["calls_per_s"]
             out.append(
                 {
                     "system": name,
+                    "baseline": BASELINE[name],
                     "concurrency": "best",
                     "calls_per_s": result.best[name]["calls_per_s"] / best_mqtt if best_mqtt else None,
                     "p50": None,

@@ -36,6 +36,7 @@ device that wrote nothing meanwhile sends an empty frame (the hub closes a peer 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -384,10 +385,24 @@ class AmqpFarm(Farm):
         super().__init__(config)
         self.lost = 0
         """Online devices the hub detached, ended or closed (or that dropped)."""
+        self.queued = 0
+        """Answers that waited for the hub's link credit or session window (a flow from the hub)."""
+        self.queued_s = 0.0
+        """Their total wait, and the longest one."""
+        self.queued_max_s = 0.0
         self.loop.call_later(HEARTBEAT_S, self._heartbeat)
 
     def new_device(self, index: int, ready: asyncio.Future[bool]) -> AmqpDevice:
         return AmqpDevice(self, self.config.device_id(index), ready)
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            "lost": self.lost,
+            "queued": self.queued,
+            "queued_s": self.queued_s,
+            "queued_max_s": self.queued_max_s,
+            "errors": self.errors,
+        }
 
     def _heartbeat(self) -> None:
         for device in self.devices:
@@ -427,8 +442,8 @@ class AmqpDevice(asyncio.Protocol):
         self.cbs_credit = 0
         self.send_count = 0
         self.send_credit = 0
-        self.waiting: list[bytes] = []
-        """Encoded correlation-ids of answers waiting for credit or session window."""
+        self.waiting: list[tuple[bytes, float]] = []
+        """Encoded correlation-ids of answers waiting for credit or session window, and since when."""
         self.partial: bytearray | None = None
         """A request arriving in several transfer frames, so far."""
         self.partial_id = 0
@@ -565,7 +580,8 @@ class AmqpDevice(asyncio.Protocol):
         if self.send_credit > 0 and self.remote_window > 0 and not self.waiting:
             out.append(self._answer(correlation))
         else:
-            self.waiting.append(correlation)
+            self.waiting.append((correlation, time.monotonic()))
+            self.farm.queued += 1
 
     def _answer(self, correlation: bytes) -> bytes:
         frame = response_frame(self.out_next, correlation, self.presettled)
@@ -636,7 +652,11 @@ class AmqpDevice(asyncio.Protocol):
             if self.phase == _OPENING and CBS_RECEIVER in self.attached:
                 self._put_token(out)
         while self.waiting and self.send_credit > 0 and self.remote_window > 0:
-            out.append(self._answer(self.waiting.pop(0)))
+            correlation, since = self.waiting.pop(0)
+            waited = time.monotonic() - since
+            self.farm.queued_s += waited
+            self.farm.queued_max_s = max(self.farm.queued_max_s, waited)
+            out.append(self._answer(correlation))
 
     def _on_attach(self, attach: Attach, out: list[bytes]) -> None:
         ours = {

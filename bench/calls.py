@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import CpuPlan, progress
+from bench.common import CpuPlan, progress, tcp_counters
 from bench.farm import FarmConfig, FarmProcess
 from bench.hubproc import Hub, new_device_key, register_devices
 from bench.profiling import PySpy
@@ -45,6 +45,9 @@ class CallRun:
     load generator, not the server, may be what limits the rate."""
     gc: dict[str, float] | None = None
     """The hub's garbage-collector pauses during the run (None for Mosquitto)."""
+    tcp: dict[str, int] | None = None
+    """Listen-queue overflows and SYN retransmits in this network namespace during the run: a connect
+    of wrk's that waited for a SYN retransmit (1 s) shows as a ~1 s latency outlier."""
 
 
 @dataclass
@@ -85,10 +88,12 @@ def measure(
     plan: CpuPlan,
     run: Callable[[], tuple[int, float, int, dict[str, float], float]],
 ) -> CallRun:
+    tcp0 = tcp_counters()
     cpu0, farm0, wall0 = server_cpu(), farm.cpu(), time.perf_counter()
     calls, seconds, errors, latency, caller_cpu = run()
     wall = time.perf_counter() - wall0
     server_cpu_s, farm_cpu_s = server_cpu() - cpu0, farm.cpu() - farm0
+    tcp1 = tcp_counters()
     return CallRun(
         system=system,
         concurrency=concurrency,
@@ -103,6 +108,7 @@ def measure(
         caller_cpu_s=caller_cpu,
         farm_cpu_s=farm_cpu_s,
         loadgen_cpu_util=(caller_cpu + farm_cpu_s) / wall / load_cpus(plan) if wall else 0.0,
+        tcp={key: tcp1[key] - tcp0[key] for key in tcp1.keys() & tcp0.keys()},
     )
 
 
@@ -115,6 +121,11 @@ def describe(run: CallRun) -> str:
     )
     if run.gc and run.gc["pauses"]:
         text += f", GC pauses {run.gc['pauses']} (max {run.gc['max_ms']:.0f} ms)"
+    if run.tcp and (run.tcp.get("ListenOverflows") or run.tcp.get("TCPSynRetrans")):
+        text += (
+            f", {run.tcp.get('ListenOverflows', 0)} listen-queue overflows and "
+            f"{run.tcp.get('TCPSynRetrans', 0)} SYN retransmits (1 s each)"
+        )
     return text + (f", {run.errors} ERRORS" if run.errors else "")
 
 

@@ -18,6 +18,7 @@ Two dialects:
 
 ``FarmConfig.transport = "amqp"`` makes the same farm of Azure devices speak AMQP 1.0 to the hub's
 plain AMQP port instead (:mod:`bench.amqp_farm`: CBS put-token, the two methods links).
+``tls_ca``: both over TLS (the hub's ``mqtts``/``amqps`` ports), trusting the hub's development CA.
 
 Protocol with the parent (JSON lines): the farm prints ``{"event": "online", ...}`` once every
 device has its SUBACK (AMQP: its methods links attached), or gave up, then reads commands from
@@ -33,6 +34,7 @@ import gc
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -109,6 +111,7 @@ class FarmConfig:
     retries: int = 3
     sources: list[str] = field(default_factory=list)  # source addresses to spread over ([] = default)
     transport: str = "mqtt"  # or "amqp" (bench/amqp_farm.py; ``dialect`` must be "azure")
+    tls_ca: str | None = None  # TLS to the port (mqtts, amqps), trusting this CA file; SNI = hostname
     presettled: bool = True  # amqp: C#'s pre-settled transfers both ways; False: Node's unsettled
 
     def device_id(self, index: int) -> str:
@@ -142,6 +145,9 @@ class Farm:
         azure = config.dialect == "azure"
         self.separator = ord("=") if azure else ord("/")
         self.expiry = int(time.time()) + 24 * 3600
+        self.tls: ssl.SSLContext | None = None
+        if config.tls_ca is not None:
+            self.tls = ssl.create_default_context(cafile=config.tls_ca)
 
     def frames(self, index: int) -> tuple[bytes, bytes, bytes]:
         """(CONNECT, SUBSCRIBE, response topic prefix) of device ``index``."""
@@ -197,11 +203,14 @@ class Farm:
             device = self.new_device(index, ready)
             factory = functools.partial(_same, device)  # type: ignore[arg-type]
             try:
+                tls: dict[str, Any] = {}
+                if self.tls is not None:
+                    tls = {"ssl": self.tls, "server_hostname": c.hostname}
                 if source is None:
-                    await self.loop.create_connection(factory, c.host, c.port)
+                    await self.loop.create_connection(factory, c.host, c.port, **tls)
                 else:
                     sock = await self._bound_socket(source)
-                    await self.loop.create_connection(factory, sock=sock)
+                    await self.loop.create_connection(factory, sock=sock, **tls)
                 if await ready:
                     timer.cancel()
                     self.devices.append(device)
@@ -230,6 +239,10 @@ class Farm:
             sock.close()
             raise
         return sock
+
+    def counters(self) -> dict[str, Any]:
+        """More counters for ``stats`` (none for MQTT devices)."""
+        return {}
 
     def close(self) -> None:
         for device in self.devices:
@@ -382,8 +395,12 @@ class FarmProcess:
         self.proc.stdin.flush()
 
     def answered(self) -> int:
+        return int(self.stats()["answered"])
+
+    def stats(self) -> dict[str, Any]:
+        """The farm's counters: ``answered``, ``online``, and the farm's own (e.g. AMQP ``lost``)."""
         self._send("stats")
-        return int(self._read("stats")["answered"])
+        return self._read("stats")
 
     def cpu(self) -> float:
         return cpu_seconds(self.proc.pid)
@@ -430,7 +447,8 @@ async def serve(config: FarmConfig) -> None:
     while not stopped.done():
         line = (await reader.readline()).decode().strip()
         if line == "stats":
-            emit({"event": "stats", "answered": farm.answered, "online": len(farm.devices)})
+            online = len(farm.devices)
+            emit({"event": "stats", "answered": farm.answered, "online": online, **farm.counters()})
         elif line in ("stop", ""):
             break
     farm.close()

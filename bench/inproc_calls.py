@@ -295,7 +295,14 @@ class AmqpFarmDevice:
         self.ready: asyncio.Future[bool] = loop.create_future()
         config = SimpleNamespace(presettled=presettled, hostname=HOST, key=key)
         self.farm = SimpleNamespace(
-            config=config, expiry=int(time.time()) + TOKEN_LIFETIME, answered=0, errors={}, lost=0
+            config=config,
+            expiry=int(time.time()) + TOKEN_LIFETIME,
+            answered=0,
+            errors={},
+            lost=0,
+            queued=0,
+            queued_s=0.0,
+            queued_max_s=0.0,
         )
         self.protocol = gateway.amqp_protocol_for("amqp")
         self.device = AmqpDevice(self.farm, DEVICE, self.ready)  # type: ignore[arg-type]

@@ -222,7 +222,16 @@ def test_a_farm_device_does_the_dance_and_renews_its_credit(presettled: bool) ->
     try:
         ready = loop.create_future()
         config = SimpleNamespace(presettled=presettled, hostname="localhost", key=new_device_key())
-        farm = SimpleNamespace(config=config, expiry=2_000_000_000, answered=0, errors={}, lost=0)
+        farm = SimpleNamespace(
+            config=config,
+            expiry=2_000_000_000,
+            answered=0,
+            errors={},
+            lost=0,
+            queued=0,
+            queued_s=0.0,
+            queued_max_s=0.0,
+        )
         device = AmqpDevice(farm, "amqp-000001", ready)  # type: ignore[arg-type]
         wire = Wire()
         hub = MiniHub(device, wire)
@@ -249,7 +258,16 @@ def test_a_farm_device_gives_up_on_a_refused_put_token() -> None:
     try:
         ready = loop.create_future()
         config = SimpleNamespace(presettled=True, hostname="localhost", key=new_device_key())
-        farm = SimpleNamespace(config=config, expiry=2_000_000_000, answered=0, errors={}, lost=0)
+        farm = SimpleNamespace(
+            config=config,
+            expiry=2_000_000_000,
+            answered=0,
+            errors={},
+            lost=0,
+            queued=0,
+            queued_s=0.0,
+            queued_max_s=0.0,
+        )
         device = AmqpDevice(farm, "amqp-000001", ready)  # type: ignore[arg-type]
         wire = Wire()
         hub = MiniHub(device, wire)
