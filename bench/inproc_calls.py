@@ -241,16 +241,16 @@ def http_request(token: str) -> bytes:
     ).encode() + BODY
 
 
-async def connect_device(gateway: Gateway, key: str) -> FakeDevice:
+async def connect_device(gateway: Gateway, key: str, device_id: str = DEVICE) -> FakeDevice:
     protocol = gateway.protocol_for("mqtt")
     device = FakeDevice(protocol)
     protocol.connection_made(device)
-    token = generate_sas_token(f"{HOST}/devices/{DEVICE}", key, int(time.time()) + TOKEN_LIFETIME)
+    token = generate_sas_token(f"{HOST}/devices/{device_id}", key, int(time.time()) + TOKEN_LIFETIME)
     connect = Connect(
-        client_id=DEVICE,
+        client_id=device_id,
         clean_session=True,
         keepalive=300,
-        username=f"{HOST}/{DEVICE}/?api-version={API_VERSION}",
+        username=f"{HOST}/{device_id}/?api-version={API_VERSION}",
         password=token.encode(),
         protocol_level=MQTT_LEVEL,
     )
@@ -281,7 +281,7 @@ class AmqpWire(MemoryTransport):
 class AmqpFarmDevice:
     """The benchmark farm's AMQP device (bench/amqp_farm.py) on a memory connection to the hub."""
 
-    def __init__(self, gateway: Gateway, key: str, presettled: bool) -> None:
+    def __init__(self, gateway: Gateway, key: str, presettled: bool, device_id: str = DEVICE) -> None:
         from types import SimpleNamespace
 
         root = str(Path(__file__).resolve().parents[1])
@@ -305,7 +305,7 @@ class AmqpFarmDevice:
             queued_max_s=0.0,
         )
         self.protocol = gateway.amqp_protocol_for("amqp")
-        self.device = AmqpDevice(self.farm, DEVICE, self.ready)  # type: ignore[arg-type]
+        self.device = AmqpDevice(self.farm, device_id, self.ready)  # type: ignore[arg-type]
         self.protocol.connection_made(AmqpWire(self.protocol, self.device))
         self.device.connection_made(AmqpWire(self.device, self.protocol))
 
