@@ -72,7 +72,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="short runs and 2,000 idle devices (< 60 s)")
+    mode.add_argument(
+        "--quick",
+        action="store_true",
+        help="short runs and 2,000 idle devices (~1.5 min; --only amqp ~1 min)",
+    )
     mode.add_argument("--full", action="store_true", help="100,000 idle devices (capped by the fd limit)")
     parser.add_argument("--devices", type=int, help="devices answering calls (default 1000)")
     parser.add_argument(
