@@ -5,9 +5,11 @@
 2. The reference: the same traffic relayed by hand through Mosquitto, at the same concurrencies.
 3. Connection scale: K idle SAS devices on a fresh hub: connects/s, RSS per connection, latency.
 4. Workers: ``serve --workers 2`` against ``--workers 1`` (calls/s ratio; needs nats-server).
+5. AMQP devices: phase 1's calls to N AMQP devices (C#'s pre-settled and Node's unsettled style)
+   next to N MQTT devices on one hub, interleaved; then K idle AMQP devices against K idle MQTT ones.
 
 Results go to ``bench/results/`` (``{timestamp}.json/.md/.png`` and ``latest.*``); progress to stderr,
-headline figures to stdout. ``--quick`` finishes in under a minute.
+headline figures to stdout. ``--quick`` finishes in about two minutes (``--only amqp --quick`` in one).
 """
 
 from __future__ import annotations
@@ -53,12 +55,28 @@ MODES: dict[str, dict[str, Any]] = {
 }
 
 
+PHASES = ("hub", "reference", "scale", "workers", "amqp")
+"""Phase names for ``--only``: 1, 2, 3, 4 and 5 of the module docstring."""
+
+
+def _phases(text: str) -> set[str]:
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    unknown = names - set(PHASES)
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"phases are {', '.join(PHASES)} (got {text!r})")
+    return names
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="short runs and 2,000 idle devices (< 60 s)")
+    mode.add_argument(
+        "--quick",
+        action="store_true",
+        help="short runs and 2,000 idle devices (~1.5 min; --only amqp ~1 min)",
+    )
     mode.add_argument("--full", action="store_true", help="100,000 idle devices (capped by the fd limit)")
     parser.add_argument("--devices", type=int, help="devices answering calls (default 1000)")
     parser.add_argument(
@@ -73,11 +91,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-reference", action="store_true", help="skip the Mosquitto reference")
     parser.add_argument(
+        "--only",
+        type=_phases,
+        metavar="PHASES",
+        help=f"run only these phases, comma-separated: {', '.join(PHASES)} (e.g. --only amqp: AMQP "
+        "against MQTT devices, calls and idle connections)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=2,
         metavar="N",
         help="compare `serve --workers N` with --workers 1 (default 2; 0 skips)",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="phase 5 (amqp) also calls MQTT and AMQP devices over TLS (mqtts, amqps ports)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to CPUs")
     parser.add_argument(
@@ -86,6 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="results folder")
     args = parser.parse_args(argv)
     args.mode = "quick" if args.quick else "full" if args.full else "default"
+    args.phases = args.only if args.only is not None else set(PHASES)
     for key, value in MODES[args.mode].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -108,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_tools()
     import methodhub
+    from bench.amqp_compare import run_amqp_calls, run_amqp_scale
     from bench.calls import CallOptions, run_hub, run_reference
     from bench.profiling import profile_text
     from bench.report import evaluate_targets, headline, ratios, write_results
@@ -139,12 +171,15 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "idle": args.idle,
             "workers": args.workers,
+            "tls": args.tls,
             "pinned": not args.no_pin,
+            "phases": [p for p in PHASES if p in args.phases],
         },
     }
     progress(
         f"{args.mode} run: {args.devices:,} devices, concurrency {args.concurrency}, {args.duration} s each, "
-        f"{args.idle:,} idle devices; {plan.describe()}"
+        f"{args.idle:,} idle devices; phases {', '.join(p for p in PHASES if p in args.phases)}; "
+        f"{plan.describe()}"
     )
     with tempfile.TemporaryDirectory(prefix="methodhub-bench-") as tmp:
         workdir = Path(tmp)
@@ -159,16 +194,23 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.profile:
             args.out.mkdir(parents=True, exist_ok=True)
-        results["hub"] = run_hub(options).to_json()
-        if not args.no_reference:
+        phases = args.phases
+        if "hub" in phases:
+            results["hub"] = run_hub(options).to_json()
+        if "reference" in phases and not args.no_reference:
             results["reference"] = run_reference(options).to_json()
             results["ratios"] = ratios(results)
-        if args.idle > 0:
+        if "scale" in phases and args.idle > 0:
             scale = run_scale(
                 args.idle, workdir, plan, latency_seconds=args.scale_seconds, profile=options.profile
             )
             results["scale"] = scale.to_json()
-        if args.workers > 1:
+        if "amqp" in phases:
+            comparison = run_amqp_calls(options, tls=args.tls)
+            if args.idle > 0:
+                run_amqp_scale(comparison, args.idle, options, args.scale_seconds, results.get("scale"))
+            results["amqp"] = comparison.to_json()
+        if "workers" in phases and args.workers > 1:
             from bench.workers import run_workers
 
             results["workers"] = run_workers(
@@ -183,7 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     results["meta"]["elapsed_s"] = time.time() - started
     written = write_results(results, args.out, stamp)
     if options.profile is not None:
-        profiles = [results["hub"].get("profile"), (results.get("scale") or {}).get("connect_profile")]
+        amqp = results.get("amqp") or {}
+        profiles = [
+            (results.get("hub") or {}).get("profile"),
+            (results.get("scale") or {}).get("connect_profile"),
+            *(amqp.get("profiles") or {}).values(),
+            ((amqp.get("scale") or {}).get("amqp") or {}).get("connect_profile"),
+        ]
         text = "\n".join(f"== hub profile: {p['what']}\n\n{profile_text(p)}" for p in profiles if p)
         if text:
             options.profile.write_text(text)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import CpuPlan, progress
+from bench.common import CpuPlan, progress, tcp_counters
 from bench.farm import FarmConfig, FarmProcess
 from bench.hubproc import Hub, new_device_key, register_devices
 from bench.profiling import PySpy
@@ -45,6 +45,9 @@ class CallRun:
     load generator, not the server, may be what limits the rate."""
     gc: dict[str, float] | None = None
     """The hub's garbage-collector pauses during the run (None for Mosquitto)."""
+    tcp: dict[str, int] | None = None
+    """Listen-queue overflows and SYN retransmits in this network namespace during the run: a connect
+    of wrk's that waited for a SYN retransmit (1 s) shows as a ~1 s latency outlier."""
 
 
 @dataclass
@@ -71,13 +74,13 @@ class CallOptions:
     profile: Path | None = None
 
 
-def _load_cpus(plan: CpuPlan) -> int:
+def load_cpus(plan: CpuPlan) -> int:
     import os
 
     return len(plan.load) if plan.load is not None else os.cpu_count() or 1
 
 
-def _measure(
+def measure(
     system: str,
     concurrency: int,
     server_cpu: Callable[[], float],
@@ -85,10 +88,12 @@ def _measure(
     plan: CpuPlan,
     run: Callable[[], tuple[int, float, int, dict[str, float], float]],
 ) -> CallRun:
+    tcp0 = tcp_counters()
     cpu0, farm0, wall0 = server_cpu(), farm.cpu(), time.perf_counter()
     calls, seconds, errors, latency, caller_cpu = run()
     wall = time.perf_counter() - wall0
     server_cpu_s, farm_cpu_s = server_cpu() - cpu0, farm.cpu() - farm0
+    tcp1 = tcp_counters()
     return CallRun(
         system=system,
         concurrency=concurrency,
@@ -102,11 +107,12 @@ def _measure(
         server_cpu_util=server_cpu_s / wall if wall else 0.0,
         caller_cpu_s=caller_cpu,
         farm_cpu_s=farm_cpu_s,
-        loadgen_cpu_util=(caller_cpu + farm_cpu_s) / wall / _load_cpus(plan) if wall else 0.0,
+        loadgen_cpu_util=(caller_cpu + farm_cpu_s) / wall / load_cpus(plan) if wall else 0.0,
+        tcp={key: tcp1[key] - tcp0[key] for key in tcp1.keys() & tcp0.keys()},
     )
 
 
-def _describe(run: CallRun) -> str:
+def describe(run: CallRun) -> str:
     lat = run.latency_ms
     text = (
         f"{run.system} c={run.concurrency}: {run.calls_per_s:,.0f} calls/s, p50 {lat['p50']:.2f} ms, "
@@ -115,6 +121,11 @@ def _describe(run: CallRun) -> str:
     )
     if run.gc and run.gc["pauses"]:
         text += f", GC pauses {run.gc['pauses']} (max {run.gc['max_ms']:.0f} ms)"
+    if run.tcp and (run.tcp.get("ListenOverflows") or run.tcp.get("TCPSynRetrans")):
+        text += (
+            f", {run.tcp.get('ListenOverflows', 0)} listen-queue overflows and "
+            f"{run.tcp.get('TCPSynRetrans', 0)} SYN retransmits (1 s each)"
+        )
     return text + (f", {run.errors} ERRORS" if run.errors else "")
 
 
@@ -145,7 +156,7 @@ def run_hub(options: CallOptions) -> SystemResult:
         script = write_script(
             options.workdir / "calls.lua", prefix=DEVICE_PREFIX, count=options.devices, token=hub.owner_token
         )
-        threads = _load_cpus(plan)
+        threads = load_cpus(plan)
         if options.warmup:
             progress(f"methodhub: warming up for {options.warmup} s")
             run_wrk(
@@ -161,13 +172,13 @@ def run_hub(options: CallOptions) -> SystemResult:
                 return r.requests, r.seconds, r.error_count, r.latency_ms, r.cpu_s
 
             mark = hub.log_mark()
-            run = _measure("methodhub", concurrency, hub.cpu, farm, plan, once)
+            run = measure("methodhub", concurrency, hub.cpu, farm, plan, once)
             run.gc = hub.gc_since(mark)
             result.runs.append(run)
-            progress("  " + _describe(run))
+            progress("  " + describe(run))
         if options.profile is not None and result.runs:
             best = max(result.runs, key=lambda r: r.calls_per_s)
-            result.profile = _profile(hub, script, options, threads, best.concurrency)
+            result.profile = profile_run(hub, script, options, threads, best.concurrency)
         result.peak_rss_bytes = hub.peak_rss()
     except BaseException:
         if hub.alive():
@@ -180,12 +191,15 @@ def run_hub(options: CallOptions) -> SystemResult:
     return result
 
 
-def _profile(hub: Hub, script: Path, options: CallOptions, threads: int, concurrency: int) -> dict[str, Any]:
-    """An extra run with py-spy attached to the hub (not part of the figures); returns its summary."""
+def profile_run(
+    hub: Hub, script: Path, options: CallOptions, threads: int, concurrency: int, name: str = "calls"
+) -> dict[str, Any]:
+    """An extra run with py-spy attached to the hub (not part of the figures); returns its summary.
+    The folded stacks go to ``{options.profile}.{name}.folded``."""
     assert options.profile is not None
     seconds = options.seconds
-    progress(f"profile: py-spy on the hub, {concurrency} calls in flight for {seconds} s")
-    spy = PySpy(hub.pid, options.profile.with_suffix(".calls.folded"))
+    progress(f"profile: py-spy on the hub, {concurrency} calls in flight for {seconds} s ({name})")
+    spy = PySpy(hub.pid, options.profile.with_suffix(f".{name}.folded"))
     cpu0 = hub.cpu()
     r = run_wrk(
         hub.url, script, connections=concurrency, seconds=seconds, threads=threads, cpus=options.plan.load
@@ -246,9 +260,9 @@ def run_reference(options: CallOptions) -> SystemResult:
                 r = caller(c, options.seconds)
                 return r["requests"], r["seconds"], sum(r["errors"].values()), r["latency_ms"], r["cpu_s"]
 
-            run = _measure("mosquitto", concurrency, broker.cpu, farm, plan, once)
+            run = measure("mosquitto", concurrency, broker.cpu, farm, plan, once)
             result.runs.append(run)
-            progress("  " + _describe(run))
+            progress("  " + describe(run))
         result.peak_rss_bytes = broker.peak_rss()
     finally:
         if farm is not None:

@@ -202,6 +202,21 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
+def tcp_counters() -> dict[str, int]:
+    """This network namespace's TCP counters that explain ~1 s latency outliers (/proc/net/netstat):
+    ``ListenOverflows`` (a connect found a listener's accept queue full) and ``TCPSynRetrans`` (SYNs
+    sent again, after 1 s the first time). Empty when /proc has no such file."""
+    try:
+        lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()]
+    except OSError:
+        return {}
+    rows = [line for line in lines if line and line[0] == "TcpExt:"]
+    if len(rows) < 2:
+        return {}
+    values = dict(zip(rows[0][1:], rows[1][1:], strict=False))
+    return {key: int(values[key]) for key in ("ListenOverflows", "TCPSynRetrans") if key in values}
+
+
 def memory(pid: int) -> tuple[int, int]:
     """(current RSS, peak RSS) of ``pid`` in bytes, from /proc/PID/status (VmRSS, VmHWM)."""
     rss = hwm = 0

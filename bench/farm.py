@@ -16,9 +16,14 @@ Two dialects:
             subscribe ``req/{id}/#``; a request ``req/{id}/{method}/{corr}`` is answered on
             ``res/{id}/{corr}``.
 
+``FarmConfig.transport = "amqp"`` makes the same farm of Azure devices speak AMQP 1.0 to the hub's
+plain AMQP port instead (:mod:`bench.amqp_farm`: CBS put-token, the two methods links).
+``tls_ca``: both over TLS (the hub's ``mqtts``/``amqps`` ports), trusting the hub's development CA.
+
 Protocol with the parent (JSON lines): the farm prints ``{"event": "online", ...}`` once every
-device has its SUBACK (or gave up), then reads commands from stdin: ``stats`` (prints
-``{"event": "stats", "answered": n}``) and ``stop`` (closes every connection and exits).
+device has its SUBACK (AMQP: its methods links attached), or gave up, then reads commands from
+stdin: ``stats`` (prints ``{"event": "stats", "answered": n}``) and ``stop`` (closes every
+connection and exits).
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ import gc
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bench.common import API_VERSION, HOSTNAME, REPO, cpu_seconds, preexec, raise_nofile, sign
 
@@ -104,6 +110,9 @@ class FarmConfig:
     window: int = 256  # connects in flight at once
     retries: int = 3
     sources: list[str] = field(default_factory=list)  # source addresses to spread over ([] = default)
+    transport: str = "mqtt"  # or "amqp" (bench/amqp_farm.py; ``dialect`` must be "azure")
+    tls_ca: str | None = None  # TLS to the port (mqtts, amqps), trusting this CA file; SNI = hostname
+    presettled: bool = True  # amqp: C#'s pre-settled transfers both ways; False: Node's unsettled
 
     def device_id(self, index: int) -> str:
         return device_id(self.prefix, index)
@@ -111,6 +120,15 @@ class FarmConfig:
 
 def device_id(prefix: str, index: int) -> str:
     return f"{prefix}{index:06d}"
+
+
+class FarmDevice(Protocol):
+    """What the farm needs of a device's protocol (MQTT :class:`Device`, AMQP ``AmqpDevice``)."""
+
+    refused: str | None
+    """Why the hub would not take the device (None: it did, or the connection just ended)."""
+
+    def close(self) -> None: ...
 
 
 class Farm:
@@ -123,10 +141,13 @@ class Farm:
         self.online = 0
         self.failed = 0
         self.errors: dict[str, int] = {}
-        self.devices: list[Device] = []
+        self.devices: list[FarmDevice] = []
         azure = config.dialect == "azure"
         self.separator = ord("=") if azure else ord("/")
         self.expiry = int(time.time()) + 24 * 3600
+        self.tls: ssl.SSLContext | None = None
+        if config.tls_ca is not None:
+            self.tls = ssl.create_default_context(cafile=config.tls_ca)
 
     def frames(self, index: int) -> tuple[bytes, bytes, bytes]:
         """(CONNECT, SUBSCRIBE, response topic prefix) of device ``index``."""
@@ -166,23 +187,30 @@ class Farm:
         gc.enable()
         return seconds
 
+    def new_device(self, index: int, ready: asyncio.Future[bool]) -> FarmDevice:
+        """The protocol of device ``index``: it sets ``ready`` once it can take calls (or gave up)."""
+        connect, subscribe, response_prefix = self.frames(index)
+        return Device(self, connect, subscribe, response_prefix, ready)
+
     async def _connect(self, index: int) -> None:
         c = self.config
-        connect, subscribe, response_prefix = self.frames(index)
         source = None
         if c.sources:
             source = c.sources[(index - c.start) // PER_SOURCE_ADDRESS % len(c.sources)]
         for attempt in range(c.retries + 1):
             ready: asyncio.Future[bool] = self.loop.create_future()
             timer = self.loop.call_later(30, _give_up, ready)
-            device = Device(self, connect, subscribe, response_prefix, ready)
-            factory = functools.partial(_same, device)
+            device = self.new_device(index, ready)
+            factory = functools.partial(_same, device)  # type: ignore[arg-type]
             try:
+                tls: dict[str, Any] = {}
+                if self.tls is not None:
+                    tls = {"ssl": self.tls, "server_hostname": c.hostname}
                 if source is None:
-                    await self.loop.create_connection(factory, c.host, c.port)
+                    await self.loop.create_connection(factory, c.host, c.port, **tls)
                 else:
                     sock = await self._bound_socket(source)
-                    await self.loop.create_connection(factory, sock=sock)
+                    await self.loop.create_connection(factory, sock=sock, **tls)
                 if await ready:
                     timer.cancel()
                     self.devices.append(device)
@@ -212,12 +240,16 @@ class Farm:
             raise
         return sock
 
+    def counters(self) -> dict[str, Any]:
+        """More counters for ``stats`` (none for MQTT devices)."""
+        return {}
+
     def close(self) -> None:
         for device in self.devices:
             device.close()
 
 
-def _same(device: Device) -> Device:
+def _same(device: asyncio.Protocol) -> asyncio.Protocol:
     return device
 
 
@@ -363,8 +395,12 @@ class FarmProcess:
         self.proc.stdin.flush()
 
     def answered(self) -> int:
+        return int(self.stats()["answered"])
+
+    def stats(self) -> dict[str, Any]:
+        """The farm's counters: ``answered``, ``online``, and the farm's own (e.g. AMQP ``lost``)."""
         self._send("stats")
-        return int(self._read("stats")["answered"])
+        return self._read("stats")
 
     def cpu(self) -> float:
         return cpu_seconds(self.proc.pid)
@@ -388,7 +424,12 @@ def emit(event: dict[str, Any]) -> None:
 
 
 async def serve(config: FarmConfig) -> None:
-    farm = Farm(config)
+    if config.transport == "amqp":
+        from bench.amqp_farm import AmqpFarm  # the AMQP devices build on this module
+
+        farm: Farm = AmqpFarm(config)
+    else:
+        farm = Farm(config)
     seconds = await farm.connect_all()
     emit(
         {
@@ -406,7 +447,8 @@ async def serve(config: FarmConfig) -> None:
     while not stopped.done():
         line = (await reader.readline()).decode().strip()
         if line == "stats":
-            emit({"event": "stats", "answered": farm.answered, "online": len(farm.devices)})
+            online = len(farm.devices)
+            emit({"event": "stats", "answered": farm.answered, "online": online, **farm.counters()})
         elif line in ("stop", ""):
             break
     farm.close()

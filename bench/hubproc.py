@@ -19,7 +19,7 @@ import orjson
 
 from bench.common import API_VERSION, HOSTNAME, cpu_seconds, memory, parse_cs, preexec, process_tree, sign
 
-LISTENING = re.compile(r"(mqtt|http) listening on (\S+):(\d+)")
+LISTENING = re.compile(r"(\w+) listening on (\S+):(\d+)")
 GC_LINE = re.compile(r"^bench-gc gen=(\d) ms=([\d.]+)$", re.MULTILINE)
 
 GC_PROBE = """
@@ -101,6 +101,9 @@ class Hub(ServerProcess):
     nofile: int | None = None
     args: list[str] = field(default_factory=list)
     """More ``serve`` arguments, e.g. ``["--workers", "2"]``."""
+    listeners: tuple[str, ...] = ()
+    """Listeners besides plain MQTT and HTTP to open on free ports, e.g. ``("amqp",)``
+    (``--amqp-port 0``); every other one is off."""
     ports: dict[str, int] = field(default_factory=dict)
     owner_token: str = ""
 
@@ -124,8 +127,8 @@ class Hub(ServerProcess):
             "--hostname",
             HOSTNAME,
         ]
-        for flag in other_port_flags():  # TLS/WebSocket listeners: off, so fixed ports never clash
-            cmd += [flag, "-1"]
+        for flag in other_port_flags():  # TLS/WebSocket/AMQP listeners: off, so fixed ports never clash
+            cmd += [flag, "0" if flag.removeprefix("--").removesuffix("-port") in self.listeners else "-1"]
         cmd += self.args
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
@@ -140,7 +143,8 @@ class Hub(ServerProcess):
             text = self.log_path.read_text(errors="replace")
             self.ports = {m.group(1): int(m.group(3)) for m in LISTENING.finditer(text)}
             # with --workers N the parent writes hub.json once every worker listens
-            if {"mqtt", "http"} <= self.ports.keys() and (self.data_dir / "hub.json").exists():
+            wanted = {"mqtt", "http", *self.listeners}
+            if wanted <= self.ports.keys() and (self.data_dir / "hub.json").exists():
                 break
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the hub exited at start:\n{text}")
@@ -167,6 +171,10 @@ class Hub(ServerProcess):
     @property
     def mqtt_port(self) -> int:
         return self.ports["mqtt"]
+
+    @property
+    def amqp_port(self) -> int:
+        return self.ports["amqp"]
 
     @property
     def http_port(self) -> int:

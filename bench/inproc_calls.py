@@ -7,7 +7,10 @@ table and the HTTP server's connection protocol. Only the two ends are fakes, on
 
 * a device: an MQTT connection from ``gateway.protocol_for("mqtt")`` that CONNECTs with a real SAS
   token and SUBSCRIBEs to ``$iothub/methods/POST/#``; each method request the hub writes to it is
-  decoded with ``methodhub.mqtt``'s codec and answered (status 200, the request's payload echoed);
+  decoded with ``methodhub.mqtt``'s codec and answered (status 200, the request's payload echoed).
+  With ``--transport amqp``: an AMQP connection from ``gateway.amqp_protocol_for("amqp")`` and the
+  benchmark farm's AMQP device (bench/amqp_farm.py: CBS put-token, the methods links, pre-settled as
+  C#'s, or ``--unsettled`` as Node's), answering 200 with ``{"ok":true}``;
 * a backend: ``--connections`` keep-alive HTTP connections, each POSTing
   ``/twins/{id}/methods`` with a real service SAS token and sending its next request once its
   response has been written, until ``--calls`` calls are answered. Every response must be a 200
@@ -85,6 +88,7 @@ METHOD_REQUESTS = "$iothub/methods/POST/"
 PAYLOAD = b'{"n":1}'
 BODY = b'{"methodName":"echo","payload":{"n":1},"responseTimeoutInSeconds":30}'
 EXPECTED_BODY = b'{"status":200,"payload":' + PAYLOAD + b"}"
+AMQP_EXPECTED_BODY = b'{"status":200,"payload":{"ok":true}}'  # the AMQP farm device's answer
 STARTUP_TIMEOUT = 30.0
 
 
@@ -191,9 +195,10 @@ class Round:
 class FakeBackend(MemoryTransport):
     """One keep-alive HTTP connection of a backend: a call, its answer, the next call."""
 
-    def __init__(self, protocol: asyncio.Protocol, request: bytes) -> None:
+    def __init__(self, protocol: asyncio.Protocol, request: bytes, expected: bytes = EXPECTED_BODY) -> None:
         super().__init__(protocol)
         self.request = request
+        self.expected = expected
         self.round: Round | None = None
 
     def start(self, round_: Round) -> None:
@@ -208,7 +213,7 @@ class FakeBackend(MemoryTransport):
             return
         # the server writes each response in one write: head and body together. A failure is
         # reported through the round, not raised into the hub's code that called write().
-        if not (data.startswith(b"HTTP/1.1 200 ") and data.endswith(EXPECTED_BODY)):
+        if not (data.startswith(b"HTTP/1.1 200 ") and data.endswith(self.expected)):
             if not round_.finished.done():
                 round_.finished.set_exception(BenchFailure(f"unexpected response: {bytes(data)[:600]!r}"))
             return
@@ -236,16 +241,16 @@ def http_request(token: str) -> bytes:
     ).encode() + BODY
 
 
-async def connect_device(gateway: Gateway, key: str) -> FakeDevice:
+async def connect_device(gateway: Gateway, key: str, device_id: str = DEVICE) -> FakeDevice:
     protocol = gateway.protocol_for("mqtt")
     device = FakeDevice(protocol)
     protocol.connection_made(device)
-    token = generate_sas_token(f"{HOST}/devices/{DEVICE}", key, int(time.time()) + TOKEN_LIFETIME)
+    token = generate_sas_token(f"{HOST}/devices/{device_id}", key, int(time.time()) + TOKEN_LIFETIME)
     connect = Connect(
-        client_id=DEVICE,
+        client_id=device_id,
         clean_session=True,
         keepalive=300,
-        username=f"{HOST}/{DEVICE}/?api-version={API_VERSION}",
+        username=f"{HOST}/{device_id}/?api-version={API_VERSION}",
         password=token.encode(),
         protocol_level=MQTT_LEVEL,
     )
@@ -259,6 +264,59 @@ async def connect_device(gateway: Gateway, key: str) -> FakeDevice:
     if not isinstance(suback, Suback) or any(code >= 0x80 for code in suback.reason_codes):
         raise BenchFailure(f"the device's SUBSCRIBE was refused: {suback!r}")
     return device
+
+
+class AmqpWire(MemoryTransport):
+    """One end of an AMQP connection in memory: what its owner writes reaches ``peer`` on the next
+    loop iteration."""
+
+    def __init__(self, owner: asyncio.Protocol, peer: asyncio.Protocol) -> None:
+        super().__init__(owner)
+        self.peer = peer
+
+    def write(self, data: Any) -> None:
+        self.loop.call_soon(self.peer.data_received, bytes(data))
+
+
+class AmqpFarmDevice:
+    """The benchmark farm's AMQP device (bench/amqp_farm.py) on a memory connection to the hub."""
+
+    def __init__(self, gateway: Gateway, key: str, presettled: bool, device_id: str = DEVICE) -> None:
+        from types import SimpleNamespace
+
+        root = str(Path(__file__).resolve().parents[1])
+        if (
+            root not in sys.path
+        ):  # run as a script (python bench/inproc_calls.py): bench/ is not a package then
+            sys.path.insert(0, root)
+        from bench.amqp_farm import AmqpDevice
+
+        loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[bool] = loop.create_future()
+        config = SimpleNamespace(presettled=presettled, hostname=HOST, key=key)
+        self.farm = SimpleNamespace(
+            config=config,
+            expiry=int(time.time()) + TOKEN_LIFETIME,
+            answered=0,
+            errors={},
+            lost=0,
+            queued=0,
+            queued_s=0.0,
+            queued_max_s=0.0,
+        )
+        self.protocol = gateway.amqp_protocol_for("amqp")
+        self.device = AmqpDevice(self.farm, device_id, self.ready)  # type: ignore[arg-type]
+        self.protocol.connection_made(AmqpWire(self.protocol, self.device))
+        self.device.connection_made(AmqpWire(self.device, self.protocol))
+
+    @property
+    def answered(self) -> int:
+        return int(self.farm.answered)
+
+    async def online(self) -> None:
+        async with asyncio.timeout(STARTUP_TIMEOUT):
+            if not await self.ready:
+                raise BenchFailure(f"the AMQP device could not connect: {self.device.refused}")
 
 
 async def run_round(backends: list[FakeBackend], calls: int) -> None:
@@ -287,6 +345,12 @@ async def _measure(args: argparse.Namespace, registry: SqliteRegistry) -> tuple[
     metrics = Metrics()
     router = LocalRouter()
     engine = CallEngine(router, registry, metrics)
+    amqp = args.transport == "amqp"
+    amqp_dialect = None
+    if amqp:
+        from methodhub.dialects.azure.amqp import AzureAmqpDialect
+
+        amqp_dialect = AzureAmqpDialect()
     gateway = Gateway(
         registry=registry,
         router=router,
@@ -298,12 +362,18 @@ async def _measure(args: argparse.Namespace, registry: SqliteRegistry) -> tuple[
         # one device answers every call: its packet rate is far above a real device's, so the
         # limit is raised out of reach (not switched off: its check stays on the measured path)
         limits=DeviceLimits(max_packets_per_second=1e12),
+        **({"amqp_dialect": amqp_dialect} if amqp else {}),  # type: ignore[arg-type]
     )
     routes = Routes()
     AzureApi(engine, registry, ServiceAuthenticator(registry, HOST), gateway).register(routes)
     server = HttpServer(routes)
     try:
-        device = await connect_device(gateway, identity.keys.primary)
+        device: FakeDevice | AmqpFarmDevice
+        if amqp:
+            device = AmqpFarmDevice(gateway, identity.keys.primary, not args.unsettled)
+            await device.online()
+        else:
+            device = await connect_device(gateway, identity.keys.primary)
         if not await router.wait_ready(DEVICE, STARTUP_TIMEOUT):
             raise BenchFailure("the device's session never became ready for calls")
         token = generate_sas_token(HOST, policy.keys.primary, int(time.time()) + TOKEN_LIFETIME, "service")
@@ -311,7 +381,7 @@ async def _measure(args: argparse.Namespace, registry: SqliteRegistry) -> tuple[
         backends = []
         for _ in range(args.connections):
             protocol = server.protocol_factory()
-            backend = FakeBackend(protocol, request)
+            backend = FakeBackend(protocol, request, AMQP_EXPECTED_BODY if amqp else EXPECTED_BODY)
             protocol.connection_made(backend)
             backends.append(backend)
         await run_round(backends, max(args.warmup, 1))  # the first call verifies the token
@@ -362,6 +432,7 @@ def count_instructions(args: argparse.Namespace) -> float:
         command = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__]
         command += ["--calls", str(calls), "--rounds", "1", "--warmup", str(args.warmup)]
         command += ["--connections", str(args.connections), "--loop", args.loop]
+        command += ["--transport", args.transport] + (["--unsettled"] if args.unsettled else [])
         # the same hash seed in both runs: set and dict layouts, hence the work, do not vary
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
@@ -370,6 +441,12 @@ def count_instructions(args: argparse.Namespace) -> float:
             raise BenchFailure(f"the callgrind run failed:\n{done.stdout}{done.stderr[-2000:]}")
         counts.append(int(match.group(1).replace(",", "")))
     return (counts[1] - counts[0]) / (INSTRUCTION_RUNS[1] - INSTRUCTION_RUNS[0])
+
+
+def _what(args: argparse.Namespace) -> str:
+    if args.transport == "mqtt":
+        return "mqtt"
+    return "amqp-unsettled" if args.unsettled else "amqp"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -385,6 +462,14 @@ def main(argv: list[str] | None = None) -> int:
         "--connections", type=int, default=64, help="backend keep-alive connections, one call each in flight"
     )
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument(
+        "--transport", choices=["mqtt", "amqp"], default="mqtt", help="the device's transport (default mqtt)"
+    )
+    parser.add_argument(
+        "--unsettled",
+        action="store_true",
+        help="amqp: Node's unsettled transfers (default: C#'s pre-settled)",
+    )
     parser.add_argument(
         "--instructions",
         action="store_true",
@@ -406,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         low, high = INSTRUCTION_RUNS
         print(
-            f"inproc calls loop={args.loop} connections={args.connections}: "
+            f"inproc calls {_what(args)} loop={args.loop} connections={args.connections}: "
             f"{per_call:,.0f} instructions/call (callgrind, whole process, {high:,} − {low:,} calls)"
         )
         return 0
@@ -417,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"inproc calls: FAILED: {error or 'timed out'}", file=sys.stderr)
         return 1
     print(
-        f"inproc calls loop={args.loop} connections={args.connections}: "
+        f"inproc calls {_what(args)} loop={args.loop} connections={args.connections}: "
         f"CPU best {min(cpu):.2f} median {statistics.median(cpu):.2f} µs/call; "
         f"wall best {min(wall):.2f} median {statistics.median(wall):.2f} µs/call "
         f"({args.rounds} rounds × {args.calls:,} calls; CPU per round: {', '.join(f'{v:.2f}' for v in cpu)})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,7 +20,8 @@ class PySpy:
     def __init__(self, pid: int, out: Path, rate: int = 250) -> None:
         self.out = out
         self.proc: subprocess.Popen[bytes] | None = None
-        pyspy = shutil.which("py-spy")
+        # the venv's bin folder need not be on PATH (`.venv/bin/python -m bench`)
+        pyspy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
         if pyspy is None:
             progress("profile: py-spy is not installed (pip install py-spy, or methodhub[bench]); skipped")
             return

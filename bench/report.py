@@ -103,6 +103,31 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             scale["connects_per_s"] >= TARGETS["connects_per_s"],
             f"{scale['online']:,} devices",
         )
+    amqp = results.get("amqp")
+    if amqp:
+        best = amqp["best"]
+        ratio = (
+            best["amqp"]["calls_per_s"] / best["mqtt"]["calls_per_s"] if best["mqtt"]["calls_per_s"] else 0.0
+        )
+        goal = amqp["targets"]["calls_ratio"]
+        add(
+            "AMQP devices' calls/s vs MQTT devices'",
+            f"ratio ≥ {goal:g}",
+            f"{ratio:.2f} ({best['amqp']['calls_per_s']:,.0f} / {best['mqtt']['calls_per_s']:,.0f})",
+            ratio >= goal,
+            "best of each over the concurrencies, same hub, interleaved; AMQP pre-settled (C#)",
+        )
+        scale = amqp.get("scale") or {}
+        if scale.get("rss_ratio") is not None:
+            goal = amqp["targets"]["rss_ratio"]
+            per = scale["amqp"]["rss_per_connection_bytes"], scale["mqtt"]["rss_per_connection_bytes"]
+            add(
+                "Hub RSS per idle AMQP connection vs MQTT",
+                f"ratio ≤ {goal:g}",
+                f"{scale['rss_ratio']:.2f} ({per[0] / 1024:.1f} / {per[1] / 1024:.1f} KiB)",
+                scale["rss_ratio"] <= goal,
+                f"{scale['amqp']['online']:,} AMQP and {scale['mqtt']['online']:,} MQTT idle devices",
+            )
     workers = results.get("workers")
     if workers:
         n = workers["workers"]
@@ -177,6 +202,9 @@ def headline(results: dict[str, Any]) -> list[str]:
             f"workers: --workers {n} {workers['best'][str(n)]:,.0f} calls/s vs --workers 1 "
             f"{workers['best']['1']:,.0f} calls/s: ×{workers['ratio']:.2f} on {workers['cpus']} CPUs"
         )
+    amqp = results.get("amqp")
+    if amqp:
+        lines += amqp_headline(amqp)
     scale = results.get("scale")
     if scale:
         lat = next((x for x in scale["latency"] if x["concurrency"] == 1), None)
@@ -196,6 +224,29 @@ def headline(results: dict[str, Any]) -> list[str]:
                 f"scale: registering {onboarding['devices']:,} devices while {scale['online']:,} are "
                 f"connected: calls meanwhile p99 {ms['p99']:.1f} ms, max {ms['max']:.0f} ms"
             )
+    return lines
+
+
+def amqp_headline(amqp: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, baseline in amqp["baselines"].items():
+        best, mqtt = amqp["best"][name], amqp["best"][baseline]
+        lines.append(
+            f"{name} ({amqp['descriptions'][name]}): {best['calls_per_s']:,.0f} calls/s at "
+            f"c={best['concurrency']} (p50 {best['latency_ms']['p50']:.2f} ms, p99 "
+            f"{best['latency_ms']['p99']:.2f} ms), {best['server_cpu_s_per_1000'] * 1000:.0f} µs hub CPU per "
+            f"call: ×{best['calls_per_s'] / mqtt['calls_per_s']:.2f} the {baseline} devices' "
+            f"{mqtt['calls_per_s']:,.0f} calls/s (c={mqtt['concurrency']}, "
+            f"{mqtt['server_cpu_s_per_1000'] * 1000:.0f} µs) in the same run"
+        )
+    scale = amqp.get("scale") or {}
+    if scale:
+        a, m = scale["amqp"], scale["mqtt"]
+        lines.append(
+            f"amqp scale: {a['online']:,} idle AMQP devices, {a['connects_per_s']:,.0f} connects/s "
+            f"(MQTT {m['connects_per_s']:,.0f}), {a['rss_per_connection_bytes'] / 1024:.1f} KiB hub RSS per "
+            f"connection (MQTT {m['rss_per_connection_bytes'] / 1024:.1f} KiB: ×{_num(scale['rss_ratio'])})"
+        )
     return lines
 
 
@@ -367,6 +418,8 @@ def markdown(results: dict[str, Any], chart_name: str | None) -> str:
         parts += ["## Connection scale", "", _table(["", "measured"], rows), ""]
         if scale.get("connect_profile"):
             parts += _profile_section(scale["connect_profile"])
+    if results.get("amqp"):
+        parts += _amqp_section(results["amqp"], config)
     workers = results.get("workers")
     if workers:
         n = workers["workers"]
@@ -398,6 +451,100 @@ def markdown(results: dict[str, Any], chart_name: str | None) -> str:
             "",
         ]
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _amqp_section(amqp: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    systems = amqp["systems"]
+    descriptions = amqp["descriptions"]
+    parts = [
+        f"## AMQP devices next to MQTT devices ({amqp['devices']:,} devices each, one hub, "
+        f"{config['duration']} s per level, interleaved)",
+        "",
+        "The hub's CPU per call and peak RSS are the one hub's, whichever farm is called.",
+        "",
+        "Systems: "
+        + "; ".join(f"`{name}` {descriptions[name]}" for name in systems)
+        + f". Hub peak RSS (all {len(systems)} farms connected): "
+        + f"{next(iter(systems.values()))['peak_rss_bytes'] / 2**20:.0f} MiB.",
+        "",
+    ]
+    for name, system in systems.items():
+        setup = system["setup"]
+        parts += [
+            f"### {name}: {descriptions[name]} ({setup['connects_per_s']:,.0f} connects/s at start-up)",
+            "",
+            _runs_table(system["runs"], "hub"),
+            "",
+        ]
+    rows = [
+        [
+            f"{r['system']} / {r.get('baseline', 'mqtt')}",
+            str(r["concurrency"]),
+            _num(r["calls_per_s"]),
+            _num(r["p50"]),
+            _num(r["p99"]),
+            _num(r["cpu_per_call"]),
+        ]
+        for r in amqp["ratios"]
+    ]
+    parts += [
+        f"### Ratios AMQP / MQTT (calls/s target ≥ {amqp['targets']['calls_ratio']:g}, `amqp` / `mqtt`)",
+        "",
+        _table(["systems", "in flight", "calls/s", "p50 latency", "p99 latency", "hub CPU per call"], rows),
+        "",
+    ]
+    for profile in (amqp.get("profiles") or {}).values():
+        parts += _profile_section(profile)
+    scale = amqp.get("scale") or {}
+    if scale:
+        a, m = scale["amqp"], scale["mqtt"]
+
+        def per_connect(s: dict[str, Any]) -> str:
+            return f"{s['hub_cpu_connect_s'] / max(1, s['online']) * 1e6:.0f} µs"
+
+        def latency(s: dict[str, Any]) -> str:
+            lat = next((x for x in s["latency"] if x["concurrency"] == 1), None)
+            if lat is None:
+                return "–"
+            ms = lat["latency_ms"]
+            errors = f", {lat['errors']} errors" if lat["errors"] else ""
+            return f"p50 {ms['p50']:.3f} ms, p99 {ms['p99']:.3f} ms{errors}"
+
+        rows = [
+            [
+                "idle devices online",
+                f"{a['online']:,} of {a['requested']:,}",
+                f"{m['online']:,} of {m['requested']:,}",
+            ],
+            ["connects/s", f"{a['connects_per_s']:,.0f}", f"{m['connects_per_s']:,.0f}"],
+            ["hub CPU per connect", per_connect(a), per_connect(m)],
+            [
+                "hub RSS before / after connecting",
+                f"{a['rss_before_bytes'] / 2**20:.0f} / {a['rss_after_bytes'] / 2**20:.0f} MiB",
+                f"{m['rss_before_bytes'] / 2**20:.0f} / {m['rss_after_bytes'] / 2**20:.0f} MiB",
+            ],
+            [
+                "hub RSS per connection",
+                f"{a['rss_per_connection_bytes'] / 1024:.1f} KiB",
+                f"{m['rss_per_connection_bytes'] / 1024:.1f} KiB",
+            ],
+            ["calls to random devices, 1 in flight", latency(a), latency(m)],
+        ]
+        if a["failed"] or m["failed"]:
+            rows.append(["failed connects", f"{a['failed']:,}", f"{m['failed']:,}"])
+        parts += [
+            f"### Idle connections: AMQP against MQTT (RSS ratio ×{_num(scale['rss_ratio'])}, target "
+            f"≤ {amqp['targets']['rss_ratio']:g}; connects/s ratio ×{_num(scale['connects_ratio'])})",
+            "",
+            "AMQP connect = TCP + header/open/begin + CBS links and put-token (SAS) + the two methods links "
+            "(three round trips); MQTT connect = TCP + CONNECT (SAS) + SUBSCRIBE (two).",
+            "",
+            _table(["", "AMQP", "MQTT"], rows),
+            "",
+        ]
+        if a.get("connect_profile"):
+            parts += _profile_section(a["connect_profile"])
+    return parts
 
 
 def _profile_section(prof: dict[str, Any]) -> list[str]:

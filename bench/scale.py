@@ -8,6 +8,10 @@ connection ((RSS with K devices online − RSS with K devices registered but non
 and the latency of calls to random devices while all K are connected (wrk, 1 call in flight, and
 a short run at higher concurrency).
 
+``transport="amqp"`` (phase 5, bench/amqp_compare.py) does the same with AMQP devices on the hub's
+plain AMQP port: a connect is then TCP + header/open/begin + the ``$cbs`` links and a put-token +
+the two methods links (bench/amqp_farm.py), until the last device's methods links are attached.
+
 Both processes need K file descriptors: the suite raises RLIMIT_NOFILE for the hub and the farm
 (``preexec_fn``), and K is capped at what this machine's hard limit allows (reported). Above
 5,000 connections the farm spreads its source addresses over 127.0.0.2, 127.0.0.3, ... (5,000
@@ -35,6 +39,9 @@ FD_MARGIN = 512
 
 @dataclass
 class ScaleResult:
+    transport: str
+    """The devices' transport: ``mqtt`` (CONNECT + SUBSCRIBE) or ``amqp`` (bench/amqp_farm.py's
+    handshake: open, begin, CBS put-token, the two methods links)."""
     requested: int
     devices: int
     capped_by: str | None
@@ -77,22 +84,35 @@ def run_scale(
     window: int = 256,
     time_budget: float = 600,
     profile: Path | None = None,
+    transport: str = "mqtt",
+    latency_levels: tuple[int, ...] | None = None,
+    onboarding: bool = True,
 ) -> ScaleResult:
+    """K idle devices of ``transport`` on a fresh hub; calls at ``latency_levels`` in flight (default
+    1 and ``concurrency``) among them, then (``onboarding``) registrations while they are connected."""
     count, cap = capped(requested)
+    what = "scale" if transport == "mqtt" else f"scale ({transport})"
     if cap:
-        progress(f"scale: {requested:,} idle devices requested, capped at {count:,}: {cap}")
-    hub = Hub(data_dir=workdir / "hub-scale", cpus=plan.server, nofile=count + 4096)
-    progress(f"scale: starting a fresh hub for {count:,} idle devices")
+        progress(f"{what}: {requested:,} idle devices requested, capped at {count:,}: {cap}")
+    amqp = transport == "amqp"
+    hub = Hub(
+        data_dir=workdir / ("hub-scale-amqp" if amqp else "hub-scale"),
+        cpus=plan.server,
+        nofile=count + 4096,
+        listeners=("amqp",) if amqp else (),
+    )
+    progress(f"{what}: starting a fresh hub for {count:,} idle devices")
     hub.start()
     farm: FarmProcess | None = None
     try:
         key = new_device_key()
         register_s = register_devices(hub, [f"{IDLE_PREFIX}{i:06d}" for i in range(count)], key)
-        progress(f"scale: registered {count:,} devices in {register_s:.1f} s ({count / register_s:,.0f}/s)")
+        progress(f"{what}: registered {count:,} devices in {register_s:.1f} s ({count / register_s:,.0f}/s)")
         time.sleep(1.0)  # let the change feed catch up with the registrations
         rss_before = hub.rss()
         mark = hub.log_mark()
-        spy = PySpy(hub.pid, profile.with_suffix(".connect.folded")) if profile is not None else None
+        folded = f".connect-{transport}.folded" if amqp else ".connect.folded"
+        spy = PySpy(hub.pid, profile.with_suffix(folded)) if profile is not None else None
         cpu_before = hub.cpu()
         sources = []
         if count > PER_SOURCE_ADDRESS:
@@ -100,28 +120,30 @@ def run_scale(
         farm = FarmProcess(
             FarmConfig(
                 host="127.0.0.1",
-                port=hub.mqtt_port,
+                port=hub.amqp_port if amqp else hub.mqtt_port,
                 prefix=IDLE_PREFIX,
                 count=count,
                 key=key,
                 window=window,
                 sources=sources,
+                transport=transport,
             ),
             cpus=plan.load,
         )
-        progress(f"scale: connecting {count:,} devices ({window} connects in flight)")
+        progress(f"{what}: connecting {count:,} devices ({window} connects in flight)")
         online = _wait_online(farm, time_budget)
         hub_cpu_connect = hub.cpu() - cpu_before
         connect_profile = spy.stop() if spy is not None else {}
         farm_cpu_connect = farm.cpu()  # includes its start-up (~0.2 s)
         connect_s = float(online["seconds"])
         progress(
-            f"scale: {online['online']:,} online in {connect_s:.1f} s ({online['online'] / connect_s:,.0f} "
+            f"{what}: {online['online']:,} online in {connect_s:.1f} s ({online['online'] / connect_s:,.0f} "
             f"connects/s), {online['failed']} failed {online['errors'] or ''}"
         )
         time.sleep(1.0)  # session writes and buffers settle
         rss_after = hub.rss()
         result = ScaleResult(
+            transport=transport,
             requested=requested,
             devices=count,
             capped_by=cap,
@@ -141,18 +163,18 @@ def run_scale(
         )
         if connect_profile:
             result.connect_profile = {
-                "what": f"{count:,} devices connecting",
+                "what": f"{count:,} {transport.upper()} devices connecting",
                 "hub_cpu_us_per_connect": hub_cpu_connect / max(1, online["online"]) * 1e6,
                 "connects_per_s": result.connects_per_s,
                 **connect_profile,
             }
         progress(
-            f"scale: hub RSS {rss_before / 2**20:.0f} → {rss_after / 2**20:.0f} MiB, "
+            f"{what}: hub RSS {rss_before / 2**20:.0f} → {rss_after / 2**20:.0f} MiB, "
             f"{result.rss_per_connection_bytes / 1024:.1f} KiB per connection"
         )
         script = write_script(workdir / "scale.lua", prefix=IDLE_PREFIX, count=count, token=hub.owner_token)
-        for c in sorted({1, concurrency}):
-            progress(f"scale: calls to random devices among {count:,}, {c} in flight, {latency_seconds} s")
+        for c in sorted(set(latency_levels if latency_levels is not None else (1, concurrency))):
+            progress(f"{what}: calls to random devices among {count:,}, {c} in flight, {latency_seconds} s")
             mark = hub.log_mark()
             r = run_wrk(hub.url, script, connections=c, seconds=latency_seconds, cpus=plan.load)
             gc = hub.gc_since(mark)
@@ -171,12 +193,13 @@ def run_scale(
                 f"p99 {r.latency_ms['p99']:.2f} ms, GC pauses {gc['pauses']} (max {gc['max_ms']:.0f} ms)"
                 + (f", {r.error_count} ERRORS" if r.error_count else "")
             )
-        result.onboarding = _onboard(hub, key, count, script, plan, latency_seconds)
+        if onboarding:
+            result.onboarding = _onboard(hub, key, count, script, plan, latency_seconds)
         result.peak_rss_bytes = hub.peak_rss()
         return result
     except BaseException:
         if hub.alive():
-            progress("scale: hub log tail:\n" + hub.log_tail())
+            progress(f"{what}: hub log tail:\n" + hub.log_tail())
         raise
     finally:
         if farm is not None:

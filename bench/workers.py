@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.calls import DEVICE_PREFIX, CallRun, _describe, _measure
+from bench.calls import DEVICE_PREFIX, CallRun, describe, measure
 from bench.common import CpuPlan, progress
 from bench.farm import FarmConfig, FarmProcess
 from bench.hubproc import Hub, new_device_key, register_devices
@@ -77,9 +77,9 @@ def _one(
                 r = run_wrk(hub.url, script, connections=c, seconds=seconds, threads=threads)
                 return r.requests, r.seconds, r.error_count, r.latency_ms, r.cpu_s
 
-            run = _measure(f"methodhub --workers {workers}", c, hub.cpu, farm, plan, once)
+            run = measure(f"methodhub --workers {workers}", c, hub.cpu, farm, plan, once)
             runs.append(run)
-            progress("  " + _describe(run))
+            progress("  " + describe(run))
     except BaseException:
         if hub.alive():
             progress("workers: hub log tail:\n" + hub.log_tail())
