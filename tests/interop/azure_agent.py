@@ -222,6 +222,14 @@ def service_replace_twin(
     return _twin_dict(_service().replace_twin(device_id, _twin_model(tags, desired), etag or "*"))
 
 
+def service_query(query: str, max_items: int | None = None, continuation: str | None = None) -> Any:
+    from azure.iot.hub.models import QuerySpecification
+
+    result = _service().query_iot_hub(QuerySpecification(query=query), continuation, max_items)
+    items = [item.as_dict() if hasattr(item, "as_dict") else item for item in result.items]
+    return {"items": items, "type": result.type, "continuation": result.continuation_token}
+
+
 OPERATIONS = {name: fn for name, fn in globals().items() if name.startswith(("device_", "service_"))}
 _write_lock = threading.Lock()
 

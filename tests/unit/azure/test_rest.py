@@ -492,3 +492,48 @@ async def test_raw_http_bytes_reach_the_front_door_and_azures_answer_goes_back(
     assert engine.calls[0].target == "dev-1/m1"
     protocol.connection_lost(None)
     await server.close()
+
+
+async def test_queries_page_and_report_bad_queries_with_their_position(door: FrontDoor) -> None:
+    owner = await door.token("registryReadWrite")
+    for n in range(3):
+        assert (await door.send("PUT", f"/devices/d{n}", {}, authorization=owner)).status == 200
+    first = await door.send(
+        "POST",
+        "/devices/query",
+        {"query": "SELECT deviceId FROM devices"},
+        authorization=owner,
+        **{"x-ms-max-item-count": "2"},
+    )
+    assert first.status == 200 and orjson.loads(first.body) == [{"deviceId": "d0"}, {"deviceId": "d1"}]
+    headers = dict(first.headers or [])
+    assert headers["x-ms-item-type"] == "Raw" and headers["x-ms-continuation"] == "2"
+    rest = await door.send(
+        "POST",
+        "/devices/query",
+        {"query": "SELECT deviceId FROM devices"},
+        authorization=owner,
+        **{"x-ms-max-item-count": "2", "x-ms-continuation": "2"},
+    )
+    assert orjson.loads(rest.body) == [{"deviceId": "d2"}] and "x-ms-continuation" not in dict(
+        rest.headers or []
+    )
+    bad = azure_error(
+        await door.send(
+            "POST", "/devices/query", {"query": "SELECT * FROM devices WHERE"}, authorization=owner
+        )
+    )
+    assert bad["status"] == 400 and "at position 27" in bad["message"], bad
+    jobs = await door.send(
+        "POST", "/devices/query", {"query": "SELECT * FROM devices.jobs"}, authorization=owner
+    )
+    assert orjson.loads(jobs.body) == [] and dict(jobs.headers or [])["x-ms-item-type"] == "DeviceJob"
+    for body, header in (({"q": "x"}, None), ({"query": "SELECT * FROM devices"}, "0")):
+        refused = await door.send(
+            "POST",
+            "/devices/query",
+            body,
+            authorization=owner,
+            **({"x-ms-max-item-count": header} if header else {}),
+        )
+        assert refused.status == 400

@@ -30,8 +30,12 @@ from methodhub.dialects.azure.twin import NEVER, service_change, twin_json
 from methodhub.errors import ErrorKind, HubError
 from methodhub.http.messages import Request, Response
 from methodhub.http.routing import Routes
+from methodhub.query import Collection, QuerySyntaxError, parse
 from methodhub.registry import Identity, Registry, Right, SymmetricKeys
 from methodhub.registry.twins import Twin, patch_twin, replace_twin
+
+QUERY_PAGE_DEFAULT = 100
+QUERY_PAGE_MAX = 1000
 
 """How Azure prints a time that never happened (e.g. lastActivityTime of a new device)."""
 
@@ -148,6 +152,7 @@ class AzureApi:
             "/devices/{device_id}/modules",
             self._registry_call(Right.REGISTRY_READ, self._list_modules),
         )
+        routes.add("POST", "/devices/query", self._registry_call(Right.REGISTRY_READ, self._query))
         for method, handler in (
             ("GET", self._get_twin),
             ("PATCH", self._patch_twin),
@@ -354,6 +359,45 @@ class AzureApi:
             device_id, module_id, lambda current: change(current, tags, desired, now), etag=_if_match(request)
         )
         return await self._twin_response(twin)
+
+    # -- queries --------------------------------------------------------------------------------------
+
+    async def _query(self, request: Request) -> Response:
+        """``POST /devices/query`` ``{"query": ...}``: a page of at most ``x-ms-max-item-count``
+        rows (default 100, at most 1000), the next page named by ``x-ms-continuation``."""
+        body = parse_json(request.body, "The request body") if request.body else None
+        text = body.get("query") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise HubError(ErrorKind.INVALID_ARGUMENT, 'The request body must be {"query": "SELECT ..."}.')
+        try:
+            query = parse(text)
+        except QuerySyntaxError as exc:
+            raise HubError(ErrorKind.INVALID_ARGUMENT, f"The query is not valid: {exc.message}") from None
+        size_header = request.headers.get("x-ms-max-item-count", str(QUERY_PAGE_DEFAULT))
+        try:
+            size = int(size_header)
+        except ValueError:
+            size = 0
+        if not 1 <= size <= QUERY_PAGE_MAX:
+            raise HubError(ErrorKind.INVALID_ARGUMENT, f"x-ms-max-item-count must be 1 to {QUERY_PAGE_MAX}.")
+        offset = _continuation(request.headers.get("x-ms-continuation"))
+        if query.from_ is Collection.JOBS:
+            rows: list[Any] = []  # no jobs are stored yet (issue 12)
+        else:
+            rows = await self._registry.query_twins(query, offset=offset, limit=size + 1)
+        headers = [("x-ms-item-type", query.item_type)]
+        if len(rows) > size:
+            rows = rows[:size]
+            headers.append(("x-ms-continuation", str(offset + size)))
+        return Response.json(rows, headers=headers)
+
+
+def _continuation(token: str | None) -> int:
+    if not token:
+        return 0
+    if not token.isdigit() or len(token) > 12:
+        raise HubError(ErrorKind.INVALID_ARGUMENT, "x-ms-continuation is not one this hub gave.")
+    return int(token)
 
 
 def _slash_in_id(kind: str) -> Response:
