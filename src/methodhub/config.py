@@ -81,7 +81,7 @@ class HubConfig:
     expiring, settling attempts of nodes that are gone (the bound on delivery latency after a device
     connects when its calls were made elsewhere or earlier)."""
     queued_call_max_expires: float = 7 * 86400
-    """The longest ``expiresInSeconds`` a queued call may ask for (``--max-queued-call-expiry``)."""
+    """The longest ``expiresInSeconds`` a queued call may ask for (``serve --max-queued-call-expiry``)."""
     """How often the node reads the registry change feed (seconds): the bound on how long a
     deletion, key rotation or disable made by another process takes to reach live connections."""
     connect_packet_timeout: float = 10.0

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +146,24 @@ def test_the_cli_queues_shows_lists_and_cancels(hub: HubProcess) -> None:
     )
     assert piped.stdout.strip() == "[" and "Traceback" not in piped.stderr and "bug" not in piped.stderr
     device.client.disconnect()
+
+
+def test_the_longest_expiry_is_the_operators(tmp_path: Path) -> None:
+    hub = HubProcess(tmp_path / "data", args=["--max-queued-call-expiry", "1h"]).start()
+    try:
+        hub.create_device("dev1")
+        backend = Backend(hub)
+        body = {"deviceId": "dev1", "methodName": "m"}
+        too_long = _calls(backend, "POST", "", json={**body, "expiresInSeconds": 7200})
+        assert too_long.status_code == 400 and "3600" in too_long.text
+        assert _calls(backend, "POST", "", json={**body, "expiresInSeconds": 3600}).status_code == 202
+        default = _calls(backend, "POST", "", json=body)  # the default (a day) is cut to the maximum
+        assert default.status_code == 202
+        record = default.json()
+        created, expires = (
+            datetime.fromisoformat(record[k].replace("Z", "+00:00")) for k in ("createdTime", "expiresTime")
+        )
+        assert (expires - created).total_seconds() == pytest.approx(3600, abs=1)
+        backend.close()
+    finally:
+        hub.stop()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from methodhub.cli.exits import fail
+from methodhub.cli.invoke import duration
 from methodhub.cli.registry import agreed_hostname
 from methodhub.cli.tour import tour
 from methodhub.config import (
@@ -61,6 +62,14 @@ def add_serve_parser(
     )
     serve.add_argument(
         "--amqps-port", type=_port, default=5671, help="AMQP over TLS (default 5671; 0 = any free, -1 = off)"
+    )
+    serve.add_argument(
+        "--max-queued-call-expiry",
+        type=duration,
+        default=7 * 86_400,
+        metavar="DURATION",
+        help="the longest a queued call may wait for its device (expiresInSeconds; e.g. 12h, 30d; "
+        "default 7d)",
     )
     serve.add_argument(
         "--amqp-port",
@@ -150,6 +159,7 @@ def serve(args: argparse.Namespace, data_dir: Path) -> None:
         https_port=args.https_port,
         amqps_port=args.amqps_port,
         amqp_port=args.amqp_port,
+        queued_call_max_expires=args.max_queued_call_expiry,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         nats_url=args.nats,

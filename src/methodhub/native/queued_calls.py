@@ -145,13 +145,21 @@ class QueuedCallsApi:
                 f"The payload is {len(payload)} bytes of JSON; the limit is {MAX_METHOD_PAYLOAD} bytes.",
             )
         low, high = RESPONSE_TIMEOUT_RANGE
+        longest = self.calls.max_expires
+        default_expiry = int(min(DEFAULT_EXPIRES, longest))  # a day, or the operator's maximum
         call, created = await self.calls.create(
             device_id,
             module_id or None,
             method,
             payload,
             response_timeout=_number(body, "responseTimeoutInSeconds", RESPONSE_TIMEOUT_DEFAULT, low, high),
-            expires=_number(body, "expiresInSeconds", DEFAULT_EXPIRES, 1, self.calls.max_expires),
+            expires=_number(
+                body,
+                "expiresInSeconds",
+                int(min(DEFAULT_EXPIRES, self.calls.max_expires)),
+                1,
+                self.calls.max_expires,
+            ),
             attempts=_number(body, "attempts", 1, 1, 10),
             idempotency_key=key,
         )
