@@ -153,13 +153,7 @@ class QueuedCallsApi:
             method,
             payload,
             response_timeout=_number(body, "responseTimeoutInSeconds", RESPONSE_TIMEOUT_DEFAULT, low, high),
-            expires=_number(
-                body,
-                "expiresInSeconds",
-                int(min(DEFAULT_EXPIRES, self.calls.max_expires)),
-                1,
-                self.calls.max_expires,
-            ),
+            expires=_number(body, "expiresInSeconds", default_expiry, 1, longest),
             attempts=_number(body, "attempts", 1, 1, 10),
             idempotency_key=key,
         )
