@@ -7,10 +7,19 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 import pytest
 
-from methodhub.amqp import Accepted, AmqpValue, Message, SaslInit, encode_message
+from methodhub.amqp import (
+    Accepted,
+    AmqpConnection,
+    AmqpValue,
+    ConnectionRole,
+    Message,
+    SaslInit,
+    encode_message,
+)
 from methodhub.amqp.events import DeliverySettled, LinkDetached
 from methodhub.calls import Call, CallOutcome
 from methodhub.dialects.aliyun.mqtt import AliyunDialect
@@ -357,3 +366,43 @@ async def test_a_call_made_once_the_new_connection_is_authorized_reaches_it_not_
     new.answer(request.properties.correlation_id, 200, [b"1"])
     assert (await asyncio.wait_for(call, 30)).payload == b"1"
     await old.closed()
+
+
+class UvloopTimers:
+    """Stands in for the loop as uvloop (0.19 - 0.23) arms timers: ``call_at`` for a time less than
+    1 ms away returns a plain ``Handle`` that runs on the next iteration and has no ``when()``;
+    everything else is the real loop's."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def call_at(self, when: float, callback: Any, *args: Any) -> asyncio.Handle:
+        if when - self._loop.time() < 0.001:
+            return self._loop.call_soon(callback, *args)
+        return self._loop.call_at(when, callback, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+
+async def test_a_timer_due_within_a_millisecond_works_on_uvloop(hub: Hub, dev1: Identity) -> None:
+    """A device asking for a 2 ms idle-time-out makes the hub's heartbeat due within a millisecond,
+    where uvloop's ``call_at`` gives a Handle without ``when()``. Found by ``python -m fuzz``: the
+    hub raised AttributeError re-arming or firing that timer (the connection was closed as a failure,
+    or was left with no timer at all)."""
+    protocol = hub.gateway.amqp_protocol_for("amqp")
+    protocol.loop = UvloopTimers(protocol.loop)
+    device = AmqpDevice(hub, protocol=protocol)
+    device.amqp = AmqpConnection(
+        ConnectionRole.CLIENT, container_id="c", hostname="localhost", idle_timeout=0.002, sasl_init=None
+    )
+    await device.online("dev1", dev1.keys.primary)
+    await ready(hub, device)
+    heard = len(device.transport.data)
+    await device.until(lambda: len(device.transport.data) > heard + 8 * 50)  # 50 empty frames more
+    assert hub.metrics.connection_failures.get() == 0
+    assert not device.transport.closed
+    call = hub.call("dev1", "m")
+    request = await device.request()
+    device.answer(request.properties.correlation_id, 200, [b"1"])
+    assert (await asyncio.wait_for(call, 30)).payload == b"1"
