@@ -205,8 +205,10 @@ class Endpoints:
 
     def on_flow(self, session: Session, flow: Flow, events: list[Event]) -> None:
         next_incoming = flow.next_incoming_id if flow.next_incoming_id is not None else 0
-        window = (next_incoming + flow.incoming_window - session.next_outgoing_id) & SERIAL_MASK
-        session.remote_incoming_window = window if window < _HALF else 0
+        # The window is a count (a uint: C's uamqp sends 2^32-1), less the transfers it had not seen
+        # yet (a serial-number distance; one "ahead" of ours counts none).
+        unseen = (session.next_outgoing_id - next_incoming) & SERIAL_MASK
+        session.remote_incoming_window = max(0, flow.incoming_window - (unseen if unseen < _HALF else 0))
         session.remote_outgoing_window = flow.outgoing_window
         link = None
         if flow.handle is not None:
@@ -220,8 +222,8 @@ class Endpoints:
                 return
             if link.is_sender:
                 count = flow.delivery_count if flow.delivery_count is not None else 0
-                credit = (count + (flow.link_credit or 0) - link.delivery_count) & SERIAL_MASK
-                link.credit = credit if credit < _HALF else 0
+                unseen = (link.delivery_count - count) & SERIAL_MASK  # likewise: credit is a count
+                link.credit = max(0, (flow.link_credit or 0) - (unseen if unseen < _HALF else 0))
                 events.append(CreditGranted(link.ref, link.credit, flow.drain))
             elif flow.delivery_count is not None:
                 left = (link.delivery_count + link.credit - flow.delivery_count) & SERIAL_MASK

@@ -545,3 +545,49 @@ def test_pipelined_sasl_waits_for_the_outcome() -> None:
     assert one(srv.next_events(), ConnectionOpened).open.container_id == "dev"
     out = srv.data_to_send()
     assert out.count(AMQP_HEADER) == 1 and type(bodies(out)[-1]) is Open
+
+
+@pytest.mark.parametrize(
+    ("incoming_window", "link_credit"),
+    [
+        (0xFFFF_FFFF, 10000),  # the C SDK (uamqp): incoming-window UINT_MAX in every flow (wire doc §1.4)
+        (2048, 0xFFFF_FFFF),  # link-credit is a count too: any uint is credit
+        (0x8000_0000, 0x8000_0000),
+    ],
+)
+def test_a_flow_with_a_window_or_credit_of_2_31_or_more_lets_the_server_send(
+    incoming_window: int, link_credit: int
+) -> None:
+    """incoming-window and link-credit are counts (uint), not serial numbers: a flow carrying 2^31 or
+    more gives that many, not none. Found by ``python -m fuzz`` (put-token answers that never came).
+    The flows go straight to the server, as the C SDK would send them."""
+    pair = opened_pair()
+    begun(pair)
+    ref, hub_link, *_ = attach_pair(pair, 0, "requests", client_sends=False)  # the hub sends on it
+    flow = Flow(
+        next_incoming_id=0,
+        incoming_window=incoming_window,
+        next_outgoing_id=0,
+        outgoing_window=100,
+        handle=ref.handle,
+        delivery_count=0,
+        link_credit=link_credit,
+    )
+    credited = one(pair.server.receive_data(encode_frame(0, flow), 1.0), CreditGranted)
+    assert credited.credit == link_credit
+    assert [pair.server.send_message(hub_link, b"m", bytes([n])) for n in range(3)] == [0, 1, 2]
+    sent = [f.body for f in frames(pair.server.data_to_send())]  # (the client has not seen our flow)
+    assert [type(body) for body in sent] == [Transfer] * 3
+    # a later flow that has seen only the first of them leaves the window and credit less the other two
+    flow = Flow(
+        next_incoming_id=1,
+        incoming_window=incoming_window,
+        next_outgoing_id=0,
+        outgoing_window=100,
+        handle=ref.handle,
+        delivery_count=1,
+        link_credit=link_credit,
+    )
+    credited = one(pair.server.receive_data(encode_frame(0, flow), 1.0), CreditGranted)
+    assert credited.credit == link_credit - 2
+    assert pair.server.send_message(hub_link, b"m", b"x") == 3
