@@ -591,3 +591,19 @@ def test_a_flow_with_a_window_or_credit_of_2_31_or_more_lets_the_server_send(
     credited = one(pair.server.receive_data(encode_frame(0, flow), 1.0), CreditGranted)
     assert credited.credit == link_credit - 2
     assert pair.server.send_message(hub_link, b"m", b"x") == 3
+
+
+@pytest.mark.parametrize("size", [0, 1, 7])
+def test_part_of_a_frame_header_with_a_size_under_8_is_not_pending_work(size: int) -> None:
+    """A frame header whose size field is under 8 (malformed) but whose 8 bytes are not all in yet
+    needs more bytes, not another turn: reported as pending, the gateway served it again and again
+    (a busy loop with reading paused, so the peer's FIN was never read). Found by ``python -m fuzz``
+    (an AMQP header, then such a frame, a byte at a time). Once the 8 bytes are in, it closes."""
+    pair = opened_pair()
+    header = size.to_bytes(4, "big") + b"\x02\x00\x00\x00"
+    for end in range(1, 8):
+        assert not pair.server.receive_data(header[end - 1 : end], 0.0, max_frames=256)
+        assert not pair.server.has_pending_events, end
+        assert not pair.server.next_events(256)
+    failure = one(pair.server.receive_data(header[7:], 0.0, max_frames=256), ProtocolFailure)
+    assert failure.error.condition == ErrorCondition.FRAMING_ERROR and pair.server.finished
