@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from methodhub.amqp import (
+    Attach,
     Close,
     DecodeError,
     Detach,
@@ -44,6 +45,7 @@ class AmqpAnswers:
     detach_errors: list[str] = field(default_factory=list)
     end_errors: list[str] = field(default_factory=list)
     put_token_statuses: list[int] = field(default_factory=list)
+    attaches: int = 0
     frames: int = 0
     garbled: str = ""
     _buffer: bytearray = field(default_factory=bytearray)
@@ -108,6 +110,8 @@ class AmqpAnswers:
                 self.put_token_statuses.append(int(status))
         elif kind is Open:
             self.opened = True
+        elif kind is Attach:
+            self.attaches += 1
 
     def ending(self, closed_by_hub: bool) -> str:
         """How the connection ended, as a short class (``close amqp:decode-error``, ``TCP close``,

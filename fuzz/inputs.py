@@ -299,14 +299,17 @@ def _bytes_then_rest(blob: bytes) -> list[bytes]:
     return [head[i : i + 1] for i in range(len(head))] + ([blob[300:]] if len(blob) > 300 else [])
 
 
-def _stages(units: list[Unit]) -> list[tuple[list[bytes], str]]:
-    """The units' bytes grouped into stages, each with what a device waits for at its end."""
-    stages: list[tuple[list[bytes], str]] = [([], "")]
+def _stages(units: list[Unit]) -> list[tuple[list[bytes], str, int]]:
+    """The units' bytes grouped into stages, each with what a device waits for at its end and how
+    many attaches it sends."""
+    stages: list[tuple[list[bytes], str, int]] = [([], "", 0)]
     for unit in units:
-        stages[-1][0].append(unit.data)
+        data, _, attached = stages[-1]
+        data.append(unit.data)
+        attached += unit.label.startswith("attach") and unit.mutated in AMQP_WELL_FORMED
+        stages[-1] = (data, unit.wait_after, attached)
         if unit.wait_after:
-            stages[-1] = (stages[-1][0], unit.wait_after)
-            stages.append(([], ""))
+            stages.append(([], "", 0))
     return [stage for stage in stages if stage[0]]
 
 
@@ -316,7 +319,9 @@ def _amqp_writes(plan: str, units: list[Unit], rng: random.Random) -> list[Step]
         return [("write", b"".join(u.data for u in units))]
     if plan == "dribble":
         return _dribble(units, rng)
-    for n, (stage, waits_for) in enumerate(_stages(units)):
+    attaches = 0
+    for n, (stage, waits_for, attached) in enumerate(_stages(units)):
+        attaches += attached
         if plan == "frame-per-write":
             chunks = stage
         elif plan == "split":
@@ -333,6 +338,8 @@ def _amqp_writes(plan: str, units: list[Unit], rng: random.Random) -> list[Step]
                 steps.append(("pause", pause))
         if waits_for == "put-token":  # its answer follows a registry lookup, after the disposition
             steps.append(("wait-put-token", 5.0))
+        elif attached:  # the links' credit comes with the hub's attaches
+            steps.append(("wait-attach", float(attaches)))
         else:
             steps.append(("wait", 2.0))
     if steps and steps[-1][0] == "wait":

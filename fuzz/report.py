@@ -19,7 +19,7 @@ def steps_hex(inp: FuzzInput) -> str:
     for op, arg in render(inp):
         if op == "write":
             parts.append(arg.hex())  # type: ignore[union-attr]
-        elif op in ("wait", "wait-put-token"):
+        elif op in ("wait", "wait-attach", "wait-put-token"):
             parts.append(f"<{op}>")
     return " | ".join(parts)
 

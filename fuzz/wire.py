@@ -10,7 +10,8 @@ last step the connection ends one of three ways, chosen by the seed:
             the hub accepts the device, keep-alive rules apply instead, so the fuzzer sends FIN.
 ``abort``   the fuzzer resets the connection at once (checked by the hub's fd count at the end).
 
-AMQP inputs may also carry three more steps: ``wait-put-token`` (for the hub's answer to the
+AMQP inputs may also carry four more steps: ``wait-attach`` (for the hub's answers to the first
+N attaches, which carry the links' credit), ``wait-put-token`` (for the hub's answer to the
 put-token written last), ``release`` (the fuzzer's sending slot is freed: what follows only
 trickles) and ``deadline`` (the hub must have closed the connection within ``bound``
 seconds of its start — an AMQP connection that authorizes no identity is closed at the hub's
@@ -82,6 +83,8 @@ class Outcome:
     """AMQP: how the hub ended the connection (:meth:`AmqpAnswers.ending`)."""
     open_after_steps: bool = False
     """The hub had not closed the connection when the last step was done."""
+    stalled_waits: int = 0
+    """``wait`` / ``wait-attach`` steps that ran out of time (the rest was sent anyway)."""
 
 
 class Probe(asyncio.Protocol):
@@ -184,8 +187,8 @@ class Probe(asyncio.Protocol):
 
 
 Step = tuple[str, bytes | float]
-"""("write", bytes) | ("wait", seconds) | ("wait-put-token", seconds) | ("pause", seconds) |
-("release", 0) | ("deadline", 0)."""
+"""("write", bytes) | ("wait", seconds) | ("wait-attach", count) | ("wait-put-token", seconds) |
+("pause", seconds) | ("release", 0) | ("deadline", 0)."""
 
 
 async def _half_close(transport: asyncio.Transport) -> None:
@@ -233,6 +236,22 @@ async def _answers(probe: Probe, limit: float) -> None:
         except TimeoutError:
             if mark:
                 return
+
+
+async def _until(probe: Probe, done: Callable[[], bool], timeout: float) -> bool:
+    """Wait until ``done()`` (checked as the hub's bytes come) or the hub closes, ``timeout`` s at
+    most; whether ``done()`` (or the close) came."""
+    deadline = time.monotonic() + timeout
+    while not done() and not probe.closed.done():
+        probe.data_event.clear()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            await asyncio.wait_for(probe.data_event.wait(), left)
+        except TimeoutError:
+            return done() or probe.closed.done()
+    return True
 
 
 async def _wait(fut: asyncio.Future[None], timeout: float) -> bool:
@@ -294,16 +313,16 @@ async def send(
                 transport.write(arg)  # type: ignore[arg-type]
                 outcome.last_write = time.monotonic()
             elif op == "wait":  # for the hub's answer to what was written last
-                deadline = time.monotonic() + min(float(arg), limits.wait_response)  # type: ignore[arg-type]
-                while probe.bytes_in <= mark and not probe.closed.done():
-                    probe.data_event.clear()
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    try:
-                        await asyncio.wait_for(probe.data_event.wait(), left)
-                    except TimeoutError:
-                        break
+                limit = min(float(arg), limits.wait_response)  # type: ignore[arg-type]
+                if not await _until(probe, lambda m=mark: probe.bytes_in > m, limit):
+                    outcome.stalled_waits += 1
+            elif op == "wait-attach":  # for the hub's answers to the first ``arg`` AMQP attaches
+                attaches = int(arg)  # type: ignore[arg-type]
+                answered = probe.amqp
+                if answered is not None and not await _until(
+                    probe, lambda a=answered, n=attaches: a.attaches >= n, limits.wait_response
+                ):
+                    outcome.stalled_waits += 1
             elif op == "release":
                 if on_sent is not None:
                     on_sent()
@@ -315,18 +334,9 @@ async def send(
                     end = "abort"
                 break
             elif op == "wait-put-token":  # for the hub's answer to the put-token written last
-                answers = probe.amqp.put_token_statuses if probe.amqp is not None else []
-                seen = len(answers)
-                deadline = time.monotonic() + float(arg)  # type: ignore[arg-type]
-                while len(answers) <= seen and not probe.closed.done():
-                    probe.data_event.clear()
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    try:
-                        await asyncio.wait_for(probe.data_event.wait(), left)
-                    except TimeoutError:
-                        break
+                statuses = probe.amqp.put_token_statuses if probe.amqp is not None else []
+                seen = len(statuses)
+                await _until(probe, lambda s=statuses, n=seen: len(s) > n, float(arg))  # type: ignore[arg-type]
             else:
                 await asyncio.sleep(float(arg))  # type: ignore[arg-type]
         if on_sent is not None:

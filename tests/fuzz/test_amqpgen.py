@@ -269,7 +269,7 @@ def test_stages_wait_where_the_device_would_and_one_write_does_not() -> None:
     units = next(u for u in well_formed(6, 200) if any(x.wait_after == "put-token" for x in u))
     staged = render(FuzzInput(0, "amqp", units, "stages", "fin", 1))
     ops = [op for op, _ in staged]
-    assert "wait-put-token" in ops and "wait" in ops
+    assert "wait-put-token" in ops and "wait-attach" in ops
     assert b"".join(arg for op, arg in staged if op == "write") == b"".join(u.data for u in units)  # type: ignore[misc]
     assert render(FuzzInput(0, "amqp", units, "one-write", "fin", 1)) == [
         ("write", b"".join(u.data for u in units))
