@@ -313,7 +313,8 @@ def _stages(units: list[Unit]) -> list[tuple[list[bytes], str, int]]:
     return [stage for stage in stages if stage[0]]
 
 
-def _amqp_writes(plan: str, units: list[Unit], rng: random.Random) -> list[Step]:
+def _amqp_writes(plan: str, units: list[Unit], rng: random.Random, patience: float = 2.0) -> list[Step]:
+    """``patience``: how long to wait for a put-token's answer."""
     steps: list[Step] = []
     if plan == "one-write":
         return [("write", b"".join(u.data for u in units))]
@@ -337,7 +338,7 @@ def _amqp_writes(plan: str, units: list[Unit], rng: random.Random) -> list[Step]
             if i + 1 < len(chunks):
                 steps.append(("pause", pause))
         if waits_for == "put-token":  # its answer follows a registry lookup, after the disposition
-            steps.append(("wait-put-token", 5.0))
+            steps.append(("wait-put-token", patience))
         elif attached:  # the links' credit comes with the hub's attaches
             steps.append(("wait-attach", float(attaches)))
         else:
@@ -383,7 +384,8 @@ def render(inp: FuzzInput, units: list[Unit] | None = None) -> list[Step]:
     if not units:
         return steps
     if inp.target in AMQP_TARGETS and not inp.no_tls:
-        writes = _amqp_writes(inp.plan, units, rng)
+        # a put-token the hub must answer gets 5 s (a registry lookup on a busy hub); others 2 s
+        writes = _amqp_writes(inp.plan, units, rng, 5.0 if inp.expects_cbs_answer else 2.0)
     else:
         writes = _mqtt_writes(inp.plan, [u.data for u in units], rng)
     if inp.target in FRAMED_TARGETS:

@@ -416,7 +416,8 @@ class Fuzzer:
             st.ends[outcome.amqp_end] += 1
             st.put_token_statuses.update(outcome.amqp.put_token_statuses)
             st.detach_errors.update(outcome.amqp.detach_errors + outcome.amqp.end_errors)
-            unanswered = not outcome.amqp.put_token_statuses and not outcome.stalled_waits
+            # (not after a wait for attaches ran out: the put-token may have raced its credit)
+            unanswered = not outcome.amqp.put_token_statuses and outcome.stalled in ("", "wait-put-token")
             if inp.expects_cbs_answer and outcome.open_after_steps and unanswered:
                 self._finding("unanswered", f"{inp.target}: a put-token the hub must answer was not", inp, "")
             if outcome.amqp.garbled:

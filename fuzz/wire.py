@@ -83,8 +83,8 @@ class Outcome:
     """AMQP: how the hub ended the connection (:meth:`AmqpAnswers.ending`)."""
     open_after_steps: bool = False
     """The hub had not closed the connection when the last step was done."""
-    stalled_waits: int = 0
-    """``wait`` / ``wait-attach`` steps that ran out of time (the rest was sent anyway)."""
+    stalled: str = ""
+    """The wait step that ran out of time, if one did: the rest was sent without waiting."""
 
 
 class Probe(asyncio.Protocol):
@@ -308,6 +308,8 @@ async def send(
         for op, arg in steps:
             if probe.closed.done():
                 break
+            if op.startswith("wait") and outcome.stalled and probe.amqp is not None:
+                continue  # the hub stopped answering as a device expects: the rest goes unwaited
             if op == "write":
                 mark = probe.bytes_in
                 transport.write(arg)  # type: ignore[arg-type]
@@ -315,14 +317,14 @@ async def send(
             elif op == "wait":  # for the hub's answer to what was written last
                 limit = min(float(arg), limits.wait_response)  # type: ignore[arg-type]
                 if not await _until(probe, lambda m=mark: probe.bytes_in > m, limit):
-                    outcome.stalled_waits += 1
+                    outcome.stalled = op
             elif op == "wait-attach":  # for the hub's answers to the first ``arg`` AMQP attaches
                 attaches = int(arg)  # type: ignore[arg-type]
                 answered = probe.amqp
                 if answered is not None and not await _until(
                     probe, lambda a=answered, n=attaches: a.attaches >= n, limits.wait_response
                 ):
-                    outcome.stalled_waits += 1
+                    outcome.stalled = op
             elif op == "release":
                 if on_sent is not None:
                     on_sent()
@@ -336,7 +338,8 @@ async def send(
             elif op == "wait-put-token":  # for the hub's answer to the put-token written last
                 statuses = probe.amqp.put_token_statuses if probe.amqp is not None else []
                 seen = len(statuses)
-                await _until(probe, lambda s=statuses, n=seen: len(s) > n, float(arg))  # type: ignore[arg-type]
+                if not await _until(probe, lambda s=statuses, n=seen: len(s) > n, float(arg)):  # type: ignore[arg-type]
+                    outcome.stalled = op
             else:
                 await asyncio.sleep(float(arg))  # type: ignore[arg-type]
         if on_sent is not None:
