@@ -86,6 +86,7 @@ class Endpoints:
         """By our channel."""
         self._remote_sessions: dict[int, Session] = {}
         """By the peer's channel."""
+        self._next_channel = 0
 
     def on_frame(self, channel: int, body: Any, payload: bytes, events: list[Event]) -> None:
         """A begin, attach, flow, transfer, disposition, detach or end from the peer."""
@@ -352,8 +353,12 @@ class Endpoints:
         self._send(session.channel, flow)
 
     def _free_channel(self) -> int | None:
-        for channel in range(min(self.channel_max, self.peer_channel_max) + 1):
+        """A free channel of ours; channels go round as handles do (see ``Session.next_handle``)."""
+        span = min(self.channel_max, self.peer_channel_max) + 1
+        for step in range(span):
+            channel = (self._next_channel + step) % span
             if channel not in self._sessions:
+                self._next_channel = (channel + 1) % span
                 return channel
         return None
 

@@ -332,7 +332,7 @@ def test_transfer_on_unknown_handle_ends_the_session() -> None:
     assert ended.error is not None and ended.error.condition == ErrorCondition.UNATTACHED_HANDLE
     assert one(server_events, SessionEnded).error is None  # the client's answering end completes it
     assert not pair.server.finished  # a session error: the connection lives on
-    assert pair.client.begin_session() == 0  # the channel is free again
+    assert pair.client.begin_session() == 1  # a new session begins (channels go round: not 0 again)
     assert one(pair.pump()[0], SessionBegun)
 
 

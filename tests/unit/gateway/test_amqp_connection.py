@@ -12,12 +12,22 @@ from typing import Any
 import pytest
 
 from methodhub.amqp import (
+    AMQP_HEADER,
     Accepted,
     AmqpConnection,
     AmqpValue,
+    Attach,
+    Begin,
     ConnectionRole,
+    Detach,
+    End,
     Message,
+    Open,
+    Role,
     SaslInit,
+    Source,
+    Target,
+    encode_frame,
     encode_message,
 )
 from methodhub.amqp.events import DeliverySettled, LinkDetached
@@ -29,8 +39,9 @@ from methodhub.gateway.gateway import Gateway
 from methodhub.metrics import Metrics
 from methodhub.registry import Identity, SqliteRegistry
 from methodhub.router import LocalRouter
+from tests.unit.amqp.conn_support import frames as conn_frames
 from tests.unit.gateway.amqp_device import AmqpDevice, sas_token
-from tests.unit.gateway.azure_hub import Hub, azure_connect
+from tests.unit.gateway.azure_hub import Hub, MemoryTransport, azure_connect
 from tests.unit.manual_clock import ManualClockLoop
 
 
@@ -406,3 +417,39 @@ async def test_a_timer_due_within_a_millisecond_works_on_uvloop(hub: Hub, dev1: 
     request = await device.request()
     device.answer(request.properties.correlation_id, 200, [b"1"])
     assert (await asyncio.wait_for(call, 30)).payload == b"1"
+
+
+def _cbs_sender(name: str, handle: int) -> Attach:
+    return Attach(name, handle, Role.SENDER, source=Source(), target=Target("$cbs"), initial_delivery_count=0)
+
+
+_BEGIN = Begin(next_outgoing_id=0, incoming_window=2048, outgoing_window=2048)
+
+
+@pytest.mark.parametrize(
+    "again",
+    [
+        [Detach(0, closed=True), _cbs_sender("x", 1)],  # the link again, on a new handle
+        [End(), _BEGIN, _cbs_sender("x", 0)],  # the session again, and the same link in it
+    ],
+    ids=["link", "session"],
+)
+async def test_a_link_or_session_ended_and_made_again_in_one_read_is_served(
+    hub: Hub, again: list[Any]
+) -> None:
+    """attach, then detach (or end) and attach again under the same name, all in one read (before
+    the hub's answer): the new link took the handle (or channel) the old one freed, so both had the
+    same LinkRef; the hub answered the new link for the old event, then raised RuntimeError
+    ("needs no answer") for the new one, logged a traceback and aborted the connection. Found by
+    ``python -m fuzz``."""
+    protocol = hub.gateway.amqp_protocol_for("amqp")
+    transport = MemoryTransport(protocol)
+    protocol.connection_made(transport)
+    frames = [Open("c"), _BEGIN, _cbs_sender("x", 0), *again]
+    protocol.data_received(AMQP_HEADER + b"".join(encode_frame(0, f) for f in frames))
+    await asyncio.sleep(0)
+    assert hub.metrics.connection_failures.get() == 0
+    assert not transport.aborted and not transport.closed
+    answers = [f.body for f in conn_frames(bytes(transport.data))]
+    attaches = [body for body in answers if type(body) is Attach]
+    assert attaches and attaches[-1].target is not None  # the new link, accepted
