@@ -1,15 +1,19 @@
-"""What an input means to the hub's MQTT state machine, for grouping findings into distinct bugs.
+"""What an input means to the hub's MQTT or AMQP state machine, for grouping findings into distinct bugs.
 
-The harness generates bytes on its own; here, and only here, it asks ``methodhub.mqtt`` (sans-I/O,
-no sockets) what the hub's parser makes of the first read: a hang after "CONNECT, then a protocol
-error in the same read" is one bug however the error came about.
+The harness generates bytes on its own; here (and, for the hub's answers, in :mod:`fuzz.amqpread`)
+it asks ``methodhub.mqtt`` and ``methodhub.amqp`` (sans-I/O, no sockets) what the hub's parser
+makes of an input: a hang after "CONNECT, then a protocol error in the same read" is one bug however
+the error came about. An AMQP dialogue is run through a server-role ``AmqpConnection`` stage by
+stage, every SASL init answered ok and every link accepted (the hub's gateway may refuse some).
 """
 
 from __future__ import annotations
 
 import re
 
-from fuzz.inputs import MQTT_TARGETS, FuzzInput
+from fuzz.inputs import AMQP_TARGETS, MQTT_TARGETS, FuzzInput
+from methodhub.amqp import AmqpConnection, ConnectionRole
+from methodhub.amqp import events as amqp_events
 from methodhub.mqtt import ConnectionClosed, MqttConnection, PacketReceived, ProtocolError, Role
 
 
@@ -59,12 +63,85 @@ def mqtt_shape(inp: FuzzInput) -> tuple[str, str]:
     return shape, reason_template(reason)
 
 
+_AMQP_TOKENS = {
+    amqp_events.SaslInitReceived: "SASL",
+    amqp_events.ConnectionOpened: "open",
+    amqp_events.SessionBegun: "begin",
+    amqp_events.LinkAttached: "links",
+    amqp_events.CreditGranted: "links",
+    amqp_events.MessageReceived: "messages",
+    amqp_events.DeliverySettled: "messages",
+    amqp_events.LinkDetached: "detach/end",
+    amqp_events.SessionEnded: "detach/end",
+    amqp_events.ConnectionClosed: "close",
+}
+
+
+def amqp_events_of(inp: FuzzInput) -> list[object]:
+    """The events of a server-role ``AmqpConnection`` fed ``inp``'s units stage by stage (SASL
+    answered ok, links accepted with credit, as far as the state machine goes)."""
+    machine = AmqpConnection(ConnectionRole.SERVER, container_id="fuzz-classify")
+    events: list[object] = []
+    stage = b""
+
+    def feed(data: bytes) -> None:
+        fresh: list[object] = list(machine.receive_data(data, 0.0))
+        while fresh:
+            events.extend(fresh)
+            more = False
+            for event in fresh:
+                if isinstance(event, amqp_events.SaslInitReceived):
+                    machine.sasl_outcome(True)
+                    more = True
+                elif isinstance(event, amqp_events.LinkAttached) and event.needs_answer:
+                    machine.accept_link(event.link, credit=0 if event.link.is_sender else 100)
+            fresh = list(machine.next_events()) if more else []
+        machine.data_to_send()
+
+    for unit in inp.units:
+        stage += unit.data
+        if unit.wait_after and inp.plan != "one-write":
+            feed(stage)
+            stage = b""
+    feed(stage)
+    return events
+
+
+def amqp_shape(inp: FuzzInput) -> tuple[str, str]:
+    """A coarse shape of what the AMQP state machine made of ``inp`` (for grouping) and the first
+    protocol error it reports, if any."""
+    try:
+        events = amqp_events_of(inp)
+    except Exception as exc:  # the state machine itself failed: worth its own group
+        return f"state machine raised {type(exc).__name__}", str(exc)[:120]
+    out: list[str] = []
+    reason = ""
+    for event in events:
+        if isinstance(event, amqp_events.ProtocolFailure):
+            scope = "connection" if event.channel is None else "session" if event.link is None else "link"
+            token = f"{scope} error {event.error.condition}"
+            reason = reason or reason_template(f"{event.error.condition}: {event.error.description}")
+        elif isinstance(event, amqp_events.BadProtocolHeader):
+            token = "bad protocol header"
+            reason = reason or "bad protocol header"
+        else:
+            token = _AMQP_TOKENS.get(type(event), type(event).__name__)
+        if token not in out:  # each kind once, in order of first appearance: coarse groups
+            out.append(token)
+    return " + ".join(out) or "nothing parsed", reason
+
+
 def signature(inp: FuzzInput, hang: str) -> tuple[str, str]:
     """The group of a hang (how the connection ended and what the hub's parser saw; MQTT over TCP,
-    TLS and WebSocket share groups) and, for MQTT, the parser's protocol error as a variant."""
-    how = "silent" if "no FIN sent" in hang else "after FIN"
+    TLS and WebSocket share groups, as AMQP over TCP, TLS and WebSocket do) and the parser's
+    protocol error as a variant."""
+    how = "silent" if "no FIN sent" in hang else "trickling" if "trickled" in hang else "after FIN"
     if inp.no_tls:
-        return f"MQTT/TLS port, {how}: a TCP connection without a TLS handshake", ""
+        kind = "AMQP" if inp.target in AMQP_TARGETS else "MQTT"
+        return f"{kind}/TLS port, {how}: a TCP connection without a TLS handshake", ""
+    if inp.target in AMQP_TARGETS:
+        shape, reason = amqp_shape(inp)
+        return f"AMQP, {how}, {inp.plan}: {shape}", reason
     if inp.target in MQTT_TARGETS:
         shape, reason = mqtt_shape(inp)
         plan = "CONNACK awaited" if inp.plan == "connack-first" else "CONNECT pipelined"

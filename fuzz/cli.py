@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import ssl
 import sys
 import tempfile
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 from fuzz.hub import OWN_HUB_HTTP_DEADLINE, HubUnderTest
 from fuzz.inputs import TARGETS, load_steps, wire_kind
 from fuzz.report import Reporter, summary, verdict
-from fuzz.run import Fuzzer, Settings
+from fuzz.run import Fuzzer, Settings, endpoints
 from fuzz.triage import Triage
 from fuzz.wire import Endpoint, Limits, send
 
@@ -33,7 +32,7 @@ def _targets(text: str) -> list[str]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m fuzz",
-        description="Fuzz a methodhub hub over MQTT (TCP, TLS, WebSocket) and HTTP; see docs/fuzzing.md.",
+        description="Fuzz a methodhub hub: MQTT and AMQP (TCP, TLS, WebSocket), HTTP (docs/fuzzing.md).",
     )
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--duration", type=float, metavar="SECONDS", help="fuzz for this long (default 60)")
@@ -86,7 +85,8 @@ def parser() -> argparse.ArgumentParser:
         "--connect-bound",
         type=float,
         default=HUB_CONNECT_TIMEOUT + 5,
-        help="seconds a silent MQTT connection without CONNACK may stay open (CONNECT deadline 10 s + 5)",
+        help="seconds a silent MQTT connection without CONNACK, or an AMQP one that authorized nothing, "
+        "may stay open (the hub's CONNECT / authorization deadline 10 s + 5)",
     )
     p.add_argument(
         "--stall-bound",
@@ -189,9 +189,11 @@ def _fuzz(hub: HubUnderTest, settings: Settings, args: argparse.Namespace) -> in
         fuzzer.say(
             f"confirming and shrinking {len(result.findings)} finding(s) (up to {args.triage_time:g} s)"
         )
-        endpoints = dict(fuzzer.endpoints)
-        endpoints.setdefault("mqtt", Endpoint("127.0.0.1", hub.ports["mqtt"]))
-        triage = Triage(endpoints, fuzzer.log, settings.limits, args.triage_time)
+        known = dict(fuzzer.endpoints)
+        known.setdefault("mqtt", Endpoint("127.0.0.1", hub.ports["mqtt"]))
+        if "amqp" in hub.ports:
+            known.setdefault("amqp", Endpoint("127.0.0.1", hub.ports["amqp"]))
+        triage = Triage(known, fuzzer.log, settings.limits, args.triage_time)
 
         async def work() -> None:
             # tracebacks first (each is a distinct bug), then hang groups; most frequent first
@@ -228,24 +230,19 @@ def _replay(hub: HubUnderTest, path: Path, limits: Limits) -> int:
     from fuzz.run import FUZZ_DEVICES
 
     target, end, steps = load_steps(path)
-    seed = int(json.loads(path.read_text()).get("seed", 1))
+    doc = json.loads(path.read_text())
+    seed = int(doc.get("seed", 1))
     with httpx.Client(base_url=hub.http_url, timeout=30) as http:  # the devices its CONNECTs sign for
         for i in range(FUZZ_DEVICES):
             hub.register(http, f"fuzz-{i}", hub.device_key(seed, f"fuzz-{i}"))
-    if target == "mqtts":
-        context = ssl.create_default_context(cafile=str(hub.ca_file))
-        endpoint = Endpoint("127.0.0.1", hub.ports["mqtts"], context, "localhost")
-    elif target == "mqtts-no-tls":
-        endpoint = Endpoint("127.0.0.1", hub.ports["mqtts"])
-    else:
-        endpoint = Endpoint("127.0.0.1", hub.ports["mqtt" if target == "mqtt" else "http"])
+    endpoint = endpoints(hub, [target.removesuffix("-no-tls")])[target]
     log = LogWatch(hub.log_path)
     log.skip_to_end()
     bound = limits.stall_bound if target == "http" else limits.connect_bound
     started = time.monotonic()
-    outcome = asyncio.run(
-        send(endpoint, wire_kind(target.removesuffix("-no-tls")), steps, end, bound, limits)
-    )
+    kind = wire_kind(target.removesuffix("-no-tls"))
+    sasl_plain = bool(doc.get("sasl_plain"))
+    outcome = asyncio.run(send(endpoint, kind, steps, end, bound, limits, sasl_plain=sasl_plain))
     time.sleep(0.5)
     records = log.flush()
     print(f"replayed {path} on {target} (end: {end}) in {time.monotonic() - started:.2f} s")
@@ -253,6 +250,12 @@ def _replay(hub: HubUnderTest, path: Path, limits: Limits) -> int:
         f"  hub answered {outcome.bytes_in} bytes; CONNACK {outcome.connack}; "
         f"HTTP statuses {outcome.statuses or '-'}"
     )
+    if outcome.amqp is not None:
+        answers = outcome.amqp
+        print(
+            f"  AMQP: ended with {outcome.amqp_end}; put-token statuses {answers.put_token_statuses or '-'}; "
+            f"detach/end errors {answers.detach_errors + answers.end_errors or '-'}"
+        )
     if outcome.hang:
         print(f"  HANG: {outcome.hang}")
     else:

@@ -1,5 +1,6 @@
-"""The hub under test: one the harness starts (``bench.hubproc.Hub``, with the TLS listeners on), or
-one already running (``--hub-url``, its data dir's ``hub.json``); its log, RSS and file descriptors."""
+"""The hub under test: one the harness starts (``bench.hubproc.Hub``, with the TLS listeners and the
+plain AMQP listener on), or one already running (``--hub-url``, its data dir's ``hub.json``); its log,
+RSS and file descriptors."""
 
 from __future__ import annotations
 
@@ -49,20 +50,20 @@ class HubUnderTest:
 
     @staticmethod
     def start(data_dir: Path) -> HubUnderTest:
-        """Start a hub of the fuzzer's own (a temporary data dir, free ports, TLS on)."""
+        """Start a hub of the fuzzer's own (a temporary data dir, free ports, TLS on, plain AMQP on)."""
         # The hub's own HTTP deadlines, shortened for the body so that a run's last connections are
         # judged quickly: every incomplete request is answered 408 within OWN_HUB_HTTP_DEADLINE.
         deadline = str(OWN_HUB_HTTP_DEADLINE)
         hub = Hub(
             data_dir=data_dir,
             args=[
-                *("--mqtts-port", "0", "--https-port", "0"),
+                *("--mqtts-port", "0", "--https-port", "0", "--amqps-port", "0", "--amqp-port", "0"),
                 *("--http-head-timeout", deadline, "--http-body-timeout", deadline),
             ],
         ).start()
         runtime = json.loads((data_dir / "hub.json").read_text())
         ports = {"mqtt": hub.mqtt_port, "http": hub.http_port}
-        for name in ("mqtts", "https"):
+        for name in ("mqtts", "https", "amqp", "amqps"):
             if runtime.get(name):
                 ports[name] = int(str(runtime[name]).rsplit(":", 1)[1])
         return HubUnderTest(
@@ -86,7 +87,7 @@ class HubUnderTest:
             runtime = json.loads((data_dir / "hub.json").read_text())
         host = urlsplit(url).hostname or "127.0.0.1"
         ports = {"http": urlsplit(url).port or 80}
-        for name in ("mqtt", "mqtts", "https"):
+        for name in ("mqtt", "mqtts", "https", "amqp", "amqps"):
             if runtime.get(name):
                 ports[name] = int(str(runtime[name]).rsplit(":", 1)[1])
         if connection_string is None:

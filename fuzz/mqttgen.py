@@ -39,6 +39,10 @@ class Unit:
     data: bytes
     label: str
     mutated: str = ""
+    wait_after: str = ""
+    """A real client would wait for the hub's answer after this unit: ``"answer"`` (its next bytes:
+    an AMQP attach and credit) or ``"put-token"`` (its answer to an AMQP put-token, which comes
+    after the delivery's disposition); plans that follow the dialogue's stages do."""
 
     def describe(self) -> str:
         return f"{self.label} [{self.mutated}]" if self.mutated else self.label

@@ -7,19 +7,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fuzz.inputs import FuzzInput, render
+from fuzz.inputs import AMQP_TARGETS, MQTT_TARGETS, FuzzInput, render
 from fuzz.run import Finding, RunResult
 from fuzz.triage import Triaged
 
 
 def steps_hex(inp: FuzzInput) -> str:
-    """The writes as hex, ``|`` between writes, ``<wait>`` where the fuzzer waited for an answer."""
+    """The writes as hex, ``|`` between writes, ``<wait>`` where the fuzzer waited for an answer
+    (``<wait-put-token>``: for the hub's answer to an AMQP put-token)."""
     parts = []
     for op, arg in render(inp):
         if op == "write":
             parts.append(arg.hex())  # type: ignore[union-attr]
-        elif op == "wait":
-            parts.append("<wait>")
+        elif op in ("wait", "wait-attach", "wait-put-token"):
+            parts.append(f"<{op}>")
     return " | ".join(parts)
 
 
@@ -101,8 +102,11 @@ class Reporter:
         hub_notes: list[str],
     ) -> dict[str, Any]:
         s = result.settings
-        packets = sum(st.packets for st in result.stats.values())
-        mutations = sum(st.mutations for st in result.stats.values())
+        mqtt = [st for t, st in result.stats.items() if t in MQTT_TARGETS]
+        amqp = [st for t, st in result.stats.items() if t in AMQP_TARGETS]
+        packets = sum(st.packets for st in mqtt)
+        mutations = sum(st.mutations for st in mqtt)
+        frames = sum(st.packets for st in amqp)
         findings = sorted(result.findings.values(), key=lambda f: (f.kind, -f.count))
         doc: dict[str, Any] = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(result.started_wall)),
@@ -114,7 +118,11 @@ class Reporter:
             "mqtt_packets": packets,
             "mqtt_mutated_packets": mutations,
             "mqtt_packets_per_s": round(packets / result.fuzz_seconds) if result.fuzz_seconds else 0,
-            "mqtt_packets_before_first_mutation": sum(st.intact for st in result.stats.values()),
+            "mqtt_packets_before_first_mutation": sum(st.intact for st in mqtt),
+            "amqp_frames": frames,
+            "amqp_mutated_frames": sum(st.mutations for st in amqp),
+            "amqp_frames_per_s": round(frames / result.fuzz_seconds) if result.fuzz_seconds else 0,
+            "amqp_frames_before_first_mutation": sum(st.intact for st in amqp),
             "cpu_seconds": {
                 "hub": round(result.hub_cpu_seconds, 1) if result.hub_cpu_seconds is not None else None,
                 "fuzzer": round(result.fuzzer_cpu_seconds, 1),
@@ -125,10 +133,14 @@ class Reporter:
                 "stall_bound_s": s.limits.stall_bound,
                 "fd_slack": s.fd_slack,
             },
-            "per_target": {t: st.to_json() for t, st in result.stats.items()},
+            "per_target": {
+                t: st.to_json("frames" if t in AMQP_TARGETS else "packets") for t, st in result.stats.items()
+            },
             "hangs": sum(st.hangs for st in result.stats.values()),
             "tracebacks": sum(f.count for f in findings if f.kind == "traceback"),
             "http_500": sum(f.count for f in findings if f.kind == "http-500"),
+            "garbled_amqp_answers": sum(f.count for f in findings if f.kind == "garbled"),
+            "unanswered_put_tokens": sum(f.count for f in findings if f.kind == "unanswered"),
             "hub": {
                 "alive_at_end": result.hub_alive,
                 "rss_start_mb": _mb(result.rss_start),
@@ -170,6 +182,12 @@ def verdict(result: RunResult) -> list[str]:
     http500 = sum(f.count for f in result.findings.values() if f.kind == "http-500")
     if http500:
         out.append(f"{http500} HTTP 500 answer(s) to bad input")
+    garbled = sum(f.count for f in result.findings.values() if f.kind == "garbled")
+    if garbled:
+        out.append(f"{garbled} AMQP answer(s) of the hub that do not decode")
+    unanswered = sum(f.count for f in result.findings.values() if f.kind == "unanswered")
+    if unanswered:
+        out.append(f"{unanswered} put-token(s) of well-formed dialogues not answered")
     if result.fds_start is not None and result.fds_end is not None:
         growth = result.fds_end - result.fds_start
         if growth > result.settings.fd_slack:
@@ -188,14 +206,20 @@ def summary(doc: dict[str, Any]) -> str:
     lines = [
         f"fuzz: seed {doc['seed']}, {doc['fuzz_seconds']} s, {doc['inputs']} connections, "
         f"{doc['mqtt_packets']:,} MQTT packets ({doc['mqtt_packets_per_s']:,}/s, "
-        f"{doc['mqtt_mutated_packets']:,} mutated)",
+        f"{doc['mqtt_mutated_packets']:,} mutated), "
+        f"{doc['amqp_frames']:,} AMQP frames ({doc['amqp_mutated_frames']:,} mutated)",
     ]
     for target, st in doc["per_target"].items():
         extra = f", {st['packets']:,} packets" if "packets" in st else ""
+        if "frames" in st:
+            extra = f", {st['frames']:,} frames, {st['authorized']:,} authorized"
         lines.append(
             f"  {target:9} {st['connections']:7,} connections{extra}, {st['hangs']} hangs, "
             f"max close {st['max_close_latency_s']} s"
         )
+        if st.get("hub_ended_with"):
+            ends = ", ".join(f"{k} {v}" for k, v in list(st["hub_ended_with"].items())[:6])
+            lines.append(f"            hub ended them: {ends}")
     hub, canary = doc["hub"], doc["canary"]
     lines.append(
         f"  hub: rss {hub['rss_start_mb']} -> {hub['rss_end_mb']} MB, "
@@ -203,6 +227,11 @@ def summary(doc: dict[str, Any]) -> str:
         f"(peak {hub['fds_peak']}); canary {canary['success_pct']}% of {canary['calls']} calls "
         f"(p99 {canary['latency_ms']['p99']} ms)"
     )
+    for name, dev in canary.get("devices", {}).items():
+        lines.append(
+            f"    canary {name} ({dev['transport']}): {dev['success_pct']}% of {dev['calls']} calls, "
+            f"p99 {dev['latency_ms']['p99']} ms, {dev['device_disconnects']} disconnects"
+        )
     for f in doc["findings"]:
         line = f"  {f['kind'].upper():10} x{f['count']:<5} {f['signature'][:150]}"
         if "minimal" in f:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import resource
 import ssl
 import sys
@@ -13,15 +14,27 @@ from typing import Any
 
 import httpx
 
-from fuzz.canary import Canary, CanaryStats
+from fuzz.amqpcanary import AmqpCanaryDevice
+from fuzz.amqpgen import AmqpGenerator
+from fuzz.canary import Canary, CanaryStats, MqttCanaryDevice
 from fuzz.classify import signature
 from fuzz.hub import HubUnderTest, LogRecord, LogWatch
-from fuzz.inputs import MQTT_TARGETS, FuzzInput, InputFactory, render, wire_kind
+from fuzz.inputs import (
+    AMQP_TARGETS,
+    MQTT_TARGETS,
+    TARGETS,
+    TLS_TARGETS,
+    FuzzInput,
+    InputFactory,
+    render,
+    wire_kind,
+)
 from fuzz.mqttgen import Credentials, MqttGenerator
 from fuzz.wire import Endpoint, Limits, Outcome, send
 
 FUZZ_DEVICES = 8
 CANARY_ID = "fuzz-canary"
+AMQP_CANARY_ID = "fuzz-canary-amqp"
 RECENT_WINDOW = 2.0
 """Seconds of finished inputs kept to name the input that preceded a traceback."""
 
@@ -34,14 +47,16 @@ def _own_cpu() -> float:
 def likely_targets(text: str) -> set[str]:
     """The targets whose inputs can have caused a traceback, judged by the code it went through."""
     if "SSL" in text:
-        return {"mqtts"}
+        return {"mqtts", "amqps", "amqpws"}
     if "gateway/websocket.py" in text or "wsproto" in text or "serving /$iothub/websocket" in text:
-        return {"ws", "websocket"}
+        return {"ws", "websocket", "amqpws"}
+    if "gateway/amqp" in text or "/amqp/" in text or "azure/amqp" in text:
+        return set(AMQP_TARGETS)
     if "gateway/" in text or "/mqtt/" in text:
         return set(MQTT_TARGETS)
     if "api/" in text or "calls/" in text or "registry/" in text or "serving /" in text or "jsontext" in text:
         return {"http", "websocket"}
-    return {"mqtt", "mqtts", "ws", "http", "websocket"}
+    return set(TARGETS)
 
 
 @dataclass
@@ -50,7 +65,7 @@ class Settings:
     duration: float | None = None
     packets: int | None = None
     mutated: int | None = None
-    targets: list[str] = field(default_factory=lambda: ["mqtt", "mqtts", "ws", "http", "websocket"])
+    targets: list[str] = field(default_factory=lambda: list(TARGETS))
     concurrency: int = 48
     max_open: int = 3000
     limits: Limits = field(default_factory=Limits)
@@ -76,8 +91,15 @@ class TargetStats:
     accepted: int = 0
     statuses: collections.Counter[int] = field(default_factory=collections.Counter)
     close_latency_max: float = 0.0
+    ends: collections.Counter[str] = field(default_factory=collections.Counter)
+    """AMQP: how the hub ended each connection (``close <condition>``, ``TCP close``, ...)."""
+    put_token_statuses: collections.Counter[int] = field(default_factory=collections.Counter)
+    detach_errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    """AMQP: the error conditions of the hub's detach and end frames."""
+    garbled: int = 0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, unit: str = "packets") -> dict[str, Any]:
+        """The figures; ``unit`` names what ``packets`` counts (``frames`` for AMQP)."""
         out: dict[str, Any] = {
             "connections": self.connections,
             "bytes_sent": self.bytes_out,
@@ -89,19 +111,26 @@ class TargetStats:
         }
         if self.packets:
             out |= {
-                "packets": self.packets,
-                "packets_before_first_mutation": self.intact,
-                "mutated_packets": self.mutations,
-                "accepted_connects": self.accepted,
+                unit: self.packets,
+                f"{unit}_before_first_mutation": self.intact,
+                f"mutated_{unit}": self.mutations,
+                "authorized" if unit == "frames" else "accepted_connects": self.accepted,
             }
         if self.statuses:
             out["http_statuses"] = {str(k): v for k, v in sorted(self.statuses.items())}
+        if self.ends:
+            out["hub_ended_with"] = dict(self.ends.most_common())
+            out["put_token_statuses"] = {str(k): v for k, v in sorted(self.put_token_statuses.items())}
+            out["detach_and_end_errors"] = dict(self.detach_errors.most_common())
+            out["garbled_answers"] = self.garbled
         return out
 
 
 @dataclass
 class Finding:
-    kind: str  # "hang" | "traceback" | "http-500"
+    kind: str
+    """"hang", "traceback", "http-500", "garbled" (an AMQP answer that does not decode) or
+    "unanswered" (a put-token the hub must answer, in a well-formed dialogue, got no answer)."""
     signature: str
     count: int = 0
     first_at: float = 0.0
@@ -151,43 +180,55 @@ class Fuzzer:
         self.fds_peak: int | None = None
         self.total_packets = 0
         self.total_mutated = 0
+        self.total_frames = 0
         self.inputs = 0
         self.endpoints: dict[str, Endpoint] = {}
 
     # -- setup --
 
     def _endpoints(self) -> dict[str, Endpoint]:
-        hub = self.hub
-        out: dict[str, Endpoint] = {}
-        for target in self.settings.targets:
-            if target == "mqtt":
-                out[target] = Endpoint("127.0.0.1", hub.ports["mqtt"])
-            elif target == "mqtts":
-                if "mqtts" not in hub.ports or hub.ca_file is None:
-                    raise SystemExit(
-                        "fuzz: target mqtts needs the hub's MQTT/TLS listener and its CA (hub.json)"
-                    )
-                context = ssl.create_default_context(cafile=str(hub.ca_file))
-                out[target] = Endpoint("127.0.0.1", hub.ports["mqtts"], context, "localhost")
-                out["mqtts-no-tls"] = Endpoint("127.0.0.1", hub.ports["mqtts"])
-            else:
-                out[target] = Endpoint("127.0.0.1", hub.ports["http"])
-        return out
+        return endpoints(self.hub, self.settings.targets)
 
-    def _devices(self) -> tuple[list[Credentials], str]:
+    def _devices(self) -> tuple[list[Credentials], dict[str, str], dict[str, str]]:
+        """The fuzz devices (registered); their keys; the canaries' SAS tokens by device id."""
         seed = self.settings.seed
         devices = []
+        keys = {}
         with httpx.Client(base_url=self.hub.http_url, timeout=30) as http:
             for i in range(FUZZ_DEVICES):
                 device_id = f"fuzz-{i}"
-                key = self.hub.device_key(seed, device_id)
+                key = keys[device_id] = self.hub.device_key(seed, device_id)
                 self.hub.register(http, device_id, key)
                 devices.append(
                     Credentials(device_id, self.hub.device_token(device_id, key), self.hub.hostname)
                 )
-            canary_key = self.hub.device_key(seed, CANARY_ID)
-            self.hub.register(http, CANARY_ID, canary_key)
-        return devices, self.hub.device_token(CANARY_ID, canary_key)
+            tokens = {}
+            for canary_id in (CANARY_ID, AMQP_CANARY_ID):
+                canary_key = self.hub.device_key(seed, canary_id)
+                self.hub.register(http, canary_id, canary_key)
+                tokens[canary_id] = self.hub.device_token(canary_id, canary_key)
+        return devices, keys, tokens
+
+    def _canary(self, tokens: dict[str, str]) -> Canary:
+        hub = self.hub
+        devices: list[Any] = [
+            MqttCanaryDevice("127.0.0.1", hub.ports["mqtt"], hub.hostname, CANARY_ID, tokens[CANARY_ID])
+        ]
+        if "amqp" in hub.ports:
+            devices.append(
+                AmqpCanaryDevice(
+                    "127.0.0.1", hub.ports["amqp"], hub.hostname, AMQP_CANARY_ID, tokens[AMQP_CANARY_ID]
+                )
+            )
+        elif AMQP_TARGETS & set(self.settings.targets):
+            self.hub.notes.append("no plain AMQP listener (hub.json 'amqp'): no AMQP canary")
+        return Canary(
+            http_url=hub.http_url,
+            owner_token=hub.owner_token,
+            devices=devices,
+            interval=self.settings.canary_interval,
+            call_timeout=self.settings.canary_timeout,
+        )
 
     def say(self, message: str) -> None:
         if not self.settings.quiet:
@@ -196,26 +237,19 @@ class Fuzzer:
     # -- the run --
 
     def run(self) -> RunResult:
-        devices, canary_password = self._devices()
+        devices, keys, tokens = self._devices()
         self.endpoints = self._endpoints()
-        canary = Canary(
-            host="127.0.0.1",
-            mqtt_port=self.hub.ports["mqtt"],
-            http_url=self.hub.http_url,
-            hostname=self.hub.hostname,
-            device_id=CANARY_ID,
-            password=canary_password,
-            owner_token=self.hub.owner_token,
-            interval=self.settings.canary_interval,
-            call_timeout=self.settings.canary_timeout,
-        )
+        canary = self._canary(tokens)
         canary.start()
+        https = self.hub.ports.get("https")
         factory = InputFactory(
             self.settings.seed,
             self.settings.targets,
             MqttGenerator(devices, str(self.settings.seed)),
             self.hub.http_host,
             self.hub.owner_token,
+            AmqpGenerator(devices, self.hub.hostname, keys),
+            f"{self.hub.hostname}:{https}" if https else "",
         )
         time.sleep(0.5)
         rss_start, fds_start = self.hub.rss(), self.hub.fds()
@@ -290,6 +324,8 @@ class Fuzzer:
                 if inp.target in MQTT_TARGETS:
                     self.total_packets += inp.packets
                     self.total_mutated += inp.mutations
+                elif inp.target in AMQP_TARGETS:
+                    self.total_frames += inp.packets
                 task = asyncio.create_task(self._one(inp, sending, open_slots))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -312,11 +348,16 @@ class Fuzzer:
             bound = self._bound(inp)
             if end == "silent" and not inp.silent_ok:
                 end = "fin"
-            if end == "silent" and settings.duration is not None:
+            left = (
+                settings.duration - (time.monotonic() - self.started)
+                if settings.duration is not None
+                else None
+            )
+            if end == "silent" and left is not None and bound > left:
                 # near the end of a timed run, a silent connection would outlive it: send FIN instead
-                left = settings.duration - (time.monotonic() - self.started)
-                if bound > left:
-                    end = "fin"
+                end = "fin"
+            if inp.plan == "dribble" and left is not None and bound > left:
+                inp = dataclasses.replace(inp, plan="stages")  # likewise a dribbling one
             steps = render(inp)
             outcome = Outcome()
             self.active[inp.index] = (inp, outcome)
@@ -338,6 +379,7 @@ class Fuzzer:
                 settings.limits,
                 sent,
                 outcome,
+                inp.sasl_plain,
             )
             self.active.pop(inp.index, None)
             now = time.monotonic()
@@ -370,6 +412,19 @@ class Fuzzer:
         if outcome.accepted:
             st.accepted += 1
         st.statuses.update(outcome.statuses)
+        if outcome.amqp is not None:
+            st.ends[outcome.amqp_end] += 1
+            st.put_token_statuses.update(outcome.amqp.put_token_statuses)
+            st.detach_errors.update(outcome.amqp.detach_errors + outcome.amqp.end_errors)
+            # (not after a wait for attaches ran out: the put-token may have raced its credit)
+            unanswered = not outcome.amqp.put_token_statuses and outcome.stalled in ("", "wait-put-token")
+            if inp.expects_cbs_answer and outcome.open_after_steps and unanswered:
+                self._finding("unanswered", f"{inp.target}: a put-token the hub must answer was not", inp, "")
+            if outcome.amqp.garbled:
+                st.garbled += 1
+                self._finding(
+                    "garbled", f"{inp.target}: {outcome.amqp.garbled[:120]}", inp, outcome.amqp.garbled
+                )
         if outcome.hang:
             st.hangs += 1
             group, variant = signature(inp, outcome.hang)
@@ -466,9 +521,10 @@ class Fuzzer:
                 conns = sum(s.connections for s in self.stats.values())
                 hangs = sum(s.hangs for s in self.stats.values())
                 tracebacks = sum(f.count for f in self.findings.values() if f.kind == "traceback")
+                amqp = f", {self.total_frames:,} AMQP frames" if self.total_frames else ""
                 self.say(
                     f"{conns} connections, {self.total_packets:,} MQTT packets ({rate:,.0f}/s), "
-                    f"{self.total_mutated:,} mutated | "
+                    f"{self.total_mutated:,} mutated{amqp} | "
                     f"hangs {hangs} | tracebacks {tracebacks} | "
                     f"canary {100.0 * ok / calls if calls else 0:.1f}% of {calls} | "
                     f"hub rss {(rss or 0) / 1e6:.0f} MB, fds {fds}"
@@ -476,3 +532,22 @@ class Fuzzer:
                 last_progress, last_packets = now, self.total_packets
                 if not self.hub.alive():
                     self.stopped_early = "the hub exited"
+
+
+def endpoints(hub: HubUnderTest, targets: list[str]) -> dict[str, Endpoint]:
+    """Where each target's inputs go (and, for the TLS ports, plain TCP to them: ``NAME-no-tls``)."""
+    out: dict[str, Endpoint] = {}
+    port_of = {"mqtt": "mqtt", "mqtts": "mqtts", "amqp": "amqp", "amqps": "amqps", "amqpws": "https"}
+    for target in targets:
+        port = port_of.get(target, "http")
+        if port not in hub.ports:
+            raise SystemExit(f"fuzz: target {target} needs the hub's {port} listener (hub.json)")
+        if target in TLS_TARGETS:
+            if hub.ca_file is None:
+                raise SystemExit(f"fuzz: target {target} needs the hub's CA (hub.json 'ca')")
+            context = ssl.create_default_context(cafile=str(hub.ca_file))
+            out[target] = Endpoint("127.0.0.1", hub.ports[port], context, "localhost")
+            out[f"{target}-no-tls"] = Endpoint("127.0.0.1", hub.ports[port])
+        else:
+            out[target] = Endpoint("127.0.0.1", hub.ports[port])
+    return out

@@ -3,8 +3,8 @@
 A traceback names no connection, so its candidates (the inputs sent just before it) are replayed
 alone, nearest first, until one logs the same signature again. A hang is replayed as it was. A
 confirmed input is then shrunk: packets (or requests) are removed while the finding still occurs,
-the writes are merged into one (or CONNECT, wait for CONNACK, the rest) and, for TLS and WebSocket,
-the same packets are tried on plain MQTT.
+the writes are merged into one (or CONNECT, wait for CONNACK, the rest; for AMQP, the dialogue's
+stages) and, for TLS and WebSocket, the same packets (frames) are tried on plain MQTT (AMQP).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from fuzz.hub import LogWatch
-from fuzz.inputs import MQTT_TARGETS, FuzzInput, render, wire_kind
+from fuzz.inputs import AMQP_TARGETS, FRAMED_TARGETS, FuzzInput, render, wire_kind
 from fuzz.mqttgen import Unit
 from fuzz.run import Finding
 from fuzz.wire import Endpoint, Limits, send
@@ -66,7 +66,13 @@ class Triage:
         async def one(inp: FuzzInput) -> str:
             bound = self.limits.stall_bound if inp.target == "http" else self.limits.connect_bound
             outcome = await send(
-                self.endpoints[inp.endpoint], wire_kind(inp.target), render(inp), end, bound, limits
+                self.endpoints[inp.endpoint],
+                wire_kind(inp.target),
+                render(inp),
+                end,
+                bound,
+                limits,
+                sasl_plain=inp.sasl_plain,
             )
             return outcome.hang
 
@@ -143,8 +149,9 @@ class Triage:
             return tries[0] <= SHRINK_TRIES and await test(candidate)
 
         best = inp
-        # simpler writes first: one write, or CONNECT / wait for CONNACK / the rest
-        for plan in ("one-write", "connack-first"):
+        # simpler writes first: one write, or CONNECT / wait for CONNACK / the rest (AMQP: its stages)
+        plans = ("one-write", "stages") if inp.target in AMQP_TARGETS else ("one-write", "connack-first")
+        for plan in plans:
             if best.plan != plan and self.left() > 0:
                 candidate = dataclasses.replace(best, plan=plan)
                 if await still(candidate):
@@ -167,17 +174,18 @@ class Triage:
                     break
                 chunks = min(len(units), chunks * 2)
         best = dataclasses.replace(best, units=units)
-        if best.target in MQTT_TARGETS and best.frame_defects:
+        if best.target in FRAMED_TARGETS and best.frame_defects:
             candidate = dataclasses.replace(best, frame_defects=0.0)
             if self.left() > 0 and await still(candidate):
                 best = candidate
+        plain = "amqp" if best.target in AMQP_TARGETS else "mqtt"
         if (
-            best.target in ("mqtts", "ws")
+            best.target in ("mqtts", "ws", "amqps", "amqpws")
             and not best.no_tls
-            and "mqtt" in self.endpoints
+            and plain in self.endpoints
             and self.left() > 0
         ):
-            candidate = dataclasses.replace(best, target="mqtt", prelude=b"", frame_defects=0.0)
+            candidate = dataclasses.replace(best, target=plain, prelude=b"", frame_defects=0.0)
             if await still(candidate):
                 best = candidate
         return best

@@ -10,6 +10,13 @@ last step the connection ends one of three ways, chosen by the seed:
             the hub accepts the device, keep-alive rules apply instead, so the fuzzer sends FIN.
 ``abort``   the fuzzer resets the connection at once (checked by the hub's fd count at the end).
 
+AMQP inputs may also carry four more steps: ``wait-attach`` (for the hub's answers to the first
+N attaches, which carry the links' credit), ``wait-put-token`` (for the hub's answer to the
+put-token written last), ``release`` (the fuzzer's sending slot is freed: what follows only
+trickles) and ``deadline`` (the hub must have closed the connection within ``bound``
+seconds of its start — an AMQP connection that authorizes no identity is closed at the hub's
+deadline however it trickles).
+
 A connection still open past its bound is a *hang*.
 """
 
@@ -24,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wsproto.frame_protocol import FrameProtocol, Opcode
+
+from fuzz.amqpread import AmqpAnswers
 
 STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 KEEP_RESPONSE = 64 * 1024
@@ -68,13 +77,22 @@ class Outcome:
     local_port: int = 0
     first_write: float = 0.0
     last_write: float = 0.0
+    amqp: AmqpAnswers | None = None
+    """AMQP: what the hub answered (its close, detach errors, put-token statuses)."""
+    amqp_end: str = ""
+    """AMQP: how the hub ended the connection (:meth:`AmqpAnswers.ending`)."""
+    open_after_steps: bool = False
+    """The hub had not closed the connection when the last step was done."""
+    stalled: str = ""
+    """The wait step that ran out of time, if one did: the rest was sent without waiting."""
 
 
 class Probe(asyncio.Protocol):
-    """The client side of one fuzz connection: reads everything, notes CONNACK and HTTP statuses."""
+    """The client side of one fuzz connection: reads everything, notes CONNACK, HTTP statuses and
+    (AMQP) what the hub answered."""
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind  # "mqtt", "ws" (MQTT over WebSocket), "http"
+    def __init__(self, kind: str, sasl_plain: bool = False) -> None:
+        self.kind = kind  # "mqtt", "ws" (MQTT over WebSocket), "http", "amqp", "amqpws" (over WebSocket)
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.data_event = asyncio.Event()
@@ -87,6 +105,8 @@ class Probe(asyncio.Protocol):
         self.connack: int | None = None
         self.frames: FrameProtocol | None = None
         self.upgraded = False
+        self.websocket = kind in ("ws", "amqpws")
+        self.amqp = AmqpAnswers(sasl_plain) if kind in ("amqp", "amqpws") else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -98,7 +118,7 @@ class Probe(asyncio.Protocol):
             if len(self.response) < KEEP_RESPONSE:
                 self.response += data[: KEEP_RESPONSE - len(self.response)]
             return
-        if self.kind == "ws" and not self.upgraded:
+        if self.websocket and not self.upgraded:
             self.head += data
             end = self.head.find(b"\r\n\r\n")
             if end < 0:
@@ -110,24 +130,40 @@ class Probe(asyncio.Protocol):
             self.upgraded = True
             self.frames = FrameProtocol(client=True, extensions=[])
             data = self.head[end + 4 :]
+        if self.amqp is not None:
+            payload = self._unframed(data) if self.websocket else data
+            if payload:
+                self.amqp.feed(payload)
+                if self.amqp.authorized:
+                    self.accepted_event.set()
+            return
         if self.connack is not None or len(self.mqtt_in) > 64:
             return
-        if self.kind == "ws":
-            if self.frames is None:
-                return
-            try:
-                self.frames.receive_bytes(data)
-                for fr in self.frames.received_frames():
-                    if fr.opcode in (Opcode.BINARY, Opcode.CONTINUATION) and isinstance(
-                        fr.payload, bytes | bytearray
-                    ):
-                        self.mqtt_in += bytes(fr.payload)
-            except Exception:  # a frame the client side of wsproto refuses: nothing more to learn
+        if self.websocket:
+            payload = self._unframed(data)
+            if payload is None:  # a frame the client side of wsproto refuses: nothing more to learn
                 self.mqtt_in = b"\x00" * 65
                 return
+            self.mqtt_in += payload
         else:
             self.mqtt_in += data
         self._check_connack()
+
+    def _unframed(self, data: bytes) -> bytes | None:
+        """The binary payloads of the hub's WebSocket frames in ``data`` (None: not valid frames)."""
+        if self.frames is None:
+            return b""
+        out = b""
+        try:
+            self.frames.receive_bytes(data)
+            for fr in self.frames.received_frames():
+                if fr.opcode in (Opcode.BINARY, Opcode.CONTINUATION) and isinstance(
+                    fr.payload, bytes | bytearray
+                ):
+                    out += bytes(fr.payload)
+        except Exception:
+            return None
+        return out
 
     def _check_connack(self) -> None:
         buf = self.mqtt_in
@@ -151,7 +187,8 @@ class Probe(asyncio.Protocol):
 
 
 Step = tuple[str, bytes | float]
-"""("write", bytes) | ("wait", seconds) | ("pause", seconds)."""
+"""("write", bytes) | ("wait", seconds) | ("wait-attach", count) | ("wait-put-token", seconds) |
+("pause", seconds) | ("release", 0) | ("deadline", 0)."""
 
 
 async def _half_close(transport: asyncio.Transport) -> None:
@@ -201,6 +238,22 @@ async def _answers(probe: Probe, limit: float) -> None:
                 return
 
 
+async def _until(probe: Probe, done: Callable[[], bool], timeout: float) -> bool:
+    """Wait until ``done()`` (checked as the hub's bytes come) or the hub closes, ``timeout`` s at
+    most; whether ``done()`` (or the close) came."""
+    deadline = time.monotonic() + timeout
+    while not done() and not probe.closed.done():
+        probe.data_event.clear()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            await asyncio.wait_for(probe.data_event.wait(), left)
+        except TimeoutError:
+            return done() or probe.closed.done()
+    return True
+
+
 async def _wait(fut: asyncio.Future[None], timeout: float) -> bool:
     if fut.done():
         return True
@@ -220,17 +273,20 @@ async def send(
     limits: Limits,
     on_sent: Callable[[], None] | None = None,
     outcome: Outcome | None = None,
+    sasl_plain: bool = False,
 ) -> Outcome:
     """Run one input: connect, perform ``steps``, end with ``end``; report the outcome.
 
     ``bound`` is how long the hub may leave a silent connection open (used when ``end`` is
-    ``silent``); ``on_sent`` is called once the steps are done (or the connection failed)."""
+    ``silent``, and by a ``deadline`` step); ``on_sent`` is called once the steps are done (or the
+    connection failed, or a ``release`` step came); ``sasl_plain``: the AMQP input's SASL layer is
+    PLAIN (an ``ok`` outcome then authorizes it)."""
     loop = asyncio.get_running_loop()
     outcome = outcome if outcome is not None else Outcome()
     try:
         transport, probe = await asyncio.wait_for(
             loop.create_connection(
-                lambda: Probe(kind),
+                lambda: Probe(kind, sasl_plain),
                 endpoint.host,
                 endpoint.port,
                 ssl=endpoint.tls,
@@ -252,35 +308,56 @@ async def send(
         for op, arg in steps:
             if probe.closed.done():
                 break
+            if op.startswith("wait") and outcome.stalled and probe.amqp is not None:
+                continue  # the hub stopped answering as a device expects: the rest goes unwaited
             if op == "write":
                 mark = probe.bytes_in
                 transport.write(arg)  # type: ignore[arg-type]
                 outcome.last_write = time.monotonic()
             elif op == "wait":  # for the hub's answer to what was written last
-                deadline = time.monotonic() + min(float(arg), limits.wait_response)  # type: ignore[arg-type]
-                while probe.bytes_in <= mark and not probe.closed.done():
-                    probe.data_event.clear()
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    try:
-                        await asyncio.wait_for(probe.data_event.wait(), left)
-                    except TimeoutError:
-                        break
+                limit = min(float(arg), limits.wait_response)  # type: ignore[arg-type]
+                if not await _until(probe, lambda m=mark: probe.bytes_in > m, limit):
+                    outcome.stalled = op
+            elif op == "wait-attach":  # for the hub's answers to the first ``arg`` AMQP attaches
+                attaches = int(arg)  # type: ignore[arg-type]
+                answered = probe.amqp
+                if answered is not None and not await _until(
+                    probe, lambda a=answered, n=attaches: a.attaches >= n, limits.wait_response
+                ):
+                    outcome.stalled = op
+            elif op == "release":
+                if on_sent is not None:
+                    on_sent()
+                    on_sent = None
+            elif op == "deadline":  # the hub must have closed by ``bound`` s after the start
+                left = outcome.first_write + bound - time.monotonic()
+                if not await _wait(probe.closed, max(0.0, left)):
+                    outcome.hang = f"open {bound:g} s after connecting (it trickled, authorized nothing)"
+                    end = "abort"
+                break
+            elif op == "wait-put-token":  # for the hub's answer to the put-token written last
+                statuses = probe.amqp.put_token_statuses if probe.amqp is not None else []
+                seen = len(statuses)
+                if not await _until(probe, lambda s=statuses, n=seen: len(s) > n, float(arg)):  # type: ignore[arg-type]
+                    outcome.stalled = op
             else:
                 await asyncio.sleep(float(arg))  # type: ignore[arg-type]
         if on_sent is not None:
             on_sent()
             on_sent = None
+        outcome.open_after_steps = not probe.closed.done()
         await _finish(transport, probe, end, bound, limits, outcome)
     finally:
         if on_sent is not None:
             on_sent()
         if not probe.closed.done():
             transport.abort()
-        outcome.accepted = probe.connack == 0
+        outcome.accepted = probe.accepted_event.is_set()
         outcome.connack = probe.connack
         outcome.bytes_in = probe.bytes_in
+        if probe.amqp is not None:
+            outcome.amqp = probe.amqp
+            outcome.amqp_end = probe.amqp.ending(outcome.closed_by_hub)
         if kind == "http" or (kind == "ws" and probe.head and not probe.head.startswith(b"HTTP/1.1 101")):
             probe.response = bytearray(probe.head) + probe.response
             outcome.statuses = probe.statuses()
@@ -292,6 +369,9 @@ async def _finish(
 ) -> None:
     started = time.monotonic()
     if end == "abort":
+        if probe.closed.done():  # the hub closed before the fuzzer would have reset
+            outcome.closed_by_hub = True
+            outcome.close_latency = 0.0
         transport.abort()
         return
     if end == "silent" and not probe.closed.done():

@@ -13,6 +13,8 @@ import struct
 from fuzz.mqttgen import Unit
 
 WEBSOCKET_PATH = "/$iothub/websocket"
+AMQP_SUBPROTOCOL = "AMQPWSB10"
+"""AMQP over WebSocket (served on the HTTPS port only: the HTTP port must refuse it)."""
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
@@ -141,7 +143,11 @@ def bad_websocket(rng: random.Random, host: str) -> tuple[list[Unit], bool]:
             dict(upgrade=None),
             dict(version=rng.choice(("8", "", "13, 8", "x" * 100))),
             dict(key=rng.choice((b"short", b"", rng.randbytes(17)))),
-            dict(protocol=rng.choice(("mqttv5", "", "mqtt, mqtt", "\x00mqtt"))),
+            dict(
+                protocol=rng.choice(
+                    ("mqttv5", "", "mqtt, mqtt", "\x00mqtt", AMQP_SUBPROTOCOL, "amqpwsb10", "AMQPWSB10, mqtt")
+                )
+            ),
             dict(method=rng.choice(("POST", "PUT", "HEAD"))),
             dict(
                 path=rng.choice(

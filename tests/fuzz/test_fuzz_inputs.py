@@ -1,10 +1,12 @@
 """The fuzz harness's inputs: the same seed gives the same bytes; its frames and packets are what
-they claim to be (checked with wsproto and methodhub's MQTT parser)."""
+they claim to be (checked with wsproto and methodhub's MQTT parser; the AMQP generator has its own
+tests in test_amqpgen.py)."""
 
 from __future__ import annotations
 
 import random
 
+from fuzz.amqpgen import AmqpGenerator
 from fuzz.hub import LogRecord
 from fuzz.inputs import TARGETS, InputFactory, render
 from fuzz.mqttgen import Credentials, MqttGenerator, connect, publish, subscribe
@@ -17,7 +19,15 @@ DEVICES = [Credentials(f"fuzz-{i}", f"SharedAccessSignature sr=x&sig=s{i}&se=410
 
 
 def factory(seed: int) -> InputFactory:
-    return InputFactory(seed, list(TARGETS), MqttGenerator(DEVICES, str(seed)), "127.0.0.1:1", "token")
+    return InputFactory(
+        seed,
+        list(TARGETS),
+        MqttGenerator(DEVICES, str(seed)),
+        "127.0.0.1:1",
+        "token",
+        AmqpGenerator(DEVICES, "localhost"),
+        "localhost:2",
+    )
 
 
 def test_same_seed_same_inputs() -> None:

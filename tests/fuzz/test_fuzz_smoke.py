@@ -1,6 +1,8 @@
 """Smoke test of the fuzz harness (``python -m fuzz``, docs/fuzzing.md): a short seeded pass against a
-hub of its own must end with no connection left open past its bound, no traceback in the hub's log,
-no file descriptor left behind and every canary call answered.
+hub of its own, over MQTT, HTTP, WebSocket and AMQP, must end with no connection left open past its
+bound, no traceback in the hub's log, no file descriptor left behind, every AMQP answer decodable,
+every put-token of a well-formed AMQP dialogue answered, and every call to the MQTT and the AMQP
+canary answered.
 
 A failure names the findings (their signatures and minimal inputs are in the report printed
 below); replay one with ``python -m fuzz --replay FILE.json``."""
@@ -40,10 +42,14 @@ def _findings(doc: dict[str, Any], kind: str) -> str:
 
 @pytest.mark.timeout(120)
 def test_every_target_was_fuzzed(report: dict[str, Any]) -> None:
-    for target in ("mqtt", "mqtts", "ws", "http", "websocket"):
+    for target in ("mqtt", "mqtts", "ws", "http", "websocket", "amqp", "amqps", "amqpws"):
         assert report["per_target"][target]["connections"] > 0, target
     assert report["mqtt_packets"] > 10_000
     assert report["mqtt_mutated_packets"] > 1000
+    assert report["amqp_frames"] > 10_000
+    assert report["amqp_mutated_frames"] > 300
+    for target in ("amqp", "amqps", "amqpws"):  # dialogues got as far as an authorized device
+        assert report["per_target"][target]["authorized"] > 0, target
     assert report["hub"]["fds_start"] is not None and report["hub"]["rss_start_mb"] is not None
 
 
@@ -68,6 +74,15 @@ def test_the_canary_was_always_answered(report: dict[str, Any]) -> None:
     canary = report["canary"]
     assert canary["calls"] > 50
     assert canary["failures_total"] == 0, json.dumps(canary["failures"][:10], indent=1)
+    transports = {device["transport"]: device for device in canary["devices"].values()}
+    assert set(transports) == {"mqtt", "amqp"}
+    for device in transports.values():
+        assert device["calls"] > 25 and device["ok"] == device["calls"]
+
+
+def test_the_amqp_answers_decode_and_put_tokens_are_answered(report: dict[str, Any]) -> None:
+    assert report["garbled_amqp_answers"] == 0, _findings(report, "garbled")
+    assert report["unanswered_put_tokens"] == 0, _findings(report, "unanswered")
 
 
 def test_exit_code_is_the_verdict(report: dict[str, Any]) -> None:

@@ -41,6 +41,7 @@ from methodhub.amqp.events import (
 )
 from methodhub.amqp.frames import (
     AMQP_HEADER,
+    FRAME_HEADER_SIZE,
     MIN_MAX_FRAME_SIZE,
     SASL_FRAME,
     SASL_HEADER,
@@ -222,7 +223,7 @@ class AmqpConnection:
         buffered = len(self._buffer) - self._pos
         if self._phase is _Phase.HEADER:
             return buffered >= 8
-        if buffered < 4:
+        if buffered < FRAME_HEADER_SIZE:  # (decode_frame reads nothing before the whole header)
             return False
         size = int.from_bytes(self._buffer[self._pos : self._pos + 4], "big")
         return buffered >= size  # a malformed size (under 8) counts: decoding it closes the connection

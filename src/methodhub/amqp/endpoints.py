@@ -86,6 +86,7 @@ class Endpoints:
         """By our channel."""
         self._remote_sessions: dict[int, Session] = {}
         """By the peer's channel."""
+        self._next_channel = 0
 
     def on_frame(self, channel: int, body: Any, payload: bytes, events: list[Event]) -> None:
         """A begin, attach, flow, transfer, disposition, detach or end from the peer."""
@@ -205,8 +206,10 @@ class Endpoints:
 
     def on_flow(self, session: Session, flow: Flow, events: list[Event]) -> None:
         next_incoming = flow.next_incoming_id if flow.next_incoming_id is not None else 0
-        window = (next_incoming + flow.incoming_window - session.next_outgoing_id) & SERIAL_MASK
-        session.remote_incoming_window = window if window < _HALF else 0
+        # The window is a count (a uint: C's uamqp sends 2^32-1), less the transfers it had not seen
+        # yet (a serial-number distance; one "ahead" of ours counts none).
+        unseen = (session.next_outgoing_id - next_incoming) & SERIAL_MASK
+        session.remote_incoming_window = max(0, flow.incoming_window - (unseen if unseen < _HALF else 0))
         session.remote_outgoing_window = flow.outgoing_window
         link = None
         if flow.handle is not None:
@@ -220,8 +223,8 @@ class Endpoints:
                 return
             if link.is_sender:
                 count = flow.delivery_count if flow.delivery_count is not None else 0
-                credit = (count + (flow.link_credit or 0) - link.delivery_count) & SERIAL_MASK
-                link.credit = credit if credit < _HALF else 0
+                unseen = (link.delivery_count - count) & SERIAL_MASK  # likewise: credit is a count
+                link.credit = max(0, (flow.link_credit or 0) - (unseen if unseen < _HALF else 0))
                 events.append(CreditGranted(link.ref, link.credit, flow.drain))
             elif flow.delivery_count is not None:
                 left = (link.delivery_count + link.credit - flow.delivery_count) & SERIAL_MASK
@@ -351,8 +354,12 @@ class Endpoints:
         self._send(session.channel, flow)
 
     def _free_channel(self) -> int | None:
-        for channel in range(min(self.channel_max, self.peer_channel_max) + 1):
+        """A free channel of ours; channels go round as handles do (see ``Session.next_handle``)."""
+        span = min(self.channel_max, self.peer_channel_max) + 1
+        for step in range(span):
+            channel = (self._next_channel + step) % span
             if channel not in self._sessions:
+                self._next_channel = (channel + 1) % span
                 return channel
         return None
 

@@ -79,10 +79,17 @@ class Session:
     """Deliveries we sent and the peer has not settled: delivery-id -> (link, tag)."""
     incoming_unsettled: dict[int, tuple[Link, bytes]] = field(default_factory=dict)
     """Deliveries we received and have not settled."""
+    next_handle: int = 0
+    """Where the search for a free handle starts. Handles go round, so a link made in place of one
+    just forgotten (detached and attached again in one read) gets another handle, and another
+    LinkRef, than the events still to be handled about the old one name."""
 
     def free_handle(self) -> int | None:
-        for handle in range(self.handle_max + 1):
+        span = self.handle_max + 1
+        for step in range(span):
+            handle = (self.next_handle + step) % span
             if handle not in self.links:
+                self.next_handle = (handle + 1) % span
                 return handle
         return None
 

@@ -119,6 +119,9 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
         """Events decoded but not yet served when a verification paused the connection."""
         self._batch = False
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        """The loop time ``timer`` is armed for (uvloop's ``call_at`` gives a plain Handle, with no
+        ``when()``, for a time under a millisecond away)."""
         self.deadline: float | None = None
         """Loop time by which an identity must be authorized (None once one was)."""
         self.identities: dict[str, AuthorizedIdentity] = {}
@@ -624,9 +627,10 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
             return
         timer = self.timer
         if timer is not None:
-            if not timer.cancelled() and timer.when() <= at:
+            if not timer.cancelled() and self.timer_at <= at:
                 return
             timer.cancel()
+        self.timer_at = at
         self.timer = self.loop.call_at(at, self._timer_fired)
 
     def _timer_fired(self) -> None:
@@ -634,7 +638,7 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
         self.timer = None
         if self.closing:
             return
-        now = self.loop.time() if fired is None else max(fired.when(), self.loop.time())
+        now = self.loop.time() if fired is None else max(self.timer_at, self.loop.time())
         try:
             deadline = self.deadline
             if deadline is not None and now >= deadline:

@@ -332,7 +332,7 @@ def test_transfer_on_unknown_handle_ends_the_session() -> None:
     assert ended.error is not None and ended.error.condition == ErrorCondition.UNATTACHED_HANDLE
     assert one(server_events, SessionEnded).error is None  # the client's answering end completes it
     assert not pair.server.finished  # a session error: the connection lives on
-    assert pair.client.begin_session() == 0  # the channel is free again
+    assert pair.client.begin_session() == 1  # a new session begins (channels go round: not 0 again)
     assert one(pair.pump()[0], SessionBegun)
 
 
@@ -586,3 +586,65 @@ def test_a_link_detached_before_its_attach_is_answered_is_not_detached_twice() -
     assert one(client_events, LinkDetached).link == ref
     assert not [e for e in server_events + client_events if isinstance(e, (SessionEnded, ProtocolFailure))]
     assert pair.pump() == ([], [])  # nothing more on the wire
+
+
+@pytest.mark.parametrize(
+    ("incoming_window", "link_credit"),
+    [
+        (0xFFFF_FFFF, 10000),  # the C SDK (uamqp): incoming-window UINT_MAX in every flow (wire doc §1.4)
+        (2048, 0xFFFF_FFFF),  # link-credit is a count too: any uint is credit
+        (0x8000_0000, 0x8000_0000),
+    ],
+)
+def test_a_flow_with_a_window_or_credit_of_2_31_or_more_lets_the_server_send(
+    incoming_window: int, link_credit: int
+) -> None:
+    """incoming-window and link-credit are counts (uint), not serial numbers: a flow carrying 2^31 or
+    more gives that many, not none. Found by ``python -m fuzz`` (put-token answers that never came).
+    The flows go straight to the server, as the C SDK would send them."""
+    pair = opened_pair()
+    begun(pair)
+    ref, hub_link, *_ = attach_pair(pair, 0, "requests", client_sends=False)  # the hub sends on it
+    flow = Flow(
+        next_incoming_id=0,
+        incoming_window=incoming_window,
+        next_outgoing_id=0,
+        outgoing_window=100,
+        handle=ref.handle,
+        delivery_count=0,
+        link_credit=link_credit,
+    )
+    credited = one(pair.server.receive_data(encode_frame(0, flow), 1.0), CreditGranted)
+    assert credited.credit == link_credit
+    assert [pair.server.send_message(hub_link, b"m", bytes([n])) for n in range(3)] == [0, 1, 2]
+    sent = [f.body for f in frames(pair.server.data_to_send())]  # (the client has not seen our flow)
+    assert [type(body) for body in sent] == [Transfer] * 3
+    # a later flow that has seen only the first of them leaves the window and credit less the other two
+    flow = Flow(
+        next_incoming_id=1,
+        incoming_window=incoming_window,
+        next_outgoing_id=0,
+        outgoing_window=100,
+        handle=ref.handle,
+        delivery_count=1,
+        link_credit=link_credit,
+    )
+    credited = one(pair.server.receive_data(encode_frame(0, flow), 1.0), CreditGranted)
+    assert credited.credit == link_credit - 2
+    assert pair.server.send_message(hub_link, b"m", b"x") == 3
+
+
+@pytest.mark.parametrize("size", [0, 1, 7])
+def test_part_of_a_frame_header_with_a_size_under_8_is_not_pending_work(size: int) -> None:
+    """A frame header whose size field is under 8 (malformed) but whose 8 bytes are not all in yet
+    needs more bytes, not another turn: reported as pending, the gateway served it again and again
+    (a busy loop with reading paused, so the peer's FIN was never read). Found by ``python -m fuzz``
+    (an AMQP header, then such a frame, a byte at a time). Once the 8 bytes are in, it closes."""
+    pair = opened_pair()
+    header = size.to_bytes(4, "big") + b"\x02\x00\x00\x00"
+    for end in range(1, 8):
+        assert not pair.server.receive_data(header[end - 1 : end], 0.0, max_frames=256)
+        assert not pair.server.has_pending_events, end
+        assert not pair.server.next_events(256)
+    failure = one(pair.server.receive_data(header[7:], 0.0, max_frames=256), ProtocolFailure)
+    assert failure.error.condition == ErrorCondition.FRAMING_ERROR and pair.server.finished

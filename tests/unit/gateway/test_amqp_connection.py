@@ -8,21 +8,32 @@ import asyncio
 import json
 import time
 import uuid
+from typing import Any
 
 import pytest
 
 from methodhub.amqp import (
+    AMQP_HEADER,
     Accepted,
+    AmqpConnection,
     AmqpValue,
+    Attach,
+    Begin,
+    ConnectionRole,
+    Detach,
+    End,
     Int,
     LinkRef,
     Message,
+    Open,
     Properties,
+    Role,
     SaslInit,
     Source,
     Symbol,
     Target,
     decode_message,
+    encode_frame,
     encode_message,
 )
 from methodhub.amqp.events import DeliverySettled, LinkAttached, LinkDetached, MessageReceived, SessionEnded
@@ -36,8 +47,9 @@ from methodhub.metrics import Metrics
 from methodhub.registry import Identity, SqliteRegistry
 from methodhub.registry.twins import patch_twin
 from methodhub.router import LocalRouter
+from tests.unit.amqp.conn_support import frames as conn_frames
 from tests.unit.gateway.amqp_device import AmqpDevice, sas_token
-from tests.unit.gateway.azure_hub import HOST, Hub, azure_connect
+from tests.unit.gateway.azure_hub import HOST, Hub, MemoryTransport, azure_connect
 from tests.unit.manual_clock import ManualClockLoop
 
 
@@ -659,3 +671,79 @@ async def test_desired_property_changes_reach_an_amqp_device_that_asked(
     await asyncio.sleep(0.05)
     device.pump()
     assert not device.take(MessageReceived, twin_in)
+
+
+class UvloopTimers:
+    """Stands in for the loop as uvloop (0.19 - 0.23) arms timers: ``call_at`` for a time less than
+    1 ms away returns a plain ``Handle`` that runs on the next iteration and has no ``when()``;
+    everything else is the real loop's."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def call_at(self, when: float, callback: Any, *args: Any) -> asyncio.Handle:
+        if when - self._loop.time() < 0.001:
+            return self._loop.call_soon(callback, *args)
+        return self._loop.call_at(when, callback, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+
+async def test_a_timer_due_within_a_millisecond_works_on_uvloop(hub: Hub, dev1: Identity) -> None:
+    """A device asking for a 2 ms idle-time-out makes the hub's heartbeat due within a millisecond,
+    where uvloop's ``call_at`` gives a Handle without ``when()``. Found by ``python -m fuzz``: the
+    hub raised AttributeError re-arming or firing that timer (the connection was closed as a failure,
+    or was left with no timer at all)."""
+    protocol = hub.gateway.amqp_protocol_for("amqp")
+    protocol.loop = UvloopTimers(protocol.loop)
+    device = AmqpDevice(hub, protocol=protocol)
+    device.amqp = AmqpConnection(
+        ConnectionRole.CLIENT, container_id="c", hostname="localhost", idle_timeout=0.002, sasl_init=None
+    )
+    await device.online("dev1", dev1.keys.primary)
+    await ready(hub, device)
+    heard = len(device.transport.data)
+    await device.until(lambda: len(device.transport.data) > heard + 8 * 50)  # 50 empty frames more
+    assert hub.metrics.connection_failures.get() == 0
+    assert not device.transport.closed
+    call = hub.call("dev1", "m")
+    request = await device.request()
+    device.answer(request.properties.correlation_id, 200, [b"1"])
+    assert (await asyncio.wait_for(call, 30)).payload == b"1"
+
+
+def _cbs_sender(name: str, handle: int) -> Attach:
+    return Attach(name, handle, Role.SENDER, source=Source(), target=Target("$cbs"), initial_delivery_count=0)
+
+
+_BEGIN = Begin(next_outgoing_id=0, incoming_window=2048, outgoing_window=2048)
+
+
+@pytest.mark.parametrize(
+    "again",
+    [
+        [Detach(0, closed=True), _cbs_sender("x", 1)],  # the link again, on a new handle
+        [End(), _BEGIN, _cbs_sender("x", 0)],  # the session again, and the same link in it
+    ],
+    ids=["link", "session"],
+)
+async def test_a_link_or_session_ended_and_made_again_in_one_read_is_served(
+    hub: Hub, again: list[Any]
+) -> None:
+    """attach, then detach (or end) and attach again under the same name, all in one read (before
+    the hub's answer): the new link took the handle (or channel) the old one freed, so both had the
+    same LinkRef; the hub answered the new link for the old event, then raised RuntimeError
+    ("needs no answer") for the new one, logged a traceback and aborted the connection. Found by
+    ``python -m fuzz``."""
+    protocol = hub.gateway.amqp_protocol_for("amqp")
+    transport = MemoryTransport(protocol)
+    protocol.connection_made(transport)
+    frames = [Open("c"), _BEGIN, _cbs_sender("x", 0), *again]
+    protocol.data_received(AMQP_HEADER + b"".join(encode_frame(0, f) for f in frames))
+    await asyncio.sleep(0)
+    assert hub.metrics.connection_failures.get() == 0
+    assert not transport.aborted and not transport.closed
+    answers = [f.body for f in conn_frames(bytes(transport.data))]
+    attaches = [body for body in answers if type(body) is Attach]
+    assert attaches and attaches[-1].target is not None  # the new link, accepted
