@@ -72,6 +72,8 @@ class Piece:
     ext: int = 0
     wait_after: str = ""
     mutated: str = ""
+    mangled_frame: bool = False
+    """``raw`` holds a frame's bytes after a byte-level mutation (it still counts as a frame)."""
 
     def encode(self) -> bytes:
         if self.raw is not None:
@@ -107,11 +109,12 @@ class Piece:
             self.ext,
             self.wait_after,
             self.mutated,
+            self.mangled_frame,
         )
 
     @property
     def is_frame(self) -> bool:
-        return self.raw is None
+        return self.raw is None or self.mangled_frame
 
 
 # -- frames and sections --------------------------------------------------------------------------

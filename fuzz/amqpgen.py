@@ -32,6 +32,7 @@ from bench.common import sign
 
 from fuzz.amqpframes import (
     AMQP_HEADER,
+    COPIES,
     HEADER_SECTION,
     HUB_MAX_FRAME_SIZE,
     SASL_HEADER,
@@ -95,7 +96,9 @@ class AmqpDialogue:
     Attributes:
         units: the frames (and headers), encoded.
         frames: how many of them are frames (protocol headers and junk not counted).
-        mutations: frames mutated (copies of well-formed frames not counted).
+        mutations: frames value-fuzzed or mutated (copies of well-formed frames not counted), as
+            MQTT's are counted.
+        malformed: frames that may be malformed (mutated; value-fuzzed ones and copies are not).
         authenticated: the dialogue carries a valid put-token or SASL PLAIN for a fuzz device.
         sasl_plain: its SASL layer is PLAIN (an ``ok`` outcome then means the hub authorized it).
         put_token_answered: it has a put-token the hub must answer (valid or not, 200 or 40x): the
@@ -106,6 +109,7 @@ class AmqpDialogue:
     units: list[Unit]
     frames: int
     mutations: int
+    malformed: int
     authenticated: bool
     sasl_plain: bool
     put_token_answered: bool = False
@@ -651,7 +655,10 @@ class AmqpGenerator:
             mutate(rng, pieces, self.hostname)
         units = [p.unit() for p in pieces]
         frames = sum(1 for p in pieces if p.is_frame)
-        mutations = sum(1 for p in pieces if p.mutated and p.mutated not in WELL_FORMED)
+        mutations = sum(1 for p in pieces if p.is_frame and p.mutated and p.mutated not in COPIES)
+        malformed = sum(1 for p in pieces if p.is_frame and p.mutated not in WELL_FORMED)
         at = next((i for i, p in enumerate(pieces) if p is d.answered), None)
         answered = at is not None and all(p.mutated in WELL_FORMED for p in pieces[: at + 1])
-        return AmqpDialogue(units, frames, mutations, d.authenticated, mechanism == "PLAIN", answered)
+        return AmqpDialogue(
+            units, frames, mutations, malformed, d.authenticated, mechanism == "PLAIN", answered
+        )

@@ -73,6 +73,7 @@ def mutate(rng: random.Random, pieces: list[Piece], hostname: str) -> None:
             raw=out,
             wait_after=piece.wait_after,
             mutated=f"{piece.mutated}+{name}" if piece.mutated else name,
+            mangled_frame=piece.is_frame,
         )
 
 
@@ -321,7 +322,7 @@ def _oversized(rng: random.Random, pieces: list[Piece], index: int, hostname: st
 def _flood(rng: random.Random, pieces: list[Piece], index: int, hostname: str) -> None:
     kind = rng.randrange(3)
     if kind == 0:
-        count = rng.choice((100, 1000, 5000))
+        count = rng.choice((20, 200, 1000))
         pieces[index + 1 : index + 1] = [
             Piece("empty frame", None, mutated="heartbeat flood") for _ in range(count)
         ]
@@ -356,7 +357,7 @@ def _unfinished(rng: random.Random, pieces: list[Piece], index: int, hostname: s
         cont = Piece(
             "transfer more=True (cont.)", transfer_frame(0, None, None, more=True), payload=b"z" * 100
         )
-        extra = [first] + [cont.copy() for _ in range(rng.choice((1, 10, 700)))]
+        extra = [first] + [cont.copy() for _ in range(rng.choice((1, 10, 200)))]
     elif kind == 1:
         extra = [first, Piece("transfer aborted", transfer_frame(0, None, None, aborted=True))]
     else:

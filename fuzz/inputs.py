@@ -80,6 +80,8 @@ class FuzzInput:
     prelude: bytes = b""
     packets: int = 0
     mutations: int = 0
+    malformed: int = 0
+    """AMQP: frames that may be malformed (``mutations`` counts value-fuzzed ones too, as MQTT's)."""
     intact_prefix: int = 0
     """MQTT packets before the first that may be malformed (value-fuzzed packets and copies of good
     ones are well-formed: the hub must serve them all)."""
@@ -244,6 +246,7 @@ class InputFactory:
             render_seed,
             packets=dialogue.frames,
             mutations=dialogue.mutations,
+            malformed=dialogue.malformed,
             intact_prefix=next(
                 (i for i, u in enumerate(dialogue.units) if u.mutated not in AMQP_WELL_FORMED),
                 len(dialogue.units),

@@ -121,6 +121,7 @@ class Reporter:
             "mqtt_packets_before_first_mutation": sum(st.intact for st in mqtt),
             "amqp_frames": frames,
             "amqp_mutated_frames": sum(st.mutations for st in amqp),
+            "amqp_malformed_frames": sum(st.malformed for st in amqp),
             "amqp_frames_per_s": round(frames / result.fuzz_seconds) if result.fuzz_seconds else 0,
             "amqp_frames_before_first_mutation": sum(st.intact for st in amqp),
             "cpu_seconds": {
@@ -207,7 +208,8 @@ def summary(doc: dict[str, Any]) -> str:
         f"fuzz: seed {doc['seed']}, {doc['fuzz_seconds']} s, {doc['inputs']} connections, "
         f"{doc['mqtt_packets']:,} MQTT packets ({doc['mqtt_packets_per_s']:,}/s, "
         f"{doc['mqtt_mutated_packets']:,} mutated), "
-        f"{doc['amqp_frames']:,} AMQP frames ({doc['amqp_mutated_frames']:,} mutated)",
+        f"{doc['amqp_frames']:,} AMQP frames ({doc['amqp_mutated_frames']:,} mutated, "
+        f"{doc['amqp_malformed_frames']:,} malformed)",
     ]
     for target, st in doc["per_target"].items():
         extra = f", {st['packets']:,} packets" if "packets" in st else ""

@@ -82,6 +82,7 @@ class TargetStats:
     connections: int = 0
     packets: int = 0
     mutations: int = 0
+    malformed: int = 0
     intact: int = 0
     bytes_out: int = 0
     closed_by_hub: int = 0
@@ -114,6 +115,7 @@ class TargetStats:
                 unit: self.packets,
                 f"{unit}_before_first_mutation": self.intact,
                 f"mutated_{unit}": self.mutations,
+                **({"malformed_frames": self.malformed} if unit == "frames" else {}),
                 "authorized" if unit == "frames" else "accepted_connects": self.accepted,
             }
         if self.statuses:
@@ -398,6 +400,7 @@ class Fuzzer:
         st.connections += 1
         st.packets += inp.packets
         st.mutations += inp.mutations
+        st.malformed += inp.malformed
         st.intact += inp.intact_prefix
         st.bytes_out += sum(len(arg) for op, arg in steps if op == "write")
         if outcome.error:

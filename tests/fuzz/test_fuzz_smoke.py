@@ -47,7 +47,8 @@ def test_every_target_was_fuzzed(report: dict[str, Any]) -> None:
     assert report["mqtt_packets"] > 10_000
     assert report["mqtt_mutated_packets"] > 1000
     assert report["amqp_frames"] > 10_000
-    assert report["amqp_mutated_frames"] > 300
+    assert report["amqp_mutated_frames"] > 1000
+    assert report["amqp_malformed_frames"] > 300
     for target in ("amqp", "amqps", "amqpws"):  # dialogues got as far as an authorized device
         assert report["per_target"][target]["authorized"] > 0, target
     assert report["hub"]["fds_start"] is not None and report["hub"]["rss_start_mb"] is not None
