@@ -94,7 +94,9 @@ class DeviceConnection(asyncio.Protocol):
         self.closing = False
         self.replies_pending = 0
         """Device requests (twin) being answered by a task."""
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self.timer_at = 0.0
+        """The loop time the timer is armed for."""
         """The connection's one timer: armed at the state machine's next deadline (CONNECT deadline,
         keep-alive; see :meth:`_arm_timer`), then the close grace period once closing."""
         self.expiry_timer: asyncio.TimerHandle | None = None
@@ -601,6 +603,7 @@ class DeviceConnection(asyncio.Protocol):
             self.timer = None
         at = self.mqtt.get_timer()
         if at is not None:
+            self.timer_at = at  # uvloop's call_at gives a Handle without when() for under 1 ms ahead
             self.timer = self.loop.call_at(at, self._timer_fired)
 
     def _timer_fired(self) -> None:
@@ -609,7 +612,7 @@ class DeviceConnection(asyncio.Protocol):
         if self.closing:
             return
         # Not before the deadline it was armed for, should the loop fire it a hair early (as aioquic).
-        now = self.loop.time() if fired is None else max(fired.when(), self.loop.time())
+        now = self.loop.time() if fired is None else max(self.timer_at, self.loop.time())
         try:
             for event in self.mqtt.handle_timer(now):
                 if type(event) is KeepAliveTimeout:

@@ -104,7 +104,8 @@ class _Link(asyncio.Protocol):
         self.connack: asyncio.Future[Connack] = self.loop.create_future()
         self.closed: asyncio.Future[str] = self.loop.create_future()
         self.acks: dict[int, asyncio.Future[Any]] = {}
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self.timer_at = 0.0
         """Keep-alive: armed at the state machine's next deadline (PINGREQ due, or give up)."""
         self._packet_ids = 0
 
@@ -155,11 +156,12 @@ class _Link(asyncio.Protocol):
             self.timer = None
         at = self.mqtt.get_timer()
         if at is not None and not self.closed.done():
+            self.timer_at = at  # uvloop's call_at gives a Handle without when() for under 1 ms ahead
             self.timer = self.loop.call_at(at, self._timer_fired)
 
     def _timer_fired(self) -> None:
         fired, self.timer = self.timer, None
-        now = self.loop.time() if fired is None else max(fired.when(), self.loop.time())
+        now = self.loop.time() if fired is None else max(self.timer_at, self.loop.time())
         for event in self.mqtt.handle_timer(now):
             if isinstance(event, PingDue):
                 self.send(Pingreq())

@@ -476,3 +476,26 @@ async def test_a_device_not_subscribed_to_desired_changes_gets_none(
     await hub.gateway.twin_changed("dev1")
     await asyncio.sleep(0.05)
     assert device.received() == []
+
+
+async def test_a_timer_due_within_a_millisecond_works_on_uvloop(hub: Hub, dev1: Identity) -> None:
+    """uvloop's ``call_at`` for under 1 ms ahead gives a plain Handle without ``when()`` (the AMQP
+    fuzzing found it for AMQP; the MQTT connection armed its timer the same way): firing it must
+    work and re-arm the next deadline."""
+    from tests.unit.gateway.test_amqp_connection import UvloopTimers
+
+    device = hub.device()
+    await device.online(azure_connect("dev1", dev1.keys.primary, keepalive=60), METHODS)
+    protocol = device.protocol
+    real_loop = protocol.loop
+    protocol.loop = UvloopTimers(real_loop)
+    errors: list[dict[str, object]] = []
+    real_loop.set_exception_handler(lambda loop, context: errors.append(context))
+    try:
+        now = real_loop.time()  # a deadline due now, armed as _arm_timer arms it
+        protocol.timer_at = now
+        protocol.timer = protocol.loop.call_at(now, protocol._timer_fired)
+        await asyncio.sleep(0.01)
+    finally:
+        real_loop.set_exception_handler(None)
+    assert errors == [] and protocol.timer is not None and not device.transport.closed
