@@ -57,6 +57,7 @@ def call_json(call: QueuedCall) -> dict[str, Any]:
         "expiresTime": when(call.expires_time),
         "jobId": call.job_id,
         "idempotencyKey": call.idempotency_key,
+        "node": call.owner,
     }
     if call.outcome_status is not None:
         payload = jsontext.loads(call.outcome_payload) if call.outcome_payload else None
