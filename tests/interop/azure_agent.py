@@ -26,6 +26,7 @@ from azure.iot.hub.models import CloudToDeviceMethod
 devices: dict[str, Any] = {}
 events: dict[str, list[Any]] = {}
 service: IoTHubRegistryManager | None = None
+_connection_string = ""
 
 
 def _handler(name: str, client: Any):  # type: ignore[no-untyped-def]
@@ -104,6 +105,8 @@ def device_shutdown(name: str) -> None:
 
 def service_open(cs: str, ca_file: str) -> None:
     global service
+    global _connection_string
+    _connection_string = cs
     service = IoTHubRegistryManager.from_connection_string(cs)
     service.protocol.config.connection.verify = ca_file
     service.protocol.config.connection.timeout = 310
@@ -228,6 +231,68 @@ def service_query(query: str, max_items: int | None = None, continuation: str | 
     result = _service().query_iot_hub(QuerySpecification(query=query), continuation, max_items)
     items = [item.as_dict() if hasattr(item, "as_dict") else item for item in result.items]
     return {"items": items, "type": result.type, "continuation": result.continuation_token}
+
+
+_jobs: Any = None
+
+
+def _job_manager() -> Any:
+    global _jobs
+    if _jobs is None:
+        from azure.iot.hub import IoTHubJobManager
+
+        service = _service()
+        _jobs = IoTHubJobManager.from_connection_string(_connection_string)
+        _jobs.protocol.config.connection.verify = service.protocol.config.connection.verify
+    return _jobs
+
+
+def _job_dict(job: Any) -> dict[str, Any]:
+    stats = job.device_job_statistics
+    return {
+        "job_id": job.job_id,
+        "type": job.type,
+        "status": job.status,
+        "query_condition": job.query_condition,
+        "statistics": stats.as_dict() if stats is not None else None,
+    }
+
+
+def service_create_job(
+    job_id: str,
+    condition: str,
+    method: str | None = None,
+    payload: Any = None,
+    tags: Any = None,
+    start_in: float = 0,
+    max_seconds: int = 120,
+) -> Any:
+    import datetime as dt
+
+    from azure.iot.hub.models import CloudToDeviceMethod, JobRequest, Twin
+
+    request = JobRequest()
+    request.job_id = job_id
+    request.query_condition = condition
+    request.start_time = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=start_in)).isoformat()
+    request.max_execution_time_in_seconds = max_seconds
+    if method is not None:
+        request.type = "scheduleDeviceMethod"
+        request.cloud_to_device_method = CloudToDeviceMethod(
+            method_name=method, payload=payload, response_timeout_in_seconds=30
+        )
+    else:
+        request.type = "scheduleUpdateTwin"
+        request.update_twin = Twin(tags=tags, etag="*")
+    return _job_dict(_job_manager().create_scheduled_job(job_id, request))
+
+
+def service_get_job(job_id: str) -> Any:
+    return _job_dict(_job_manager().get_scheduled_job(job_id))
+
+
+def service_cancel_job(job_id: str) -> Any:
+    return _job_dict(_job_manager().cancel_scheduled_job(job_id))
 
 
 OPERATIONS = {name: fn for name, fn in globals().items() if name.startswith(("device_", "service_"))}

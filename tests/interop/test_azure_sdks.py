@@ -331,3 +331,62 @@ def test_query_iot_hub_with_the_service_sdk(azure: Agent, tls_hub: HubProcess, d
     with pytest.raises(AgentError) as excinfo:
         azure.call("service_query", query="SELECT * FROM devices WHERE tags.n >")
     assert excinfo.value.status_code == 400
+
+
+def _wait_job(azure: Agent, job_id: str, done: Any, timeout: float = 40) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = azure.call("service_get_job", job_id=job_id)
+        if done(job):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+
+
+def test_jobs_with_the_service_sdk(azure: Agent, tls_hub: HubProcess, connect: Any, device_id: str) -> None:
+    """IoTHubJobManager: a method job reaches the online device at once and a sleepy one when it
+    connects during the job (each device a queued call until the job's end); a twin job patches
+    every selected twin; per-device rows through devices.jobs; a future job cancelled."""
+    online, sleepy = f"{device_id}-a", f"{device_id}-b"
+    keys = {one: _create(tls_hub, one) for one in (online, sleepy)}
+    for one in keys:
+        azure.call("service_update_twin", device_id=one, tags={"fleet": device_id})
+    connect("a", keys[online])
+    fleet = f"tags.fleet = '{device_id}'"
+    job_id = f"m-{device_id}"[:128]
+    job = azure.call("service_create_job", job_id=job_id, condition=fleet, method="reboot", payload={"x": 1})
+    assert (job["status"], job["type"]) == ("queued", "scheduleDeviceMethod")
+    half = _wait_job(azure, job_id, lambda j: (j["statistics"] or {}).get("succeeded_count") == 1)
+    assert half["status"] == "running" and half["statistics"]["pending_count"] == 1
+    connect("b", keys[sleepy])  # the sleepy device comes online while the job runs
+    done = _wait_job(azure, job_id, lambda j: j["status"] == "completed")
+    assert done["statistics"]["succeeded_count"] == 2 and done["statistics"]["device_count"] == 2
+    backend = Backend(tls_hub)
+    try:
+        rows = backend.http.post(
+            "/devices/query?api-version=2021-04-12",
+            json={"query": f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{job_id}'"},
+            headers={"Authorization": backend.token},
+        )
+    finally:
+        backend.close()
+    assert rows.headers["x-ms-item-type"] == "DeviceJob"
+    assert sorted(r["deviceId"] for r in rows.json()) == sorted(keys)
+    assert {r["status"] for r in rows.json()} == {"completed"}
+    reply = rows.json()[0]["outcome"]["deviceMethodResponse"]
+    assert reply["status"] == 200 and reply["payload"]["payload"] == {"x": 1}
+
+    twin_job = f"t-{device_id}"[:128]
+    azure.call("service_create_job", job_id=twin_job, condition=fleet, tags={"patched": True})
+    _wait_job(azure, twin_job, lambda j: j["status"] == "completed")
+    assert all(azure.call("service_get_twin", device_id=one)["tags"]["patched"] is True for one in keys)
+
+    later = f"c-{device_id}"[:128]
+    azure.call("service_create_job", job_id=later, condition="*", method="m", start_in=3600)
+    assert azure.call("service_cancel_job", job_id=later)["status"] == "cancelled"
+    with pytest.raises(AgentError) as excinfo:
+        azure.call("service_create_job", job_id=later, condition="*", method="m")
+    assert excinfo.value.status_code == 409
+    with pytest.raises(AgentError) as excinfo:
+        azure.call("service_get_job", job_id="no-such-job")
+    assert excinfo.value.status_code == 404

@@ -12,6 +12,7 @@ import signal
 import socket
 import ssl
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -28,6 +29,7 @@ from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
 from methodhub.dialects.azure.amqp import AzureAmqpDialect
 from methodhub.dialects.azure.connection_string import ConnectionString
 from methodhub.dialects.azure.errors import azure_error, azure_error_of
+from methodhub.dialects.azure.jobs_api import AzureJobsApi, device_job_rows
 from methodhub.dialects.azure.mqtt import AzureDialect
 from methodhub.dialects.azure.rest import AzureApi
 from methodhub.dialects.azure.service_auth import ServiceAuthenticator
@@ -44,6 +46,7 @@ from methodhub.http.messages import HttpError, Request, Response, SwitchProtocol
 from methodhub.http.routing import Routes
 from methodhub.http.server import HttpServer
 from methodhub.http.wire import error_response
+from methodhub.job_runner import JobRunner
 from methodhub.metrics import Metrics
 from methodhub.mqtt import DEFAULT_MAX_PACKET_SIZE
 from methodhub.native.queued_calls import QueuedCallsApi
@@ -86,6 +89,7 @@ class Hub:
         self.gateway: Gateway | None = None
         self.engine: CallEngine | None = None
         self.queued: QueuedCalls | None = None
+        self.jobs: JobRunner | None = None
         self.node = ""
         """This node's name (the router's and the queued calls' owner name)."""
         self.http: HttpServer | None = None
@@ -151,7 +155,8 @@ class Hub:
         )
         service_auth = ServiceAuthenticator(registry, config.hostname)
         routes = Routes()
-        AzureApi(self.engine, registry, service_auth, self.gateway).register(routes)
+        azure_api = AzureApi(self.engine, registry, service_auth, self.gateway)
+        azure_api.register(routes)
         self.queued = QueuedCalls(
             registry,
             self.engine,
@@ -162,6 +167,9 @@ class Hub:
             max_expires=config.queued_call_max_expires,
         )
         QueuedCallsApi(self.queued, service_auth).register(routes)
+        self.jobs = JobRunner(registry, self.queued, self.node, interval=config.queued_call_sweep_interval)
+        AzureJobsApi(self.jobs, service_auth).register(routes)
+        azure_api.job_rows = partial(device_job_rows, self.jobs)
         pop_auth = PopAuthenticator(registry)
         AliyunApi(self.engine, registry, pop_auth, self.gateway).register(routes, not_a_pop_call=landing_page)
         routes.add("GET", "/openapi.json", _openapi)
@@ -199,6 +207,7 @@ class Hub:
         )
         await self.watcher.start()
         await self.queued.start()
+        await self.jobs.start()
 
         if config.mqtt_port >= 0:
             server = await self.gateway.listen(
@@ -302,6 +311,8 @@ class Hub:
         0x8B); pending session writes flushed; the registry closed."""
         if self.gateway is not None:
             self.gateway.stop_listening()
+        if self.jobs is not None:
+            await self.jobs.stop()
         if self.queued is not None:
             self.queued.stop_claiming()
         if self.engine is not None:

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from methodhub.calls.jobs import Job, JobStatus, JobType
 from methodhub.calls.queued import CallState, QueuedCall
 from methodhub.query import Query
 from methodhub.registry.model import AccessPolicy, Change, Identity, SymmetricKeys
@@ -112,6 +113,36 @@ class Registry(ABC):
     async def query_twins(self, query: Query, *, offset: int = 0, limit: int = 100) -> list[Any]:
         """One page of ``query`` (FROM devices or devices.modules) evaluated in the database:
         result rows as IoT Hub returns them (registry.twin_query says what a twin document holds)."""
+
+    # -- jobs (see calls.jobs; registry.jobs has the statements) ----------------------------------------
+
+    @abstractmethod
+    async def create_job(self, job: Job) -> bool: ...
+
+    @abstractmethod
+    async def get_job(self, job_id: str) -> Job | None: ...
+
+    @abstractmethod
+    async def list_jobs(
+        self,
+        *,
+        type: JobType | None = None,
+        status: JobStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]: ...
+
+    @abstractmethod
+    async def claim_job(self, owner: str, now: float) -> Job | None: ...
+
+    @abstractmethod
+    async def update_job(self, job: Job, expect: JobStatus) -> bool: ...
+
+    @abstractmethod
+    async def running_jobs(self) -> list[Job]: ...
+
+    @abstractmethod
+    async def job_call_states(self, job_id: str) -> dict[str, int]: ...
 
     # -- twins (see registry.twins) -----------------------------------------------------------------
 

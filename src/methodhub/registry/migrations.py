@@ -123,6 +123,25 @@ SQLITE_MIGRATIONS: list[str] = [
     CREATE INDEX calls_due ON calls (state, expires_time);
     CREATE INDEX calls_job ON calls (job_id) WHERE job_id IS NOT NULL;
     """,
+    # 7: jobs (calls.jobs, registry.jobs); their per-device results are calls with their job_id.
+    """
+    CREATE TABLE jobs (
+        job_id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        query_condition TEXT NOT NULL,
+        request TEXT NOT NULL,
+        created_time REAL NOT NULL,
+        start_time REAL NOT NULL,
+        max_execution REAL NOT NULL,
+        status TEXT NOT NULL,
+        end_time REAL,
+        failure_reason TEXT,
+        device_count INTEGER NOT NULL,
+        owner TEXT
+    );
+    CREATE INDEX jobs_due ON jobs (status, start_time);
+    CREATE INDEX jobs_created ON jobs (created_time);
+    """,
 ]
 
 POSTGRES_MIGRATIONS: list[str] = [
@@ -240,6 +259,25 @@ POSTGRES_MIGRATIONS: list[str] = [
     CREATE INDEX calls_created ON calls (created_time, call_id);
     CREATE INDEX calls_due ON calls (state, expires_time);
     CREATE INDEX calls_job ON calls (job_id) WHERE job_id IS NOT NULL;
+    """,
+    # jobs (see SQLITE_MIGRATIONS[6]).
+    """
+    CREATE TABLE jobs (
+        job_id TEXT COLLATE "C" PRIMARY KEY,
+        type TEXT NOT NULL,
+        query_condition TEXT NOT NULL,
+        request TEXT NOT NULL,
+        created_time DOUBLE PRECISION NOT NULL,
+        start_time DOUBLE PRECISION NOT NULL,
+        max_execution DOUBLE PRECISION NOT NULL,
+        status TEXT NOT NULL,
+        end_time DOUBLE PRECISION,
+        failure_reason TEXT,
+        device_count INTEGER NOT NULL,
+        owner TEXT
+    );
+    CREATE INDEX jobs_due ON jobs (status, start_time);
+    CREATE INDEX jobs_created ON jobs (created_time);
     """,
 ]
 

@@ -39,6 +39,7 @@ from methodhub.errors import ErrorKind, HubError
 from methodhub.query import Flavour, Query
 from methodhub.registry.base import Registry
 from methodhub.registry.calls import PostgresCalls
+from methodhub.registry.jobs import PostgresJobs
 from methodhub.registry.locations import is_postgres_url, redact_url, split_connect_timeout
 from methodhub.registry.migrations import POSTGRES_MIGRATIONS, schema_too_new
 from methodhub.registry.model import DEFAULT_POLICIES, AccessPolicy, Change, Identity, SymmetricKeys
@@ -132,7 +133,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class PostgresRegistry(PostgresCalls, Registry):
+class PostgresRegistry(PostgresCalls, PostgresJobs, Registry):
     """:class:`Registry` on PostgreSQL (asyncpg). See the module docstring.
 
     Args:

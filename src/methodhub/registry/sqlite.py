@@ -27,6 +27,7 @@ from methodhub.filemodes import create_private, make_private, warn_exposed
 from methodhub.query import Flavour, Query
 from methodhub.registry.base import Registry
 from methodhub.registry.calls import SqliteCalls
+from methodhub.registry.jobs import SqliteJobs
 from methodhub.registry.migrations import SQLITE_MIGRATIONS, schema_too_new
 from methodhub.registry.model import DEFAULT_POLICIES, AccessPolicy, Change, Identity, SymmetricKeys
 from methodhub.registry.products import ProductDevice
@@ -68,7 +69,7 @@ BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for another process's transaction (the CLI, say) before failing."""
 
 
-class SqliteRegistry(SqliteCalls, Registry):
+class SqliteRegistry(SqliteCalls, SqliteJobs, Registry):
     """:class:`Registry` on a SQLite file. See the module docstring."""
 
     def __init__(self, path: str | Path) -> None:

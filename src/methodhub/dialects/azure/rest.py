@@ -30,7 +30,7 @@ from methodhub.dialects.azure.twin import NEVER, service_change, twin_json
 from methodhub.errors import ErrorKind, HubError
 from methodhub.http.messages import Request, Response
 from methodhub.http.routing import Routes
-from methodhub.query import Collection, QuerySyntaxError, parse
+from methodhub.query import Collection, Query, QuerySyntaxError, parse
 from methodhub.registry import Identity, Registry, Right, SymmetricKeys
 from methodhub.registry.twins import Twin, patch_twin, replace_twin
 
@@ -131,6 +131,8 @@ class AzureApi:
         self._registry = registry
         self._auth = auth
         self._presence = presence
+        self.job_rows: Callable[[Query, int, int], Awaitable[list[Any]]] | None = None
+        """A page of ``devices.jobs`` rows (set by the hub once jobs run; None: there are none)."""
 
     def register(self, routes: Routes) -> None:
         routes.add("POST", "/twins/{device_id}/methods", self.invoke_device_method)
@@ -382,7 +384,7 @@ class AzureApi:
             raise HubError(ErrorKind.INVALID_ARGUMENT, f"x-ms-max-item-count must be 1 to {QUERY_PAGE_MAX}.")
         offset = _continuation(request.headers.get("x-ms-continuation"))
         if query.from_ is Collection.JOBS:
-            rows: list[Any] = []  # no jobs are stored yet (issue 12)
+            rows: list[Any] = [] if self.job_rows is None else await self.job_rows(query, offset, size + 1)
         else:
             rows = await self._registry.query_twins(query, offset=offset, limit=size + 1)
         headers = [("x-ms-item-type", query.item_type)]

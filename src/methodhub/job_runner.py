@@ -1,0 +1,230 @@
+"""Running jobs (:mod:`methodhub.calls.jobs`) on one node: :class:`JobRunner`.
+
+Every ``interval`` seconds the runner claims the jobs whose start time has come (exactly one node
+gets each) and runs them: the devices are selected by the job's condition in the database, page by
+page, and each gets a queued call carrying the job's id (a method job; the call waits for its device
+until the job's deadline) or its twin patched at once (a twin job, whose per-device record is final
+when made). It also ends the jobs that are done: every call ended, or the deadline passed.
+
+A job whose node died while selecting is ended at its deadline; the devices it selected keep their
+calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from methodhub.calls.delivery import QueuedCalls
+from methodhub.calls.jobs import Job, JobStatus, JobType
+from methodhub.calls.queued import CallState, QueuedCall, new_call_id
+from methodhub.errors import ErrorKind, HubError
+from methodhub.query import parse
+from methodhub.registry import Registry
+from methodhub.registry.twins import patch_twin
+
+log = logging.getLogger("methodhub.jobs")
+
+PAGE = 500
+
+
+def device_query_text(condition: str) -> str:
+    """The query selecting a job's devices: ``*`` is every device, anything else a WHERE body."""
+    condition = condition.strip()
+    return "SELECT deviceId FROM devices" + ("" if condition == "*" else f" WHERE {condition}")
+
+
+def statistics(job: Job, states: dict[str, int]) -> dict[str, int]:
+    """``deviceJobStatistics`` from the job's calls by state."""
+    failed = sum(states.get(s.value, 0) for s in (CallState.FAILED, CallState.EXPIRED, CallState.CANCELLED))
+    total = sum(states.values())
+    return {
+        "deviceCount": max(job.device_count, total),
+        "failedCount": failed,
+        "succeededCount": states.get(CallState.SUCCEEDED.value, 0),
+        "runningCount": states.get(CallState.SENT.value, 0),
+        "pendingCount": states.get(CallState.QUEUED.value, 0),
+    }
+
+
+class JobRunner:
+    def __init__(
+        self,
+        registry: Registry,
+        calls: QueuedCalls,
+        node: str,
+        *,
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self.calls = calls
+        self.node = node
+        self.interval = interval
+        self.clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    # -- the API --------------------------------------------------------------------------------------
+
+    async def create(self, job: Job) -> Job:
+        try:
+            parse(device_query_text(job.query_condition))
+        except ValueError as exc:  # QuerySyntaxError, or a non-string
+            raise HubError(ErrorKind.INVALID_ARGUMENT, f"queryCondition is not valid: {exc}") from None
+        if not await self.registry.create_job(job):
+            raise HubError(ErrorKind.CONFLICT, f"A job '{job.job_id}' exists already; jobs ids are unique.")
+        return job
+
+    async def get(self, job_id: str) -> Job:
+        job = await self.registry.get_job(job_id)
+        if job is None:
+            raise HubError(ErrorKind.JOB_NOT_FOUND, f"No job '{job_id}'.")
+        return job
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job not ended yet; its calls not sent yet are cancelled. An ended job is
+        returned as it is (cancelling it changes nothing)."""
+        job = await self.get(job_id)
+        if job.status.terminal:
+            return job
+        cancelled = job.ended(JobStatus.CANCELLED, self.clock())
+        if not await self.registry.update_job(cancelled, job.status):
+            return await self.get(job_id)
+        while True:
+            waiting = await self.registry.list_calls(job_id=job_id, state=CallState.QUEUED, limit=PAGE)
+            for call in waiting:
+                with contextlib.suppress(HubError):  # sent meanwhile: it runs its course
+                    await self.calls.cancel(call.call_id)
+            if len(waiting) < PAGE:
+                return cancelled
+
+    async def statistics(self, job: Job) -> dict[str, int]:
+        return statistics(job, await self.registry.job_call_states(job.job_id))
+
+    # -- running ----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._forever(), name="jobs")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, *self._running) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.tick()
+            except HubError as exc:
+                log.warning("jobs: tick skipped: %s", exc.message)
+            except Exception:
+                log.exception("jobs: tick failed")
+
+    async def tick(self) -> None:
+        """Start the jobs that are due; end those that are done."""
+        now = self.clock()
+        while (job := await self.registry.claim_job(self.node, now)) is not None:
+            task = asyncio.get_running_loop().create_task(self._run(job), name=f"job {job.job_id}")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        for job in await self.registry.running_jobs():
+            if job.owner is not None and now < job.deadline:
+                continue  # still selecting its devices
+            states = await self.registry.job_call_states(job.job_id)
+            open_calls = states.get(CallState.QUEUED.value, 0) + states.get(CallState.SENT.value, 0)
+            if open_calls == 0 or now >= job.deadline:
+                await self.registry.update_job(job.ended(JobStatus.COMPLETED, now), JobStatus.RUNNING)
+
+    async def run_now(self) -> None:
+        """One tick, then wait for the jobs it started (tests)."""
+        await self.tick()
+        await asyncio.gather(*list(self._running), return_exceptions=True)
+
+    async def _run(self, job: Job) -> None:
+        try:
+            count = await self._select_and_start(job)
+        except HubError as exc:
+            log.warning("job %s failed: %s", job.job_id, exc.message)
+            await self.registry.update_job(
+                job.ended(JobStatus.FAILED, self.clock(), exc.message), JobStatus.RUNNING
+            )
+            return
+        except Exception as exc:
+            log.exception("job %s failed", job.job_id)
+            failed = job.ended(JobStatus.FAILED, self.clock(), f"{type(exc).__name__}: {exc}")
+            await self.registry.update_job(failed, JobStatus.RUNNING)
+            return
+        current = await self.registry.get_job(job.job_id)
+        if current is not None and current.status is JobStatus.RUNNING:
+            await self.registry.update_job(
+                replace(current, device_count=count, owner=None), JobStatus.RUNNING
+            )
+
+    async def _select_and_start(self, job: Job) -> int:
+        query = parse(device_query_text(job.query_condition))
+        count = 0
+        offset = 0
+        while True:
+            rows = await self.registry.query_twins(query, offset=offset, limit=PAGE)
+            for row in rows:
+                current = await self.registry.get_job(job.job_id)
+                if current is None or current.status is not JobStatus.RUNNING:
+                    return count  # cancelled meanwhile
+                await self._start_device(job, str(row["deviceId"]))
+                count += 1
+            if len(rows) < PAGE:
+                return count
+            offset += PAGE
+
+    async def _start_device(self, job: Job, device_id: str) -> None:
+        now = self.clock()
+        request: dict[str, Any] = job.request
+        if job.type is JobType.DEVICE_METHOD:
+            try:
+                await self.calls.create(
+                    device_id,
+                    None,
+                    str(request["methodName"]),
+                    request["payload"].encode(),
+                    response_timeout=float(request.get("responseTimeoutInSeconds") or 30),
+                    expires=max(1.0, job.deadline - now),
+                    job_id=job.job_id,
+                )
+            except HubError as exc:
+                if exc.kind not in (ErrorKind.DEVICE_NOT_FOUND, ErrorKind.MODULE_NOT_FOUND):
+                    raise  # a device deleted meanwhile is skipped
+            return
+        tags, desired = request.get("tags"), request.get("desired")
+        record = QueuedCall(
+            call_id=new_call_id(),
+            device_id=device_id,
+            module_id=None,
+            method="",
+            payload=b"",
+            response_timeout=0,
+            attempts=1,
+            created_time=now,
+            expires_time=now,
+            attempt=1,
+            delivered_time=now,
+            request_hash="",
+            job_id=job.job_id,
+        )
+        try:
+            await self.registry.update_twin(device_id, None, lambda t: patch_twin(t, tags, desired, now))
+            record = record.finished(CallState.SUCCEEDED, self.clock())
+        except HubError as exc:
+            if exc.kind is ErrorKind.SERVICE_UNAVAILABLE:
+                raise
+            record = record.finished(
+                CallState.FAILED, self.clock(), error=(exc.kind.spec.azure_name, exc.message)
+            )
+        await self.registry.create_call(record)
