@@ -80,6 +80,8 @@ class HubConfig:
     """Seconds between sweeps of the queued calls: delivering to devices that came online,
     expiring, settling attempts of nodes that are gone (the bound on delivery latency after a device
     connects when its calls were made elsewhere or earlier)."""
+    job_rate: float | None = None
+    """Device calls per second a job starts on each node (``serve --job-rate``; None: unlimited)."""
     queued_call_max_expires: float = 7 * 86400
     """The longest ``expiresInSeconds`` a queued call may ask for (``serve --max-queued-call-expiry``)."""
     """How often the node reads the registry change feed (seconds): the bound on how long a

@@ -60,12 +60,16 @@ class JobRunner:
         node: str,
         *,
         interval: float = 1.0,
+        rate: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry = registry
         self.calls = calls
         self.node = node
         self.interval = interval
+        self.rate = rate
+        """Device calls (or twin patches) a running job starts per second on this node (None: as
+        fast as the registry takes them), so a big job does not crowd out interactive calls."""
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
@@ -174,12 +178,15 @@ class JobRunner:
         offset = 0
         while True:
             rows = await self.registry.query_twins(query, offset=offset, limit=PAGE)
+            current = await self.registry.get_job(job.job_id)
+            if current is None or current.status is not JobStatus.RUNNING:
+                return count  # cancelled meanwhile
             for row in rows:
-                current = await self.registry.get_job(job.job_id)
-                if current is None or current.status is not JobStatus.RUNNING:
-                    return count  # cancelled meanwhile
+                started = time.perf_counter()
                 await self._start_device(job, str(row["deviceId"]))
                 count += 1
+                if self.rate:
+                    await asyncio.sleep(max(0.0, 1 / self.rate - (time.perf_counter() - started)))
             if len(rows) < PAGE:
                 return count
             offset += PAGE

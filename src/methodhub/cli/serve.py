@@ -72,6 +72,13 @@ def add_serve_parser(
         "default 7d)",
     )
     serve.add_argument(
+        "--job-rate",
+        type=_number(float, 0, inclusive=False),
+        default=None,
+        metavar="N",
+        help="device calls per second a job starts on this node (default: as fast as it can)",
+    )
+    serve.add_argument(
         "--amqp-port",
         type=_port,
         default=-1,
@@ -160,6 +167,7 @@ def serve(args: argparse.Namespace, data_dir: Path) -> None:
         amqps_port=args.amqps_port,
         amqp_port=args.amqp_port,
         queued_call_max_expires=args.max_queued_call_expiry,
+        job_rate=args.job_rate,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         nats_url=args.nats,

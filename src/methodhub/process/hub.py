@@ -167,7 +167,9 @@ class Hub:
             max_expires=config.queued_call_max_expires,
         )
         QueuedCallsApi(self.queued, service_auth).register(routes)
-        self.jobs = JobRunner(registry, self.queued, self.node, interval=config.queued_call_sweep_interval)
+        self.jobs = JobRunner(
+            registry, self.queued, self.node, interval=config.queued_call_sweep_interval, rate=config.job_rate
+        )
         AzureJobsApi(self.jobs, service_auth).register(routes)
         azure_api.job_rows = partial(device_job_rows, self.jobs)
         pop_auth = PopAuthenticator(registry)

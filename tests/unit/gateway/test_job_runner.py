@@ -1,0 +1,131 @@
+"""The job runner (job_runner.py) against the in-memory hub: a real Gateway, SQLite registry,
+LocalRouter, CallEngine and queued calls; devices on in-memory MQTT connections."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from methodhub import job_runner as job_runner_module
+from methodhub.calls.delivery import QueuedCalls
+from methodhub.calls.jobs import Job, JobStatus, JobType
+from methodhub.calls.queued import CallState
+from methodhub.errors import ErrorKind, HubError
+from methodhub.job_runner import JobRunner
+from methodhub.registry import SqliteRegistry
+from methodhub.registry.twins import patch_twin
+from tests.unit.gateway.azure_hub import Hub
+
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture
+async def runner(hub: Hub, registry: SqliteRegistry) -> AsyncIterator[JobRunner]:
+    calls = QueuedCalls(registry, hub.engine, hub.router, registry, "n1", sweep_interval=3600)
+    runner = JobRunner(registry, calls, "n1", interval=3600)
+    yield runner
+    await runner.stop()
+    await calls.stop()
+
+
+def _job(job_id: str, condition: str = "*", start: float | None = None, **fields: Any) -> Job:
+    start = time.time() if start is None else start
+    request = {"methodName": "reboot", "payload": '{"n":1}', "responseTimeoutInSeconds": 30}
+    return Job(job_id, JobType.DEVICE_METHOD, condition, request, start, start, 60.0, **fields)
+
+
+async def _fleet(registry: SqliteRegistry, n: int = 3) -> None:
+    for i in range(n):
+        await registry.create_identity(f"d{i}")
+        site = "A" if i < 2 else "B"
+        await registry.update_twin(f"d{i}", None, lambda t, s=site: patch_twin(t, {"site": s}, None, T0))
+
+
+async def test_a_method_job_gives_each_selected_device_a_queued_call(
+    runner: JobRunner, registry: SqliteRegistry
+) -> None:
+    await _fleet(registry)
+    await runner.create(_job("j1", "tags.site = 'A'"))
+    await runner.run_now()
+    job = await runner.get("j1")
+    assert (job.status, job.device_count, job.owner) == (JobStatus.RUNNING, 2, None)
+    calls = await registry.list_calls(job_id="j1")
+    assert sorted(c.device_id for c in calls) == ["d0", "d1"]
+    deadline = job.start_time + 60
+    assert all(
+        c.state is CallState.QUEUED and c.expires_time == pytest.approx(deadline, abs=2) for c in calls
+    )
+    assert await runner.statistics(job) == {
+        "deviceCount": 2,
+        "failedCount": 0,
+        "succeededCount": 0,
+        "runningCount": 0,
+        "pendingCount": 2,
+    }
+
+
+async def test_a_job_ends_at_its_deadline_and_a_cancel_cancels_what_waits(
+    runner: JobRunner, registry: SqliteRegistry
+) -> None:
+    await _fleet(registry)
+    now = [10.0]
+    runner.clock = lambda: now[0]
+    await runner.create(_job("j1", start=0.0))
+    await runner.create(_job("j2", start=0.0))
+    await runner.run_now()
+    cancelled = await runner.cancel("j2")
+    assert cancelled.status is JobStatus.CANCELLED
+    assert {c.state for c in await registry.list_calls(job_id="j2")} == {CallState.CANCELLED}
+    assert (await runner.cancel("j2")).status is JobStatus.CANCELLED  # again: as it is
+    now[0] = 61.0  # past j1's deadline (start 0 + 60 s)
+    await runner.tick()
+    assert (await runner.get("j1")).status is JobStatus.COMPLETED
+
+
+async def test_a_twin_job_patches_each_twin_and_records_it(
+    runner: JobRunner, registry: SqliteRegistry
+) -> None:
+    await _fleet(registry)
+    job = Job(
+        "t1", JobType.UPDATE_TWIN, "tags.site = 'B'", {"tags": {"x": 1}, "desired": None}, 0.0, 0.0, 60.0
+    )
+    await runner.create(job)
+    await runner.run_now()
+    twin = await registry.get_twin("d2")
+    assert twin is not None and twin.tags == {"site": "B", "x": 1}
+    [record] = await registry.list_calls(job_id="t1")
+    assert (record.device_id, record.state) == ("d2", CallState.SUCCEEDED)
+    await runner.tick()
+    assert (await runner.get("t1")).status is JobStatus.COMPLETED  # nothing left open
+
+
+async def test_bad_conditions_duplicates_and_unknown_jobs(runner: JobRunner) -> None:
+    with pytest.raises(HubError) as bad:
+        await runner.create(_job("j", "tags.x ="))
+    assert bad.value.kind is ErrorKind.INVALID_ARGUMENT
+    await runner.create(_job("j"))
+    with pytest.raises(HubError) as twice:
+        await runner.create(_job("j"))
+    assert twice.value.kind is ErrorKind.CONFLICT
+    with pytest.raises(HubError) as missing:
+        await runner.get("nope")
+    assert missing.value.kind is ErrorKind.JOB_NOT_FOUND
+
+
+async def test_a_rate_paces_the_devices_a_job_starts(
+    runner: JobRunner, registry: SqliteRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _fleet(registry)
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    monkeypatch.setattr(job_runner_module.asyncio, "sleep", sleep)
+    runner.rate = 4.0
+    await runner.create(_job("j1"))
+    await runner.run_now()
+    assert len(pauses) == 3 and all(0 < p <= 0.25 for p in pauses)
