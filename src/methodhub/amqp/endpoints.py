@@ -442,6 +442,7 @@ class Endpoints:
         if ours.answered or asked is None:
             raise RuntimeError(f"link {link.name!r} needs no answer")
         ours.answered = True
+        ours.peer_attach = None
         ours.state = EndpointState.MAPPED
         reply = Attach(
             ours.name,
@@ -466,6 +467,7 @@ class Endpoints:
             return
         session, ours = found
         ours.answered = True
+        ours.peer_attach = None
         self._send(session.channel, self._refusing_attach(ours))
         self._send(session.channel, Detach(ours.handle, closed=True, error=error))
         ours.state = EndpointState.ENDING
@@ -573,6 +575,7 @@ class Endpoints:
         session, ours = found
         if not ours.answered:
             ours.answered = True
+            ours.peer_attach = None
             self._send(session.channel, self._refusing_attach(ours))
         self._send(session.channel, Detach(ours.handle, closed=closed, error=error))
         ours.state = EndpointState.ENDING

@@ -47,7 +47,8 @@ class Link:
     max_message_size: int = 0
     """Receiver: the largest message we accept."""
     peer_attach: Any = None
-    """The peer's attach when it asked for the link (answered by accept_link/refuse_link)."""
+    """The peer's attach when it asked for the link, until accept_link/refuse_link/detach answer it
+    (then dropped: a device's four attaches are ~3 KB of decoded values per idle connection)."""
     partial: bytearray | None = None
     partial_id: int = 0
     partial_tag: bytes = b""
