@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any, TypeAlias
+from uuid import UUID
 
 from methodhub.amqp.composite import (
     ANY,
@@ -159,6 +160,28 @@ def _map_header(out: bytearray, body: bytearray, count: int) -> None:
     out += body
 
 
+_CORRELATION_UUID_PROPERTIES = b"\x00\x53\x73\xc0\x17\x06" + b"\x40" * 5 + b"\x98"
+"""properties with only a uuid correlation-id (every method request), as encode_composite writes
+it: a list8 of 6 fields (23 bytes), 5 nulls, then the uuid's 16 bytes."""
+
+
+def _only_correlation_id(p: Properties) -> bool:
+    return (
+        p.message_id is None
+        and p.user_id is None
+        and p.to is None
+        and p.subject is None
+        and p.reply_to is None
+        and p.content_type is None
+        and p.content_encoding is None
+        and p.absolute_expiry_time is None
+        and p.creation_time is None
+        and p.group_id is None
+        and p.group_sequence is None
+        and p.reply_to_group_id is None
+    )
+
+
 def encode_message(message: Message) -> bytes:
     """The message's sections, in order: what a transfer carries (smallest encodings).
 
@@ -171,8 +194,13 @@ def encode_message(message: Message) -> bytes:
         _enc_annotations(out, DELIVERY_ANNOTATIONS, message.delivery_annotations)
     if message.message_annotations is not None:
         _enc_annotations(out, MESSAGE_ANNOTATIONS, message.message_annotations)
-    if message.properties is not None:
-        encode_composite(out, message.properties)
+    properties = message.properties
+    if properties is not None:
+        if type(properties.correlation_id) is UUID and _only_correlation_id(properties):
+            out += _CORRELATION_UUID_PROPERTIES
+            out += properties.correlation_id.bytes
+        else:
+            encode_composite(out, properties)
     if message.application_properties is not None:
         out += b"\x00\x53\x74"
         body = bytearray()

@@ -29,6 +29,7 @@ from methodhub.amqp import (
     encode_message,
 )
 from methodhub.amqp import message as message_module
+from methodhub.amqp.composite import encode_composite
 
 from .strategies import same, scalars, values
 
@@ -255,3 +256,13 @@ def test_a_method_response_takes_the_plain_path() -> None:
     )
     with patch.object(message_module, "decode_all", side_effect=AssertionError("the general path")):
         assert decode_message(data).application_properties == {"IoThub-status": 200}
+
+
+@given(st.builds(Properties, correlation_id=_IDS, message_id=st.one_of(st.none(), st.just(REQUEST_ID))))
+@settings(max_examples=100, deadline=None)
+def test_properties_with_a_uuid_correlation_id_encode_as_the_general_encoder_does(
+    properties: Properties,
+) -> None:
+    out = bytearray()
+    encode_composite(out, properties)
+    assert encode_message(Message(properties=properties)) == bytes(out)
