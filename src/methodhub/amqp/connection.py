@@ -140,7 +140,9 @@ class AmqpConnection:
         self.sasl_init = sasl_init
         self.max_message_size = max_message_size
         self.incoming_window = incoming_window
-        self.remote_open: Open | None = None
+        self.remote_container_id: str | None = None
+        """From the peer's ``open`` (the ``Open`` itself is not kept: it is handed on in
+        :class:`ConnectionOpened`)."""
         self.peer_max_frame_size = MIN_MAX_FRAME_SIZE
         """What we split outgoing transfers to: the peer's max-frame-size (at least 512)."""
         self.peer_idle_timeout: float | None = None
@@ -372,7 +374,7 @@ class AmqpConnection:
             self._endpoints.on_frame(channel, body, payload, events)
 
     def _on_open(self, open_: Open, events: list[Event]) -> None:
-        self.remote_open = open_
+        self.remote_container_id = open_.container_id
         self.peer_max_frame_size = max(MIN_MAX_FRAME_SIZE, int(open_.max_frame_size))
         self.peer_idle_timeout = open_.idle_time_out / 1000 if open_.idle_time_out else None
         self._endpoints.peer_channel_max = open_.channel_max

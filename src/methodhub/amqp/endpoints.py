@@ -230,10 +230,17 @@ class Endpoints:
                 left = (link.delivery_count + link.credit - flow.delivery_count) & SERIAL_MASK
                 link.credit = left if left < _HALF else 0
                 link.delivery_count = flow.delivery_count
+        if session.held:
+            self._send_held(session)
         if flow.echo:
             self._send_flow(session, link)
 
     def on_transfer(self, session: Session, transfer: Transfer, payload: bytes, events: list[Event]) -> None:
+        # Every transfer frame takes a transfer-id and a place in our window (§2.5.6), a delivery's
+        # later frames and those on a link we are detaching included.
+        window = session.incoming_window
+        session.incoming_window = window - 1
+        session.next_incoming_id = serial_add(session.next_incoming_id)
         link = session.remote_links.get(transfer.handle)
         if link is None:
             self._session_error(
@@ -241,6 +248,7 @@ class Endpoints:
             )
             return
         if link.state is EndpointState.ENDING:
+            self._replenish(session)
             return
         if link.is_sender:
             self._link_error(link, ErrorCondition.NOT_ALLOWED, "transfer on our sending link", events)
@@ -251,7 +259,8 @@ class Endpoints:
                     session, ErrorCondition.INVALID_FIELD, "transfer without delivery-id/tag", events
                 )
                 return
-            if session.incoming_window <= 0:
+            if window <= 0:  # (checked where a delivery starts: a peer counting deliveries, not
+                # frames, may go over by the rest of one message; we replenish as it does)
                 self._session_error(session, ErrorCondition.WINDOW_VIOLATION, "incoming window is 0", events)
                 return
             if link.credit <= 0:
@@ -259,8 +268,6 @@ class Endpoints:
                     link, ErrorCondition.TRANSFER_LIMIT_EXCEEDED, "transfer without credit", events
                 )
                 return
-            session.incoming_window -= 1
-            session.next_incoming_id = serial_add(transfer.delivery_id)
             link.credit -= 1
             link.delivery_count = serial_add(link.delivery_count)
             link.partial = bytearray()
@@ -292,7 +299,7 @@ class Endpoints:
             events.append(
                 MessageReceived(link.ref, link.partial_id, link.partial_tag, data, link.partial_settled)
             )
-            self._replenish(session)
+        self._replenish(session)  # also mid-delivery: the peer may wait for room for the rest
 
     def _replenish(self, session: Session) -> None:
         if session.incoming_window < session.incoming_window_size // 2:
@@ -442,6 +449,7 @@ class Endpoints:
         if ours.answered or asked is None:
             raise RuntimeError(f"link {link.name!r} needs no answer")
         ours.answered = True
+        ours.peer_attach = None
         ours.state = EndpointState.MAPPED
         reply = Attach(
             ours.name,
@@ -466,6 +474,7 @@ class Endpoints:
             return
         session, ours = found
         ours.answered = True
+        ours.peer_attach = None
         self._send(session.channel, self._refusing_attach(ours))
         self._send(session.channel, Detach(ours.handle, closed=True, error=error))
         ours.state = EndpointState.ENDING
@@ -519,15 +528,14 @@ class Endpoints:
             raise ValueError("messages are sent on a sending link")
         if ours.state is not EndpointState.MAPPED or ours.remote_handle is None or not ours.answered:
             return None
-        if ours.credit <= 0 or session.remote_incoming_window <= 0:
+        if ours.credit <= 0 or session.remote_incoming_window <= 0 or session.held:
             return None
         if ours.peer_max_message_size and len(payload) > ours.peer_max_message_size:
             raise ValueError(
                 f"{len(payload)} bytes over the peer's max-message-size {ours.peer_max_message_size}"
             )
-        delivery_id = session.next_outgoing_id
-        session.next_outgoing_id = serial_add(delivery_id)
-        session.remote_incoming_window -= 1
+        delivery_id = session.next_delivery_id
+        session.next_delivery_id = serial_add(delivery_id)
         ours.credit -= 1
         ours.delivery_count = serial_add(ours.delivery_count)
         # A transfer performative takes at most ~40 bytes besides its tag: skip sizing it exactly
@@ -538,20 +546,44 @@ class Endpoints:
             first = Transfer(ours.handle, delivery_id, delivery_tag, 0, settled, more=True)
             room = self.peer_max_frame_size - frame_overhead(first)
         if len(payload) <= room:
+            session.next_outgoing_id = serial_add(session.next_outgoing_id)
+            session.remote_incoming_window -= 1
             self._send(session.channel, Transfer(ours.handle, delivery_id, delivery_tag, 0, settled), payload)
-        else:
+        else:  # several frames: as many as the peer's window takes now, the rest when it has room
             view = memoryview(payload)
-            self._send(session.channel, first, view[:room])
             rest = Transfer(ours.handle, more=True)
             step = self.peer_max_frame_size - frame_overhead(rest)
+            pieces: list[tuple[Link, Transfer, Any]] = [(ours, first, view[:room])]
             offset = room
             while len(payload) - offset > step:
-                self._send(session.channel, rest, view[offset : offset + step])
+                pieces.append((ours, rest, view[offset : offset + step]))
                 offset += step
-            self._send(session.channel, Transfer(ours.handle), view[offset:])
+            pieces.append((ours, Transfer(ours.handle), view[offset:]))
+            session.held = pieces
+            self._send_held(session)
         if not settled:
             session.outgoing_unsettled[delivery_id] = (ours, delivery_tag)
         return delivery_id
+
+    def _send_held(self, session: Session) -> None:
+        """Send the held transfer frames the peer's incoming window has room for (a frame of a link
+        detached meanwhile is dropped: its detach ends the delivery)."""
+        held = session.held
+        if not held:
+            return
+        sent = 0
+        for link, transfer, payload in held:
+            if session.remote_incoming_window <= 0:
+                break
+            sent += 1
+            if link.state is not EndpointState.MAPPED or session.links.get(link.handle) is not link:
+                continue
+            session.next_outgoing_id = serial_add(session.next_outgoing_id)
+            session.remote_incoming_window -= 1
+            self._send(session.channel, transfer, payload)
+        del held[:sent]
+        if not held:
+            session.held = None
 
     def settle(self, link: LinkRef, delivery_id: int, state: Any = None) -> None:
         """Settle a delivery (ours or the peer's) with ``state`` (default Accepted) in a disposition."""
@@ -573,6 +605,7 @@ class Endpoints:
         session, ours = found
         if not ours.answered:
             ours.answered = True
+            ours.peer_attach = None
             self._send(session.channel, self._refusing_attach(ours))
         self._send(session.channel, Detach(ours.handle, closed=closed, error=error))
         ours.state = EndpointState.ENDING

@@ -12,9 +12,11 @@ import struct
 from typing import Any, NamedTuple
 
 from methodhub.amqp.composite import Composite, encode_composite, from_value
+from methodhub.amqp.encoding import enc_binary, enc_uint
 from methodhub.amqp.errors import DecodeError, FramingError
 from methodhub.amqp.performatives import PERFORMATIVES, SASL_BODIES, Transfer
 from methodhub.amqp.types import Buffer, decode
+from methodhub.amqp.values import UInt
 
 AMQP_HEADER = b"AMQP\x00\x01\x00\x00"
 TLS_HEADER = b"AMQP\x02\x01\x00\x00"
@@ -76,6 +78,55 @@ class Frame(NamedTuple):
     """What follows the performative (a transfer's message bytes); b"" otherwise."""
 
 
+def _enc_plain_transfer(out: bytearray, transfer: Transfer) -> bool:
+    """Append ``transfer`` as encode_composite would, when it has only handle, delivery-id, tag,
+    message-format, settled and more (every transfer we send), without walking its 11 fields;
+    False (nothing appended) for any other, or a value out of range (the general path says so)."""
+    if (
+        transfer.rcv_settle_mode is not None
+        or transfer.state is not None
+        or transfer.resume
+        or transfer.aborted
+        or transfer.batchable
+        or transfer.handle is None
+    ):
+        return False
+    fields: tuple[Any, ...] = (
+        transfer.handle,
+        transfer.delivery_id,
+        transfer.delivery_tag,
+        transfer.message_format,
+        transfer.settled,
+        True if transfer.more else None,
+    )
+    count = 6
+    while fields[count - 1] is None:
+        count -= 1
+    body = bytearray()
+    try:
+        for index in range(count):
+            value = fields[index]
+            if value is None:
+                body.append(0x40)
+            elif index == 2:
+                if type(value) is not bytes or len(value) > 200:
+                    return False
+                enc_binary(body, value)
+            elif index >= 4:
+                body.append(0x41 if value else 0x42)
+            elif type(value) is int or type(value) is UInt:
+                enc_uint(body, value)
+            else:
+                return False
+    except struct.error:
+        return False
+    out += b"\x00\x53\x14\xc0"
+    out.append(len(body) + 1)
+    out.append(count)
+    out += body
+    return True
+
+
 def encode_frame(
     channel: int, body: Composite | None, payload: Buffer = b"", frame_type: int = AMQP_FRAME
 ) -> bytes:
@@ -90,7 +141,8 @@ def encode_frame(
             return _EMPTY_FRAME_HEADER
         return _HEADER.pack(8, 2, frame_type, channel)
     out = bytearray(_EMPTY_FRAME_HEADER)
-    encode_composite(out, body)
+    if type(body) is not Transfer or not _enc_plain_transfer(out, body):
+        encode_composite(out, body)
     if payload:
         out += payload
     _HEADER.pack_into(out, 0, len(out), 2, frame_type, channel)
@@ -102,6 +154,44 @@ def frame_overhead(body: Composite) -> int:
     out = bytearray()
     encode_composite(out, body)
     return FRAME_HEADER_SIZE + len(out)
+
+
+_UINTS = frozenset((0x52, 0x43, 0x70))  # smalluint, uint0, uint
+_MAYBE_UINTS = _UINTS | {0x40}
+_MAYBE_BOOLS = frozenset((0x41, 0x42, 0x40))
+_MAYBE_VBIN8 = frozenset((0xA0, 0x40))
+_PLAIN_TRANSFER_CODES = (_UINTS, _MAYBE_UINTS, _MAYBE_VBIN8, _MAYBE_UINTS, _MAYBE_BOOLS, _MAYBE_BOOLS)
+"""What a plain transfer's handle, delivery-id, delivery-tag, message-format, settled and more are
+encoded as (the rest of its fields null or left off)."""
+
+
+def _plain_transfer(body: Buffer) -> tuple[Transfer, int] | None:
+    """The Transfer ``body`` starts with and the bytes it takes, when it is plain (a list8 of
+    :data:`_PLAIN_TRANSFER_CODES`, what every SDK sends for a message): what the general decoder
+    would give, without building a Described value and a field list; None for anything else."""
+    try:
+        if body[0] != 0 or body[1] != 0x53 or body[2] != 0x14 or body[3] != 0xC0:
+            return None
+        stop = 5 + body[4]
+        count = body[5]
+        if count > 11:
+            return None
+        pos = 6
+        fields: list[Any] = [None] * 6
+        for index in range(count):
+            code = body[pos]
+            if code == 0x40:
+                pos += 1
+            elif index < 6 and code in _PLAIN_TRANSFER_CODES[index]:
+                fields[index], pos = decode(body, pos)
+            else:
+                return None
+    except (IndexError, DecodeError):
+        return None
+    handle, delivery_id, tag, message_format, settled, more = fields
+    if pos != stop or handle is None:
+        return None
+    return Transfer(handle, delivery_id, tag, message_format, settled, more is True), pos
 
 
 def decode_frame(
@@ -140,10 +230,15 @@ def decode_frame(
         return Frame(frame_type, channel, None, b""), end
     view = memoryview(data)[start:end]
     try:
-        value, used = decode(view)
+        plain = _plain_transfer(view) if frame_type == AMQP_FRAME else None
+        if plain is not None:
+            body: Any
+            body, used = plain
+        else:
+            value, used = decode(view)
+            body = from_value(value)
     finally:
         view.release()
-    body = from_value(value)
     if type(body) not in allowed:
         kind = "an AMQP" if frame_type == AMQP_FRAME else "a SASL"
         raise DecodeError(f"{type(body).__name__} is not {kind} frame body")

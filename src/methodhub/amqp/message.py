@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any, TypeAlias
+from uuid import UUID
 
 from methodhub.amqp.composite import (
     ANY,
@@ -26,7 +27,7 @@ from methodhub.amqp.composite import (
     composite,
     encode_composite,
 )
-from methodhub.amqp.decoding import decode_all
+from methodhub.amqp.decoding import decode, decode_all
 from methodhub.amqp.encoding import enc_binary, enc_list, enc_string, enc_symbol, enc_ulong, encode_into
 from methodhub.amqp.errors import DecodeError
 from methodhub.amqp.values import Buffer, Described, Symbol, ULong
@@ -159,6 +160,28 @@ def _map_header(out: bytearray, body: bytearray, count: int) -> None:
     out += body
 
 
+_CORRELATION_UUID_PROPERTIES = b"\x00\x53\x73\xc0\x17\x06" + b"\x40" * 5 + b"\x98"
+"""properties with only a uuid correlation-id (every method request), as encode_composite writes
+it: a list8 of 6 fields (23 bytes), 5 nulls, then the uuid's 16 bytes."""
+
+
+def _only_correlation_id(p: Properties) -> bool:
+    return (
+        p.message_id is None
+        and p.user_id is None
+        and p.to is None
+        and p.subject is None
+        and p.reply_to is None
+        and p.content_type is None
+        and p.content_encoding is None
+        and p.absolute_expiry_time is None
+        and p.creation_time is None
+        and p.group_id is None
+        and p.group_sequence is None
+        and p.reply_to_group_id is None
+    )
+
+
 def encode_message(message: Message) -> bytes:
     """The message's sections, in order: what a transfer carries (smallest encodings).
 
@@ -171,8 +194,13 @@ def encode_message(message: Message) -> bytes:
         _enc_annotations(out, DELIVERY_ANNOTATIONS, message.delivery_annotations)
     if message.message_annotations is not None:
         _enc_annotations(out, MESSAGE_ANNOTATIONS, message.message_annotations)
-    if message.properties is not None:
-        encode_composite(out, message.properties)
+    properties = message.properties
+    if properties is not None:
+        if type(properties.correlation_id) is UUID and _only_correlation_id(properties):
+            out += _CORRELATION_UUID_PROPERTIES
+            out += properties.correlation_id.bytes
+        else:
+            encode_composite(out, properties)
     if message.application_properties is not None:
         out += b"\x00\x53\x74"
         body = bytearray()
@@ -216,12 +244,114 @@ def _expect(value: Any, kind: type, what: str) -> Any:
     return value
 
 
+_PLAIN_IDS = frozenset((0x98, 0xA1, 0xA0, 0x80, 0x53, 0x44))
+"""A plain message's message-id and correlation-id: uuid, str8, vbin8, ulong."""
+_PLAIN_VALUES = frozenset(
+    (0x40, 0x41, 0x42, 0x56, 0x50, 0x60, 0x70, 0x52, 0x43, 0x80, 0x53, 0x44, 0x51, 0x61, 0x71, 0x54)
+)
+_PLAIN_VALUES |= {0x81, 0x55, 0x83, 0x98, 0xA0, 0xB0, 0xA1, 0xB1, 0xA3, 0xB3}
+"""A plain message's application property values: null, booleans, integers, timestamps, uuids,
+binaries, strings and symbols (scalars: no depth to count)."""
+
+
+def _decode_plain(data: Buffer) -> Message | None:
+    """:func:`decode_message`'s answer for the shape nearly every method request and response has,
+    without building Described values, field lists or composites; None for anything else (the
+    general path then decodes it, or says what is wrong with it).
+
+    Plain: sections with smallulong descriptors, in order: properties (list0, or a list8 of nulls
+    but for message-id and correlation-id in :data:`_PLAIN_IDS`), application-properties (a map8 of
+    distinct str8 keys and :data:`_PLAIN_VALUES`), data sections (vbin8/vbin32), each optional.
+    """
+    end = len(data)
+    pos = 0
+    properties = None
+    application_properties = None
+    body: list[Any] = []
+    stage = 0  # past: 1 properties, 2 application-properties, 3 data
+    try:
+        while pos < end:
+            if data[pos] != 0 or data[pos + 1] != 0x53:
+                return None
+            code = data[pos + 2]
+            kind = data[pos + 3]
+            pos += 4
+            if code == DATA:
+                if kind == 0xA0:
+                    size = data[pos]
+                    pos += 1
+                elif kind == 0xB0:
+                    size = int.from_bytes(data[pos : pos + 4], "big")
+                    pos += 4
+                else:
+                    return None
+                if pos + size > end:
+                    return None
+                body.append(bytes(data[pos : pos + size]))
+                pos += size
+                stage = 3
+            elif code == APPLICATION_PROPERTIES and stage < 2:
+                if kind != 0xC1:
+                    return None
+                stop = pos + 1 + data[pos]
+                count = data[pos + 1]
+                pos += 2
+                if count & 1 or stop > end:
+                    return None
+                found: dict[Any, Any] = {}
+                for _ in range(count >> 1):
+                    if data[pos] != 0xA1:
+                        return None
+                    start = pos + 2
+                    pos = start + data[pos + 1]
+                    key = str(data[start:pos], "utf-8")
+                    if data[pos] not in _PLAIN_VALUES or key in found:
+                        return None
+                    found[key], pos = decode(data, pos)
+                if pos != stop:
+                    return None
+                application_properties = found
+                stage = 2
+            elif code == PROPERTIES and stage < 1:
+                if kind == 0x45:
+                    properties = Properties()
+                elif kind == 0xC0:
+                    stop = pos + 1 + data[pos]
+                    count = data[pos + 1]
+                    pos += 2
+                    ids: list[Any] = [None, None]
+                    for index in range(count):
+                        field = data[pos]
+                        if field == 0x40:
+                            pos += 1
+                        elif (index == 0 or index == 5) and field in _PLAIN_IDS:
+                            ids[index == 5], pos = decode(data, pos)
+                        else:
+                            return None
+                    if pos != stop:
+                        return None
+                    properties = Properties(message_id=ids[0], correlation_id=ids[1])
+                else:
+                    return None
+                stage = 1
+            else:
+                return None
+    except (DecodeError, IndexError, UnicodeDecodeError):
+        return None
+    if pos != end:
+        return None
+    return Message(properties=properties, application_properties=application_properties, body=body or None)
+
+
 def decode_message(data: Buffer) -> Message:
     """The message whose sections are ``data`` (a transfer's payload, reassembled).
 
     Raises DecodeError for bytes that do not decode, a value that is not a section, sections out of
     order or repeated, body sections of mixed kinds, or a second amqp-value.
     """
+    plain = _decode_plain(data)
+    if plain is not None:
+        return plain
     message = Message()
     rank = -1
     body_kind = 0

@@ -1,8 +1,9 @@
 """Session and link endpoint state (part 2 §2.5-2.6), kept by :mod:`methodhub.amqp.connection`.
 
 Plain records with the little arithmetic they own (serial numbers, windows, credit); the
-connection decides what a frame means. Transfer-ids and delivery-ids are one session-scoped
-sequence counted per delivery (as proton and rhea do), so the session windows count deliveries.
+connection decides what a frame means. Transfer-ids and the session windows count transfer frames
+(AMQP 1.0 §2.5.6, as proton does: a message split into n frames takes n transfer-ids and n places
+in the window); delivery-ids are a sequence of their own, one per delivery.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class Link:
     max_message_size: int = 0
     """Receiver: the largest message we accept."""
     peer_attach: Any = None
-    """The peer's attach when it asked for the link (answered by accept_link/refuse_link)."""
+    """The peer's attach when it asked for the link, until accept_link/refuse_link/detach answer it
+    (then dropped: a device's four attaches are ~3 KB of decoded values per idle connection)."""
     partial: bytearray | None = None
     partial_id: int = 0
     partial_tag: bytes = b""
@@ -67,9 +69,17 @@ class Session:
     handle_max: int = 255
     incoming_window_size: int = 2048
     next_outgoing_id: int = 0
+    """The transfer-id of our next transfer frame."""
+    next_delivery_id: int = 0
     next_incoming_id: int = 0
+    """The transfer-id of the peer's next transfer frame."""
     incoming_window: int = 2048
+    """Transfer frames the peer may still send us."""
     remote_incoming_window: int = 0
+    """Transfer frames we may still send the peer."""
+    held: list[tuple[Link, Any, Any]] | None = None
+    """The frames of a delivery the peer's window had no room for yet: (link, transfer, payload),
+    sent as its flows make room; no new delivery starts before they are gone."""
     remote_outgoing_window: int = 0
     links: dict[int, Link] = field(default_factory=dict)
     """By our handle."""

@@ -4,6 +4,7 @@ close), SASL, and the limits (frame size, message size, splitting)."""
 
 from __future__ import annotations
 
+import gc
 import uuid
 
 import pytest
@@ -648,3 +649,22 @@ def test_part_of_a_frame_header_with_a_size_under_8_is_not_pending_work(size: in
         assert not pair.server.next_events(256)
     failure = one(pair.server.receive_data(header[7:], 0.0, max_frames=256), ProtocolFailure)
     assert failure.error.condition == ErrorCondition.FRAMING_ERROR and pair.server.finished
+
+
+def test_an_answered_attach_is_not_kept() -> None:
+    """The peer's attach (name, terminus, properties) is dropped once answered: ~0.8 KB per link
+    of an idle connection otherwise."""
+    pair = opened_pair()
+    channel = begun(pair)
+    attach_pair(pair, channel, "kept-or-not", client_sends=True, credit=1, properties={Symbol("k"): "v"})
+    refused = pair.client.attach(channel, "refused-link", sender=True)
+    server_events, _ = pair.pump()
+    pair.server.refuse_link(one(server_events, LinkAttached).link, Error(Symbol("amqp:not-found"), "no"))
+    pair.pump()
+    assert refused is not None
+    pair.server_events.clear()
+    pair.client_events.clear()
+    del server_events
+    gc.collect()
+    names = ("kept-or-not", "refused-link")
+    assert [obj for obj in gc.get_objects() if type(obj) is Attach and obj.name in names] == []

@@ -33,7 +33,7 @@ from methodhub.amqp.events import (
 )
 from tests.interop.support import side_venv
 
-from .conn_support import frames, server
+from .conn_support import frames, of, server
 
 PROTON = "python-qpid-proton==0.40.0"
 CLIENT = Path(__file__).with_name("proton_client.py")
@@ -134,3 +134,68 @@ def test_proton_client_against_our_server() -> None:
     # Everything we sent fit proton's 4096-byte frames: the request went in pieces.
     sent = [frame for chunk in to_proton for frame in frames(chunk, 4096)]
     assert sum(1 for frame in sent if frame.payload) >= 5
+
+
+FLOW_CLIENT = Path(__file__).with_name("proton_flow_client.py")
+FLOW_COUNT, FLOW_SIZE = 12, 14_000  # proton_flow_client.py's COUNT and SIZE
+
+
+def test_multi_frame_messages_both_ways_through_small_session_windows() -> None:
+    """Session windows and transfer-ids count transfer frames (AMQP 1.0 §2.5.6), as proton does:
+    12 messages of 14 KB each way (4 frames each) through windows of 4 frames (ours) and 3
+    (proton's: the last frame of each of ours waits for its flow) all arrive, with neither side
+    stalled or over its window."""
+    srv = server(idle_timeout=60.0, max_frame_size=4096, incoming_window=4)
+    process = subprocess.Popen(
+        [str(_proton_python()), str(FLOW_CLIENT)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    ours: list[Event] = []
+    theirs: list[dict[str, Any]] = []
+    down_link = None
+    sent = 0
+    try:
+        down = b""
+        for _ in range(300):
+            process.stdin.write(json.dumps({"bytes": down.hex()}) + "\n")
+            process.stdin.flush()
+            line = process.stdout.readline()
+            if not line:
+                process.wait(timeout=30)
+                pytest.fail(f"the proton client died:\n{process.stderr.read() if process.stderr else ''}")
+            answer = json.loads(line)
+            theirs += answer["events"]
+            events = srv.receive_data(bytes.fromhex(answer["bytes"]), 1.0)
+            ours += events
+            for event in events:
+                if type(event) is LinkAttached:
+                    srv.accept_link(event.link, credit=0 if event.link.is_sender else FLOW_COUNT)
+                    if event.link.is_sender:
+                        down_link = event.link
+                elif type(event) is MessageReceived:
+                    srv.settle(event.link, event.delivery_id, Accepted())
+            while down_link is not None and sent < FLOW_COUNT:
+                tag = b"d%d" % sent
+                if srv.send_message(down_link, bytes([sent]) * FLOW_SIZE, tag, settled=True) is None:
+                    break
+                sent += 1
+            down = srv.data_to_send()
+            received = [seen for seen in theirs if seen["event"] == "received"]
+            if len(received) == FLOW_COUNT and len(of(ours, MessageReceived)) == FLOW_COUNT and not down:
+                break
+    finally:
+        process.stdin.close()
+        process.wait(timeout=30)
+
+    assert not of(ours, ProtocolFailure), of(ours, ProtocolFailure)
+    assert not [seen for seen in theirs if seen["event"] == "transport-error"], theirs
+    assert [(event.delivery_tag, event.payload) for event in of(ours, MessageReceived)] == [
+        (b"u%d" % n, bytes([n]) * FLOW_SIZE) for n in range(FLOW_COUNT)
+    ]
+    assert [
+        (seen["tag"], bytes.fromhex(seen["payload"])) for seen in theirs if seen["event"] == "received"
+    ] == [(f"d{n}", bytes([n]) * FLOW_SIZE) for n in range(FLOW_COUNT)]

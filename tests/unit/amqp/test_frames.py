@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
@@ -55,6 +56,7 @@ from methodhub.amqp import (
     frame_overhead,
     from_value,
 )
+from methodhub.amqp import frames as frames_module
 
 ALL: list[Any] = [
     Open(container_id="c", hostname="localhost", max_frame_size=65536, channel_max=10, idle_time_out=60000),
@@ -347,3 +349,71 @@ def test_the_receive_buffer_can_shrink_after_a_failed_decode() -> None:
         decode_frame(buffer, offset)
     del buffer[:offset]  # a memoryview left in the traceback would make this raise BufferError
     assert caught.value.condition == "amqp:decode-error"
+
+
+_UINT_VALUES = st.sampled_from([0, 1, 255, 256, 0xFFFF_FFFF])
+_TRANSFERS = st.builds(
+    Transfer,
+    handle=_UINT_VALUES,
+    delivery_id=st.one_of(st.none(), _UINT_VALUES),
+    delivery_tag=st.one_of(st.none(), st.binary(max_size=32)),
+    message_format=st.one_of(st.none(), _UINT_VALUES),
+    settled=st.one_of(st.none(), st.booleans()),
+    more=st.booleans(),
+    rcv_settle_mode=st.one_of(st.none(), st.just(1)),
+    state=st.one_of(st.none(), st.just(Accepted())),
+    resume=st.booleans(),
+    aborted=st.booleans(),
+    batchable=st.booleans(),
+)
+
+
+def _decoded(data: bytes) -> tuple[Any, int] | DecodeError:
+    try:
+        return decode_frame(data, 0)
+    except DecodeError as exc:
+        return exc
+
+
+@given(_TRANSFERS, st.binary(max_size=40), st.integers(0, 1 << 16), st.integers(0, 255), st.booleans())
+@settings(max_examples=400, deadline=None)
+def test_the_plain_transfer_path_decodes_what_the_general_one_does(
+    transfer: Transfer, payload: bytes, where: int, byte: int, damage: bool
+) -> None:
+    """A transfer with only handle, delivery-id, tag, message-format, settled and more takes a
+    shortcut through decode_frame: the same frame, value types included, or the general decoder's
+    (damaged bytes too: the same frame or the same error)."""
+    data = encode_frame(3, transfer, payload)
+    if damage:
+        spoiled = bytearray(data)
+        spoiled[8 + where % (len(spoiled) - 8)] = byte  # (the frame header's errors come before)
+        data = bytes(spoiled)
+    else:
+        assert decode_frame(data, 0) == (Frame(0, 3, transfer, payload), len(data))
+    with patch.object(frames_module, "_plain_transfer", lambda body: None):
+        general = _decoded(data)
+    assert repr(_decoded(data)) == repr(general)
+
+
+def test_a_plain_transfer_takes_the_shortcut() -> None:
+    data = encode_frame(0, Transfer(1, 7, b"\x00\x00\x00\x07", 0, True), b"payload")
+    with patch.object(frames_module, "from_value", side_effect=AssertionError("the general path")):
+        frame, _ = decode_frame(data, 0)
+    assert frame is not None and frame.body == Transfer(1, 7, b"\x00\x00\x00\x07", 0, True)
+    assert type(frame.body.handle) is UInt and frame.payload == b"payload"
+
+
+@given(_TRANSFERS, st.binary(max_size=40), st.integers(0, 0xFFFF))
+@settings(max_examples=300, deadline=None)
+def test_the_plain_transfer_encoding_is_the_general_one(
+    transfer: Transfer, payload: bytes, channel: int
+) -> None:
+    """encode_frame writes a transfer with only the first six fields by hand: the same bytes."""
+    with patch.object(frames_module, "_enc_plain_transfer", lambda out, transfer: False):
+        general = encode_frame(channel, transfer, payload)
+    assert encode_frame(channel, transfer, payload) == general
+
+
+def test_a_transfer_out_of_range_is_refused_either_way() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        encode_frame(0, Transfer(1 << 32, 0, b"t"))

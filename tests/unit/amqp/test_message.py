@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
@@ -27,8 +28,10 @@ from methodhub.amqp import (
     encode,
     encode_message,
 )
+from methodhub.amqp import message as message_module
+from methodhub.amqp.composite import encode_composite
 
-from .strategies import same, values
+from .strategies import same, scalars, values
 
 REQUEST_ID = uuid.UUID("0d28684f-5f6b-4c51-9d35-0c3461e4a1b2")
 
@@ -195,3 +198,71 @@ def test_encoding_refuses_what_has_no_amqp_form() -> None:
         encode_message(Message(application_properties={1: "x"}))  # type: ignore[dict-item]
     with pytest.raises(TypeError, match="data section is bytes"):
         encode_message(Message(body=["text"]))  # type: ignore[list-item]
+
+
+_ULONGS = st.integers(0, ULong.HIGH).map(ULong)
+_IDS = st.one_of(st.none(), st.uuids(), st.text(max_size=60), st.binary(max_size=20), _ULONGS)
+_SIMPLE_MESSAGES = st.builds(
+    Message,
+    properties=st.one_of(
+        st.none(),
+        st.builds(Properties, message_id=_IDS, correlation_id=_IDS),
+        st.builds(Properties, correlation_id=_IDS, subject=st.one_of(st.none(), st.text(max_size=10))),
+    ),
+    application_properties=st.one_of(st.none(), st.dictionaries(st.text(max_size=30), scalars, max_size=6)),
+    body=st.one_of(st.none(), st.lists(st.binary(max_size=300), min_size=1, max_size=3)),
+)
+
+
+def _general(data: bytes) -> Message | DecodeError:
+    """decode_message without its plain-message path."""
+    with patch.object(message_module, "_decode_plain", lambda data: None):
+        try:
+            return decode_message(data)
+        except DecodeError as exc:
+            return exc
+
+
+@given(_SIMPLE_MESSAGES, st.integers(0, 1 << 16), st.integers(0, 255), st.booleans())
+@settings(max_examples=400, deadline=None)
+def test_the_plain_path_decodes_what_the_general_one_does(
+    message: Message, where: int, byte: int, damage: bool
+) -> None:
+    """Method requests and responses take a shortcut through decode_message (no composites built):
+    it gives the same message, value types included, or leaves the bytes to the general decoder
+    (damaged bytes too: the same message or the same error)."""
+    data = encode_message(message)
+    if damage and data:
+        spoiled = bytearray(data)
+        spoiled[where % len(spoiled)] = byte
+        data = bytes(spoiled)
+    else:
+        assert repr(decode_message(data)) == repr(message)
+    general = _general(data)
+    try:
+        decoded: Message | DecodeError = decode_message(data)
+    except DecodeError as exc:
+        decoded = exc
+    assert repr(decoded) == repr(general)
+
+
+def test_a_method_response_takes_the_plain_path() -> None:
+    data = encode_message(
+        Message(
+            properties=Properties(correlation_id=REQUEST_ID),
+            application_properties={"IoThub-status": Int(200)},
+            body=[b"{}"],
+        )
+    )
+    with patch.object(message_module, "decode_all", side_effect=AssertionError("the general path")):
+        assert decode_message(data).application_properties == {"IoThub-status": 200}
+
+
+@given(st.builds(Properties, correlation_id=_IDS, message_id=st.one_of(st.none(), st.just(REQUEST_ID))))
+@settings(max_examples=100, deadline=None)
+def test_properties_with_a_uuid_correlation_id_encode_as_the_general_encoder_does(
+    properties: Properties,
+) -> None:
+    out = bytearray()
+    encode_composite(out, properties)
+    assert encode_message(Message(properties=properties)) == bytes(out)
