@@ -350,7 +350,10 @@ class PahoDevice:
                 except queue.Empty:
                     return
                 status, body = handler(name, payload)
-                self.respond(rid, status, body)
+                try:
+                    self.respond(rid, status, body)
+                except RuntimeError:  # disconnected meanwhile (the test is closing it): done
+                    return
 
         threading.Thread(target=loop, daemon=True).start()
 
