@@ -73,3 +73,21 @@ def test_malformed_jobs_are_400(job_id: str, change: dict[str, Any], words: str)
     with pytest.raises(HubError) as refused:
         parse_job(job_id, {**NODE, **change}, NOW)
     assert refused.value.kind is ErrorKind.INVALID_ARGUMENT and words in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("SELECT * FROM devices.jobs WHERE devices.jobs.jobId = 'job1'", "job1"),
+        ("SELECT * FROM devices.jobs WHERE jobId='job1' AND devices.jobs.status = 'completed'", "job1"),
+        ("SELECT * FROM devices.jobs WHERE devices.jobs.status = 'completed' AND jobId = 'j2'", "j2"),
+        ("SELECT * FROM devices.jobs WHERE jobId = 'a' OR jobId = 'b'", None),
+        ("SELECT * FROM devices.jobs", None),
+    ],
+)
+def test_the_job_a_devices_jobs_query_names(text: str, named: str | None) -> None:
+    """Rows are read for that job alone when the WHERE pins it (the documented query)."""
+    from methodhub.dialects.azure.jobs_api import _named_job
+    from methodhub.query import parse
+
+    assert _named_job(parse(text).where) == named

@@ -27,7 +27,7 @@ from methodhub.errors import ErrorKind, HubError
 from methodhub.http.messages import Request, Response
 from methodhub.http.routing import Routes
 from methodhub.job_runner import JobRunner
-from methodhub.query import Query, run
+from methodhub.query import And, Comparison, ComparisonOp, Condition, Literal, Path, Query, run
 from methodhub.registry import Right
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -181,11 +181,27 @@ def device_job_row(call: QueuedCall, job_type: str) -> dict[str, Any]:
     return row
 
 
+def _named_job(condition: Condition | None) -> str | None:
+    """The job id a WHERE pins (``jobId = 'x'``, alone or ANDed), if it does."""
+    if isinstance(condition, Comparison) and condition.op is ComparisonOp.EQ:
+        for path, value in ((condition.left, condition.right), (condition.right, condition.left)):
+            if isinstance(path, Path) and path.segments == ("jobId",) and isinstance(value, Literal):
+                return value.value if isinstance(value.value, str) else None
+    if isinstance(condition, And):
+        for operand in condition.operands:
+            if (named := _named_job(operand)) is not None:
+                return named
+    return None
+
+
 async def device_job_rows(runner: JobRunner, query: Query, offset: int, limit: int) -> list[Any]:
-    """A page of ``SELECT * FROM devices.jobs [WHERE ...]``: the rows of the newest jobs' calls (at
-    most :data:`JOB_ROWS_MAX`), filtered and ordered in memory by the reference evaluator."""
+    """A page of ``SELECT * FROM devices.jobs [WHERE ...]``: the rows of the job the WHERE names
+    (``jobId = '...'``, the documented use), else of the newest jobs' calls (at most
+    :data:`JOB_ROWS_MAX`), filtered and ordered in memory by the reference evaluator."""
     rows: list[dict[str, Any]] = []
-    for job in await runner.registry.list_jobs(limit=100):
+    named = _named_job(query.where)
+    jobs = [] if named is None else [job for job in [await runner.registry.get_job(named)] if job]
+    for job in jobs if named is not None else await runner.registry.list_jobs(limit=100):
         for call in await runner.registry.list_calls(job_id=job.job_id, limit=JOB_ROWS_MAX):
             rows.append(device_job_row(call, job.type.value))
         if len(rows) >= JOB_ROWS_MAX:
