@@ -60,6 +60,7 @@ class CbsAuthorization:
     deadline: float | None
     identities: dict[str, AuthorizedIdentity]
     hub_grant: HubGrant | None
+    unanswerable_put_tokens: int
     links: dict[LinkRef, LinkState]
     cbs_responses: dict[int, LinkRef]
     backlog: dict[LinkRef, list[bytes]]
@@ -140,10 +141,13 @@ class CbsAuthorization:
     def _answer_put_token(self, channel: int, message_id: Any, status: int, description: str) -> None:
         link = self.cbs_responses.get(channel)
         if link is None:
-            log.info(
-                "put-token not answered: no $cbs receiver link in its session",
-                extra={"ctx": {"peer": self.peer}},
-            )
+            self.unanswerable_put_tokens += 1
+            if self.unanswerable_put_tokens == 1:  # once per connection: a device may send many
+                log.info(
+                    "put-token not answered: no $cbs receiver link in its session (logged once "
+                    "per connection)",
+                    extra={"ctx": {"peer": self.peer}},
+                )
             return
         # With no credit yet (the device's flow for this link may be on its way: the put-token was
         # verified first) the answer waits for it; the put-token deadline bounds the wait.

@@ -128,6 +128,8 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
         self.replies_pending = 0
         """Twin requests being answered by a task."""
         self.hub_grant: HubGrant | None = None
+        self.unanswerable_put_tokens = 0
+        """put-tokens sent where no $cbs receiver could take the answer (logged once)."""
         """A hub-wide token (a shared access policy's) that holds on this connection, if any."""
         self.links: dict[LinkRef, LinkState] = {}
         self.cbs_responses: dict[int, LinkRef] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from typing import Any
@@ -36,7 +37,14 @@ from methodhub.amqp import (
     encode_frame,
     encode_message,
 )
-from methodhub.amqp.events import DeliverySettled, LinkAttached, LinkDetached, MessageReceived, SessionEnded
+from methodhub.amqp.events import (
+    DeliverySettled,
+    LinkAttached,
+    LinkDetached,
+    MessageReceived,
+    SessionBegun,
+    SessionEnded,
+)
 from methodhub.calls import Call, CallOutcome
 from methodhub.dialects.aliyun.mqtt import AliyunDialect
 from methodhub.dialects.azure.amqp import AzureAmqpDialect
@@ -747,3 +755,31 @@ async def test_a_link_or_session_ended_and_made_again_in_one_read_is_served(
     answers = [f.body for f in conn_frames(bytes(transport.data))]
     attaches = [body for body in answers if type(body) is Attach]
     assert attaches and attaches[-1].target is not None  # the new link, accepted
+
+
+async def test_put_tokens_that_cannot_be_answered_are_logged_once_per_connection(
+    hub: Hub, dev1: Identity, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A device sending put-tokens with no $cbs receiver in its session: nothing can answer them;
+    the hub says so once, not once per put-token (the fuzzer's log flood)."""
+    device = AmqpDevice(hub)
+    await device.until(lambda: device.amqp.opened)
+    device.channel = device.amqp.begin_session()
+    await device.until(lambda: device.take(SessionBegun))
+    device.cbs_out, _ = await device.attach("cbs", sender=True, address="$cbs")
+    await device.until(lambda: device.amqp.credit(device.cbs_out) > 0)
+    caplog.set_level(logging.INFO, logger="methodhub.gateway")
+    for n in range(5):
+        request = Message(
+            properties=Properties(message_id=f"t{n}"),
+            application_properties={
+                "operation": "put-token",
+                "type": "servicebus.windows.net:sastoken",
+                "name": "localhost/devices/dev1",
+            },
+            body=AmqpValue(sas_token("dev1", dev1.keys.primary)),
+        )
+        device.amqp.send_message(device.cbs_out, encode_message(request), f"{n}".encode())
+    await device.until(lambda: device.protocol.unanswerable_put_tokens == 5)
+    said = [r for r in caplog.records if "put-token not answered" in r.getMessage()]
+    assert len(said) == 1
