@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,7 +119,7 @@ def _loads(text: Any) -> Any:
     return json.loads(text) if isinstance(text, str | bytes | bytearray) else text
 
 
-class _Translator:
+class _Translator(ABC):
     """One flavour's SQL for each construct; parameters are collected in order."""
 
     true = "TRUE"
@@ -133,8 +134,8 @@ class _Translator:
 
     # parameters
 
-    def placeholder(self, number: int) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def placeholder(self, number: int) -> str: ...
 
     def bind(self, value: object) -> str:
         self.params.append(value)
@@ -148,8 +149,8 @@ class _Translator:
             self._path_placeholders[path.segments] = placeholder
         return placeholder
 
-    def path_value(self, path: Path) -> object:
-        raise NotImplementedError
+    @abstractmethod
+    def path_value(self, path: Path) -> object: ...
 
     def constant(self, outcome: bool | None) -> str:
         return self.null if outcome is None else self.true if outcome else self.false
@@ -201,40 +202,42 @@ class _Translator:
 
     # flavour-specific
 
-    def is_kind(self, path: Path, kind: str) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def is_kind(self, path: Path, kind: str) -> str: ...
 
-    def compare_value(self, op: ComparisonOp, path: Path, value: LiteralValue) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def compare_value(self, op: ComparisonOp, path: Path, value: LiteralValue) -> str: ...
 
-    def compare_paths(self, op: ComparisonOp, left: Path, right: Path) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def compare_paths(self, op: ComparisonOp, left: Path, right: Path) -> str: ...
 
-    def member(self, kind: str, path: Path, values: list[LiteralValue]) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def member(self, kind: str, path: Path, values: list[LiteralValue]) -> str: ...
 
-    def is_defined(self, path: Path) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def is_defined(self, path: Path) -> str: ...
 
-    def text_match(self, function: TextFunction, path: Path, text: str) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def text_match(self, function: TextFunction, path: Path, text: str) -> str: ...
 
     # columns
 
+    @abstractmethod
     def value_columns(self, path: Path) -> tuple[str, ...]:
         """The columns one projected path needs (decoded by :meth:`decode_value`)."""
-        raise NotImplementedError
+        ...
 
-    def decode_value(self, values: Sequence[Any]) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def decode_value(self, values: Sequence[Any]) -> Any: ...
 
+    @abstractmethod
     def group_columns(self, path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The columns one grouped path needs (decoded by :meth:`decode_group`) and the GROUP BY
         expressions they are made of."""
-        raise NotImplementedError
+        ...
 
-    def decode_group(self, values: Sequence[Any]) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def decode_group(self, values: Sequence[Any]) -> Any: ...
 
     def document_column(self) -> str:
         return self.doc
