@@ -30,6 +30,7 @@ from methodhub.amqp.frames import (
     decode_frame,
     decode_protocol_header,
     encode_frame,
+    encode_transfer_frame,
     frame_overhead,
 )
 from methodhub.amqp.message import (
@@ -38,9 +39,12 @@ from methodhub.amqp.message import (
     Body,
     Header,
     Message,
+    PlainMessage,
     Properties,
     decode_message,
     encode_message,
+    encode_plain_message,
+    read_plain_message,
 )
 from methodhub.amqp.performatives import (
     Accepted,
@@ -149,6 +153,7 @@ __all__ = [
     "Open",
     "Outcome",
     "Performative",
+    "PlainMessage",
     "Properties",
     "ProtocolHeader",
     "Received",
@@ -184,6 +189,9 @@ __all__ = [
     "encode_frame",
     "encode_into",
     "encode_message",
+    "encode_plain_message",
+    "encode_transfer_frame",
     "frame_overhead",
     "from_value",
+    "read_plain_message",
 ]

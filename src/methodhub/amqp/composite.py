@@ -335,6 +335,36 @@ def from_value(value: Any) -> Composite:
 _C = TypeVar("_C", bound=Composite)
 
 
+def _fast_frozen_init(cls: type[Any], fields: tuple[dataclasses.Field[Any], ...]) -> None:
+    """Give frozen slotted dataclass ``cls`` an ``__init__`` that sets each slot through its member
+    descriptor: the same signature and result as dataclasses' own, in half its time (that one goes
+    through ``object.__setattr__`` per field, which is what makes a performative cost ~1 µs to
+    build; a transfer is built for every message each way). Fields with a ``default_factory`` or
+    ``init=False`` keep dataclasses' ``__init__``."""
+    if any(f.default_factory is not _MISSING or not f.init or not f.name.isidentifier() for f in fields):
+        return
+    namespace: dict[str, Any] = {}
+    positional: list[str] = []
+    keyword: list[str] = []
+    body = []
+    for index, f in enumerate(fields):
+        namespace[f"_set{index}"] = cls.__dict__[f.name].__set__
+        params = keyword if f.kw_only else positional
+        if f.default is _MISSING:
+            params.append(f.name)
+        else:
+            namespace[f"_default{index}"] = f.default
+            params.append(f"{f.name}=_default{index}")
+        body.append(f"    _set{index}(self, {f.name})")
+    params = positional + (["*", *keyword] if keyword else [])
+    source = f"def __init__(self, {', '.join(params)}):\n" + ("\n".join(body) or "    pass") + "\n"
+    exec(source, namespace)  # (built from the dataclass's own field names)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = cls.__init__.__doc__
+    cls.__init__ = init
+
+
 @dataclass_transform(frozen_default=True)
 def composite(code: int, name: str, *kinds: Kind) -> Callable[[type[_C]], type[_C]]:
     """Make ``cls`` a frozen slotted dataclass whose fields (in spec order) have these kinds."""
@@ -342,6 +372,7 @@ def composite(code: int, name: str, *kinds: Kind) -> Callable[[type[_C]], type[_
     def make(cls: type[_C]) -> type[_C]:
         data_cls = dataclasses.dataclass(frozen=True, slots=True)(cls)
         fields = dataclasses.fields(data_cls)  # type: ignore[arg-type]
+        _fast_frozen_init(data_cls, fields)
         if len(fields) != len(kinds):
             raise TypeError(f"{cls.__name__}: {len(fields)} fields but {len(kinds)} kinds")
         names = tuple(field.name for field in fields)

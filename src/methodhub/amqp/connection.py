@@ -159,6 +159,7 @@ class AmqpConnection:
         self._sent_at: float | None = None
         self._endpoints = Endpoints(
             self._send,
+            self._send_frame,
             channel_max=channel_max,
             handle_max=handle_max,
             max_message_size=max_message_size,
@@ -433,6 +434,11 @@ class AmqpConnection:
 
     def _send(self, channel: int, body: Any, payload: bytes | memoryview = b"") -> None:
         self._out += encode_frame(channel, body, payload)
+        if self._now is not None:
+            self._sent_at = self._now
+
+    def _send_frame(self, frame: bytes) -> None:
+        self._out += frame
         if self._now is not None:
             self._sent_at = self._now
 

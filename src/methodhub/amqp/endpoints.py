@@ -25,7 +25,7 @@ from methodhub.amqp.events import (
     SessionBegun,
     SessionEnded,
 )
-from methodhub.amqp.frames import MIN_MAX_FRAME_SIZE, frame_overhead
+from methodhub.amqp.frames import MIN_MAX_FRAME_SIZE, encode_transfer_frame, frame_overhead
 from methodhub.amqp.performatives import (
     Accepted,
     Attach,
@@ -66,6 +66,7 @@ class Endpoints:
     def __init__(
         self,
         send: Callable[..., None],
+        send_frame: Callable[[bytes], None],
         *,
         channel_max: int,
         handle_max: int,
@@ -74,6 +75,8 @@ class Endpoints:
     ) -> None:
         self._send = send
         """Queue a frame: (channel, performative, payload)."""
+        self._send_frame = send_frame
+        """Queue an encoded frame."""
         self.channel_max = channel_max
         self.handle_max = handle_max
         self.max_message_size = max_message_size
@@ -270,6 +273,12 @@ class Endpoints:
                 return
             link.credit -= 1
             link.delivery_count = serial_add(link.delivery_count)
+            if not transfer.more and not transfer.aborted:  # the whole delivery: no reassembly
+                settled = bool(transfer.settled)
+                self._whole_delivery(
+                    session, link, transfer.delivery_id, transfer.delivery_tag, settled, payload, events
+                )
+                return
             link.partial = bytearray()
             link.partial_id = transfer.delivery_id
             link.partial_tag = transfer.delivery_tag
@@ -300,6 +309,27 @@ class Endpoints:
                 MessageReceived(link.ref, link.partial_id, link.partial_tag, data, link.partial_settled)
             )
         self._replenish(session)  # also mid-delivery: the peer may wait for room for the rest
+
+    def _whole_delivery(
+        self,
+        session: Session,
+        link: Link,
+        delivery_id: int,
+        tag: bytes,
+        settled: bool,
+        payload: bytes,
+        events: list[Event],
+    ) -> None:
+        """A delivery in one transfer frame (on_transfer's steps for it, without the buffer)."""
+        if link.max_message_size and len(payload) > link.max_message_size:
+            message = f"message of {len(payload)}+ bytes over max-message-size {link.max_message_size}"
+            self._link_error(link, ErrorCondition.MESSAGE_SIZE_EXCEEDED, message, events)
+            return
+        if not settled:
+            session.incoming_unsettled[delivery_id] = (link, tag)
+        events.append(MessageReceived(link.ref, delivery_id, tag, payload, settled))
+        if session.incoming_window < session.incoming_window_size // 2:
+            self._replenish(session)
 
     def _replenish(self, session: Session) -> None:
         if session.incoming_window < session.incoming_window_size // 2:
@@ -548,7 +578,11 @@ class Endpoints:
         if len(payload) <= room:
             session.next_outgoing_id = serial_add(session.next_outgoing_id)
             session.remote_incoming_window -= 1
-            self._send(session.channel, Transfer(ours.handle, delivery_id, delivery_tag, 0, settled), payload)
+            self._send_frame(
+                encode_transfer_frame(
+                    session.channel, ours.handle, delivery_id, delivery_tag, settled, payload
+                )
+            )
         else:  # several frames: as many as the peer's window takes now, the rest when it has room
             view = memoryview(payload)
             rest = Transfer(ours.handle, more=True)

@@ -149,6 +149,39 @@ def encode_frame(
     return bytes(out)
 
 
+def _uint_bytes(value: int) -> bytes:
+    if value == 0:
+        return b"\x43"
+    if value < 256:
+        return bytes((0x52, value))
+    return b"\x70" + value.to_bytes(4, "big")
+
+
+def encode_transfer_frame(
+    channel: int, handle: int, delivery_id: int, delivery_tag: bytes, settled: bool, payload: Buffer
+) -> bytes:
+    """``encode_frame(channel, Transfer(handle, delivery_id, delivery_tag, 0, settled), payload)``,
+    the same bytes, built directly: the frame of every message that fits one frame (a method
+    request, a put-token or twin answer), without a Transfer to build and walk.
+
+    Raises ValueError for a handle or delivery-id outside uint, or a tag over 255 bytes.
+    """
+    if not 0 <= handle <= 0xFFFF_FFFF or not 0 <= delivery_id <= 0xFFFF_FFFF or len(delivery_tag) > 255:
+        raise ValueError("a transfer's handle and delivery-id are uints, its tag at most 255 bytes")
+    fields = b"".join(
+        (
+            _uint_bytes(handle),
+            _uint_bytes(delivery_id),
+            bytes((0xA0, len(delivery_tag))),
+            delivery_tag,
+            b"\x43\x41" if settled else b"\x43\x42",  # message-format 0, settled
+        )
+    )
+    size = FRAME_HEADER_SIZE + 6 + len(fields) + len(payload)
+    head = _HEADER.pack(size, 2, AMQP_FRAME, channel) + bytes((0x00, 0x53, 0x14, 0xC0, len(fields) + 1, 5))
+    return b"".join((head, fields, payload))
+
+
 def frame_overhead(body: Composite) -> int:
     """Bytes a frame with this body takes before any payload (to size transfer payloads)."""
     out = bytearray()

@@ -10,7 +10,7 @@ the body (one or more ``data`` sections, one or more ``amqp-sequence`` sections,
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 from uuid import UUID
 
 from methodhub.amqp.composite import (
@@ -182,6 +182,33 @@ def _only_correlation_id(p: Properties) -> bool:
     )
 
 
+def _enc_application_properties(out: bytearray, properties: dict[str, Any]) -> None:
+    out += b"\x00\x53\x74"
+    body = bytearray()
+    for key, value in properties.items():
+        if not isinstance(key, str):
+            raise TypeError(f"application property keys are strings, not {type(key).__name__}")
+        enc_string(body, key)
+        encode_into(body, value, 1)
+    _map_header(out, body, 2 * len(properties))
+
+
+def encode_plain_message(
+    correlation_uuid: bytes, application_properties: dict[str, Any], data: Buffer
+) -> bytes:
+    """The message with a uuid correlation-id (its 16 bytes), these application properties and one
+    data section: the bytes :func:`encode_message` gives for it, without building the Message and
+    its Properties (every method request is one)."""
+    if len(correlation_uuid) != 16:
+        raise ValueError("a uuid is 16 bytes")
+    out = bytearray(_CORRELATION_UUID_PROPERTIES)
+    out += correlation_uuid
+    _enc_application_properties(out, application_properties)
+    out += b"\x00\x53\x75"
+    enc_binary(out, data)
+    return bytes(out)
+
+
 def encode_message(message: Message) -> bytes:
     """The message's sections, in order: what a transfer carries (smallest encodings).
 
@@ -202,14 +229,7 @@ def encode_message(message: Message) -> bytes:
         else:
             encode_composite(out, properties)
     if message.application_properties is not None:
-        out += b"\x00\x53\x74"
-        body = bytearray()
-        for key, value in message.application_properties.items():
-            if not isinstance(key, str):
-                raise TypeError(f"application property keys are strings, not {type(key).__name__}")
-            enc_string(body, key)
-            encode_into(body, value, 1)
-        _map_header(out, body, 2 * len(message.application_properties))
+        _enc_application_properties(out, message.application_properties)
     body_sections = message.body
     if isinstance(body_sections, AmqpValue):
         out += b"\x00\x53\x77"
@@ -254,10 +274,12 @@ _PLAIN_VALUES |= {0x81, 0x55, 0x83, 0x98, 0xA0, 0xB0, 0xA1, 0xB1, 0xA3, 0xB3}
 binaries, strings and symbols (scalars: no depth to count)."""
 
 
-def _decode_plain(data: Buffer) -> Message | None:
-    """:func:`decode_message`'s answer for the shape nearly every method request and response has,
-    without building Described values, field lists or composites; None for anything else (the
-    general path then decodes it, or says what is wrong with it).
+def read_plain_message(data: Buffer) -> PlainMessage | None:
+    """The message ``data`` holds when it has the shape nearly every method request and response
+    has, as its few parts (what :func:`decode_message` would say, without building Described
+    values, field lists, composites or a Message: a reader of method answers needs only these);
+    None for anything else (then decode it with :func:`decode_message`, which also says what is
+    wrong with it).
 
     Plain: sections with smallulong descriptors, in order: properties (list0, or a list8 of nulls
     but for message-id and correlation-id in :data:`_PLAIN_IDS`), application-properties (a map8 of
@@ -265,7 +287,8 @@ def _decode_plain(data: Buffer) -> Message | None:
     """
     end = len(data)
     pos = 0
-    properties = None
+    has_properties = False
+    ids: list[Any] = [None, None]
     application_properties = None
     body: list[Any] = []
     stage = 0  # past: 1 properties, 2 application-properties, 3 data
@@ -314,12 +337,11 @@ def _decode_plain(data: Buffer) -> Message | None:
                 stage = 2
             elif code == PROPERTIES and stage < 1:
                 if kind == 0x45:
-                    properties = Properties()
+                    has_properties = True
                 elif kind == 0xC0:
                     stop = pos + 1 + data[pos]
                     count = data[pos + 1]
                     pos += 2
-                    ids: list[Any] = [None, None]
                     for index in range(count):
                         field = data[pos]
                         if field == 0x40:
@@ -330,7 +352,7 @@ def _decode_plain(data: Buffer) -> Message | None:
                             return None
                     if pos != stop:
                         return None
-                    properties = Properties(message_id=ids[0], correlation_id=ids[1])
+                    has_properties = True
                 else:
                     return None
                 stage = 1
@@ -340,7 +362,30 @@ def _decode_plain(data: Buffer) -> Message | None:
         return None
     if pos != end:
         return None
-    return Message(properties=properties, application_properties=application_properties, body=body or None)
+    return PlainMessage(has_properties, ids[0], ids[1], application_properties, body or None)
+
+
+class PlainMessage(NamedTuple):
+    """A message of :func:`read_plain_message`'s shape: its properties' two ids (None when absent),
+    its application properties (None when absent), its data sections (None when none)."""
+
+    has_properties: bool
+    message_id: Any
+    correlation_id: Any
+    application_properties: dict[str, Any] | None
+    body: list[bytes] | None
+
+
+def _decode_plain(data: Buffer) -> Message | None:
+    plain = read_plain_message(data)
+    if plain is None:
+        return None
+    properties = None
+    if plain.has_properties:
+        properties = Properties(message_id=plain.message_id, correlation_id=plain.correlation_id)
+    return Message(
+        properties=properties, application_properties=plain.application_properties, body=plain.body
+    )
 
 
 def decode_message(data: Buffer) -> Message:

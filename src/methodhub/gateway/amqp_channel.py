@@ -5,7 +5,7 @@ pair's end to the session; the connection (:mod:`methodhub.gateway.amqp_connecti
 :class:`ChannelHost` here) owns the links, the authorization of each identity
 (:class:`AuthorizedIdentity`) and the socket; its :class:`~methodhub.gateway.amqp_dialect.AmqpDialect`
 words the request messages and the detach errors. Also here: the request-id scheme
-(:func:`request_uuid`).
+(:func:`request_id`).
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ and cheaper than a ``uuid4()`` (no ``os.urandom`` per call)."""
 _RID_MASK = (1 << 48) - 1
 
 
-def request_uuid(seq: int) -> uuid.UUID:
-    """The AMQP correlation-id of the call with node sequence number ``seq``."""
-    return uuid.UUID(int=_RID_BASE | (seq & _RID_MASK))
+def request_id(seq: int) -> bytes:
+    """The AMQP correlation-id (a uuid's 16 bytes, also the delivery tag) of the call with node
+    sequence number ``seq``."""
+    return (_RID_BASE | (seq & _RID_MASK)).to_bytes(16, "big")
 
 
 @dataclass(slots=True, eq=False)
@@ -125,12 +126,13 @@ class AmqpMethodsChannel:
         self.closed = False
 
     def deliver(self, call: Call, seq: int) -> str:
-        """Send ``call`` on the device's methods receiver link; returns ``str`` of its uuid."""
+        """Send ``call`` on the device's methods receiver link; returns the dialect's key of it."""
         conn = self.conn
         identity = self.identity
         link = identity.requests
-        rid = request_uuid(seq)
-        message = conn.dialect.method_request(rid, call)  # raises HubError for a raw (RRPC) message call
+        rid = request_id(seq)
+        dialect = conn.dialect
+        message = dialect.method_request(rid, call)  # raises HubError for a raw (RRPC) message call
         if self.closed or link is None or conn.closing:
             raise HubError(ErrorKind.DEVICE_OFFLINE)
         amqp = conn.amqp
@@ -140,7 +142,7 @@ class AmqpMethodsChannel:
                 f"Device '{self.key}' has no link credit on its methods link; it is not taking calls now.",
             )
         try:
-            sent = amqp.send_message(link, encode_message(message), rid.bytes, identity.presettle_requests)
+            sent = amqp.send_message(link, message, rid, identity.presettle_requests)
         except ValueError as exc:  # over the device's max-message-size
             raise HubError(
                 ErrorKind.PAYLOAD_TOO_LARGE, f"Device '{self.key}' cannot take it: {exc}."
@@ -150,7 +152,7 @@ class AmqpMethodsChannel:
                 ErrorKind.DEVICE_OFFLINE, f"Device '{self.key}' has no room for a request on its session now."
             )
         conn.flush()
-        return str(rid)
+        return dialect.request_key(rid)
 
     def ready_for_calls(self) -> bool:
         identity = self.identity

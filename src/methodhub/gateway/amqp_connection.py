@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -442,7 +441,11 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
             return
         handling = state.handling
         try:
-            message = decode_message(event.payload)
+            if handling is LinkHandling.METHOD_RESPONSES:  # the hot path: the dialect reads the bytes
+                parsed = self.dialect.parse_method_response(event.payload)
+                message = None
+            else:
+                message = decode_message(event.payload)
         except DecodeError as exc:
             if not event.settled:
                 self.amqp.settle(
@@ -457,15 +460,13 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
         if not event.settled:  # accepted and settled before any answer (§2.3)
             self.amqp.settle(link, event.delivery_id, Accepted())
         self._top_up(link)
-        if handling is LinkHandling.METHOD_RESPONSES:
+        if message is None:
             identity = self.identities.get(state.key) if state.key is not None else None
             channel = identity.channel if identity is not None else None
-            parsed = self.dialect.parse_method_response(message)
             if parsed is None or channel is None or channel.session is None:
                 self._count_stray()
                 return
-            rid, result = parsed
-            channel.session.complete(str(rid), result)
+            channel.session.complete(*parsed)
         elif handling is LinkHandling.CBS_REQUESTS:
             self._on_put_token(link.channel, message)
         elif handling is LinkHandling.TWIN_REQUESTS:
@@ -522,7 +523,7 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
         channel = identity.channel if identity is not None else None
         if channel is None or channel.session is None:
             return
-        rid = str(uuid.UUID(bytes=bytes(event.delivery_tag)))
+        rid = self.dialect.request_key(bytes(event.delivery_tag))
         if channel.session.is_pending(rid):
             why = state.error.description if state.error is not None else None
             channel.session.complete(

@@ -9,7 +9,6 @@ The types crossing here are the AMQP codec's (:class:`~methodhub.amqp.Message`,
 
 from __future__ import annotations
 
-import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import StrEnum
@@ -156,13 +155,19 @@ class AmqpDialect(ABC):
     # -- methods --------------------------------------------------------------------------------------
 
     @abstractmethod
-    def method_request(self, rid: uuid.UUID, call: Call) -> Message:
-        """The request message for ``call`` with correlation-id ``rid``; raises ``HubError`` when
-        the call cannot go to an AMQP device."""
+    def method_request(self, rid: bytes, call: Call) -> bytes:
+        """The request message for ``call`` with request id ``rid`` (16 bytes), encoded; raises
+        ``HubError`` when the call cannot go to an AMQP device."""
 
     @abstractmethod
-    def parse_method_response(self, message: Message) -> tuple[uuid.UUID, CallOutcome | HubError] | None:
-        """The device's answer as ``(request id, result)``, or None when it names no request."""
+    def parse_method_response(self, data: bytes) -> tuple[str, CallOutcome | HubError] | None:
+        """The device's answer (the bytes of its message) as ``(request key, result)``, or None when
+        it names no request; raises ``DecodeError`` when ``data`` is no AMQP message. The key is
+        :meth:`request_key` of the request's id."""
+
+    @abstractmethod
+    def request_key(self, rid: bytes) -> str:
+        """The key the session knows request ``rid`` by (its answer's key must equal it)."""
 
     # -- twin -----------------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 from unittest.mock import patch
@@ -53,6 +54,7 @@ from methodhub.amqp import (
     encode,
     encode_composite,
     encode_frame,
+    encode_transfer_frame,
     frame_overhead,
     from_value,
 )
@@ -417,3 +419,52 @@ def test_the_plain_transfer_encoding_is_the_general_one(
 def test_a_transfer_out_of_range_is_refused_either_way() -> None:
     with pytest.raises(ValueError, match="out of range"):
         encode_frame(0, Transfer(1 << 32, 0, b"t"))
+
+
+@given(
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFF_FFFF),
+    st.integers(0, 0xFFFF_FFFF),
+    st.binary(max_size=32),
+    st.booleans(),
+    st.binary(max_size=300),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_one_frame_transfer_is_what_encode_frame_writes(
+    channel: int, handle: int, delivery_id: int, tag: bytes, settled: bool, payload: bytes
+) -> None:
+    """encode_transfer_frame (every message that fits one frame) builds the frame directly: the
+    same bytes as a Transfer through encode_frame, and it decodes back to that Transfer."""
+    data = encode_transfer_frame(channel, handle, delivery_id, tag, settled, payload)
+    assert data == encode_frame(channel, Transfer(handle, delivery_id, tag, 0, settled), payload)
+    frame, end = decode_frame(data)
+    assert end == len(data) and frame is not None and frame.payload == payload
+    assert frame.body == Transfer(handle, delivery_id, tag, 0, settled)
+
+
+def test_a_one_frame_transfer_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="uints"):
+        encode_transfer_frame(0, 1 << 32, 0, b"t", True, b"")
+    with pytest.raises(ValueError, match="uints"):
+        encode_transfer_frame(0, 0, -1, b"t", True, b"")
+
+
+def test_performatives_are_frozen_and_built_as_dataclasses_build_them() -> None:
+    """The composites' own __init__ (faster than dataclasses'): positional and keyword arguments,
+    defaults, keyword-only fields, missing ones refused, instances frozen and hashable."""
+    transfer = Transfer(1, 2, b"t", 0, True)
+    assert transfer == Transfer(handle=1, delivery_id=2, delivery_tag=b"t", message_format=0, settled=True)
+    assert (
+        transfer.more is False
+        and transfer.state is None
+        and hash(transfer) == hash(Transfer(1, 2, b"t", 0, True))
+    )
+    begin = Begin(next_outgoing_id=1, incoming_window=2, outgoing_window=3)
+    assert begin.remote_channel is None and begin.handle_max == 0xFFFF_FFFF
+    with pytest.raises(TypeError):
+        Begin(1, 2, 3, 4)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Transfer()  # type: ignore[call-arg]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        transfer.handle = 3  # type: ignore[misc]
+    assert dataclasses.replace(transfer, more=True).more is True

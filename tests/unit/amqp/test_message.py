@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import uuid
 from typing import Any
 from unittest.mock import patch
@@ -18,15 +19,19 @@ from methodhub.amqp import (
     Header,
     Int,
     Message,
+    PlainMessage,
     Properties,
     Symbol,
     Timestamp,
     UByte,
     UInt,
     ULong,
+    decode,
     decode_message,
     encode,
     encode_message,
+    encode_plain_message,
+    read_plain_message,
 )
 from methodhub.amqp import message as message_module
 from methodhub.amqp.composite import encode_composite
@@ -266,3 +271,49 @@ def test_properties_with_a_uuid_correlation_id_encode_as_the_general_encoder_doe
     out = bytearray()
     encode_composite(out, properties)
     assert encode_message(Message(properties=properties)) == bytes(out)
+
+
+@given(
+    st.uuids(),
+    st.dictionaries(
+        st.text(max_size=300), st.one_of(st.text(max_size=300), st.integers(-(2**63), 2**63 - 1))
+    ),
+    st.binary(max_size=600),
+)
+@settings(max_examples=200, deadline=None)
+def test_a_plain_message_is_what_encode_message_writes(
+    correlation_id: uuid.UUID, application_properties: dict[str, Any], data: bytes
+) -> None:
+    """encode_plain_message (every method request) writes the bytes encode_message does."""
+    expected = Message(
+        properties=Properties(correlation_id=correlation_id),
+        application_properties=application_properties,
+        body=[data],
+    )
+    assert encode_plain_message(correlation_id.bytes, application_properties, data) == encode_message(
+        expected
+    )
+
+
+def test_a_plain_message_reads_as_its_parts() -> None:
+    data = encode_message(
+        Message(
+            properties=Properties(message_id="m", correlation_id=REQUEST_ID),
+            application_properties={"IoThub-status": Int(200)},
+            body=[b"{", b"}"],
+        )
+    )
+    plain = read_plain_message(data)
+    assert plain == PlainMessage(True, "m", REQUEST_ID, {"IoThub-status": 200}, [b"{", b"}"])
+    assert plain is not None and type(plain.correlation_id) is uuid.UUID
+    assert read_plain_message(encode_message(Message())) == PlainMessage(False, None, None, None, None)
+    assert read_plain_message(encode_message(Message(header=Header(durable=True)))) is None
+
+
+def test_a_decoded_uuid_is_a_whole_uuid() -> None:
+    """The decoder builds uuids without UUID.__init__: equal, hashed, printed and pickled alike."""
+    value = uuid.uuid4()
+    decoded, _ = decode(encode(value))
+    assert type(decoded) is uuid.UUID and decoded == value and hash(decoded) == hash(value)
+    assert str(decoded) == str(value) and decoded.is_safe is value.is_safe and decoded.version == 4
+    assert pickle.loads(pickle.dumps(decoded)) == value

@@ -17,8 +17,10 @@ from methodhub.amqp import (
     AmqpSequence,
     AmqpValue,
     Attach,
+    DecodeError,
     Detach,
     Error,
+    Header,
     Int,
     Long,
     Message,
@@ -32,6 +34,7 @@ from methodhub.amqp import (
     decode_message,
     encode_frame,
     encode_message,
+    read_plain_message,
 )
 from methodhub.calls import Call, CallKind, CallOutcome
 from methodhub.config import MAX_METHOD_PAYLOAD
@@ -68,6 +71,9 @@ HOST = "localhost"  # what the Node captures used (§2.2)
 NODE_MESSAGE_ID = "0c3461e4-5b1e-4d3a-9f27-8d1c2b3a4f50"
 JAVA_MESSAGE_ID = uuid.UUID("7a9e2b10-3c4d-4e5f-8a6b-1c2d3e4f5a6b")
 REQUEST_ID = uuid.UUID("0d28684f-5f6b-4c51-9d35-0c3461e4a1b2")
+RID = REQUEST_ID.bytes
+KEY = REQUEST_ID.hex
+"""A request's key: what the session knows it by, from any form of its id."""
 
 
 # -- fixtures and helpers --------------------------------------------------------------------------
@@ -127,9 +133,10 @@ def on_the_wire(message: Message) -> Message:
 STATUS_200 = Int(200)
 
 
-def response(correlation_id: Any, status: Any = STATUS_200, body: Any = None) -> Message:
+def response(correlation_id: Any, status: Any = STATUS_200, body: Any = None) -> bytes:
+    """A method answer's bytes, as encode_message writes them."""
     app = {} if status is None else {"IoThub-status": status}
-    return on_the_wire(
+    return encode_message(
         Message(properties=Properties(correlation_id=correlation_id), application_properties=app, body=body)
     )
 
@@ -520,7 +527,7 @@ def test_a_put_token_without_a_name_or_with_a_data_body_is_400() -> None:
 def test_a_method_request_is_the_wire_docs_bytes() -> None:
     """§4.1 [LIVE]: properties ``[null×5, uuid]``, ``{"IoThub-methodname": "reboot"}``, data
     ``{"delay": 1}``."""
-    data = encode_message(method_request(REQUEST_ID, method_call()))
+    data = method_request(RID, method_call())
     expected = (
         "005373" "c017" "06" "4040404040" "98" + REQUEST_ID.hex
         + "005374" "c11c02" "a111" + b"IoThub-methodname".hex() + "a106" + b"reboot".hex()
@@ -535,14 +542,14 @@ def test_a_method_request_is_the_wire_docs_bytes() -> None:
 def test_a_method_request_keeps_the_method_names_case_and_a_large_payload_in_one_section() -> None:
     payload = b'"' + b"x" * (MAX_METHOD_PAYLOAD - 2) + b'"'
     call = Call(target="dev1", method="GetStatus", payload=payload, response_timeout=5.0)
-    decoded = on_the_wire(method_request(REQUEST_ID, call))
+    decoded = decode_message(method_request(RID, call))
     assert decoded.application_properties == {"IoThub-methodname": "GetStatus"}
     assert decoded.body == [payload]
 
 
 def test_a_raw_message_call_is_refused_as_the_mqtt_dialect_refuses_it() -> None:
     with pytest.raises(HubError) as raised:
-        method_request(REQUEST_ID, method_call(b"\x00\x01", kind=CallKind.MESSAGE))
+        method_request(RID, method_call(b"\x00\x01", kind=CallKind.MESSAGE))
     assert raised.value.kind is ErrorKind.INVALID_ARGUMENT
     assert "Azure's AMQP dialect, which carries JSON methods only" in str(raised.value)
 
@@ -561,7 +568,7 @@ def test_a_raw_message_call_is_refused_as_the_mqtt_dialect_refuses_it() -> None:
 )
 def test_responses_match_by_uuid_value_whatever_the_type(correlation_id: Any) -> None:
     answer = parse_method_response(response(correlation_id, body=[b'{"rebooted":true}']))
-    assert answer == (REQUEST_ID, CallOutcome(200, b'{"rebooted":true}'))
+    assert answer == (KEY, CallOutcome(200, b'{"rebooted":true}'))
 
 
 @pytest.mark.parametrize("correlation_id", [None, ULong(7), "not-a-uuid", b"\x01" * 15])
@@ -572,7 +579,7 @@ def test_a_response_whose_correlation_id_is_no_uuid_is_none(correlation_id: Any)
 
 def test_a_response_without_properties_is_none() -> None:
     assert (
-        parse_method_response(on_the_wire(Message(application_properties={"IoThub-status": Int(200)})))
+        parse_method_response(encode_message(Message(application_properties={"IoThub-status": Int(200)})))
         is None
     )
 
@@ -584,24 +591,24 @@ def test_nodes_live_response_bytes() -> None:
         + "005374" "c11502" "a10d" + b"IoThub-status".hex() + "71000000c8"
         + "005375" "a011" + b'{"rebooted":true}'.hex()
     )  # fmt: skip
-    assert parse_method_response(decode_message(data)) == (REQUEST_ID, CallOutcome(200, b'{"rebooted":true}'))
+    assert parse_method_response(data) == (KEY, CallOutcome(200, b'{"rebooted":true}'))
 
 
 def test_an_absent_or_empty_body_is_null() -> None:
     """Node sends no body section for an undefined payload, C# none for null (§4.2)."""
-    assert parse_method_response(response(REQUEST_ID, Int(404))) == (REQUEST_ID, CallOutcome(404, b"null"))
-    assert parse_method_response(response(REQUEST_ID, body=[b""])) == (REQUEST_ID, CallOutcome(200, b"null"))
+    assert parse_method_response(response(REQUEST_ID, Int(404))) == (KEY, CallOutcome(404, b"null"))
+    assert parse_method_response(response(REQUEST_ID, body=[b""])) == (KEY, CallOutcome(200, b"null"))
 
 
 def test_data_sections_are_joined() -> None:
     answer = parse_method_response(response(REQUEST_ID, body=[b'{"a":', b"1}"]))
-    assert answer == (REQUEST_ID, CallOutcome(200, b'{"a":1}'))
+    assert answer == (KEY, CallOutcome(200, b'{"a":1}'))
 
 
 def test_the_128_kib_boundary() -> None:
     at_limit = b'"' + b"x" * (MAX_METHOD_PAYLOAD - 2) + b'"'
     assert parse_method_response(response(REQUEST_ID, body=[at_limit])) == (
-        REQUEST_ID,
+        KEY,
         CallOutcome(200, at_limit),
     )
     over = b'"' + b"x" * (MAX_METHOD_PAYLOAD - 1) + b'"'
@@ -619,33 +626,81 @@ def test_the_128_kib_boundary() -> None:
 )
 def test_a_body_that_is_not_json_is_an_invalid_device_response(body: Any) -> None:
     answer = parse_method_response(response(REQUEST_ID, body=body))
-    assert answer is not None and answer[0] == REQUEST_ID
+    assert answer is not None and answer[0] == KEY
     assert isinstance(answer[1], HubError) and answer[1].kind is ErrorKind.INVALID_DEVICE_RESPONSE
 
 
 @pytest.mark.parametrize("value", [b'{"x":1}', '{"x":1}'])
 def test_an_amqp_value_body_of_binary_or_text_is_taken(value: Any) -> None:
     answer = parse_method_response(response(REQUEST_ID, body=AmqpValue(value)))
-    assert answer == (REQUEST_ID, CallOutcome(200, b'{"x":1}'))
+    assert answer == (KEY, CallOutcome(200, b'{"x":1}'))
 
 
 @pytest.mark.parametrize("status", [None, "200", True, Long(2**40), 2.5])
 def test_a_missing_or_bad_status_is_an_invalid_device_response(status: Any) -> None:
     answer = parse_method_response(response(REQUEST_ID, status=status, body=[b"{}"]))
-    assert answer is not None and answer[0] == REQUEST_ID
+    assert answer is not None and answer[0] == KEY
     assert isinstance(answer[1], HubError) and answer[1].kind is ErrorKind.INVALID_DEVICE_RESPONSE
     assert "IoThub-status" in str(answer[1])
 
 
 def test_any_amqp_integer_status_in_ints_range_is_taken() -> None:
     assert parse_method_response(response(REQUEST_ID, status=Long(201), body=[b"1"])) == (
-        REQUEST_ID,
+        KEY,
         CallOutcome(201, b"1"),
     )
     assert parse_method_response(response(REQUEST_ID, status=Int(-(2**31)), body=[b"1"])) == (
-        REQUEST_ID,
+        KEY,
         CallOutcome(-(2**31), b"1"),
     )
+
+
+def test_a_method_request_is_what_the_general_encoder_writes() -> None:
+    """method_request builds its bytes directly (no Message): the same bytes as encode_message of the
+    Message it stands for, across the str8/str32, map8/map32 and vbin8/vbin32 boundaries."""
+    for name in ("r", "m" * 200, "m" * 255, "m" * 256, "Ünïcode-名前", "m" * 1000):
+        for size in (0, 1, 255, 256, 70_000):
+            call = Call(target="dev1", method=name, payload=b"x" * size, response_timeout=5.0)
+            rid = uuid.uuid4()
+            expected = Message(
+                properties=Properties(correlation_id=rid),
+                application_properties={"IoThub-methodname": name},
+                body=[call.payload],
+            )
+            assert method_request(rid.bytes, call) == encode_message(expected), (len(name), size)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"header": Header(durable=True)},  # a section before properties: not the plain shape
+        {"message_annotations": {Symbol("x-opt"): 1}},
+    ],
+)
+def test_an_answer_off_the_plain_shape_is_read_as_the_plain_one(extra: dict[str, Any]) -> None:
+    """parse_method_response reads the shape every SDK sends without a Message, and anything else
+    with the general decoder: both give the same answer."""
+    plain = response(REQUEST_ID, body=[b'{"ok":true}'])
+    assert read_plain_message(plain) is not None
+    general = encode_message(
+        Message(
+            properties=Properties(correlation_id=REQUEST_ID),
+            application_properties={"IoThub-status": STATUS_200},
+            body=[b'{"ok":true}'],
+            **extra,
+        )
+    )
+    assert read_plain_message(general) is None
+    assert (
+        parse_method_response(plain)
+        == parse_method_response(general)
+        == (KEY, CallOutcome(200, b'{"ok":true}'))
+    )
+
+
+def test_an_answer_that_is_no_amqp_message_raises_decode_error() -> None:
+    with pytest.raises(DecodeError):
+        parse_method_response(b"\x00\x53\x75\xa0\x05ab")  # a data section cut short
 
 
 # -- errors ----------------------------------------------------------------------------------------

@@ -39,6 +39,9 @@ from methodhub.amqp import (
     Properties,
     Role,
     Symbol,
+    decode_message,
+    encode_plain_message,
+    read_plain_message,
 )
 from methodhub.calls.model import Call, CallOutcome, identity_key
 from methodhub.dialects.azure.device_auth import (
@@ -364,33 +367,38 @@ METHOD_STATUS = "IoThub-status"
 _INT_LOW, _INT_HIGH = -0x8000_0000, 0x7FFF_FFFF
 
 
-def method_request(rid: uuid.UUID, call: Call) -> Message:
-    """The request for ``call`` (§4.1): correlation-id ``rid`` as an AMQP uuid (C rejects any other
-    type), ``IoThub-methodname`` a string, the JSON payload in one data section.
+def method_request(rid: bytes, call: Call) -> bytes:
+    """The request for ``call`` (§4.1), encoded: correlation-id the uuid whose 16 bytes are ``rid``
+    (C rejects any other type), ``IoThub-methodname`` a string, the JSON payload in one data
+    section.
 
     Raises:
         HubError: ``INVALID_ARGUMENT`` for a MESSAGE call (raw RRPC), as the MQTT dialect does.
     """
     check_method_call(call, call.target, "AMQP")
-    return Message(
-        properties=Properties(correlation_id=rid),
-        application_properties={METHOD_NAME: call.method},
-        body=[call.payload],
-    )
+    return encode_plain_message(rid, {METHOD_NAME: call.method}, call.payload)
 
 
-def correlation_uuid(value: Any) -> uuid.UUID | None:
-    """A correlation-id's UUID value: a uuid, UUID text (Node re-types ids, §4.2) or 16 bytes."""
-    if isinstance(value, uuid.UUID):
-        return value
+def request_key(value: Any) -> str | None:
+    """The key a request is known by (:func:`new_uuid`'s ``hex``, 32 hex digits) from a
+    correlation-id's UUID value: a uuid, UUID text (Node re-types ids, §4.2) or 16 bytes; None for
+    anything else."""
+    if type(value) is uuid.UUID:
+        return value.hex
     if isinstance(value, str):
         try:
-            return uuid.UUID(value)
+            return uuid.UUID(value).hex
         except ValueError:
             return None
     if isinstance(value, (bytes, bytearray, memoryview)) and len(value) == 16:
-        return uuid.UUID(bytes=bytes(value))
+        return bytes(value).hex()
     return None
+
+
+def correlation_uuid(value: Any) -> uuid.UUID | None:
+    """A correlation-id's UUID value (see :func:`request_key`), or None."""
+    key = request_key(value)
+    return uuid.UUID(key) if key is not None else None
 
 
 def _payload(body: Any) -> bytes | None:
@@ -408,36 +416,47 @@ def _payload(body: Any) -> bytes | None:
     return b"".join(body)
 
 
-def parse_method_response(message: Message) -> tuple[uuid.UUID, CallOutcome | HubError] | None:
-    """The device's answer (§4.2) as ``(request id, result)``, or None when its correlation-id is
-    no UUID (the connection counts it as stray and accepts it).
+def parse_method_response(data: bytes) -> tuple[str, CallOutcome | HubError] | None:
+    """The device's answer (§4.2), the bytes of its message, as ``(request key, result)``, or None
+    when its correlation-id is no UUID (the connection counts it as stray and accepts it). The
+    key is :func:`request_key`'s.
 
     The result: ``CallOutcome(IoThub-status, payload)`` with the payload validated as the MQTT
     dialect validates it (over 128 KiB → ``PAYLOAD_TOO_LARGE``; JSON, or empty/absent → ``null``;
     else ``INVALID_DEVICE_RESPONSE``). A missing ``IoThub-status``, or one that is not an integer
     in AMQP int's range, is ``INVALID_DEVICE_RESPONSE``: every SDK sends one, and inventing a
     status would hide the client's bug (UNCONFIRMED what IoT Hub does).
+
+    Raises:
+        DecodeError: ``data`` is no AMQP message.
     """
-    properties = message.properties
-    rid = correlation_uuid(properties.correlation_id) if properties is not None else None
-    if rid is None:
+    plain = read_plain_message(data)  # what every SDK's answer is: no Message built
+    body: Any
+    if plain is not None:
+        correlation_id, properties, body = plain.correlation_id, plain.application_properties, plain.body
+    else:
+        message = decode_message(data)
+        correlation_id = message.properties.correlation_id if message.properties is not None else None
+        properties, body = message.application_properties, message.body
+    key = request_key(correlation_id)
+    if key is None:
         return None
-    status = (message.application_properties or {}).get(METHOD_STATUS)
+    status = (properties or {}).get(METHOD_STATUS)
     # (not ``in range(...)``: for an int subclass such as Int that is a linear scan)
     if not isinstance(status, int) or isinstance(status, bool) or not _INT_LOW <= status <= _INT_HIGH:
-        return rid, HubError(
+        return key, HubError(
             ErrorKind.INVALID_DEVICE_RESPONSE,
             f"The device answered without a valid '{METHOD_STATUS}' application property "
             f"(got {status!r:.40}); Azure devices send their status as an AMQP int such as 200.",
         )
-    payload = _payload(message.body)
+    payload = _payload(body)
     if payload is None:
-        return rid, HubError(
+        return key, HubError(
             ErrorKind.INVALID_DEVICE_RESPONSE,
             "The device answered with an amqp-sequence body, or an amqp-value that is neither binary "
             "nor text; Azure devices answer with their JSON payload in a data section (or no body).",
         )
-    return rid, method_result(int(status), payload)
+    return key, method_result(int(status), payload)
 
 
 # -- twin -------------------------------------------------------------------------------------------
@@ -651,11 +670,14 @@ class AzureAmqpDialect(AmqpDialect):
     def put_token_response(self, message_id: Any, status: int, description: str) -> Message:
         return put_token_response(message_id, status, description)
 
-    def method_request(self, rid: uuid.UUID, call: Call) -> Message:
+    def method_request(self, rid: bytes, call: Call) -> bytes:
         return method_request(rid, call)
 
-    def parse_method_response(self, message: Message) -> tuple[uuid.UUID, CallOutcome | HubError] | None:
-        return parse_method_response(message)
+    def parse_method_response(self, data: bytes) -> tuple[str, CallOutcome | HubError] | None:
+        return parse_method_response(data)
+
+    def request_key(self, rid: bytes) -> str:
+        return rid.hex()
 
     def twin_subscription(self, request: Message) -> bool | None:
         parsed = twin_request(request)
