@@ -32,6 +32,7 @@ from methodhub.amqp.frames import (
     encode_frame,
     encode_transfer_frame,
     frame_overhead,
+    read_transfer_frame,
 )
 from methodhub.amqp.message import (
     AmqpSequence,
@@ -194,4 +195,5 @@ __all__ = [
     "frame_overhead",
     "from_value",
     "read_plain_message",
+    "read_transfer_frame",
 ]

@@ -49,6 +49,7 @@ from methodhub.amqp.frames import (
     decode_frame,
     decode_protocol_header,
     encode_frame,
+    read_transfer_frame,
 )
 from methodhub.amqp.performatives import (
     Close,
@@ -251,6 +252,13 @@ class AmqpConnection:
                     continue
                 if max_frames is not None and frames >= max_frames:
                     break
+                if self._phase is _Phase.OPENED:  # every message's frame: no Frame, no Transfer
+                    plain = read_transfer_frame(buf, pos, self.max_frame_size)
+                    if plain is not None:
+                        pos = plain.end
+                        frames += 1
+                        self._endpoints.on_plain_transfer(plain, events)
+                        continue
                 sasl = self._phase is _Phase.SASL
                 limit = min(SASL_MAX_INCOMING_FRAME, self.max_frame_size) if sasl else self.max_frame_size
                 frame, after = decode_frame(buf, pos, limit)
@@ -406,12 +414,14 @@ class AmqpConnection:
         """When :meth:`handle_timer` should next run (the caller's clock), or None."""
         if self._phase is _Phase.FINISHED:
             return None
-        deadlines = []
+        at = None
         if self.idle_timeout and self._received_at is not None:
-            deadlines.append(self._received_at + self.idle_timeout)
+            at = self._received_at + self.idle_timeout
         if self.peer_idle_timeout and self._sent_at is not None and self._open_sent:
-            deadlines.append(self._sent_at + self.peer_idle_timeout / 2)
-        return min(deadlines) if deadlines else None
+            beat = self._sent_at + self.peer_idle_timeout / 2
+            if at is None or beat < at:
+                at = beat
+        return at
 
     def handle_timer(self, now: float) -> list[Event]:
         """Close a silent peer (our idle-time-out); send an empty frame when one is due."""

@@ -25,7 +25,7 @@ from methodhub.amqp.events import (
     SessionBegun,
     SessionEnded,
 )
-from methodhub.amqp.frames import MIN_MAX_FRAME_SIZE, encode_transfer_frame, frame_overhead
+from methodhub.amqp.frames import MIN_MAX_FRAME_SIZE, PlainTransfer, encode_transfer_frame, frame_overhead
 from methodhub.amqp.performatives import (
     Accepted,
     Attach,
@@ -238,16 +238,62 @@ class Endpoints:
         if flow.echo:
             self._send_flow(session, link)
 
+    def on_plain_transfer(self, frame: PlainTransfer, events: list[Event]) -> None:
+        """A transfer :func:`~methodhub.amqp.frames.read_transfer_frame` read: what :meth:`on_frame`
+        does with it."""
+        session = self._remote_sessions.get(frame.channel)
+        if session is None:
+            raise ConnectionFault(
+                ErrorCondition.NOT_ALLOWED, f"Transfer on channel {frame.channel}: no session"
+            )
+        if session.state is EndpointState.ENDING:
+            return  # we ended it; only its end matters now
+        self._on_transfer(
+            session,
+            frame.handle,
+            frame.delivery_id,
+            frame.delivery_tag,
+            frame.settled,
+            frame.more,
+            False,
+            frame.payload,
+            events,
+        )
+
     def on_transfer(self, session: Session, transfer: Transfer, payload: bytes, events: list[Event]) -> None:
+        self._on_transfer(
+            session,
+            transfer.handle,
+            transfer.delivery_id,
+            transfer.delivery_tag,
+            transfer.settled,
+            transfer.more,
+            transfer.aborted,
+            payload,
+            events,
+        )
+
+    def _on_transfer(
+        self,
+        session: Session,
+        handle: int,
+        delivery_id: int | None,
+        delivery_tag: bytes | None,
+        settled: bool | None,
+        more: bool,
+        aborted: bool,
+        payload: bytes,
+        events: list[Event],
+    ) -> None:
         # Every transfer frame takes a transfer-id and a place in our window (§2.5.6), a delivery's
         # later frames and those on a link we are detaching included.
         window = session.incoming_window
         session.incoming_window = window - 1
         session.next_incoming_id = serial_add(session.next_incoming_id)
-        link = session.remote_links.get(transfer.handle)
+        link = session.remote_links.get(handle)
         if link is None:
             self._session_error(
-                session, ErrorCondition.UNATTACHED_HANDLE, f"transfer on handle {transfer.handle}", events
+                session, ErrorCondition.UNATTACHED_HANDLE, f"transfer on handle {handle}", events
             )
             return
         if link.state is EndpointState.ENDING:
@@ -257,7 +303,7 @@ class Endpoints:
             self._link_error(link, ErrorCondition.NOT_ALLOWED, "transfer on our sending link", events)
             return
         if link.partial is None:  # the first frame of a delivery
-            if transfer.delivery_id is None or transfer.delivery_tag is None:
+            if delivery_id is None or delivery_tag is None:
                 self._session_error(
                     session, ErrorCondition.INVALID_FIELD, "transfer without delivery-id/tag", events
                 )
@@ -273,27 +319,25 @@ class Endpoints:
                 return
             link.credit -= 1
             link.delivery_count = serial_add(link.delivery_count)
-            if not transfer.more and not transfer.aborted:  # the whole delivery: no reassembly
-                settled = bool(transfer.settled)
-                self._whole_delivery(
-                    session, link, transfer.delivery_id, transfer.delivery_tag, settled, payload, events
-                )
+            if not more and not aborted:  # the whole delivery: no reassembly
+                settled = bool(settled)
+                self._whole_delivery(session, link, delivery_id, delivery_tag, settled, payload, events)
                 return
             link.partial = bytearray()
-            link.partial_id = transfer.delivery_id
-            link.partial_tag = transfer.delivery_tag
-            link.partial_settled = bool(transfer.settled)
-        elif transfer.delivery_id is not None and transfer.delivery_id != link.partial_id:
+            link.partial_id = delivery_id
+            link.partial_tag = delivery_tag
+            link.partial_settled = bool(settled)
+        elif delivery_id is not None and delivery_id != link.partial_id:
             self._session_error(
                 session, ErrorCondition.INVALID_FIELD, "delivery-id changed mid-delivery", events
             )
             return
-        if transfer.aborted:
+        if aborted:
             link.partial = None
             self._replenish(session)
             return
         link.partial += payload
-        if transfer.settled:
+        if settled:
             link.partial_settled = True
         if link.max_message_size and len(link.partial) > link.max_message_size:
             size = len(link.partial)
@@ -301,7 +345,7 @@ class Endpoints:
             message = f"message of {size}+ bytes over max-message-size {link.max_message_size}"
             self._link_error(link, ErrorCondition.MESSAGE_SIZE_EXCEEDED, message, events)
             return
-        if not transfer.more:
+        if not more:
             data, link.partial = bytes(link.partial), None
             if not link.partial_settled:
                 session.incoming_unsettled[link.partial_id] = (link, link.partial_tag)

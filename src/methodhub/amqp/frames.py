@@ -189,42 +189,105 @@ def frame_overhead(body: Composite) -> int:
     return FRAME_HEADER_SIZE + len(out)
 
 
-_UINTS = frozenset((0x52, 0x43, 0x70))  # smalluint, uint0, uint
-_MAYBE_UINTS = _UINTS | {0x40}
-_MAYBE_BOOLS = frozenset((0x41, 0x42, 0x40))
-_MAYBE_VBIN8 = frozenset((0xA0, 0x40))
-_PLAIN_TRANSFER_CODES = (_UINTS, _MAYBE_UINTS, _MAYBE_VBIN8, _MAYBE_UINTS, _MAYBE_BOOLS, _MAYBE_BOOLS)
-"""What a plain transfer's handle, delivery-id, delivery-tag, message-format, settled and more are
-encoded as (the rest of its fields null or left off)."""
+_new_int = int.__new__
+_UINT0 = _new_int(UInt, 0)
 
 
-def _plain_transfer(body: Buffer) -> tuple[Transfer, int] | None:
-    """The Transfer ``body`` starts with and the bytes it takes, when it is plain (a list8 of
-    :data:`_PLAIN_TRANSFER_CODES`, what every SDK sends for a message): what the general decoder
-    would give, without building a Described value and a field list; None for anything else."""
+def _plain_transfer(data: Buffer, start: int, end: int) -> tuple[list[Any], int] | None:
+    """The Transfer the frame body ``data[start:end]`` starts with and the offset after it, when it
+    is plain, as every SDK sends a message: a list8 whose handle is a uint (smalluint, uint0 or
+    uint), delivery-id and message-format uints or null, delivery-tag a vbin8 or null, settled and
+    more true, false or null, and the rest of the fields null or left off. What the general decoder
+    would give (uints as UInt), read in place without building a Described value and a field list;
+    None for anything else (the general decoder then says what is wrong)."""
     try:
-        if body[0] != 0 or body[1] != 0x53 or body[2] != 0x14 or body[3] != 0xC0:
+        if data[start] != 0 or data[start + 1] != 0x53 or data[start + 2] != 0x14 or data[start + 3] != 0xC0:
             return None
-        stop = 5 + body[4]
-        count = body[5]
-        if count > 11:
+        stop = start + 5 + data[start + 4]
+        count = data[start + 5]
+        if count > 11 or stop > end:
             return None
-        pos = 6
+        pos = start + 6
         fields: list[Any] = [None] * 6
         for index in range(count):
-            code = body[pos]
+            code = data[pos]
             if code == 0x40:
                 pos += 1
-            elif index < 6 and code in _PLAIN_TRANSFER_CODES[index]:
-                fields[index], pos = decode(body, pos)
+            elif index >= 6:
+                return None
+            elif index == 2:  # delivery-tag: vbin8
+                if code != 0xA0:
+                    return None
+                after = pos + 2 + data[pos + 1]
+                if after > stop:
+                    return None
+                fields[2] = bytes(data[pos + 2 : after])
+                pos = after
+            elif index >= 4:  # settled, more: booleans
+                if code == 0x41:
+                    fields[index] = True
+                elif code == 0x42:
+                    fields[index] = False
+                else:
+                    return None
+                pos += 1
+            elif code == 0x52:
+                fields[index] = _new_int(UInt, data[pos + 1])
+                pos += 2
+            elif code == 0x43:
+                fields[index] = _UINT0
+                pos += 1
+            elif code == 0x70:
+                fields[index] = _new_int(UInt, int.from_bytes(data[pos + 1 : pos + 5], "big"))
+                pos += 5
             else:
                 return None
-    except (IndexError, DecodeError):
+    except IndexError:
         return None
-    handle, delivery_id, tag, message_format, settled, more = fields
-    if pos != stop or handle is None:
+    if pos != stop or fields[0] is None:
         return None
-    return Transfer(handle, delivery_id, tag, message_format, settled, more is True), pos
+    return fields, pos
+
+
+class PlainTransfer(NamedTuple):
+    """A frame :func:`read_transfer_frame` read: a plain transfer's fields and its payload."""
+
+    channel: int
+    handle: int
+    delivery_id: int | None
+    delivery_tag: bytes | None
+    settled: bool | None
+    more: bool
+    payload: bytes
+    end: int
+    """The offset after the frame."""
+
+
+def read_transfer_frame(data: Buffer, offset: int, max_frame_size: int) -> PlainTransfer | None:
+    """The frame at ``offset`` when it is a whole, well-formed AMQP frame (8-byte header, within
+    ``max_frame_size``) holding a plain transfer (see :func:`_plain_transfer`): its fields, as
+    :func:`decode_frame` would give them, without a Frame and a Transfer to build (every message's
+    frame). None for anything else, incomplete or malformed frames included:
+    :func:`decode_frame` then reads it (or raises)."""
+    if len(data) - offset < FRAME_HEADER_SIZE:
+        return None
+    size, doff, frame_type, channel = _HEADER.unpack_from(data, offset)
+    end = offset + size
+    if doff != 2 or frame_type != AMQP_FRAME or size > max_frame_size or end > len(data):
+        return None
+    plain = _plain_transfer(data, offset + 8, end)
+    if plain is None:
+        return None
+    (handle, delivery_id, tag, _, settled, more), after = plain  # (message-format: no one's business)
+    payload = _payload(data, after, end)
+    return PlainTransfer(channel, handle, delivery_id, tag, settled, more is True, payload, end)
+
+
+def _payload(data: Buffer, start: int, end: int) -> bytes:
+    if end - start < 1024:
+        return bytes(data[start:end]) if start < end else b""
+    with memoryview(data) as whole:  # one copy (a bytearray's slice would be a second), no view left
+        return bytes(whole[start:end])
 
 
 def decode_frame(
@@ -261,17 +324,14 @@ def decode_frame(
     start = offset + doff * 4
     if start == end:
         return Frame(frame_type, channel, None, b""), end
-    view = memoryview(data)[start:end]
-    try:
-        plain = _plain_transfer(view) if frame_type == AMQP_FRAME else None
-        if plain is not None:
-            body: Any
-            body, used = plain
-        else:
-            value, used = decode(view)
-            body = from_value(value)
-    finally:
-        view.release()
+    plain = _plain_transfer(data, start, end) if frame_type == AMQP_FRAME else None
+    if plain is not None:  # every message's frame: read in place, the payload one copy
+        (handle, delivery_id, tag, message_format, settled, more), after = plain
+        transfer = Transfer(handle, delivery_id, tag, message_format, settled, more is True)
+        return Frame(frame_type, channel, transfer, _payload(data, after, end)), end
+    with memoryview(data) as whole, whole[start:end] as view:
+        value, used = decode(view)
+        body: Any = from_value(value)
     if type(body) not in allowed:
         kind = "an AMQP" if frame_type == AMQP_FRAME else "a SASL"
         raise DecodeError(f"{type(body).__name__} is not {kind} frame body")
@@ -279,6 +339,4 @@ def decode_frame(
         return Frame(frame_type, channel, body, b""), end
     if type(body) is not Transfer:
         raise DecodeError(f"{type(body).__name__} frame has {end - start - used} bytes after its body")
-    with memoryview(data) as whole:
-        payload = bytes(whole[start + used : end])  # one copy, and no view left pinning the caller's buffer
-    return Frame(frame_type, channel, body, payload), end
+    return Frame(frame_type, channel, body, _payload(data, start + used, end)), end

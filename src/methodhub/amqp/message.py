@@ -10,6 +10,7 @@ the body (one or more ``data`` sections, one or more ``amqp-sequence`` sections,
 from __future__ import annotations
 
 import dataclasses
+import struct
 from typing import Any, NamedTuple, TypeAlias
 from uuid import UUID
 
@@ -27,7 +28,7 @@ from methodhub.amqp.composite import (
     composite,
     encode_composite,
 )
-from methodhub.amqp.decoding import decode, decode_all
+from methodhub.amqp.decoding import decode, decode_all, new_uuid
 from methodhub.amqp.encoding import enc_binary, enc_list, enc_string, enc_symbol, enc_ulong, encode_into
 from methodhub.amqp.errors import DecodeError
 from methodhub.amqp.values import Buffer, Described, Symbol, ULong
@@ -186,10 +187,13 @@ def _enc_application_properties(out: bytearray, properties: dict[str, Any]) -> N
     out += b"\x00\x53\x74"
     body = bytearray()
     for key, value in properties.items():
-        if not isinstance(key, str):
+        if type(key) is not str and not isinstance(key, str):
             raise TypeError(f"application property keys are strings, not {type(key).__name__}")
         enc_string(body, key)
-        encode_into(body, value, 1)
+        if type(value) is str:
+            enc_string(body, value)
+        else:
+            encode_into(body, value, 1)
     _map_header(out, body, 2 * len(properties))
 
 
@@ -204,9 +208,18 @@ def encode_plain_message(
     out = bytearray(_CORRELATION_UUID_PROPERTIES)
     out += correlation_uuid
     _enc_application_properties(out, application_properties)
-    out += b"\x00\x53\x75"
-    enc_binary(out, data)
+    size = len(data)
+    out += (
+        _C_DATA8.pack(0x00, 0x53, 0x75, 0xA0, size)
+        if size < 256
+        else _C_DATA32.pack(0x00, 0x53, 0x75, 0xB0, size)
+    )
+    out += data
     return bytes(out)
+
+
+_C_DATA8 = struct.Struct(">BBBBB")
+_C_DATA32 = struct.Struct(">BBBBI")
 
 
 def encode_message(message: Message) -> bytes:
@@ -272,6 +285,9 @@ _PLAIN_VALUES = frozenset(
 _PLAIN_VALUES |= {0x81, 0x55, 0x83, 0x98, 0xA0, 0xB0, 0xA1, 0xB1, 0xA3, 0xB3}
 """A plain message's application property values: null, booleans, integers, timestamps, uuids,
 binaries, strings and symbols (scalars: no depth to count)."""
+
+
+_FIVE_NULLS = b"\x40" * 5
 
 
 def read_plain_message(data: Buffer) -> PlainMessage | None:
@@ -342,10 +358,17 @@ def read_plain_message(data: Buffer) -> PlainMessage | None:
                     stop = pos + 1 + data[pos]
                     count = data[pos + 1]
                     pos += 2
-                    for index in range(count):
+                    first = 0
+                    if count == 6 and data[pos : pos + 5] == _FIVE_NULLS:  # only a correlation-id
+                        first = 5
+                        pos += 5
+                    for index in range(first, count):
                         field = data[pos]
                         if field == 0x40:
                             pos += 1
+                        elif field == 0x98 and (index == 0 or index == 5):
+                            ids[index == 5] = new_uuid(bytes(data[pos + 1 : pos + 17]))
+                            pos += 17
                         elif (index == 0 or index == 5) and field in _PLAIN_IDS:
                             ids[index == 5], pos = decode(data, pos)
                         else:

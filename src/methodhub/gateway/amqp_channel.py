@@ -136,18 +136,19 @@ class AmqpMethodsChannel:
         if self.closed or link is None or conn.closing:
             raise HubError(ErrorKind.DEVICE_OFFLINE)
         amqp = conn.amqp
-        if amqp.credit(link) <= 0:
-            raise HubError(
-                ErrorKind.DEVICE_OFFLINE,
-                f"Device '{self.key}' has no link credit on its methods link; it is not taking calls now.",
-            )
         try:
             sent = amqp.send_message(link, message, rid, identity.presettle_requests)
         except ValueError as exc:  # over the device's max-message-size
             raise HubError(
                 ErrorKind.PAYLOAD_TOO_LARGE, f"Device '{self.key}' cannot take it: {exc}."
             ) from None
-        if sent is None:
+        if sent is None:  # (nothing was sent: say why)
+            if amqp.credit(link) <= 0:
+                raise HubError(
+                    ErrorKind.DEVICE_OFFLINE,
+                    f"Device '{self.key}' has no link credit on its methods link; "
+                    "it is not taking calls now.",
+                )
             raise HubError(
                 ErrorKind.DEVICE_OFFLINE, f"Device '{self.key}' has no room for a request on its session now."
             )

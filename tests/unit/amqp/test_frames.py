@@ -57,6 +57,7 @@ from methodhub.amqp import (
     encode_transfer_frame,
     frame_overhead,
     from_value,
+    read_transfer_frame,
 )
 from methodhub.amqp import frames as frames_module
 
@@ -392,7 +393,7 @@ def test_the_plain_transfer_path_decodes_what_the_general_one_does(
         data = bytes(spoiled)
     else:
         assert decode_frame(data, 0) == (Frame(0, 3, transfer, payload), len(data))
-    with patch.object(frames_module, "_plain_transfer", lambda body: None):
+    with patch.object(frames_module, "_plain_transfer", lambda data, start, end: None):
         general = _decoded(data)
     assert repr(_decoded(data)) == repr(general)
 
@@ -468,3 +469,38 @@ def test_performatives_are_frozen_and_built_as_dataclasses_build_them() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         transfer.handle = 3  # type: ignore[misc]
     assert dataclasses.replace(transfer, more=True).more is True
+
+
+@given(_TRANSFERS, st.binary(max_size=40), st.integers(0, 1 << 16), st.integers(0, 255), st.booleans())
+@settings(max_examples=400, deadline=None)
+def test_a_transfer_read_in_place_is_what_decode_frame_reads(
+    transfer: Transfer, payload: bytes, where: int, byte: int, damage: bool
+) -> None:
+    """read_transfer_frame (the connection's shortcut for every message's frame) gives the fields
+    decode_frame gives, or None; damaged bytes too (anything it does not take, decode_frame reads
+    or refuses)."""
+    data = bytearray(encode_frame(3, transfer, payload))
+    if damage:
+        data[where % len(data)] = byte
+    plain = read_transfer_frame(data, 0, 1 << 16)
+    if plain is None:
+        simple = not (transfer.rcv_settle_mode or transfer.state or transfer.resume or transfer.aborted)
+        assert damage or not simple or transfer.batchable  # an undamaged simple transfer is taken
+        return
+    frame, end = decode_frame(data, 0, 1 << 16)
+    assert frame is not None and isinstance(frame.body, Transfer) and end == plain.end
+    body = frame.body
+    assert not (body.rcv_settle_mode or body.state or body.resume or body.aborted or body.batchable)
+    fields = (body.handle, body.delivery_id, body.delivery_tag, body.settled, body.more)
+    assert (plain.handle, plain.delivery_id, plain.delivery_tag, plain.settled, plain.more) == fields
+    assert (plain.channel, plain.payload) == (frame.channel, frame.payload)
+
+
+def test_a_transfer_is_read_in_place_only_when_whole_and_within_the_limit() -> None:
+    data = encode_frame(0, Transfer(1, 7, b"tag", 0, True), b"x" * 100)
+    assert read_transfer_frame(data, 0, 1 << 16) is not None
+    assert read_transfer_frame(data[:-1], 0, 1 << 16) is None  # not all in
+    assert read_transfer_frame(data, 0, len(data) - 1) is None  # over max-frame-size: decode_frame refuses it
+    assert read_transfer_frame(b"\x00" * 4 + data, 4, 1 << 16) == read_transfer_frame(
+        data, 0, 1 << 16
+    )._replace(end=4 + len(data))
