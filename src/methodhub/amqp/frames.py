@@ -193,56 +193,63 @@ _new_int = int.__new__
 _UINT0 = _new_int(UInt, 0)
 
 
+def _plain_uint(data: Buffer, pos: int) -> tuple[Any, int]:
+    """A plain transfer's uint field (or null) at ``pos``; KeyError for any other encoding."""
+    code = data[pos]
+    if code == 0x52:
+        return _new_int(UInt, data[pos + 1]), pos + 2
+    if code == 0x43:
+        return _UINT0, pos + 1
+    if code == 0x70:
+        return _new_int(UInt, int.from_bytes(data[pos + 1 : pos + 5], "big")), pos + 5
+    if code == 0x40:
+        return None, pos + 1
+    raise KeyError(code)
+
+
+_PLAIN_BOOLEANS = {0x41: True, 0x42: False, 0x40: None}
+
+
 def _plain_transfer(data: Buffer, start: int, end: int) -> tuple[list[Any], int] | None:
-    """The Transfer the frame body ``data[start:end]`` starts with and the offset after it, when it
-    is plain, as every SDK sends a message: a list8 whose handle is a uint (smalluint, uint0 or
-    uint), delivery-id and message-format uints or null, delivery-tag a vbin8 or null, settled and
-    more true, false or null, and the rest of the fields null or left off. What the general decoder
-    would give (uints as UInt), read in place without building a Described value and a field list;
-    None for anything else (the general decoder then says what is wrong)."""
+    """The fields of the Transfer the frame body ``data[start:end]`` starts with (handle,
+    delivery-id, delivery-tag, message-format, settled, more) and the offset after it, when it is
+    plain, as every SDK sends a message: a list8 of at most those six fields, the handle a uint
+    (smalluint, uint0 or uint), delivery-id and message-format uints or null, delivery-tag a vbin8
+    or null, settled and more true, false or null. What the general decoder would give (uints as
+    UInt), read in place without building a Described value and a field list; None for anything
+    else (the general decoder then reads it, or says what is wrong)."""
     try:
         if data[start] != 0 or data[start + 1] != 0x53 or data[start + 2] != 0x14 or data[start + 3] != 0xC0:
             return None
         stop = start + 5 + data[start + 4]
         count = data[start + 5]
-        if count > 11 or stop > end:
+        if count > 6 or stop > end:
             return None
         pos = start + 6
-        fields: list[Any] = [None] * 6
-        for index in range(count):
+        fields: list[Any] = [None, None, None, None, None, None]
+        if count:
+            fields[0], pos = _plain_uint(data, pos)
+        if count > 1:
+            fields[1], pos = _plain_uint(data, pos)
+        if count > 2:
             code = data[pos]
-            if code == 0x40:
-                pos += 1
-            elif index >= 6:
-                return None
-            elif index == 2:  # delivery-tag: vbin8
-                if code != 0xA0:
-                    return None
+            if code == 0xA0:
                 after = pos + 2 + data[pos + 1]
-                if after > stop:
-                    return None
                 fields[2] = bytes(data[pos + 2 : after])
                 pos = after
-            elif index >= 4:  # settled, more: booleans
-                if code == 0x41:
-                    fields[index] = True
-                elif code == 0x42:
-                    fields[index] = False
-                else:
-                    return None
+            elif code == 0x40:
                 pos += 1
-            elif code == 0x52:
-                fields[index] = _new_int(UInt, data[pos + 1])
-                pos += 2
-            elif code == 0x43:
-                fields[index] = _UINT0
-                pos += 1
-            elif code == 0x70:
-                fields[index] = _new_int(UInt, int.from_bytes(data[pos + 1 : pos + 5], "big"))
-                pos += 5
             else:
                 return None
-    except IndexError:
+        if count > 3:
+            fields[3], pos = _plain_uint(data, pos)
+        if count > 4:
+            fields[4] = _PLAIN_BOOLEANS[data[pos]]
+            pos += 1
+        if count > 5:
+            fields[5] = _PLAIN_BOOLEANS[data[pos]]
+            pos += 1
+    except (IndexError, KeyError):
         return None
     if pos != stop or fields[0] is None:
         return None

@@ -197,29 +197,30 @@ def _enc_application_properties(out: bytearray, properties: dict[str, Any]) -> N
     _map_header(out, body, 2 * len(properties))
 
 
-def encode_plain_message(
-    correlation_uuid: bytes, application_properties: dict[str, Any], data: Buffer
-) -> bytes:
-    """The message with a uuid correlation-id (its 16 bytes), these application properties and one
-    data section: the bytes :func:`encode_message` gives for it, without building the Message and
-    its Properties (every method request is one)."""
-    if len(correlation_uuid) != 16:
-        raise ValueError("a uuid is 16 bytes")
-    out = bytearray(_CORRELATION_UUID_PROPERTIES)
-    out += correlation_uuid
-    _enc_application_properties(out, application_properties)
-    size = len(data)
-    out += (
-        _C_DATA8.pack(0x00, 0x53, 0x75, 0xA0, size)
-        if size < 256
-        else _C_DATA32.pack(0x00, 0x53, 0x75, 0xB0, size)
-    )
-    out += data
+def encode_application_properties(properties: dict[str, Any]) -> bytes:
+    """The application-properties section of ``properties``, encoded (as :func:`encode_message`
+    writes it): for :func:`encode_plain_message`, and to keep for messages that repeat it."""
+    out = bytearray()
+    _enc_application_properties(out, properties)
     return bytes(out)
 
 
-_C_DATA8 = struct.Struct(">BBBBB")
-_C_DATA32 = struct.Struct(">BBBBI")
+def encode_plain_message(correlation_uuid: bytes, application_properties: bytes, data: Buffer) -> bytes:
+    """The message with a uuid correlation-id (its 16 bytes), an application-properties section
+    (encoded by :func:`encode_application_properties`) and one data section: the bytes
+    :func:`encode_message` gives for it, without building the Message and its Properties (every
+    method request is one)."""
+    if len(correlation_uuid) != 16:
+        raise ValueError("a uuid is 16 bytes")
+    size = len(data)
+    header = _DATA8.pack(0xA0, size) if size < 256 else _DATA32.pack(0xB0, size)
+    parts = (_CORRELATION_UUID_PROPERTIES, correlation_uuid, application_properties, _DATA, header, data)
+    return b"".join(parts)
+
+
+_DATA = b"\x00\x53\x75"
+_DATA8 = struct.Struct(">BB")
+_DATA32 = struct.Struct(">BI")
 
 
 def encode_message(message: Message) -> bytes:
@@ -306,81 +307,73 @@ def read_plain_message(data: Buffer) -> PlainMessage | None:
     has_properties = False
     ids: list[Any] = [None, None]
     application_properties = None
-    body: list[Any] = []
-    stage = 0  # past: 1 properties, 2 application-properties, 3 data
-    try:
-        while pos < end:
-            if data[pos] != 0 or data[pos + 1] != 0x53:
-                return None
-            code = data[pos + 2]
+    body: list[bytes] = []
+    try:  # the sections in their order, each optional: properties, application-properties, data...
+        if pos < end and data[pos] == 0 and data[pos + 1] == 0x53 and data[pos + 2] == PROPERTIES:
             kind = data[pos + 3]
             pos += 4
-            if code == DATA:
-                if kind == 0xA0:
-                    size = data[pos]
-                    pos += 1
-                elif kind == 0xB0:
-                    size = int.from_bytes(data[pos : pos + 4], "big")
-                    pos += 4
-                else:
-                    return None
-                if pos + size > end:
-                    return None
-                body.append(bytes(data[pos : pos + size]))
-                pos += size
-                stage = 3
-            elif code == APPLICATION_PROPERTIES and stage < 2:
-                if kind != 0xC1:
-                    return None
+            if kind == 0xC0:
                 stop = pos + 1 + data[pos]
                 count = data[pos + 1]
                 pos += 2
-                if count & 1 or stop > end:
-                    return None
-                found: dict[Any, Any] = {}
-                for _ in range(count >> 1):
-                    if data[pos] != 0xA1:
+                first = 0
+                if count == 6 and data[pos : pos + 5] == _FIVE_NULLS:  # only a correlation-id
+                    first = 5
+                    pos += 5
+                for index in range(first, count):
+                    field = data[pos]
+                    if field == 0x40:
+                        pos += 1
+                    elif field == 0x98 and (index == 0 or index == 5):
+                        ids[index == 5] = new_uuid(bytes(data[pos + 1 : pos + 17]))
+                        pos += 17
+                    elif (index == 0 or index == 5) and field in _PLAIN_IDS:
+                        ids[index == 5], pos = decode(data, pos)
+                    else:
                         return None
-                    start = pos + 2
-                    pos = start + data[pos + 1]
-                    key = str(data[start:pos], "utf-8")
-                    if data[pos] not in _PLAIN_VALUES or key in found:
-                        return None
-                    found[key], pos = decode(data, pos)
                 if pos != stop:
                     return None
-                application_properties = found
-                stage = 2
-            elif code == PROPERTIES and stage < 1:
-                if kind == 0x45:
-                    has_properties = True
-                elif kind == 0xC0:
-                    stop = pos + 1 + data[pos]
-                    count = data[pos + 1]
-                    pos += 2
-                    first = 0
-                    if count == 6 and data[pos : pos + 5] == _FIVE_NULLS:  # only a correlation-id
-                        first = 5
-                        pos += 5
-                    for index in range(first, count):
-                        field = data[pos]
-                        if field == 0x40:
-                            pos += 1
-                        elif field == 0x98 and (index == 0 or index == 5):
-                            ids[index == 5] = new_uuid(bytes(data[pos + 1 : pos + 17]))
-                            pos += 17
-                        elif (index == 0 or index == 5) and field in _PLAIN_IDS:
-                            ids[index == 5], pos = decode(data, pos)
-                        else:
-                            return None
-                    if pos != stop:
-                        return None
-                    has_properties = True
-                else:
+            elif kind != 0x45:
+                return None
+            has_properties = True
+        if pos < end and data[pos] == 0 and data[pos + 1] == 0x53 and data[pos + 2] == APPLICATION_PROPERTIES:
+            if data[pos + 3] != 0xC1:
+                return None
+            pos += 4
+            stop = pos + 1 + data[pos]
+            count = data[pos + 1]
+            pos += 2
+            if count & 1 or stop > end:
+                return None
+            found: dict[Any, Any] = {}
+            for _ in range(count >> 1):
+                if data[pos] != 0xA1:
                     return None
-                stage = 1
+                start = pos + 2
+                pos = start + data[pos + 1]
+                key = str(data[start:pos], "utf-8")
+                if data[pos] not in _PLAIN_VALUES or key in found:
+                    return None
+                found[key], pos = decode(data, pos)
+            if pos != stop:
+                return None
+            application_properties = found
+        while pos < end:
+            if data[pos] != 0 or data[pos + 1] != 0x53 or data[pos + 2] != DATA:
+                return None
+            kind = data[pos + 3]
+            if kind == 0xA0:
+                size = data[pos + 4]
+                pos += 5
+            elif kind == 0xB0:
+                size = int.from_bytes(data[pos + 4 : pos + 8], "big")
+                pos += 8
             else:
                 return None
+            if pos + size > end:
+                return None
+            body.append(bytes(data[pos : pos + size]))
+            pos += size
     except (DecodeError, IndexError, UnicodeDecodeError):
         return None
     if pos != end:

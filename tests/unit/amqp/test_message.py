@@ -29,6 +29,7 @@ from methodhub.amqp import (
     decode,
     decode_message,
     encode,
+    encode_application_properties,
     encode_message,
     encode_plain_message,
     read_plain_message,
@@ -290,9 +291,8 @@ def test_a_plain_message_is_what_encode_message_writes(
         application_properties=application_properties,
         body=[data],
     )
-    assert encode_plain_message(correlation_id.bytes, application_properties, data) == encode_message(
-        expected
-    )
+    section = encode_application_properties(application_properties)
+    assert encode_plain_message(correlation_id.bytes, section, data) == encode_message(expected)
 
 
 def test_a_plain_message_reads_as_its_parts() -> None:

@@ -670,6 +670,16 @@ def test_a_method_request_is_what_the_general_encoder_writes() -> None:
             assert method_request(rid.bytes, call) == encode_message(expected), (len(name), size)
 
 
+def test_the_method_names_kept_encoded_are_bounded() -> None:
+    from methodhub.dialects.azure import amqp as azure_amqp
+
+    for n in range(azure_amqp._METHOD_PROPERTIES_KEPT + 10):
+        call = Call(target="dev1", method=f"m{n}", payload=b"1", response_timeout=5.0)
+        decoded = decode_message(method_request(RID, call))
+        assert decoded.application_properties == {"IoThub-methodname": f"m{n}"}
+        assert len(azure_amqp._method_properties) <= azure_amqp._METHOD_PROPERTIES_KEPT
+
+
 @pytest.mark.parametrize(
     "extra",
     [

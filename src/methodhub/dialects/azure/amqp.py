@@ -40,6 +40,7 @@ from methodhub.amqp import (
     Role,
     Symbol,
     decode_message,
+    encode_application_properties,
     encode_plain_message,
     read_plain_message,
 )
@@ -376,7 +377,19 @@ def method_request(rid: bytes, call: Call) -> bytes:
         HubError: ``INVALID_ARGUMENT`` for a MESSAGE call (raw RRPC), as the MQTT dialect does.
     """
     check_method_call(call, call.target, "AMQP")
-    return encode_plain_message(rid, {METHOD_NAME: call.method}, call.payload)
+    method = call.method
+    properties = _method_properties.get(method)
+    if properties is None:
+        if len(_method_properties) >= _METHOD_PROPERTIES_KEPT:
+            _method_properties.clear()
+        properties = _method_properties[method] = encode_application_properties({METHOD_NAME: method})
+    return encode_plain_message(rid, properties, call.payload)
+
+
+_method_properties: dict[str, bytes] = {}
+"""A method name's encoded application properties (a fleet calls a few methods over and over)."""
+_METHOD_PROPERTIES_KEPT = 1024
+"""The most method names kept (all are dropped when it is reached: a bound, not a cache policy)."""
 
 
 def request_key(value: Any) -> str | None:
