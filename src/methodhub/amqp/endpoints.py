@@ -350,7 +350,9 @@ class Endpoints:
             if not link.partial_settled:
                 session.incoming_unsettled[link.partial_id] = (link, link.partial_tag)
             events.append(
-                MessageReceived(link.ref, link.partial_id, link.partial_tag, data, link.partial_settled)
+                MessageReceived(
+                    link.ref, link.partial_id, link.partial_tag, data, link.partial_settled, link.credit
+                )
             )
         self._replenish(session)  # also mid-delivery: the peer may wait for room for the rest
 
@@ -371,7 +373,7 @@ class Endpoints:
             return
         if not settled:
             session.incoming_unsettled[delivery_id] = (link, tag)
-        events.append(MessageReceived(link.ref, delivery_id, tag, payload, settled))
+        events.append(MessageReceived(link.ref, delivery_id, tag, payload, settled, link.credit))
         if session.incoming_window < session.incoming_window_size // 2:
             self._replenish(session)
 

@@ -86,6 +86,8 @@ class MessageReceived:
     delivery_tag: bytes
     payload: bytes
     settled: bool
+    credit: int
+    """The credit the link has left after this delivery (``grant_credit`` tops it up)."""
 
 
 @dataclass(slots=True)

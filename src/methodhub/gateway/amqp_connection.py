@@ -455,11 +455,11 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
                 )
             if handling is LinkHandling.METHOD_RESPONSES:
                 self._count_stray()
-            self._top_up(link)
+            self._top_up(link, event.credit)
             return
         if not event.settled:  # accepted and settled before any answer (§2.3)
             self.amqp.settle(link, event.delivery_id, Accepted())
-        self._top_up(link)
+        self._top_up(link, event.credit)
         if message is None:
             identity = self.identities.get(state.key) if state.key is not None else None
             channel = identity.channel if identity is not None else None
@@ -508,9 +508,10 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
     def _count_stray(self) -> None:
         self.ctx.metrics.stray_responses.inc()
 
-    def _top_up(self, link: LinkRef) -> None:
-        credit = self.amqp.credit(link)
-        if credit < CREDIT // 2:
+    def _top_up(self, link: LinkRef, credit: int) -> None:
+        """Grant ``link`` up to :data:`CREDIT` when half is used (``credit``: what a delivery's
+        event says it had left; a top-up for an earlier event of the batch may have changed it)."""
+        if credit < CREDIT // 2 and (credit := self.amqp.credit(link)) < CREDIT // 2:
             self.amqp.grant_credit(link, CREDIT - credit)
 
     def _on_settled(self, event: DeliverySettled) -> None:
