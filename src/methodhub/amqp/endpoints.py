@@ -25,7 +25,13 @@ from methodhub.amqp.events import (
     SessionBegun,
     SessionEnded,
 )
-from methodhub.amqp.frames import MIN_MAX_FRAME_SIZE, PlainTransfer, encode_transfer_frame, frame_overhead
+from methodhub.amqp.frames import (
+    MIN_MAX_FRAME_SIZE,
+    PlainTransfer,
+    encode_disposition_frame,
+    encode_transfer_frame,
+    frame_overhead,
+)
 from methodhub.amqp.performatives import (
     Accepted,
     Attach,
@@ -675,7 +681,7 @@ class Endpoints:
         table.pop(delivery_id, None)
         role = Role.SENDER if ours.is_sender else Role.RECEIVER
         state = Accepted() if state is None else state
-        self._send(session.channel, Disposition(role, delivery_id, settled=True, state=state))
+        self._send_frame(encode_disposition_frame(session.channel, role, delivery_id, None, True, state))
 
     def detach(self, link: LinkRef, error: Error | None = None, closed: bool = True) -> None:
         """Detach our link (:class:`LinkDetached` follows the peer's detach)."""

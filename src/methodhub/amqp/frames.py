@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from methodhub.amqp.composite import Composite, encode_composite, from_value
 from methodhub.amqp.encoding import enc_binary, enc_uint
 from methodhub.amqp.errors import DecodeError, FramingError
-from methodhub.amqp.performatives import PERFORMATIVES, SASL_BODIES, Transfer
+from methodhub.amqp.performatives import PERFORMATIVES, SASL_BODIES, Accepted, Disposition, Transfer
 from methodhub.amqp.types import Buffer, decode
 from methodhub.amqp.values import UInt
 
@@ -182,6 +182,43 @@ def encode_transfer_frame(
     return b"".join((head, fields, payload))
 
 
+_ACCEPTED = b"\x00\x53\x24\x45"
+"""The accepted outcome, encoded (a described list0)."""
+
+
+def encode_disposition_frame(
+    channel: int, role: bool, first: int, last: int | None, settled: bool, state: Composite | None
+) -> bytes:
+    """``encode_frame(channel, Disposition(role, first, last, settled, state))``, the same bytes,
+    built directly (a settled delivery's disposition, on every unsettled call)."""
+    if not 0 <= first <= 0xFFFF_FFFF or (last is not None and not 0 <= last <= 0xFFFF_FFFF):
+        raise ValueError("a disposition's first and last are uints")
+    if state is None:
+        encoded_state = None
+    elif type(state) is Accepted:
+        encoded_state = _ACCEPTED
+    else:
+        out = bytearray()
+        encode_composite(out, state)
+        encoded_state = bytes(out)
+    fields = [
+        b"\x41" if role else b"\x42",
+        _uint_bytes(first),
+        _uint_bytes(last) if last is not None else None,
+        b"\x41" if settled else None,
+        encoded_state,
+    ]
+    while fields[-1] is None:
+        fields.pop()
+    body = b"".join(field if field is not None else b"\x40" for field in fields)
+    if len(body) < 255:
+        head = bytes((0x00, 0x53, 0x15, 0xC0, len(body) + 1, len(fields)))
+    else:
+        head = b"\x00\x53\x15\xd0" + (len(body) + 4).to_bytes(4, "big") + len(fields).to_bytes(4, "big")
+    size = FRAME_HEADER_SIZE + len(head) + len(body)
+    return b"".join((_HEADER.pack(size, 2, AMQP_FRAME, channel), head, body))
+
+
 def frame_overhead(body: Composite) -> int:
     """Bytes a frame with this body takes before any payload (to size transfer payloads)."""
     out = bytearray()
@@ -254,6 +291,42 @@ def _plain_transfer(data: Buffer, start: int, end: int) -> tuple[list[Any], int]
     if pos != stop or fields[0] is None:
         return None
     return fields, pos
+
+
+def _plain_disposition(data: Buffer, start: int, end: int) -> Disposition | None:
+    """The Disposition that is the whole frame body ``data[start:end]``, when it is plain, as every
+    SDK settles a delivery: a list8 of role (true/false), first (a uint), last (a uint or null),
+    settled (true, false or null) and optionally the accepted outcome (a described list0), nothing
+    after it. What the general decoder would give (uints as UInt); None for anything else."""
+    try:
+        if data[start] != 0 or data[start + 1] != 0x53 or data[start + 3] != 0xC0:
+            return None
+        stop = start + 5 + data[start + 4]
+        count = data[start + 5]
+        if stop != end or not 2 <= count <= 5:
+            return None
+        role = _PLAIN_BOOLEANS[data[start + 6]]
+        if role is None:
+            return None
+        first, pos = _plain_uint(data, start + 7)
+        if first is None:
+            return None
+        last = settled = state = None
+        if count > 2:
+            last, pos = _plain_uint(data, pos)
+        if count > 3:
+            settled = _PLAIN_BOOLEANS[data[pos]]
+            pos += 1
+        if count > 4:
+            if data[pos : pos + 4] != _ACCEPTED:
+                return None
+            state = Accepted()
+            pos += 4
+    except (IndexError, KeyError):
+        return None
+    if pos != stop:
+        return None
+    return Disposition(role, first, last, settled is True, state)
 
 
 class PlainTransfer(NamedTuple):
@@ -331,6 +404,10 @@ def decode_frame(
     start = offset + doff * 4
     if start == end:
         return Frame(frame_type, channel, None, b""), end
+    if frame_type == AMQP_FRAME and 6 <= end - start < 64 and data[start + 2] == 0x15:
+        disposition = _plain_disposition(data, start, end)
+        if disposition is not None:
+            return Frame(frame_type, channel, disposition, b""), end
     plain = _plain_transfer(data, start, end) if frame_type == AMQP_FRAME else None
     if plain is not None:  # every message's frame: read in place, the payload one copy
         (handle, delivery_id, tag, message_format, settled, more), after = plain

@@ -53,6 +53,7 @@ from methodhub.amqp import (
     decode_protocol_header,
     encode,
     encode_composite,
+    encode_disposition_frame,
     encode_frame,
     encode_transfer_frame,
     frame_overhead,
@@ -504,3 +505,58 @@ def test_a_transfer_is_read_in_place_only_when_whole_and_within_the_limit() -> N
     assert read_transfer_frame(b"\x00" * 4 + data, 4, 1 << 16) == read_transfer_frame(
         data, 0, 1 << 16
     )._replace(end=4 + len(data))
+
+
+_STATES = st.one_of(
+    st.none(),
+    st.just(Accepted()),
+    st.just(Released()),
+    st.builds(Rejected, st.just(Error(ErrorCondition.DECODE_ERROR, "bad"))),
+)
+_DISPOSITIONS = st.builds(
+    Disposition,
+    role=st.booleans(),
+    first=_UINT_VALUES,
+    last=st.one_of(st.none(), _UINT_VALUES),
+    settled=st.booleans(),
+    state=_STATES,
+    batchable=st.booleans(),
+)
+
+
+@given(_DISPOSITIONS, st.integers(0, 0xFFFF))
+@settings(max_examples=300, deadline=None)
+def test_a_disposition_built_directly_is_what_encode_frame_writes(
+    disposition: Disposition, channel: int
+) -> None:
+    """encode_disposition_frame (each settle) writes the bytes encode_frame does."""
+    d = disposition
+    data = encode_disposition_frame(channel, d.role, d.first, d.last, d.settled, d.state)
+    assert data == encode_frame(channel, dataclasses.replace(d, batchable=False))
+
+
+@given(_DISPOSITIONS, st.integers(0, 1 << 16), st.integers(0, 255), st.booleans())
+@settings(max_examples=400, deadline=None)
+def test_the_plain_disposition_path_decodes_what_the_general_one_does(
+    disposition: Disposition, where: int, byte: int, damage: bool
+) -> None:
+    """decode_frame reads an SDK's disposition (accepted or no state) without the general decoder:
+    the same frame, value types included, or the same error; damaged bytes too."""
+    data = encode_frame(3, disposition)
+    if damage:
+        spoiled = bytearray(data)
+        spoiled[8 + where % (len(spoiled) - 8)] = byte
+        data = bytes(spoiled)
+    else:
+        assert decode_frame(data, 0) == (Frame(0, 3, disposition, b""), len(data))
+    with patch.object(frames_module, "_plain_disposition", lambda data, start, end: None):
+        general = _decoded(data)
+    assert repr(_decoded(data)) == repr(general)
+
+
+def test_an_accepted_disposition_takes_the_shortcut() -> None:
+    data = encode_frame(0, Disposition(Role.RECEIVER, 7, settled=True, state=Accepted()))
+    with patch.object(frames_module, "from_value", side_effect=AssertionError("the general path")):
+        frame, _ = decode_frame(data, 0)
+    assert frame is not None and frame.body == Disposition(Role.RECEIVER, 7, settled=True, state=Accepted())
+    assert type(frame.body.first) is UInt
