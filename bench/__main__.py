@@ -7,6 +7,10 @@
 4. Workers: ``serve --workers 2`` against ``--workers 1`` (calls/s ratio; needs nats-server).
 5. AMQP devices: phase 1's calls to N AMQP devices (C#'s pre-settled and Node's unsettled style)
    next to N MQTT devices on one hub, interleaved; then K idle AMQP devices against K idle MQTT ones.
+6. Queued calls (bench/queued.py): ``POST /calls`` creates/s for offline devices, 4 calls each, and
+   the time until every call is answered once the devices connect.
+7. Jobs (bench/jobs.py): a job over J connected devices (10,000; quick 1,000): device calls/s, its
+   statistics, the hub's CPU, and the p50/p99 of interactive calls meanwhile against a baseline.
 
 Results go to ``bench/results/`` (``{timestamp}.json/.md/.png`` and ``latest.*``); progress to stderr,
 headline figures to stdout. ``--quick`` finishes in about two minutes (``--only amqp --quick`` in one).
@@ -35,6 +39,9 @@ MODES: dict[str, dict[str, Any]] = {
         "warmup": 1,
         "idle": 2000,
         "scale_seconds": 1,
+        "job_devices": 1000,
+        "queued_devices": 500,
+        "job_baseline": 2,
     },
     "default": {
         "devices": 1000,
@@ -43,6 +50,9 @@ MODES: dict[str, dict[str, Any]] = {
         "warmup": 2,
         "idle": 10_000,
         "scale_seconds": 5,
+        "job_devices": 10_000,
+        "queued_devices": 2000,
+        "job_baseline": 5,
     },
     "full": {
         "devices": 1000,
@@ -51,12 +61,16 @@ MODES: dict[str, dict[str, Any]] = {
         "warmup": 2,
         "idle": 100_000,
         "scale_seconds": 5,
+        "job_devices": 10_000,
+        "queued_devices": 2000,
+        "job_baseline": 5,
     },
 }
 
 
-PHASES = ("hub", "reference", "scale", "workers", "amqp")
-"""Phase names for ``--only``: 1, 2, 3, 4 and 5 of the module docstring."""
+PHASES = ("hub", "reference", "scale", "workers", "amqp", "queued", "jobs")
+"""Phase names for ``--only``: 1 to 7 of the module docstring."""
+QUEUED_CALLS_PER_DEVICE = 4
 
 
 def _phases(text: str) -> set[str]:
@@ -91,6 +105,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-reference", action="store_true", help="skip the Mosquitto reference")
     parser.add_argument(
+        "--job-devices",
+        type=int,
+        help="connected devices the jobs phase's job calls (default 10000; quick 1000)",
+    )
+    parser.add_argument(
+        "--queued-devices",
+        type=int,
+        help=f"offline devices of the queued phase, {QUEUED_CALLS_PER_DEVICE} calls each "
+        "(default 2000; quick 500)",
+    )
+    parser.add_argument(
         "--only",
         type=_phases,
         metavar="PHASES",
@@ -122,6 +147,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.devices < 1 or args.duration < 1 or not args.concurrency or min(args.concurrency) < 1:
         parser.error("--devices, --duration and every --concurrency must be ≥ 1")
+    if args.job_devices < 1 or args.queued_devices < 1:
+        parser.error("--job-devices and --queued-devices must be ≥ 1")
     return args
 
 
@@ -172,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             "idle": args.idle,
             "workers": args.workers,
             "tls": args.tls,
+            "job_devices": args.job_devices,
+            "queued_devices": args.queued_devices,
+            "queued_calls_per_device": QUEUED_CALLS_PER_DEVICE,
             "pinned": not args.no_pin,
             "phases": [p for p in PHASES if p in args.phases],
         },
@@ -221,6 +251,20 @@ def main(argv: list[str] | None = None) -> int:
                 args.warmup,
                 workdir,
             ).to_json()
+        if "queued" in phases:
+            from bench.queued import run as run_queued
+
+            results["queued"] = run_queued(args.queued_devices, QUEUED_CALLS_PER_DEVICE, workdir, plan)
+        if "jobs" in phases:
+            from bench.jobs import run as run_jobs
+
+            results["jobs"] = run_jobs(
+                args.job_devices,
+                workdir,
+                plan,
+                baseline_s=args.job_baseline,
+                profile=options.profile.with_suffix(".job.folded") if options.profile else None,
+            ).to_json()
     results["targets"] = evaluate_targets(results)
     results["meta"]["elapsed_s"] = time.time() - started
     written = write_results(results, args.out, stamp)
@@ -231,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             (results.get("scale") or {}).get("connect_profile"),
             *(amqp.get("profiles") or {}).values(),
             ((amqp.get("scale") or {}).get("amqp") or {}).get("connect_profile"),
+            ((results.get("jobs") or {}).get("job_alone") or {}).get("profile"),
         ]
         text = "\n".join(f"== hub profile: {p['what']}\n\n{profile_text(p)}" for p in profiles if p)
         if text:

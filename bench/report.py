@@ -128,6 +128,28 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 scale["rss_ratio"] <= goal,
                 f"{scale['amqp']['online']:,} AMQP and {scale['mqtt']['online']:,} MQTT idle devices",
             )
+    jobs = results.get("jobs")
+    if jobs:
+        job, goal = jobs["job"], jobs["targets"]
+        rate = job["device_calls_per_s"]
+        add(
+            f"Job over {jobs['devices']:,} connected devices",
+            f"≥ {goal['device_calls_per_s']:,.0f} device calls/s",
+            f"{rate:,.0f}" + (f"; {'; '.join(jobs['failures'])}" if jobs["failures"] else ""),
+            rate >= goal["device_calls_per_s"] and not jobs["failures"],
+            f"create → completed {job['completed_s']:.2f} s, interactive calls meanwhile; "
+            f"job alone {jobs['job_alone']['device_calls_per_s']:,.0f}/s"
+            + ("" if jobs["devices"] >= 10_000 else " (target: 10,000 devices)"),
+        )
+        p99 = jobs["during"]["latency_ms"]["p99"]
+        add(
+            "Interactive p99 while the job runs",
+            f"≤ {goal['interactive_p99_ms']:g} ms",
+            f"{p99:.2f} ms",
+            p99 <= goal["interactive_p99_ms"],
+            f"{jobs['interactive_in_flight']} in flight; "
+            f"baseline p99 {jobs['baseline']['latency_ms']['p99']:.2f} ms",
+        )
     workers = results.get("workers")
     if workers:
         n = workers["workers"]
@@ -205,6 +227,7 @@ def headline(results: dict[str, Any]) -> list[str]:
     amqp = results.get("amqp")
     if amqp:
         lines += amqp_headline(amqp)
+    lines += jobs_headline(results)
     scale = results.get("scale")
     if scale:
         lat = next((x for x in scale["latency"] if x["concurrency"] == 1), None)
@@ -224,6 +247,29 @@ def headline(results: dict[str, Any]) -> list[str]:
                 f"scale: registering {onboarding['devices']:,} devices while {scale['online']:,} are "
                 f"connected: calls meanwhile p99 {ms['p99']:.1f} ms, max {ms['max']:.0f} ms"
             )
+    return lines
+
+
+def jobs_headline(results: dict[str, Any]) -> list[str]:
+    lines = []
+    queued = results.get("queued")
+    if queued:
+        lines.append(
+            f"queued calls: {queued['creates_per_s']:,.0f} creates/s "
+            f"({queued['hub_cpu_per_create_us']:.0f} µs hub CPU each); "
+            f"{queued['devices'] * queued['calls_per_device']:,} calls all answered "
+            f"{queued['all_answered_after_connect_s']:.2f} s after {queued['devices']:,} devices "
+            f"started connecting ({queued['delivered_per_s']:,.0f}/s)"
+        )
+    jobs = results.get("jobs")
+    if jobs:
+        job, during, base = jobs["job"], jobs["during"]["latency_ms"], jobs["baseline"]["latency_ms"]
+        lines.append(
+            f"jobs: {jobs['devices']:,} devices, {job['device_calls_per_s']:,.0f} device calls/s "
+            f"(completed in {job['completed_s']:.2f} s; "
+            f"alone {jobs['job_alone']['device_calls_per_s']:,.0f}/s); "
+            f"interactive p99 {during['p99']:.2f} ms meanwhile (baseline {base['p99']:.2f} ms)"
+        )
     return lines
 
 
@@ -420,6 +466,7 @@ def markdown(results: dict[str, Any], chart_name: str | None) -> str:
             parts += _profile_section(scale["connect_profile"])
     if results.get("amqp"):
         parts += _amqp_section(results["amqp"], config)
+    parts += _jobs_section(results)
     workers = results.get("workers")
     if workers:
         n = workers["workers"]
@@ -544,6 +591,91 @@ def _amqp_section(amqp: dict[str, Any], config: dict[str, Any]) -> list[str]:
         ]
         if a.get("connect_profile"):
             parts += _profile_section(a["connect_profile"])
+    return parts
+
+
+def _jobs_section(results: dict[str, Any]) -> list[str]:
+    parts: list[str] = []
+    queued = results.get("queued")
+    if queued:
+        calls = queued["devices"] * queued["calls_per_device"]
+        rows = [
+            ["creates (POST /calls, 16 in flight, devices offline)", f"{queued['creates_per_s']:,.0f}/s"],
+            ["hub CPU per create", f"{queued['hub_cpu_per_create_us']:.0f} µs"],
+            ["devices online after", f"{queued['online_s']:.2f} s"],
+            [
+                "every call answered after the first connect",
+                f"{queued['all_answered_after_connect_s']:.2f} s",
+            ],
+            ["calls delivered per second over that time", f"{queued['delivered_per_s']:,.0f}"],
+        ]
+        parts += [
+            f"## Queued calls ({calls:,} calls: {queued['devices']:,} devices "
+            f"× {queued['calls_per_device']})",
+            "",
+            _table(["", "measured"], rows),
+            "",
+        ]
+    jobs = results.get("jobs")
+    if jobs:
+
+        def job_row(name: str, job: dict[str, Any]) -> list[str]:
+            stats = job["statistics"]
+            return [
+                name,
+                f"{job['completed_s']:.2f}",
+                _num(job["all_ended_s"]),
+                f"{job['device_calls_per_s']:,.0f}",
+                f"{job['calls_span_per_s']:,.0f}",
+                f"{stats.get('succeededCount', 0):,} / {stats.get('failedCount', 0):,}",
+                f"{job['hub_cpu_share']:.0%}",
+                f"{job['hub_cpu_us_per_device_call']:.0f}",
+            ]
+
+        def latency(name: str, r: dict[str, Any]) -> list[str]:
+            ms = r["latency_ms"]
+            return [
+                name,
+                f"{r['calls_per_s']:,.0f}",
+                f"{ms['p50']:.2f}",
+                f"{ms['p99']:.2f}",
+                f"{ms['max']:.1f}",
+                str(r["errors"]),
+            ]
+
+        parts += [
+            f"## Jobs ({jobs['devices']:,} connected devices)",
+            "",
+            "`scheduleDeviceMethod` over every `job-*` device; the first job alone, the second with "
+            f"{jobs['interactive_in_flight']} interactive calls in flight to one other device meanwhile. "
+            "Duration from the create to `completed` (the runner's 1 s tick included); the calls' own span "
+            "is first call made → last call answered. Hub CPU per device call includes the interactive "
+            "calls of the second job.",
+            "",
+            _table(
+                [
+                    "job",
+                    "completed (s)",
+                    "all ended (s)",
+                    "device calls/s",
+                    "calls' span /s",
+                    "succeeded / failed",
+                    "hub CPU",
+                    "µs hub CPU per device call",
+                ],
+                [job_row("alone", jobs["job_alone"]), job_row("with interactive calls", jobs["job"])],
+            ),
+            "",
+            _table(
+                ["interactive calls", "calls/s", "p50 ms", "p99 ms", "max ms", "errors"],
+                [latency("baseline", jobs["baseline"]), latency("during the job", jobs["during"])],
+            ),
+            "",
+        ]
+        if jobs["failures"]:
+            parts += ["**Failures:** " + "; ".join(jobs["failures"]), ""]
+        if jobs["job_alone"].get("profile"):
+            parts += _profile_section(jobs["job_alone"]["profile"])
     return parts
 
 

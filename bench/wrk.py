@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,21 +119,12 @@ def parse_output(text: str) -> dict[str, Any]:
     raise RuntimeError(f"no summary in wrk's output:\n{text}")
 
 
-def run_wrk(
-    url: str,
-    script: Path,
-    *,
-    connections: int,
-    seconds: int,
-    threads: int = 1,
-    cpus: frozenset[int] | None = None,
-    timeout_s: int = 10,
-) -> WrkResult:
-    """Run wrk for ``seconds`` with ``connections`` keep-alive connections (= calls in flight)."""
-    threads = max(1, min(threads, connections))
-    cmd = [
+def _command(
+    url: str, script: Path, connections: int, seconds: int, threads: int, timeout_s: int
+) -> list[str]:
+    return [
         tool_path("wrk"),
-        f"-t{threads}",
+        f"-t{max(1, min(threads, connections))}",
         f"-c{connections}",
         f"-d{max(1, seconds)}s",
         f"--timeout={timeout_s}s",
@@ -140,13 +132,19 @@ def run_wrk(
         str(script),
         url,
     ]
-    proc = subprocess.Popen(
+
+
+def _start(cmd: list[str], connections: int, cpus: frozenset[int] | None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         preexec_fn=preexec(cpus, connections + 64),
     )
+
+
+def _finish(proc: subprocess.Popen[str], cmd: list[str]) -> WrkResult:
     assert proc.stdout is not None
     output = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)  # wait4: the child's own CPU time
@@ -162,3 +160,42 @@ def run_wrk(
         latency_ms={k: float(v) / 1000 for k, v in latency.items()},
         cpu_s=usage.ru_utime + usage.ru_stime,
     )
+
+
+def run_wrk(
+    url: str,
+    script: Path,
+    *,
+    connections: int,
+    seconds: int,
+    threads: int = 1,
+    cpus: frozenset[int] | None = None,
+    timeout_s: int = 10,
+) -> WrkResult:
+    """Run wrk for ``seconds`` with ``connections`` keep-alive connections (= calls in flight)."""
+    cmd = _command(url, script, connections, seconds, threads, timeout_s)
+    return _finish(_start(cmd, connections, cpus), cmd)
+
+
+class BackgroundWrk:
+    """wrk running until :meth:`stop` (SIGINT: wrk stops, then prints its summary as usual), for load
+    that lasts as long as something else does (at most ``limit_s`` seconds)."""
+
+    def __init__(
+        self,
+        url: str,
+        script: Path,
+        *,
+        connections: int,
+        threads: int = 1,
+        cpus: frozenset[int] | None = None,
+        limit_s: int = 600,
+        timeout_s: int = 10,
+    ) -> None:
+        self.cmd = _command(url, script, connections, limit_s, threads, timeout_s)
+        self.proc = _start(self.cmd, connections, cpus)
+
+    def stop(self) -> WrkResult:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return _finish(self.proc, self.cmd)

@@ -24,6 +24,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.Comp
     out = tmp_path_factory.mktemp("bench-results")
     command = [sys.executable, "-m", "bench", "--quick", "--devices", "20", "--concurrency", "1"]
     command += ["--duration", "2", "--warmup", "0", "--idle", "200", "--out", str(out)]
+    command += ["--job-devices", "20", "--queued-devices", "20"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"python -m bench failed:\n{done.stdout}\n{done.stderr}"
     return out, done

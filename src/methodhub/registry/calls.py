@@ -38,6 +38,14 @@ COLUMNS = (
     "lease_until",
 )
 SELECT = ", ".join(COLUMNS)
+SQLITE_NEXT_QUEUED = (
+    f"SELECT {SELECT} FROM calls INDEXED BY calls_target WHERE target = ? AND state = ? "
+    "AND expires_time > ? ORDER BY created_time, call_id LIMIT 1"
+)
+"""A target's oldest queued call that has not expired (``claim_call``). ``INDEXED BY``: without
+statistics SQLite's planner takes ``calls_due`` (state, expires_time) for it, which walks every
+queued call of every target and sorts them on each claim — quadratic when a job or a burst of
+connects leaves thousands queued."""
 
 
 def values(call: QueuedCall) -> tuple[Any, ...]:
@@ -182,11 +190,7 @@ class SqliteCalls:
         def claim(db: sqlite3.Connection) -> QueuedCall | None:
             if db.execute("SELECT 1 FROM calls WHERE target = ? AND state = ?", (target, _SENT)).fetchone():
                 return None
-            row = db.execute(
-                f"SELECT {SELECT} FROM calls WHERE target = ? AND state = ? AND expires_time > ? "
-                "ORDER BY created_time, call_id LIMIT 1",
-                (target, _QUEUED, now),
-            ).fetchone()
+            row = db.execute(SQLITE_NEXT_QUEUED, (target, _QUEUED, now)).fetchone()
             if row is None:
                 return None
             call = from_row(row)

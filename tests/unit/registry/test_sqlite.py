@@ -186,3 +186,23 @@ async def test_a_failing_migration_changes_nothing(tmp_path: Path, monkeypatch: 
     await failing.close()
     assert schema_version(path) == len(SQLITE_MIGRATIONS)
     assert "extra" not in tables(path)
+
+
+# -- query plans ------------------------------------------------------------------------------------------
+
+
+async def test_claiming_a_call_reads_only_its_targets_calls(tmp_path: Path) -> None:
+    """The claim's lookup of a target's next queued call goes through the target's index, in order:
+    a plan through ``calls_due`` walks every queued call of every target (and sorts them) per claim."""
+    from methodhub.registry.calls import SQLITE_NEXT_QUEUED
+
+    registry = SqliteRegistry(tmp_path / "r.db")
+    await registry.open()
+    await registry.close()
+    with sqlite3.connect(tmp_path / "r.db") as db:
+        plan = [
+            row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + SQLITE_NEXT_QUEUED, ("d", "queued", 0.0))
+        ]
+    db.close()
+    assert len(plan) == 1, plan
+    assert plan[0].startswith("SEARCH calls USING INDEX calls_target (target=? AND state=?"), plan
