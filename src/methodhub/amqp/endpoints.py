@@ -295,7 +295,7 @@ class Endpoints:
         # later frames and those on a link we are detaching included.
         window = session.incoming_window
         session.incoming_window = window - 1
-        session.next_incoming_id = serial_add(session.next_incoming_id)
+        session.next_incoming_id = (session.next_incoming_id + 1) & SERIAL_MASK  # (serial_add, inlined)
         link = session.remote_links.get(handle)
         if link is None:
             self._session_error(
@@ -324,7 +324,7 @@ class Endpoints:
                 )
                 return
             link.credit -= 1
-            link.delivery_count = serial_add(link.delivery_count)
+            link.delivery_count = (link.delivery_count + 1) & SERIAL_MASK
             if not more and not aborted:  # the whole delivery: no reassembly
                 settled = bool(settled)
                 self._whole_delivery(session, link, delivery_id, delivery_tag, settled, payload, events)
@@ -617,9 +617,9 @@ class Endpoints:
                 f"{len(payload)} bytes over the peer's max-message-size {ours.peer_max_message_size}"
             )
         delivery_id = session.next_delivery_id
-        session.next_delivery_id = serial_add(delivery_id)
+        session.next_delivery_id = (delivery_id + 1) & SERIAL_MASK  # (serial_add, inlined: per message)
         ours.credit -= 1
-        ours.delivery_count = serial_add(ours.delivery_count)
+        ours.delivery_count = (ours.delivery_count + 1) & SERIAL_MASK
         # A transfer performative takes at most ~40 bytes besides its tag: skip sizing it exactly
         # (an extra encode) when the message plainly fits one frame.
         if len(payload) + len(delivery_tag) + 64 <= self.peer_max_frame_size:
@@ -628,7 +628,7 @@ class Endpoints:
             first = Transfer(ours.handle, delivery_id, delivery_tag, 0, settled, more=True)
             room = self.peer_max_frame_size - frame_overhead(first)
         if len(payload) <= room:
-            session.next_outgoing_id = serial_add(session.next_outgoing_id)
+            session.next_outgoing_id = (session.next_outgoing_id + 1) & SERIAL_MASK
             session.remote_incoming_window -= 1
             self._send_frame(
                 encode_transfer_frame(

@@ -227,6 +227,7 @@ def frame_overhead(body: Composite) -> int:
 
 
 _new_int = int.__new__
+_new_tuple = tuple.__new__
 _UINT0 = _new_int(UInt, 0)
 
 
@@ -360,7 +361,8 @@ def read_transfer_frame(data: Buffer, offset: int, max_frame_size: int) -> Plain
         return None
     (handle, delivery_id, tag, _, settled, more), after = plain  # (message-format: no one's business)
     payload = _payload(data, after, end)
-    return PlainTransfer(channel, handle, delivery_id, tag, settled, more is True, payload, end)
+    # (tuple.__new__ directly: a NamedTuple's own __new__ is a Python function, one call more per frame)
+    return _new_tuple(PlainTransfer, (channel, handle, delivery_id, tag, settled, more is True, payload, end))
 
 
 def _payload(data: Buffer, start: int, end: int) -> bytes:

@@ -288,6 +288,7 @@ _PLAIN_VALUES |= {0x81, 0x55, 0x83, 0x98, 0xA0, 0xB0, 0xA1, 0xB1, 0xA3, 0xB3}
 binaries, strings and symbols (scalars: no depth to count)."""
 
 
+_new_tuple = tuple.__new__
 _FIVE_NULLS = b"\x40" * 5
 
 
@@ -378,7 +379,8 @@ def read_plain_message(data: Buffer) -> PlainMessage | None:
         return None
     if pos != end:
         return None
-    return PlainMessage(has_properties, ids[0], ids[1], application_properties, body or None)
+    # (tuple.__new__ directly: a NamedTuple's own __new__ is a Python function, one call more)
+    return _new_tuple(PlainMessage, (has_properties, ids[0], ids[1], application_properties, body or None))
 
 
 class PlainMessage(NamedTuple):

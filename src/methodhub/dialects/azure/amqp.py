@@ -444,13 +444,14 @@ def parse_method_response(data: bytes) -> tuple[str, CallOutcome | HubError] | N
         DecodeError: ``data`` is no AMQP message.
     """
     plain = read_plain_message(data)  # what every SDK's answer is: no Message built
-    body: Any
+    payload: bytes | None
     if plain is not None:
         correlation_id, properties, body = plain.correlation_id, plain.application_properties, plain.body
+        payload = b"" if body is None else body[0] if len(body) == 1 else b"".join(body)  # data sections
     else:
         message = decode_message(data)
         correlation_id = message.properties.correlation_id if message.properties is not None else None
-        properties, body = message.application_properties, message.body
+        properties, payload = message.application_properties, _payload(message.body)
     key = request_key(correlation_id)
     if key is None:
         return None
@@ -462,7 +463,6 @@ def parse_method_response(data: bytes) -> tuple[str, CallOutcome | HubError] | N
             f"The device answered without a valid '{METHOD_STATUS}' application property "
             f"(got {status!r:.40}); Azure devices send their status as an AMQP int such as 200.",
         )
-    payload = _payload(body)
     if payload is None:
         return key, HubError(
             ErrorKind.INVALID_DEVICE_RESPONSE,
