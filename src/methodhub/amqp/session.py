@@ -54,10 +54,12 @@ class Link:
     partial_id: int = 0
     partial_tag: bytes = b""
     partial_settled: bool = False
+    ref: LinkRef = field(init=False, repr=False)
+    """What names the link to the connection's user (its name, handle, channel and role never
+    change), built once: every delivery's event carries it."""
 
-    @property
-    def ref(self) -> LinkRef:
-        return LinkRef(self.channel, self.handle, self.name, self.is_sender)
+    def __post_init__(self) -> None:
+        self.ref = LinkRef(self.channel, self.handle, self.name, self.is_sender)
 
 
 @dataclass(slots=True, eq=False)
