@@ -75,6 +75,8 @@ if TYPE_CHECKING:
     from methodhub.gateway.context import ConnectionContext
 
 log = logging.getLogger("methodhub.gateway")
+_METHOD_RESPONSES = LinkHandling.METHOD_RESPONSES
+"""(Read once per message: an Enum member read costs ~90 ns on Python 3.11, a global ~10.)"""
 
 
 IDLE_TIMEOUT = 120.0
@@ -444,7 +446,7 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
             return
         handling = state.handling
         try:
-            if handling is LinkHandling.METHOD_RESPONSES:  # the hot path: the dialect reads the bytes
+            if handling is _METHOD_RESPONSES:  # the hot path: the dialect reads the bytes
                 parsed = self.dialect.parse_method_response(event.payload)
                 message = None
             else:
