@@ -31,7 +31,7 @@ from methodhub.amqp.composite import (
 from methodhub.amqp.decoding import decode, decode_all, new_uuid
 from methodhub.amqp.encoding import enc_binary, enc_list, enc_string, enc_symbol, enc_ulong, encode_into
 from methodhub.amqp.errors import DecodeError
-from methodhub.amqp.values import Buffer, Described, Symbol, ULong
+from methodhub.amqp.values import Buffer, Described, Int, Symbol, ULong
 
 
 @composite(0x70, "amqp:header:list", BOOLEAN, UBYTE, UINT, BOOLEAN, UINT)
@@ -289,6 +289,8 @@ binaries, strings and symbols (scalars: no depth to count)."""
 
 
 _new_tuple = tuple.__new__
+_new_int = int.__new__
+_INT32 = struct.Struct(">i")
 _FIVE_NULLS = b"\x40" * 5
 
 
@@ -353,9 +355,14 @@ def read_plain_message(data: Buffer) -> PlainMessage | None:
                 start = pos + 2
                 pos = start + data[pos + 1]
                 key = str(data[start:pos], "utf-8")
-                if data[pos] not in _PLAIN_VALUES or key in found:
+                code = data[pos]
+                if code not in _PLAIN_VALUES or key in found:
                     return None
-                found[key], pos = decode(data, pos)
+                if code == 0x71:  # an int (every SDK's IoThub-status): read here, not by decode()
+                    found[key] = _new_int(Int, _INT32.unpack_from(data, pos + 1)[0])
+                    pos += 5
+                else:
+                    found[key], pos = decode(data, pos)
             if pos != stop:
                 return None
             application_properties = found
@@ -375,7 +382,7 @@ def read_plain_message(data: Buffer) -> PlainMessage | None:
                 return None
             body.append(bytes(data[pos : pos + size]))
             pos += size
-    except (DecodeError, IndexError, UnicodeDecodeError):
+    except (DecodeError, IndexError, UnicodeDecodeError, struct.error):
         return None
     if pos != end:
         return None
