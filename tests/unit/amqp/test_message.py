@@ -317,3 +317,10 @@ def test_a_decoded_uuid_is_a_whole_uuid() -> None:
     assert type(decoded) is uuid.UUID and decoded == value and hash(decoded) == hash(value)
     assert str(decoded) == str(value) and decoded.is_safe is value.is_safe and decoded.version == 4
     assert pickle.loads(pickle.dumps(decoded)) == value
+
+
+def test_a_plain_message_cut_inside_an_int_property_is_left_to_the_general_decoder() -> None:
+    cut = bytes.fromhex("005374c11502a10d") + b"IoThub-status" + bytes.fromhex("7100")
+    assert read_plain_message(cut) is None
+    with pytest.raises(DecodeError):
+        decode_message(cut)
