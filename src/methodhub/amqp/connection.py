@@ -188,6 +188,8 @@ class AmqpConnection:
         return self._phase is _Phase.OPENED
 
     def data_to_send(self) -> bytes:
+        if not self._out:
+            return b""
         out = bytes(self._out)
         self._out.clear()
         return out
