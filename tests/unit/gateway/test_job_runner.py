@@ -129,3 +129,22 @@ async def test_a_rate_paces_the_devices_a_job_starts(
     await runner.create(_job("j1"))
     await runner.run_now()
     assert len(pauses) == 3 and all(0 < p <= 0.25 for p in pauses)
+
+
+async def test_a_device_deleted_after_the_query_gets_no_call(
+    runner: JobRunner, registry: SqliteRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _fleet(registry)
+    query_twins = registry.query_twins
+
+    async def with_a_ghost(query: Any, *, limit: int = 100, after: Any = None) -> list[Any]:
+        rows = await query_twins(query, limit=limit, after=after)
+        return [*rows, {"deviceId": "gone"}] if after is None else rows  # selected, then deleted
+
+    monkeypatch.setattr(registry, "query_twins", with_a_ghost)
+    await runner.create(_job("j1"))
+    await runner.run_now()
+    calls = await registry.list_calls(job_id="j1")
+    assert sorted(c.device_id for c in calls) == ["d0", "d1", "d2"]
+    job = await runner.get("j1")
+    assert job.device_count == 3  # counted are the devices given a call
