@@ -94,6 +94,8 @@ class QueuedCalls:
         self._changed: dict[str, asyncio.Event] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
+        self.on_ended: Callable[[QueuedCall], None] | None = None
+        """Told of each call that ended on this node, once stored (the job runner)."""
         self._claims: Batches[str, QueuedCall | None] = Batches(
             self._claim_batch, delay=CLAIM_DELAY, name="queued-calls claim"
         )
@@ -232,7 +234,7 @@ class QueuedCalls:
                 CallState.CANCELLED, self.clock(), error=("Cancelled", "The call was cancelled.")
             )
             if await self.store.update_call(cancelled, CallState.QUEUED):
-                self._notify(call_id)
+                self._notify(cancelled)
                 return cancelled
             call = await self.get(call_id)
         raise HubError(
@@ -307,14 +309,17 @@ class QueuedCalls:
 
     async def _settle(self, claimed: QueuedCall, new: QueuedCall) -> None:
         if await self._settles.submit((new, CallState.SENT, self.node)):
-            self._notify(new.call_id)
+            self._notify(new)
         else:
             log.info("queued call %s was settled elsewhere meanwhile", claimed.call_id)
 
-    def _notify(self, call_id: str) -> None:
-        event = self._changed.pop(call_id, None)
+    def _notify(self, call: QueuedCall) -> None:
+        """``call`` (as just stored) changed: wake its waiters; tell the listener if it ended."""
+        event = self._changed.pop(call.call_id, None)
         if event is not None:
             event.set()
+        if call.state.terminal and self.on_ended is not None:
+            self.on_ended(call)
 
     # -- the sweep ----------------------------------------------------------------------------------
 
@@ -367,12 +372,12 @@ class QueuedCalls:
                     error=("Expired", "The device was not online (ready for calls) before the call expired."),
                 )
                 if await self.store.update_call(expired, CallState.QUEUED):
-                    self._notify(call.call_id)
+                    self._notify(expired)
             else:  # sent, and its node never settled it: that node is gone
                 new = self._after_attempt(
                     call, "NodeLost", "The hub node delivering the call stopped before it ended.", now, None
                 )
                 if await self.store.update_call(new, CallState.SENT, owner=call.owner):
-                    self._notify(call.call_id)
+                    self._notify(new)
         for target in await self.store.queued_targets():
             self.kick(target)
