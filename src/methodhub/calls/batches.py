@@ -77,7 +77,7 @@ class Batches(Generic[I, R]):
                 self._start()
             elif self._timer is None:
                 self._timer = asyncio.get_running_loop().call_later(self._delay, self._start)
-        return await asyncio.shield(future)
+        return await future  # cancelled: the item stays queued (or in its batch) all the same
 
     async def flush(self) -> None:
         """Run everything queued now (and wait for the batch running)."""

@@ -46,11 +46,7 @@ SQLITE_NEXT_QUEUED = (
 statistics SQLite's planner takes ``calls_due`` (state, expires_time) for it, which walks every
 queued call of every target and sorts them on each claim — quadratic when a job or a burst of
 connects leaves thousands queued."""
-SQLITE_INSERT_IF_REGISTERED = (
-    f"INSERT INTO calls ({SELECT}, target) SELECT {', '.join('?' * (len(COLUMNS) + 1))} "
-    "WHERE EXISTS (SELECT 1 FROM identities WHERE device_id = ? AND module_id = ?)"
-)
-"""One call of ``create_calls``: stored only if its identity is (still) registered."""
+SQLITE_INSERT = f"INSERT INTO calls ({SELECT}, target) VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
 
 
 def update_statement(
@@ -235,12 +231,20 @@ class SqliteCalls:
         return result
 
     async def create_calls(self, calls: Sequence[QueuedCall]) -> list[QueuedCall]:
+        devices = sorted({call.device_id for call in calls})
+
         def insert(db: sqlite3.Connection) -> list[QueuedCall]:
-            stored = []
-            for call in calls:
-                row = (*values(call), call.device_id, call.module_id or "")
-                if db.execute(SQLITE_INSERT_IF_REGISTERED, row).rowcount == 1:
-                    stored.append(call)
+            registered: set[tuple[str, str]] = set()
+            for at in range(0, len(devices), 500):  # within SQLite's limit of parameters
+                some = devices[at : at + 500]
+                rows = db.execute(
+                    "SELECT device_id, module_id FROM identities WHERE device_id IN "
+                    f"({', '.join('?' * len(some))})",
+                    some,
+                )
+                registered.update((row[0], row[1]) for row in rows)
+            stored = [call for call in calls if (call.device_id, call.module_id or "") in registered]
+            db.executemany(SQLITE_INSERT, [values(call) for call in stored])
             return stored
 
         result: list[QueuedCall] = await self._run(self._transaction, insert)
