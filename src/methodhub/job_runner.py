@@ -197,6 +197,7 @@ class JobRunner:
             open_calls = states.get(CallState.QUEUED.value, 0) + states.get(CallState.SENT.value, 0)
             if open_calls == 0 or now >= job.deadline:
                 await self.registry.update_job(job.ended(JobStatus.COMPLETED, now), JobStatus.RUNNING)
+                self._selected.discard(job.job_id)
 
     async def run_now(self) -> None:
         """One tick, then wait for the jobs it started (tests)."""

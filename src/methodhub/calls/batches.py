@@ -7,11 +7,13 @@ and await its result: ``delay`` seconds after the first item queued (or at once 
 ``max_batch`` are waiting), all queued items go to the store in one call (one transaction); those
 queued while it runs go in the next.
 
-- Claims (:data:`CLAIM_DELAY`, 0: the claims of one event-loop iteration — a page of a job kicked at
-  once — go together).
+- Claims (:data:`CLAIM_DELAY`, 0: the claims of one event-loop iteration — a chunk of a job kicked
+  at once — go together). A claim whose delivery task was cancelled before its batch ran is not
+  made (nobody would send what it claimed).
 - Settles (:data:`SETTLE_DELAY`): a call's end is in the store at most about that long (plus one
   transaction) after its device answered; whoever awaits it (the delivery task, then the waiters it
-  wakes) learns the result only once it is written.
+  wakes) learns the result only once it is written, and a cancelled awaiter's end is written
+  all the same.
 
 A batch the store could not take fails each of its items with the store's error (a claim: the call
 stays ``queued``; a settle: the call stays ``sent`` until its lease ends and the sweep settles it,
@@ -52,8 +54,12 @@ class Batches(Generic[I, R]):
         delay: float,
         max_batch: int = MAX_BATCH,
         name: str = "batch",
+        keep_cancelled: bool = True,
     ) -> None:
         self._run = run
+        self._keep_cancelled = keep_cancelled
+        """Whether an item whose awaiter was cancelled before its batch ran still goes to the store
+        (a settle: yes, the attempt ended; a claim: no, nobody would deliver what it claimed)."""
         self._delay = delay
         self._max_batch = max_batch
         self._name = name
@@ -68,7 +74,8 @@ class Batches(Generic[I, R]):
 
     async def submit(self, item: I) -> R:
         """``item``'s result once its batch ran; raises the store's error when the batch failed.
-        Cancelling the awaiter does not take the item back."""
+        Cancelling the awaiter takes the item back only without ``keep_cancelled`` and before its
+        batch started."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)
         self._queued.append((item, future))
@@ -77,7 +84,7 @@ class Batches(Generic[I, R]):
                 self._start()
             elif self._timer is None:
                 self._timer = asyncio.get_running_loop().call_later(self._delay, self._start)
-        return await future  # cancelled: the item stays queued (or in its batch) all the same
+        return await future
 
     async def flush(self) -> None:
         """Run everything queued now (and wait for the batch running)."""
@@ -97,6 +104,10 @@ class Batches(Generic[I, R]):
         try:
             while self._queued:
                 batch, self._queued = self._queued[: self._max_batch], self._queued[self._max_batch :]
+                if not self._keep_cancelled:
+                    batch = [(item, future) for item, future in batch if not future.cancelled()]
+                    if not batch:
+                        continue
                 try:
                     results = await self._run([item for item, _ in batch])
                 except Exception as exc:

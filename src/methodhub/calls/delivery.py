@@ -97,7 +97,7 @@ class QueuedCalls:
         self.on_ended: Callable[[QueuedCall], None] | None = None
         """Told of each call that ended on this node, once stored (the job runner)."""
         self._claims: Batches[str, QueuedCall | None] = Batches(
-            self._claim_batch, delay=CLAIM_DELAY, name="queued-calls claim"
+            self._claim_batch, delay=CLAIM_DELAY, name="queued-calls claim", keep_cancelled=False
         )
         self._settles: Batches[CallUpdate, bool] = Batches(
             store.update_calls, delay=settle_delay, name="queued-calls settle"

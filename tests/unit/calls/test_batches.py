@@ -67,3 +67,19 @@ async def test_flush_runs_what_is_queued_without_waiting_even_if_its_submitter_w
         await cancelled
     await batches.flush()  # nothing queued: returns
     assert store.batches == [[1, 2]]
+
+
+async def test_a_claim_whose_awaiter_was_cancelled_before_its_batch_ran_is_dropped() -> None:
+    store = Store()
+    batches: Batches[int, int] = Batches(store.run, delay=3600, keep_cancelled=False)
+    kept = asyncio.ensure_future(batches.submit(1))
+    dropped = asyncio.ensure_future(batches.submit(2))
+    await asyncio.sleep(0)
+    dropped.cancel()
+    await asyncio.wait_for(batches.flush(), 5)
+    assert store.batches == [[1]] and await kept == 2  # nobody waits for 2's claim: not made
+    alone = asyncio.ensure_future(batches.submit(3))
+    await asyncio.sleep(0)
+    alone.cancel()
+    await asyncio.wait_for(batches.flush(), 5)
+    assert store.batches == [[1]]  # a batch of cancelled items only: nothing goes to the store
