@@ -3,7 +3,8 @@
 Every ``interval`` seconds the runner claims the jobs whose start time has come (exactly one node
 gets each) and runs them: the devices are selected by the job's condition in the database, page by
 page, and each gets a queued call carrying the job's id (a method job; the call waits for its device
-until the job's deadline) or its twin patched at once (a twin job, whose per-device record is final
+until the job's deadline; :data:`CHUNK` devices' calls are stored in one transaction) or its twin
+patched at once (a twin job, whose per-device record is final
 when made). It also ends the jobs that are done: every call ended, or the deadline passed.
 
 Between ticks: a job created due now is claimed at once (by a tick started then), and a job this
@@ -20,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -87,6 +88,7 @@ class JobRunner:
         self._selected: set[str] = set()
         """Jobs this node selected the devices of, running: checked for their end as calls end."""
         self._checks: dict[str, asyncio.TimerHandle] = {}
+        self._stopped = False
         calls.on_ended = self._call_ended
 
     # -- the API --------------------------------------------------------------------------------------
@@ -134,6 +136,7 @@ class JobRunner:
         self._task = asyncio.get_running_loop().create_task(self._forever(), name="jobs")
 
     async def stop(self) -> None:
+        self._stopped = True  # the calls settled while the node stops start no checks
         for check in self._checks.values():
             check.cancel()
         self._checks.clear()
@@ -142,7 +145,7 @@ class JobRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _spawn(self, work: Any, name: str) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(work, name=name)
         self._running.add(task)
         task.add_done_callback(self._running.discard)
@@ -162,7 +165,7 @@ class JobRunner:
 
     def _call_ended(self, call: QueuedCall) -> None:
         job_id = call.job_id
-        if job_id is None or job_id not in self._selected or job_id in self._checks:
+        if self._stopped or job_id is None or job_id not in self._selected or job_id in self._checks:
             return
         self._checks[job_id] = asyncio.get_running_loop().call_later(
             END_CHECK_DELAY, lambda: self._spawn(self._check_end(job_id), f"jobs: end of {job_id}")
