@@ -3,8 +3,13 @@
 Every ``interval`` seconds the runner claims the jobs whose start time has come (exactly one node
 gets each) and runs them: the devices are selected by the job's condition in the database, page by
 page, and each gets a queued call carrying the job's id (a method job; the call waits for its device
-until the job's deadline) or its twin patched at once (a twin job, whose per-device record is final
+until the job's deadline; :data:`CHUNK` devices' calls are stored in one transaction) or its twin
+patched at once (a twin job, whose per-device record is final
 when made). It also ends the jobs that are done: every call ended, or the deadline passed.
+
+Between ticks: a job created due now is claimed at once (by a tick started then), and a job this
+node selected is checked for its end (every call ended) within :data:`END_CHECK_DELAY` of its
+calls ending on this node; calls ended on other nodes are seen by the next tick.
 
 A job whose node died while selecting is ended at its deadline; the devices it selected keep their
 calls.
@@ -16,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -31,6 +36,13 @@ from methodhub.registry.twins import patch_twin
 log = logging.getLogger("methodhub.jobs")
 
 PAGE = 500
+END_CHECK_DELAY = 0.05
+"""Seconds after one of its calls ended on this node before a job selected here is checked for its
+end (the calls ending meanwhile share the check)."""
+CHUNK = 100
+"""Devices of a page whose calls are stored in one transaction and kicked together: the more, the
+fewer transactions; the fewer, the shorter the bursts of deliveries (each chunk's devices are sent
+their calls within a few event-loop iterations, which interactive calls wait behind)."""
 
 
 def device_query_text(condition: str) -> str:
@@ -73,6 +85,11 @@ class JobRunner:
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._selected: set[str] = set()
+        """Jobs this node selected the devices of, running: checked for their end as calls end."""
+        self._checks: dict[str, asyncio.TimerHandle] = {}
+        self._stopped = False
+        calls.on_ended = self._call_ended
 
     # -- the API --------------------------------------------------------------------------------------
 
@@ -83,6 +100,8 @@ class JobRunner:
             raise HubError(ErrorKind.INVALID_ARGUMENT, f"queryCondition is not valid: {exc}") from None
         if not await self.registry.create_job(job):
             raise HubError(ErrorKind.CONFLICT, f"A job '{job.job_id}' exists already; jobs ids are unique.")
+        if self._task is not None and job.start_time <= self.clock():
+            self._spawn(self._tick_logged(), f"jobs: tick for {job.job_id}")  # due now: start it now
         return job
 
     async def get(self, job_id: str) -> Job:
@@ -117,28 +136,63 @@ class JobRunner:
         self._task = asyncio.get_running_loop().create_task(self._forever(), name="jobs")
 
     async def stop(self) -> None:
+        self._stopped = True  # the calls settled while the node stops start no checks
+        for check in self._checks.values():
+            check.cancel()
+        self._checks.clear()
         tasks = [t for t in (self._task, *self._running) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
     async def _forever(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            try:
-                await self.tick()
-            except HubError as exc:
-                log.warning("jobs: tick skipped: %s", exc.message)
-            except Exception:
-                log.exception("jobs: tick failed")
+            await self._tick_logged()
+
+    async def _tick_logged(self) -> None:
+        try:
+            await self.tick()
+        except HubError as exc:
+            log.warning("jobs: tick skipped: %s", exc.message)
+        except Exception:
+            log.exception("jobs: tick failed")
+
+    def _call_ended(self, call: QueuedCall) -> None:
+        job_id = call.job_id
+        if self._stopped or job_id is None or job_id not in self._selected or job_id in self._checks:
+            return
+        self._checks[job_id] = asyncio.get_running_loop().call_later(
+            END_CHECK_DELAY, lambda: self._spawn(self._check_end(job_id), f"jobs: end of {job_id}")
+        )
+
+    async def _check_end(self, job_id: str) -> None:
+        """End ``job_id`` if every call of it has ended (the tick's check, for one job, now)."""
+        self._checks.pop(job_id, None)
+        try:
+            job = await self.registry.get_job(job_id)
+            if job is None or job.status is not JobStatus.RUNNING:
+                self._selected.discard(job_id)
+                return
+            states = await self.registry.job_call_states(job_id)
+            if states.get(CallState.QUEUED.value, 0) + states.get(CallState.SENT.value, 0) == 0:
+                await self.registry.update_job(
+                    job.ended(JobStatus.COMPLETED, self.clock()), JobStatus.RUNNING
+                )
+                self._selected.discard(job_id)
+        except HubError as exc:  # the tick checks it again
+            log.warning("jobs: end of %s not checked now: %s", job_id, exc.message)
 
     async def tick(self) -> None:
         """Start the jobs that are due; end those that are done."""
         now = self.clock()
         while (job := await self.registry.claim_job(self.node, now)) is not None:
-            task = asyncio.get_running_loop().create_task(self._run(job), name=f"job {job.job_id}")
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._spawn(self._run(job), f"job {job.job_id}")
         for job in await self.registry.running_jobs():
             if job.owner is not None and now < job.deadline:
                 continue  # still selecting its devices
@@ -146,6 +200,7 @@ class JobRunner:
             open_calls = states.get(CallState.QUEUED.value, 0) + states.get(CallState.SENT.value, 0)
             if open_calls == 0 or now >= job.deadline:
                 await self.registry.update_job(job.ended(JobStatus.COMPLETED, now), JobStatus.RUNNING)
+                self._selected.discard(job.job_id)
 
     async def run_now(self) -> None:
         """One tick, then wait for the jobs it started (tests)."""
@@ -167,48 +222,56 @@ class JobRunner:
             await self.registry.update_job(failed, JobStatus.RUNNING)
             return
         current = await self.registry.get_job(job.job_id)
-        if current is not None and current.status is JobStatus.RUNNING:
-            await self.registry.update_job(
-                replace(current, device_count=count, owner=None), JobStatus.RUNNING
-            )
+        if current is None or current.status is not JobStatus.RUNNING:
+            return
+        if await self.registry.update_job(
+            replace(current, device_count=count, owner=None), JobStatus.RUNNING
+        ):
+            self._selected.add(job.job_id)
+            await self._check_end(job.job_id)  # its calls may all have ended already
 
     async def _select_and_start(self, job: Job) -> int:
         query = parse(device_query_text(job.query_condition))
         count = 0
-        offset = 0
+        after: tuple[str, str] | None = None
         while True:
-            rows = await self.registry.query_twins(query, offset=offset, limit=PAGE)
+            rows = await self.registry.query_twins(query, after=after, limit=PAGE)
             current = await self.registry.get_job(job.job_id)
             if current is None or current.status is not JobStatus.RUNNING:
                 return count  # cancelled meanwhile
-            for row in rows:
+            ids = [str(row["deviceId"]) for row in rows]
+            chunk = min(CHUNK, max(1, int(self.rate / 20))) if self.rate else CHUNK  # paced
+            for at in range(0, len(ids), chunk):
                 started = time.perf_counter()
-                await self._start_device(job, str(row["deviceId"]))
-                count += 1
+                count += await self._start_devices(job, ids[at : at + chunk])
                 if self.rate:
-                    await asyncio.sleep(max(0.0, 1 / self.rate - (time.perf_counter() - started)))
+                    elapsed = time.perf_counter() - started
+                    await asyncio.sleep(max(0.0, len(ids[at : at + chunk]) / self.rate - elapsed))
             if len(rows) < PAGE:
                 return count
-            offset += PAGE
+            after = (ids[-1], "")  # the next page starts after this one's last device, by index
 
-    async def _start_device(self, job: Job, device_id: str) -> None:
-        now = self.clock()
+    async def _start_devices(self, job: Job, device_ids: list[str]) -> int:
+        """Start ``device_ids``' part of ``job``; returns how many devices it counts (a method job:
+        those given a call — a device deleted since the query gets none)."""
         request: dict[str, Any] = job.request
         if job.type is JobType.DEVICE_METHOD:
-            try:
-                await self.calls.create(
-                    device_id,
-                    None,
-                    str(request["methodName"]),
-                    request["payload"].encode(),
-                    response_timeout=float(request.get("responseTimeoutInSeconds") or 30),
-                    expires=max(1.0, job.deadline - now),
-                    job_id=job.job_id,
-                )
-            except HubError as exc:
-                if exc.kind not in (ErrorKind.DEVICE_NOT_FOUND, ErrorKind.MODULE_NOT_FOUND):
-                    raise  # a device deleted meanwhile is skipped
-            return
+            stored = await self.calls.create_many(
+                [(device_id, None) for device_id in device_ids],
+                str(request["methodName"]),
+                request["payload"].encode(),
+                response_timeout=float(request.get("responseTimeoutInSeconds") or 30),
+                expires=max(1.0, job.deadline - self.clock()),
+                job_id=job.job_id,
+            )
+            return len(stored)
+        for device_id in device_ids:
+            await self._patch_twin(job, device_id)
+        return len(device_ids)
+
+    async def _patch_twin(self, job: Job, device_id: str) -> None:
+        now = self.clock()
+        request: dict[str, Any] = job.request
         tags, desired = request.get("tags"), request.get("desired")
         record = QueuedCall(
             call_id=new_call_id(),

@@ -16,6 +16,11 @@ How an attempt ends:
   it) → ``queued`` again, the attempt not counted;
 - any other error (the device answered something invalid, the payload is too large for it, the
   identity was deleted) → ``failed``.
+
+Claims and the ends of attempts go to the store in batches (:mod:`methodhub.calls.batches`): the
+claims made together in one transaction, each end written behind — the stored call shows it at
+most about ``settle_delay`` seconds later; waiters on this node are woken once it is written. A
+job's calls are created a page at a time (:meth:`QueuedCalls.create_many`).
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
+from methodhub.calls.batches import CLAIM_DELAY, SETTLE_DELAY, Batches
 from methodhub.calls.engine import CallEngine
 from methodhub.calls.model import identity_key
 from methodhub.calls.ports import CallCarrier, IdentityLookup
@@ -35,6 +41,7 @@ from methodhub.calls.queued import (
     MAX_ATTEMPTS,
     MAX_EXPIRES_DEFAULT,
     CallState,
+    CallUpdate,
     QueuedCall,
     QueuedCallStore,
     new_call_id,
@@ -59,6 +66,7 @@ class QueuedCalls:
         identities: a call to an unknown identity is refused when it is made.
         node: this node's name (a claim's owner).
         max_expires: the longest ``expiresInSeconds`` accepted.
+        settle_delay: how long the end of an attempt waits to be written with others.
     """
 
     def __init__(
@@ -71,6 +79,7 @@ class QueuedCalls:
         *,
         sweep_interval: float = 1.0,
         max_expires: float = MAX_EXPIRES_DEFAULT,
+        settle_delay: float = SETTLE_DELAY,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -85,6 +94,14 @@ class QueuedCalls:
         self._changed: dict[str, asyncio.Event] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
+        self.on_ended: Callable[[QueuedCall], None] | None = None
+        """Told of each call that ended on this node, once stored (the job runner)."""
+        self._claims: Batches[str, QueuedCall | None] = Batches(
+            self._claim_batch, delay=CLAIM_DELAY, name="queued-calls claim", keep_cancelled=False
+        )
+        self._settles: Batches[CallUpdate, bool] = Batches(
+            store.update_calls, delay=settle_delay, name="queued-calls settle"
+        )
 
     # -- the API ------------------------------------------------------------------------------------
 
@@ -105,15 +122,7 @@ class QueuedCalls:
         start delivering it; returns ``(call, created)``: False when ``idempotency_key`` named an
         earlier call with the same request. Raises ``HubError``: ``INVALID_ARGUMENT`` (bounds),
         ``DEVICE_NOT_FOUND``/``MODULE_NOT_FOUND``, ``CONFLICT`` (the key names another request)."""
-        if not 1 <= attempts <= MAX_ATTEMPTS:
-            raise HubError(
-                ErrorKind.INVALID_ARGUMENT, f"attempts must be 1 to {MAX_ATTEMPTS}, not {attempts}."
-            )
-        if not 1 <= expires <= self.max_expires:
-            raise HubError(
-                ErrorKind.INVALID_ARGUMENT,
-                f"expiresInSeconds must be 1 to {self.max_expires:g} (the hub's maximum), not {expires:g}.",
-            )
+        self._check_bounds(expires, attempts)
         if await self.identities.get_identity(device_id, module_id) is None:
             kind = ErrorKind.MODULE_NOT_FOUND if module_id else ErrorKind.DEVICE_NOT_FOUND
             raise HubError(kind, f"'{identity_key(device_id, module_id)}' is not registered.")
@@ -144,6 +153,57 @@ class QueuedCalls:
             self.kick(stored.target)
         return stored, created
 
+    async def create_many(
+        self,
+        targets: Sequence[tuple[str, str | None]],
+        method: str,
+        payload: bytes,
+        *,
+        response_timeout: float = 30,
+        expires: float = DEFAULT_EXPIRES,
+        attempts: int = 1,
+        job_id: str | None = None,
+    ) -> list[QueuedCall]:
+        """One call per ``(device_id, module_id)`` of ``targets``, stored in one transaction and
+        delivered at once where the device is ready (a job's page of devices: no idempotency keys).
+        An identity not registered (deleted since it was selected) gets no call; returns the calls
+        stored. Raises ``HubError`` ``INVALID_ARGUMENT`` (bounds)."""
+        self._check_bounds(expires, attempts)
+        now = self.clock()
+        calls = [
+            QueuedCall(
+                call_id=new_call_id(),
+                device_id=device_id,
+                module_id=module_id,
+                method=method,
+                payload=payload,
+                response_timeout=response_timeout,
+                attempts=attempts,
+                created_time=now,
+                expires_time=now + expires,
+                request_hash=request_hash(
+                    device_id, module_id, method, payload, response_timeout, expires, attempts
+                ),
+                job_id=job_id,
+            )
+            for device_id, module_id in targets
+        ]
+        stored = await self.store.create_calls(calls) if calls else []
+        for call in stored:
+            self.kick(call.target)
+        return stored
+
+    def _check_bounds(self, expires: float, attempts: int) -> None:
+        if not 1 <= attempts <= MAX_ATTEMPTS:
+            raise HubError(
+                ErrorKind.INVALID_ARGUMENT, f"attempts must be 1 to {MAX_ATTEMPTS}, not {attempts}."
+            )
+        if not 1 <= expires <= self.max_expires:
+            raise HubError(
+                ErrorKind.INVALID_ARGUMENT,
+                f"expiresInSeconds must be 1 to {self.max_expires:g} (the hub's maximum), not {expires:g}.",
+            )
+
     async def get(self, call_id: str) -> QueuedCall:
         call = await self.store.get_call(call_id)
         if call is None:
@@ -152,7 +212,8 @@ class QueuedCalls:
 
     async def wait(self, call_id: str, seconds: float) -> QueuedCall:
         """The call once it is terminal, or as it is after ``seconds`` (a long poll). Completions on
-        this node wake it at once; those of other nodes are seen within a quarter second."""
+        this node wake it once they are written (within about ``settle_delay``); those of other
+        nodes are seen within a quarter second more."""
         deadline = asyncio.get_running_loop().time() + seconds
         while True:
             call = await self.get(call_id)
@@ -173,13 +234,18 @@ class QueuedCalls:
                 CallState.CANCELLED, self.clock(), error=("Cancelled", "The call was cancelled.")
             )
             if await self.store.update_call(cancelled, CallState.QUEUED):
-                self._notify(call_id)
+                self._notify(cancelled)
                 return cancelled
             call = await self.get(call_id)
         raise HubError(
             ErrorKind.CONFLICT,
             f"Call '{call_id}' is {call.state.value}; only a queued call can be cancelled.",
         )
+
+    @property
+    def unwritten(self) -> int:
+        """Ends of attempts on this node not handed to the store yet (written behind)."""
+        return self._settles.queued
 
     # -- delivering ---------------------------------------------------------------------------------
 
@@ -194,7 +260,7 @@ class QueuedCalls:
     async def _deliver(self, target: str) -> None:
         try:
             while not self._stopping and await self.carrier.wait_ready(target, 0):
-                call = await self.store.claim_call(target, self.node, self.clock(), LEASE_GRACE)
+                call = await self._claims.submit(target)
                 if call is None:
                     return
                 await self._attempt(call)
@@ -202,6 +268,9 @@ class QueuedCalls:
             log.warning("queued calls of %s not delivered now: %s", target, exc.message)
         except Exception:
             log.exception("delivering the queued calls of %s failed", target)
+
+    def _claim_batch(self, targets: Sequence[str]) -> Awaitable[list[QueuedCall | None]]:
+        return self.store.claim_calls(targets, self.node, self.clock(), LEASE_GRACE)
 
     async def _attempt(self, call: QueuedCall) -> None:
         try:
@@ -239,15 +308,18 @@ class QueuedCalls:
         return call.finished(CallState.FAILED, now, error=(code, message))
 
     async def _settle(self, claimed: QueuedCall, new: QueuedCall) -> None:
-        if await self.store.update_call(new, CallState.SENT, owner=self.node):
-            self._notify(new.call_id)
+        if await self._settles.submit((new, CallState.SENT, self.node)):
+            self._notify(new)
         else:
             log.info("queued call %s was settled elsewhere meanwhile", claimed.call_id)
 
-    def _notify(self, call_id: str) -> None:
-        event = self._changed.pop(call_id, None)
+    def _notify(self, call: QueuedCall) -> None:
+        """``call`` (as just stored) changed: wake its waiters; tell the listener if it ended."""
+        event = self._changed.pop(call.call_id, None)
         if event is not None:
             event.set()
+        if call.state.terminal and self.on_ended is not None:
+            self.on_ended(call)
 
     # -- the sweep ----------------------------------------------------------------------------------
 
@@ -263,7 +335,8 @@ class QueuedCalls:
     async def stop(self, grace: float = 2.0) -> None:
         """Stop delivering: no more claims; attempts in flight (answered ``HUB_STOPPING`` by the
         engine's stop) are settled within ``grace`` seconds, then the rest is cancelled (a call
-        left ``sent`` is settled by the next sweep once its lease ends, here or on another node)."""
+        left ``sent`` is settled by the next sweep once its lease ends, here or on another node).
+        The ends of attempts not written yet are written before it returns."""
         self._stopping = True
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -275,6 +348,8 @@ class QueuedCalls:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        # A batch that cannot be written: its calls' leases end and the sweep settles them.
+        await self._settles.flush()
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -297,12 +372,12 @@ class QueuedCalls:
                     error=("Expired", "The device was not online (ready for calls) before the call expired."),
                 )
                 if await self.store.update_call(expired, CallState.QUEUED):
-                    self._notify(call.call_id)
+                    self._notify(expired)
             else:  # sent, and its node never settled it: that node is gone
                 new = self._after_attempt(
                     call, "NodeLost", "The hub node delivering the call stopped before it ended.", now, None
                 )
                 if await self.store.update_call(new, CallState.SENT, owner=call.owner):
-                    self._notify(call.call_id)
+                    self._notify(new)
         for target in await self.store.queued_targets():
             self.kick(target)

@@ -27,9 +27,10 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from methodhub.calls.model import Call, identity_key
 
@@ -142,12 +143,22 @@ def request_hash(
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+CallUpdate: TypeAlias = tuple[QueuedCall, CallState, str | None]
+"""One conditional update (``update_call``'s arguments): the new record, the state the stored one
+must still be in, and the owner it must still have (None: any)."""
+
+
 class QueuedCallStore(Protocol):
     """Where queued calls live (the registry implements it; contract-tested on every backend)."""
 
     async def create_call(self, call: QueuedCall) -> tuple[QueuedCall, bool]:
         """Store ``call``; returns ``(stored, created)``. With an ``idempotency_key`` already used,
         returns the existing call and False (the caller compares ``request_hash``)."""
+        ...
+
+    async def create_calls(self, calls: Sequence[QueuedCall]) -> list[QueuedCall]:
+        """Store many new calls (without idempotency keys) in one transaction, each only if its
+        identity is still registered; returns those stored (a job's page of devices)."""
         ...
 
     async def get_call(self, call_id: str) -> QueuedCall | None: ...
@@ -170,9 +181,21 @@ class QueuedCallStore(Protocol):
         None when there is none, or another of its calls is ``sent`` (one at a time per device)."""
         ...
 
+    async def claim_calls(
+        self, targets: Sequence[str], owner: str, now: float, lease: float
+    ) -> list[QueuedCall | None]:
+        """``claim_call`` for each of ``targets``, all in one transaction; each result as
+        ``claim_call``'s (a target named twice gets None the second time: its call is ``sent``)."""
+        ...
+
     async def update_call(self, call: QueuedCall, expect: CallState, owner: str | None = None) -> bool:
         """Store ``call`` if the stored one is still in state ``expect`` (and owned by ``owner``
         when given); False when it is not (someone else moved it: leave it)."""
+        ...
+
+    async def update_calls(self, updates: Sequence[CallUpdate]) -> list[bool]:
+        """``update_call`` for each of ``updates``, all in one transaction; each result as
+        ``update_call``'s."""
         ...
 
     async def due_calls(self, now: float, limit: int = 500) -> list[QueuedCall]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from methodhub.calls.jobs import Job, JobStatus, JobType
-from methodhub.calls.queued import CallState, QueuedCall
+from methodhub.calls.queued import CallState, CallUpdate, QueuedCall
 from methodhub.query import Query
 from methodhub.registry.model import AccessPolicy, Change, Identity, SymmetricKeys
 from methodhub.registry.products import ProductDevice
@@ -84,6 +84,9 @@ class Registry(ABC):
     async def create_call(self, call: QueuedCall) -> tuple[QueuedCall, bool]: ...
 
     @abstractmethod
+    async def create_calls(self, calls: Sequence[QueuedCall]) -> list[QueuedCall]: ...
+
+    @abstractmethod
     async def get_call(self, call_id: str) -> QueuedCall | None: ...
 
     @abstractmethod
@@ -101,7 +104,15 @@ class Registry(ABC):
     async def claim_call(self, target: str, owner: str, now: float, lease: float) -> QueuedCall | None: ...
 
     @abstractmethod
+    async def claim_calls(
+        self, targets: Sequence[str], owner: str, now: float, lease: float
+    ) -> list[QueuedCall | None]: ...
+
+    @abstractmethod
     async def update_call(self, call: QueuedCall, expect: CallState, owner: str | None = None) -> bool: ...
+
+    @abstractmethod
+    async def update_calls(self, updates: Sequence[CallUpdate]) -> list[bool]: ...
 
     @abstractmethod
     async def due_calls(self, now: float, limit: int = 500) -> list[QueuedCall]: ...
@@ -110,9 +121,14 @@ class Registry(ABC):
     async def queued_targets(self, limit: int = 1000) -> list[str]: ...
 
     @abstractmethod
-    async def query_twins(self, query: Query, *, offset: int = 0, limit: int = 100) -> list[Any]:
+    async def query_twins(
+        self, query: Query, *, offset: int = 0, limit: int = 100, after: tuple[str, str] | None = None
+    ) -> list[Any]:
         """One page of ``query`` (FROM devices or devices.modules) evaluated in the database:
-        result rows as IoT Hub returns them (registry.twin_query says what a twin document holds)."""
+        result rows as IoT Hub returns them (registry.twin_query says what a twin document holds).
+        ``after``: ``(deviceId, moduleId or "")`` of the previous page's last row: the page starts
+        after it (found by index, where ``offset`` re-reads every row before it; rows are in that
+        order; not with TOP, GROUP BY or aggregates: ``ValueError``)."""
 
     # -- jobs (see calls.jobs; registry.jobs has the statements) ----------------------------------------
 

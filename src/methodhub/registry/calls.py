@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from methodhub.calls.queued import CallState, QueuedCall
+from methodhub.calls.queued import CallState, CallUpdate, QueuedCall
 
 T = TypeVar("T")
 
@@ -46,6 +46,22 @@ SQLITE_NEXT_QUEUED = (
 statistics SQLite's planner takes ``calls_due`` (state, expires_time) for it, which walks every
 queued call of every target and sorts them on each claim — quadratic when a job or a burst of
 connects leaves thousands queued."""
+SQLITE_INSERT = f"INSERT INTO calls ({SELECT}, target) VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
+
+
+def update_statement(
+    call: QueuedCall, expect: CallState, owner: str | None, placeholder: Callable[[int], str]
+) -> tuple[str, tuple[Any, ...]]:
+    """``update_call``'s statement and parameters: store every column of ``call`` where the stored
+    one is still ``expect`` (and owned by ``owner`` when given)."""
+    row = values(call)
+    sets = ", ".join(f"{column} = {placeholder(n)}" for n, column in enumerate(COLUMNS[1:], start=1))
+    n = len(COLUMNS)
+    where = f"call_id = {placeholder(n)} AND state = {placeholder(n + 1)}" + (
+        f" AND owner = {placeholder(n + 2)}" if owner is not None else ""
+    )
+    args = (*row[1:n], call.call_id, expect.value, *([owner] if owner is not None else []))
+    return f"UPDATE calls SET {sets} WHERE {where}", args
 
 
 def values(call: QueuedCall) -> tuple[Any, ...]:
@@ -134,6 +150,63 @@ _SENT = CallState.SENT.value
 _QUEUED = CallState.QUEUED.value
 
 
+def _claimed(call: QueuedCall, owner: str, now: float, until: float) -> QueuedCall:
+    return replace(
+        call,
+        state=CallState.SENT,
+        attempt=call.attempt + 1,
+        owner=owner,
+        lease_until=until,
+        delivered_time=now,
+    )
+
+
+def _sqlite_claim(
+    db: sqlite3.Connection, target: str, owner: str, now: float, lease: float
+) -> QueuedCall | None:
+    if db.execute("SELECT 1 FROM calls WHERE target = ? AND state = ?", (target, _SENT)).fetchone():
+        return None
+    row = db.execute(SQLITE_NEXT_QUEUED, (target, _QUEUED, now)).fetchone()
+    if row is None:
+        return None
+    call = from_row(row)
+    until = now + call.response_timeout + lease
+    db.execute(
+        "UPDATE calls SET state = ?, attempt = attempt + 1, owner = ?, lease_until = ?, "
+        "delivered_time = ? WHERE call_id = ?",
+        (_SENT, owner, until, now, call.call_id),
+    )
+    return _claimed(call, owner, now, until)
+
+
+async def _postgres_claim(conn: Any, target: str, owner: str, now: float, lease: float) -> QueuedCall | None:
+    # One claimer per target at a time: the advisory lock serializes them across nodes.
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "call:" + target)
+    if await conn.fetchval("SELECT 1 FROM calls WHERE target = $1 AND state = $2", target, _SENT):
+        return None
+    row = await conn.fetchrow(
+        f"SELECT {SELECT} FROM calls WHERE target = $1 AND state = $2 AND expires_time > $3 "
+        "ORDER BY created_time, call_id LIMIT 1 FOR UPDATE",
+        target,
+        _QUEUED,
+        now,
+    )
+    if row is None:
+        return None
+    call = from_row(row)
+    until = now + call.response_timeout + lease
+    await conn.execute(
+        "UPDATE calls SET state = $1, attempt = attempt + 1, owner = $2, lease_until = $3, "
+        "delivered_time = $5 WHERE call_id = $4",
+        _SENT,
+        owner,
+        until,
+        call.call_id,
+        now,
+    )
+    return _claimed(call, owner, now, until)
+
+
 class SqliteCalls:
     """The SQLite statements (the registry provides ``_run``, ``_read`` and ``_transaction``)."""
 
@@ -155,6 +228,26 @@ class SqliteCalls:
             return call, True
 
         result: tuple[QueuedCall, bool] = await self._run(self._transaction, insert)
+        return result
+
+    async def create_calls(self, calls: Sequence[QueuedCall]) -> list[QueuedCall]:
+        devices = sorted({call.device_id for call in calls})
+
+        def insert(db: sqlite3.Connection) -> list[QueuedCall]:
+            registered: set[tuple[str, str]] = set()
+            for at in range(0, len(devices), 500):  # within SQLite's limit of parameters
+                some = devices[at : at + 500]
+                rows = db.execute(
+                    "SELECT device_id, module_id FROM identities WHERE device_id IN "
+                    f"({', '.join('?' * len(some))})",
+                    some,
+                )
+                registered.update((row[0], row[1]) for row in rows)
+            stored = [call for call in calls if (call.device_id, call.module_id or "") in registered]
+            db.executemany(SQLITE_INSERT, [values(call) for call in stored])
+            return stored
+
+        result: list[QueuedCall] = await self._run(self._transaction, insert)
         return result
 
     async def get_call(self, call_id: str) -> QueuedCall | None:
@@ -188,43 +281,36 @@ class SqliteCalls:
 
     async def claim_call(self, target: str, owner: str, now: float, lease: float) -> QueuedCall | None:
         def claim(db: sqlite3.Connection) -> QueuedCall | None:
-            if db.execute("SELECT 1 FROM calls WHERE target = ? AND state = ?", (target, _SENT)).fetchone():
-                return None
-            row = db.execute(SQLITE_NEXT_QUEUED, (target, _QUEUED, now)).fetchone()
-            if row is None:
-                return None
-            call = from_row(row)
-            until = now + call.response_timeout + lease
-            db.execute(
-                "UPDATE calls SET state = ?, attempt = attempt + 1, owner = ?, lease_until = ?, "
-                "delivered_time = ? WHERE call_id = ?",
-                (_SENT, owner, until, now, call.call_id),
-            )
-            return replace(
-                call,
-                state=CallState.SENT,
-                attempt=call.attempt + 1,
-                owner=owner,
-                lease_until=until,
-                delivered_time=now,
-            )
+            return _sqlite_claim(db, target, owner, now, lease)
 
         result: QueuedCall | None = await self._run(self._transaction, claim)
         return result
 
+    async def claim_calls(
+        self, targets: Sequence[str], owner: str, now: float, lease: float
+    ) -> list[QueuedCall | None]:
+        def claim(db: sqlite3.Connection) -> list[QueuedCall | None]:
+            return [_sqlite_claim(db, target, owner, now, lease) for target in targets]
+
+        result: list[QueuedCall | None] = await self._run(self._transaction, claim)
+        return result
+
     async def update_call(self, call: QueuedCall, expect: CallState, owner: str | None = None) -> bool:
-        row = values(call)
+        sql, args = update_statement(call, expect, owner, lambda n: "?")
 
         def update(db: sqlite3.Connection) -> bool:
-            sets = ", ".join(f"{column} = ?" for column in COLUMNS[1:])
-            where = "call_id = ? AND state = ?" + (" AND owner = ?" if owner is not None else "")
-            cursor = db.execute(
-                f"UPDATE calls SET {sets} WHERE {where}",
-                (*row[1 : len(COLUMNS)], call.call_id, expect.value, *([owner] if owner is not None else [])),
-            )
-            return cursor.rowcount == 1
+            return bool(db.execute(sql, args).rowcount == 1)
 
         result: bool = await self._run(self._transaction, update)
+        return result
+
+    async def update_calls(self, updates: Sequence[CallUpdate]) -> list[bool]:
+        statements = [update_statement(call, expect, owner, lambda n: "?") for call, expect, owner in updates]
+
+        def update(db: sqlite3.Connection) -> list[bool]:
+            return [db.execute(sql, args).rowcount == 1 for sql, args in statements]
+
+        result: list[bool] = await self._run(self._transaction, update)
         return result
 
     async def due_calls(self, now: float, limit: int = 500) -> list[QueuedCall]:
@@ -274,6 +360,29 @@ class PostgresCalls:
         result: tuple[QueuedCall, bool] = await self._write(insert)
         return result
 
+    async def create_calls(self, calls: Sequence[QueuedCall]) -> list[QueuedCall]:
+        if not calls:
+            return []
+        marks = ", ".join(f"${n}" for n in range(1, len(COLUMNS) + 2))
+        devices = sorted({call.device_id for call in calls})
+
+        async def insert(conn: Any) -> list[QueuedCall]:
+            # FOR SHARE: an identity deleted meanwhile waits for this transaction (or is gone already).
+            rows = await conn.fetch(
+                "SELECT device_id, module_id FROM identities WHERE device_id = ANY($1::text[]) FOR SHARE",
+                devices,
+            )
+            registered = {(row[0], row[1]) for row in rows}
+            stored = [call for call in calls if (call.device_id, call.module_id or "") in registered]
+            if stored:
+                await conn.executemany(
+                    f"INSERT INTO calls ({SELECT}, target) VALUES ({marks})", [values(c) for c in stored]
+                )
+            return stored
+
+        result: list[QueuedCall] = await self._write(insert)
+        return result
+
     async def get_call(self, call_id: str) -> QueuedCall | None:
         row = await self._read(
             lambda conn: conn.fetchrow(f"SELECT {SELECT} FROM calls WHERE call_id = $1", call_id)
@@ -299,56 +408,54 @@ class PostgresCalls:
 
     async def claim_call(self, target: str, owner: str, now: float, lease: float) -> QueuedCall | None:
         async def claim(conn: Any) -> QueuedCall | None:
-            # One claimer per target at a time: the advisory lock serializes them across nodes.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "call:" + target)
-            if await conn.fetchval("SELECT 1 FROM calls WHERE target = $1 AND state = $2", target, _SENT):
-                return None
-            row = await conn.fetchrow(
-                f"SELECT {SELECT} FROM calls WHERE target = $1 AND state = $2 AND expires_time > $3 "
-                "ORDER BY created_time, call_id LIMIT 1 FOR UPDATE",
-                target,
-                _QUEUED,
-                now,
-            )
-            if row is None:
-                return None
-            call = from_row(row)
-            until = now + call.response_timeout + lease
-            await conn.execute(
-                "UPDATE calls SET state = $1, attempt = attempt + 1, owner = $2, lease_until = $3, "
-                "delivered_time = $5 WHERE call_id = $4",
-                _SENT,
-                owner,
-                until,
-                call.call_id,
-                now,
-            )
-            return replace(
-                call,
-                state=CallState.SENT,
-                attempt=call.attempt + 1,
-                owner=owner,
-                lease_until=until,
-                delivered_time=now,
-            )
+            return await _postgres_claim(conn, target, owner, now, lease)
 
         result: QueuedCall | None = await self._write(claim)
         return result
 
+    async def claim_calls(
+        self, targets: Sequence[str], owner: str, now: float, lease: float
+    ) -> list[QueuedCall | None]:
+        async def claim(conn: Any) -> list[QueuedCall | None]:
+            # In target order: two nodes' batches take their advisory locks in the same order.
+            claimed = {}
+            for target in sorted(set(targets)):
+                claimed[target] = await _postgres_claim(conn, target, owner, now, lease)
+            seen: set[str] = set()
+            results: list[QueuedCall | None] = []
+            for target in targets:  # a target named twice: its second claim finds the first sent
+                results.append(None if target in seen else claimed[target])
+                seen.add(target)
+            return results
+
+        result: list[QueuedCall | None] = await self._write(claim)
+        return result
+
     async def update_call(self, call: QueuedCall, expect: CallState, owner: str | None = None) -> bool:
-        row = values(call)
-        sets = ", ".join(f"{column} = ${n}" for n, column in enumerate(COLUMNS[1:], start=1))
-        n = len(COLUMNS)
-        where = f"call_id = ${n} AND state = ${n + 1}" + (
-            f" AND owner = ${n + 2}" if owner is not None else ""
-        )
-        args = (*row[1 : len(COLUMNS)], call.call_id, expect.value, *([owner] if owner is not None else []))
+        sql, args = update_statement(call, expect, owner, lambda n: f"${n}")
 
         async def update(conn: Any) -> bool:
-            status: str = await conn.execute(f"UPDATE calls SET {sets} WHERE {where}", *args)
+            status: str = await conn.execute(sql, *args)
             return status.endswith(" 1")
 
         result: bool = await self._write(update)
+        return result
+
+    async def update_calls(self, updates: Sequence[CallUpdate]) -> list[bool]:
+        statements = [
+            update_statement(call, expect, owner, lambda n: f"${n}") for call, expect, owner in updates
+        ]
+
+        order = sorted(range(len(updates)), key=lambda n: updates[n][0].call_id)  # rows locked in one order
+
+        async def update(conn: Any) -> list[bool]:
+            results = [False] * len(statements)
+            for n in order:
+                sql, args = statements[n]
+                results[n] = (await conn.execute(sql, *args)).endswith(" 1")
+            return results
+
+        result: list[bool] = await self._write(update)
         return result
 
     async def due_calls(self, now: float, limit: int = 500) -> list[QueuedCall]:

@@ -479,8 +479,10 @@ class PostgresRegistry(PostgresCalls, PostgresJobs, Registry):
         row = await self._read(lambda conn: conn.fetchrow(self._TWIN_SELECT, device_id, module_id or ""))
         return self._twin_from_row(device_id, module_id or "", row)
 
-    async def query_twins(self, query: Query, *, offset: int = 0, limit: int = 100) -> list[Any]:
-        sql, text, params = twin_query_sql(query, Flavour.POSTGRESQL, offset, limit)
+    async def query_twins(
+        self, query: Query, *, offset: int = 0, limit: int = 100, after: tuple[str, str] | None = None
+    ) -> list[Any]:
+        sql, text, params = twin_query_sql(query, Flavour.POSTGRESQL, offset, limit, after)
         rows = await self._read(lambda conn: conn.fetch(text, *params))
         return [sql.row(tuple(row)) for row in rows]
 

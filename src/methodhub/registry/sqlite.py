@@ -363,8 +363,10 @@ class SqliteRegistry(SqliteCalls, SqliteJobs, Registry):
             return empty_twin(device_id, module_id or None, row[0])
         return Twin.from_document(device_id, module_id or None, json.loads(row[1]), *row[2:])
 
-    async def query_twins(self, query: Query, *, offset: int = 0, limit: int = 100) -> list[Any]:
-        sql, text, params = twin_query_sql(query, Flavour.SQLITE, offset, limit)
+    async def query_twins(
+        self, query: Query, *, offset: int = 0, limit: int = 100, after: tuple[str, str] | None = None
+    ) -> list[Any]:
+        sql, text, params = twin_query_sql(query, Flavour.SQLITE, offset, limit, after)
 
         def run() -> list[Any]:
             return [sql.row(row) for row in self._conn().execute(text, params)]

@@ -62,11 +62,13 @@ def _postgres_documents(modules: bool) -> str:
 
 
 def twin_query_sql(
-    query: Query, flavour: Flavour, offset: int, limit: int
+    query: Query, flavour: Flavour, offset: int, limit: int, after: tuple[str, str] | None = None
 ) -> tuple[SqlQuery, str, tuple[object, ...]]:
     """The translation, statement and parameters of one page (``offset``, ``limit`` rows) of
     ``query`` over devices or modules (``devices.jobs`` is not stored here); ``translation.row``
-    turns each fetched row into a result row."""
+    turns each fetched row into a result row. ``after``: ``(device_id, module_id)`` (``""`` for a
+    device) of the last row of the previous page — the page starts after it, by index, instead of
+    skipping ``offset`` rows (a query without TOP, GROUP BY or aggregates only)."""
     if query.from_ is Collection.JOBS:
         raise ValueError("devices.jobs rows are not twin documents")
     modules = query.from_ is Collection.MODULES
@@ -74,7 +76,14 @@ def twin_query_sql(
     sql = to_sql(query, flavour, doc_column="doc")
     mark = "?" if flavour is Flavour.SQLITE else "$"
     n = len(sql.params)
-    text = f"SELECT {', '.join(sql.columns)} FROM ({documents}) AS docs WHERE {sql.where}"
+    where = sql.where
+    params: tuple[object, ...] = tuple(sql.params)
+    if after is not None:
+        if sql.group_by or query.is_aggregate or sql.limit is not None:
+            raise ValueError("paging by the last row needs a query without TOP, GROUP BY or aggregates")
+        where = f"({where}) AND (device_id, module_id) > ({mark}{n + 1}, {mark}{n + 2})"
+        params, n = (*params, *after), n + 2
+    text = f"SELECT {', '.join(sql.columns)} FROM ({documents}) AS docs WHERE {where}"
     if sql.group_by:
         text += " GROUP BY " + ", ".join(sql.group_by) + " ORDER BY 1"
     elif not query.is_aggregate:
@@ -83,4 +92,4 @@ def twin_query_sql(
     if top is not None:
         limit = max(0, min(limit, top - offset))
     text += f" LIMIT {mark}{n + 1} OFFSET {mark}{n + 2}"
-    return sql, text, (*sql.params, limit, offset)
+    return sql, text, (*params, limit, offset)

@@ -3,6 +3,7 @@ LocalRouter, CallEngine and queued calls; devices on in-memory MQTT connections.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,11 +14,13 @@ from methodhub import job_runner as job_runner_module
 from methodhub.calls.delivery import QueuedCalls
 from methodhub.calls.jobs import Job, JobStatus, JobType
 from methodhub.calls.queued import CallState
+from methodhub.dialects.azure.topics import parse_request_topic, response_topic
 from methodhub.errors import ErrorKind, HubError
 from methodhub.job_runner import JobRunner
+from methodhub.mqtt import Publish
 from methodhub.registry import SqliteRegistry
 from methodhub.registry.twins import patch_twin
-from tests.unit.gateway.azure_hub import Hub
+from tests.unit.gateway.azure_hub import Hub, azure_connect
 
 T0 = 1_800_000_000.0
 
@@ -129,3 +132,53 @@ async def test_a_rate_paces_the_devices_a_job_starts(
     await runner.create(_job("j1"))
     await runner.run_now()
     assert len(pauses) == 3 and all(0 < p <= 0.25 for p in pauses)
+
+
+async def test_a_device_deleted_after_the_query_gets_no_call(
+    runner: JobRunner, registry: SqliteRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _fleet(registry)
+    query_twins = registry.query_twins
+
+    async def with_a_ghost(query: Any, *, limit: int = 100, after: Any = None) -> list[Any]:
+        rows = await query_twins(query, limit=limit, after=after)
+        return [*rows, {"deviceId": "gone"}] if after is None else rows  # selected, then deleted
+
+    monkeypatch.setattr(registry, "query_twins", with_a_ghost)
+    await runner.create(_job("j1"))
+    await runner.run_now()
+    calls = await registry.list_calls(job_id="j1")
+    assert sorted(c.device_id for c in calls) == ["d0", "d1", "d2"]
+    job = await runner.get("j1")
+    assert job.device_count == 3  # counted are the devices given a call
+
+
+async def _until(check: Any, what: str) -> None:
+    for _ in range(500):
+        if await check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(what)
+
+
+async def test_a_job_due_now_starts_and_ends_without_waiting_for_a_tick(
+    hub: Hub, runner: JobRunner, registry: SqliteRegistry
+) -> None:
+    identity = await registry.create_identity("d0")
+    device = hub.device()
+    await device.online(azure_connect("d0", identity.keys.primary), "$iothub/methods/POST/#")
+    await runner.start()  # ticks every hour (the fixture's interval): none happens in this test
+    await runner.create(_job("j1"))
+    packet = await device.next_packet()  # the job's call, sent without a tick
+    assert isinstance(packet, Publish)
+    parsed = parse_request_topic(packet.topic)
+    assert parsed is not None and parsed[0] == "reboot"
+    assert (await runner.get("j1")).status is JobStatus.RUNNING  # its call is still open
+    device.answer(response_topic(200, parsed[1]), b"null")
+
+    async def completed() -> bool:
+        return (await runner.get("j1")).status is JobStatus.COMPLETED
+
+    await _until(completed, "the job did not end when its last call ended")
+    [call] = await registry.list_calls(job_id="j1")
+    assert call.state is CallState.SUCCEEDED

@@ -157,3 +157,58 @@ async def test_an_attempt_whose_node_is_gone_is_settled_by_the_sweep(
     await queued.sweep()
     done = await queued.get(call.call_id)
     assert (done.state, done.error_code) == (CallState.FAILED, "NodeLost")
+
+
+async def test_create_many_stores_a_page_delivers_at_once_and_skips_unregistered(
+    hub: Hub, dev1: Identity, queued: QueuedCalls, registry: SqliteRegistry
+) -> None:
+    device = hub.device()
+    await device.online(azure_connect("dev1", dev1.keys.primary), METHODS)
+    await registry.create_identity("dev2")  # registered, offline
+    calls = await queued.create_many(
+        [("dev1", None), ("ghost", None), ("dev2", None)], "reboot", b"{}", expires=60, job_id="j"
+    )
+    assert [c.device_id for c in calls] == ["dev1", "dev2"]  # ghost: not registered, no call
+    assert await registry.list_calls(device_id="ghost") == []
+    method, rid, _ = await request_of(device)  # dev1 is ready: sent at once, no sweep
+    assert method == "reboot"
+    device.answer(response_topic(200, rid), b"null")
+    assert await settled(queued, calls[0].call_id) is CallState.SUCCEEDED
+    assert (await queued.get(calls[1].call_id)).state is CallState.QUEUED
+    assert all(c.job_id == "j" and c.expires_time == c.created_time + 60 for c in calls)
+    with pytest.raises(HubError) as bounds:
+        await queued.create_many([("dev1", None)], "x", b"{}", attempts=0)
+    assert bounds.value.kind is ErrorKind.INVALID_ARGUMENT
+
+
+async def test_a_waiter_is_woken_once_the_end_is_written_and_stop_writes_what_is_pending(
+    hub: Hub, dev1: Identity, registry: SqliteRegistry
+) -> None:
+    slow = QueuedCalls(
+        registry, hub.engine, hub.router, registry, "node-1", sweep_interval=3600, settle_delay=0.2
+    )
+    try:
+        device = hub.device()
+        await device.online(azure_connect("dev1", dev1.keys.primary), METHODS)
+        call, _ = await slow.create("dev1", None, "one", b"1")
+        waiter = asyncio.ensure_future(slow.wait(call.call_id, 30))
+        _, rid, _ = await request_of(device)
+        device.answer(response_topic(200, rid), b"null")
+        done = await asyncio.wait_for(waiter, 10)
+        assert done.state is CallState.SUCCEEDED
+        stored = await registry.get_call(call.call_id)
+        assert stored is not None and stored.state is CallState.SUCCEEDED  # woken only once it was written
+        # Answered but not written yet (the batch waits 0.2 s), then the node stops: stop writes it.
+        second, _ = await slow.create("dev1", None, "two", b"2")
+        _, rid, _ = await request_of(device)
+        device.answer(response_topic(200, rid), b"null")
+        for _ in range(100):
+            if slow.unwritten:
+                break
+            await asyncio.sleep(0.001)
+        before = await registry.get_call(second.call_id)
+        assert before is not None and before.state is CallState.SENT  # the lag: still sent in the store
+    finally:
+        await slow.stop()
+    after = await registry.get_call(second.call_id)
+    assert after is not None and after.state is CallState.SUCCEEDED

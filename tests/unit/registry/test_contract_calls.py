@@ -94,3 +94,68 @@ async def test_list_newest_first_with_filters_and_pages(registry: Registry) -> N
     page = await registry.list_calls(limit=2)
     rest = await registry.list_calls(limit=10, before=(page[-1].created_time, page[-1].call_id))
     assert [c.call_id for c in page + rest] == [c.call_id for c in everything]
+
+
+async def test_create_calls_stores_a_page_in_one_go_but_only_for_registered_identities(
+    registry: Registry, other: Registry
+) -> None:
+    await registry.create_identity("dev1")
+    await registry.create_identity("dev2")
+    await registry.create_identity("dev2", "mod")
+    batch = [_call("dev1", n=0), _call("ghost", n=1), _call("dev2", n=2), _call("dev2", n=3, module_id="mod")]
+    batch.append(_call("dev1", n=4, module_id="nomod"))
+    stored = await registry.create_calls(batch)
+    assert [c.call_id for c in stored] == [batch[0].call_id, batch[2].call_id, batch[3].call_id]
+    for call in stored:
+        assert await other.get_call(call.call_id) == call
+    assert await other.get_call(batch[1].call_id) is None  # its device is not registered
+    assert await other.get_call(batch[4].call_id) is None
+    assert await registry.create_calls([]) == []
+    claimed = await other.claim_call("dev2/mod", "a", T0 + 1, lease=5)
+    assert claimed is not None and claimed.call_id == batch[3].call_id
+
+
+async def test_update_calls_applies_each_condition_in_one_go(registry: Registry, other: Registry) -> None:
+    for device in ("dev1", "dev2", "dev3"):
+        await registry.create_call(_call(device, n=0))
+    sent = [await registry.claim_call(d, "node-a", T0 + 1, lease=5) for d in ("dev1", "dev2", "dev3")]
+    assert all(c is not None for c in sent)
+    one, two, three = (c for c in sent if c is not None)
+    done = [c.finished(CallState.SUCCEEDED, T0 + 2, status=200, payload=b"{}") for c in (one, two, three)]
+    results = await other.update_calls(
+        [
+            (done[0], CallState.SENT, "node-a"),
+            (done[1], CallState.SENT, "node-b"),
+            (done[2], CallState.SENT, None),
+        ]
+    )
+    assert results == [True, False, True]  # dev2's call is node-a's, not node-b's
+    assert await registry.get_call(one.call_id) == done[0]
+    assert await registry.get_call(two.call_id) == two
+    assert await registry.get_call(three.call_id) == done[2]
+    assert await other.update_calls([(done[0], CallState.SENT, None)]) == [False]  # no longer sent
+    assert await other.update_calls([]) == []
+
+
+async def test_claim_calls_claims_the_next_call_of_many_targets_in_one_go(
+    registry: Registry, other: Registry
+) -> None:
+    await registry.create_call(_call("dev1", n=1))
+    await registry.create_call(_call("dev1", n=0))
+    await registry.create_call(_call("dev2", n=2))
+    await registry.create_call(_call("dev3", n=3))
+    busy = await registry.claim_call("dev3", "node-b", T0 + 1, lease=5)
+    assert busy is not None
+    claimed = await other.claim_calls(["dev2", "dev1", "dev3", "nobody", "dev1"], "node-a", T0 + 1, lease=5)
+    two, one, three, nobody, one_again = claimed
+    assert two is not None and (two.device_id, two.state, two.owner, two.attempt) == (
+        "dev2",
+        CallState.SENT,
+        "node-a",
+        1,
+    )
+    assert one is not None and one.created_time == T0  # dev1's oldest
+    assert (three, nobody, one_again) == (None, None, None)  # dev3 has one sent; dev1 named twice
+    assert await registry.get_call(one.call_id) == one
+    assert await registry.get_call(two.call_id) == two
+    assert await registry.claim_calls([], "node-a", T0 + 1, lease=5) == []

@@ -88,3 +88,33 @@ async def test_pages_cover_the_result_once(registry: Registry) -> None:
     top = parse("SELECT TOP 3 deviceId FROM devices")
     assert len(await registry.query_twins(top, offset=0, limit=2)) == 2
     assert len(await registry.query_twins(top, offset=2, limit=2)) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SELECT deviceId FROM devices WHERE STARTSWITH(deviceId, 'pump-') OR tags.site = 'B'",
+        "SELECT * FROM devices.modules",
+    ],
+)
+async def test_paging_after_the_last_row_gives_every_row_once_in_order(registry: Registry, text: str) -> None:
+    await _fleet(registry)
+    await registry.create_identity("pump-01", "m0")
+    await registry.create_identity("pump-02", "m1")
+    query = parse(text)
+    everything = await registry.query_twins(query, limit=1000)
+    assert len(everything) >= 3
+    pages: list[object] = []
+    after: tuple[str, str] | None = None
+    while page := await registry.query_twins(query, limit=2, after=after):
+        pages.extend(page)
+        last = page[-1]
+        assert isinstance(last, dict)
+        after = (last["deviceId"], last.get("moduleId") or "")
+    assert pages == everything
+
+
+async def test_paging_after_a_row_is_refused_for_aggregates_and_top(registry: Registry) -> None:
+    for text in ("SELECT COUNT() AS n FROM devices", "SELECT TOP 3 * FROM devices"):
+        with pytest.raises(ValueError):
+            await registry.query_twins(parse(text), after=("a", ""))
