@@ -39,7 +39,7 @@ PAGE = 500
 END_CHECK_DELAY = 0.05
 """Seconds after one of its calls ended on this node before a job selected here is checked for its
 end (the calls ending meanwhile share the check)."""
-CHUNK = 100
+CHUNK = 50
 """Devices of a page whose calls are stored in one transaction and kicked together: the more, the
 fewer transactions; the fewer, the shorter the bursts of deliveries (each chunk's devices are sent
 their calls within a few event-loop iterations, which interactive calls wait behind)."""
