@@ -56,6 +56,35 @@ LEASE_GRACE = 10.0
 RETRYABLE = frozenset({ErrorKind.CALL_TIMEOUT, ErrorKind.DEVICE_DISCONNECTED, ErrorKind.HUB_STOPPING})
 
 
+def _new_call(
+    device_id: str,
+    module_id: str | None,
+    method: str,
+    payload: bytes,
+    response_timeout: float,
+    expires: float,
+    attempts: int,
+    now: float,
+    job_id: str | None,
+    idempotency_key: str | None = None,
+) -> QueuedCall:
+    """A new queued call for the identity, created ``now``, with its request's hash."""
+    return QueuedCall(
+        call_id=new_call_id(),
+        device_id=device_id,
+        module_id=module_id,
+        method=method,
+        payload=payload,
+        response_timeout=response_timeout,
+        attempts=attempts,
+        created_time=now,
+        expires_time=now + expires,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(device_id, module_id, method, payload, response_timeout, expires, attempts),
+        job_id=job_id,
+    )
+
+
 class QueuedCalls:
     """Queued calls on one node: create, read, cancel, wait for, and deliver them.
 
@@ -126,24 +155,20 @@ class QueuedCalls:
         if await self.identities.get_identity(device_id, module_id) is None:
             kind = ErrorKind.MODULE_NOT_FOUND if module_id else ErrorKind.DEVICE_NOT_FOUND
             raise HubError(kind, f"'{identity_key(device_id, module_id)}' is not registered.")
-        now = self.clock()
-        asked = request_hash(device_id, module_id, method, payload, response_timeout, expires, attempts)
-        call = QueuedCall(
-            call_id=new_call_id(),
-            device_id=device_id,
-            module_id=module_id,
-            method=method,
-            payload=payload,
-            response_timeout=response_timeout,
-            attempts=attempts,
-            created_time=now,
-            expires_time=now + expires,
-            idempotency_key=idempotency_key,
-            request_hash=asked,
-            job_id=job_id,
+        call = _new_call(
+            device_id,
+            module_id,
+            method,
+            payload,
+            response_timeout,
+            expires,
+            attempts,
+            self.clock(),
+            job_id,
+            idempotency_key,
         )
         stored, created = await self.store.create_call(call)
-        if not created and stored.request_hash != asked:
+        if not created and stored.request_hash != call.request_hash:
             raise HubError(
                 ErrorKind.CONFLICT,
                 f"The idempotency key '{idempotency_key}' was used for another request "
@@ -171,21 +196,7 @@ class QueuedCalls:
         self._check_bounds(expires, attempts)
         now = self.clock()
         calls = [
-            QueuedCall(
-                call_id=new_call_id(),
-                device_id=device_id,
-                module_id=module_id,
-                method=method,
-                payload=payload,
-                response_timeout=response_timeout,
-                attempts=attempts,
-                created_time=now,
-                expires_time=now + expires,
-                request_hash=request_hash(
-                    device_id, module_id, method, payload, response_timeout, expires, attempts
-                ),
-                job_id=job_id,
-            )
+            _new_call(device_id, module_id, method, payload, response_timeout, expires, attempts, now, job_id)
             for device_id, module_id in targets
         ]
         stored = await self.store.create_calls(calls) if calls else []

@@ -51,13 +51,13 @@ from methodhub.dialects.azure.amqp import (
     PutToken,
     attach_address,
     classify_address,
-    correlation_uuid,
     link_handling,
     method_request,
     parse_method_response,
     parse_put_token,
     put_token_response,
     rejected_message,
+    request_key,
     taken_over,
     unauthorized_link,
     unknown_address,
@@ -574,7 +574,7 @@ def test_responses_match_by_uuid_value_whatever_the_type(correlation_id: Any) ->
 @pytest.mark.parametrize("correlation_id", [None, ULong(7), "not-a-uuid", b"\x01" * 15])
 def test_a_response_whose_correlation_id_is_no_uuid_is_none(correlation_id: Any) -> None:
     assert parse_method_response(response(correlation_id, body=[b"{}"])) is None
-    assert correlation_uuid(correlation_id) is None
+    assert request_key(correlation_id) is None
 
 
 def test_a_response_without_properties_is_none() -> None:

@@ -408,12 +408,6 @@ def request_key(value: Any) -> str | None:
     return None
 
 
-def correlation_uuid(value: Any) -> uuid.UUID | None:
-    """A correlation-id's UUID value (see :func:`request_key`), or None."""
-    key = request_key(value)
-    return uuid.UUID(key) if key is not None else None
-
-
 def _payload(body: Any) -> bytes | None:
     """A response body's bytes: the data sections joined (none: empty); an amqp-value holding
     binary or a string is taken too (a client that does not mark its bytes as data); None else."""
