@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,9 +126,12 @@ class _Translator(ABC):
     false = "FALSE"
     null = "NULL"
 
-    def __init__(self, doc: str, first_param: int) -> None:
+    def __init__(self, doc: str, first_param: int, text_columns: Mapping[tuple[str, ...], str]) -> None:
         self.doc = doc
         self.first_param = first_param
+        self.text_columns = text_columns
+        """Paths whose value is a column of the row beside the document, never null text: read
+        from the column (the document is not built and searched for them)."""
         self.params: list[object] = []
         self._path_placeholders: dict[tuple[str, ...], str] = {}
 
@@ -255,9 +258,14 @@ class _Sqlite(_Translator):
         return "$" + "".join(f'."{segment}"' for segment in path.segments)
 
     def type_of(self, path: Path) -> str:
+        if path.segments in self.text_columns:
+            return "'text'"
         return f"json_type({self.doc}, {self.path_param(path)})"
 
     def value_of(self, path: Path) -> str:
+        column = self.text_columns.get(path.segments)
+        if column is not None:
+            return column
         return f"json_extract({self.doc}, {self.path_param(path)})"
 
     def class_of(self, path: Path) -> str:
@@ -337,12 +345,20 @@ class _Postgres(_Translator):
         return list(path.segments)
 
     def json_of(self, path: Path) -> str:
+        column = self.text_columns.get(path.segments)
+        if column is not None:
+            return f"to_jsonb({column}::text)"
         return f"({self.doc} #> {self.path_param(path)}::text[])"
 
     def text_of(self, path: Path) -> str:
+        column = self.text_columns.get(path.segments)
+        if column is not None:
+            return f"({column}::text)"
         return f"({self.doc} #>> {self.path_param(path)}::text[])"
 
     def type_of(self, path: Path) -> str:
+        if path.segments in self.text_columns:
+            return "'string'"
         return f"jsonb_typeof({self.json_of(path)})"
 
     def is_kind(self, path: Path, kind: str) -> str:
@@ -403,10 +419,15 @@ class _Postgres(_Translator):
         return f"{self.doc}::text"
 
 
-def _translator(flavour: Flavour, doc_column: str, first_param: int) -> _Translator:
+def _translator(
+    flavour: Flavour,
+    doc_column: str,
+    first_param: int,
+    text_columns: Mapping[tuple[str, ...], str] | None = None,
+) -> _Translator:
     if first_param < 1:
         raise ValueError("placeholders are numbered from 1")
-    return (_Sqlite if flavour is Flavour.SQLITE else _Postgres)(doc_column, first_param)
+    return (_Sqlite if flavour is Flavour.SQLITE else _Postgres)(doc_column, first_param, text_columns or {})
 
 
 def where_sql(
@@ -419,10 +440,18 @@ def where_sql(
     return text, tuple(translator.params)
 
 
-def to_sql(query: Query, flavour: Flavour, doc_column: str = "doc", first_param: int = 1) -> SqlQuery:
+def to_sql(
+    query: Query,
+    flavour: Flavour,
+    doc_column: str = "doc",
+    first_param: int = 1,
+    text_columns: Mapping[tuple[str, ...], str] | None = None,
+) -> SqlQuery:
     """The whole query as SQL pieces (see :class:`SqlQuery`): the documents selected and the rows
-    built in the database, so a query over many devices never loads them all."""
-    translator = _translator(flavour, doc_column, first_param)
+    built in the database, so a query over many devices never loads them all. ``text_columns``:
+    paths the caller's rows hold in a column of their own as never-null text (``deviceId``), read
+    from it instead of the document (the caller's SQL, never user input)."""
+    translator = _translator(flavour, doc_column, first_param, text_columns)
     where = translator.true if query.where is None else translator.condition(query.where)
     where_count = len(translator.params)
     columns: list[str] = []

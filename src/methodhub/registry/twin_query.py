@@ -73,7 +73,10 @@ def twin_query_sql(
         raise ValueError("devices.jobs rows are not twin documents")
     modules = query.from_ is Collection.MODULES
     documents = (_sqlite_documents if flavour is Flavour.SQLITE else _postgres_documents)(modules)
-    sql = to_sql(query, flavour, doc_column="doc")
+    columns: dict[tuple[str, ...], str] = {("deviceId",): "device_id"}
+    if modules:
+        columns[("moduleId",)] = "module_id"
+    sql = to_sql(query, flavour, doc_column="doc", text_columns=columns)
     mark = "?" if flavour is Flavour.SQLITE else "$"
     n = len(sql.params)
     where = sql.where
