@@ -8,8 +8,9 @@ patched at once (a twin job, whose per-device record is final
 when made). It also ends the jobs that are done: every call ended, or the deadline passed.
 
 Between ticks: a job created due now is claimed at once (by a tick started then), and a job this
-node selected is checked for its end (every call ended) within :data:`END_CHECK_DELAY` of its
-calls ending on this node; calls ended on other nodes are seen by the next tick.
+node selected is checked for its end (every call ended) within :data:`END_CHECK_DELAY` of the last
+of the calls it made ending on this node (the runner counts them: one query per job, not one per
+ending); calls ended on other nodes are seen by the next tick.
 
 A job whose node died while selecting is ended at its deadline; the devices it selected keep their
 calls.
@@ -37,8 +38,8 @@ log = logging.getLogger("methodhub.jobs")
 
 PAGE = 500
 END_CHECK_DELAY = 0.05
-"""Seconds after one of its calls ended on this node before a job selected here is checked for its
-end (the calls ending meanwhile share the check)."""
+"""Seconds after the last of its calls made here ended here before a job selected here is checked
+for its end."""
 CHUNK = 50
 """Devices of a page whose calls are stored in one transaction and kicked together: the more, the
 fewer transactions; the fewer, the shorter the bursts of deliveries (each chunk's devices are sent
@@ -87,6 +88,10 @@ class JobRunner:
         self._running: set[asyncio.Task[None]] = set()
         self._selected: set[str] = set()
         """Jobs this node selected the devices of, running: checked for their end as calls end."""
+        self._open: dict[str, int] = {}
+        """Per job this node is running: its calls made here and not yet seen ending here. A job
+        whose count reaches 0 once selected is checked for its end (one query), not before: the
+        calls that end elsewhere are left to the tick."""
         self._checks: dict[str, asyncio.TimerHandle] = {}
         self._stopped = False
         calls.on_ended = self._call_ended
@@ -165,7 +170,10 @@ class JobRunner:
 
     def _call_ended(self, call: QueuedCall) -> None:
         job_id = call.job_id
-        if self._stopped or job_id is None or job_id not in self._selected or job_id in self._checks:
+        if self._stopped or job_id is None or job_id not in self._open:
+            return
+        self._open[job_id] -= 1
+        if self._open[job_id] > 0 or job_id not in self._selected or job_id in self._checks:
             return
         self._checks[job_id] = asyncio.get_running_loop().call_later(
             END_CHECK_DELAY, lambda: self._spawn(self._check_end(job_id), f"jobs: end of {job_id}")
@@ -177,14 +185,14 @@ class JobRunner:
         try:
             job = await self.registry.get_job(job_id)
             if job is None or job.status is not JobStatus.RUNNING:
-                self._selected.discard(job_id)
+                self._forget(job_id)
                 return
             states = await self.registry.job_call_states(job_id)
             if states.get(CallState.QUEUED.value, 0) + states.get(CallState.SENT.value, 0) == 0:
                 await self.registry.update_job(
                     job.ended(JobStatus.COMPLETED, self.clock()), JobStatus.RUNNING
                 )
-                self._selected.discard(job_id)
+                self._forget(job_id)
         except HubError as exc:  # the tick checks it again
             log.warning("jobs: end of %s not checked now: %s", job_id, exc.message)
 
@@ -200,35 +208,45 @@ class JobRunner:
             open_calls = states.get(CallState.QUEUED.value, 0) + states.get(CallState.SENT.value, 0)
             if open_calls == 0 or now >= job.deadline:
                 await self.registry.update_job(job.ended(JobStatus.COMPLETED, now), JobStatus.RUNNING)
-                self._selected.discard(job.job_id)
+                self._forget(job.job_id)
 
     async def run_now(self) -> None:
         """One tick, then wait for the jobs it started (tests)."""
         await self.tick()
         await asyncio.gather(*list(self._running), return_exceptions=True)
 
+    def _forget(self, job_id: str) -> None:
+        self._selected.discard(job_id)
+        self._open.pop(job_id, None)
+
     async def _run(self, job: Job) -> None:
+        self._open[job.job_id] = 0
         try:
             count = await self._select_and_start(job)
         except HubError as exc:
+            self._forget(job.job_id)
             log.warning("job %s failed: %s", job.job_id, exc.message)
             await self.registry.update_job(
                 job.ended(JobStatus.FAILED, self.clock(), exc.message), JobStatus.RUNNING
             )
             return
         except Exception as exc:
+            self._forget(job.job_id)
             log.exception("job %s failed", job.job_id)
             failed = job.ended(JobStatus.FAILED, self.clock(), f"{type(exc).__name__}: {exc}")
             await self.registry.update_job(failed, JobStatus.RUNNING)
             return
         current = await self.registry.get_job(job.job_id)
         if current is None or current.status is not JobStatus.RUNNING:
+            self._forget(job.job_id)
             return
         if await self.registry.update_job(
             replace(current, device_count=count, owner=None), JobStatus.RUNNING
         ):
             self._selected.add(job.job_id)
             await self._check_end(job.job_id)  # its calls may all have ended already
+        else:
+            self._forget(job.job_id)
 
     async def _select_and_start(self, job: Job) -> int:
         query = parse(device_query_text(job.query_condition))
@@ -264,6 +282,8 @@ class JobRunner:
                 expires=max(1.0, job.deadline - self.clock()),
                 job_id=job.job_id,
             )
+            if job.job_id in self._open:
+                self._open[job.job_id] += len(stored)
             return len(stored)
         for device_id in device_ids:
             await self._patch_twin(job, device_id)

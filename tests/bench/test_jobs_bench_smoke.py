@@ -65,7 +65,9 @@ def test_job_figures(run: tuple[Path, subprocess.CompletedProcess[str]]) -> None
         for key in ("completed_s", "all_ended_s", "device_calls_per_s", "calls_span_s"):
             _positive(job[key], f"{name} {key}")
         _cpu(job["hub_cpu_s"], f"{name} hub_cpu_s")
-        assert job["all_ended_s"] <= job["completed_s"]
+        assert job["all_ended_s"] <= job["completed_seen_s"]  # polls: every device ended, then completed
+        # the job's own endTime comes before the poll that saw it (clocks: time.time vs perf_counter)
+        assert job["completed_s"] <= job["completed_seen_s"] + 0.05
     for name in ("baseline", "during"):
         r = jobs[name]
         assert r["errors"] == 0, r

@@ -30,7 +30,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 
 from methodhub.calls.batches import CLAIM_DELAY, SETTLE_DELAY, Batches
 from methodhub.calls.engine import CallEngine
@@ -68,7 +67,8 @@ def _new_call(
     job_id: str | None,
     idempotency_key: str | None = None,
 ) -> QueuedCall:
-    """A new queued call for the identity, created ``now``, with its request's hash."""
+    """A new queued call for the identity, created ``now`` (with its request's hash when it has an
+    idempotency key)."""
     return QueuedCall(
         call_id=new_call_id(),
         device_id=device_id,
@@ -80,7 +80,11 @@ def _new_call(
         created_time=now,
         expires_time=now + expires,
         idempotency_key=idempotency_key,
-        request_hash=request_hash(device_id, module_id, method, payload, response_timeout, expires, attempts),
+        request_hash=(  # only what an idempotency key is checked against needs it
+            request_hash(device_id, module_id, method, payload, response_timeout, expires, attempts)
+            if idempotency_key is not None
+            else ""
+        ),
         job_id=job_id,
     )
 
@@ -120,6 +124,11 @@ class QueuedCalls:
         self.max_expires = max_expires
         self.clock = clock
         self._delivering: dict[str, asyncio.Task[None]] = {}
+        """The delivery task of each target delivering now (kicks find it busy)."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        """Every delivery task running (a target's previous one may be ending beside its new one)."""
+        self._again: set[str] = set()
+        """Targets kicked while delivering: their task claims again before it ends."""
         self._changed: dict[str, asyncio.Event] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
@@ -192,16 +201,27 @@ class QueuedCalls:
         """One call per ``(device_id, module_id)`` of ``targets``, stored in one transaction and
         delivered at once where the device is ready (a job's page of devices: no idempotency keys).
         An identity not registered (deleted since it was selected) gets no call; returns the calls
-        stored. Raises ``HubError`` ``INVALID_ARGUMENT`` (bounds)."""
+        stored. Raises ``HubError`` ``INVALID_ARGUMENT`` (bounds).
+
+        The call of a device ready here is claimed as it is stored (stored ``sent`` when the device
+        has no other call open), and its attempt starts once the transaction is done: no claim of
+        its own."""
         self._check_bounds(expires, attempts)
         now = self.clock()
-        calls = [
-            _new_call(device_id, module_id, method, payload, response_timeout, expires, attempts, now, job_id)
-            for device_id, module_id in targets
-        ]
+        calls = []
+        for device_id, module_id in targets:
+            call = _new_call(
+                device_id, module_id, method, payload, response_timeout, expires, attempts, now, job_id
+            )
+            if not self._stopping and await self.carrier.wait_ready(call.target, 0):
+                call = call.claimed(self.node, now, LEASE_GRACE)
+            calls.append(call)
         stored = await self.store.create_calls(calls) if calls else []
         for call in stored:
-            self.kick(call.target)
+            if call.state is CallState.SENT:
+                self._start(call.target, call)
+            else:
+                self.kick(call.target)
         return stored
 
     def _check_bounds(self, expires: float, attempts: int) -> None:
@@ -261,24 +281,51 @@ class QueuedCalls:
     # -- delivering ---------------------------------------------------------------------------------
 
     def kick(self, target: str) -> None:
-        """Deliver ``target``'s queued calls now if its device is ready (one task per target)."""
-        if self._stopping or target in self._delivering:
+        """Deliver ``target``'s queued calls now if its device is ready (one task per target; a
+        target delivering already claims again after its attempt)."""
+        if self._stopping:
             return
-        task = asyncio.get_running_loop().create_task(self._deliver(target), name=f"queued-calls {target}")
-        self._delivering[target] = task
-        task.add_done_callback(lambda _: self._delivering.pop(target, None))
+        if target in self._delivering:
+            self._again.add(target)
+            return
+        self._start(target, None)
 
-    async def _deliver(self, target: str) -> None:
+    def _start(self, target: str, claimed: QueuedCall | None) -> None:
+        """A delivery task for ``target``, first attempting ``claimed`` (claimed as it was created)
+        if given. It becomes the target's task: one whose claim found ``claimed`` sent is ending."""
+        task = asyncio.get_running_loop().create_task(
+            self._deliver(target, claimed), name=f"queued-calls {target}"
+        )
+        self._delivering[target] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, target: str, claimed: QueuedCall | None = None) -> None:
+        """Attempt ``claimed``, then claim and attempt the target's calls one by one while its
+        device is ready. After a call claimed as it was made (its target had no other call open
+        then), only a kick since (a call made here meanwhile) makes it claim: the calls made on
+        other nodes meanwhile are the sweep's, as for an idle device."""
         try:
+            if claimed is not None:
+                await self._attempt(claimed)
+                if target not in self._again:
+                    return
             while not self._stopping and await self.carrier.wait_ready(target, 0):
+                self._again.discard(target)
                 call = await self._claims.submit(target)
                 if call is None:
+                    if target in self._again:
+                        continue  # a call made while the claim ran may have missed it
                     return
                 await self._attempt(call)
         except HubError as exc:  # the store is unreachable: the sweep tries again
             log.warning("queued calls of %s not delivered now: %s", target, exc.message)
         except Exception:
             log.exception("delivering the queued calls of %s failed", target)
+        finally:  # in the step that decided to end: no kick comes between
+            if self._delivering.get(target) is asyncio.current_task():
+                del self._delivering[target]
+                self._again.discard(target)
 
     def _claim_batch(self, targets: Sequence[str]) -> Awaitable[list[QueuedCall | None]]:
         return self.store.claim_calls(targets, self.node, self.clock(), LEASE_GRACE)
@@ -297,15 +344,7 @@ class QueuedCalls:
     async def _attempt_failed(self, call: QueuedCall, exc: HubError) -> None:
         now = self.clock()
         if exc.kind is ErrorKind.DEVICE_OFFLINE:  # it never reached the device
-            again = replace(
-                call,
-                state=CallState.QUEUED,
-                attempt=call.attempt - 1,
-                owner=None,
-                lease_until=None,
-                delivered_time=None,
-            )
-            await self._settle(call, again)
+            await self._settle(call, call.unclaimed())
             return
         await self._settle(
             call, self._after_attempt(call, exc.kind.spec.azure_name, exc.message, now, exc.kind)
@@ -315,7 +354,7 @@ class QueuedCalls:
         self, call: QueuedCall, code: str, message: str, now: float, kind: ErrorKind | None
     ) -> QueuedCall:
         if (kind is None or kind in RETRYABLE) and call.attempt < call.attempts and now < call.expires_time:
-            return replace(call, state=CallState.QUEUED, owner=None, lease_until=None)
+            return call.requeued()
         return call.finished(CallState.FAILED, now, error=(code, message))
 
     async def _settle(self, claimed: QueuedCall, new: QueuedCall) -> None:
@@ -353,7 +392,7 @@ class QueuedCalls:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        tasks = list(self._delivering.values())
+        tasks = list(self._tasks)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)
             for task in pending:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from methodhub.calls.queued import CallState, CallUpdate, QueuedCall
@@ -39,29 +38,64 @@ COLUMNS = (
 )
 SELECT = ", ".join(COLUMNS)
 SQLITE_NEXT_QUEUED = (
-    f"SELECT {SELECT} FROM calls INDEXED BY calls_target WHERE target = ? AND state = ? "
-    "AND expires_time > ? ORDER BY created_time, call_id LIMIT 1"
+    f"SELECT {SELECT} FROM calls INDEXED BY calls_target WHERE target = ?1 AND state = 'queued' "
+    "AND expires_time > ?2 AND NOT EXISTS "
+    "(SELECT 1 FROM calls INDEXED BY calls_target WHERE target = ?1 AND state = 'sent') "
+    "ORDER BY created_time, call_id LIMIT 1"
 )
-"""A target's oldest queued call that has not expired (``claim_call``). ``INDEXED BY``: without
-statistics SQLite's planner takes ``calls_due`` (state, expires_time) for it, which walks every
-queued call of every target and sorts them on each claim — quadratic when a job or a burst of
-connects leaves thousands queued."""
+"""A target's oldest queued call that has not expired, unless one of its calls is sent
+(``claim_call``). ``INDEXED BY``: without statistics SQLite's planner takes ``calls_due`` (state,
+expires_time) for it, which walks every queued call of every target and sorts them on each claim —
+quadratic when a job or a burst of connects leaves thousands queued."""
 SQLITE_INSERT = f"INSERT INTO calls ({SELECT}, target) VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
+
+
+MUTABLE = (
+    "state",
+    "attempt",
+    "delivered_time",
+    "completed_time",
+    "outcome_status",
+    "outcome_payload",
+    "error_code",
+    "error_message",
+    "owner",
+    "lease_until",
+)
+"""The columns an update stores: what a call's life changes. The others (the request, its times
+and keys) are fixed when it is created, and an update leaves them (and their indexes) alone."""
+_UPDATES: dict[tuple[str, bool], str] = {}
 
 
 def update_statement(
     call: QueuedCall, expect: CallState, owner: str | None, placeholder: Callable[[int], str]
 ) -> tuple[str, tuple[Any, ...]]:
-    """``update_call``'s statement and parameters: store every column of ``call`` where the stored
-    one is still ``expect`` (and owned by ``owner`` when given)."""
-    row = values(call)
-    sets = ", ".join(f"{column} = {placeholder(n)}" for n, column in enumerate(COLUMNS[1:], start=1))
-    n = len(COLUMNS)
-    where = f"call_id = {placeholder(n)} AND state = {placeholder(n + 1)}" + (
-        f" AND owner = {placeholder(n + 2)}" if owner is not None else ""
+    """``update_call``'s statement and parameters: store the :data:`MUTABLE` columns of ``call``
+    where the stored one is still ``expect`` (and owned by ``owner`` when given)."""
+    key = (placeholder(1), owner is not None)
+    sql = _UPDATES.get(key)
+    if sql is None:
+        sets = ", ".join(f"{column} = {placeholder(n)}" for n, column in enumerate(MUTABLE, start=1))
+        n = len(MUTABLE) + 1
+        where = f"call_id = {placeholder(n)} AND state = {placeholder(n + 1)}" + (
+            f" AND owner = {placeholder(n + 2)}" if owner is not None else ""
+        )
+        sql = _UPDATES[key] = f"UPDATE calls SET {sets} WHERE {where}"
+    args = (
+        call.state.value,
+        call.attempt,
+        call.delivered_time,
+        call.completed_time,
+        call.outcome_status,
+        call.outcome_payload,
+        call.error_code,
+        call.error_message,
+        call.owner,
+        call.lease_until,
+        call.call_id,
+        expect.value,
     )
-    args = (*row[1:n], call.call_id, expect.value, *([owner] if owner is not None else []))
-    return f"UPDATE calls SET {sets} WHERE {where}", args
+    return sql, (*args, owner) if owner is not None else args
 
 
 def values(call: QueuedCall) -> tuple[Any, ...]:
@@ -93,7 +127,20 @@ def values(call: QueuedCall) -> tuple[Any, ...]:
     )
 
 
-def from_row(row: Sequence[Any]) -> QueuedCall:
+def from_row(row: Sequence[Any], claimed: tuple[str, float, float] | None = None) -> QueuedCall:
+    """The call of a stored row; with ``claimed`` (owner, now, lease end), as the claim of that
+    row (``queued``) makes it: ``sent`` by the owner, one attempt more, delivered now."""
+    if claimed is None:
+        state, attempt, delivered, owner, lease_until = (
+            CallState(row[9]),
+            int(row[10]),
+            row[11],
+            row[20],
+            row[21],
+        )
+    else:
+        owner, delivered, lease_until = claimed
+        state, attempt = CallState.SENT, int(row[10]) + 1
     return QueuedCall(
         call_id=row[0],
         device_id=row[1],
@@ -104,9 +151,9 @@ def from_row(row: Sequence[Any]) -> QueuedCall:
         attempts=int(row[6]),
         created_time=float(row[7]),
         expires_time=float(row[8]),
-        state=CallState(row[9]),
-        attempt=int(row[10]),
-        delivered_time=row[11],
+        state=state,
+        attempt=attempt,
+        delivered_time=delivered,
         completed_time=row[12],
         outcome_status=row[13],
         outcome_payload=bytes(row[14]) if row[14] is not None else None,
@@ -115,8 +162,8 @@ def from_row(row: Sequence[Any]) -> QueuedCall:
         idempotency_key=row[17],
         request_hash=row[18],
         job_id=row[19],
-        owner=row[20],
-        lease_until=row[21],
+        owner=owner,
+        lease_until=lease_until,
     )
 
 
@@ -150,33 +197,32 @@ _SENT = CallState.SENT.value
 _QUEUED = CallState.QUEUED.value
 
 
-def _claimed(call: QueuedCall, owner: str, now: float, until: float) -> QueuedCall:
-    return replace(
-        call,
-        state=CallState.SENT,
-        attempt=call.attempt + 1,
-        owner=owner,
-        lease_until=until,
-        delivered_time=now,
-    )
+def _claims_kept(calls: Sequence[QueuedCall], busy: set[str]) -> list[QueuedCall]:
+    """``calls`` (in creation order) with each one given ``sent`` kept so only where no call of its
+    target is open (``busy``: stored queued or sent) or comes before it; the others unclaimed."""
+    seen = set(busy)
+    kept = []
+    for call in calls:
+        if call.state is CallState.SENT and call.target in seen:
+            call = call.unclaimed()
+        seen.add(call.target)
+        kept.append(call)
+    return kept
 
 
 def _sqlite_claim(
     db: sqlite3.Connection, target: str, owner: str, now: float, lease: float
 ) -> QueuedCall | None:
-    if db.execute("SELECT 1 FROM calls WHERE target = ? AND state = ?", (target, _SENT)).fetchone():
-        return None
-    row = db.execute(SQLITE_NEXT_QUEUED, (target, _QUEUED, now)).fetchone()
+    row = db.execute(SQLITE_NEXT_QUEUED, (target, now)).fetchone()
     if row is None:
         return None
-    call = from_row(row)
-    until = now + call.response_timeout + lease
+    until = now + float(row[5]) + lease
     db.execute(
-        "UPDATE calls SET state = ?, attempt = attempt + 1, owner = ?, lease_until = ?, "
+        "UPDATE calls SET state = 'sent', attempt = attempt + 1, owner = ?, lease_until = ?, "
         "delivered_time = ? WHERE call_id = ?",
-        (_SENT, owner, until, now, call.call_id),
+        (owner, until, now, row[0]),
     )
-    return _claimed(call, owner, now, until)
+    return from_row(row, claimed=(owner, now, until))
 
 
 async def _postgres_claim(conn: Any, target: str, owner: str, now: float, lease: float) -> QueuedCall | None:
@@ -193,18 +239,17 @@ async def _postgres_claim(conn: Any, target: str, owner: str, now: float, lease:
     )
     if row is None:
         return None
-    call = from_row(row)
-    until = now + call.response_timeout + lease
+    until = now + float(row[5]) + lease
     await conn.execute(
         "UPDATE calls SET state = $1, attempt = attempt + 1, owner = $2, lease_until = $3, "
         "delivered_time = $5 WHERE call_id = $4",
         _SENT,
         owner,
         until,
-        call.call_id,
+        row[0],
         now,
     )
-    return _claimed(call, owner, now, until)
+    return from_row(row, claimed=(owner, now, until))
 
 
 class SqliteCalls:
@@ -244,6 +289,17 @@ class SqliteCalls:
                 )
                 registered.update((row[0], row[1]) for row in rows)
             stored = [call for call in calls if (call.device_id, call.module_id or "") in registered]
+            claims = sorted({call.target for call in stored if call.state is CallState.SENT})
+            busy: set[str] = set()
+            for at in range(0, len(claims), 500):
+                some = claims[at : at + 500]
+                rows = db.execute(
+                    "SELECT DISTINCT target FROM calls INDEXED BY calls_target WHERE target IN "
+                    f"({', '.join('?' * len(some))}) AND state IN ('queued', 'sent')",
+                    some,
+                )
+                busy.update(row[0] for row in rows)
+            stored = _claims_kept(stored, busy)
             db.executemany(SQLITE_INSERT, [values(call) for call in stored])
             return stored
 
@@ -374,6 +430,15 @@ class PostgresCalls:
             )
             registered = {(row[0], row[1]) for row in rows}
             stored = [call for call in calls if (call.device_id, call.module_id or "") in registered]
+            busy: set[str] = set()
+            for target in sorted({call.target for call in stored if call.state is CallState.SENT}):
+                # claim_call's lock and check, in target order as claim_calls takes them
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "call:" + target)
+                if await conn.fetchval(
+                    "SELECT 1 FROM calls WHERE target = $1 AND state IN ('queued', 'sent') LIMIT 1", target
+                ):
+                    busy.add(target)
+            stored = _claims_kept(stored, busy)
             if stored:
                 await conn.executemany(
                     f"INSERT INTO calls ({SELECT}, target) VALUES ({marks})", [values(c) for c in stored]

@@ -182,3 +182,84 @@ async def test_a_job_due_now_starts_and_ends_without_waiting_for_a_tick(
     await _until(completed, "the job did not end when its last call ended")
     [call] = await registry.list_calls(job_id="j1")
     assert call.state is CallState.SUCCEEDED
+
+
+async def _online_fleet(hub: Hub, registry: SqliteRegistry, n: int) -> list[Any]:
+    devices = []
+    for i in range(n):
+        identity = await registry.create_identity(f"d{i}")
+        device = hub.device()
+        await device.online(azure_connect(f"d{i}", identity.keys.primary), "$iothub/methods/POST/#")
+        devices.append(device)
+    return devices
+
+
+async def _answer(device: Any) -> None:
+    packet = await device.next_packet()
+    assert isinstance(packet, Publish)
+    parsed = parse_request_topic(packet.topic)
+    assert parsed is not None
+    device.answer(response_topic(200, parsed[1]), b"null")
+
+
+def _count_state_queries(registry: SqliteRegistry, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    asked: list[str] = []
+    job_call_states = registry.job_call_states
+
+    async def counted(job_id: str) -> dict[str, int]:
+        asked.append(job_id)
+        return await job_call_states(job_id)
+
+    monkeypatch.setattr(registry, "job_call_states", counted)
+    return asked
+
+
+async def test_a_job_is_checked_for_its_end_once_the_last_call_it_made_here_ended(
+    hub: Hub, runner: JobRunner, registry: SqliteRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    devices = await _online_fleet(hub, registry, 3)
+    await runner.start()
+    await runner.create(_job("j1"))
+
+    async def selected() -> bool:
+        return (await runner.get("j1")).device_count == 3
+
+    await _until(selected, "the job did not select its devices")
+    asked = _count_state_queries(registry, monkeypatch)
+    for device in devices[:2]:
+        await _answer(device)
+    await asyncio.sleep(job_runner_module.END_CHECK_DELAY * 4)
+    assert asked == []  # a call of it is still open here: no check yet
+    assert (await runner.get("j1")).status is JobStatus.RUNNING
+    await _answer(devices[2])
+
+    async def completed() -> bool:
+        return (await runner.get("j1")).status is JobStatus.COMPLETED
+
+    await _until(completed, "the job did not end when its last call ended")
+    assert asked == ["j1"]  # one check, when the last ended
+
+
+async def test_a_stopped_runner_checks_no_job_when_its_calls_end(
+    hub: Hub, runner: JobRunner, registry: SqliteRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [device] = await _online_fleet(hub, registry, 1)
+    await runner.start()
+    await runner.create(_job("j1"))
+
+    async def selected() -> bool:
+        return (await runner.get("j1")).device_count == 1
+
+    await _until(selected, "the job did not select its devices")
+    await runner.stop()  # the node stops; its queued calls service still settles what is in flight
+    asked = _count_state_queries(registry, monkeypatch)
+    await _answer(device)
+    [call] = await registry.list_calls(job_id="j1")
+
+    async def ended() -> bool:
+        return (await registry.get_call(call.call_id)).state is CallState.SUCCEEDED  # type: ignore[union-attr]
+
+    await _until(ended, "the call did not end")
+    await asyncio.sleep(job_runner_module.END_CHECK_DELAY * 4)
+    assert asked == [] and runner._checks == {}
+    assert (await runner.get("j1")).status is JobStatus.RUNNING  # left to a running node's tick

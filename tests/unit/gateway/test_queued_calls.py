@@ -181,6 +181,34 @@ async def test_create_many_stores_a_page_delivers_at_once_and_skips_unregistered
     assert bounds.value.kind is ErrorKind.INVALID_ARGUMENT
 
 
+async def test_create_many_claims_a_ready_devices_call_as_it_stores_it_and_keeps_the_order(
+    hub: Hub, dev1: Identity, queued: QueuedCalls, registry: SqliteRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device = hub.device()
+    await device.online(azure_connect("dev1", dev1.keys.primary), METHODS)
+    claims: list[str] = []
+    claim_calls = registry.claim_calls
+
+    async def counted(targets, owner, now, lease):  # type: ignore[no-untyped-def]
+        claims.extend(targets)
+        return await claim_calls(targets, owner, now, lease)
+
+    monkeypatch.setattr(registry, "claim_calls", counted)
+    [first] = await queued.create_many([("dev1", None)], "first", b"{}")
+    assert (first.state, first.attempt, first.owner) == (CallState.SENT, 1, "node-1")  # claimed as made
+    assert await registry.get_call(first.call_id) == first
+    [second] = await queued.create_many([("dev1", None)], "second", b"{}")
+    assert second.state is CallState.QUEUED  # dev1 has a call sent: this one waits for it
+    method, rid, _ = await request_of(device)
+    assert method == "first" and claims == []  # sent with no claim of its own
+    device.answer(response_topic(200, rid), b"null")
+    method, rid, _ = await request_of(device)  # then the next, claimed once the first ended
+    assert method == "second" and claims == ["dev1"]
+    device.answer(response_topic(200, rid), b"null")
+    assert await settled(queued, second.call_id) is CallState.SUCCEEDED
+    assert (await queued.get(first.call_id)).state is CallState.SUCCEEDED
+
+
 async def test_a_waiter_is_woken_once_the_end_is_written_and_stop_writes_what_is_pending(
     hub: Hub, dev1: Identity, registry: SqliteRegistry
 ) -> None:

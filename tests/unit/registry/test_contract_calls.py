@@ -115,6 +115,44 @@ async def test_create_calls_stores_a_page_in_one_go_but_only_for_registered_iden
     assert claimed is not None and claimed.call_id == batch[3].call_id
 
 
+async def test_create_calls_keeps_a_claim_made_with_the_call_only_where_no_other_call_is_open(
+    registry: Registry, other: Registry
+) -> None:
+    for device in ("free", "waiting", "busy", "twice", "after"):
+        await registry.create_identity(device)
+    await registry.create_call(_call("waiting", n=0))  # queued before
+    await registry.create_call(_call("busy", n=1))
+    assert await registry.claim_call("busy", "node-b", T0 + 2, lease=5) is not None  # sent before
+    now = T0 + 10
+    batch = [
+        _call("free", n=10).claimed("node-a", now, 5),
+        _call("waiting", n=11).claimed("node-a", now, 5),
+        _call("busy", n=12).claimed("node-a", now, 5),
+        _call("twice", n=13).claimed("node-a", now, 5),
+        _call("twice", n=14).claimed("node-a", now, 5),  # the first of the batch is its open call
+        _call("after", n=15),
+        _call("after", n=16).claimed("node-a", now, 5),  # queued before it in the batch
+    ]
+    stored = await other.create_calls(batch)
+    states = [(c.device_id, c.state, c.attempt, c.owner) for c in stored]
+    sent, queued = (CallState.SENT, 1, "node-a"), (CallState.QUEUED, 0, None)
+    assert states == [
+        ("free", *sent),
+        ("waiting", *queued),
+        ("busy", *queued),
+        ("twice", *sent),
+        ("twice", *queued),
+        ("after", *queued),
+        ("after", *queued),
+    ]
+    for call in stored:
+        assert await registry.get_call(call.call_id) == call  # stored as returned
+    assert stored[0].lease_until == now + 30 + 5 and stored[0].delivered_time == now
+    assert stored[1] == batch[1].unclaimed() and stored[1].delivered_time is None
+    # the claimed one counts as the device's call sent: no other is claimed before it ends
+    assert await registry.claim_call("twice", "node-b", now + 1, lease=5) is None
+
+
 async def test_update_calls_applies_each_condition_in_one_go(registry: Registry, other: Registry) -> None:
     for device in ("dev1", "dev2", "dev3"):
         await registry.create_call(_call(device, n=0))
