@@ -82,6 +82,9 @@ class HubConfig:
     connects when its calls were made elsewhere or earlier)."""
     job_rate: float | None = None
     """Device calls per second a job starts on each node (``serve --job-rate``; None: unlimited)."""
+    job_concurrency: int = 1000
+    """Jobs' device calls in flight (sent, not yet answered) on each node at most
+    (``serve --job-concurrency``)."""
     queued_call_max_expires: float = 7 * 86400
     """The longest ``expiresInSeconds`` a queued call may ask for (``serve --max-queued-call-expiry``)."""
     """How often the node reads the registry change feed (seconds): the bound on how long a

@@ -40,6 +40,8 @@ PAGE = 500
 END_CHECK_DELAY = 0.05
 """Seconds after the last of its calls made here ended here before a job selected here is checked
 for its end."""
+DEFAULT_CONCURRENCY = 1000
+"""Jobs' device calls in flight on a node at most (``serve --job-concurrency``)."""
 CHUNK = 50
 """Devices of a page whose calls are stored in one transaction and kicked together: the more, the
 fewer transactions; the fewer, the shorter the bursts of deliveries (each chunk's devices are sent
@@ -74,6 +76,7 @@ class JobRunner:
         *,
         interval: float = 1.0,
         rate: float | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry = registry
@@ -83,6 +86,9 @@ class JobRunner:
         self.rate = rate
         """Device calls (or twin patches) a running job starts per second on this node (None: as
         fast as the registry takes them), so a big job does not crowd out interactive calls."""
+        self.concurrency = concurrency
+        """Jobs' device calls in flight on this node (sent, not ended) before the runner waits to
+        make the next ones (devices slow to answer do not pile up a page's calls at once)."""
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
@@ -259,7 +265,11 @@ class JobRunner:
                 return count  # cancelled meanwhile
             ids = [str(row["deviceId"]) for row in rows]
             chunk = min(CHUNK, max(1, int(self.rate / 20))) if self.rate else CHUNK  # paced
+            chunk = min(chunk, max(1, self.concurrency // 4))  # room for the next before all end
             for at in range(0, len(ids), chunk):
+                # at most `concurrency` in flight once these are sent (calls to devices not
+                # online take no slot: they are made all the same, and wait for their devices)
+                await self.calls.job_attempts_at_most(self.concurrency - len(ids[at : at + chunk]))
                 started = time.perf_counter()
                 count += await self._start_devices(job, ids[at : at + chunk])
                 if self.rate:

@@ -129,6 +129,8 @@ class QueuedCalls:
         """Every delivery task running (a target's previous one may be ending beside its new one)."""
         self._again: set[str] = set()
         """Targets kicked while delivering: their task claims again before it ends."""
+        self._job_attempts = 0
+        self._job_attempt_ended = asyncio.Event()
         self._changed: dict[str, asyncio.Event] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
@@ -293,6 +295,8 @@ class QueuedCalls:
     def _start(self, target: str, claimed: QueuedCall | None) -> None:
         """A delivery task for ``target``, first attempting ``claimed`` (claimed as it was created)
         if given. It becomes the target's task: one whose claim found ``claimed`` sent is ending."""
+        if claimed is not None:
+            self._attempting(claimed)
         task = asyncio.get_running_loop().create_task(
             self._deliver(target, claimed), name=f"queued-calls {target}"
         )
@@ -317,7 +321,7 @@ class QueuedCalls:
                     if target in self._again:
                         continue  # a call made while the claim ran may have missed it
                     return
-                await self._attempt(call)
+                await self._attempt(self._attempting(call))
         except HubError as exc:  # the store is unreachable: the sweep tries again
             log.warning("queued calls of %s not delivered now: %s", target, exc.message)
         except Exception:
@@ -330,16 +334,42 @@ class QueuedCalls:
     def _claim_batch(self, targets: Sequence[str]) -> Awaitable[list[QueuedCall | None]]:
         return self.store.claim_calls(targets, self.node, self.clock(), LEASE_GRACE)
 
+    @property
+    def job_attempts(self) -> int:
+        """Attempts of jobs' calls in flight on this node (sent, not yet ended)."""
+        return self._job_attempts
+
+    async def job_attempts_at_most(self, count: int) -> None:
+        """Return once at most ``count`` attempts of jobs' calls are in flight on this node."""
+        while self._job_attempts > count:
+            self._job_attempt_ended.clear()
+            await self._job_attempt_ended.wait()
+
+    def _attempting(self, call: QueuedCall) -> QueuedCall:
+        """``call`` about to be attempted: counted as in flight (a job's) from now on, until its
+        attempt ends (a task cancelled before it ran keeps its count: only a stopping node cancels
+        them, after its job runner stopped)."""
+        if call.job_id is not None:
+            self._job_attempts += 1
+        return call
+
     async def _attempt(self, call: QueuedCall) -> None:
+        """One attempt of ``call`` (counted by :meth:`_attempting`) to its end, stored."""
+        job = call.job_id is not None
         try:
-            outcome = await self.engine.invoke(call.call())
-        except HubError as exc:
-            await self._attempt_failed(call, exc)
-            return
-        done = call.finished(
-            CallState.SUCCEEDED, self.clock(), status=outcome.status, payload=outcome.payload
-        )
-        await self._settle(call, done)
+            try:
+                outcome = await self.engine.invoke(call.call())
+            except HubError as exc:
+                await self._attempt_failed(call, exc)
+                return
+            done = call.finished(
+                CallState.SUCCEEDED, self.clock(), status=outcome.status, payload=outcome.payload
+            )
+            await self._settle(call, done)
+        finally:
+            if job:
+                self._job_attempts -= 1
+                self._job_attempt_ended.set()
 
     async def _attempt_failed(self, call: QueuedCall, exc: HubError) -> None:
         now = self.clock()

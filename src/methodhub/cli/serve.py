@@ -79,6 +79,13 @@ def add_serve_parser(
         help="device calls per second a job starts on this node (default: as fast as it can)",
     )
     serve.add_argument(
+        "--job-concurrency",
+        type=_number(int, 1, inclusive=True),
+        default=1000,
+        metavar="N",
+        help="jobs' device calls in flight on this node at most (default 1000)",
+    )
+    serve.add_argument(
         "--amqp-port",
         type=_port,
         default=-1,
@@ -168,6 +175,7 @@ def serve(args: argparse.Namespace, data_dir: Path) -> None:
         amqp_port=args.amqp_port,
         queued_call_max_expires=args.max_queued_call_expiry,
         job_rate=args.job_rate,
+        job_concurrency=args.job_concurrency,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         nats_url=args.nats,

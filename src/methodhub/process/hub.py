@@ -168,7 +168,12 @@ class Hub:
         )
         QueuedCallsApi(self.queued, service_auth).register(routes)
         self.jobs = JobRunner(
-            registry, self.queued, self.node, interval=config.queued_call_sweep_interval, rate=config.job_rate
+            registry,
+            self.queued,
+            self.node,
+            interval=config.queued_call_sweep_interval,
+            rate=config.job_rate,
+            concurrency=config.job_concurrency,
         )
         AzureJobsApi(self.jobs, service_auth).register(routes)
         azure_api.job_rows = partial(device_job_rows, self.jobs)

@@ -263,3 +263,50 @@ async def test_a_stopped_runner_checks_no_job_when_its_calls_end(
     await asyncio.sleep(job_runner_module.END_CHECK_DELAY * 4)
     assert asked == [] and runner._checks == {}
     assert (await runner.get("j1")).status is JobStatus.RUNNING  # left to a running node's tick
+
+
+async def test_a_job_has_at_most_its_concurrency_of_calls_in_flight_on_a_node(
+    hub: Hub, registry: SqliteRegistry
+) -> None:
+    devices = await _online_fleet(hub, registry, 5)
+    await registry.create_identity("offline")  # its call is made all the same, and takes no slot
+    calls = QueuedCalls(registry, hub.engine, hub.router, registry, "n1", sweep_interval=3600)
+    runner = JobRunner(registry, calls, "n1", interval=3600, concurrency=2)
+    requests: dict[int, str] = {}  # device index → request id of the call it got
+
+    async def in_flight(expected: int) -> None:
+        for _ in range(100):
+            for n, device in enumerate(devices):
+                for packet in device.received():
+                    parsed = parse_request_topic(packet.topic)  # type: ignore[union-attr]
+                    assert parsed is not None and n not in requests
+                    requests[n] = parsed[1]
+            if len(requests) >= expected:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # and no more come
+        assert len(requests) == expected and calls.job_attempts == min(2, 5 - answered)
+
+    answered = 0
+    try:
+        await runner.start()
+        await runner.create(_job("j1"))
+        await in_flight(2)  # the others wait for a slot
+        for _ in range(3):
+            device = next(n for n in sorted(requests) if n >= answered)
+            devices[device].answer(response_topic(200, requests[device]), b"null")
+            answered += 1
+            await in_flight(2 + answered)  # one ended: the next device got its call
+        for device in (3, 4):
+            devices[device].answer(response_topic(200, requests[device]), b"null")
+            answered += 1
+
+        async def ended() -> bool:
+            states = sorted(c.state.value for c in await registry.list_calls(job_id="j1"))
+            return states == ["queued"] + ["succeeded"] * 5
+
+        await _until(ended, "the job's calls did not end")
+        assert calls.job_attempts == 0
+    finally:
+        await runner.stop()
+        await calls.stop()
