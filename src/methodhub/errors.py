@@ -80,6 +80,9 @@ class ErrorKind(Enum):
     INVALID_ARGUMENT = ErrorSpec(
         400, 400004, "ArgumentInvalid", "InvalidParameter", None, "Invalid argument."
     )
+    INVALID_PAGE_PARAMS = ErrorSpec(
+        400, 400004, "ArgumentInvalid", "iot.common.InvalidPageParams", None, "Invalid page parameters."
+    )
     INVALID_PROTOCOL_VERSION = ErrorSpec(
         400, 400001, "InvalidProtocolVersion", "InvalidVersion", None, "Invalid API version.", 400
     )

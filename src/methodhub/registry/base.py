@@ -208,6 +208,16 @@ class Registry(ABC):
     async def find_product_device(self, device_id: str) -> ProductDevice | None:
         """The Alibaba names of device ``device_id``, or None if it has none (or does not exist)."""
 
+    @abstractmethod
+    async def list_product_devices(
+        self, product_key: str, *, limit: int = 100, offset: int = 0
+    ) -> list[ProductDevice]:
+        """The devices of product ``product_key``, newest first (creation time, then device id, both
+        descending, as Alibaba's ``QueryDevice`` lists them), ``offset`` of them skipped."""
+
+    @abstractmethod
+    async def count_product_devices(self, product_key: str) -> int: ...
+
     # -- access policies ----------------------------------------------------------------------------
 
     @abstractmethod

@@ -569,6 +569,33 @@ class PostgresRegistry(PostgresCalls, PostgresJobs, Registry):
             return None
         return await self._product_device("p.device_id = $1", device_id)
 
+    async def list_product_devices(
+        self, product_key: str, *, limit: int = 100, offset: int = 0
+    ) -> list[ProductDevice]:
+        if not _storable(product_key):
+            return []
+        rows = await self._read(
+            lambda conn: conn.fetch(
+                f"SELECT {JOINED_IDENTITY_COLUMNS}, p.product_key, p.device_name, p.device_secret "
+                "FROM product_devices p JOIN identities i ON i.device_id = p.device_id AND i.module_id = '' "
+                "WHERE p.product_key = $1 ORDER BY i.created_at DESC, p.device_id DESC LIMIT $2 OFFSET $3",
+                product_key,
+                limit,
+                offset,
+            )
+        )
+        return [ProductDevice(identity_from_row(row[:-3]), row[-3], row[-2], row[-1]) for row in rows]
+
+    async def count_product_devices(self, product_key: str) -> int:
+        if not _storable(product_key):
+            return 0
+        count: int = await self._read(
+            lambda conn: conn.fetchval(
+                "SELECT count(*) FROM product_devices WHERE product_key = $1", product_key
+            )
+        )
+        return count
+
     async def _product_device(self, where: str, *args: str) -> ProductDevice | None:
         row = await self._read(
             lambda conn: conn.fetchrow(

@@ -447,6 +447,29 @@ class SqliteRegistry(SqliteCalls, SqliteJobs, Registry):
     async def find_product_device(self, device_id: str) -> ProductDevice | None:
         return await self._run(self._product_device, "p.device_id = ?", device_id)
 
+    async def list_product_devices(
+        self, product_key: str, *, limit: int = 100, offset: int = 0
+    ) -> list[ProductDevice]:
+        def query() -> list[ProductDevice]:
+            rows = self._conn().execute(
+                f"SELECT {JOINED_IDENTITY_COLUMNS}, p.product_key, p.device_name, p.device_secret "
+                "FROM product_devices p JOIN identities i ON i.device_id = p.device_id AND i.module_id = '' "
+                "WHERE p.product_key = ? ORDER BY i.created_at DESC, p.device_id DESC LIMIT ? OFFSET ?",
+                (product_key, limit, offset),
+            )
+            return [ProductDevice(identity_from_row(row[:-3]), row[-3], row[-2], row[-1]) for row in rows]
+
+        return await self._run(query)
+
+    async def count_product_devices(self, product_key: str) -> int:
+        return await self._run(
+            lambda: (
+                self._conn()
+                .execute("SELECT count(*) FROM product_devices WHERE product_key = ?", (product_key,))
+                .fetchone()[0]
+            )
+        )
+
     def _product_device(self, where: str, *args: str) -> ProductDevice | None:
         row = (
             self._conn()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -141,15 +139,6 @@ class StubEngine:
 class NobodyOnline:
     async def connection_states(self, targets: list[str]) -> dict[str, tuple[bool, float | None]]:
         return {target: (False, None) for target in targets}
-
-
-@pytest.fixture
-async def registry(tmp_path: Path) -> AsyncIterator[SqliteRegistry]:
-    reg = SqliteRegistry(tmp_path / "registry.db")
-    await reg.open()
-    await reg.ensure_default_policies()
-    yield reg
-    await reg.close()
 
 
 async def post(api: AliyunApi, registry: SqliteRegistry, **params: str) -> dict[str, Any]:

@@ -108,3 +108,23 @@ async def test_settings(registry: Registry, other: Registry) -> None:
     await other.set_setting("hostname", "hub2.example.com")
     assert await registry.get_setting("hostname") == "hub2.example.com"
     assert await registry.get_setting("Hostname") is None
+
+
+async def test_list_and_count_a_products_devices(registry: Registry, other: Registry) -> None:
+    for name in ("dev-a", "dev-b", "dev-c", "dev-d"):
+        await registry.create_product_device("a1PK", name)
+    await registry.create_product_device("a1Other", "dev-a")
+    await registry.create_identity("a1PK:not-named")  # the id's shape, but no Alibaba names
+    for reg in (registry, other):
+        assert await reg.count_product_devices("a1PK") == 4
+        assert await reg.count_product_devices("a1None") == 0
+        listed = await reg.list_product_devices("a1PK")
+        assert [d.device_name for d in listed] == ["dev-d", "dev-c", "dev-b", "dev-a"]  # newest first
+        assert listed[0] == await reg.get_product_device("a1PK", "dev-d")
+        page = await reg.list_product_devices("a1PK", limit=2, offset=1)
+        assert [d.device_name for d in page] == ["dev-c", "dev-b"]
+        assert await reg.list_product_devices("a1PK", offset=4) == []
+        assert await reg.list_product_devices("a1\x00PK") == []
+    await registry.delete_identity("a1PK:dev-c")
+    assert await registry.count_product_devices("a1PK") == 3
+    assert [d.device_name for d in await registry.list_product_devices("a1PK")] == ["dev-d", "dev-b", "dev-a"]

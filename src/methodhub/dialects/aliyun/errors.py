@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from methodhub.errors import HubError
+from methodhub.errors import ErrorKind, HubError
 from methodhub.http.messages import Response
 
 RECOMMEND = "See docs/aliyun-compatibility.md in methodhub for the actions and parameters it implements."
@@ -31,6 +31,18 @@ CALL_OUTCOME_RRPC_CODES = frozenset({"OFFLINE", "TIMEOUT", "HALFCONN"})
 def new_request_id() -> str:
     """A RequestId in Alibaba's shape: an upper-case UUID."""
     return str(uuid.uuid4()).upper()
+
+
+def required(params: dict[str, str], name: str) -> str:
+    """``params[name]``; raises ``MISSING_ARGUMENT`` (``MissingParameter``, Alibaba's words) if it
+    is absent or empty."""
+    value = params.get(name)
+    if not value:
+        raise HubError(
+            ErrorKind.MISSING_ARGUMENT,
+            f'The input parameter "{name}" that is mandatory for processing this request is not supplied.',
+        )
+    return value
 
 
 def pop_error(error: HubError, request_id: str, host: str | None = None) -> Response:

@@ -35,8 +35,9 @@ from methodhub.api.outcomes import response_future
 from methodhub.calls import Call, CallEngine, CallKind, CallOutcome
 from methodhub.config import MAX_METHOD_PAYLOAD
 from methodhub.dialects.aliyun.calls import call_data
-from methodhub.dialects.aliyun.errors import new_request_id, pop_error, rrpc_error
+from methodhub.dialects.aliyun.errors import new_request_id, pop_error, required, rrpc_error
 from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
+from methodhub.dialects.aliyun.pop_devices import DeviceQueries, device_detail, gmt_time, utc_time
 from methodhub.errors import ErrorKind, HubError
 from methodhub.http.messages import Handler, Request, Response
 from methodhub.http.routing import Routes
@@ -158,16 +159,6 @@ def is_pop_call(request: Request) -> bool:
     return not POP_PARAMETERS.isdisjoint(request.query)
 
 
-def required(params: dict[str, str], name: str) -> str:
-    value = params.get(name)
-    if not value:
-        raise HubError(
-            ErrorKind.MISSING_ARGUMENT,
-            f'The input parameter "{name}" that is mandatory for processing this request is not supplied.',
-        )
-    return value
-
-
 def _names(params: dict[str, str]) -> tuple[str, str]:
     return validate_product_names(required(params, "ProductKey"), required(params, "DeviceName"))
 
@@ -248,14 +239,6 @@ def _thing_args(params: dict[str, str]) -> bytes:
     return payload
 
 
-def _gmt(epoch: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
-
-
-def _utc(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(epoch))
-
-
 class AliyunApi:
     """Handlers for the POP API. ``register()`` adds ``GET /`` and ``POST /`` to a :class:`Routes`."""
 
@@ -267,12 +250,22 @@ class AliyunApi:
         self._auth = auth
         self._presence = presence
         self._message_ids = MessageIds()
+        devices = DeviceQueries(registry, presence, self._lookup)  # pop_devices.py
         self._actions: dict[str, _Action] = {
             "RRpc": _Action(Right.SERVICE_CONNECT, self._rrpc),
             "InvokeThingService": _Action(Right.SERVICE_CONNECT, self._invoke_thing_service),
             "RegisterDevice": _Action(Right.REGISTRY_WRITE, self._guard(self._register_device)),
             "QueryDeviceDetail": _Action(Right.REGISTRY_READ, self._guard(self._query_device_detail)),
             "DeleteDevice": _Action(Right.REGISTRY_WRITE, self._guard(self._delete_device)),
+            "GetDeviceStatus": _Action(Right.REGISTRY_READ, self._guard(devices.get_device_status)),
+            "BatchGetDeviceState": _Action(Right.REGISTRY_READ, self._guard(devices.batch_get_device_state)),
+            "BatchQueryDeviceDetail": _Action(
+                Right.REGISTRY_READ, self._guard(devices.batch_query_device_detail)
+            ),
+            "QueryDevice": _Action(Right.REGISTRY_READ, self._guard(devices.query_device)),
+            "QueryDeviceStatistics": _Action(
+                Right.REGISTRY_READ, self._guard(devices.query_device_statistics)
+            ),
         }
 
     def register(self, routes: Routes, *, not_a_pop_call: Handler | None = None) -> None:
@@ -464,19 +457,9 @@ class AliyunApi:
         identity, device = await self._lookup(params)
         states = await self._presence.connection_states([identity.device_id])
         connected, since = states[identity.device_id]
-        status = "DISABLE" if identity.status != "enabled" else "ONLINE" if connected else "OFFLINE"
-        data: dict[str, Any] = {
-            "IotId": identity.device_id,
-            "ProductKey": device.product_key if device else None,
-            "DeviceName": device.device_name if device else None,
-            "DeviceSecret": device.device_secret if device else None,
-            "Status": status,
-            "NodeType": 0,
-            "GmtCreate": _gmt(identity.created_at),
-            "UtcCreate": _utc(identity.created_at),
-        }
+        data = device_detail(identity, device, connected)
         if since is not None:
-            data.update(GmtOnline=_gmt(since), UtcOnline=_utc(since))
+            data.update(GmtOnline=gmt_time(since), UtcOnline=utc_time(since))
         return {"Data": data}
 
     async def _delete_device(self, params: dict[str, str], request_id: str) -> dict[str, Any]:
