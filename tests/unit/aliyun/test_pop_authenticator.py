@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,15 +21,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def registry(tmp_path: Path) -> AsyncIterator[SqliteRegistry]:
-    reg = SqliteRegistry(tmp_path / "registry.db")
-    await reg.open()
-    await reg.ensure_default_policies()
-    yield reg
-    await reg.close()
 
 
 @pytest.fixture

@@ -381,3 +381,54 @@ async def test_the_actions_need_registry_read(registry: SqliteRegistry) -> None:
         result = api.handle(Request("POST", "/", headers=FORM, body=urlencode(signed).encode()))
         response = result if isinstance(result, Response) else await result
         assert response.status == 403, action
+
+
+# -- the field names, checked against Alibaba's typed SDK models ---------------------------------------------
+
+
+def without_nones(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: without_nones(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nones(v) for v in value]
+    return value
+
+
+async def test_every_answer_has_only_fields_alibabas_sdk_models_know(registry: SqliteRegistry) -> None:
+    """``alibabacloud_iot20180120``'s response models read the fields they define and write them back:
+    an answer that survives ``from_map(...).to_map()`` unchanged has no misnamed field (and the
+    types the SDK expects survive too: a model keeps what it reads)."""
+    from alibabacloud_iot20180120 import models
+
+    await make_devices(registry, "on-dev", "off-dev", "dis-dev")
+    await registry.update_identity(f"{PK}:dis-dev", status="disabled")
+    api = api_for(registry, Connected(f"{PK}:on-dev"))
+    every = names("DeviceName", ["on-dev", "off-dev", "dis-dev"])
+    cases = [
+        (
+            models.GetDeviceStatusResponseBody,
+            {"Action": "GetDeviceStatus", "ProductKey": PK, "DeviceName": "on-dev"},
+        ),
+        (
+            models.BatchGetDeviceStateResponseBody,
+            {"Action": "BatchGetDeviceState", "ProductKey": PK, **every},
+        ),
+        (
+            models.BatchQueryDeviceDetailResponseBody,
+            {"Action": "BatchQueryDeviceDetail", "ProductKey": PK, **every},
+        ),
+        (models.QueryDeviceResponseBody, {"Action": "QueryDevice", "ProductKey": PK, "PageSize": "2"}),
+        (models.QueryDeviceStatisticsResponseBody, {"Action": "QueryDeviceStatistics"}),
+        (
+            models.QueryDeviceDetailResponseBody,
+            {"Action": "QueryDeviceDetail", "ProductKey": PK, "DeviceName": "on-dev"},
+        ),
+    ]
+    for model, params in cases:
+        body = await post(api, registry, **params)
+        del body["status"]
+        assert body["Success"] is True, body
+        assert model().from_map(body).to_map() == without_nones(body), params["Action"]
+    error = await post(api, registry, Action="QueryDevice", ProductKey=PK, PageSize="99")
+    del error["status"]
+    assert models.QueryDeviceResponseBody().from_map(error).to_map() == error
