@@ -271,3 +271,47 @@ def test_connection_state_in_the_registry_is_the_clusters(cluster: Cluster, devi
         wait_for(lambda: state()["connectionState"] == "Disconnected", 5, "the device to be disconnected")
     finally:
         backend.close()
+
+
+def test_alibaba_device_status_is_the_clusters(cluster: Cluster) -> None:
+    """Alibaba's status actions on one node see a device connected to another (aliyun-python-sdk-iot)."""
+    from aliyunsdkcore.client import AcsClient
+    from aliyunsdkiot.request.v20180120.BatchGetDeviceStateRequest import BatchGetDeviceStateRequest
+    from aliyunsdkiot.request.v20180120.GetDeviceStatusRequest import GetDeviceStatusRequest
+    from aliyunsdkiot.request.v20180120.QueryDeviceStatisticsRequest import QueryDeviceStatisticsRequest
+
+    from tests.integration.aliyun.support import REGION, PahoAliyunDevice, call, device_login
+    from tests.support import parse_cs
+
+    a, b = cluster.nodes
+    pk = "a1Cluster"
+    secrets = {}
+    for name in ("on-dev", "off-dev"):
+        lines = cluster.cli("device", "create", "--product", pk, name).stdout.strip().splitlines()
+        secrets[name] = dict(line.split("=", 1) for line in lines)["DeviceSecret"]
+    key = parse_cs(cluster.cli("connection-string", "--policy", "iothubowner").stdout)["SharedAccessKey"]
+    client = AcsClient("iothubowner", key, REGION, timeout=15)
+    client.add_endpoint(REGION, "Iot", f"127.0.0.1:{a.ports['http']}")
+
+    def status(name: str) -> str:
+        request = GetDeviceStatusRequest()
+        request.set_ProductKey(pk)
+        request.set_DeviceName(name)
+        return str(call(client, request)["Data"]["Status"])
+
+    wait_for(lambda: status("off-dev") == "OFFLINE", 5, "node a to see the new devices")
+    device = PahoAliyunDevice(b, *device_login(pk, "on-dev", secrets["on-dev"], extra=",_ss=1"))
+    assert device.connect() == 0
+    try:
+        assert status("on-dev") == "ONLINE"
+        batch = BatchGetDeviceStateRequest()
+        batch.set_ProductKey(pk)
+        batch.set_DeviceNames(["on-dev", "off-dev"])
+        entries = call(client, batch)["DeviceStatusList"]["DeviceStatus"]
+        assert [e["Status"] for e in entries] == ["ONLINE", "OFFLINE"] and "LastOnlineTime" in entries[0]
+        statistics = QueryDeviceStatisticsRequest()
+        statistics.set_ProductKey(pk)
+        assert call(client, statistics)["Data"] == {"deviceCount": 2, "activeCount": 2, "onlineCount": 1}
+    finally:
+        device.close()
+    wait_for(lambda: status("on-dev") == "OFFLINE", 5, "the device to be disconnected")
