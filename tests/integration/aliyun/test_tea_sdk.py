@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,13 @@ def test_replayed_nonce(aliyun_hub: HubProcess, monkeypatch: pytest.MonkeyPatch)
 
 
 def sdk_signed(
-    hub: HubProcess, method: str, action: str, query_params: dict[str, str], body: bytes = b"", **headers: str
+    hub: HubProcess,
+    method: str,
+    action: str,
+    query_params: dict[str, str],
+    body: bytes = b"",
+    *,
+    host: str | None = None,
 ) -> dict[str, str]:
     """The headers ``do_request`` would send, signed by the SDK's own ``get_authorization``."""
     request = DaraRequest()
@@ -218,14 +225,13 @@ def sdk_signed(
     request.pathname = "/"
     request.query = dict(query_params)
     request.headers = {
-        "host": f"127.0.0.1:{hub.ports['http']}",
+        "host": host or f"127.0.0.1:{hub.ports['http']}",
         "x-acs-version": "2018-01-20",
         "x-acs-action": action,
         "user-agent": Utils.get_user_agent(None),
         "x-acs-date": Utils.get_timestamp(),
         "x-acs-signature-nonce": Utils.get_nonce(),
         "accept": "application/json",
-        **headers,
     }
     if body:
         request.headers["content-type"] = "application/x-www-form-urlencoded"
@@ -237,10 +243,14 @@ def sdk_signed(
     return request.headers
 
 
-def test_get_with_the_query_only(aliyun_hub: HubProcess, echo_device: LinkkitDevice) -> None:
+@pytest.mark.parametrize("https", [False, True], ids=["http", "https"])
+def test_get_with_the_query_only(aliyun_hub: HubProcess, echo_device: LinkkitDevice, https: bool) -> None:
     params = {"ProductKey": PK, "DeviceName": ECHO, "Note": "a b+c/é"}  # encodings the signature covers
-    headers = sdk_signed(aliyun_hub, "GET", "QueryDeviceDetail", params)
-    response = httpx.get(f"{aliyun_hub.http_url}/?{urlencode(params)}", headers=headers)
+    host = f"localhost:{aliyun_hub.ports['https']}" if https else None
+    headers = sdk_signed(aliyun_hub, "GET", "QueryDeviceDetail", params, host=host)
+    base = aliyun_hub.https_url if https else aliyun_hub.http_url
+    verify = ssl.create_default_context(cafile=str(aliyun_hub.ca_file)) if https else True
+    response = httpx.get(f"{base}/?{urlencode(params)}", headers=headers, verify=verify)
     assert response.status_code == 200, response.text
     assert response.json()["Data"]["Status"] == "ONLINE"
 
@@ -269,7 +279,7 @@ def test_unsigned_header_and_missing_authorization(aliyun_hub: HubProcess) -> No
     response = httpx.post(url, headers={**headers, "x-acs-extra": "sneaked in"})
     assert response.status_code == 400
     assert response.json()["Code"] == "IncompleteSignature" and "'x-acs-extra'" in response.json()["Message"]
-    without = {k: v for k, v in sdk_signed(aliyun_hub, "POST", "QueryDeviceDetail", params).items()}
+    without = sdk_signed(aliyun_hub, "POST", "QueryDeviceDetail", params)
     del without["Authorization"]
     response = httpx.post(url, headers=without)
     assert response.status_code == 400
