@@ -20,7 +20,7 @@ from methodhub.dialects.aliyun.acs3 import (
     encode_query,
     sign_acs3_request,
 )
-from methodhub.dialects.aliyun.pop import AliyunApi, signature_scheme
+from methodhub.dialects.aliyun.pop import AliyunApi, is_pop_call, signature_scheme
 from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
 from methodhub.dialects.aliyun.signing import parse_pop_timestamp, sign_pop_request
 from methodhub.errors import ErrorKind, HubError
@@ -352,6 +352,23 @@ def test_no_authorization_header() -> None:
         authenticator().check_acs3(dict(SDK_HEADERS), SDK_BODY)
     assert raised.value.kind is ErrorKind.INCOMPLETE_SIGNATURE
     assert "no Authorization header" in raised.value.message
+    with pytest.raises(HubError) as raised:  # the Tea SDK with a bearer-token credential
+        authenticator().check_acs3({**SDK_HEADERS, "x-acs-bearer-token": "t"}, SDK_BODY)
+    assert raised.value.kind is ErrorKind.INCOMPLETE_SIGNATURE
+    assert "bearer token (x-acs-bearer-token)" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    "headers, pop",
+    [
+        ({}, False),  # a person at the hub's root
+        ({"authorization": "ACS3-HMAC-SHA256 Credential=x"}, True),
+        ({"x-acs-action": "QueryDeviceDetail"}, True),
+        ({"x-acs-signature-nonce": "n"}, True),
+    ],
+)
+def test_a_get_with_v3_headers_is_a_pop_call(headers: dict[str, str], pop: bool) -> None:
+    assert is_pop_call(Request("GET", "/", headers=headers)) is pop
 
 
 # -- the front door ----------------------------------------------------------------------------------------

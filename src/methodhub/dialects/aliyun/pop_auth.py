@@ -146,6 +146,11 @@ class PopAuthenticator:
                 ``SIGNATURE_MISMATCH`` (the body is not the one whose hash was signed).
         """
         text = headers.get("authorization")
+        if text is None and "x-acs-bearer-token" in headers:
+            raise incomplete(
+                "the request is authenticated with a bearer token (x-acs-bearer-token), which methodhub "
+                f"does not verify; sign with {ACS3_ALGORITHM} and a policy's AccessKey"
+            )
         if text is None:
             raise incomplete(
                 f"the request carries x-acs-* headers but no Authorization header; sign it with "
