@@ -101,6 +101,15 @@ class ErrorKind(Enum):
         "The request's signature does not match the one the hub calculated.",
         400,
     )
+    INCOMPLETE_SIGNATURE = ErrorSpec(
+        401,
+        401002,
+        "IotHubUnauthorizedAccess",
+        "IncompleteSignature",
+        None,
+        "The request signature does not conform to Aliyun standards.",
+        400,
+    )
     REQUEST_REPLAYED = ErrorSpec(
         401,
         401002,

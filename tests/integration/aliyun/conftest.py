@@ -1,4 +1,4 @@
-"""Fixtures: one hub (MQTT, MQTT/TLS, HTTP) for the whole Alibaba package, the official SDKs."""
+"""Fixtures: one hub (MQTT, MQTT/TLS, HTTP, HTTPS) for the whole Alibaba package, the official SDKs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from tests.support import HubProcess
 
 @pytest.fixture(scope="package")
 def aliyun_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    hub = HubProcess(tmp_path_factory.mktemp("aliyun-hub"), listeners=("mqtt", "http", "mqtts")).start()
+    hub = HubProcess(
+        tmp_path_factory.mktemp("aliyun-hub"), listeners=("mqtt", "http", "mqtts", "https")
+    ).start()
     yield hub
     hub.stop()
 

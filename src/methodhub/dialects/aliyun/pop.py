@@ -1,8 +1,12 @@
 """The Alibaba Cloud front door: IoT Platform's POP RPC API (version 2018-01-20) at ``/``.
 
-``GET /?Action=...`` or ``POST /`` with parameters in the query and/or a form body, signed as
-:mod:`methodhub.dialects.aliyun.signing` describes with a shared access policy (AccessKeyId = policy name,
-AccessKeySecret = its key). Actions (aliyun-rrpc-wire.md §2):
+``GET /?Action=...`` or ``POST /`` with parameters in the query and/or a form body, signed with a
+shared access policy (AccessKeyId = policy name, AccessKeySecret = its key) in either of Alibaba's
+schemes (:func:`signature_scheme`): V2, ``Signature`` in the query
+(:mod:`methodhub.dialects.aliyun.signing`, ``aliyun-python-sdk-core``), or V3, ``Authorization:
+ACS3-HMAC-SHA256 ...`` with the action and version in ``x-acs-action`` / ``x-acs-version``
+(:mod:`methodhub.dialects.aliyun.acs3`, the Tea SDK ``alibabacloud_iot20180120``). Actions
+(aliyun-rrpc-wire.md §2):
 
 * ``RRpc`` (ServiceConnect): raw bytes to a device and back — system RRPC, or custom-topic RRPC
   with ``Topic``. Timeout 1000–8000 ms, Alibaba's range (the Azure front door keeps Azure's).
@@ -36,7 +40,7 @@ from methodhub.calls import Call, CallEngine, CallKind, CallOutcome
 from methodhub.config import MAX_METHOD_PAYLOAD
 from methodhub.dialects.aliyun.calls import call_data
 from methodhub.dialects.aliyun.errors import new_request_id, pop_error, required, rrpc_error
-from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
+from methodhub.dialects.aliyun.pop_auth import Acs3Check, PopAuthenticator
 from methodhub.dialects.aliyun.pop_devices import DeviceQueries, device_detail, gmt_time, utc_time
 from methodhub.errors import ErrorKind, HubError
 from methodhub.http.messages import Handler, Request, Response
@@ -83,6 +87,10 @@ POP_PARAMETERS = frozenset(
 )
 """The POP RPC style's common request parameters [DOC 69797 "Common parameters"]: a request to
 ``/`` carrying any of them is an API call (and gets the API's answer, e.g. ``MissingParameter``)."""
+ACS3_HEADERS = ("authorization", "x-acs-action", "x-acs-version", "x-acs-date", "x-acs-signature-nonce")
+"""Headers of the V3 signature: a request to ``/`` carrying any of them is an API call too."""
+V2_PARAMETERS = ("Signature", "AccessKeyId", "SignatureMethod", "SignatureVersion", "SignatureNonce")
+"""Parameters only a V2-signed request carries."""
 
 
 class Presence(Protocol):
@@ -121,7 +129,30 @@ def request_params(request: Request) -> dict[str, str]:
         HubError: ``MALFORMED_REQUEST`` for a repeated parameter (the signature would be ambiguous),
             a body that is not ``application/x-www-form-urlencoded``, or text that is not UTF-8.
     """
-    pairs = _parse_form(request.raw_query, "query")
+    return _merged(*_query_and_body(request))
+
+
+def _merged(query: dict[str, str], body_pairs: list[tuple[str, str]]) -> dict[str, str]:
+    params = dict(query)
+    for name, value in body_pairs:
+        if name in params:
+            raise _repeated(name)
+        params[name] = value
+    return params
+
+
+def _repeated(name: str) -> HubError:
+    return HubError(ErrorKind.MALFORMED_REQUEST, f"The parameter {name!r} is given more than once.")
+
+
+def _query_and_body(request: Request) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """The query's parameters (each once) and the form body's pairs (see :func:`request_params`)."""
+    query: dict[str, str] = {}
+    for name, value in _parse_form(request.raw_query, "query"):
+        if name in query:
+            raise _repeated(name)
+        query[name] = value
+    pairs: list[tuple[str, str]] = []
     if request.body:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
@@ -133,13 +164,8 @@ def request_params(request: Request) -> dict[str, str]:
             body = request.body.decode("ascii")
         except UnicodeDecodeError:
             raise HubError(ErrorKind.MALFORMED_REQUEST, "A form body is percent-encoded ASCII.") from None
-        pairs += _parse_form(body, "body")
-    params: dict[str, str] = {}
-    for name, value in pairs:
-        if name in params:
-            raise HubError(ErrorKind.MALFORMED_REQUEST, f"The parameter {name!r} is given more than once.")
-        params[name] = value
-    return params
+        pairs = _parse_form(body, "body")
+    return query, pairs
 
 
 def _parse_form(text: str, where: str) -> list[tuple[str, str]]:
@@ -153,10 +179,46 @@ def _parse_form(text: str, where: str) -> list[tuple[str, str]]:
 
 def is_pop_call(request: Request) -> bool:
     """Whether a request to ``/`` is meant for the POP API: a POST (parameters may be in a form
-    body), or a query with one of :data:`POP_PARAMETERS`. A plain ``GET /`` is a person."""
+    body), a query with one of :data:`POP_PARAMETERS`, or one of :data:`ACS3_HEADERS`. A plain
+    ``GET /`` is a person."""
     if request.method not in ("GET", "HEAD"):
         return True
-    return not POP_PARAMETERS.isdisjoint(request.query)
+    return not POP_PARAMETERS.isdisjoint(request.query) or any(h in request.headers for h in ACS3_HEADERS)
+
+
+def signature_scheme(request: Request) -> str:
+    """``"acs3"`` or ``"v2"``: an ``Authorization`` header means V3 (whatever its scheme: an unknown
+    one is refused naming it); else V2 parameters mean V2; else ``x-acs-*`` signature headers mean a
+    V3 request without its Authorization; anything else is treated as V2 (and told what is missing)."""
+    if "authorization" in request.headers:
+        return "acs3"
+    if any(name in request.query for name in V2_PARAMETERS):
+        return "v2"
+    if any(h in request.headers for h in ACS3_HEADERS):
+        return "acs3"
+    return "v2"
+
+
+def _named(params: dict[str, str], headers: dict[str, str] | None, parameter: str, header: str) -> str:
+    """``header``'s value (V3) or ``parameter``'s; both given must agree."""
+    value = headers.get(header) if headers is not None else None
+    if not value:
+        if headers is None:
+            return required(params, parameter)
+        if not params.get(parameter):
+            raise HubError(
+                ErrorKind.MISSING_ARGUMENT,
+                f'The header "{header}" (or the parameter "{parameter}") that is mandatory for processing '
+                "this request is not supplied.",
+            )
+        return params[parameter]
+    given = params.get(parameter)
+    if given and given != value:
+        raise HubError(
+            ErrorKind.MALFORMED_REQUEST,
+            f"The header {header} ({value[:60]!r}) and the parameter {parameter} ({given[:60]!r}) disagree.",
+        )
+    return value
 
 
 def _names(params: dict[str, str]) -> tuple[str, str]:
@@ -286,16 +348,28 @@ class AliyunApi:
         """Parse, authenticate (signature, timestamp, nonce — the nonce in the shared registry), run."""
         request_id = new_request_id()
         host = request.headers.get("host")
+        check: Acs3Check | None = None
         try:
-            params = request_params(request)
-            action = self._action(params)
+            if signature_scheme(request) == "acs3":
+                check = self._auth.check_acs3(request.headers, request.body)
+            query, body_pairs = _query_and_body(request)
+            params = _merged(query, body_pairs)
+            action = self._action(params, request.headers if check else None)
         except HubError as exc:
             return pop_error(exc, request_id, host)
-        return self._authenticate_then_run(request.method, params, action, request_id, host)
+        if check is None:
+            authenticated = self._auth.authenticate(request.method, params, action.right)
+        else:
+            authenticated = self._auth.authenticate_acs3(
+                check, request.method, request.path, query, request.headers, action.right
+            )
+        return self._authenticate_then_run(authenticated, params, action, request_id, host)
 
-    def _action(self, params: dict[str, str]) -> _Action:
-        name = required(params, "Action")
-        version = required(params, "Version")
+    def _action(self, params: dict[str, str], acs3_headers: dict[str, str] | None = None) -> _Action:
+        """The action the request names: with V3 (``acs3_headers``), ``x-acs-action`` and
+        ``x-acs-version`` (signed), which, when ``Action`` / ``Version`` are given too, must agree."""
+        name = _named(params, acs3_headers, "Action", "x-acs-action")
+        version = _named(params, acs3_headers, "Version", "x-acs-version")
         action = self._actions.get(name)
         if action is None:
             what = "is not implemented by methodhub" if name in UNIMPLEMENTED else "does not exist"
@@ -315,10 +389,15 @@ class AliyunApi:
         return action
 
     async def _authenticate_then_run(
-        self, http_method: str, params: dict[str, str], action: _Action, request_id: str, host: str | None
+        self,
+        authenticated: Awaitable[str],
+        params: dict[str, str],
+        action: _Action,
+        request_id: str,
+        host: str | None,
     ) -> Response:
         try:
-            await self._auth.authenticate(http_method, params, action.right)
+            await authenticated
         except HubError as exc:
             return pop_error(exc, request_id, host)
         result = action.run(params, request_id, host)
