@@ -25,7 +25,7 @@ import re
 import secrets
 import string
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -63,7 +63,7 @@ MAX_TOPIC_BYTES = 128
 IDENTIFIER = re.compile(r"(?:[A-Za-z0-9_]{1,30}:)?[A-Za-z0-9_]{1,50}")
 """A TSL service identifier (letters, digits, ``_``, up to 50), optionally ``module:identifier``."""
 UNIMPLEMENTED = frozenset(
-    {"AsyncRRpc", "InvokeThingsService", "Pub", "PubBroadcast", "SetDeviceProperty", "BatchRegisterDevice"}
+    {"AsyncRRpc", "Pub", "PubBroadcast", "SetDeviceProperty", "BatchRegisterDevice"}
 )
 """Alibaba actions a migrating user may try that methodhub does not implement (yet)."""
 _NAME_ALPHABET = string.ascii_letters + string.digits
@@ -274,6 +274,13 @@ class AliyunApi:
             "QueryDeviceDetail": _Action(Right.REGISTRY_READ, self._guard(self._query_device_detail)),
             "DeleteDevice": _Action(Right.REGISTRY_WRITE, self._guard(self._delete_device)),
         }
+
+    def add_actions(
+        self, actions: Mapping[str, tuple[Right, Callable[[dict[str, str], str], Awaitable[dict[str, Any]]]]]
+    ) -> None:
+        """More actions (:mod:`methodhub.dialects.aliyun.pop_jobs`), answered as registry ones are."""
+        for name, (right, run) in actions.items():
+            self._actions[name] = _Action(right, self._guard(run))
 
     def register(self, routes: Routes, *, not_a_pop_call: Handler | None = None) -> None:
         """``GET /`` and ``POST /``; a ``GET /`` that is no POP call (:func:`is_pop_call`) goes to
