@@ -128,7 +128,7 @@ async def test_query_device_service_data_serves_the_device_s_calls_from_the_stor
             front, registry, ProductKey=PK, Identifier="Echo", Args=f'{{"n": {n}}}', **names("dev-1")
         )
     await invoke(front, registry, ProductKey=PK, Identifier="Other", Args="{}", **names("dev-1"))
-    newest_echo = [c for c in await registry.list_calls(device_id=f"{PK}:dev-1") if c.method == "Echo"][0]
+    newest_echo = next(c for c in await registry.list_calls(device_id=f"{PK}:dev-1") if c.method == "Echo")
     await _answer(registry, newest_echo, 200, b'{"echo":2}')
     end = int(time.time() * 1000) + 1000
     query = {
