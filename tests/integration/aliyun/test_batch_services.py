@@ -41,6 +41,7 @@ def start_device(
         "device_secret": secret,
         "mode": "echo",
         "tsl": tsl,
+        "say_name": True,
         **extra,
     }
     return LinkkitDevice(linkkit, config).wait_ready()
