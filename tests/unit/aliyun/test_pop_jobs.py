@@ -76,37 +76,23 @@ async def test_invoke_things_service_answers_at_once_with_one_queued_call_per_de
     assert all(c.expires_time - c.created_time == pytest.approx(86_400) for c in calls)
 
 
-@pytest.mark.parametrize(
-    "params, code, message",
-    [
-        ({"Identifier": "Echo", "Args": "{}"}, "MissingParameter", "DeviceName.1"),
-        (
-            {"Identifier": "Echo", "Args": "{}", **names(*(f"d-{i:03}" for i in range(101)))},
-            "InvalidParameter",
-            "100",
-        ),
-        (
-            {"Identifier": "Echo", "Args": "{}", **names("dev-1", "nobody")},
-            "iot.device.NotExistedDevice",
-            "nobody",
-        ),
-        ({"Identifier": "a/b", "Args": "{}", **names("dev-1")}, "InvalidParameter", "Identifier"),
-        ({"Identifier": "Echo", "Args": "[1]", **names("dev-1")}, "InvalidParameter", "Args"),
-        ({"Identifier": "Echo", "Args": "{}", "Qos": "2", **names("dev-1")}, "InvalidParameter", "Qos"),
-    ],
-)
-async def test_invoke_things_service_errors_send_nothing(
-    api: tuple[AliyunApi, JobRunner],
-    registry: SqliteRegistry,  # noqa: F811
-    params: dict[str, str],
-    code: str,
-    message: str,
-) -> None:
-    front, _ = api
-    body = await invoke(front, registry, ProductKey=PK, **params)
-    assert body.get("Success") is not True and body["Code"] == code
-    assert message in body.get("ErrorMessage", body.get("Message", ""))
-    assert await registry.list_calls() == []
+BAD_INVOKES: list[tuple[dict[str, str], str, str]] = [
+    ({"Identifier": "Echo", "Args": "{}"}, "MissingParameter", "DeviceName.1"),
+    (
+        {"Identifier": "Echo", "Args": "{}", **names(*(f"d-{i:03}" for i in range(101)))},
+        "InvalidParameter",
+        "100",
+    ),
+    (
+        {"Identifier": "Echo", "Args": "{}", **names("dev-1", "nobody")},
+        "iot.device.NotExistedDevice",
+        "nobody",
+    ),
+    ({"Identifier": "a/b", "Args": "{}", **names("dev-1")}, "InvalidParameter", "Identifier"),
+    ({"Identifier": "Echo", "Args": "[1]", **names("dev-1")}, "InvalidParameter", "Args"),
+    ({"Identifier": "Echo", "Args": "{}", "Qos": "2", **names("dev-1")}, "InvalidParameter", "Qos"),
+]
+"""InvokeThingsService parameters (beside ProductKey) refused, the Code, and a word of the message."""
 
 
 async def _answer(registry: SqliteRegistry, call: QueuedCall, status: int, payload: bytes) -> None:  # noqa: F811
@@ -287,44 +273,49 @@ async def test_a_job_over_listed_devices(api: tuple[AliyunApi, JobRunner], regis
     assert shown["TargetDevices"]["targetDevices"][0] == {"ProductKey": PK, "DeviceName": "dev-3"}
 
 
+BAD_JOBS: list[tuple[dict[str, str], str, str]] = [
+    ({"Type": "SET_PROPERTY"}, "InvalidParameter", "INVOKE_SERVICE"),
+    ({"JobName": "ab"}, "InvalidParameter", "JobName"),
+    ({"ScheduledTime": "1557062301656"}, "InvalidParameter", "future"),
+    ({"TargetConfig": '{"targetType": "GROUP", "targetGroup": "g"}'}, "InvalidParameter", "PRODUCT_KEY"),
+    (
+        {
+            "TargetConfig": json.dumps(
+                {"targetType": "DEVICE", "targetDevices": [{"productKey": PK, "deviceName": "ghost"}]}
+            )
+        },
+        "iot.device.NotExistedDevice",
+        "ghost",
+    ),
+    ({"JobDocument": '{"params": {}}'}, "InvalidParameter", "serviceIdentifier"),
+    ({"RolloutConfig": '{"maximumPerMinute": 10}'}, "InvalidParameter", "50 to 1000"),
+    (
+        {"TimeoutConfig": '{"inProgressTimeoutInMinutes": 0}'},
+        "InvalidParameter",
+        "inProgressTimeoutInMinutes",
+    ),
+    ({"TargetConfig": ""}, "MissingParameter", "TargetConfig"),
+]
+"""CreateJob parameters (replacing job_params' own) refused, the Code, and a word of the message."""
+
+
 @pytest.mark.parametrize(
-    "extra, code, message",
-    [
-        ({"Type": "SET_PROPERTY"}, "InvalidParameter", "INVOKE_SERVICE"),
-        ({"JobName": "ab"}, "InvalidParameter", "JobName"),
-        ({"ScheduledTime": "1557062301656"}, "InvalidParameter", "future"),
-        ({"TargetConfig": '{"targetType": "GROUP", "targetGroup": "g"}'}, "InvalidParameter", "PRODUCT_KEY"),
-        (
-            {
-                "TargetConfig": json.dumps(
-                    {"targetType": "DEVICE", "targetDevices": [{"productKey": PK, "deviceName": "ghost"}]}
-                )
-            },
-            "iot.device.NotExistedDevice",
-            "ghost",
-        ),
-        ({"JobDocument": '{"params": {}}'}, "InvalidParameter", "serviceIdentifier"),
-        ({"RolloutConfig": '{"maximumPerMinute": 10}'}, "InvalidParameter", "50 to 1000"),
-        (
-            {"TimeoutConfig": '{"inProgressTimeoutInMinutes": 0}'},
-            "InvalidParameter",
-            "inProgressTimeoutInMinutes",
-        ),
-        ({"TargetConfig": ""}, "MissingParameter", "TargetConfig"),
-    ],
+    "params, code, message",
+    [({"Action": "InvokeThingsService", "ProductKey": PK, **p}, c, m) for p, c, m in BAD_INVOKES]
+    + [(job_params(**extra), c, m) for extra, c, m in BAD_JOBS],
 )
-async def test_bad_jobs_are_refused(
+async def test_errors_make_no_call_and_no_job(
     api: tuple[AliyunApi, JobRunner],
     registry: SqliteRegistry,  # noqa: F811
-    extra: dict[str, str],
+    params: dict[str, str],
     code: str,
     message: str,
 ) -> None:
     front, _ = api
-    body = await post(front, registry, **job_params(**extra))
+    body = await post(front, registry, **params)
     assert body.get("Success") is not True and body["Code"] == code
     assert message in body.get("ErrorMessage", body.get("Message", ""))
-    assert await registry.list_jobs() == []
+    assert await registry.list_calls() == [] and await registry.list_jobs() == []
 
 
 @pytest.mark.parametrize(
