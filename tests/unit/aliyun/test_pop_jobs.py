@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from alibabacloud_iot20180120 import models as tea
 
 from methodhub.calls import CallOutcome
 from methodhub.calls.delivery import QueuedCalls
@@ -45,6 +46,21 @@ async def api(registry: SqliteRegistry) -> AsyncIterator[tuple[AliyunApi, JobRun
     await calls.stop()
 
 
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
+def tea_reads(model: Any, body: dict[str, Any]) -> None:
+    """Every field of the answer is one the Tea SDK's response model (alibabacloud_iot20180120,
+    the truth about Alibaba's names) reads: its round trip through the model keeps them all."""
+    answer = _without_none({k: v for k, v in body.items() if k != "status"})
+    assert model().from_map(answer).to_map() == answer
+
+
 def names(*devices: str) -> dict[str, str]:
     return {f"DeviceName.{n}": name for n, name in enumerate(devices, 1)}
 
@@ -68,6 +84,7 @@ async def test_invoke_things_service_answers_at_once_with_one_queued_call_per_de
         **names("dev-1", "dev-2", "dev-1"),
     )
     assert body == {"status": 200, "RequestId": body["RequestId"], "Success": True}
+    tea_reads(tea.InvokeThingsServiceResponseBody, body)
     calls = await registry.list_calls(job_id=body["RequestId"])
     assert sorted(c.device_id for c in calls) == [f"{PK}:dev-1", f"{PK}:dev-2"]  # a repeat is one call
     assert {(c.method, c.payload, c.response_timeout, c.state) for c in calls} == {
@@ -124,6 +141,7 @@ async def test_query_device_service_data_serves_the_device_s_calls_from_the_stor
         "Identifier": "Echo",
     }
     body = await post(front, registry, **query, StartTime=str(end), EndTime=str(start), PageSize="2")
+    tea_reads(tea.QueryDeviceServiceDataResponseBody, body)
     data = body["Data"]
     infos = data["List"]["ServiceInfo"]
     assert [json.loads(i["InputData"]) for i in infos] == [{"n": 2}, {"n": 1}]  # newest first
@@ -179,9 +197,12 @@ async def test_a_scheduled_job_shows_scheduled_and_is_cancelled(
         ),
     )
     assert created["Success"] is True and len(created["JobId"]) == 26
+    tea_reads(tea.CreateJobResponseBody, created)
     job_id = created["JobId"]
     await runner.run_now()  # not due: nothing starts
-    queried = (await post(front, registry, Action="QueryJob", JobId=job_id))["Data"]
+    queried_body = await post(front, registry, Action="QueryJob", JobId=job_id)
+    tea_reads(tea.QueryJobResponseBody, queried_body)
+    queried = queried_body["Data"]
     assert queried == {
         "JobId": job_id,
         "JobName": "reboot_all",
@@ -202,6 +223,8 @@ async def test_a_scheduled_job_shows_scheduled_and_is_cancelled(
     assert (await post(front, registry, Action="QueryJob", JobId=job_id))["Data"]["Status"] == "CANCELLED"
     listed = await post(front, registry, Action="ListJob", PageSize="10", CurrentPage="1", Status="CANCELLED")
     assert (listed["Total"], [j["JobId"] for j in listed["Data"]["data"]]) == (1, [job_id])
+    tea_reads(tea.ListJobResponseBody, listed)
+    tea_reads(tea.CancelJobResponseBody, await post(front, registry, Action="CancelJob", JobId=job_id))
     assert (await post(front, registry, Action="ListJob", Status="IN_PROGRESS"))["Total"] == 0
     missing = await post(front, registry, Action="QueryJob", JobId="nope")
     assert (missing["status"], missing["Code"]) == (404, "iot.job.NotExistedJob")
@@ -228,6 +251,7 @@ async def test_a_job_over_a_product_gives_its_devices_tasks(
     second = await post(
         front, registry, Action="ListTask", JobId=job_id, Limit="2", NextToken=first["NextToken"]
     )
+    tea_reads(tea.ListTaskResponseBody, first)
     tasks = first["Data"]["data"] + second["Data"]["data"]
     assert "NextToken" not in second and len({t["TaskId"] for t in tasks}) == 3
     by_device = {t["DeviceName"]: t for t in tasks}
@@ -239,7 +263,9 @@ async def test_a_job_over_a_product_gives_its_devices_tasks(
         front, registry, Action="ListTask", Device=json.dumps({"ProductKey": PK, "DeviceName": "dev-2"})
     )
     assert [t["TaskId"] for t in per_device["Data"]["data"]] == [answered.call_id]
-    task = (await post(front, registry, Action="QueryTask", TaskId=answered.call_id))["Data"]
+    task_body = await post(front, registry, Action="QueryTask", TaskId=answered.call_id)
+    tea_reads(tea.QueryTaskResponseBody, task_body)
+    task = task_body["Data"]
     assert (task["Status"], task["StatusDetail"], task["Message"]) == (
         "SUCCEEDED",
         '{"ok":true}',
