@@ -227,7 +227,9 @@ async def test_a_scheduled_job_shows_scheduled_and_is_cancelled(
     tea_reads(tea.CancelJobResponseBody, await post(front, registry, Action="CancelJob", JobId=job_id))
     assert (await post(front, registry, Action="ListJob", Status="IN_PROGRESS"))["Total"] == 0
     missing = await post(front, registry, Action="QueryJob", JobId="nope")
-    assert (missing["status"], missing["Code"]) == (404, "iot.job.NotExistedJob")
+    assert (missing["status"], missing["Success"], missing["Code"]) == (200, False, "iot.job.NotExistedJob")
+    no_task = await post(front, registry, Action="QueryTask", TaskId="nope")
+    assert (no_task["status"], no_task["Success"], no_task["Code"]) == (200, False, "iot.call.NotExistedCall")
 
 
 async def test_a_job_over_a_product_gives_its_devices_tasks(
