@@ -10,6 +10,7 @@ AccessKeySecret = its key). Actions (aliyun-rrpc-wire.md §2):
   wire; ``IotId`` (any methodhub device id, so Azure devices too) or ``ProductKey`` + ``DeviceName``.
   Alibaba's 8 s limit for synchronous services is the response timeout.
 * ``RegisterDevice`` / ``DeleteDevice`` (RegistryWrite), ``QueryDeviceDetail`` (RegistryRead).
+* Batch service calls and jobs (:mod:`methodhub.dialects.aliyun.pop_jobs`, :meth:`AliyunApi.add_actions`).
 
 Both calls run on the same :class:`~methodhub.calls.CallEngine` as Azure's direct methods, with the
 hub's payload limit (128 KiB) and errors; only the answer's shape is Alibaba's
