@@ -39,7 +39,7 @@ _IF_MATCH = {
 _POP_PARAMETERS = [
     {"name": name, "in": "query", "required": required, "description": text, "schema": {"type": "string"}}
     for name, required, text in (
-        ("Action", True, "RRpc, InvokeThingService, RegisterDevice, QueryDeviceDetail or DeleteDevice."),
+        ("Action", True, "An action docs/aliyun-compatibility.md lists (RRpc, CreateJob, ...)."),
         ("Version", True, "2018-01-20."),
         ("AccessKeyId", True, "A shared access policy's name."),
         ("Signature", True, "base64 HMAC-SHA1 of the string to sign, keyed with the policy key + '&'."),
