@@ -91,6 +91,11 @@ async def test_invoke_things_service_answers_at_once_with_one_queued_call_per_de
         ("Echo", b'{"x": 1}', 8.0, CallState.QUEUED)
     }
     assert all(c.expires_time - c.created_time == pytest.approx(86_400) for c in calls)
+    assert {c.attempts for c in calls} == {3}  # Qos 1: at least once
+    at_most_once = await invoke(
+        front, registry, ProductKey=PK, Identifier="Echo", Args="{}", **names("dev-3")
+    )
+    assert [c.attempts for c in await registry.list_calls(job_id=at_most_once["RequestId"])] == [1]
 
 
 BAD_INVOKES: list[tuple[dict[str, str], str, str]] = [

@@ -48,6 +48,9 @@ Handler = Callable[[dict[str, str], str], Awaitable[dict[str, Any]]]
 
 MAX_DEVICES = 100
 """``DeviceName.N`` names per InvokeThingsService, and ``targetDevices`` per CreateJob [DOC api-491cfa]."""
+QOS1_ATTEMPTS = 3
+"""Attempts of an InvokeThingsService call with ``Qos=1`` (at least once: another attempt after a
+timeout or a drop, as Alibaba re-pushes a QoS 1 request on reconnect); ``Qos=0``: one."""
 SERVICE_EXPIRES = DEFAULT_EXPIRES
 """Seconds an InvokeThingsService call waits for an offline device (a day; Alibaba documents none)."""
 MAX_DOCUMENT = 65_536
@@ -215,8 +218,9 @@ class PopJobs:
         names = _device_names(params)
         identifier = _identifier(required(params, "Identifier"))
         args = _thing_args(params)
-        if params.get("Qos", "0") not in ("0", "1"):
-            raise _bad(f"Qos must be 0 or 1; got {params['Qos'][:20]!r}.")
+        qos = params.get("Qos") or "0"
+        if qos not in ("0", "1"):
+            raise _bad(f"Qos must be 0 or 1; got {qos[:20]!r}.")
         device_ids = await self._check_devices(product_key, names)
         method, payload = service_call(identifier, args)
         await self.calls.create_many(
@@ -225,6 +229,7 @@ class PopJobs:
             payload,
             response_timeout=SERVICE_TIMEOUT,
             expires=min(SERVICE_EXPIRES, self.calls.max_expires),
+            attempts=QOS1_ATTEMPTS if qos == "1" else 1,
             job_id=request_id,
         )
         return {}
