@@ -1,7 +1,8 @@
 """Alibaba's batch service calls end to end: the legacy ``aliyun-python-sdk-iot`` (v2 signature) as
 the backend, unmodified Link SDK devices, a real hub. InvokeThingsService over online, offline
 (connects later) and slow devices, results read back (``GET /calls?jobId=``, QueryDeviceServiceData);
-CreateJob scheduled ahead and cancelled; CreateJob over a product that runs, its tasks listed."""
+CreateJob scheduled ahead and cancelled; CreateJob over listed devices that runs, its tasks listed;
+and the Tea SDK (``alibabacloud_iot20180120``) reading the same answers into its models."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alibabacloud_iot20180120 import models as tea
+from alibabacloud_iot20180120.client import Client
+from alibabacloud_tea_openapi.models import Config
 from aliyunsdkcore.client import AcsClient
 from aliyunsdkiot.request.v20180120.CancelJobRequest import CancelJobRequest
 from aliyunsdkiot.request.v20180120.CreateJobRequest import CreateJobRequest
@@ -23,7 +27,7 @@ from aliyunsdkiot.request.v20180120.QueryJobRequest import QueryJobRequest
 from aliyunsdkiot.request.v20180120.QueryTaskRequest import QueryTaskRequest
 
 from tests.integration.aliyun.support import LinkkitDevice, call, create_product_device
-from tests.support import Backend, HubProcess
+from tests.support import Backend, HubProcess, parse_cs
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -203,3 +207,58 @@ def test_a_job_over_listed_devices_runs_and_its_tasks_are_listed(
     query.set_TaskId(tasks[0]["TaskId"])
     task = call(owner, query)["Data"]
     assert task["Status"] == "SUCCEEDED" and json.loads(task["StatusDetail"])["echo"] == {"job": True}
+
+
+def test_the_tea_sdk_reads_the_answers_into_its_models(
+    aliyun_hub: HubProcess, devices: dict[str, LinkkitDevice]
+) -> None:
+    """``alibabacloud_iot20180120`` (v2 signature: the default ACS3 is another change's), its typed
+    requests and response models: what its users read is what the hub answered."""
+    key = parse_cs(aliyun_hub.cli("connection-string", "--policy", "iothubowner").stdout)["SharedAccessKey"]
+    client = Client(
+        Config(
+            access_key_id="iothubowner",
+            access_key_secret=key,
+            endpoint=f"127.0.0.1:{aliyun_hub.ports['http']}",
+            protocol="http",
+            region_id="cn-shanghai",
+            signature_algorithm="v2",
+        )
+    )
+    invoked = client.invoke_things_service(
+        tea.InvokeThingsServiceRequest(
+            product_key=PK, device_name=["online-1", "online-2"], identifier="Echo", args='{"tea": 1}'
+        )
+    ).body
+    assert invoked.success is True and invoked.request_id
+    target = {"targetType": "DEVICE", "targetDevices": [{"productKey": PK, "deviceName": "online-1"}]}
+    created = client.create_job(
+        tea.CreateJobRequest(
+            job_name="tea_job",
+            type="INVOKE_SERVICE",
+            job_document=json.dumps({"serviceIdentifier": "Echo", "params": {"tea": 2}}),
+            target_config=target,
+            rollout_config={"maximumPerMinute": 500},
+        )
+    ).body
+    assert created.success is True and created.job_id
+
+    def status() -> str:
+        return str(client.query_job(tea.QueryJobRequest(job_id=created.job_id)).body.data.status)
+
+    assert wait_for(lambda: status() == "COMPLETED"), status()
+    job = client.query_job(tea.QueryJobRequest(job_id=created.job_id)).body.data
+    assert (job.job_name, job.type, job.rollout_config.maximum_per_minute) == (
+        "tea_job",
+        "INVOKE_SERVICE",
+        500,
+    )
+    assert [(d.product_key, d.device_name) for d in job.target_config.target_devices.target_devices] == [
+        (PK, "online-1")
+    ]
+    tasks = client.list_task(tea.ListTaskRequest(job_id=created.job_id, limit=10)).body.data.data
+    assert [(t.device_name, t.status) for t in tasks] == [("online-1", "SUCCEEDED")]
+    task = client.query_task(tea.QueryTaskRequest(task_id=tasks[0].task_id)).body.data
+    assert json.loads(task.status_detail)["echo"] == {"tea": 2}
+    listed = client.list_job(tea.ListJobRequest(page_size=50, current_page=1)).body
+    assert created.job_id in [j.job_id for j in listed.data.data] and listed.total >= 1
