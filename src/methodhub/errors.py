@@ -199,10 +199,10 @@ class ErrorKind(Enum):
     )
     NOT_FOUND = ErrorSpec(404, 404000, "NotFound", "InvalidAction.NotFound", None, "No such resource.", 404)
     JOB_NOT_FOUND = ErrorSpec(
-        404, 404002, "JobNotFound", "iot.job.NotExistedJob", None, "No job with this id.", 404
+        404, 404002, "JobNotFound", "iot.job.NotExistedJob", None, "No job with this id."
     )
     CALL_NOT_FOUND = ErrorSpec(
-        404, 404030, "CallNotFound", "iot.call.NotExistedCall", None, "No queued call with this id.", 404
+        404, 404030, "CallNotFound", "iot.call.NotExistedCall", None, "No queued call with this id."
     )
     CONFLICT = ErrorSpec(
         409,

@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import Any
 
 from methodhub.calls.delivery import QueuedCalls
-from methodhub.calls.jobs import Job, JobStatus, JobType
+from methodhub.calls.jobs import Job, JobStatus
 from methodhub.calls.queued import CallState, QueuedCall, new_call_id
 from methodhub.errors import ErrorKind, HubError
 from methodhub.query import parse
@@ -264,7 +264,8 @@ class JobRunner:
             if current is None or current.status is not JobStatus.RUNNING:
                 return count  # cancelled meanwhile
             ids = [str(row["deviceId"]) for row in rows]
-            chunk = min(CHUNK, max(1, int(self.rate / 20))) if self.rate else CHUNK  # paced
+            rate = min((r for r in (self.rate, job.request.get("ratePerSecond")) if r), default=None)
+            chunk = min(CHUNK, max(1, int(rate / 20))) if rate else CHUNK  # paced
             chunk = min(chunk, max(1, self.concurrency // 4))  # room for the next before all end
             for at in range(0, len(ids), chunk):
                 # at most `concurrency` in flight once these are sent (calls to devices not
@@ -272,9 +273,9 @@ class JobRunner:
                 await self.calls.job_attempts_at_most(self.concurrency - len(ids[at : at + chunk]))
                 started = time.perf_counter()
                 count += await self._start_devices(job, ids[at : at + chunk])
-                if self.rate:
+                if rate:
                     elapsed = time.perf_counter() - started
-                    await asyncio.sleep(max(0.0, len(ids[at : at + chunk]) / self.rate - elapsed))
+                    await asyncio.sleep(max(0.0, len(ids[at : at + chunk]) / rate - elapsed))
             if len(rows) < PAGE:
                 return count
             after = (ids[-1], "")  # the next page starts after this one's last device, by index
@@ -283,7 +284,7 @@ class JobRunner:
         """Start ``device_ids``' part of ``job``; returns how many devices it counts (a method job:
         those given a call — a device deleted since the query gets none)."""
         request: dict[str, Any] = job.request
-        if job.type is JobType.DEVICE_METHOD:
+        if job.type.makes_calls:
             stored = await self.calls.create_many(
                 [(device_id, None) for device_id in device_ids],
                 str(request["methodName"]),

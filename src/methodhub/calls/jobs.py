@@ -25,6 +25,14 @@ from typing import Any, Protocol
 class JobType(StrEnum):
     DEVICE_METHOD = "scheduleDeviceMethod"
     UPDATE_TWIN = "scheduleUpdateTwin"
+    DEVICE_CALLS = "deviceCalls"
+    """One method call per selected device, as ``DEVICE_METHOD``, made by a front door whose jobs
+    are its own (it lists and shows them; the runner runs both kinds alike)."""
+
+    @property
+    def makes_calls(self) -> bool:
+        """Whether each selected device gets a queued call (else its twin is patched)."""
+        return self is not JobType.UPDATE_TWIN
 
 
 class JobStatus(StrEnum):
@@ -52,7 +60,9 @@ class Job:
     type: JobType
     query_condition: str
     request: dict[str, Any]
-    """The job's ``cloudToDeviceMethod`` or ``updateTwin``, as asked (echoed in the JobResponse)."""
+    """The job's ``cloudToDeviceMethod`` or ``updateTwin``, as asked (echoed in the JobResponse).
+    A call job's has ``methodName``, ``payload`` (JSON text), ``responseTimeoutInSeconds`` and
+    optionally ``ratePerSecond`` (its own pace, under the runner's); its front door may keep more."""
     created_time: float
     start_time: float
     max_execution: float

@@ -26,6 +26,7 @@ from methodhub.config import MAX_METHOD_PAYLOAD, HubConfig
 from methodhub.dialects.aliyun.mqtt import AliyunDialect
 from methodhub.dialects.aliyun.pop import AliyunApi
 from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
+from methodhub.dialects.aliyun.pop_jobs import PopJobs
 from methodhub.dialects.azure.amqp import AzureAmqpDialect
 from methodhub.dialects.azure.connection_string import ConnectionString
 from methodhub.dialects.azure.errors import azure_error, azure_error_of
@@ -178,7 +179,9 @@ class Hub:
         AzureJobsApi(self.jobs, service_auth).register(routes)
         azure_api.job_rows = partial(device_job_rows, self.jobs)
         pop_auth = PopAuthenticator(registry)
-        AliyunApi(self.engine, registry, pop_auth, self.gateway).register(routes, not_a_pop_call=landing_page)
+        aliyun_api = AliyunApi(self.engine, registry, pop_auth, self.gateway)
+        aliyun_api.add_actions(PopJobs(self.jobs).actions())
+        aliyun_api.register(routes, not_a_pop_call=landing_page)
         routes.add("GET", "/openapi.json", _openapi)
         routes.add("GET", "/metrics", self._metrics)
         routes.add("GET", "/health", _health)

@@ -2,9 +2,10 @@
 
 Runs in the side venv (linkkit needs ``paho-mqtt<2``). Usage: ``python linkkit_device.py CONFIG_JSON``
 with ``host``, ``port``, ``product_key``, ``device_name``, ``device_secret``, ``mode`` (``echo``:
-answer everything; ``silent``: answer nothing), optional ``rrpc_topics`` (custom RRPC topics to
-subscribe with ``subscribe_rrpc_topic``), ``tsl`` (a TSL file for ``thing_setup``), ``ca`` (PEM text:
-connect with TLS and trust it) and ``check_hostname``.
+answer everything, after ``delay`` seconds if given, with ``say_name`` its name too; ``silent``:
+answer nothing), optional ``rrpc_topics`` (custom RRPC topics to subscribe with
+``subscribe_rrpc_topic``), ``tsl`` (a TSL file for ``thing_setup``), ``ca`` (PEM text: connect with
+TLS and trust it) and ``check_hostname``.
 
 Prints one JSON object per line on stdout: ``{"event": "ready"}`` once connected and subscribed,
 then one line per request it receives. Exits when stdin closes.
@@ -84,7 +85,14 @@ def on_thing_call_service(identifier: str, request_id: str, params: object, user
     emit("service", identifier=identifier, request_id=request_id, params=params)
     if echo:
         code = 460 if identifier == "Fail" else 200
-        lk.thing_answer_service(identifier, request_id, code, {"echo": params, "identifier": identifier})
+        reply = {"echo": params, "identifier": identifier}
+        if config.get("say_name"):  # which device answered (calls to many devices)
+            reply["device"] = config["device_name"]
+        answer = lambda: lk.thing_answer_service(identifier, request_id, code, reply)  # noqa: E731
+        if config.get("delay"):  # a slow device: answers after `delay` seconds
+            threading.Timer(config["delay"], answer).start()
+        else:
+            answer()
 
 
 def on_disconnect(rc: int, userdata: object) -> None:

@@ -91,3 +91,26 @@ def test_the_job_a_devices_jobs_query_names(text: str, named: str | None) -> Non
     from methodhub.query import parse
 
     assert _named_job(parse(text).where) == named
+
+
+def test_another_front_doors_call_job_shows_as_a_method_job_and_cannot_be_made_here() -> None:
+    from methodhub.calls.jobs import Job
+    from methodhub.dialects.azure.jobs_api import job_json
+
+    with pytest.raises(HubError) as raised:
+        parse_job("j1", {"type": "deviceCalls", "queryCondition": "*"}, 0.0)
+    assert raised.value.kind is ErrorKind.INVALID_ARGUMENT
+    request = {
+        "methodName": "Echo",
+        "payload": "{}",
+        "responseTimeoutInSeconds": 8.0,
+        "aliyun": {"JobName": "x"},
+    }
+    job = Job("j2", JobType.DEVICE_CALLS, "*", request, 0.0, 0.0, 60.0)
+    shown = job_json(job, {})
+    assert shown["type"] == "deviceCalls"
+    assert shown["cloudToDeviceMethod"] == {
+        "methodName": "Echo",
+        "payload": {},
+        "responseTimeoutInSeconds": 8.0,
+    }

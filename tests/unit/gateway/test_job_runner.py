@@ -134,6 +134,30 @@ async def test_a_rate_paces_the_devices_a_job_starts(
     assert len(pauses) == 3 and all(0 < p <= 0.25 for p in pauses)
 
 
+@pytest.mark.parametrize("runner_rate, job_rate, pause", [(None, 2.0, 0.5), (4.0, 2.0, 0.5), (2.0, 4.0, 0.5)])
+async def test_a_job_s_own_rate_paces_it_under_the_runner_s(
+    runner: JobRunner,
+    registry: SqliteRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    runner_rate: float | None,
+    job_rate: float,
+    pause: float,
+) -> None:
+    await _fleet(registry)
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    monkeypatch.setattr(job_runner_module.asyncio, "sleep", sleep)
+    runner.rate = runner_rate
+    job = _job("j1")
+    job.request["ratePerSecond"] = job_rate
+    await runner.create(job)
+    await runner.run_now()
+    assert len(pauses) == 3 and all(pause * 0.5 < p <= pause for p in pauses)  # the slower of the two
+
+
 async def test_a_device_deleted_after_the_query_gets_no_call(
     runner: JobRunner, registry: SqliteRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,6 +14,7 @@ ACS3-HMAC-SHA256 ...`` with the action and version in ``x-acs-action`` / ``x-acs
   wire; ``IotId`` (any methodhub device id, so Azure devices too) or ``ProductKey`` + ``DeviceName``.
   Alibaba's 8 s limit for synchronous services is the response timeout.
 * ``RegisterDevice`` / ``DeleteDevice`` (RegistryWrite), ``QueryDeviceDetail`` (RegistryRead).
+* Batch service calls and jobs (:mod:`methodhub.dialects.aliyun.pop_jobs`, :meth:`AliyunApi.add_actions`).
 
 Both calls run on the same :class:`~methodhub.calls.CallEngine` as Azure's direct methods, with the
 hub's payload limit (128 KiB) and errors; only the answer's shape is Alibaba's
@@ -29,7 +30,7 @@ import re
 import secrets
 import string
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -68,7 +69,7 @@ MAX_TOPIC_BYTES = 128
 IDENTIFIER = re.compile(r"(?:[A-Za-z0-9_]{1,30}:)?[A-Za-z0-9_]{1,50}")
 """A TSL service identifier (letters, digits, ``_``, up to 50), optionally ``module:identifier``."""
 UNIMPLEMENTED = frozenset(
-    {"AsyncRRpc", "InvokeThingsService", "Pub", "PubBroadcast", "SetDeviceProperty", "BatchRegisterDevice"}
+    {"AsyncRRpc", "Pub", "PubBroadcast", "SetDeviceProperty", "BatchRegisterDevice"}
 )
 """Alibaba actions a migrating user may try that methodhub does not implement (yet)."""
 _NAME_ALPHABET = string.ascii_letters + string.digits
@@ -225,7 +226,7 @@ def _names(params: dict[str, str]) -> tuple[str, str]:
     return validate_product_names(required(params, "ProductKey"), required(params, "DeviceName"))
 
 
-def _call_target(params: dict[str, str]) -> str:
+def call_target(params: dict[str, str]) -> str:
     """``IotId`` if given (it wins, as on Alibaba), else the device id of ProductKey + DeviceName."""
     iot_id = params.get("IotId")
     if iot_id:
@@ -285,7 +286,7 @@ def _rrpc_topic(params: dict[str, str], product_key: str, device_name: str) -> s
     return topic
 
 
-def _thing_args(params: dict[str, str]) -> bytes:
+def thing_args(params: dict[str, str]) -> bytes:
     text = required(params, "Args")
     try:
         args = jsontext.loads(text)
@@ -329,6 +330,13 @@ class AliyunApi:
                 Right.REGISTRY_READ, self._guard(devices.query_device_statistics)
             ),
         }
+
+    def add_actions(
+        self, actions: Mapping[str, tuple[Right, Callable[[dict[str, str], str], Awaitable[dict[str, Any]]]]]
+    ) -> None:
+        """More actions (:mod:`methodhub.dialects.aliyun.pop_jobs`), answered as registry ones are."""
+        for name, (right, run) in actions.items():
+            self._actions[name] = _Action(right, self._guard(run))
 
     def register(self, routes: Routes, *, not_a_pop_call: Handler | None = None) -> None:
         """``GET /`` and ``POST /``; a ``GET /`` that is no POP call (:func:`is_pop_call`) goes to
@@ -460,7 +468,7 @@ class AliyunApi:
         self, params: dict[str, str], request_id: str, host: str | None
     ) -> Response | Awaitable[Response]:
         try:
-            target = _call_target(params)
+            target = call_target(params)
             identifier = required(params, "Identifier")
             if not IDENTIFIER.fullmatch(identifier):
                 raise HubError(
@@ -468,7 +476,7 @@ class AliyunApi:
                     f"Identifier {identifier!r} is not a service identifier (letters, digits and _, up to "
                     "50, optionally prefixed with 'module:').",
                 )
-            args = _thing_args(params)
+            args = thing_args(params)
         except HubError as exc:
             return pop_error(exc, request_id, host)
         message_id = str(self._message_ids.next())

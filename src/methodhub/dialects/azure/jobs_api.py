@@ -68,6 +68,8 @@ def parse_job(job_id: str, body: object, now: float) -> Job:
         )
     try:
         job_type = JobType(str(body.get("type")))
+        if job_type is JobType.DEVICE_CALLS:
+            raise ValueError(job_type)
     except ValueError:
         raise HubError(
             ErrorKind.INVALID_ARGUMENT, "type must be 'scheduleDeviceMethod' or 'scheduleUpdateTwin'."
@@ -135,8 +137,9 @@ def job_json(job: Job, stats: dict[str, int]) -> dict[str, Any]:
         "statusMessage": job.failure_reason,
         "deviceJobStatistics": stats,
     }
-    if job.type is JobType.DEVICE_METHOD:
-        method = dict(job.request)
+    if job.type.makes_calls:  # another front door's call job (its own keys left out) shows as one
+        names = ("methodName", "payload", "responseTimeoutInSeconds", "connectTimeoutInSeconds")
+        method = {name: job.request[name] for name in names if name in job.request}
         method["payload"] = jsontext.loads(method["payload"])
         doc["cloudToDeviceMethod"] = method
     else:
@@ -168,7 +171,7 @@ def device_job_row(call: QueuedCall, job_type: str) -> dict[str, Any]:
     }
     if call.module_id:
         row["moduleId"] = call.module_id
-    if job_type == JobType.DEVICE_METHOD.value:
+    if job_type != JobType.UPDATE_TWIN.value:
         result = None
         if call.outcome_status is not None:
             payload = jsontext.loads(call.outcome_payload) if call.outcome_payload else None
