@@ -218,6 +218,17 @@ class Registry(ABC):
     @abstractmethod
     async def count_product_devices(self, product_key: str) -> int: ...
 
+    @abstractmethod
+    async def set_product_tsl(self, product_key: str, tsl: str, function_block_id: str = "") -> None:
+        """Store (or replace) the thing model of product ``product_key``'s module
+        ``function_block_id`` ('' the default module) as text; the product is created if it has no
+        device yet. The caller validates the text (:mod:`methodhub.dialects.aliyun.thing_model`);
+        raises ``INVALID_ARGUMENT`` for a bad ProductKey."""
+
+    @abstractmethod
+    async def get_product_tsl(self, product_key: str, function_block_id: str = "") -> str | None:
+        """The thing model stored for the product's module, or None."""
+
     # -- access policies ----------------------------------------------------------------------------
 
     @abstractmethod

@@ -142,6 +142,18 @@ SQLITE_MIGRATIONS: list[str] = [
     CREATE INDEX jobs_due ON jobs (status, start_time);
     CREATE INDEX jobs_created ON jobs (created_time);
     """,
+    # 8: a product's thing models (TSL, Alibaba's JSON text as given), one per module:
+    # function_block_id '' is the default module. Kept with the product (a product row is made
+    # for a TSL set before the product's first device).
+    """
+    CREATE TABLE product_tsl (
+        product_key TEXT NOT NULL REFERENCES products (product_key),
+        function_block_id TEXT NOT NULL DEFAULT '',
+        tsl TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (product_key, function_block_id)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 POSTGRES_MIGRATIONS: list[str] = [
@@ -278,6 +290,16 @@ POSTGRES_MIGRATIONS: list[str] = [
     );
     CREATE INDEX jobs_due ON jobs (status, start_time);
     CREATE INDEX jobs_created ON jobs (created_time);
+    """,
+    # a product's thing models (see SQLITE_MIGRATIONS[7]).
+    """
+    CREATE TABLE product_tsl (
+        product_key TEXT COLLATE "C" NOT NULL REFERENCES products (product_key),
+        function_block_id TEXT COLLATE "C" NOT NULL DEFAULT '',
+        tsl TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (product_key, function_block_id)
+    );
     """,
 ]
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 
@@ -43,7 +44,7 @@ from methodhub.registry.jobs import PostgresJobs
 from methodhub.registry.locations import is_postgres_url, redact_url, split_connect_timeout
 from methodhub.registry.migrations import POSTGRES_MIGRATIONS, schema_too_new
 from methodhub.registry.model import DEFAULT_POLICIES, AccessPolicy, Change, Identity, SymmetricKeys
-from methodhub.registry.products import ProductDevice
+from methodhub.registry.products import ProductDevice, validate_product_key
 from methodhub.registry.rules import (
     IDENTITY_COLUMNS,
     JOINED_IDENTITY_COLUMNS,
@@ -595,6 +596,43 @@ class PostgresRegistry(PostgresCalls, PostgresJobs, Registry):
             )
         )
         return count
+
+    async def set_product_tsl(self, product_key: str, tsl: str, function_block_id: str = "") -> None:
+        validate_product_key(product_key)
+        if not _storable(tsl, function_block_id):
+            raise HubError(ErrorKind.INVALID_ARGUMENT, "A thing model cannot contain NUL characters.")
+        now = time.time()
+
+        async def upsert(conn: Connection) -> None:
+            await conn.execute(
+                "INSERT INTO products (product_key, created_at) VALUES ($1, $2) "
+                "ON CONFLICT (product_key) DO NOTHING",
+                product_key,
+                now,
+            )
+            await conn.execute(
+                "INSERT INTO product_tsl (product_key, function_block_id, tsl, updated_at) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (product_key, function_block_id) "
+                "DO UPDATE SET tsl = excluded.tsl, updated_at = excluded.updated_at",
+                product_key,
+                function_block_id,
+                tsl,
+                now,
+            )
+
+        await self._write(upsert)
+
+    async def get_product_tsl(self, product_key: str, function_block_id: str = "") -> str | None:
+        if not _storable(product_key, function_block_id):
+            return None
+        tsl: str | None = await self._read(
+            lambda conn: conn.fetchval(
+                "SELECT tsl FROM product_tsl WHERE product_key = $1 AND function_block_id = $2",
+                product_key,
+                function_block_id,
+            )
+        )
+        return tsl
 
     async def _product_device(self, where: str, *args: str) -> ProductDevice | None:
         row = await self._read(

@@ -119,6 +119,14 @@ def validate_product_names(product_key: object, device_name: object) -> tuple[st
     return product_key, device_name  # type: ignore[return-value]
 
 
+def validate_product_key(product_key: object) -> str:
+    """Return the ProductKey if it is valid, else raise ``INVALID_ARGUMENT`` saying what is wrong."""
+    error = product_key_error(product_key)
+    if error:
+        raise HubError(ErrorKind.INVALID_ARGUMENT, error)
+    return product_key  # type: ignore[return-value]
+
+
 def generate_device_secret() -> str:
     """A new DeviceSecret in Alibaba's shape: 32 ASCII letters and digits (~190 bits)."""
     return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(GENERATED_SECRET_LENGTH))

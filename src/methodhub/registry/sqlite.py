@@ -30,7 +30,7 @@ from methodhub.registry.calls import SqliteCalls
 from methodhub.registry.jobs import SqliteJobs
 from methodhub.registry.migrations import SQLITE_MIGRATIONS, schema_too_new
 from methodhub.registry.model import DEFAULT_POLICIES, AccessPolicy, Change, Identity, SymmetricKeys
-from methodhub.registry.products import ProductDevice
+from methodhub.registry.products import ProductDevice, validate_product_key
 from methodhub.registry.rules import (
     IDENTITY_COLUMNS,
     JOINED_IDENTITY_COLUMNS,
@@ -469,6 +469,39 @@ class SqliteRegistry(SqliteCalls, SqliteJobs, Registry):
                 .fetchone()[0]
             )
         )
+
+    async def set_product_tsl(self, product_key: str, tsl: str, function_block_id: str = "") -> None:
+        validate_product_key(product_key)
+        now = time.time()
+
+        def upsert(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO products (product_key, created_at) VALUES (?, ?) "
+                "ON CONFLICT (product_key) DO NOTHING",
+                (product_key, now),
+            )
+            db.execute(
+                "INSERT INTO product_tsl (product_key, function_block_id, tsl, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (product_key, function_block_id) DO UPDATE SET tsl = excluded.tsl, "
+                "updated_at = excluded.updated_at",
+                (product_key, function_block_id, tsl, now),
+            )
+
+        await self._run(self._transaction, upsert)
+
+    async def get_product_tsl(self, product_key: str, function_block_id: str = "") -> str | None:
+        def query() -> str | None:
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT tsl FROM product_tsl WHERE product_key = ? AND function_block_id = ?",
+                    (product_key, function_block_id),
+                )
+                .fetchone()
+            )
+            return None if row is None else str(row[0])
+
+        return await self._run(query)
 
     def _product_device(self, where: str, *args: str) -> ProductDevice | None:
         row = (
