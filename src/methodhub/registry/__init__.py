@@ -14,6 +14,7 @@ from methodhub.registry.products import (
     ProductDevice,
     product_device_id,
     split_product_device_id,
+    validate_product_key,
     validate_product_names,
 )
 from methodhub.registry.sqlite import SqliteRegistry
@@ -71,5 +72,6 @@ __all__ = [
     "split_product_device_id",
     "validate_device_id",
     "validate_module_id",
+    "validate_product_key",
     "validate_product_names",
 ]

@@ -139,6 +139,7 @@ async def test_linkkit_connect_authenticates(ctx: AuthContext, device: ProductDe
     assert principal.expires_at is None
     assert DIALECT.initial_subscriptions(principal) == {
         f"/sys/{PK}/{DN}/rrpc/request/+": 0,
+        f"/sys/{PK}/{DN}/thing/service/+": 0,
         f"/ext/rrpc/+/sys/{PK}/{DN}/thing/service/+": 0,
     }
 

@@ -6,8 +6,8 @@
   so the two dialects claim disjoint CONNECTs.
 * Server-side subscription (``_ss=1``): the Link SDK for Python subscribes nothing itself, so the
   hub subscribes the device to the topics it delivers calls on: system RRPC requests
-  ``/sys/{pk}/{dn}/rrpc/request/+`` and, for ``ext=1`` devices, synchronous services
-  ``/ext/rrpc/+/sys/{pk}/{dn}/thing/service/+``. Devices without ``_ss=1`` subscribe themselves.
+  ``/sys/{pk}/{dn}/rrpc/request/+``, asynchronous services ``/sys/{pk}/{dn}/thing/service/+`` and, for
+  ``ext=1`` devices, synchronous services ``/ext/rrpc/+/sys/{pk}/{dn}/thing/service/+``. Devices without ``_ss=1`` subscribe themselves.
 * Calls, by :class:`~methodhub.calls.CallKind` (the front door chooses; the id is the call's
   MessageId, :mod:`methodhub.dialects.aliyun.calls`):
 
@@ -18,7 +18,15 @@
   MESSAGE + topic, ``ext=1``    ``/ext/rrpc/{id}{topic}`` (raw bytes)               the same topic
   METHOD, ``ext=1``             ``/ext/rrpc/{id}/sys/{pk}/{dn}/thing/service/{m}``  the same topic
                                 (Alink ``{"id","version","params","method"}``)      (``{"id","code","data"}``)
+  METHOD ``async/{m}``          ``/sys/{pk}/{dn}/thing/service/{m}`` (Alink)        ``…/{m}_reply``, by id
   ============================  ==================================================  =====================
+
+  An asynchronous service call (method ``async/{m}``, :func:`~methodhub.dialects.aliyun.calls.async_method`:
+  a TSL's ``callType: async``) is answered on ``…/thing/service/{m}_reply`` (linkkit's
+  ``thing_answer_service``, QoS 0), shared by every call to that service: a reply completes the call
+  whose request ``id`` it carries; a reply with another id is a stray response; one that is no JSON
+  object with an ``id`` ends the only call waiting on that topic with ``INVALID_DEVICE_RESPONSE``
+  (with several waiting, it cannot say which: a stray response, and they time out).
 
   Without ``ext=1`` the custom-topic and service forms fall back to the system RRPC topics (with the
   same payloads): Alibaba documents it for custom-topic RRPC; for services it is our choice (wire doc
@@ -37,7 +45,7 @@ from dataclasses import dataclass, field
 
 from methodhub import jsontext
 from methodhub.calls.model import Call, CallKind, CallOutcome
-from methodhub.dialects.aliyun.calls import message_id, rrpc_topic
+from methodhub.dialects.aliyun.calls import message_id, rrpc_topic, service_identifier
 from methodhub.dialects.aliyun.signing import (
     DEFAULT_SIGN_METHOD,
     SIGN_METHODS,
@@ -111,6 +119,26 @@ def alink_outcome(payload: bytes) -> CallOutcome | HubError:
             '"code": <integer>, "data": {...}}.',
         )
     return CallOutcome(code, jsontext.dumps(reply.get("data", {})))
+
+
+def _async_key(reply_topic: str, request_id: str) -> str:
+    """Where an asynchronous call waits in :attr:`AliyunSessionState.expected`: its reply topic is
+    shared by every call to the service, so the request id is part of the key."""
+    return f"{reply_topic}\n{request_id}"
+
+
+def _alink_id(payload: bytes) -> str | None:
+    """The ``id`` of an Alink reply (a JSON string, or a number some devices send), else None."""
+    try:
+        reply = jsontext.loads(payload)
+    except jsontext.NotJson:
+        return None
+    request_id = reply.get("id") if isinstance(reply, dict) else None
+    if isinstance(request_id, str):
+        return request_id
+    if isinstance(request_id, int) and not isinstance(request_id, bool):
+        return str(request_id)
+    return None
 
 
 class AliyunDialect(Dialect):
@@ -218,7 +246,10 @@ class AliyunDialect(Dialect):
         if not principal.attributes.get("auto_subscribe"):
             return {}
         product_key, device_name = _names(principal)
-        subscriptions = {f"/sys/{product_key}/{device_name}/rrpc/request/+": 0}
+        subscriptions = {
+            f"/sys/{product_key}/{device_name}/rrpc/request/+": 0,
+            f"/sys/{product_key}/{device_name}/thing/service/+": 0,
+        }
         if principal.attributes.get("ext"):
             subscriptions[f"{EXT_RRPC}+/sys/{product_key}/{device_name}/thing/service/+"] = 0
         return subscriptions
@@ -227,6 +258,32 @@ class AliyunDialect(Dialect):
         if len(topic_filter.encode()) <= MAX_TOPIC_BYTES and self._owns(device.principal, topic_filter):
             return min(qos, 1)
         return SUBSCRIPTION_REFUSED
+
+    def _async_reply(
+        self, device: DeviceView, state: AliyunSessionState, topic: str, payload: bytes
+    ) -> _Expected | None:
+        """Complete the asynchronous call a ``…_reply`` answers (see the module docstring); None if
+        it answers none."""
+        request_id = _alink_id(payload)
+        if request_id is not None:
+            expected = state.expected.pop(_async_key(topic, request_id), None)
+            if expected is not None:
+                device.complete(expected.rid, alink_outcome(payload))
+            return expected
+        prefix = _async_key(topic, "")
+        waiting = [key for key in state.expected if key.startswith(prefix)]
+        if len(waiting) != 1:
+            return None
+        expected = state.expected.pop(waiting[0])
+        device.complete(
+            expected.rid,
+            HubError(
+                ErrorKind.INVALID_DEVICE_RESPONSE,
+                f"The device answered the asynchronous service call on {topic} with something other "
+                'than an Alink reply {"id": "<the request id>", "code": <integer>, "data": {...}}.',
+            ),
+        )
+        return expected
 
     def _owns(self, principal: Principal, topic: str) -> bool:
         """Whether ``topic`` (a name or a filter) is in the device's own namespace: its custom topics
@@ -280,13 +337,18 @@ class AliyunDialect(Dialect):
             else:
                 topic, reply, hint = system_request, system_reply, "system RRPC requests"
         else:
-            if not call.method or any(c in call.method for c in "/+#"):
+            identifier, asynchronous = service_identifier(call.method)
+            if not identifier or any(c in identifier for c in "/+#"):
                 raise HubError(
-                    ErrorKind.INVALID_ARGUMENT, f"'{call.method}' cannot be a service identifier in a topic."
+                    ErrorKind.INVALID_ARGUMENT, f"'{identifier}' cannot be a service identifier in a topic."
                 )
-            payload = alink_request(rid, call.method, call.payload)
-            if ext:
-                topic = reply = f"{EXT_RRPC}{rid}/sys/{product_key}/{device_name}/thing/service/{call.method}"
+            payload = alink_request(rid, identifier, call.payload)
+            if asynchronous:
+                topic = f"/sys/{product_key}/{device_name}/thing/service/{identifier}"
+                reply = _async_key(f"{topic}_reply", rid)
+                hint = "asynchronous services (/sys/.../thing/service/+)"
+            elif ext:
+                topic = reply = f"{EXT_RRPC}{rid}/sys/{product_key}/{device_name}/thing/service/{identifier}"
                 hint = "synchronous services"
             else:
                 topic, reply, hint = system_request, system_reply, "system RRPC requests"
@@ -304,7 +366,12 @@ class AliyunDialect(Dialect):
 
     def on_publish(self, device: DeviceView, publish: Publish) -> bool:
         topic = publish.topic
-        expected = _state(device).expected.pop(topic, None)
+        state = _state(device)
+        expected = state.expected.pop(topic, None)
+        if expected is None and topic.endswith("_reply") and state.expected:
+            expected = self._async_reply(device, state, topic, publish.payload)
+            if expected is not None:
+                return True
         if expected is not None:
             if expected.kind is CallKind.MESSAGE:
                 device.complete(expected.rid, CallOutcome(200, publish.payload))
@@ -314,7 +381,10 @@ class AliyunDialect(Dialect):
         if not self._owns(device.principal, topic):
             return False
         product_key, device_name = _names(device.principal)
-        if topic.startswith((EXT_RRPC, f"/sys/{product_key}/{device_name}/rrpc/response/")):
+        services = f"/sys/{product_key}/{device_name}/thing/service/"
+        if topic.startswith((EXT_RRPC, f"/sys/{product_key}/{device_name}/rrpc/response/")) or (
+            topic.startswith(services) and topic.endswith("_reply") and "/" not in topic[len(services) :]
+        ):
             device.count_stray()
         else:
             device.count_telemetry()
