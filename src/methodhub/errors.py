@@ -201,6 +201,9 @@ class ErrorKind(Enum):
     JOB_NOT_FOUND = ErrorSpec(
         404, 404002, "JobNotFound", "iot.job.NotExistedJob", None, "No job with this id."
     )
+    TSL_NOT_FOUND = ErrorSpec(
+        404, 404040, "ThingModelNotFound", "iot.tsl.NotExistedTsl", None, "The product has no thing model."
+    )
     CALL_NOT_FOUND = ErrorSpec(
         404, 404030, "CallNotFound", "iot.call.NotExistedCall", None, "No queued call with this id."
     )

@@ -27,6 +27,7 @@ from methodhub.dialects.aliyun.mqtt import AliyunDialect
 from methodhub.dialects.aliyun.pop import AliyunApi
 from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
 from methodhub.dialects.aliyun.pop_jobs import PopJobs
+from methodhub.dialects.aliyun.pop_tsl import ThingModels
 from methodhub.dialects.azure.amqp import AzureAmqpDialect
 from methodhub.dialects.azure.connection_string import ConnectionString
 from methodhub.dialects.azure.errors import azure_error, azure_error_of
@@ -180,7 +181,10 @@ class Hub:
         azure_api.job_rows = partial(device_job_rows, self.jobs)
         pop_auth = PopAuthenticator(registry)
         aliyun_api = AliyunApi(self.engine, registry, pop_auth, self.gateway)
-        aliyun_api.add_actions(PopJobs(self.jobs).actions())
+        thing_models = ThingModels(registry, self.queued)
+        aliyun_api.async_services = thing_models
+        aliyun_api.add_actions(thing_models.actions())
+        aliyun_api.add_actions(PopJobs(self.jobs, thing_models).actions())
         aliyun_api.register(routes, not_a_pop_call=landing_page)
         routes.add("GET", "/openapi.json", _openapi)
         routes.add("GET", "/metrics", self._metrics)

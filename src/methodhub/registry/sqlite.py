@@ -481,7 +481,8 @@ class SqliteRegistry(SqliteCalls, SqliteJobs, Registry):
                 (product_key, now),
             )
             db.execute(
-                "INSERT INTO product_tsl (product_key, function_block_id, tsl, updated_at) VALUES (?, ?, ?, ?) "
+                "INSERT INTO product_tsl (product_key, function_block_id, tsl, updated_at) "
+                "VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (product_key, function_block_id) DO UPDATE SET tsl = excluded.tsl, "
                 "updated_at = excluded.updated_at",
                 (product_key, function_block_id, tsl, now),

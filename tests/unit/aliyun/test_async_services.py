@@ -15,8 +15,10 @@ from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.auth import AuthContext
 from methodhub.mqtt import Publish
 from methodhub.registry import ProductDevice
+from tests.unit.aliyun import test_dialect
 from tests.unit.aliyun.test_dialect import DN, PK, linkkit_connect, open_session, submit
-from tests.unit.aliyun.test_dialect import ctx, device, registry  # noqa: F401  (fixtures)
+
+registry, device, ctx = test_dialect.registry, test_dialect.device, test_dialect.ctx  # its fixtures
 
 DIALECT = AliyunDialect()
 SERVICE = f"/sys/{PK}/{DN}/thing/service/Echo"
@@ -38,7 +40,12 @@ async def test_request_on_the_service_topic_reply_matched_by_id(
     (topic1, payload1), (topic2, payload2) = transport.published
     assert topic1 == topic2 == SERVICE  # not RRPC: no /ext/rrpc/{id} prefix
     request1, request2 = orjson.loads(payload1), orjson.loads(payload2)
-    assert request1 == {"id": request1["id"], "version": "1.0", "params": {"x": 1}, "method": "thing.service.Echo"}
+    assert request1 == {
+        "id": request1["id"],
+        "version": "1.0",
+        "params": {"x": 1},
+        "method": "thing.service.Echo",
+    }
     assert isinstance(request1["id"], str) and request1["id"] != request2["id"]
     # Replies in the other order, each completing the call whose id it carries.
     reply2 = {"id": request2["id"], "code": 200, "data": {"n": 2}}

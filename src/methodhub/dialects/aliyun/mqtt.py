@@ -7,7 +7,8 @@
 * Server-side subscription (``_ss=1``): the Link SDK for Python subscribes nothing itself, so the
   hub subscribes the device to the topics it delivers calls on: system RRPC requests
   ``/sys/{pk}/{dn}/rrpc/request/+``, asynchronous services ``/sys/{pk}/{dn}/thing/service/+`` and, for
-  ``ext=1`` devices, synchronous services ``/ext/rrpc/+/sys/{pk}/{dn}/thing/service/+``. Devices without ``_ss=1`` subscribe themselves.
+  ``ext=1`` devices, synchronous services ``/ext/rrpc/+/sys/{pk}/{dn}/thing/service/+``. Devices
+  without ``_ss=1`` subscribe themselves.
 * Calls, by :class:`~methodhub.calls.CallKind` (the front door chooses; the id is the call's
   MessageId, :mod:`methodhub.dialects.aliyun.calls`):
 

@@ -10,9 +10,11 @@ ACS3-HMAC-SHA256 ...`` with the action and version in ``x-acs-action`` / ``x-acs
 
 * ``RRpc`` (ServiceConnect): raw bytes to a device and back — system RRPC, or custom-topic RRPC
   with ``Topic``. Timeout 1000–8000 ms, Alibaba's range (the Azure front door keeps Azure's).
-* ``InvokeThingService`` (ServiceConnect): a synchronous thing-model service, Alink JSON on the
-  wire; ``IotId`` (any methodhub device id, so Azure devices too) or ``ProductKey`` + ``DeviceName``.
-  Alibaba's 8 s limit for synchronous services is the response timeout.
+* ``InvokeThingService`` (ServiceConnect): a thing-model service, Alink JSON on the wire; ``IotId``
+  (any methodhub device id, so Azure devices too) or ``ProductKey`` + ``DeviceName``. Synchronous
+  (RRPC mode; Alibaba's 8 s limit is the response timeout) unless the product's TSL says the
+  service is ``async`` (:attr:`AliyunApi.async_services`, :mod:`methodhub.dialects.aliyun.pop_tsl`):
+  then ``{Data: {MessageId}}`` at once and a queued call.
 * ``RegisterDevice`` / ``DeleteDevice`` (RegistryWrite), ``QueryDeviceDetail`` (RegistryRead).
 * Batch service calls and jobs (:mod:`methodhub.dialects.aliyun.pop_jobs`, :meth:`AliyunApi.add_actions`).
 
@@ -52,6 +54,7 @@ from methodhub.registry import (
     Registry,
     Right,
     product_device_id,
+    split_product_device_id,
     validate_device_id,
     validate_product_names,
 )
@@ -68,9 +71,7 @@ MAX_TOPIC_BYTES = 128
 """Alibaba's topic length limit; it applies to ``Topic``."""
 IDENTIFIER = re.compile(r"(?:[A-Za-z0-9_]{1,30}:)?[A-Za-z0-9_]{1,50}")
 """A TSL service identifier (letters, digits, ``_``, up to 50), optionally ``module:identifier``."""
-UNIMPLEMENTED = frozenset(
-    {"AsyncRRpc", "Pub", "PubBroadcast", "SetDeviceProperty", "BatchRegisterDevice"}
-)
+UNIMPLEMENTED = frozenset({"AsyncRRpc", "Pub", "PubBroadcast", "SetDeviceProperty", "BatchRegisterDevice"})
 """Alibaba actions a migrating user may try that methodhub does not implement (yet)."""
 _NAME_ALPHABET = string.ascii_letters + string.digits
 POP_PARAMETERS = frozenset(
@@ -98,6 +99,15 @@ class Presence(Protocol):
     """Who is connected right now (the gateway answers)."""
 
     async def connection_states(self, targets: list[str]) -> dict[str, tuple[bool, float | None]]: ...
+
+
+class AsyncServices(Protocol):
+    """Which services are asynchronous, and calling them
+    (:class:`~methodhub.dialects.aliyun.pop_tsl.ThingModels`)."""
+
+    async def call_type(self, target: str, identifier: str) -> str: ...
+
+    async def invoke_async(self, target: str, identifier: str, args: bytes) -> str: ...
 
 
 class MessageIds:
@@ -313,6 +323,8 @@ class AliyunApi:
         self._auth = auth
         self._presence = presence
         self._message_ids = MessageIds()
+        self.async_services: AsyncServices | None = None
+        """The thing models (set by the hub): without them every service is synchronous."""
         devices = DeviceQueries(registry, presence, self._lookup)  # pop_devices.py
         self._actions: dict[str, _Action] = {
             "RRpc": _Action(Right.SERVICE_CONNECT, self._rrpc),
@@ -502,9 +514,35 @@ class AliyunApi:
                 }
             )
 
-        return response_future(
-            self._engine.invoke(call), answered, lambda error: pop_error(error, request_id, host)
-        )
+        def synchronous() -> Awaitable[Response]:
+            return response_future(
+                self._engine.invoke(call), answered, lambda error: pop_error(error, request_id, host)
+            )
+
+        services = self.async_services
+        if services is None or split_product_device_id(target) is None:
+            return synchronous()
+        return self._maybe_async(services, call, request_id, host, synchronous)
+
+    @staticmethod
+    async def _maybe_async(
+        services: AsyncServices,
+        call: Call,
+        request_id: str,
+        host: str | None,
+        synchronous: Callable[[], Awaitable[Response]],
+    ) -> Response:
+        """An asynchronous service (the product's TSL says so) is queued and answered at once with
+        its MessageId (the queued call's id); any other runs synchronously."""
+        try:
+            if await services.call_type(call.target, call.method) == "async":
+                message_id = await services.invoke_async(call.target, call.method, call.payload)
+                return Response.json(
+                    {"RequestId": request_id, "Success": True, "Data": {"MessageId": message_id}}
+                )
+        except HubError as exc:
+            return pop_error(exc, request_id, host)
+        return await synchronous()
 
     # -- registry -----------------------------------------------------------------------------------------
 

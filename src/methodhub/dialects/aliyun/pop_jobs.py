@@ -16,8 +16,9 @@ Actions (added to :class:`~methodhub.dialects.aliyun.pop.AliyunApi`'s table by :
   :class:`~methodhub.job_runner.JobRunner` (the machinery of Azure's jobs); a task is one device's
   call. States: :data:`JOB_STATUS`, :func:`task_status`.
 
-Every service is treated as synchronous today; :func:`service_call` is where a thing model's async
-services will choose their own delivery.
+A service the product's TSL defines as ``async`` (:mod:`methodhub.dialects.aliyun.thing_model`)
+is delivered on its service topic and answered on ``…_reply`` (:func:`service_call`); any other, in
+RRPC mode.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from typing import Any
 from methodhub import jsontext
 from methodhub.calls.jobs import DEFAULT_MAX_EXECUTION, Job, JobStatus, JobType
 from methodhub.calls.queued import DEFAULT_EXPIRES, CallState, QueuedCall
+from methodhub.dialects.aliyun.calls import async_method, service_identifier
 from methodhub.dialects.aliyun.errors import required
 from methodhub.dialects.aliyun.pop import IDENTIFIER, SERVICE_TIMEOUT, call_target, thing_args
 from methodhub.dialects.aliyun.pop_devices import utc_time
+from methodhub.dialects.aliyun.pop_tsl import ASYNC, ASYNC_SERVICE_TIMEOUT, ThingModels
 from methodhub.errors import ErrorKind, HubError
 from methodhub.job_runner import JobRunner
 from methodhub.registry import Right, product_device_id, split_product_device_id, validate_product_names
@@ -75,14 +78,17 @@ _JOB_STATUS_FILTER = {
 TASK_STATUSES = ("QUEUED", "SENT", "IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELLED")
 
 
-def service_call(identifier: str, args: bytes) -> tuple[str, bytes]:
-    """The queued call's method and payload for a thing service call.
+def service_call(identifier: str, call_type: str) -> tuple[str, float]:
+    """The queued call's method and response timeout for a call of service ``identifier``.
 
-    Today every service is synchronous: the method is the identifier and the payload the ``Args``,
-    which the Alibaba device dialect sends as ``InvokeThingService`` does (an Alink request on the
-    RRPC service topic; :mod:`methodhub.dialects.aliyun.mqtt`). Async services (a product's TSL
-    ``callType: async``) are to choose their own delivery here."""
-    return identifier, args
+    A synchronous service: the identifier, which the Alibaba device dialect sends as
+    ``InvokeThingService`` does (an Alink request on the RRPC service topic), 8 s to answer. An
+    asynchronous one (``call_type`` ``"async"``, a product's TSL ``callType``): ``async/{identifier}``,
+    sent on ``/sys/{pk}/{dn}/thing/service/{identifier}`` and answered on ``…_reply``
+    (:mod:`methodhub.dialects.aliyun.mqtt`), :data:`ASYNC_SERVICE_TIMEOUT` to answer."""
+    if call_type == ASYNC:
+        return async_method(identifier), ASYNC_SERVICE_TIMEOUT
+    return identifier, SERVICE_TIMEOUT
 
 
 def _bad(message: str) -> HubError:
@@ -173,10 +179,16 @@ def _task_message(call: QueuedCall) -> str:
 class PopJobs:
     """The handlers; see the module docstring."""
 
-    def __init__(self, runner: JobRunner, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        runner: JobRunner,
+        thing_models: ThingModels | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.runner = runner
         self.calls = runner.calls
         self.registry = runner.registry
+        self.thing_models = thing_models or ThingModels(runner.registry, runner.calls)
         self.clock = clock
 
     def actions(self) -> dict[str, tuple[Right, Handler]]:
@@ -217,12 +229,14 @@ class PopJobs:
         if qos not in ("0", "1"):
             raise _bad(f"Qos must be 0 or 1; got {qos[:20]!r}.")
         device_ids = await self._check_devices(product_key, names)
-        method, payload = service_call(identifier, args)
+        method, timeout = service_call(
+            identifier, await self.thing_models.call_type(device_ids[0], identifier)
+        )
         await self.calls.create_many(
             [(device_id, None) for device_id in device_ids],
             method,
-            payload,
-            response_timeout=SERVICE_TIMEOUT,
+            args,
+            response_timeout=timeout,
             expires=min(SERVICE_EXPIRES, self.calls.max_expires),
             attempts=QOS1_ATTEMPTS if qos == "1" else 1,
             job_id=request_id,
@@ -250,7 +264,7 @@ class PopJobs:
                 if call.created_time * 1000 < low:
                     before = None
                     break
-                if identifier is None or call.method == identifier:
+                if identifier is None or service_identifier(call.method)[0] == identifier:
                     found.append(call)
             else:
                 before = (page[-1].created_time, page[-1].call_id) if len(page) == 200 else None
@@ -268,9 +282,10 @@ class PopJobs:
     @staticmethod
     def _service_info(call: QueuedCall) -> dict[str, Any]:
         output = call.outcome_payload.decode("utf-8", "replace") if call.outcome_payload is not None else ""
+        identifier, _ = service_identifier(call.method)
         return {
-            "Identifier": call.method,
-            "Name": call.method,
+            "Identifier": identifier,
+            "Name": identifier,
             "InputData": call.payload.decode("utf-8", "replace"),
             "OutputData": output,
             "Time": str(int(call.created_time * 1000)),
@@ -320,15 +335,15 @@ class PopJobs:
                 raise _bad(
                     "ScheduledTime (epoch milliseconds) must be in the future; leave it out to run now."
                 )
-        method, payload = service_call(identifier, jsontext.dumps(arguments))
+        method, timeout = service_call(identifier, await self._job_call_type(target, identifier))
         job = Job(
             job_id="".join(secrets.choice(_ID_ALPHABET) for _ in range(26)),
             type=JobType.DEVICE_CALLS,
             query_condition=condition,
             request={
                 "methodName": method,
-                "payload": payload.decode(),
-                "responseTimeoutInSeconds": SERVICE_TIMEOUT,
+                "payload": jsontext.dumps(arguments).decode(),
+                "responseTimeoutInSeconds": timeout,
                 "ratePerSecond": per_minute / 60,
                 "aliyun": {
                     "JobName": name,
@@ -346,6 +361,22 @@ class PopJobs:
         )
         await self.runner.create(job)
         return {"JobId": job.job_id}
+
+    async def _job_call_type(self, target: dict[str, Any], identifier: str) -> str:
+        """The call mode of a job's service: its products' TSLs must agree (a job's calls share one)."""
+        if target["TargetType"] == "PRODUCT_KEY":
+            products = [target["TargetProduct"]]
+        else:
+            products = list(dict.fromkeys(d["ProductKey"] for d in target["TargetDevices"]["targetDevices"]))
+        modes = {
+            p: await self.thing_models.call_type(product_device_id(p, "name"), identifier) for p in products
+        }
+        if len(set(modes.values())) > 1:
+            raise _bad(
+                f"The service {identifier!r} is synchronous in some of the job's products and asynchronous "
+                f"in others ({', '.join(f'{p}: {m}' for p, m in modes.items())}); make one job per product."
+            )
+        return next(iter(modes.values()))
 
     async def _target(self, config: dict[str, Any]) -> tuple[dict[str, Any], str]:
         """QueryJob's ``TargetConfig`` and the query condition selecting its devices."""

@@ -107,4 +107,3 @@ def product_of(device_id: str) -> str | None:
     """The ProductKey of an Alibaba device id (``pk:dn``), else None."""
     names = split_product_device_id(device_id)
     return names[0] if names else None
-
