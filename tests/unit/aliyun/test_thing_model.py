@@ -66,7 +66,8 @@ def test_a_tsl_is_read_for_its_services_only() -> None:
         ('{"services": [{"identifier": "Echo"}]}', "(Echo): callType missing"),
         ('{"services": [{"identifier": "Echo", "callType": "ASYNC"}]}', "callType 'ASYNC' must be"),
         (
-            '{"services": [{"identifier": "E", "callType": "sync"}, {"identifier": "E", "callType": "async"}]}',
+            '{"services": [{"identifier": "E", "callType": "sync"}, '
+            '{"identifier": "E", "callType": "async"}]}',
             "services[1]: the service 'E' is defined twice",
         ),
         ('{"services": [], "pad": "' + "x" * 262_144 + '"}', "the limit is 262144 bytes"),
