@@ -26,6 +26,8 @@ COMMANDS = [
     ["device", "show", "pump-1"],
     ["device", "delete", "pump-1"],
     ["device", "run", "pump-1"],
+    ["product", "set-tsl", "a1PK", "tsl.json"],
+    ["product", "show-tsl", "a1PK"],
     ["invoke", "pump-1", "reboot"],
 ]
 

@@ -7,8 +7,8 @@ The global options (``--data-dir``, ``--registry``, ``--log-level``, ``--log-for
 go before or after the command.
 
 This module assembles the parser from the commands' modules (one per command: ``serve``, ``ca-cert``
-in ``tls``, ``connection-string``, ``device`` in ``devices`` and ``device_run``, ``invoke``), runs the
-one given, and turns what escapes it into an exit code and one line.
+in ``tls``, ``connection-string``, ``device`` in ``devices`` and ``device_run``, ``product`` in
+``products``, ``invoke``), runs the one given, and turns what escapes it into an exit code and one line.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from methodhub.cli.devices import add_device_parser, manage_devices
 from methodhub.cli.exits import EXIT_INTERRUPTED, debugging, fail, set_debug
 from methodhub.cli.invoke import add_invoke_parser, invoke
 from methodhub.cli.options import ENV_REGISTRY, global_flags, global_options
+from methodhub.cli.products import add_product_parser, manage_products
 from methodhub.cli.serve import add_serve_parser, serve
 from methodhub.cli.tls import add_ca_cert_parser, print_ca_cert
 from methodhub.process.datadir import DataDirError, default_data_dir
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ca_cert_parser(commands, common)
     add_connection_string_parser(commands, common)
     add_device_parser(commands, common)
+    add_product_parser(commands, common)
     add_invoke_parser(commands, common)
     add_call_parser(commands, common)
     return parser
@@ -93,6 +95,8 @@ def _run_command(args: argparse.Namespace, data_dir: Path) -> None:
             device_run(args, data_dir)
         else:
             manage_devices(args, data_dir)
+    elif args.command == "product":
+        manage_products(args, data_dir)
     elif args.command == "invoke":
         raise SystemExit(invoke(args, data_dir))
     elif args.command == "call":
