@@ -38,6 +38,7 @@ from methodhub.dialects.aliyun.errors import required
 from methodhub.dialects.aliyun.pop import IDENTIFIER, SERVICE_TIMEOUT, call_target, thing_args
 from methodhub.dialects.aliyun.pop_devices import utc_time
 from methodhub.dialects.aliyun.pop_tsl import ASYNC, ASYNC_SERVICE_TIMEOUT, ThingModels
+from methodhub.dialects.aliyun.thing_model import call_type
 from methodhub.errors import ErrorKind, HubError
 from methodhub.job_runner import JobRunner
 from methodhub.registry import Right, product_device_id, split_product_device_id, validate_product_names
@@ -368,9 +369,7 @@ class PopJobs:
             products = [target["TargetProduct"]]
         else:
             products = list(dict.fromkeys(d["ProductKey"] for d in target["TargetDevices"]["targetDevices"]))
-        modes = {
-            p: await self.thing_models.call_type(product_device_id(p, "name"), identifier) for p in products
-        }
+        modes = {p: await call_type(self.registry, p, identifier) for p in products}
         if len(set(modes.values())) > 1:
             raise _bad(
                 f"The service {identifier!r} is synchronous in some of the job's products and asynchronous "

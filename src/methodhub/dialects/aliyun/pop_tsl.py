@@ -92,7 +92,10 @@ class ThingModels:
     async def call_type(self, target: str, identifier: str) -> str:
         """``"sync"`` or ``"async"`` for a call of service ``identifier`` to device ``target``."""
         product_key = product_of(target)
-        return SYNC if product_key is None else await call_type(self.registry, product_key, identifier)
+        if product_key is None or await call_type(self.registry, product_key, identifier) == SYNC:
+            return SYNC
+        # An Azure device may have an id of that shape: only a device of the product is asynchronous.
+        return ASYNC if await self.registry.find_product_device(target) is not None else SYNC
 
     async def invoke_async(self, target: str, identifier: str, args: bytes) -> str:
         """Queue an asynchronous service call to ``target`` (online now, else ``DEVICE_OFFLINE``);
