@@ -119,5 +119,6 @@ async def test_async_needs_the_service_subscription(ctx: AuthContext, device: Pr
     reply = submit(session, Call(f"{PK}:{DN}", async_method("Echo"), b"{}", 3))
     with pytest.raises(HubError) as raised:
         await reply
-    assert raised.value.kind is ErrorKind.DEVICE_OFFLINE
-    assert "asynchronous services" in raised.value.message
+    # Not DEVICE_OFFLINE: the queued call's delivery would retry it at once, again and again.
+    assert raised.value.kind is ErrorKind.INVALID_ARGUMENT
+    assert f"/sys/{PK}/{DN}/thing/service/+" in raised.value.message and "_ss=1" in raised.value.message

@@ -324,6 +324,7 @@ class AliyunDialect(Dialect):
         ext = bool(principal.attributes.get("ext"))
         system_request = f"/sys/{product_key}/{device_name}/rrpc/request/{rid}"
         system_reply = f"/sys/{product_key}/{device_name}/rrpc/response/{rid}"
+        refusal = ErrorKind.DEVICE_OFFLINE
         if call.kind is CallKind.MESSAGE:
             payload = call.payload
             if custom_topic is not None and ext:
@@ -347,17 +348,20 @@ class AliyunDialect(Dialect):
             if asynchronous:
                 topic = f"/sys/{product_key}/{device_name}/thing/service/{identifier}"
                 reply = _async_key(f"{topic}_reply", rid)
-                hint = "asynchronous services (/sys/.../thing/service/+)"
+                hint = (
+                    f"asynchronous services (/sys/{product_key}/{device_name}/thing/service/+: connect "
+                    "with _ss=1 or subscribe to it); the call is not retried"
+                )
+                refusal = ErrorKind.INVALID_ARGUMENT
             elif ext:
                 topic = reply = f"{EXT_RRPC}{rid}/sys/{product_key}/{device_name}/thing/service/{identifier}"
                 hint = "synchronous services"
             else:
                 topic, reply, hint = system_request, system_reply, "system RRPC requests"
         if not any(topic_matches(f, topic) for f in device.subscriptions):
-            raise HubError(
-                ErrorKind.DEVICE_OFFLINE,
-                f"Device '{device.key}' is connected but has not subscribed to {hint}.",
-            )
+            # An async call comes from a queued call, whose delivery retries an "offline" device as
+            # soon as it is ready (subscribed to RRPC): it would retry at once, again and again.
+            raise HubError(refusal, f"Device '{device.key}' is connected but has not subscribed to {hint}.")
         state = _state(device)
         if len(state.expected) >= device.max_in_flight:
             # Calls that ended without a reply (timed out, abandoned) leave their entry behind.
