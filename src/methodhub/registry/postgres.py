@@ -600,7 +600,9 @@ class PostgresRegistry(PostgresCalls, PostgresJobs, Registry):
     async def set_product_tsl(self, product_key: str, tsl: str, function_block_id: str = "") -> None:
         validate_product_key(product_key)
         if not _storable(tsl, function_block_id):
-            raise HubError(ErrorKind.INVALID_ARGUMENT, "A thing model cannot contain NUL characters.")
+            raise HubError(
+                ErrorKind.INVALID_ARGUMENT, "A thing model cannot contain NUL characters or lone surrogates."
+            )
         now = time.time()
 
         async def upsert(conn: Connection) -> None:

@@ -200,7 +200,9 @@ async def test_claiming_a_call_reads_only_its_targets_calls(tmp_path: Path) -> N
     await registry.open()
     await registry.close()
     with sqlite3.connect(tmp_path / "r.db") as db:
-        plan = [row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + SQLITE_NEXT_QUEUED, ("d", 0.0))]
+        plan = [
+            row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + SQLITE_NEXT_QUEUED, ("d", 0.0))
+        ]
     db.close()
     searches = [step for step in plan if step.startswith("SEARCH")]
     assert len(searches) == 2 and not any("TEMP B-TREE" in step for step in plan), plan  # no sort

@@ -71,7 +71,9 @@ MAX_TOPIC_BYTES = 128
 """Alibaba's topic length limit; it applies to ``Topic``."""
 IDENTIFIER = re.compile(r"(?:[A-Za-z0-9_]{1,30}:)?[A-Za-z0-9_]{1,50}")
 """A TSL service identifier (letters, digits, ``_``, up to 50), optionally ``module:identifier``."""
-UNIMPLEMENTED = frozenset({"AsyncRRpc", "Pub", "PubBroadcast", "SetDeviceProperty", "BatchRegisterDevice"})
+UNIMPLEMENTED = frozenset(
+    {"AsyncRRpc", "Pub", "PubBroadcast", "SetDeviceProperty", "BatchRegisterDevice"}
+)
 """Alibaba actions a migrating user may try that methodhub does not implement (yet)."""
 _NAME_ALPHABET = string.ascii_letters + string.digits
 POP_PARAMETERS = frozenset(
