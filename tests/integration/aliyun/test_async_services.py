@@ -21,7 +21,13 @@ from aliyunsdkiot.request.v20180120.InvokeThingServiceRequest import InvokeThing
 from aliyunsdkiot.request.v20180120.InvokeThingsServiceRequest import InvokeThingsServiceRequest
 from aliyunsdkiot.request.v20180120.QueryDeviceServiceDataRequest import QueryDeviceServiceDataRequest
 
-from tests.integration.aliyun.support import LinkkitDevice, call, create_product_device
+from tests.integration.aliyun.support import (
+    LinkkitDevice,
+    PahoAliyunDevice,
+    call,
+    create_product_device,
+    device_login,
+)
 from tests.integration.aliyun.test_tea_sdk import tea_client
 from tests.support import Backend, HubProcess
 
@@ -184,3 +190,54 @@ def test_tsl_through_the_pop_api_and_the_tea_sdk(
     slow_device.next_event("service", identifier="Echo", params={"tea": 1})
     tsl = client.get_thing_model_tsl(tea.GetThingModelTslRequest(product_key=PK)).body
     assert tsl.success is True and json.loads(tsl.data.tsl_str) == HUB_TSL
+
+
+def test_replies_from_a_hand_rolled_device_are_matched_by_id(
+    aliyun_hub: HubProcess, owner: AcsClient
+) -> None:
+    """A paho device (auto-subscribed, ``_ss=1``) answering by hand: a wrong id and another device's
+    reply answer nothing (the latter closes that device's connection); the right id does; a reply
+    that is not JSON ends its call as an invalid device response."""
+    secrets = {
+        name: create_product_device(aliyun_hub, PK, name)["DeviceSecret"] for name in ("hand-1", "hand-2")
+    }
+    devices = {
+        name: PahoAliyunDevice(aliyun_hub, *device_login(PK, name, secret, extra=",ext=1,_ss=1"))
+        for name, secret in secrets.items()
+    }
+    backend = Backend(aliyun_hub)
+    try:
+        for device in devices.values():
+            assert device.connect() == 0
+        first = call(owner, invoke("Echo", {"n": 1}, "hand-1"))["Data"]["MessageId"]
+        topic, payload = devices["hand-1"].messages.get(timeout=10)
+        assert topic == f"/sys/{PK}/hand-1/thing/service/Echo"  # the service topic, not /ext/rrpc
+        request = json.loads(payload)
+        assert request["method"] == "thing.service.Echo" and request["params"] == {"n": 1}
+        assert isinstance(request["id"], str)
+        reply = f"{topic}_reply"
+        devices["hand-1"].publish(
+            reply, json.dumps({"id": request["id"] + "0", "code": 200, "data": {}}).encode()
+        )
+        devices["hand-2"].publish(reply, json.dumps({"id": request["id"], "code": 200, "data": {}}).encode())
+        assert devices["hand-2"].disconnects.get(timeout=10) is not None  # another device's topic
+        time.sleep(0.5)
+        response = backend.http.get(f"/calls/{first}", headers={"Authorization": backend.token})
+        assert response.json()["state"] == "sent"  # still waiting: neither answered it
+        answer = {"id": request["id"], "code": 200, "data": {"ok": True}}
+        devices["hand-1"].publish(reply, json.dumps(answer).encode())
+        recorded = wait_ended(backend, first)
+        assert (recorded["state"], recorded["outcome"]) == (
+            "succeeded",
+            {"status": 200, "payload": {"ok": True}},
+        )
+        second = call(owner, invoke("Echo", {"n": 2}, "hand-1"))["Data"]["MessageId"]
+        devices["hand-1"].messages.get(timeout=10)
+        devices["hand-1"].publish(reply, b"not json at all")
+        failed = wait_ended(backend, second)
+        assert failed["state"] == "failed" and failed["error"]["errorCode"] == "InvalidDeviceResponse", failed
+        assert "Echo_reply" in failed["error"]["message"]
+    finally:
+        backend.close()
+        for device in devices.values():
+            device.close()
