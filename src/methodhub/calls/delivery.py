@@ -311,8 +311,7 @@ class QueuedCalls:
         other nodes meanwhile are the sweep's, as for an idle device."""
         try:
             if claimed is not None:
-                await self._attempt(claimed)
-                if target not in self._again:
+                if not await self._attempt(claimed) or target not in self._again:
                     return
             while not self._stopping and await self.carrier.wait_ready(target, 0):
                 self._again.discard(target)
@@ -321,7 +320,8 @@ class QueuedCalls:
                     if target in self._again:
                         continue  # a call made while the claim ran may have missed it
                     return
-                await self._attempt(self._attempting(call))
+                if not await self._attempt(self._attempting(call)):
+                    return  # the device could not take it: the sweep tries again, not this loop
         except HubError as exc:  # the store is unreachable: the sweep tries again
             log.warning("queued calls of %s not delivered now: %s", target, exc.message)
         except Exception:
@@ -353,19 +353,23 @@ class QueuedCalls:
             self._job_attempts += 1
         return call
 
-    async def _attempt(self, call: QueuedCall) -> None:
-        """One attempt of ``call`` (counted by :meth:`_attempting`) to its end, stored."""
+    async def _attempt(self, call: QueuedCall) -> bool:
+        """One attempt of ``call`` (counted by :meth:`_attempting`) to its end, stored. False when
+        it never reached the device although the device looked ready (``DEVICE_OFFLINE``: gone
+        meanwhile, or connected but not able to take this call, e.g. not subscribed to its topic):
+        trying again at once would spin, so its next try is the sweep's."""
         job = call.job_id is not None
         try:
             try:
                 outcome = await self.engine.invoke(call.call())
             except HubError as exc:
                 await self._attempt_failed(call, exc)
-                return
+                return exc.kind is not ErrorKind.DEVICE_OFFLINE
             done = call.finished(
                 CallState.SUCCEEDED, self.clock(), status=outcome.status, payload=outcome.payload
             )
             await self._settle(call, done)
+            return True
         finally:
             if job:
                 self._job_attempts -= 1

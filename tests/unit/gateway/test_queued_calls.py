@@ -240,3 +240,40 @@ async def test_a_waiter_is_woken_once_the_end_is_written_and_stop_writes_what_is
         await slow.stop()
     after = await registry.get_call(second.call_id)
     assert after is not None and after.state is CallState.SUCCEEDED
+
+
+async def test_a_device_that_looks_ready_but_cannot_take_the_call_is_tried_again_by_the_sweep_not_in_a_loop(
+    registry: SqliteRegistry,
+) -> None:
+    """DEVICE_OFFLINE from a device the carrier says is ready (e.g. connected but not subscribed to
+    the call's topic): the call stays queued, attempt not counted, and is tried again at the next
+    sweep — not at once, over and over."""
+    from methodhub.calls.model import Call
+
+    tries: list[str] = []
+
+    class Refusing:
+        async def invoke(self, call: Call) -> None:
+            tries.append(call.target)
+            raise HubError(ErrorKind.DEVICE_OFFLINE, "not subscribed to this call's topic")
+
+    class Ready:
+        async def wait_ready(self, target: str, timeout: float) -> bool:
+            return True
+
+    await registry.create_identity("dev1")
+    service = QueuedCalls(registry, Refusing(), Ready(), registry, "node-1", sweep_interval=3600)  # type: ignore[arg-type]
+    try:
+        call, _ = await service.create("dev1", None, "reboot", b"{}")
+        [batch] = await service.create_many([("dev1", None)], "again", b"{}", job_id="j")
+        await asyncio.sleep(0.3)
+        assert tries == ["dev1"]  # one try, then it waits for the sweep
+        stored = await service.get(call.call_id)
+        assert (stored.state, stored.attempt, stored.delivered_time) == (CallState.QUEUED, 0, None)
+        await service.sweep()
+        await asyncio.sleep(0.3)
+        assert tries == ["dev1", "dev1"]
+        assert (await service.get(batch.call_id)).state is CallState.QUEUED
+        assert service.job_attempts == 0
+    finally:
+        await service.stop()
