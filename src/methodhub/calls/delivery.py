@@ -310,9 +310,8 @@ class QueuedCalls:
         then), only a kick since (a call made here meanwhile) makes it claim: the calls made on
         other nodes meanwhile are the sweep's, as for an idle device."""
         try:
-            if claimed is not None:
-                if not await self._attempt(claimed) or target not in self._again:
-                    return
+            if claimed is not None and (not await self._attempt(claimed) or target not in self._again):
+                return
             while not self._stopping and await self.carrier.wait_ready(target, 0):
                 self._again.discard(target)
                 call = await self._claims.submit(target)
