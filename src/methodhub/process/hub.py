@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 
+from methodhub import __version__
 from methodhub.api.landing import landing_page
 from methodhub.api.openapi import OPENAPI
 from methodhub.calls import CallEngine
@@ -305,7 +306,7 @@ class Hub:
 
     def runtime_info(self) -> dict[str, object]:
         """What ``hub.json`` records: where clients on this machine can reach the listeners."""
-        info: dict[str, object] = {"hostname": self.config.hostname}
+        info: dict[str, object] = {"hostname": self.config.hostname, "version": __version__}
         for name, address in self.addresses.items():
             host = address.host
             if host in ("0.0.0.0", "::", ""):
