@@ -29,6 +29,7 @@ from methodhub.cli.devices import add_device_parser, manage_devices
 from methodhub.cli.exits import EXIT_INTERRUPTED, debugging, fail, set_debug
 from methodhub.cli.invoke import add_invoke_parser, invoke
 from methodhub.cli.options import ENV_REGISTRY, global_flags, global_options
+from methodhub.cli.policies import add_policy_parser, manage_policies
 from methodhub.cli.products import add_product_parser, manage_products
 from methodhub.cli.serve import add_serve_parser, serve
 from methodhub.cli.status import add_status_parser, print_status
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_invoke_parser(commands, common)
     add_call_parser(commands, common)
     add_calls_parser(commands, common)
+    add_policy_parser(commands, common)
     add_token_parser(commands, common)
     add_status_parser(commands, common)
     return parser
@@ -110,6 +112,8 @@ def _run_command(args: argparse.Namespace, data_dir: Path) -> None:
         raise SystemExit(call_command(args, data_dir))
     elif args.command == "calls":
         raise SystemExit(calls_command(args, data_dir))
+    elif args.command == "policy":
+        manage_policies(args, data_dir)
     elif args.command == "status":
         print_status(args, data_dir)
     elif args.command == "token":

@@ -15,8 +15,9 @@ from urllib.parse import quote
 from methodhub.cli.device_run import add_device_run_parser
 from methodhub.cli.exits import EXIT_USAGE, fail
 from methodhub.cli.hub_api import get_json, hub_client, owner_token, running_hub_url
+from methodhub.cli.options import printed_command
 from methodhub.cli.registry import device_connection_string, hub_hostname, identity_label, open_hub_registry
-from methodhub.errors import HubError
+from methodhub.errors import ErrorKind, HubError
 from methodhub.registry.model import SymmetricKeys
 
 if TYPE_CHECKING:
@@ -143,6 +144,8 @@ async def _device(args: argparse.Namespace, data_dir: Path) -> None:
             kind = "module" if module_id else "device"
             print(f"deleted {kind} '{identity_label(args.device_id, module_id)}'", file=sys.stderr)
     except HubError as exc:
+        if exc.kind in (ErrorKind.DEVICE_NOT_FOUND, ErrorKind.MODULE_NOT_FOUND):
+            fail(f"{exc.message} See `{printed_command(args, 'device list')}`")
         fail(exc.message)
     finally:
         await registry.close()
@@ -152,7 +155,8 @@ async def _regenerate_key(registry: Registry, args: argparse.Namespace, data_dir
     found = await registry.get_identity(args.device_id, args.module)
     if found is None:
         kind = "module" if args.module else "device"
-        fail(f"no {kind} '{identity_label(args.device_id, args.module)}'")
+        label = identity_label(args.device_id, args.module)
+        fail(f"no {kind} '{label}'; see `{printed_command(args, 'device list')}`")
     new_key = SymmetricKeys.generate().primary
     keys = found.keys
     keys = SymmetricKeys(keys.primary, new_key) if args.secondary else SymmetricKeys(new_key, keys.secondary)

@@ -104,7 +104,7 @@ async def _calls_counted(client: httpx.AsyncClient) -> float | None:
         return None
     total, found = 0.0, False
     for line in response.text.splitlines():
-        if line.startswith(f"# TYPE {CALLS_COUNTER} "):  # a labelled counter has no line before its first call
+        if line.startswith(f"# TYPE {CALLS_COUNTER} "):  # no sample line before the first call
             found = True
         name = line.split("{", 1)[0].split(" ", 1)[0]
         if name == CALLS_COUNTER:

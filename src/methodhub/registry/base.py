@@ -9,7 +9,7 @@ from typing import Any
 from methodhub.calls.jobs import Job, JobStatus, JobType
 from methodhub.calls.queued import CallState, CallUpdate, QueuedCall
 from methodhub.query import Query
-from methodhub.registry.model import AccessPolicy, Change, Identity, SymmetricKeys
+from methodhub.registry.model import AccessPolicy, Change, Identity, Right, SymmetricKeys
 from methodhub.registry.products import ProductDevice
 from methodhub.registry.twins import Twin
 
@@ -240,6 +240,23 @@ class Registry(ABC):
     @abstractmethod
     async def ensure_default_policies(self) -> bool:
         """Create Azure's five default policies if there are none; True if it did (first start)."""
+
+    @abstractmethod
+    async def create_policy(
+        self, name: str, rights: frozenset[Right], keys: SymmetricKeys | None = None
+    ) -> AccessPolicy:
+        """Add a custom policy with these rights (keys generated if None); raises ``CONFLICT`` if
+        the name is taken, ``INVALID_ARGUMENT`` for a name Azure refuses, no rights or bad keys."""
+
+    @abstractmethod
+    async def update_policy(
+        self, name: str, *, keys: SymmetricKeys | None = None, rights: frozenset[Right] | None = None
+    ) -> AccessPolicy:
+        """Replace a policy's keys and/or rights (None keeps them); raises ``NOT_FOUND``."""
+
+    @abstractmethod
+    async def delete_policy(self, name: str) -> None:
+        """Remove a policy (tokens signed with its keys stop working); raises ``NOT_FOUND``."""
 
     # -- change feed ----------------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from methodhub.registry.jobs import PostgresJobs
 from methodhub.registry.locations import is_postgres_url, redact_url, split_connect_timeout
 from methodhub.registry.migrations import POSTGRES_MIGRATIONS, schema_too_new
 from methodhub.registry.model import DEFAULT_POLICIES, AccessPolicy, Change, Identity, SymmetricKeys
+from methodhub.registry.policies import PostgresPolicies
 from methodhub.registry.products import ProductDevice, validate_product_key
 from methodhub.registry.rules import (
     IDENTITY_COLUMNS,
@@ -134,7 +135,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class PostgresRegistry(PostgresCalls, PostgresJobs, Registry):
+class PostgresRegistry(PostgresCalls, PostgresJobs, PostgresPolicies, Registry):
     """:class:`Registry` on PostgreSQL (asyncpg). See the module docstring.
 
     Args:

@@ -30,6 +30,7 @@ from methodhub.registry.calls import SqliteCalls
 from methodhub.registry.jobs import SqliteJobs
 from methodhub.registry.migrations import SQLITE_MIGRATIONS, schema_too_new
 from methodhub.registry.model import DEFAULT_POLICIES, AccessPolicy, Change, Identity, SymmetricKeys
+from methodhub.registry.policies import SqlitePolicies
 from methodhub.registry.products import ProductDevice, validate_product_key
 from methodhub.registry.rules import (
     IDENTITY_COLUMNS,
@@ -69,7 +70,7 @@ BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for another process's transaction (the CLI, say) before failing."""
 
 
-class SqliteRegistry(SqliteCalls, SqliteJobs, Registry):
+class SqliteRegistry(SqliteCalls, SqliteJobs, SqlitePolicies, Registry):
     """:class:`Registry` on a SQLite file. See the module docstring."""
 
     def __init__(self, path: str | Path) -> None:
