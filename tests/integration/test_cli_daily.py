@@ -206,18 +206,21 @@ def test_calls_lists_the_history_with_filters(shared_hub: HubProcess, device_id:
 
 def test_calls_follow_prints_new_calls_until_ctrl_c(shared_hub: HubProcess, device_id: str) -> None:
     shared_hub.create_device(device_id)
+    shared_hub.cli("invoke", device_id, "older", "--queue")
+    newest = shared_hub.cli("invoke", device_id, "newest", "--queue").stdout.strip()
     cmd = [sys.executable, "-m", "methodhub", "--data-dir", str(shared_hub.data_dir)]
     tail = subprocess.Popen(
-        [*cmd, "calls", "--device", device_id, "--follow", "--json"],
+        [*cmd, "calls", "--device", device_id, "--follow", "--json", "--limit", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        time.sleep(2)
-        call_id = shared_hub.cli("invoke", device_id, "reboot", "--queue").stdout.strip()
         assert tail.stdout is not None
-        line = json.loads(tail.stdout.readline())  # within a second or two
+        assert json.loads(tail.stdout.readline())["callId"] == newest  # the latest --limit first
+        time.sleep(1.5)
+        call_id = shared_hub.cli("invoke", device_id, "reboot", "--queue").stdout.strip()
+        line = json.loads(tail.stdout.readline())  # within a second or two, and not the older one
         assert line["callId"] == call_id and line["state"] == "queued"
         shared_hub.cli("call", "cancel", call_id)
         assert json.loads(tail.stdout.readline())["state"] == "cancelled"  # a change of state too

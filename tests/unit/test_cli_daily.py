@@ -3,6 +3,7 @@ on a data dir's SQLite registry, and the errors when no hub runs."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from methodhub.cli.app import main
 from methodhub.cli.call_history import _matches, call_line, parse_time
+from methodhub.cli.progress import Progress
 from methodhub.dialects.azure.sas import SasToken
 
 
@@ -94,3 +96,28 @@ def test_call_line() -> None:
     done = {**call, "moduleId": None, "state": "succeeded", "outcome": {"status": 200}}
     del done["error"]
     assert call_line(done).split("\t")[1:5] == ["pump-1", "reboot", "succeeded", "status 200"]
+
+
+class _Terminal(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_progress_bar_only_on_a_terminal() -> None:
+    terminal = _Terminal(True)
+    bar = Progress("measuring", 2.0, terminal)
+    bar.update(1.0)
+    assert terminal.getvalue() == "\rmeasuring [############............]  50%"
+    bar.update(5.0)  # past the end: full, not more
+    assert terminal.getvalue().endswith("[########################] 100%")
+    bar.close()
+    assert terminal.getvalue().endswith("\r" + " " * len("measuring [########################] 100%") + "\r")
+    piped = _Terminal(False)
+    bar = Progress("measuring", 2.0, piped)
+    bar.update(1.0)
+    bar.close()
+    assert piped.getvalue() == ""

@@ -124,19 +124,21 @@ def parse_time(text: object) -> float | None:
 
 def _follow(client: ServiceClient, args: argparse.Namespace) -> None:
     """Print the latest ``--limit`` calls, then, every second, each call that appears or changes
-    state (a page of at least :data:`FOLLOW_PAGE`, so a busy second is not cut short)."""
-    seen: dict[str, str] = {}
-    limit = args.limit
+    state. Every read is a page of at least :data:`FOLLOW_PAGE` (so a busy second is not cut short),
+    all of it remembered from the first read on, so an older call is never printed as new."""
+    page = max(args.limit, FOLLOW_PAGE)
+    seen: dict[str, str] | None = None
     while True:
-        calls = _fetch(client, args, time.time(), limit)
-        fresh = [c for c in reversed(calls) if seen.get(c["callId"]) != c.get("state")]
-        first = not seen and limit == args.limit
+        calls = _fetch(client, args, time.time(), page)
+        if seen is None:
+            fresh = list(reversed(calls[: args.limit]))
+            if not fresh and not args.json:
+                print("waiting for calls (Ctrl-C stops)", file=sys.stderr)
+        else:
+            fresh = [c for c in reversed(calls) if seen.get(c["callId"]) != c.get("state")]
         seen = {c["callId"]: str(c.get("state")) for c in calls}  # only a listed call can change
         _print(fresh, args, array=False)
         sys.stdout.flush()
-        if first and not fresh and not args.json:
-            print("waiting for calls (Ctrl-C stops)", file=sys.stderr)
-        limit = max(args.limit, FOLLOW_PAGE)
         time.sleep(POLL_SECONDS)
 
 

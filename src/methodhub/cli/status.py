@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from methodhub.cli.exits import EXIT_UNAVAILABLE, fail
 from methodhub.cli.hub_api import get_json, hub_client, owner_token
+from methodhub.cli.progress import Progress
 from methodhub.cli.registry import hub_hostname, open_hub_registry
 from methodhub.cli.running_hub import LISTENER_NAMES, running_hub_address
 from methodhub.process.datadir import read_runtime
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 CALLS_COUNTER = "methodhub_calls_total"
 """The ``/metrics`` counter of finished calls (by outcome) that calls/s is measured on."""
 RATE_INTERVAL = 1.0
+PROGRESS_STEPS = 10
 MAX_LISTED = 10000
 """``GET /devices`` lists at most this many devices (Azure's ``top``)."""
 
@@ -90,7 +92,14 @@ async def _status(
 
 async def _calls_per_second(client: httpx.AsyncClient) -> float | None:
     first = await _calls_counted(client)
-    await asyncio.sleep(RATE_INTERVAL)
+    progress = Progress("measuring calls/s", RATE_INTERVAL)
+    try:
+        for step in range(PROGRESS_STEPS):
+            progress.update(step * RATE_INTERVAL / PROGRESS_STEPS)
+            await asyncio.sleep(RATE_INTERVAL / PROGRESS_STEPS)
+        progress.update(RATE_INTERVAL)
+    finally:
+        progress.close()
     second = await _calls_counted(client)
     if first is None or second is None:
         return None
