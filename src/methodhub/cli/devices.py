@@ -16,9 +16,15 @@ from methodhub.cli.device_run import add_device_run_parser
 from methodhub.cli.exits import EXIT_USAGE, fail
 from methodhub.cli.hub_api import get_json, hub_client, owner_token, running_hub_url
 from methodhub.cli.options import printed_command
-from methodhub.cli.registry import device_connection_string, hub_hostname, identity_label, open_hub_registry
+from methodhub.cli.registry import (
+    add_regenerate_key_parser,
+    device_connection_string,
+    hub_hostname,
+    identity_label,
+    open_hub_registry,
+    rotated,
+)
 from methodhub.errors import ErrorKind, HubError
-from methodhub.registry.model import SymmetricKeys
 
 if TYPE_CHECKING:
     from methodhub.registry import Registry
@@ -61,17 +67,9 @@ def add_device_parser(
     )
     disable.add_argument("device_id", metavar="ID")
     disable.add_argument("--reason", default=None, help="its statusReason (up to 128 characters)")
-    regenerate = device_commands.add_parser(
-        "regenerate-key",
-        parents=[common],
-        help="replace a device's key and print its new connection string",
-        description="Replace the device's primary key (or --secondary) with a new random one; the old "
-        "key stops working at once. Prints the connection string with the new key.",
+    regenerate = add_regenerate_key_parser(
+        device_commands, common, "device", "device_id", "the old key stops working"
     )
-    regenerate.add_argument("device_id", metavar="ID")
-    which = regenerate.add_mutually_exclusive_group()
-    which.add_argument("--primary", action="store_true", help="the primary key (the default)")
-    which.add_argument("--secondary", action="store_true", help="the secondary key")
     for sub in (create, show, delete, regenerate):
         sub.add_argument("--module", default=None, metavar="MID", help="a module identity of the device")
     add_device_run_parser(device_commands, common)
@@ -157,9 +155,7 @@ async def _regenerate_key(registry: Registry, args: argparse.Namespace, data_dir
         kind = "module" if args.module else "device"
         label = identity_label(args.device_id, args.module)
         fail(f"no {kind} '{label}'; see `{printed_command(args, 'device list')}`")
-    new_key = SymmetricKeys.generate().primary
-    keys = found.keys
-    keys = SymmetricKeys(keys.primary, new_key) if args.secondary else SymmetricKeys(new_key, keys.secondary)
+    keys, new_key = rotated(found.keys, args.secondary)
     identity = await registry.update_identity(args.device_id, args.module, etag=found.etag, keys=keys)
     which = "secondary" if args.secondary else "primary"
     print(

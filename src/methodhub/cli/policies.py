@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 from methodhub.cli.exits import EXIT_ERROR, EXIT_USAGE, fail
 from methodhub.cli.options import printed_command
-from methodhub.cli.registry import hub_hostname, open_hub_registry
+from methodhub.cli.registry import add_regenerate_key_parser, hub_hostname, open_hub_registry, rotated
 from methodhub.dialects.azure.connection_string import ConnectionString
 from methodhub.errors import ErrorKind, HubError
-from methodhub.registry.model import DEFAULT_POLICIES, AccessPolicy, Right, SymmetricKeys
+from methodhub.registry.model import DEFAULT_POLICIES, AccessPolicy, Right
 from methodhub.registry.policies import parse_rights
 
 if TYPE_CHECKING:
@@ -57,17 +57,9 @@ def add_policy_parser(
     )
     delete = actions.add_parser("delete", parents=[common], help="delete a custom policy")
     delete.add_argument("name", metavar="NAME")
-    regenerate = actions.add_parser(
-        "regenerate-key",
-        parents=[common],
-        help="replace a policy's key and print its new connection string",
-        description="Replace the policy's primary key (or --secondary) with a new random one; tokens "
-        "signed with the old key stop working at once. Prints the connection string with the new key.",
+    add_regenerate_key_parser(
+        actions, common, "policy", "name", "tokens signed with the old key stop working"
     )
-    regenerate.add_argument("name", metavar="NAME")
-    which = regenerate.add_mutually_exclusive_group()
-    which.add_argument("--primary", action="store_true", help="the primary key (the default)")
-    which.add_argument("--secondary", action="store_true", help="the secondary key")
 
 
 def manage_policies(args: argparse.Namespace, data_dir: Path) -> None:
@@ -120,9 +112,7 @@ async def _regenerate_key(registry: Registry, args: argparse.Namespace, data_dir
     current = await registry.get_policy(args.name)
     if current is None:
         fail(f"no access policy '{args.name}'; see `{printed_command(args, 'policy list')}`")
-    new_key = SymmetricKeys.generate().primary
-    old = current.keys
-    keys = SymmetricKeys(old.primary, new_key) if args.secondary else SymmetricKeys(new_key, old.secondary)
+    keys, new_key = rotated(current.keys, args.secondary)
     policy = await registry.update_policy(args.name, keys=keys)
     print(await _connection_string(registry, data_dir, policy, new_key))
     which = "secondary" if args.secondary else "primary"

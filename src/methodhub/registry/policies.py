@@ -43,6 +43,19 @@ def parse_rights(text: str) -> frozenset[Right]:
     return frozenset(by_name[part.lower()] for part in wanted)
 
 
+def _new_policy(name: str, rights: frozenset[Right], keys: SymmetricKeys | None) -> AccessPolicy:
+    """The policy ``create_policy`` stores, once its arguments pass Azure's rules."""
+    check_policy(name, rights)
+    check_keys(keys)
+    return AccessPolicy(name, keys or SymmetricKeys.generate(), frozenset(rights))
+
+
+def _updated(row: Any, keys: SymmetricKeys | None, rights: frozenset[Right] | None) -> AccessPolicy:
+    """The stored policy of ``row`` with ``keys`` and/or ``rights`` replaced (None keeps them)."""
+    current = policy_from_row(row)
+    return AccessPolicy(current.name, keys or current.keys, frozenset(rights or current.rights))
+
+
 def _missing(name: str) -> HubError:
     return HubError(ErrorKind.NOT_FOUND, f"No shared access policy '{name}'.")
 
@@ -61,9 +74,7 @@ class SqlitePolicies:
     async def create_policy(
         self, name: str, rights: frozenset[Right], keys: SymmetricKeys | None = None
     ) -> AccessPolicy:
-        check_policy(name, rights)
-        check_keys(keys)
-        policy = AccessPolicy(name, keys or SymmetricKeys.generate(), frozenset(rights))
+        policy = _new_policy(name, rights, keys)
 
         def insert(db: sqlite3.Connection) -> AccessPolicy:
             if db.execute("SELECT 1 FROM policies WHERE name = ?", (name,)).fetchone():
@@ -88,8 +99,7 @@ class SqlitePolicies:
             row = db.execute(f"SELECT {POLICY_COLUMNS} FROM policies WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise _missing(name)
-            current = policy_from_row(row)
-            policy = AccessPolicy(name, keys or current.keys, frozenset(rights or current.rights))
+            policy = _updated(row, keys, rights)
             db.execute(
                 "UPDATE policies SET primary_key = ?, secondary_key = ?, rights = ? WHERE name = ?",
                 (policy.keys.primary, policy.keys.secondary, rights_text(policy.rights), name),
@@ -121,9 +131,7 @@ class PostgresPolicies:
     async def create_policy(
         self, name: str, rights: frozenset[Right], keys: SymmetricKeys | None = None
     ) -> AccessPolicy:
-        check_policy(name, rights)
-        check_keys(keys)
-        policy = AccessPolicy(name, keys or SymmetricKeys.generate(), frozenset(rights))
+        policy = _new_policy(name, rights, keys)
 
         async def insert(conn: Any) -> AccessPolicy:
             inserted = await conn.fetchval(
@@ -153,8 +161,7 @@ class PostgresPolicies:
             row = await conn.fetchrow(sql, name)
             if row is None:
                 raise _missing(name)
-            current = policy_from_row(row)
-            policy = AccessPolicy(name, keys or current.keys, frozenset(rights or current.rights))
+            policy = _updated(row, keys, rights)
             await conn.execute(
                 "UPDATE policies SET primary_key = $1, secondary_key = $2, rights = $3 WHERE name = $4",
                 policy.keys.primary,
