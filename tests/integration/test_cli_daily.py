@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -25,6 +26,24 @@ def _call(hub: HubProcess, token: str, device_id: str) -> httpx.Response:
         json={"methodName": "m", "responseTimeoutInSeconds": 5},
         timeout=20,
     )
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 10) -> bool:
+    """Whether ``check()`` holds within ``timeout`` seconds (the hub's change feed polls twice a second)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _refused(hub: HubProcess, device_id: str, key: str) -> bool:
+    dev = PahoDevice(hub, device_id, key)
+    try:
+        return dev.connect() != 0
+    finally:
+        dev.close()
 
 
 def test_token_works_with_curl_style_requests(shared_hub: HubProcess, device_id: str) -> None:
@@ -115,18 +134,13 @@ def test_disable_enable_and_regenerate_key(shared_hub: HubProcess, device_id: st
     shared_hub.cli("device", "disable", device_id, "--reason", "maintenance")
     shown = json.loads(shared_hub.cli("device", "show", device_id).stdout)
     assert shown["status"] == "disabled" and shown["statusReason"] == "maintenance"
-    dev = PahoDevice(shared_hub, device_id, key)
-    assert dev.connect() != 0  # a disabled device is refused
-    dev.close()
+    assert _eventually(lambda: _refused(shared_hub, device_id, key))  # a disabled device is refused
     shared_hub.cli("device", "enable", device_id)
     assert json.loads(shared_hub.cli("device", "show", device_id).stdout)["status"] == "enabled"
     regenerated = shared_hub.cli("device", "regenerate-key", device_id)
     new_key = parse_cs(regenerated.stdout)["SharedAccessKey"]
     assert new_key != key and "new primary key" in regenerated.stderr
-    time.sleep(1.5)  # the hub's change feed drops what it cached for the device
-    old = PahoDevice(shared_hub, device_id, key)
-    assert old.connect() != 0  # the old key stopped working
-    old.close()
+    assert _eventually(lambda: _refused(shared_hub, device_id, key))  # the old key stopped working
     fresh = PahoDevice(shared_hub, device_id, new_key)
     assert fresh.connect() == 0
     fresh.close()
@@ -160,8 +174,7 @@ def test_custom_policy_with_chosen_rights(shared_hub: HubProcess, device_id: str
     )
     assert create_device.status_code == 401  # no RegistryWrite
     shared_hub.cli("policy", "regenerate-key", name)
-    time.sleep(1.5)  # the change feed reaches the hub
-    assert _call(shared_hub, token, device_id).status_code == 401  # signed with the old key
+    assert _eventually(lambda: _call(shared_hub, token, device_id).status_code == 401)  # the old key's
     shared_hub.cli("policy", "delete", name)
     assert name not in shared_hub.cli("policy", "list").stdout
 
