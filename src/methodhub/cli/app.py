@@ -1,15 +1,17 @@
 """``methodhub``: run a hub, manage its registry, call methods, simulate a device.
 
 Scriptable contract (README, docs and tests rely on it): commands that print a credential print it
-alone on stdout; everything for people goes to stderr; an error is one line on stderr (``--debug``
+alone on stdout; listings (``device list``, ``policy list``, ``calls``, ``call list``, ``status``) print
+on stdout, for people by default and as JSON with ``--json``; other messages for people go to stderr
+(progress bars too, and only on a terminal); an error is one line on stderr (``--debug``
 adds its traceback) and the exit code says what happened (``EXIT_*`` in :mod:`methodhub.cli.exits`).
 The global options (``--data-dir``, ``--registry``, ``--log-level``, ``--log-format``, ``--debug``)
 go before or after the command.
 
 This module assembles the parser from the commands' modules (one per command: ``serve``, ``ca-cert``
 in ``tls``, ``connection-string``, ``device`` in ``devices`` and ``device_run``, ``product`` in
-``products``, ``invoke``, ``call`` and ``calls`` in ``calls``, ``token``, ``policy`` in ``policies``,
-``status``), runs the one given, and turns what escapes it into an exit code and one line.
+``products``, ``invoke``, ``call`` in ``calls``, ``calls`` in ``call_history``, ``token``, ``policy``
+in ``policies``, ``status``), runs the one given, and turns what escapes it into an exit code and one line.
 """
 
 from __future__ import annotations
