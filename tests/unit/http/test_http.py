@@ -980,3 +980,15 @@ async def test_https_sets_the_scheme(tls_files: ServerCertificate) -> None:
         await client.close()
     finally:
         await server.close()
+
+
+def test_stream_head_has_no_length_and_closes() -> None:
+    from methodhub.http.wire import stream_head
+
+    head = stream_head("text/event-stream", [("cache-control", "no-store")])
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"Connection: close\r\n\r\n")
+    assert b"Content-Type: text/event-stream\r\n" in head and b"cache-control: no-store\r\n" in head
+    assert b"Content-Length" not in head
+    for framing in ("content-length", "Transfer-Encoding", "connection"):
+        with pytest.raises(ValueError):
+            stream_head("text/event-stream", [(framing, "1")])
