@@ -5,6 +5,7 @@ import { API, Hub, HubError } from "/console/hub.js";
 const main = document.getElementById("main");
 let hub = Hub.restore();
 const online = new Map(); // device key → connected (from the event stream and GET /devices)
+const seen = new Map(); // device key → ms of the last connect/disconnect event
 let timers = [];
 let onConnection = null; // the current page's listener for connection events
 
@@ -115,7 +116,7 @@ function devicesPage() {
         h("td", {}, h("a", { href: `#/device/${encodeURIComponent(d.deviceId)}` }, d.deviceId)),
         h("td", {}, badge(on ? "online" : "offline")),
         h("td", {}, d.status),
-        h("td", {}, when(d.lastActivityTime)));
+        h("td", {}, seen.has(d.deviceId) ? new Date(seen.get(d.deviceId)).toLocaleString() : when(d.lastActivityTime)));
     }));
   };
   search.addEventListener("input", render);
@@ -199,6 +200,7 @@ function devicePage(id) {
     try {
       const page = await hub.request("GET", `/calls?deviceId=${encodeURIComponent(id)}&limit=20`);
       callsBody.replaceChildren(...page.calls.map(callRow));
+      if (!page.calls.length) callsBody.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No calls listed yet. GET /calls lists queued and job calls; calls invoked directly appear here once the hub records call history.")));
     } catch (e) { callsBody.replaceChildren(h("tr", {}, h("td", { colspan: 6 }, errorText(e)))); }
   }
 
@@ -255,10 +257,12 @@ function callsPage() {
 
 // -- jobs ------------------------------------------------------------------------------------------
 function progress(stats) {
+  // Widths through the CSSOM: the console's CSP forbids inline style attributes.
   const n = Math.max(1, stats.deviceCount || 0);
-  return h("div", { class: "progress", title: `${stats.succeededCount} ok, ${stats.failedCount} failed of ${stats.deviceCount}` },
-    h("span", { class: "ok", style: `width:${(100 * (stats.succeededCount || 0)) / n}%` }),
-    h("span", { class: "bad", style: `width:${(100 * (stats.failedCount || 0)) / n}%` }));
+  const bar = (cls, count) => { const el = h("span", { class: cls }); el.style.width = `${(100 * (count || 0)) / n}%`; return el; };
+  return h("div", { class: "progress", role: "progressbar", "aria-valuenow": (stats.succeededCount || 0) + (stats.failedCount || 0), "aria-valuemax": stats.deviceCount || 0,
+    title: `${stats.succeededCount || 0} succeeded, ${stats.failedCount || 0} failed of ${stats.deviceCount || 0}` },
+    bar("ok", stats.succeededCount), bar("bad", stats.failedCount));
 }
 
 function jobsPage() {
@@ -329,7 +333,7 @@ async function start() {
   document.getElementById("who").textContent = `${hub.policy} @ ${hub.creds.host} (${hub.can("ServiceConnect") ? "read/write" : "read-only"})`;
   hub.events((kind, data) => {
     if (kind === "hello") for (const key of data.connected) online.set(key, true);
-    else online.set(data.target, data.connected);
+    else { online.set(data.target, data.connected); seen.set(data.target, data.at * 1000); }
     if (onConnection) onConnection();
   }, (open) => { const live = document.getElementById("live"); if (live) live.textContent = open ? "live" : "reconnecting…"; });
   route();
