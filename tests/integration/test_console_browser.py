@@ -91,6 +91,11 @@ def test_the_console_tour(browser: Browser, hub: HubProcess, tmp_path: Path) -> 
         page.fill("#connection-string", "HostName=localhost;SharedAccessKeyName=iothubowner")
         page.click("#signin button[type=submit]")
         expect(page.locator("#signin [role=alert]")).to_contain_text("SharedAccessKey")
+        wrong_key = "HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=bm90"
+        page.fill("#connection-string", wrong_key)
+        page.click("#signin button[type=submit]")
+        expect(page.locator("#signin [role=alert]")).to_contain_text("signature does not match")
+        assert page.evaluate("sessionStorage.length") == 0
         _sign_in(page, hub, "iothubowner")
         assert page.evaluate("sessionStorage.length") == 1 and page.evaluate("localStorage.length") == 0
 
@@ -132,6 +137,9 @@ def test_the_console_tour(browser: Browser, hub: HubProcess, tmp_path: Path) -> 
         expect(page.locator("#device-state .state")).to_have_text("offline")
         page.fill("#method", "wake")
         page.fill("#payload", '{"at": "dawn"}')
+        page.click("#invoke")  # offline: the hub's error, and the hint to queue it
+        expect(page.locator("#invoke-result [role=alert]")).to_contain_text("404")
+        expect(page.locator("#invoke-result")).to_contain_text("queue the call")
         page.click("#queue")
         expect(page.locator("#invoke-result")).to_contain_text("Queued")
         page.goto(hub.http_url + "/console#/calls")
@@ -161,6 +169,7 @@ def test_the_console_tour(browser: Browser, hub: HubProcess, tmp_path: Path) -> 
         page.goto(hub.http_url + "/console#/overview")
         expect(page.locator("#online-count")).to_have_text("2 / 2")
         expect(page.locator("main")).to_contain_text("Latency")
+        expect(page.locator(".error-code")).to_have_text(["device_offline: 1"])
         shots.take(page, "overview")
         assert errors == []
     finally:

@@ -91,7 +91,7 @@ function overviewPage() {
         h("div", { class: "card" }, h("div", { class: "muted" }, "Devices online"), h("div", { class: "big", id: "online-count" }, `${up} / ${devices.length}`)),
         h("div", { class: "card" }, h("div", { class: "muted" }, "Calls/s"), h("div", { class: "big" }, rate.toFixed(1))),
         h("div", { class: "card" }, h("div", { class: "muted" }, "Calls (total, this node)"), h("div", { class: "big" }, String(calls))),
-        h("div", { class: "card" }, h("div", { class: "muted" }, "Errors by code"), errors.length ? h("div", {}, errors.map(([k, v]) => h("div", {}, `${k.replace(/^methodhub_calls_total/, "")}: ${v}`))) : h("div", { class: "big" }, "0")),
+        h("div", { class: "card" }, h("div", { class: "muted" }, "Errors by code"), errors.length ? h("div", {}, errors.map(([k, v]) => h("div", { class: "error-code" }, `${(k.match(/outcome="([^"]*)"/) || [])[1]}: ${v}`))) : h("div", { class: "big" }, "0")),
       );
       rateChart.replaceChildren(svg(history.map((v, i) => `${(i / Math.max(1, history.length - 1)) * 300},${78 - (v / Math.max(1, ...history)) * 74}`).join(" ")));
       const latency = histograms.find((n) => /latency|duration/.test(n));

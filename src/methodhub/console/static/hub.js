@@ -17,7 +17,8 @@ export function parseConnectionString(text) {
 }
 
 function base64ToBytes(text) {
-  const raw = atob(text);
+  let raw;
+  try { raw = atob(text); } catch { throw new Error("The connection string's SharedAccessKey is not base64."); }
   return Uint8Array.from(raw, (c) => c.charCodeAt(0));
 }
 
@@ -40,6 +41,7 @@ export class Hub {
   }
 
   static async signIn(text) {
+    if (!globalThis.crypto || !crypto.subtle) throw new Error("This page cannot sign tokens here: browsers offer WebCrypto only on HTTPS or on localhost. Open the console over HTTPS (port 8443) or from 127.0.0.1.");
     const hub = new Hub(parseConnectionString(text));
     await hub.loadSession();
     sessionStorage.setItem(STORE, text.trim());
