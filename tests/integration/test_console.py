@@ -135,3 +135,16 @@ def test_events_push_connects_and_disconnects(hub: HubProcess) -> None:
             assert (name, event["target"], event["connected"]) == ("connection", "watched", False)
     finally:
         earlier.close()
+
+
+def test_a_stopping_hub_ends_its_event_streams(tmp_path: Path) -> None:
+    hub = HubProcess(tmp_path / "data").start()
+    try:
+        sas = {"sas": hub.service_token()}
+        with httpx.stream("GET", hub.http_url + "/console/events", params=sas, timeout=20) as stream:
+            lines = stream.iter_lines()
+            assert next(lines) == "event: hello"
+            assert hub.stop() == 0  # an open stream does not hold the hub up
+            assert [line for line in lines if line.startswith("event:")] == []  # and it ends
+    finally:
+        hub.stop()
