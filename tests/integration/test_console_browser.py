@@ -107,6 +107,7 @@ def test_the_console_tour(browser: Browser, hub: HubProcess, tmp_path: Path) -> 
         devices.append(farm)
         farm.serve(_echo)
         expect(row.locator(".state")).to_have_text("online")
+        expect(row).to_have_attribute("data-source", "event")  # pushed by /console/events
         expect(page.locator("#live")).to_have_text("live")
         page.fill("#device-search", "farm")
         expect(page.locator("tr[data-device='sleepy']")).to_have_count(0)

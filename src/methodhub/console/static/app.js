@@ -5,7 +5,8 @@ import { API, Hub, HubError } from "/console/hub.js";
 const main = document.getElementById("main");
 let hub = Hub.restore();
 const online = new Map(); // device key → connected (from the event stream and GET /devices)
-const seen = new Map(); // device key → ms of the last connect/disconnect event
+const seen = new Map(); // device key → ms of the last connect/disconnect event (the hub's clock)
+const heard = new Map(); // device key → when this page received that event (this browser's clock)
 let timers = [];
 let onConnection = null; // the current page's listener for connection events
 
@@ -112,7 +113,7 @@ function devicesPage() {
     const q = search.value.trim().toLowerCase();
     body.replaceChildren(...devices.filter((d) => d.deviceId.toLowerCase().includes(q)).map((d) => {
       const on = online.has(d.deviceId) ? online.get(d.deviceId) : d.connectionState === "Connected";
-      return h("tr", { "data-device": d.deviceId },
+      return h("tr", { "data-device": d.deviceId, "data-source": heard.has(d.deviceId) ? "event" : "poll" },
         h("td", {}, h("a", { href: `#/device/${encodeURIComponent(d.deviceId)}` }, d.deviceId)),
         h("td", {}, badge(on ? "online" : "offline")),
         h("td", {}, d.status),
@@ -126,8 +127,10 @@ function devicesPage() {
   live.textContent = hub.source && hub.source.readyState === 1 ? "live" : "polling";
   every(5000, async () => {
     try {
+      const asked = Date.now();
       devices = await hub.request("GET", `/devices?${API}`);
-      for (const d of devices) if (!online.has(d.deviceId)) online.set(d.deviceId, d.connectionState === "Connected");
+      // The list is cluster-wide; an event heard after we asked is newer than the list's answer.
+      for (const d of devices) if (!(heard.get(d.deviceId) > asked)) online.set(d.deviceId, d.connectionState === "Connected");
       render();
     } catch (e) { body.replaceChildren(h("tr", {}, h("td", { colspan: 4 }, errorText(e)))); }
   });
@@ -333,7 +336,7 @@ async function start() {
   document.getElementById("who").textContent = `${hub.policy} @ ${hub.creds.host} (${hub.can("ServiceConnect") ? "read/write" : "read-only"})`;
   hub.events((kind, data) => {
     if (kind === "hello") for (const key of data.connected) online.set(key, true);
-    else { online.set(data.target, data.connected); seen.set(data.target, data.at * 1000); }
+    else { online.set(data.target, data.connected); seen.set(data.target, data.at * 1000); heard.set(data.target, Date.now()); }
     if (onConnection) onConnection();
   }, (open) => { const live = document.getElementById("live"); if (live) live.textContent = open ? "live" : "reconnecting…"; });
   route();
