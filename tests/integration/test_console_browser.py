@@ -88,6 +88,9 @@ def test_the_console_tour(browser: Browser, hub: HubProcess, tmp_path: Path) -> 
     try:
         # A wrong connection string: a message, no traceback, still on the sign-in page.
         page.goto(hub.http_url + "/console")
+        expect(page.locator("#connection-string")).to_be_visible()
+        expect(page.locator("#nav")).to_be_hidden()
+        shots.take(page, "signin")
         page.fill("#connection-string", "HostName=localhost;SharedAccessKeyName=iothubowner")
         page.click("#signin button[type=submit]")
         expect(page.locator("#signin [role=alert]")).to_contain_text("SharedAccessKey")
@@ -154,6 +157,20 @@ def test_the_console_tour(browser: Browser, hub: HubProcess, tmp_path: Path) -> 
         expect(queued).to_contain_text('"at":"dawn"')
         shots.take(page, "calls")
 
+        # A queued call cancelled from the list (its device never connects).
+        hub.create_device("ghost")
+        page.goto(hub.http_url + "/console#/device/ghost")
+        page.fill("#method", "never")
+        page.click("#queue")
+        expect(page.locator("#invoke-result")).to_contain_text("Queued")
+        page.goto(hub.http_url + "/console#/calls")
+        page.fill("#filter-device", "ghost")
+        page.press("#filter-device", "Enter")
+        ghost = page.locator("#calls tr", has_text="never")
+        expect(page.locator("#calls tr")).to_have_count(1)
+        ghost.locator("button.cancel").click()
+        expect(ghost.locator(".state")).to_have_text("cancelled")
+
         # A job over a query: progress and per-device results.
         page.goto(hub.http_url + "/console#/jobs")
         page.fill("#job-query", "tags.site = 'north'")
@@ -168,7 +185,7 @@ def test_the_console_tour(browser: Browser, hub: HubProcess, tmp_path: Path) -> 
         shots.take(page, "jobs")
 
         page.goto(hub.http_url + "/console#/overview")
-        expect(page.locator("#online-count")).to_have_text("2 / 2")
+        expect(page.locator("#online-count")).to_have_text("2 / 3")
         expect(page.locator("main")).to_contain_text("Latency")
         expect(page.locator(".error-code")).to_have_text(["device_offline: 1"])
         shots.take(page, "overview")

@@ -36,7 +36,7 @@ function signInPage(message) {
     ev.preventDefault();
     status.textContent = "";
     try { hub = await Hub.signIn(text.value); start(); } catch (e) { status.textContent = e.message; }
-  } }, h("p", {}, "Paste a service connection string (`methodhub connection-string`). It stays in this tab's sessionStorage; the page signs short-lived SAS tokens with it."), text, h("p", {}, h("button", { type: "submit" }, "Sign in")), status);
+  } }, h("p", {}, "Paste a service connection string (what \"methodhub connection-string\" prints). It stays in this tab's sessionStorage; the page signs short-lived SAS tokens with it."), text, h("p", {}, h("button", { type: "submit" }, "Sign in")), status);
   document.getElementById("nav").hidden = true;
   document.getElementById("signout").hidden = true;
   document.getElementById("who").textContent = "";
