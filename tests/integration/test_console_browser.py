@@ -142,7 +142,9 @@ def test_the_console_tour(browser: Browser, hub: HubProcess, tmp_path: Path) -> 
         page.fill("#method", "wake")
         page.fill("#payload", '{"at": "dawn"}')
         page.click("#invoke")  # offline: the hub's error, and the hint to queue it
-        expect(page.locator("#invoke-result [role=alert]")).to_contain_text("404")
+        expect(page.locator("#invoke-result [role=alert]")).to_contain_text("404: ")
+        expect(page.locator("#invoke-result [role=alert]")).to_contain_text("(404103)")  # Azure's errorCode
+        expect(page.locator("#invoke-result [role=alert]")).not_to_contain_text('{"')
         expect(page.locator("#invoke-result")).to_contain_text("queue the call")
         page.click("#queue")
         expect(page.locator("#invoke-result")).to_contain_text("Queued")
@@ -189,6 +191,9 @@ def test_the_console_tour(browser: Browser, hub: HubProcess, tmp_path: Path) -> 
         expect(page.locator("main")).to_contain_text("Latency")
         expect(page.locator(".error-code")).to_have_text(["device_offline: 1"])
         shots.take(page, "overview")
+        page.click("#signout")
+        expect(page.locator("#connection-string")).to_be_visible()
+        assert page.evaluate("sessionStorage.length") == 0
         assert errors == []
     finally:
         page.close()

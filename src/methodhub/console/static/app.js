@@ -343,5 +343,5 @@ async function start() {
 }
 
 window.addEventListener("hashchange", route);
-document.getElementById("signout").addEventListener("click", () => { if (hub) { hub.signOut(); if (hub.source) hub.source.close(); } hub = null; location.hash = ""; route(); });
+document.getElementById("signout").addEventListener("click", () => { if (hub) hub.signOut(); hub = null; location.hash = ""; route(); });
 if (hub) start(); else signInPage();

@@ -48,7 +48,11 @@ export class Hub {
     return hub;
   }
 
-  signOut() { sessionStorage.removeItem(STORE); }
+  signOut() {
+    sessionStorage.removeItem(STORE);
+    this.closed = true;
+    if (this.source) this.source.close();
+  }
 
   async token() {
     const now = Date.now() / 1000;
@@ -90,7 +94,7 @@ export class Hub {
     source.onerror = async () => {
       onState(false);
       source.close(); // re-open with a fresh token (the old one may have expired)
-      setTimeout(() => this.events(onEvent, onState).then((s) => { this.source = s; }), 2000);
+      setTimeout(() => { if (!this.closed) this.events(onEvent, onState); }, 2000);
     };
     this.source = source;
     return source;
@@ -99,7 +103,11 @@ export class Hub {
 
 export class HubError extends Error {
   constructor(status, data, elapsed) {
-    const message = (data && (data.Message || data.message || (data.error && data.error.message))) || `HTTP ${status}`;
+    let message = (data && (data.Message || data.message || (data.error && data.error.message))) || `HTTP ${status}`;
+    if (typeof message === "string" && message.startsWith("{")) {
+      // Azure's error body: Message is itself JSON, {"errorCode": 404103, "message": "...", ...}.
+      try { const inner = JSON.parse(message); message = inner.message ? `${inner.message} (${inner.errorCode})` : message; } catch { /* as sent */ }
+    }
     super(typeof message === "string" ? message : JSON.stringify(message));
     this.status = status;
     this.data = data;
