@@ -24,6 +24,8 @@ from methodhub.calls import CallEngine
 from methodhub.calls.delivery import QueuedCalls
 from methodhub.changes import ChangeFeedWatcher
 from methodhub.config import MAX_METHOD_PAYLOAD, HubConfig
+from methodhub.console.events import ConsoleEvents
+from methodhub.console.static import ConsoleFiles
 from methodhub.dialects.aliyun.mqtt import AliyunDialect
 from methodhub.dialects.aliyun.pop import AliyunApi
 from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
@@ -96,6 +98,7 @@ class Hub:
         self.node = ""
         """This node's name (the router's and the queued calls' owner name)."""
         self.http: HttpServer | None = None
+        self.console_events: ConsoleEvents | None = None
         self.watcher: ChangeFeedWatcher | None = None
         self.first_start = False
         self.owner_connection_string = ""
@@ -187,6 +190,10 @@ class Hub:
         aliyun_api.add_actions(thing_models.actions())
         aliyun_api.add_actions(PopJobs(self.jobs, thing_models).actions())
         aliyun_api.register(routes, not_a_pop_call=landing_page)
+        ConsoleFiles().register(routes)
+        self.console_events = ConsoleEvents(service_auth, self.node, self.gateway.sessions.connected_keys)
+        self.console_events.register(routes)
+        self.gateway.sessions.watchers.append(self.console_events.connection_changed)
         routes.add("GET", "/openapi.json", _openapi)
         routes.add("GET", "/metrics", self._metrics)
         routes.add("GET", "/health", _health)
@@ -337,6 +344,8 @@ class Hub:
         if self.queued is not None:
             await self.queued.stop()
         self._trimmer.stop()
+        if self.console_events is not None:
+            self.console_events.close()
         if self.http is not None:
             await self.http.close()  # stops listening before the answers above are written
         if self.gateway is not None:
