@@ -12,6 +12,7 @@ import logging
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from time import perf_counter
 from typing import Any
 
 log = logging.getLogger("methodhub.metrics")
@@ -375,7 +376,7 @@ class Metrics:
     def call_started(self, front_door: str, result: asyncio.Future[Any]) -> None:
         """A call came in through ``front_door``; ``result`` ends with its outcome (or error)."""
         self.in_flight[front_door] = self.in_flight.get(front_door, 0) + 1
-        result.add_done_callback(_CallTimer(self, front_door, time.perf_counter()))
+        result.add_done_callback(_CallTimer(self, front_door, perf_counter()))
 
     def device_connected(self, protocol: str, listener: str) -> None:
         self.device_connects.inc(*transport_labels(protocol, listener))
@@ -389,7 +390,7 @@ class Metrics:
 
     def registry_timed(self, operation: str, started: float) -> None:
         """A registry operation of kind ``operation`` that started at ``perf_counter()`` ended now."""
-        self.registry_seconds.observe((operation,), time.perf_counter() - started)
+        self.registry_seconds.observe((operation,), perf_counter() - started)
 
     async def watch_event_loop(self, interval: float = 0.0) -> None:
         """Until cancelled: sleep ``interval`` seconds, observe how much later than asked the loop
@@ -448,7 +449,7 @@ class _CallTimer:
         self.started = started
 
     def __call__(self, result: asyncio.Future[Any]) -> None:
-        elapsed = time.perf_counter() - self.started
+        elapsed = perf_counter() - self.started
         metrics = self.metrics
         metrics.in_flight[self.front_door] -= 1
         if result.cancelled():

@@ -21,6 +21,7 @@ from methodhub.api.landing import landing_page
 from methodhub.api.openapi import OPENAPI
 from methodhub.calls import CallEngine
 from methodhub.calls.delivery import QueuedCalls
+from methodhub.calls.queued import CallState
 from methodhub.changes import ChangeFeedWatcher
 from methodhub.config import MAX_METHOD_PAYLOAD, HubConfig
 from methodhub.dialects.aliyun.mqtt import AliyunDialect
@@ -418,7 +419,7 @@ class Hub:
             for job in await registry.running_jobs():
                 for state, count in (await registry.job_call_states(job.job_id)).items():
                     totals[state] = totals.get(state, 0) + count
-            return {(state,): float(count) for state, count in totals.items()}
+            return {(state,): float(totals.get(state, 0)) for state in (*CallState, *totals)}
 
         async def running_jobs() -> dict[tuple[str, ...], float]:
             return {(): float(len(await registry.running_jobs()))}

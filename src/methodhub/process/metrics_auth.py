@@ -69,7 +69,11 @@ class MetricsGuard:
             except HubError as exc:
                 return _unauthorized(exc.message)
             return None
-        return _unauthorized("No credentials.")
+        if not header:
+            return _unauthorized("No Authorization header.")
+        if scheme.lower() == "bearer":
+            return _unauthorized("This hub has no --metrics-token-file: it accepts no bearer token.")
+        return _unauthorized(f"The Authorization scheme {scheme[:40]!r} is not accepted here.")
 
 
 def _unauthorized(why: str) -> Response:
@@ -78,6 +82,7 @@ def _unauthorized(why: str) -> Response:
         "Unauthorized",
         f"{why} This hub protects GET /metrics (serve --metrics-auth): send a service SAS token of a "
         f"policy with {METRICS_RIGHT} ('Authorization: SharedAccessSignature sr=...&sig=...&se=...&skn=...', "
-        "see `methodhub connection-string`) or the bearer token of --metrics-token-file, if the hub has one.",
+        "see `methodhub connection-string`), or 'Authorization: Bearer <token>' with the token of "
+        "--metrics-token-file, if the hub was started with one.",
         _CHALLENGE,
     )
