@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from methodhub.calls.delivery import QueuedCalls
+from methodhub.calls.queued import CallState
 from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
 from methodhub.dialects.azure.sas import generate_sas_token
 from methodhub.dialects.azure.service_auth import ServiceAuthenticator
@@ -155,3 +157,21 @@ async def test_the_hub_metrics_histogram_takes_registry_timings(hub: Hub) -> Non
     finally:
         hub.registry.timed = None
     assert hub.metrics.registry_seconds.count("read") == 1
+
+
+async def test_a_queued_calls_attempt_is_timed_as_queued(
+    hub: Hub, dev1: Identity, registry: SqliteRegistry
+) -> None:
+    queued = QueuedCalls(registry, hub.engine, hub.router, registry, "node-1", sweep_interval=3600)
+    try:
+        call, _ = await queued.create("dev1", None, "reboot", b"{}")
+        device = hub.device()
+        await device.online(azure_connect("dev1", dev1.keys.primary), METHODS)
+        await queued.sweep()
+        _, rid, _ = await request_of(device)
+        device.answer(response_topic(200, rid), b"{}")
+        assert (await queued.wait(call.call_id, 10)).state is CallState.SUCCEEDED
+    finally:
+        await queued.stop()
+    assert hub.metrics.call_seconds.count("queued", "answered") == 1
+    assert hub.metrics.call_seconds.count("azure", "answered") == 0
