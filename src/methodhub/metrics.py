@@ -433,6 +433,8 @@ class Metrics:
 
 
 LOOP_LAG_INTERVAL = 0.5
+STORED_GAUGE_TIMEOUT = 2.0
+"""Seconds a scrape waits for the registry (then it answers with the last values read)."""
 """Seconds between two event-loop lag measurements."""
 
 _CALL_OUTCOMES = {"DEVICE_OFFLINE": "offline", "CALL_TIMEOUT": "timeout"}
@@ -476,9 +478,10 @@ class _Refresher:
             return
         self.fetched_at = now  # also when it fails: an unreachable registry is asked again in max_age
         try:
-            self.values = await self.fetch()
+            async with asyncio.timeout(STORED_GAUGE_TIMEOUT):
+                self.values = await self.fetch()
         except Exception as exc:  # the scrape still answers, with the last values
-            log.warning("metrics: reading a stored gauge failed: %s", exc)
+            log.warning("metrics: reading a stored gauge failed: %s", exc or type(exc).__name__)
 
 
 def _number(value: float) -> str:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
+from methodhub import metrics as metrics_module
 from methodhub.errors import ErrorKind, HubError
 from methodhub.metrics import LATENCY_BUCKETS, Histogram, Metrics, transport_labels
 
@@ -135,3 +138,16 @@ async def test_event_loop_lag_is_observed() -> None:
     assert metrics.loop_lag_last >= 0.0
     assert metrics.loop_lag.series[()].sum >= 0.03
     assert 'methodhub_event_loop_lag_seconds_bucket{le="+Inf"}' in metrics.render()
+
+
+async def test_a_slow_registry_does_not_hold_a_scrape(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics_module, "STORED_GAUGE_TIMEOUT", 0.01)
+    metrics = Metrics()
+
+    async def fetch() -> dict[tuple[str, ...], float]:
+        await asyncio.sleep(3600)
+        return {}
+
+    metrics.stored_gauge("t_calls", "Test.", ("state",), fetch)
+    async with asyncio.timeout(5):
+        await metrics.refresh()
