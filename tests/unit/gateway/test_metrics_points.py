@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 
 from methodhub.calls.delivery import QueuedCalls
+from methodhub.calls.jobs import Job, JobType
 from methodhub.calls.queued import CallState
 from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
 from methodhub.dialects.azure.sas import generate_sas_token
 from methodhub.dialects.azure.service_auth import ServiceAuthenticator
 from methodhub.dialects.azure.topics import response_topic
 from methodhub.errors import ErrorKind, HubError
+from methodhub.job_runner import JobRunner
 from methodhub.registry import Identity, Right, SqliteRegistry, SymmetricKeys
 from tests.unit.gateway.amqp_device import AmqpDevice
 from tests.unit.gateway.azure_hub import HOST, Hub, azure_connect
@@ -175,3 +177,26 @@ async def test_a_queued_calls_attempt_is_timed_as_queued(
         await queued.stop()
     assert hub.metrics.call_seconds.count("queued", "answered") == 1
     assert hub.metrics.call_seconds.count("azure", "answered") == 0
+
+
+async def test_a_jobs_device_call_is_timed_as_job(hub: Hub, registry: SqliteRegistry) -> None:
+    identity = await registry.create_identity("jd0")
+    calls = QueuedCalls(registry, hub.engine, hub.router, registry, "n1", sweep_interval=3600)
+    runner = JobRunner(registry, calls, "n1", interval=3600)
+    try:
+        device = hub.device()
+        await device.online(azure_connect("jd0", identity.keys.primary), METHODS)
+        request = {"methodName": "reboot", "payload": "{}", "responseTimeoutInSeconds": 30}
+        now = time.time()
+        await runner.create(Job("j1", JobType.DEVICE_METHOD, "*", request, now, now, 60.0))
+        await runner.run_now()
+        await calls.sweep()
+        _, rid, _ = await request_of(device)
+        device.answer(response_topic(200, rid), b"{}")
+        [call] = await registry.list_calls(job_id="j1")
+        assert (await calls.wait(call.call_id, 10)).state is CallState.SUCCEEDED
+    finally:
+        await runner.stop()
+        await calls.stop()
+    assert hub.metrics.call_seconds.count("job", "answered") == 1
+    assert hub.metrics.call_seconds.count("queued", "answered") == 0
