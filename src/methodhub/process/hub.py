@@ -407,19 +407,17 @@ class Hub:
 
     def _watch_metrics(self, registry: Registry) -> None:
         """The metrics read at scrape time from the registry, and the event-loop lag probe."""
-        jobs = self.jobs
-        assert jobs is not None
 
         async def queued_calls() -> dict[tuple[str, ...], float]:
             states = await registry.live_call_states()
             return {(state,): float(states.get(state, 0)) for state in ("queued", "sent")}
 
         async def job_calls() -> dict[tuple[str, ...], float]:
-            totals: dict[str, int] = {}
+            totals: dict[str, int] = dict.fromkeys((state.value for state in CallState), 0)
             for job in await registry.running_jobs():
                 for state, count in (await registry.job_call_states(job.job_id)).items():
                     totals[state] = totals.get(state, 0) + count
-            return {(state,): float(totals.get(state, 0)) for state in (*CallState, *totals)}
+            return {(state,): float(count) for state, count in totals.items()}
 
         async def running_jobs() -> dict[tuple[str, ...], float]:
             return {(): float(len(await registry.running_jobs()))}
