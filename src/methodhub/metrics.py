@@ -433,9 +433,9 @@ class Metrics:
 
 
 LOOP_LAG_INTERVAL = 0.5
+"""Seconds between two event-loop lag measurements."""
 STORED_GAUGE_TIMEOUT = 2.0
 """Seconds a scrape waits for the registry (then it answers with the last values read)."""
-"""Seconds between two event-loop lag measurements."""
 
 _CALL_OUTCOMES = {"DEVICE_OFFLINE": "offline", "CALL_TIMEOUT": "timeout"}
 
