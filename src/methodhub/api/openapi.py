@@ -231,12 +231,16 @@ OPENAPI: dict[str, Any] = {
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics",
+                "description": "Every metric is described in docs/metrics.md. Open by default; with "
+                "`serve --metrics-auth` it needs a service SAS token of a policy with RegistryRead, or "
+                "the bearer token of `--metrics-token-file`.",
                 "tags": ["operations"],
                 "responses": {
                     "200": {
                         "description": "Metrics.",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    "401": {"description": "`--metrics-auth` is on; no accepted credentials were sent."},
                 },
             }
         },

@@ -47,8 +47,10 @@ class CallEngine:
         """Calls not yet answered: what :meth:`stop` answers at once."""
         self._stopping: HubError | None = None
 
-    def invoke(self, call: Call) -> asyncio.Future[CallOutcome]:
-        """Start ``call``; the returned future ends with the device's outcome or a ``HubError``:
+    def invoke(self, call: Call, front_door: str = "azure") -> asyncio.Future[CallOutcome]:
+        """Start ``call``, come in through ``front_door`` (``azure``, ``aliyun``, ``queued``, ``job``:
+        a label of ``methodhub_call_duration_seconds``); the returned future ends with the device's
+        outcome or a ``HubError``:
 
         * ``DEVICE_NOT_FOUND`` / ``MODULE_NOT_FOUND``: no such identity;
         * ``DEVICE_OFFLINE``: not ready now, nor within ``call.connect_timeout``;
@@ -61,6 +63,7 @@ class CallEngine:
         """
         loop = asyncio.get_running_loop()
         result: asyncio.Future[CallOutcome] = loop.create_future()
+        self._metrics.call_started(front_door, result)
         if self._stopping is not None:
             result.set_exception(self._stopping)
             self._count(ErrorKind.HUB_STOPPING.name.lower())

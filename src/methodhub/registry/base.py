@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from methodhub.calls.jobs import Job, JobStatus, JobType
 from methodhub.calls.queued import CallState, CallUpdate, QueuedCall
@@ -12,6 +13,11 @@ from methodhub.query import Query
 from methodhub.registry.model import AccessPolicy, Change, Identity, Right, SymmetricKeys
 from methodhub.registry.products import ProductDevice
 from methodhub.registry.twins import Twin
+
+T = TypeVar("T")
+
+LIVE_CALL_STATES = "SELECT state, COUNT(*) FROM calls WHERE state IN ('queued', 'sent') GROUP BY state"
+"""Both backends' :meth:`Registry.live_call_states` (the ``calls_due`` index answers it)."""
 
 
 class Registry(ABC):
@@ -23,6 +29,19 @@ class Registry(ABC):
     store cannot be reached right now, e.g. PostgreSQL is down; the same object works again once it
     is back).
     """
+
+    timed: Callable[[str, float], None] | None = None
+    """Told ``(operation kind, time.perf_counter() at its start)`` as each database operation ends
+    (kinds: ``read``, ``write``): the hub's ``methodhub_registry_operation_duration_seconds``."""
+
+    async def _timed(self, kind: str, operation: Awaitable[T]) -> T:
+        """Await ``operation`` (a hop to the database thread or pool), telling :attr:`timed`."""
+        started = time.perf_counter()
+        try:
+            return await operation
+        finally:
+            if self.timed is not None:
+                self.timed(kind, started)
 
     @abstractmethod
     async def open(self) -> None:
@@ -119,6 +138,10 @@ class Registry(ABC):
 
     @abstractmethod
     async def queued_targets(self, limit: int = 1000) -> list[str]: ...
+
+    @abstractmethod
+    async def live_call_states(self) -> dict[str, int]:
+        """How many stored calls are ``queued`` and ``sent`` (the ``methodhub_queued_calls`` gauge)."""
 
     @abstractmethod
     async def query_twins(

@@ -38,7 +38,7 @@ import asyncpg
 
 from methodhub.errors import ErrorKind, HubError
 from methodhub.query import Flavour, Query
-from methodhub.registry.base import Registry
+from methodhub.registry.base import LIVE_CALL_STATES, Registry
 from methodhub.registry.calls import PostgresCalls
 from methodhub.registry.jobs import PostgresJobs
 from methodhub.registry.locations import is_postgres_url, redact_url, split_connect_timeout
@@ -262,10 +262,10 @@ class PostgresRegistry(PostgresCalls, PostgresJobs, PostgresPolicies, Registry):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _read(self, work: Work[T]) -> T:
-        return await self._use(work, transaction=False)
+        return await self._timed("read", self._use(work, transaction=False))
 
     async def _write(self, work: Work[T]) -> T:
-        return await self._use(work, transaction=True)
+        return await self._timed("write", self._use(work, transaction=True))
 
     def _unavailable(self, exc: BaseException) -> HubError:
         if not self._unreachable:
@@ -745,6 +745,10 @@ class PostgresRegistry(PostgresCalls, PostgresJobs, PostgresPolicies, Registry):
         deleted = [cid for cid, subs in changes.items() if subs is None and _storable(cid)]
         if deleted:
             await conn.execute("DELETE FROM sessions WHERE client_id = ANY($1::text[])", deleted)
+
+    async def live_call_states(self) -> dict[str, int]:
+        rows = await self._read(lambda conn: conn.fetch(LIVE_CALL_STATES))
+        return {row[0]: int(row[1]) for row in rows}
 
     # -- settings ---------------------------------------------------------------------------------------
 

@@ -421,6 +421,7 @@ class AliyunApi:
         try:
             await authenticated
         except HubError as exc:
+            self._auth.refused(exc)
             return pop_error(exc, request_id, host)
         result = action.run(params, request_id, host)
         return result if isinstance(result, Response) else await result
@@ -476,7 +477,7 @@ class AliyunApi:
             sent = error.kind in (ErrorKind.CALL_TIMEOUT, ErrorKind.DEVICE_DISCONNECTED)
             return rrpc_error(error, request_id, message_id if sent else None, host)
 
-        return response_future(self._engine.invoke(call), answered, failed)
+        return response_future(self._engine.invoke(call, "aliyun"), answered, failed)
 
     def _invoke_thing_service(
         self, params: dict[str, str], request_id: str, host: str | None
@@ -518,7 +519,9 @@ class AliyunApi:
 
         def synchronous() -> Awaitable[Response]:
             return response_future(
-                self._engine.invoke(call), answered, lambda error: pop_error(error, request_id, host)
+                self._engine.invoke(call, "aliyun"),
+                answered,
+                lambda error: pop_error(error, request_id, host),
             )
 
         services = self.async_services

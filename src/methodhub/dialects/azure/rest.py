@@ -192,7 +192,7 @@ class AzureApi:
             call = parse_method_call(request.body, target)
         except HubError as exc:
             return azure_error(exc)
-        return response_future(self._engine.invoke(call), method_result, azure_error)
+        return response_future(self._engine.invoke(call, "azure"), method_result, azure_error)
 
     async def _invoke_after_auth(self, request: Request, target: str) -> Response:
         try:
@@ -202,7 +202,7 @@ class AzureApi:
             call = parse_method_call(request.body, target)
         except HubError as exc:
             return azure_error(exc)
-        return await response_future(self._engine.invoke(call), method_result, azure_error)
+        return await response_future(self._engine.invoke(call, "azure"), method_result, azure_error)
 
     # -- registry -------------------------------------------------------------------------------------
 
