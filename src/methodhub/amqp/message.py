@@ -327,7 +327,7 @@ def read_plain_message(data: Buffer) -> PlainMessage | None:
                     field = data[pos]
                     if field == 0x40:
                         pos += 1
-                    elif field == 0x98 and (index == 0 or index == 5):
+                    elif field == 0x98 and (index == 0 or index == 5) and pos + 17 <= end:
                         ids[index == 5] = new_uuid(bytes(data[pos + 1 : pos + 17]))
                         pos += 17
                     elif (index == 0 or index == 5) and field in _PLAIN_IDS:

@@ -8,7 +8,7 @@ from typing import Any
 from unittest.mock import patch
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from methodhub.amqp import (
@@ -230,6 +230,9 @@ def _general(data: bytes) -> Message | DecodeError:
 
 
 @given(_SIMPLE_MESSAGES, st.integers(0, 1 << 16), st.integers(0, 255), st.booleans())
+@example(  # a correlation-id's code damaged into uuid's (0x98) with fewer than 16 bytes after it
+    message=Message(properties=Properties(correlation_id=b"\x00" * 8)), where=14039, byte=152, damage=True
+)
 @settings(max_examples=400, deadline=None)
 def test_the_plain_path_decodes_what_the_general_one_does(
     message: Message, where: int, byte: int, damage: bool
