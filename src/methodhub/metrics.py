@@ -105,6 +105,10 @@ class Metrics:
             "methodhub_connection_failures_total",
             "Connections closed because serving them failed unexpectedly (a bug: see the log).",
         )
+        self.history_dropped = Counter(
+            "methodhub_call_history_dropped_total",
+            "Call history records dropped unwritten (the store fell behind, or failed to take them).",
+        )
         self._gauges: list[Gauge] = []
 
     def gauge(self, name: str, help: str, read: Callable[[], float]) -> None:
@@ -125,6 +129,7 @@ class Metrics:
             self.amqp_protocol_errors,
             self.amqp_limits,
             self.connection_failures,
+            self.history_dropped,
             *self._gauges,
         ]
         for item in items:
