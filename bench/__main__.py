@@ -11,6 +11,8 @@
    the time until every call is answered once the devices connect.
 7. Jobs (bench/jobs.py): a job over J connected devices (10,000; quick 1,000): device calls/s, its
    statistics, the hub's CPU, and the p50/p99 of interactive calls meanwhile against a baseline.
+8. Call history (bench/history.py): phase 1 at 64 calls in flight with ``serve --history off``, then
+   ``--history on``: calls/s of each and the ratio (target: on within 5 % of off).
 
 Results go to ``bench/results/`` (``{timestamp}.json/.md/.png`` and ``latest.*``); progress to stderr,
 headline figures to stdout. ``--quick`` finishes in about two minutes (``--only amqp --quick`` in one).
@@ -68,8 +70,8 @@ MODES: dict[str, dict[str, Any]] = {
 }
 
 
-PHASES = ("hub", "reference", "scale", "workers", "amqp", "queued", "jobs")
-"""Phase names for ``--only``: 1 to 7 of the module docstring."""
+PHASES = ("hub", "reference", "scale", "workers", "amqp", "queued", "jobs", "history")
+"""Phase names for ``--only``: 1 to 8 of the module docstring."""
 QUEUED_CALLS_PER_DEVICE = 4
 
 
@@ -265,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
                 baseline_s=args.job_baseline,
                 profile=options.profile.with_suffix(".job.folded") if options.profile else None,
             ).to_json()
+        if "history" in phases:
+            from bench.history import run as run_history
+
+            results["history"] = run_history(options).to_json()
     results["targets"] = evaluate_targets(results)
     results["meta"]["elapsed_s"] = time.time() - started
     written = write_results(results, args.out, stamp)
@@ -281,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         if text:
             options.profile.write_text(text)
     print("\n".join(headline(results)))
+    if "history" in results:
+        from bench.history import HistoryResult
+        from bench.history import headline as history_headline
+
+        print(history_headline(HistoryResult(**results["history"])))
     print(
         "targets: "
         + "; ".join(
