@@ -5,6 +5,7 @@ none."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +16,12 @@ import pytest
 from aliyunsdkcore.client import AcsClient
 
 from tests.integration.aliyun.support import LinkkitDevice, call, create_product_device, rrpc_request
-from tests.integration.aliyun.test_linkkit_rrpc import device_config
+from tests.integration.aliyun.test_linkkit_rrpc import device_config, service_request
 from tests.support import Backend, HubProcess, PahoDevice
 
 pytestmark = pytest.mark.timeout(120)
 
-PK = "a1LinkKit"
+PK = "a1LinkKit"  # the product of test_linkkit_rrpc (its devices answer the same way)
 LINKKIT_DEVICE = "history-dev"
 
 
@@ -71,6 +72,8 @@ def test_azure_and_aliyun_calls_are_listed_with_their_front_door_caller_status_a
         assert response.status_code == 200 and response.json()["status"] == 207
         rrpc = call(owner, rrpc_request(PK, LINKKIT_DEVICE, b"hello"))
         assert rrpc["RrpcCode"] == "SUCCESS"
+        service = call(owner, service_request("Echo", {"n": 1}, device_name=LINKKIT_DEVICE))
+        assert service["Success"] is True
         # no such device: Alibaba answers RRpc's own failures with HTTP 200, Success false
         assert call(owner, rrpc_request(PK, "nobody-here", b"x"))["Success"] is False
 
@@ -82,7 +85,9 @@ def test_azure_and_aliyun_calls_are_listed_with_their_front_door_caller_status_a
         assert 200 <= azure["latencyMs"] < 10_000
         assert azure["createdTime"] >= time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started - 1))
 
-        aliyun = _wait_for(backend, 1, frontDoor="aliyun", deviceId=f"{PK}:{LINKKIT_DEVICE}")
+        aliyun = _wait_for(
+            backend, 1, frontDoor="aliyun", deviceId=f"{PK}:{LINKKIT_DEVICE}", methodName="rrpc"
+        )
         assert len(aliyun) == 1
         (record,) = aliyun
         assert (record["caller"], record["methodName"], record["state"]) == (
@@ -93,6 +98,15 @@ def test_azure_and_aliyun_calls_are_listed_with_their_front_door_caller_status_a
         assert record["trackingId"] == rrpc["RequestId"]  # the request id the POP API answered with
         assert record["outcome"]["status"] == 200 and record["responseSize"] == len(b"pong:hello")
         assert 0 < record["latencyMs"] < 10_000
+
+        (echo,) = _wait_for(backend, 1, frontDoor="aliyun", methodName="Echo")
+        assert (echo["deviceId"], echo["caller"], echo["state"]) == (
+            f"{PK}:{LINKKIT_DEVICE}",
+            "iothubowner",
+            "succeeded",
+        )
+        assert echo["trackingId"] == service["RequestId"] and echo["outcome"]["status"] == 200
+        assert echo["requestSize"] == len(json.dumps({"n": 1})) and echo["responseSize"] > 0  # Args as sent
 
         (offline,) = _wait_for(backend, 1, frontDoor="aliyun", state="failed", methodName="rrpc")
         assert (
