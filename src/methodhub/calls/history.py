@@ -1,7 +1,7 @@
 """The call history: every call a front door made, stored in the calls store once it ended.
 
 Queued and job calls are stored from the start (:mod:`methodhub.calls.delivery`); a synchronous
-call (Azure direct method, Alibaba ``RRpc`` / ``InvokeThingService``, ...) is told to a
+call (a front door's: a direct method, an RPC, a synchronous service call) is told to a
 :class:`HistoryRecorder` by the engine when it ends (the engine's
 :class:`~methodhub.calls.ports.CallRecorder` port) and stored as an ended call: state
 ``succeeded`` (the device answered, whatever its status) or ``failed`` (no answer: offline,
@@ -67,7 +67,7 @@ class HistoryStore(Protocol):
 
 
 def error_code(error: BaseException) -> tuple[str, str]:
-    """The stored ``(code, message)`` of a call's error (Azure's error names, as queued calls)."""
+    """The stored ``(code, message)`` of a call's error (the error names queued calls store)."""
     if isinstance(error, HubError):
         return error.kind.spec.azure_name, error.message
     return type(error).__name__, str(error)

@@ -70,7 +70,7 @@ class CallOrigin:
     the engine does not.
 
     Attributes:
-        front_door: the door's name (``"azure"``, ``"aliyun"``, ...; the engine does not read it).
+        front_door: the door's name (each front door names itself; the engine does not read it).
         caller: the credential's name (a shared access policy), if known.
         tracking_id: the request id the door answers the caller with, if it has one.
     """

@@ -85,10 +85,10 @@ class QueuedCall:
     lease_until: float | None = None
     """While ``sent``: when the owner's attempt is over at the latest (then another node may act)."""
     front_door: str | None = None
-    """Where the call came in (:mod:`methodhub.calls.history`: ``azure``, ``aliyun``, ``native``,
-    ``job``); None for a call stored before the history existed."""
+    """Where the call came in (the front door's name, :mod:`methodhub.calls.history`; ``native``
+    and ``job`` for queued and job calls); None for a call stored before the history existed."""
     caller: str | None = None
-    """Who made it: the shared access policy (Alibaba's AccessKeyId is a policy name)."""
+    """Who made it: the name of the credential (shared access policy) its front door verified."""
     request_size: int | None = None
     """Bytes of the request payload (kept when the payload itself is not)."""
     response_size: int | None = None
@@ -96,7 +96,7 @@ class QueuedCall:
     latency_ms: float | None = None
     """Milliseconds from delivery (a synchronous call: from its arrival) to its end."""
     tracking_id: str | None = None
-    """The request id its front door answered with (Alibaba's ``RequestId``), if any."""
+    """The request id its front door answered with, if it answers with one."""
 
     @property
     def target(self) -> str:
