@@ -115,6 +115,10 @@ class HubConfig:
     = a single node with the in-process router."""
     node_name: str | None = None
     """This node's name in the cluster (default: host name, process id and a random suffix)."""
+    metrics_auth: bool = False
+    """``GET /metrics`` needs credentials (``serve --metrics-auth``; see ``process.metrics_auth``)."""
+    metrics_token: str | None = None
+    """With :attr:`metrics_auth`: a static bearer token also accepted (``--metrics-token-file``)."""
     reuse_port: bool = False
     """Listen with ``SO_REUSEPORT`` (``serve --workers N``: N processes share each port)."""
     record_runtime: bool = True

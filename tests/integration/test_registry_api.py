@@ -154,6 +154,7 @@ def test_openapi_document_is_valid(backend: Backend) -> None:
     doc = backend.http.get("/openapi.json").json()
     validate(doc)
     assert "/twins/{deviceId}/methods" in doc["paths"]
+    assert {"/console/events", "/console/session"} <= doc["paths"].keys()
 
 
 def test_metrics_count_calls_by_outcome(shared_hub: HubProcess, backend: Backend) -> None:

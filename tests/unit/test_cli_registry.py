@@ -29,6 +29,17 @@ COMMANDS = [
     ["product", "set-tsl", "a1PK", "tsl.json"],
     ["product", "show-tsl", "a1PK"],
     ["invoke", "pump-1", "reboot"],
+    ["token"],
+    ["token", "--device", "pump-1"],
+    ["device", "enable", "pump-1"],
+    ["device", "disable", "pump-1"],
+    ["device", "regenerate-key", "pump-1"],
+    ["policy", "list"],
+    ["policy", "create", "ops", "--rights", "ServiceConnect"],
+    ["policy", "delete", "ops"],
+    ["policy", "regenerate-key", "ops"],
+    ["calls"],
+    ["status"],
 ]
 
 

@@ -39,7 +39,9 @@ Alibaba Cloud RRPC, spoken so that the official SDKs work unmodified.</p>
 aliyun-compatibility.md, operations.md (limits and tuning), cluster.md, performance.md.
 On this machine, <code>methodhub --help</code> lists the commands.</p>
 <h2>Console</h2>
-<p>A web console for devices and calls will be served here in a later version.</p>
+<p><a href="/console">/console</a>: devices with their live connection state, calls by hand,
+queued calls and jobs; sign in with a service connection string
+(<code>methodhub connection-string</code>).</p>
 </body>
 </html>
 """

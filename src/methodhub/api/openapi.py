@@ -231,12 +231,16 @@ OPENAPI: dict[str, Any] = {
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics",
+                "description": "Every metric is described in docs/metrics.md. Open by default; with "
+                "`serve --metrics-auth` it needs a service SAS token of a policy with RegistryRead, or "
+                "the bearer token of `--metrics-token-file`.",
                 "tags": ["operations"],
                 "responses": {
                     "200": {
                         "description": "Metrics.",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    "401": {"description": "`--metrics-auth` is on; no accepted credentials were sent."},
                 },
             }
         },
@@ -245,6 +249,54 @@ OPENAPI: dict[str, Any] = {
                 "summary": "Liveness",
                 "tags": ["operations"],
                 "responses": {"200": {"description": "The hub is serving."}},
+            }
+        },
+        "/console/events": {
+            "get": {
+                "summary": "Device connection changes on this node, as Server-Sent Events (docs/console.md)",
+                "tags": ["console"],
+                "security": [],
+                "parameters": [
+                    {
+                        "name": "sas",
+                        "in": "query",
+                        "required": True,
+                        "description": "A service SAS token with RegistryRead (EventSource sets no headers).",
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "event: hello / connection, data: JSON; ': ping' every 15 s.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "401": _ERROR,
+                    "503": {"description": "Too many event streams on this node."},
+                },
+            }
+        },
+        "/console/session": {
+            "get": {
+                "summary": "The policy and rights of the caller's SAS token (the console's sign-in)",
+                "tags": ["console"],
+                "responses": {
+                    "200": {
+                        "description": "The policy.",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "policy": {"type": "string"},
+                                        "rights": {"type": "array", "items": {"type": "string"}},
+                                        "node": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "401": _ERROR,
+                },
             }
         },
         "/openapi.json": {

@@ -54,8 +54,12 @@ class CallEngine:
         """Calls not yet answered: what :meth:`stop` answers at once."""
         self._stopping: HubError | None = None
 
-    def invoke(self, call: Call, origin: CallOrigin | None = None) -> asyncio.Future[CallOutcome]:
-        """Start ``call``; the returned future ends with the device's outcome or a ``HubError``:
+    def invoke(
+        self, call: Call, front_door: str = "azure", origin: CallOrigin | None = None
+    ) -> asyncio.Future[CallOutcome]:
+        """Start ``call``, come in through ``front_door`` (``azure``, ``aliyun``, ``queued``, ``job``:
+        a label of ``methodhub_call_duration_seconds``); the returned future ends with the device's
+        outcome or a ``HubError``:
 
         * ``DEVICE_NOT_FOUND`` / ``MODULE_NOT_FOUND``: no such identity;
         * ``DEVICE_OFFLINE``: not ready now, nor within ``call.connect_timeout``;
@@ -70,6 +74,7 @@ class CallEngine:
         """
         loop = asyncio.get_running_loop()
         result: asyncio.Future[CallOutcome] = loop.create_future()
+        self._metrics.call_started(front_door, result)
         if origin is not None and self.recorder is not None:
             result.add_done_callback(_Recording(self.recorder, call, origin))
         if self._stopping is not None:

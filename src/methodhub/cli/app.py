@@ -1,14 +1,17 @@
 """``methodhub``: run a hub, manage its registry, call methods, simulate a device.
 
 Scriptable contract (README, docs and tests rely on it): commands that print a credential print it
-alone on stdout; everything for people goes to stderr; an error is one line on stderr (``--debug``
+alone on stdout; listings (``device list``, ``policy list``, ``calls``, ``call list``, ``status``) print
+on stdout, for people by default and as JSON with ``--json``; other messages for people go to stderr
+(progress bars too, and only on a terminal); an error is one line on stderr (``--debug``
 adds its traceback) and the exit code says what happened (``EXIT_*`` in :mod:`methodhub.cli.exits`).
 The global options (``--data-dir``, ``--registry``, ``--log-level``, ``--log-format``, ``--debug``)
 go before or after the command.
 
 This module assembles the parser from the commands' modules (one per command: ``serve``, ``ca-cert``
 in ``tls``, ``connection-string``, ``device`` in ``devices`` and ``device_run``, ``product`` in
-``products``, ``invoke``), runs the one given, and turns what escapes it into an exit code and one line.
+``products``, ``invoke``, ``call`` in ``calls``, ``calls`` in ``call_history``, ``token``, ``policy``
+in ``policies``, ``status``), runs the one given, and turns what escapes it into an exit code and one line.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from methodhub import __version__
+from methodhub.cli.call_history import add_calls_parser, calls_command
 from methodhub.cli.calls import add_call_parser, call_command
 from methodhub.cli.connection_string import add_connection_string_parser, print_connection_string
 from methodhub.cli.device_run import device_run
@@ -27,9 +31,12 @@ from methodhub.cli.devices import add_device_parser, manage_devices
 from methodhub.cli.exits import EXIT_INTERRUPTED, debugging, fail, set_debug
 from methodhub.cli.invoke import add_invoke_parser, invoke
 from methodhub.cli.options import ENV_REGISTRY, global_flags, global_options
+from methodhub.cli.policies import add_policy_parser, manage_policies
 from methodhub.cli.products import add_product_parser, manage_products
 from methodhub.cli.serve import add_serve_parser, serve
+from methodhub.cli.status import add_status_parser, print_status
 from methodhub.cli.tls import add_ca_cert_parser, print_ca_cert
+from methodhub.cli.token import add_token_parser, print_token
 from methodhub.process.datadir import DataDirError, default_data_dir
 
 
@@ -51,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_product_parser(commands, common)
     add_invoke_parser(commands, common)
     add_call_parser(commands, common)
+    add_calls_parser(commands, common)
+    add_policy_parser(commands, common)
+    add_token_parser(commands, common)
+    add_status_parser(commands, common)
     return parser
 
 
@@ -101,6 +112,14 @@ def _run_command(args: argparse.Namespace, data_dir: Path) -> None:
         raise SystemExit(invoke(args, data_dir))
     elif args.command == "call":
         raise SystemExit(call_command(args, data_dir))
+    elif args.command == "calls":
+        raise SystemExit(calls_command(args, data_dir))
+    elif args.command == "policy":
+        manage_policies(args, data_dir)
+    elif args.command == "status":
+        print_status(args, data_dir)
+    elif args.command == "token":
+        print_token(args, data_dir)
 
 
 if __name__ == "__main__":  # pragma: no cover

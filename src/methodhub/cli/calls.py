@@ -35,6 +35,11 @@ def add_call_parser(
     listing.add_argument("--state", choices=STATES, default=None, help="only calls in this state")
     listing.add_argument("--job", default=None, help="only this job's")
     listing.add_argument("--limit", type=int, default=100, help="at most this many (1-1000, default 100)")
+    listing.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON (the default here, kept for scripts; `methodhub calls` is the listing for people)",
+    )
     add_client_options(listing)
     cancel = actions.add_parser("cancel", parents=[common], help="cancel a call not sent yet")
     cancel.add_argument("call_id", metavar="CALL_ID")

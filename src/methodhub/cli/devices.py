@@ -1,5 +1,6 @@
-"""``methodhub device create|list|show|delete``: device identities in the registry (``device run`` is
-:mod:`methodhub.cli.device_run`)."""
+"""``methodhub device create|list|show|delete|enable|disable|regenerate-key``: device identities in
+the registry (``device run`` is :mod:`methodhub.cli.device_run`). ``device list`` adds each device's
+connection state and last activity, cluster-wide, from the running hub's API (``unknown`` without one)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,25 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from methodhub.cli.device_run import add_device_run_parser
 from methodhub.cli.exits import EXIT_USAGE, fail
-from methodhub.cli.registry import device_connection_string, hub_hostname, identity_label, open_hub_registry
-from methodhub.errors import HubError
+from methodhub.cli.hub_api import get_json, hub_client, owner_token, running_hub_url
+from methodhub.cli.options import printed_command
+from methodhub.cli.registry import (
+    add_regenerate_key_parser,
+    device_connection_string,
+    hub_hostname,
+    identity_label,
+    open_hub_registry,
+    rotated,
+)
+from methodhub.errors import ErrorKind, HubError
+
+if TYPE_CHECKING:
+    from methodhub.registry import Registry
 
 
 def add_device_parser(
@@ -41,17 +55,28 @@ def add_device_parser(
     list_.add_argument(
         "--of", dest="device_id", default=None, metavar="ID", help="list this device's modules"
     )
+    list_.add_argument("--json", action="store_true", help="a JSON array, for scripts")
     show = device_commands.add_parser("show", parents=[common], help="show one device (JSON)")
     show.add_argument("device_id", metavar="ID")
     delete = device_commands.add_parser("delete", parents=[common], help="delete a device (and its modules)")
     delete.add_argument("device_id", metavar="ID")
-    for sub in (create, show, delete):
+    enable = device_commands.add_parser("enable", parents=[common], help="let a disabled device connect")
+    enable.add_argument("device_id", metavar="ID")
+    disable = device_commands.add_parser(
+        "disable", parents=[common], help="refuse a device's connections (and drop it if connected)"
+    )
+    disable.add_argument("device_id", metavar="ID")
+    disable.add_argument("--reason", default=None, help="its statusReason (up to 128 characters)")
+    regenerate = add_regenerate_key_parser(
+        device_commands, common, "device", "device_id", "the old key stops working"
+    )
+    for sub in (create, show, delete, regenerate):
         sub.add_argument("--module", default=None, metavar="MID", help="a module identity of the device")
     add_device_run_parser(device_commands, common)
 
 
 def manage_devices(args: argparse.Namespace, data_dir: Path) -> None:
-    """``device create|list|show|delete``."""
+    """``device create|list|show|delete|enable|disable|regenerate-key``."""
     asyncio.run(_device(args, data_dir))
 
 
@@ -73,11 +98,14 @@ async def _device(args: argparse.Namespace, data_dir: Path) -> None:
                 )
             )
         elif action == "list":
-            identities = await registry.list_identities(args.device_id, limit=100000)
-            for identity in identities:
-                print(f"{identity.module_id or identity.device_id}\t{identity.status}")
-            if not identities and args.device_id is None:
-                print("no devices; create one with `methodhub device create ID`", file=sys.stderr)
+            await list_devices(registry, args, data_dir)
+        elif action in ("enable", "disable"):
+            status = "enabled" if action == "enable" else "disabled"
+            reason = getattr(args, "reason", None)
+            await registry.update_identity(args.device_id, status=status, status_reason=reason)
+            print(f"device '{args.device_id}' {status}", file=sys.stderr)
+        elif action == "regenerate-key":
+            await _regenerate_key(registry, args, data_dir)
         elif action == "show":
             found = await registry.get_identity(args.device_id, module_id)
             if found is None:
@@ -114,9 +142,92 @@ async def _device(args: argparse.Namespace, data_dir: Path) -> None:
             kind = "module" if module_id else "device"
             print(f"deleted {kind} '{identity_label(args.device_id, module_id)}'", file=sys.stderr)
     except HubError as exc:
+        if exc.kind in (ErrorKind.DEVICE_NOT_FOUND, ErrorKind.MODULE_NOT_FOUND):
+            fail(f"{exc.message} See `{printed_command(args, 'device list')}`")
         fail(exc.message)
     finally:
         await registry.close()
+
+
+async def _regenerate_key(registry: Registry, args: argparse.Namespace, data_dir: Path) -> None:
+    found = await registry.get_identity(args.device_id, args.module)
+    if found is None:
+        kind = "module" if args.module else "device"
+        label = identity_label(args.device_id, args.module)
+        fail(f"no {kind} '{label}'; see `{printed_command(args, 'device list')}`")
+    keys, new_key = rotated(found.keys, args.secondary)
+    identity = await registry.update_identity(args.device_id, args.module, etag=found.etag, keys=keys)
+    which = "secondary" if args.secondary else "primary"
+    print(
+        device_connection_string(
+            await hub_hostname(data_dir, registry), identity.device_id, new_key, identity.module_id
+        )
+    )
+    print(f"new {which} key for '{identity_label(args.device_id, args.module)}'", file=sys.stderr)
+
+
+async def list_devices(registry: Registry, args: argparse.Namespace, data_dir: Path) -> None:
+    """The devices (or a device's modules) with their connection state and last activity, as the
+    running hub reports them (cluster-wide), or ``unknown`` if no hub answers."""
+    identities = await registry.list_identities(args.device_id, limit=100000)
+    states = await _connection_states(registry, args.device_id, data_dir)
+    rows = []
+    for identity in identities:
+        state = states.get(identity.module_id or identity.device_id) if states is not None else None
+        connection, last = state if state is not None else ("unknown", None)
+        rows.append(
+            {
+                "deviceId": identity.device_id,
+                **({"moduleId": identity.module_id} if identity.module_id else {}),
+                "status": identity.status,
+                "connectionState": connection,
+                "lastActivityTime": last,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            name = row.get("moduleId") or row["deviceId"]
+            print(f"{name}\t{row['status']}\t{row['connectionState']}\t{row['lastActivityTime'] or '-'}")
+    if not identities and args.device_id is None:
+        print("no devices; create one with `methodhub device create ID`", file=sys.stderr)
+    elif states is None and identities:
+        print(
+            "connection state unknown: no hub is running on this data dir (or it did not answer)",
+            file=sys.stderr,
+        )
+
+
+async def _connection_states(
+    registry: Registry, device_id: str | None, data_dir: Path
+) -> dict[str, tuple[str, str | None]] | None:
+    """Id (device, or module with ``device_id``) -> (Connected / Disconnected, last activity or
+    None) from the running hub's ``GET /devices`` (``/devices/ID/modules``); None if no hub answers."""
+    import httpx
+
+    url = running_hub_url(data_dir)
+    if url is None:
+        return None
+    token = await owner_token(registry, await hub_hostname(data_dir, registry))
+    if token is None:
+        return None
+    path = f"/devices/{quote(device_id, safe='')}/modules" if device_id else "/devices"
+    params = {} if device_id else {"top": "10000"}
+    try:
+        async with hub_client(url, data_dir) as client:
+            docs = await get_json(client, path, token, **params)
+    except (httpx.HTTPError, ValueError):
+        return None
+    states: dict[str, tuple[str, str | None]] = {}
+    for doc in docs if isinstance(docs, list) else []:
+        last = doc.get("lastActivityTime")
+        never = not isinstance(last, str) or last.startswith("0001-")
+        states[doc.get("moduleId") or doc["deviceId"]] = (
+            str(doc.get("connectionState", "unknown")),
+            None if never else last,
+        )
+    return states
 
 
 async def _create_product_device(registry: Any, args: argparse.Namespace) -> None:

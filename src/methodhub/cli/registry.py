@@ -4,6 +4,7 @@ strings the commands print."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from methodhub.cli.options import ENV_REGISTRY
 from methodhub.dialects.azure.connection_string import ConnectionString
 from methodhub.errors import HubError
 from methodhub.process.datadir import ensure_data_dir, read_runtime, read_settings
+from methodhub.registry.model import SymmetricKeys
 
 if TYPE_CHECKING:
     from methodhub.registry import Registry
@@ -106,3 +108,33 @@ def device_connection_string(hostname: str, device_id: str, key: str, module_id:
 
 def identity_label(device_id: str, module_id: str | None) -> str:
     return f"{device_id}/{module_id}" if module_id else device_id
+
+
+def add_regenerate_key_parser(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+    whose: str,
+    dest: str,
+    stops: str,
+) -> argparse.ArgumentParser:
+    """``regenerate-key NAME [--primary|--secondary]`` of a device or a policy (``whose``)."""
+    regenerate = actions.add_parser(
+        "regenerate-key",
+        parents=[common],
+        help=f"replace a {whose}'s key and print its new connection string",
+        description=f"Replace the {whose}'s primary key (or --secondary) with a new random one; {stops} "
+        "at once. Prints the connection string with the new key.",
+    )
+    regenerate.add_argument(dest, metavar="ID" if whose == "device" else "NAME")
+    which = regenerate.add_mutually_exclusive_group()
+    which.add_argument("--primary", action="store_true", help="the primary key (the default)")
+    which.add_argument("--secondary", action="store_true", help="the secondary key")
+    return regenerate
+
+
+def rotated(keys: SymmetricKeys, secondary: bool) -> tuple[SymmetricKeys, str]:
+    """``keys`` with a new random primary (or secondary) key, and that key."""
+    new_key = SymmetricKeys.generate().primary
+    return (
+        SymmetricKeys(keys.primary, new_key) if secondary else SymmetricKeys(new_key, keys.secondary)
+    ), new_key

@@ -133,6 +133,19 @@ def add_serve_parser(
         f"nats://10.0.0.5:4222 (or ${ENV_NATS}); see docs/cluster.md",
     )
     serve.add_argument(
+        "--metrics-auth",
+        action="store_true",
+        help="GET /metrics needs credentials: a service SAS token of a policy with RegistryRead, or the "
+        "bearer token of --metrics-token-file (default: open; see docs/metrics.md)",
+    )
+    serve.add_argument(
+        "--metrics-token-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --metrics-auth: a static token (one word) scrapers may send as a Bearer token",
+    )
+    serve.add_argument(
         "--workers",
         type=_workers,
         default=_workers(os.environ.get(ENV_WORKERS) or "1"),
@@ -188,6 +201,7 @@ def serve(args: argparse.Namespace, data_dir: Path) -> None:
     except DataDirInUse as exc:
         fail(f"cannot start: {exc}")
     settings = read_settings(data_dir)
+    metrics_token = _metrics_token(args)
     hostname = asyncio.run(agreed_hostname(data_dir, args.registry_url, args.hostname))
     config = HubConfig(
         data_dir=data_dir,
@@ -216,6 +230,8 @@ def serve(args: argparse.Namespace, data_dir: Path) -> None:
         http_request_body_timeout=args.http_body_timeout,
         http_max_connections=args.http_max_connections,
         http_max_unestablished=args.http_max_unestablished,
+        metrics_auth=args.metrics_auth,
+        metrics_token=metrics_token,
     )
     if settings.get("hostname") != hostname:
         write_settings(data_dir, {**settings, "hostname": hostname})
@@ -357,3 +373,17 @@ def _workers(text: str) -> int:
     if not 1 <= value <= 256:
         raise argparse.ArgumentTypeError(f"workers is a number of processes, 1-256 (got {text!r})")
     return value
+
+
+def _metrics_token(args: argparse.Namespace) -> str | None:
+    """The token of ``--metrics-token-file`` (which needs ``--metrics-auth``), or None."""
+    from methodhub.process.metrics_auth import MetricsTokenError, read_metrics_token
+
+    if args.metrics_token_file is None:
+        return None
+    if not args.metrics_auth:
+        fail("--metrics-token-file needs --metrics-auth (without it, GET /metrics asks for no token)")
+    try:
+        return read_metrics_token(args.metrics_token_file)
+    except MetricsTokenError as exc:
+        fail(str(exc))

@@ -130,6 +130,7 @@ class CbsAuthorization:
             return
         else:
             self.ctx.metrics.amqp_auth_refused.inc("put_token")
+            self.ctx.metrics.auth_failed("device", "amqp_put_token")
             log.info(
                 "put-token refused",
                 extra={"ctx": {"peer": self.peer, "device": claim.key, "reason": verdict.description}},
@@ -226,6 +227,7 @@ class CbsAuthorization:
             return
         else:
             self.ctx.metrics.amqp_auth_refused.inc("hub_token")
+            self.ctx.metrics.auth_failed("device", "amqp_hub_token")
             log.info(
                 "link refused: the hub-wide token does not authorize its identity",
                 extra={"ctx": {"peer": self.peer, "device": claim.key, "reason": verdict.description}},
@@ -321,6 +323,7 @@ class CbsAuthorization:
 
     def _sasl_refused(self, who: str, reason: str) -> None:
         self.ctx.metrics.amqp_auth_refused.inc("sasl_plain")
+        self.ctx.metrics.auth_failed("device", "amqp_sasl_plain")
         log.info("SASL PLAIN refused", extra={"ctx": {"peer": self.peer, "device": who, "reason": reason}})
         self.amqp.sasl_outcome(False)
         self._drop(None)

@@ -22,6 +22,7 @@ from methodhub.gateway.amqp_dialect import AmqpDialect, LinkHandling, TokenClaim
 
 if TYPE_CHECKING:
     from methodhub.calls.model import Call
+    from methodhub.gateway.context import ConnectionContext
     from methodhub.gateway.dialect import Principal
     from methodhub.gateway.session import DeviceSession
     from methodhub.registry.twins import Twin
@@ -94,6 +95,8 @@ class ChannelHost(Protocol):
     dialect: AmqpDialect
     closing: bool
     identities: dict[str, AuthorizedIdentity]
+    ctx: ConnectionContext
+    listener: str
 
     def flush(self) -> None: ...
 
@@ -208,4 +211,5 @@ class AmqpMethodsChannel:
         self.closed = True
         session = self.session
         if session is not None:
+            self.conn.ctx.metrics.device_disconnected("amqp", self.conn.listener)
             session.detach(self, reason)

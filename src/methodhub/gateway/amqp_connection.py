@@ -586,6 +586,7 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
             channel.session = session
             session.attach(channel)
         ctx.metrics.amqp_connections.inc()
+        ctx.metrics.device_connected("amqp", self.listener)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "device connected",

@@ -168,6 +168,7 @@ class DeviceConnection(asyncio.Protocol):
             self.auth_task.cancel()
         self.ctx.connections.discard(self)
         if self.session is not None:
+            self.ctx.metrics.device_disconnected("mqtt", self.listener)
             reason = "connection lost" if exc is None else f"connection lost: {exc}"
             self.session.detach(self, reason)
             if log.isEnabledFor(logging.DEBUG):
@@ -367,6 +368,8 @@ class DeviceConnection(asyncio.Protocol):
             return await ctx.authenticate(connect)
         except ConnectRefused as refused:
             ctx.metrics.connects_refused.inc(_refusal_label(refused.code))
+            if refused.code in (ConnackCode.BAD_USERNAME_OR_PASSWORD, ConnackCode.NOT_AUTHORIZED):
+                ctx.metrics.auth_failed("device", "mqtt_" + _refusal_label(refused.code))
             log.info(
                 "connection refused",
                 extra={
@@ -437,6 +440,7 @@ class DeviceConnection(asyncio.Protocol):
             self.admission.mark_established(self)
             self.admission.mark_busy(self)
         ctx.metrics.connections.inc()
+        ctx.metrics.device_connected("mqtt", self.listener)
         self._arm_timer()  # the CONNECT deadline gives way to keep-alive
         if principal.expires_at is not None:
             self.expiry_timer = self.loop.call_at(

@@ -15,7 +15,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from methodhub.calls.model import Call, CallOutcome
@@ -205,6 +205,7 @@ class DeviceSession:
         if old is not None and old is not channel:
             old.close_taken_over()
         self._table.router.session_opened(self.key, self)
+        self._table.connection_changed(self.key, True)
         self.ready = False
         self.readiness_changed()
 
@@ -222,6 +223,8 @@ class DeviceSession:
         self.fail_pending(f"Device '{self.key}' disconnected before it answered ({reason}).")
         self._table.router.session_closed(self.key, self)
         self._table.remove(self)
+        if self._table.get(self.key) is None:  # not taken over by a newer session
+            self._table.connection_changed(self.key, False)
 
     def fail_pending(self, reason: str) -> None:
         """Fail every call in flight with ``DEVICE_DISCONNECTED`` (``reason`` is its message)."""
@@ -284,9 +287,19 @@ class SessionTable:
         """device id → keys of the sessions of that device and its modules (registry changes name a
         device; scanning every session for each change would cost O(sessions))."""
         self._opening: dict[str, list[object]] = {}
+        self.watchers: list[Callable[[str, bool], None]] = []
+        """Told ``(key, connected)`` when a session gets or loses its connection (the console)."""
+
+    def connection_changed(self, key: str, connected: bool) -> None:
+        for watcher in self.watchers:
+            watcher(key, connected)
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    def connected_keys(self) -> list[str]:
+        """The keys of the sessions that have a connection on this node now."""
+        return [key for key, session in self._sessions.items() if session.channel is not None]
 
     @contextlib.asynccontextmanager
     async def opening(self, key: str) -> AsyncIterator[None]:

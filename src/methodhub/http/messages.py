@@ -22,6 +22,7 @@ __all__ = [
     "NotFoundHook",
     "Request",
     "Response",
+    "StreamResponse",
     "SwitchProtocol",
 ]
 
@@ -112,7 +113,31 @@ class SwitchProtocol:
     protocol: asyncio.BaseProtocol
 
 
-Handler: TypeAlias = Callable[[Request], Response | SwitchProtocol | Awaitable[Response | SwitchProtocol]]
+@dataclass(slots=True)
+class StreamResponse:
+    """Returned by a handler to answer ``200`` with content of unknown length that ``protocol``
+    writes for as long as it likes (e.g. Server-Sent Events, ``text/event-stream``).
+
+    The server writes the head — status 200, ``content_type``, ``headers``, ``Connection: close``
+    and no ``Content-Length``: the content ends when the connection closes (RFC 9112 §6.3 item 8) —
+    then hands the transport over as it does for :class:`SwitchProtocol`. Bytes the client sends
+    afterwards go to ``protocol`` (which may ignore them). For HEAD only the head is sent.
+
+    Attributes:
+        content_type: the ``Content-Type``.
+        headers: more fields, e.g. ``[("cache-control", "no-store")]``; no framing fields.
+        protocol: writes the content to the transport it is given and closes it when done.
+    """
+
+    content_type: str
+    headers: list[tuple[str, str]]
+    protocol: asyncio.BaseProtocol
+
+
+Handler: TypeAlias = Callable[
+    [Request],
+    Response | SwitchProtocol | StreamResponse | Awaitable[Response | SwitchProtocol | StreamResponse],
+]
 """A route handler: returns a Response directly, a Future of one (no task), or a coroutine."""
 
 

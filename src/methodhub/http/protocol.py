@@ -34,9 +34,9 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, par
 from methodhub.admission import Admission
 from methodhub.http.context import ServerContext
 from methodhub.http.flow import FEED_SLICE, MAX_PIPELINE, FlowControl
-from methodhub.http.messages import HttpError, Request, Response, SwitchProtocol
+from methodhub.http.messages import HttpError, Request, Response, StreamResponse, SwitchProtocol
 from methodhub.http.routing import MethodNotAllowed, RouteNotFound
-from methodhub.http.wire import CONTINUE, FALLBACK_500, encode_response, switching_protocols
+from methodhub.http.wire import CONTINUE, FALLBACK_500, encode_response, stream_head, switching_protocols
 
 __all__ = ["HttpConnection"]
 
@@ -582,6 +582,8 @@ class HttpConnection(FlowControl):
             self._respond(request, result, keep_alive, upgrade)
         elif isinstance(result, SwitchProtocol):
             self._switch(request, upgrade, result)
+        elif isinstance(result, StreamResponse):
+            self._stream(request, result)
         else:
             error = TypeError(f"a handler returned {type(result).__name__}, not a Response")
             self._respond(request, self._error_response(request, error), keep_alive, upgrade)
@@ -652,10 +654,26 @@ class HttpConnection(FlowControl):
         except ValueError as exc:
             self._respond(request, self._error_response(request, exc), False, True)
             return
+        self._hand_over(head, switch.protocol)
+
+    def _stream(self, request: Request, stream: StreamResponse) -> None:
+        """Write a 200 head without a length and hand the transport to ``stream.protocol``."""
+        try:
+            head = stream_head(stream.content_type, stream.headers)
+        except ValueError as exc:
+            self._respond(request, self._error_response(request, exc), False, True)
+            return
+        if request.method == "HEAD":
+            self._respond(request, Response(200, b"", stream.content_type, stream.headers), False, False)
+            return
+        self._hand_over(head, stream.protocol)
+
+    def _hand_over(self, head: bytes, protocol: asyncio.BaseProtocol) -> None:
+        transport = self._transport
+        assert transport is not None
         transport.write(head)
         tail = bytes(self._upgrade_tail or b"")
         self._detach()
-        protocol = switch.protocol
         transport.set_protocol(protocol)
         transport.resume_reading()
         protocol.connection_made(transport)

@@ -16,7 +16,14 @@ import orjson
 
 from methodhub.http.messages import Response
 
-__all__ = ["CONTINUE", "FALLBACK_500", "encode_response", "error_response", "switching_protocols"]
+__all__ = [
+    "CONTINUE",
+    "FALLBACK_500",
+    "encode_response",
+    "error_response",
+    "stream_head",
+    "switching_protocols",
+]
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 """The interim response a client that sent ``Expect: 100-continue`` waits for (RFC 9110 §10.1.1)."""
@@ -189,4 +196,20 @@ def switching_protocols(headers: list[tuple[str, str]], client_upgrade: str | No
     if "upgrade" not in names and client_upgrade is not None:
         lines.append(_field_line("Upgrade", client_upgrade))
     lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def stream_head(content_type: str, headers: list[tuple[str, str]]) -> bytes:
+    """The head of a ``200`` whose content ends when the connection closes (a
+    :class:`~methodhub.http.messages.StreamResponse`): no ``Content-Length``, ``Connection: close``.
+
+    Raises:
+        ValueError: an invalid header name or value, or a framing field among ``headers``.
+    """
+    lines = [_status_line(200), _server_date(), _content_type_line(content_type)]
+    for name, value in headers:
+        if name.lower() in _FRAMING_FIELDS or name.lower() == "connection":
+            raise ValueError(f"a handler must not set {name}: the server frames the message")
+        lines.append(_field_line(name, value))
+    lines.append(b"Connection: close\r\n\r\n")
     return b"".join(lines)

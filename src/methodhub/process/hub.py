@@ -17,13 +17,17 @@ from pathlib import Path
 
 import orjson
 
+from methodhub import __version__
 from methodhub.api.landing import landing_page
 from methodhub.api.openapi import OPENAPI
 from methodhub.calls import CallEngine
 from methodhub.calls.delivery import QueuedCalls
 from methodhub.calls.history import HistoryRecorder
+from methodhub.calls.queued import CallState
 from methodhub.changes import ChangeFeedWatcher
 from methodhub.config import MAX_METHOD_PAYLOAD, HubConfig
+from methodhub.console.events import ConsoleEvents
+from methodhub.console.static import ConsoleFiles
 from methodhub.dialects.aliyun.mqtt import AliyunDialect
 from methodhub.dialects.aliyun.pop import AliyunApi
 from methodhub.dialects.aliyun.pop_auth import PopAuthenticator
@@ -61,6 +65,7 @@ from methodhub.process.datadir import (
     write_runtime,
 )
 from methodhub.process.memory import MemoryTrimmer, tune_malloc
+from methodhub.process.metrics_auth import MetricsGuard
 from methodhub.process.tls import TlsSetupError, ensure_dev_server_cert, operator_certificate, server_context
 from methodhub.registry import Registry, open_registry
 from methodhub.router import LocalRouter, Router
@@ -97,6 +102,7 @@ class Hub:
         self.node = ""
         """This node's name (the router's and the queued calls' owner name)."""
         self.http: HttpServer | None = None
+        self.console_events: ConsoleEvents | None = None
         self.watcher: ChangeFeedWatcher | None = None
         self.first_start = False
         self.owner_connection_string = ""
@@ -105,6 +111,8 @@ class Hub:
         self._stopped = asyncio.Event()
         self._trimmer = MemoryTrimmer()
         self._lock: DataDirLock | None = None
+        self._metrics_guard: MetricsGuard | None = None
+        self._loop_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start serving. Raises :class:`~methodhub.process.datadir.DataDirInUse` if another hub runs on the
@@ -129,6 +137,7 @@ class Hub:
         registry = open_registry(config.registry_location)
         await registry.open()
         self.registry = registry
+        registry.timed = self.metrics.registry_timed
         self.first_start = await registry.ensure_default_policies()
         owner = await registry.get_policy("iothubowner")
         if owner is not None:
@@ -168,6 +177,9 @@ class Hub:
             amqp_dialect=AzureAmqpDialect(twins),
         )
         service_auth = ServiceAuthenticator(registry, config.hostname)
+        service_auth.on_failure = partial(self._auth_failed, "azure_")
+        if config.metrics_auth:
+            self._metrics_guard = MetricsGuard(service_auth, self.metrics, config.metrics_token)
         routes = Routes()
         azure_api = AzureApi(self.engine, registry, service_auth, self.gateway)
         azure_api.register(routes)
@@ -192,12 +204,17 @@ class Hub:
         AzureJobsApi(self.jobs, service_auth).register(routes)
         azure_api.job_rows = partial(device_job_rows, self.jobs)
         pop_auth = PopAuthenticator(registry)
+        pop_auth.on_failure = partial(self._auth_failed, "aliyun_")
         aliyun_api = AliyunApi(self.engine, registry, pop_auth, self.gateway)
         thing_models = ThingModels(registry, self.queued)
         aliyun_api.async_services = thing_models
         aliyun_api.add_actions(thing_models.actions())
         aliyun_api.add_actions(PopJobs(self.jobs, thing_models).actions())
         aliyun_api.register(routes, not_a_pop_call=landing_page)
+        ConsoleFiles().register(routes)
+        self.console_events = ConsoleEvents(service_auth, self.node, self.gateway.sessions.connected_keys)
+        self.console_events.register(routes)
+        self.gateway.sessions.watchers.append(self.console_events.connection_changed)
         routes.add("GET", "/openapi.json", _openapi)
         routes.add("GET", "/metrics", self._metrics)
         routes.add("GET", "/health", _health)
@@ -234,6 +251,7 @@ class Hub:
         await self.watcher.start()
         await self.queued.start()
         await self.jobs.start()
+        self._watch_metrics(registry)
 
         if config.mqtt_port >= 0:
             server = await self.gateway.listen(
@@ -317,7 +335,7 @@ class Hub:
 
     def runtime_info(self) -> dict[str, object]:
         """What ``hub.json`` records: where clients on this machine can reach the listeners."""
-        info: dict[str, object] = {"hostname": self.config.hostname}
+        info: dict[str, object] = {"hostname": self.config.hostname, "version": __version__}
         for name, address in self.addresses.items():
             host = address.host
             if host in ("0.0.0.0", "::", ""):
@@ -350,6 +368,10 @@ class Hub:
         if self.history is not None:
             await self.history.stop()
         self._trimmer.stop()
+        if self.console_events is not None:
+            self.console_events.close()
+        if self._loop_watch is not None:
+            self._loop_watch.cancel()
         if self.http is not None:
             await self.http.close()  # stops listening before the answers above are written
         if self.gateway is not None:
@@ -404,7 +426,48 @@ class Hub:
             remove_runtime(self.config.data_dir)
         os._exit(128 + signum)
 
+    def _auth_failed(self, prefix: str, reason: str) -> None:
+        self.metrics.auth_failed("service", prefix + reason)
+
+    def _watch_metrics(self, registry: Registry) -> None:
+        """The metrics read at scrape time from the registry, and the event-loop lag probe."""
+
+        async def queued_calls() -> dict[tuple[str, ...], float]:
+            states = await registry.live_call_states()
+            return {(state,): float(states.get(state, 0)) for state in ("queued", "sent")}
+
+        async def job_calls() -> dict[tuple[str, ...], float]:
+            totals: dict[str, int] = dict.fromkeys((state.value for state in CallState), 0)
+            for job in await registry.running_jobs():
+                for state, count in (await registry.job_call_states(job.job_id)).items():
+                    totals[state] = totals.get(state, 0) + count
+            return {(state,): float(count) for state, count in totals.items()}
+
+        async def running_jobs() -> dict[tuple[str, ...], float]:
+            return {(): float(len(await registry.running_jobs()))}
+
+        self.metrics.stored_gauge(
+            "methodhub_queued_calls",
+            "Queued calls stored (cluster-wide) waiting for their device (queued) or sent and not yet "
+            "answered (sent), by state; read at most every 5 s.",
+            ("state",),
+            queued_calls,
+        )
+        self.metrics.stored_gauge(
+            "methodhub_jobs_running", "Jobs running (cluster-wide); read at most every 5 s.", (), running_jobs
+        )
+        self.metrics.stored_gauge(
+            "methodhub_job_device_calls",
+            "The device calls of running jobs (cluster-wide), by state; read at most every 5 s.",
+            ("state",),
+            job_calls,
+        )
+        self._loop_watch = asyncio.get_running_loop().create_task(self.metrics.watch_event_loop())
+
     async def _metrics(self, request: Request) -> Response:
+        if self._metrics_guard is not None and (refusal := await self._metrics_guard.refusal(request)):
+            return refusal
+        await self.metrics.refresh()
         return Response(200, self.metrics.render().encode(), content_type="text/plain; version=0.0.4")
 
 

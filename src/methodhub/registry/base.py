@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from methodhub.calls.jobs import Job, JobStatus, JobType
 from methodhub.calls.queued import CallFilters, CallState, CallUpdate, QueuedCall
 from methodhub.query import Query
-from methodhub.registry.model import AccessPolicy, Change, Identity, SymmetricKeys
+from methodhub.registry.model import AccessPolicy, Change, Identity, Right, SymmetricKeys
 from methodhub.registry.products import ProductDevice
 from methodhub.registry.twins import Twin
+
+T = TypeVar("T")
+
+LIVE_CALL_STATES = "SELECT state, COUNT(*) FROM calls WHERE state IN ('queued', 'sent') GROUP BY state"
+"""Both backends' :meth:`Registry.live_call_states` (the ``calls_due`` index answers it)."""
 
 
 class Registry(ABC):
@@ -23,6 +29,19 @@ class Registry(ABC):
     store cannot be reached right now, e.g. PostgreSQL is down; the same object works again once it
     is back).
     """
+
+    timed: Callable[[str, float], None] | None = None
+    """Told ``(operation kind, time.perf_counter() at its start)`` as each database operation ends
+    (kinds: ``read``, ``write``): the hub's ``methodhub_registry_operation_duration_seconds``."""
+
+    async def _timed(self, kind: str, operation: Awaitable[T]) -> T:
+        """Await ``operation`` (a hop to the database thread or pool), telling :attr:`timed`."""
+        started = time.perf_counter()
+        try:
+            return await operation
+        finally:
+            if self.timed is not None:
+                self.timed(kind, started)
 
     @abstractmethod
     async def open(self) -> None:
@@ -126,6 +145,10 @@ class Registry(ABC):
 
     @abstractmethod
     async def queued_targets(self, limit: int = 1000) -> list[str]: ...
+
+    @abstractmethod
+    async def live_call_states(self) -> dict[str, int]:
+        """How many stored calls are ``queued`` and ``sent`` (the ``methodhub_queued_calls`` gauge)."""
 
     @abstractmethod
     async def query_twins(
@@ -247,6 +270,23 @@ class Registry(ABC):
     @abstractmethod
     async def ensure_default_policies(self) -> bool:
         """Create Azure's five default policies if there are none; True if it did (first start)."""
+
+    @abstractmethod
+    async def create_policy(
+        self, name: str, rights: frozenset[Right], keys: SymmetricKeys | None = None
+    ) -> AccessPolicy:
+        """Add a custom policy with these rights (keys generated if None); raises ``CONFLICT`` if
+        the name is taken, ``INVALID_ARGUMENT`` for a name Azure refuses, no rights or bad keys."""
+
+    @abstractmethod
+    async def update_policy(
+        self, name: str, *, keys: SymmetricKeys | None = None, rights: frozenset[Right] | None = None
+    ) -> AccessPolicy:
+        """Replace a policy's keys and/or rights (None keeps them); raises ``NOT_FOUND``."""
+
+    @abstractmethod
+    async def delete_policy(self, name: str) -> None:
+        """Remove a policy (tokens signed with its keys stop working); raises ``NOT_FOUND``."""
 
     # -- change feed ----------------------------------------------------------------------------------
 

@@ -38,12 +38,13 @@ import asyncpg
 
 from methodhub.errors import ErrorKind, HubError
 from methodhub.query import Flavour, Query
-from methodhub.registry.base import Registry
+from methodhub.registry.base import LIVE_CALL_STATES, Registry
 from methodhub.registry.calls import PostgresCalls
 from methodhub.registry.jobs import PostgresJobs
 from methodhub.registry.locations import is_postgres_url, redact_url, split_connect_timeout
 from methodhub.registry.migrations import POSTGRES_MIGRATIONS, schema_too_new
 from methodhub.registry.model import DEFAULT_POLICIES, AccessPolicy, Change, Identity, SymmetricKeys
+from methodhub.registry.policies import PostgresPolicies
 from methodhub.registry.products import ProductDevice, validate_product_key
 from methodhub.registry.rules import (
     IDENTITY_COLUMNS,
@@ -134,7 +135,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class PostgresRegistry(PostgresCalls, PostgresJobs, Registry):
+class PostgresRegistry(PostgresCalls, PostgresJobs, PostgresPolicies, Registry):
     """:class:`Registry` on PostgreSQL (asyncpg). See the module docstring.
 
     Args:
@@ -261,10 +262,10 @@ class PostgresRegistry(PostgresCalls, PostgresJobs, Registry):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _read(self, work: Work[T]) -> T:
-        return await self._use(work, transaction=False)
+        return await self._timed("read", self._use(work, transaction=False))
 
     async def _write(self, work: Work[T]) -> T:
-        return await self._use(work, transaction=True)
+        return await self._timed("write", self._use(work, transaction=True))
 
     def _unavailable(self, exc: BaseException) -> HubError:
         if not self._unreachable:
@@ -744,6 +745,10 @@ class PostgresRegistry(PostgresCalls, PostgresJobs, Registry):
         deleted = [cid for cid, subs in changes.items() if subs is None and _storable(cid)]
         if deleted:
             await conn.execute("DELETE FROM sessions WHERE client_id = ANY($1::text[])", deleted)
+
+    async def live_call_states(self) -> dict[str, int]:
+        rows = await self._read(lambda conn: conn.fetch(LIVE_CALL_STATES))
+        return {row[0]: int(row[1]) for row in rows}
 
     # -- settings ---------------------------------------------------------------------------------------
 

@@ -25,11 +25,12 @@ from typing import Any, TypeVar
 from methodhub.errors import ErrorKind, HubError
 from methodhub.filemodes import create_private, make_private, warn_exposed
 from methodhub.query import Flavour, Query
-from methodhub.registry.base import Registry
+from methodhub.registry.base import LIVE_CALL_STATES, Registry
 from methodhub.registry.calls import SqliteCalls
 from methodhub.registry.jobs import SqliteJobs
 from methodhub.registry.migrations import SQLITE_MIGRATIONS, schema_too_new
 from methodhub.registry.model import DEFAULT_POLICIES, AccessPolicy, Change, Identity, SymmetricKeys
+from methodhub.registry.policies import SqlitePolicies
 from methodhub.registry.products import ProductDevice, validate_product_key
 from methodhub.registry.rules import (
     IDENTITY_COLUMNS,
@@ -69,7 +70,7 @@ BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for another process's transaction (the CLI, say) before failing."""
 
 
-class SqliteRegistry(SqliteCalls, SqliteJobs, Registry):
+class SqliteRegistry(SqliteCalls, SqliteJobs, SqlitePolicies, Registry):
     """:class:`Registry` on a SQLite file. See the module docstring."""
 
     def __init__(self, path: str | Path) -> None:
@@ -85,7 +86,8 @@ class SqliteRegistry(SqliteCalls, SqliteJobs, Registry):
     # -- plumbing -------------------------------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        kind = "write" if fn == self._transaction else "read"
+        return await self._timed(kind, asyncio.get_running_loop().run_in_executor(self._executor, fn, *args))
 
     def _read(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run a short read on the database thread, batched with the reads of this loop iteration.
@@ -103,6 +105,7 @@ class SqliteRegistry(SqliteCalls, SqliteJobs, Registry):
 
     def _submit_reads(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._reads = self._reads, []
+        started = time.perf_counter()
 
         def run() -> None:
             results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
@@ -111,7 +114,7 @@ class SqliteRegistry(SqliteCalls, SqliteJobs, Registry):
                     results.append((future, fn(*args), None))
                 except Exception as exc:
                     results.append((future, None, exc))
-            loop.call_soon_threadsafe(_deliver_reads, results)
+            loop.call_soon_threadsafe(self._deliver_reads, results, started)
 
         try:
             self._executor.submit(run)
@@ -119,6 +122,13 @@ class SqliteRegistry(SqliteCalls, SqliteJobs, Registry):
             _deliver_reads(
                 [(f, None, HubError(ErrorKind.SERVICE_UNAVAILABLE, str(exc))) for _, _, f in batch]
             )
+
+    def _deliver_reads(
+        self, results: list[tuple[asyncio.Future[Any], Any, BaseException | None]], started: float
+    ) -> None:
+        _deliver_reads(results)
+        if self.timed is not None:  # one observation per batch of reads
+            self.timed("read", started)
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -619,6 +629,14 @@ class SqliteRegistry(SqliteCalls, SqliteJobs, Registry):
             )
 
         await self._run(self._transaction, write)
+
+    async def live_call_states(self) -> dict[str, int]:
+        def query() -> dict[str, int]:
+            rows = self._conn().execute(LIVE_CALL_STATES)
+            return {row[0]: int(row[1]) for row in rows}
+
+        states: dict[str, int] = await self._read(query)
+        return states
 
     # -- settings ---------------------------------------------------------------------------------------
 

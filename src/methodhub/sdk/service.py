@@ -209,10 +209,20 @@ class ServiceClient:
         device_id: str | None = None,
         state: str | None = None,
         job_id: str | None = None,
+        method_name: str | None = None,
+        since: str | None = None,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """Call records, newest first (at most ``limit``)."""
-        params = {k: v for k, v in (("deviceId", device_id), ("state", state), ("jobId", job_id)) if v}
+        """Call records, newest first (at most ``limit``); ``since``: ISO 8601 UTC, created then
+        or later. A hub that does not filter by ``methodName`` / ``since`` ignores them."""
+        filters = (
+            ("deviceId", device_id),
+            ("state", state),
+            ("jobId", job_id),
+            ("methodName", method_name),
+            ("since", since),
+        )
+        params = {k: v for k, v in filters if v}
         params["limit"] = str(limit)
         calls: list[dict[str, Any]] = self._calls("GET", params=params)["calls"]
         return calls

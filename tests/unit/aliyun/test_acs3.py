@@ -396,7 +396,7 @@ def test_which_scheme(headers: dict[str, str], query: dict[str, str], scheme: st
 
 
 class NoEngine:
-    def invoke(self, call: Any) -> Any:
+    def invoke(self, call: Any, front_door: str = "") -> Any:
         raise AssertionError("no call expected")
 
 

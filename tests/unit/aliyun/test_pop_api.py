@@ -126,10 +126,14 @@ class StubEngine:
     def __init__(self, outcome: CallOutcome | HubError) -> None:
         self.calls: list[Call] = []
         self.origins: list[CallOrigin | None] = []
+        self.front_doors: list[str] = []
         self.outcome = outcome
 
-    def invoke(self, call: Call, origin: CallOrigin | None = None) -> asyncio.Future[CallOutcome]:
+    def invoke(
+        self, call: Call, front_door: str = "", origin: CallOrigin | None = None
+    ) -> asyncio.Future[CallOutcome]:
         self.calls.append(call)
+        self.front_doors.append(front_door)
         self.origins.append(origin)
         future: asyncio.Future[CallOutcome] = asyncio.get_running_loop().create_future()
         if isinstance(self.outcome, HubError):
@@ -183,6 +187,7 @@ async def test_rrpc_becomes_a_message_call(registry: SqliteRegistry) -> None:
         assert engine.origins[-1] == CallOrigin("aliyun", "iothubowner", body["RequestId"]), attempt
         assert message_id(call.dialect_data) == str(body["MessageId"])
     assert message_id(engine.calls[0].dialect_data) != message_id(engine.calls[1].dialect_data)
+    assert engine.front_doors == ["aliyun", "aliyun"]  # the latency metric's front_door label
 
 
 async def test_invoke_thing_service_becomes_a_method_call(registry: SqliteRegistry) -> None:

@@ -39,10 +39,14 @@ class StubEngine:
     def __init__(self, outcome: CallOutcome | HubError | None = None) -> None:
         self.calls: list[Call] = []
         self.origins: list[CallOrigin | None] = []
+        self.front_doors: list[str] = []
         self.outcome = outcome or CallOutcome(200, b'{"ok":true}')
 
-    def invoke(self, call: Call, origin: CallOrigin | None = None) -> asyncio.Future[CallOutcome]:
+    def invoke(
+        self, call: Call, front_door: str = "", origin: CallOrigin | None = None
+    ) -> asyncio.Future[CallOutcome]:
         self.calls.append(call)
+        self.front_doors.append(front_door)
         self.origins.append(origin)
         future: asyncio.Future[CallOutcome] = asyncio.get_running_loop().create_future()
         if isinstance(self.outcome, HubError):
@@ -149,6 +153,7 @@ async def test_a_device_method_call_becomes_a_call_and_the_answer_azures_body(
         None,
     )
     assert orjson.loads(call.payload) == {"delay": 1, "mode": "soft"}
+    assert engine.front_doors == ["azure"]  # the latency metric's front_door label
     assert (call.response_timeout, call.connect_timeout) == (12, 3)
 
 

@@ -164,13 +164,13 @@ async def test_the_engine_records_calls_made_with_an_origin_only(engine_parts) -
     router, engine, store, recorder = engine_parts
     session = FakeSession()
     router.announce("dev", session)
-    first = engine.invoke(Call("dev", "ping", b"{}", 5), ORIGIN)
+    first = engine.invoke(Call("dev", "ping", b"{}", 5), origin=ORIGIN)
     second = engine.invoke(Call("dev", "queued-attempt", b"{}", 5))  # a queued call's: no origin
     for _, reply in session.calls:
         reply.set_result(CallOutcome(201, b"[]"))
     assert (await first, await second) == (CallOutcome(201, b"[]"), CallOutcome(201, b"[]"))
     with pytest.raises(HubError):
-        await engine.invoke(Call("ghost", "ping", b"{}", 5), ORIGIN)
+        await engine.invoke(Call("ghost", "ping", b"{}", 5), origin=ORIGIN)
     await recorder.flush()
     ping, ghost = store.stored
     assert (ping.method, ping.state, ping.outcome_status) == ("ping", CallState.SUCCEEDED, 201)
@@ -182,7 +182,7 @@ async def test_an_engine_without_a_recorder_records_nothing() -> None:
     engine = CallEngine(router, Identities("dev"), Metrics())
     session = FakeSession()
     router.announce("dev", session)
-    result = engine.invoke(Call("dev", "ping", b"{}", 5), ORIGIN)
+    result = engine.invoke(Call("dev", "ping", b"{}", 5), origin=ORIGIN)
     session.calls[0][1].set_result(CallOutcome(200, b"1"))
     assert await result == CallOutcome(200, b"1")
     assert engine.recorder is None

@@ -253,7 +253,7 @@ async def test_a_device_that_looks_ready_but_cannot_take_the_call_is_tried_again
     tries: list[str] = []
 
     class Refusing:
-        async def invoke(self, call: Call) -> None:
+        async def invoke(self, call: Call, front_door: str = "") -> None:
             tries.append(call.target)
             raise HubError(ErrorKind.DEVICE_OFFLINE, "not subscribed to this call's topic")
 

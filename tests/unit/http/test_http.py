@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from methodhub.http.messages import HttpError, Request, Response, SwitchProtocol
+from methodhub.http.messages import HttpError, Request, Response, StreamResponse, SwitchProtocol
 from methodhub.http.routing import Routes
 from methodhub.http.server import HttpServer
 from methodhub.process.tls import ServerCertificate, ensure_dev_server_cert
@@ -875,6 +875,74 @@ async def test_declined_upgrade_is_answered_then_closed(start: Start, connect: C
     assert await client.closed_by_server()
 
 
+# -- streamed responses (StreamResponse) -----------------------------------------------------------
+
+
+class Ticker(asyncio.Protocol):
+    """Writes a line when the server hands it the connection, then whatever it is told to."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.lost = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(b"data: first\n\n")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set()
+
+
+async def test_stream_response_has_no_length_and_hands_over_the_connection(
+    start: Start, connect: Connect
+) -> None:
+    ticker = Ticker()
+    routes = Routes()
+    routes.add(
+        "GET",
+        "/events",
+        lambda r: StreamResponse("text/event-stream", [("cache-control", "no-store")], ticker),
+    )
+    server, port = await start(routes)
+    client = await connect(port)
+    await client.send(request("GET", "/events"))
+    status, headers, _ = await client.read_head()
+    assert status == 200 and headers["content-type"] == "text/event-stream"
+    assert headers["cache-control"] == "no-store" and headers["connection"] == "close"
+    assert "content-length" not in headers and "transfer-encoding" not in headers
+    assert await asyncio.wait_for(client.reader.readexactly(13), IO_TIMEOUT) == b"data: first\n\n"
+    assert ticker.transport is not None
+    ticker.transport.write(b"data: later\n\n")
+    assert await asyncio.wait_for(client.reader.readexactly(13), IO_TIMEOUT) == b"data: later\n\n"
+    assert server.connection_count == 0  # no longer an HTTP connection
+    ticker.transport.close()
+    assert await client.closed_by_server()
+    await asyncio.wait_for(ticker.lost.wait(), IO_TIMEOUT)
+
+
+async def test_stream_response_to_head_is_only_the_head(start: Start, connect: Connect) -> None:
+    ticker = Ticker()
+    routes = Routes()
+    routes.add("GET", "/events", lambda r: StreamResponse("text/event-stream", [], ticker))
+    _, port = await start(routes)
+    client = await connect(port)
+    await client.send(request("HEAD", "/events"))
+    response = await client.response(head_request=True)
+    assert response.status == 200 and response.header("content-type") == "text/event-stream"
+    assert ticker.transport is None  # never handed the connection
+
+
+async def test_stream_response_with_a_framing_header_is_an_error(start: Start, connect: Connect) -> None:
+    routes = Routes()
+    routes.add(
+        "GET", "/events", lambda r: StreamResponse("text/event-stream", [("content-length", "5")], Ticker())
+    )
+    _, port = await start(routes)
+    client = await connect(port)
+    await client.send(request("GET", "/events"))
+    assert (await client.response()).status == 500
+
+
 # -- shutdown ------------------------------------------------------------------------------------------
 
 
@@ -980,3 +1048,15 @@ async def test_https_sets_the_scheme(tls_files: ServerCertificate) -> None:
         await client.close()
     finally:
         await server.close()
+
+
+def test_stream_head_has_no_length_and_closes() -> None:
+    from methodhub.http.wire import stream_head
+
+    head = stream_head("text/event-stream", [("cache-control", "no-store")])
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"Connection: close\r\n\r\n")
+    assert b"Content-Type: text/event-stream\r\n" in head and b"cache-control: no-store\r\n" in head
+    assert b"Content-Length" not in head
+    for framing in ("content-length", "Transfer-Encoding", "connection"):
+        with pytest.raises(ValueError):
+            stream_head("text/event-stream", [(framing, "1")])

@@ -72,9 +72,7 @@ MAX_TOPIC_BYTES = 128
 """Alibaba's topic length limit; it applies to ``Topic``."""
 IDENTIFIER = re.compile(r"(?:[A-Za-z0-9_]{1,30}:)?[A-Za-z0-9_]{1,50}")
 """A TSL service identifier (letters, digits, ``_``, up to 50), optionally ``module:identifier``."""
-UNIMPLEMENTED = frozenset(
-    {"AsyncRRpc", "Pub", "PubBroadcast", "SetDeviceProperty", "BatchRegisterDevice"}
-)
+UNIMPLEMENTED = frozenset({"AsyncRRpc", "Pub", "PubBroadcast", "SetDeviceProperty", "BatchRegisterDevice"})
 """Alibaba actions a migrating user may try that methodhub does not implement (yet)."""
 _NAME_ALPHABET = string.ascii_letters + string.digits
 POP_PARAMETERS = frozenset(
@@ -429,6 +427,7 @@ class AliyunApi:
         try:
             params[CALLER] = await authenticated  # after the signature: no request can set it
         except HubError as exc:
+            self._auth.refused(exc)
             return pop_error(exc, request_id, host)
         result = action.run(params, request_id, host)
         return result if isinstance(result, Response) else await result
@@ -485,7 +484,7 @@ class AliyunApi:
             return rrpc_error(error, request_id, message_id if sent else None, host)
 
         origin = CallOrigin(FRONT_DOOR, params.get(CALLER), request_id)
-        return response_future(self._engine.invoke(call, origin), answered, failed)
+        return response_future(self._engine.invoke(call, FRONT_DOOR, origin), answered, failed)
 
     def _invoke_thing_service(
         self, params: dict[str, str], request_id: str, host: str | None
@@ -528,7 +527,9 @@ class AliyunApi:
         def synchronous() -> Awaitable[Response]:
             origin = CallOrigin(FRONT_DOOR, params.get(CALLER), request_id)
             return response_future(
-                self._engine.invoke(call, origin), answered, lambda error: pop_error(error, request_id, host)
+                self._engine.invoke(call, FRONT_DOOR, origin),
+                answered,
+                lambda error: pop_error(error, request_id, host),
             )
 
         services = self.async_services

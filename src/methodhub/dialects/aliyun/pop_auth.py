@@ -106,6 +106,14 @@ class PopAuthenticator:
         self._window = window
         self._clock = clock
         self._policies: dict[str, AccessPolicy] = {}
+        self.on_failure: Callable[[str], None] | None = None
+        """Told each refusal's reason (its error kind, e.g. ``signature_mismatch``): the hub counts them."""
+
+    def refused(self, error: HubError) -> None:
+        """:meth:`authenticate` (or :meth:`authenticate_acs3`) failed with ``error``: tell
+        :attr:`on_failure`, unless the registry could not be asked (not the credential's fault)."""
+        if self.on_failure is not None and error.kind is not ErrorKind.SERVICE_UNAVAILABLE:
+            self.on_failure(error.kind.name.lower())
 
     def cached_policy(self, params: Mapping[str, str]) -> AccessPolicy | None:
         """The policy the request names, if it is cached (then :meth:`verify` can run at once)."""

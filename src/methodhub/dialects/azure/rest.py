@@ -196,7 +196,7 @@ class AzureApi:
         except HubError as exc:
             return azure_error(exc)
         origin = CallOrigin(FRONT_DOOR, policy)
-        return response_future(self._engine.invoke(call, origin), method_result, azure_error)
+        return response_future(self._engine.invoke(call, FRONT_DOOR, origin), method_result, azure_error)
 
     async def _invoke_after_auth(self, request: Request, target: str) -> Response:
         try:
@@ -207,7 +207,9 @@ class AzureApi:
         except HubError as exc:
             return azure_error(exc)
         origin = CallOrigin(FRONT_DOOR, policy)
-        return await response_future(self._engine.invoke(call, origin), method_result, azure_error)
+        return await response_future(
+            self._engine.invoke(call, FRONT_DOOR, origin), method_result, azure_error
+        )
 
     # -- registry -------------------------------------------------------------------------------------
 

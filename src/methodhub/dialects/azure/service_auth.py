@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from urllib.parse import unquote
 
 from methodhub.auth.cache import VerifiedTokenCache
@@ -11,8 +12,22 @@ from methodhub.errors import ErrorKind, HubError
 from methodhub.registry import Registry, Right
 
 
-def _unauthorized(message: str) -> HubError:
-    return HubError(ErrorKind.UNAUTHORIZED, message)
+class _Refused(HubError):
+    """An ``UNAUTHORIZED`` with why, for ``methodhub_auth_failures_total{side="service"}``."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(ErrorKind.UNAUTHORIZED, message)
+        self.reason = reason
+
+
+def _unauthorized(message: str, reason: str) -> HubError:
+    return _Refused(message, reason)
+
+
+def _ignore(reason: str) -> None:
+    pass
 
 
 class ServiceAuthenticator:
@@ -27,6 +42,9 @@ class ServiceAuthenticator:
         self._registry = registry
         self._hostname = hostname.lower()
         self._cache = VerifiedTokenCache()
+        self.on_failure: Callable[[str], None] = _ignore
+        """Told the reason of each refusal (``missing``, ``malformed``, ``no_policy_name``, ``audience``,
+        ``expired``, ``unknown_policy``, ``bad_signature``, ``missing_right``): the hub counts them."""
 
     def cached(self, header: str, right: Right) -> str | None:
         """The policy name if ``header`` was verified before and grants ``right``; else None."""
@@ -42,10 +60,18 @@ class ServiceAuthenticator:
         Raises:
             HubError: ``UNAUTHORIZED`` with what is wrong.
         """
+        try:
+            return await self._authenticate(header, host_header, right)
+        except _Refused as refused:
+            self.on_failure(refused.reason)
+            raise
+
+    async def _authenticate(self, header: str | None, host_header: str | None, right: Right) -> str:
         if not header:
             raise _unauthorized(
                 "No Authorization header; send 'SharedAccessSignature sr=...&sig=...&se=...&skn=...' "
-                "(see `methodhub connection-string`)."
+                "(see `methodhub connection-string`).",
+                "missing",
             )
         now = time.time()
         entry = self._cache.get(header, now)
@@ -53,24 +79,31 @@ class ServiceAuthenticator:
             try:
                 token = SasToken.parse(header.strip())
             except SasTokenError as exc:
-                raise _unauthorized(f"The Authorization header is not a valid SAS token: {exc}.") from None
+                raise _unauthorized(
+                    f"The Authorization header is not a valid SAS token: {exc}.", "malformed"
+                ) from None
             if not token.key_name:
                 raise _unauthorized(
-                    "The SAS token has no skn (policy name); service calls need a policy token."
+                    "The SAS token has no skn (policy name); service calls need a policy token.",
+                    "no_policy_name",
                 )
             self._check_audience(token, host_header)
             if token.is_expired(now):
-                raise _unauthorized(f"The SAS token expired at {token.expiry}; sign a new one.")
+                raise _unauthorized(f"The SAS token expired at {token.expiry}; sign a new one.", "expired")
             policy = await self._registry.get_policy(token.key_name)
             if policy is None:
-                raise _unauthorized(f"No shared access policy named '{token.key_name}'.")
+                raise _unauthorized(f"No shared access policy named '{token.key_name}'.", "unknown_policy")
             if not (token.verify(policy.keys.primary) or token.verify(policy.keys.secondary)):
-                raise _unauthorized(f"The SAS token's signature does not match policy '{policy.name}'.")
+                raise _unauthorized(
+                    f"The SAS token's signature does not match policy '{policy.name}'.", "bad_signature"
+                )
             entry = (policy.name, policy.rights)
             self._cache.put(header, entry, float(token.expiry), f"policy:{policy.name}")
         name, rights = entry
         if right not in rights:
-            raise _unauthorized(f"Policy '{name}' lacks the {right} permission this request needs.")
+            raise _unauthorized(
+                f"Policy '{name}' lacks the {right} permission this request needs.", "missing_right"
+            )
         return name
 
     def _check_audience(self, token: SasToken, host_header: str | None) -> None:
@@ -86,7 +119,8 @@ class ServiceAuthenticator:
                 allowed |= {f"{self._hostname}:443", f"{self._hostname}:80"}
         if audience not in allowed:
             raise _unauthorized(
-                f"The SAS token is for '{token.resource_decoded}', but this hub is '{self._hostname}'."
+                f"The SAS token is for '{token.resource_decoded}', but this hub is '{self._hostname}'.",
+                "audience",
             )
 
     def invalidate_policy(self, name: str) -> None:
