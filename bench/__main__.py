@@ -11,6 +11,9 @@
    the time until every call is answered once the devices connect.
 7. Jobs (bench/jobs.py): a job over J connected devices (10,000; quick 1,000): device calls/s, its
    statistics, the hub's CPU, and the p50/p99 of interactive calls meanwhile against a baseline.
+8. Call history (bench/history.py): phase 1 at 64 calls in flight with ``serve --history off``, then
+   ``--history on``: calls/s of each and the ratio (target: on within 5 % of off); with
+   ``--history-postgres`` on a PostgreSQL registry too.
 
 Results go to ``bench/results/`` (``{timestamp}.json/.md/.png`` and ``latest.*``); progress to stderr,
 headline figures to stdout. ``--quick`` finishes in about two minutes (``--only amqp --quick`` in one).
@@ -68,8 +71,8 @@ MODES: dict[str, dict[str, Any]] = {
 }
 
 
-PHASES = ("hub", "reference", "scale", "workers", "amqp", "queued", "jobs")
-"""Phase names for ``--only``: 1 to 7 of the module docstring."""
+PHASES = ("hub", "reference", "scale", "workers", "amqp", "queued", "jobs", "history")
+"""Phase names for ``--only``: 1 to 8 of the module docstring."""
 QUEUED_CALLS_PER_DEVICE = 4
 
 
@@ -133,6 +136,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tls",
         action="store_true",
         help="phase 5 (amqp) also calls MQTT and AMQP devices over TLS (mqtts, amqps ports)",
+    )
+    parser.add_argument(
+        "--history-postgres",
+        action="store_true",
+        help="phase 8 (history) also runs on a PostgreSQL registry (a private server; needs its binaries)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to CPUs")
     parser.add_argument(
@@ -265,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
                 baseline_s=args.job_baseline,
                 profile=options.profile.with_suffix(".job.folded") if options.profile else None,
             ).to_json()
+        if "history" in phases:
+            from bench.history import run as run_history
+
+            results["history"] = run_history(options, postgres=args.history_postgres).to_json()
     results["targets"] = evaluate_targets(results)
     results["meta"]["elapsed_s"] = time.time() - started
     written = write_results(results, args.out, stamp)
@@ -281,6 +293,14 @@ def main(argv: list[str] | None = None) -> int:
         if text:
             options.profile.write_text(text)
     print("\n".join(headline(results)))
+    if "history" in results:
+        from bench.history import HistoryResult
+        from bench.history import headline as history_headline
+
+        history = HistoryResult(**results["history"])
+        print(history_headline(history))
+        if history.postgres is not None:
+            print(history_headline(HistoryResult(**history.postgres), " postgres"))
     print(
         "targets: "
         + "; ".join(

@@ -129,19 +129,23 @@ def describe(run: CallRun) -> str:
     return text + (f", {run.errors} ERRORS" if run.errors else "")
 
 
-def run_hub(options: CallOptions) -> SystemResult:
-    """Phase 1: the hub's HTTP API."""
+def run_hub(
+    options: CallOptions, *, system: str = "methodhub", hub_args: list[str] | None = None
+) -> SystemResult:
+    """Phase 1: the hub's HTTP API (``system``: the name in the results and a data dir of its own;
+    ``hub_args``: more ``serve`` arguments, for phases comparing settings)."""
     plan = options.plan
-    result = SystemResult("methodhub", options.devices)
-    hub = Hub(data_dir=options.workdir / "hub-calls", cpus=plan.server, nofile=options.devices + 4096)
-    progress(f"methodhub: starting the hub ({plan.describe()})")
+    result = SystemResult(system, options.devices)
+    data_dir = options.workdir / ("hub-calls" if system == "methodhub" else f"hub-{system.replace(' ', '-')}")
+    hub = Hub(data_dir=data_dir, cpus=plan.server, nofile=options.devices + 4096, args=hub_args or [])
+    progress(f"{system}: starting the hub ({plan.describe()})")
     hub.start()
     farm: FarmProcess | None = None
     try:
         key = new_device_key()
         ids = [f"{DEVICE_PREFIX}{i:06d}" for i in range(options.devices)]
         seconds = register_devices(hub, ids, key)
-        progress(f"methodhub: registered {len(ids):,} devices through the REST API in {seconds:.1f} s")
+        progress(f"{system}: registered {len(ids):,} devices through the REST API in {seconds:.1f} s")
         farm = FarmProcess(
             FarmConfig(
                 host="127.0.0.1", port=hub.mqtt_port, prefix=DEVICE_PREFIX, count=options.devices, key=key
@@ -149,7 +153,7 @@ def run_hub(options: CallOptions) -> SystemResult:
             cpus=plan.load,
         )
         online = farm.wait_online()
-        progress(f"methodhub: {online['online']:,} farm devices online in {online['seconds']:.2f} s")
+        progress(f"{system}: {online['online']:,} farm devices online in {online['seconds']:.2f} s")
         if online["failed"]:
             raise RuntimeError(f"{online['failed']} devices could not connect: {online['errors']}")
         result.setup = {"register_s": seconds, "online_s": online["seconds"]}
@@ -158,12 +162,12 @@ def run_hub(options: CallOptions) -> SystemResult:
         )
         threads = load_cpus(plan)
         if options.warmup:
-            progress(f"methodhub: warming up for {options.warmup} s")
+            progress(f"{system}: warming up for {options.warmup} s")
             run_wrk(
                 hub.url, script, connections=max(options.concurrency), seconds=options.warmup, cpus=plan.load
             )
         for concurrency in options.concurrency:
-            progress(f"methodhub: {concurrency} calls in flight for {options.seconds} s")
+            progress(f"{system}: {concurrency} calls in flight for {options.seconds} s")
 
             def once(c: int = concurrency) -> tuple[int, float, int, dict[str, float], float]:
                 r = run_wrk(
@@ -172,7 +176,7 @@ def run_hub(options: CallOptions) -> SystemResult:
                 return r.requests, r.seconds, r.error_count, r.latency_ms, r.cpu_s
 
             mark = hub.log_mark()
-            run = measure("methodhub", concurrency, hub.cpu, farm, plan, once)
+            run = measure(system, concurrency, hub.cpu, farm, plan, once)
             run.gc = hub.gc_since(mark)
             result.runs.append(run)
             progress("  " + describe(run))
@@ -182,7 +186,7 @@ def run_hub(options: CallOptions) -> SystemResult:
         result.peak_rss_bytes = hub.peak_rss()
     except BaseException:
         if hub.alive():
-            progress("methodhub: hub log tail:\n" + hub.log_tail())
+            progress(f"{system}: hub log tail:\n" + hub.log_tail())
         raise
     finally:
         if farm is not None:

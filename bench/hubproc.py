@@ -152,8 +152,18 @@ class Hub(ServerProcess):
         else:
             self.stop()
             raise RuntimeError(f"the hub did not start in {timeout} s:\n{self.log_path.read_text()}")
+        at = self.args.index("--registry") if "--registry" in self.args else None
+        registry = self.args[at : at + 2] if at is not None else []  # the keys are where the hub's are
         cs = subprocess.run(
-            [sys.executable, "-m", "methodhub", "--data-dir", str(self.data_dir), "connection-string"],
+            [
+                sys.executable,
+                "-m",
+                "methodhub",
+                "--data-dir",
+                str(self.data_dir),
+                *registry,
+                "connection-string",
+            ],
             capture_output=True,
             text=True,
             check=True,

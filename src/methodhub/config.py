@@ -87,6 +87,14 @@ class HubConfig:
     (``serve --job-concurrency``)."""
     queued_call_max_expires: float = 7 * 86400
     """The longest ``expiresInSeconds`` a queued call may ask for (``serve --max-queued-call-expiry``)."""
+    history: bool = True
+    """Record synchronous calls in the call history (``serve --history on|off``)."""
+    history_payloads: bool = False
+    """Keep synchronous calls' payloads in the history (``serve --history-payloads``)."""
+    history_retention: float = 7 * 86400
+    """Seconds an ended call is kept (``serve --history-retention``, default 7 days)."""
+    history_max: int = 1_000_000
+    """Ended calls (no job's) kept at most (``serve --history-max``)."""
     """How often the node reads the registry change feed (seconds): the bound on how long a
     deletion, key rotation or disable made by another process takes to reach live connections."""
     connect_packet_timeout: float = 10.0

@@ -318,6 +318,7 @@ class JobRunner:
             delivered_time=now,
             request_hash="",
             job_id=job.job_id,
+            front_door="job",
         )
         try:
             await self.registry.update_twin(device_id, None, lambda t: patch_twin(t, tags, desired, now))

@@ -287,6 +287,10 @@ class Metrics:
             "methodhub_connection_failures_total",
             "Connections closed because serving them failed unexpectedly (a bug: see the log).",
         )
+        self.history_dropped = Counter(
+            "methodhub_call_history_dropped_total",
+            "Call history records dropped unwritten (the store fell behind, or failed to take them).",
+        )
         self.call_seconds = Histogram(
             "methodhub_call_duration_seconds",
             "Synchronous call latency from the front door's request to the outcome, by front door "
@@ -419,6 +423,7 @@ class Metrics:
             self.amqp_protocol_errors,
             self.amqp_limits,
             self.connection_failures,
+            self.history_dropped,
             self.call_seconds,
             self.device_connects,
             self.device_disconnects,

@@ -66,6 +66,7 @@ def _new_call(
     now: float,
     job_id: str | None,
     idempotency_key: str | None = None,
+    caller: str | None = None,
 ) -> QueuedCall:
     """A new queued call for the identity, created ``now`` (with its request's hash when it has an
     idempotency key)."""
@@ -86,6 +87,9 @@ def _new_call(
             else ""
         ),
         job_id=job_id,
+        front_door="job" if job_id is not None else "native",
+        caller=caller,
+        request_size=len(payload),
     )
 
 
@@ -157,6 +161,7 @@ class QueuedCalls:
         attempts: int = 1,
         idempotency_key: str | None = None,
         job_id: str | None = None,
+        caller: str | None = None,
     ) -> tuple[QueuedCall, bool]:
         """Store a new call (validated by the caller's front door: method name, payload JSON) and
         start delivering it; returns ``(call, created)``: False when ``idempotency_key`` named an
@@ -177,6 +182,7 @@ class QueuedCalls:
             self.clock(),
             job_id,
             idempotency_key,
+            caller,
         )
         stored, created = await self.store.create_call(call)
         if not created and stored.request_hash != call.request_hash:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
-from methodhub.calls.model import Call, CallOutcome
-from methodhub.calls.ports import CallCarrier, IdentityLookup
+from methodhub.calls.model import Call, CallOrigin, CallOutcome
+from methodhub.calls.ports import CallCarrier, CallRecorder, IdentityLookup
 from methodhub.errors import ErrorKind, HubError
 from methodhub.metrics import Metrics
 
@@ -34,11 +35,17 @@ class CallEngine:
         router: carries calls to the node holding the device.
         identities: tells "unknown device" from "offline device" (asked only when offline).
         metrics: counts outcomes (``methodhub_calls_total{outcome=...}``).
+        recorder: told each call made with an origin once it ended (the call history); None: none.
     """
 
     def __init__(
-        self, router: CallCarrier, identities: IdentityLookup, metrics: Metrics | None = None
+        self,
+        router: CallCarrier,
+        identities: IdentityLookup,
+        metrics: Metrics | None = None,
+        recorder: CallRecorder | None = None,
     ) -> None:
+        self.recorder = recorder
         self._router = router
         self._identities = identities
         self._metrics = metrics or Metrics()
@@ -47,7 +54,9 @@ class CallEngine:
         """Calls not yet answered: what :meth:`stop` answers at once."""
         self._stopping: HubError | None = None
 
-    def invoke(self, call: Call, front_door: str = "azure") -> asyncio.Future[CallOutcome]:
+    def invoke(
+        self, call: Call, front_door: str = "azure", origin: CallOrigin | None = None
+    ) -> asyncio.Future[CallOutcome]:
         """Start ``call``, come in through ``front_door`` (``azure``, ``aliyun``, ``queued``, ``job``:
         a label of ``methodhub_call_duration_seconds``); the returned future ends with the device's
         outcome or a ``HubError``:
@@ -60,10 +69,14 @@ class CallEngine:
         * ``HUB_STOPPING``: the hub is stopping (:meth:`stop`).
 
         Cancelling the returned future abandons the call (the device's late answer is dropped).
+        With an ``origin`` (a front door's call; a queued call's attempts have none, their store
+        records them) and a recorder, the call is told to the recorder once it ended.
         """
         loop = asyncio.get_running_loop()
         result: asyncio.Future[CallOutcome] = loop.create_future()
         self._metrics.call_started(front_door, result)
+        if origin is not None and self.recorder is not None:
+            result.add_done_callback(_Recording(self.recorder, call, origin))
         if self._stopping is not None:
             result.set_exception(self._stopping)
             self._count(ErrorKind.HUB_STOPPING.name.lower())
@@ -151,6 +164,26 @@ class CallEngine:
             )
         except HubError as exc:
             run.fail(exc)
+
+
+class _Recording:
+    """The done-callback telling an ended call to the recorder."""
+
+    __slots__ = ("call", "origin", "recorder", "started")
+
+    def __init__(self, recorder: CallRecorder, call: Call, origin: CallOrigin) -> None:
+        self.recorder = recorder
+        self.call = call
+        self.origin = origin
+        self.started = time.time()
+
+    def __call__(self, result: asyncio.Future[CallOutcome]) -> None:
+        if result.cancelled():
+            self.recorder.record(self.call, self.origin, self.started, None, None)
+            return
+        exc = result.exception()
+        outcome = result.result() if exc is None else None
+        self.recorder.record(self.call, self.origin, self.started, outcome, exc)
 
 
 class _CallRun:

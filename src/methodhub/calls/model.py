@@ -64,6 +64,22 @@ class CallOutcome:
     payload: bytes
 
 
+@dataclass(slots=True, frozen=True)
+class CallOrigin:
+    """Who made a call and through which door, for the call history: what a front door knows and
+    the engine does not.
+
+    Attributes:
+        front_door: the door's name (each front door names itself; the engine does not read it).
+        caller: the credential's name (a shared access policy), if known.
+        tracking_id: the request id the door answers the caller with, if it has one.
+    """
+
+    front_door: str
+    caller: str | None = None
+    tracking_id: str | None = None
+
+
 def identity_key(device_id: str, module_id: str | None = None) -> str:
     """The call target key for a device or one of its modules."""
     return device_id if not module_id else f"{device_id}/{module_id}"

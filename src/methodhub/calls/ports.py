@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from methodhub.calls.model import Call, CallOutcome
+from methodhub.calls.model import Call, CallOrigin, CallOutcome
 
 
 class CallCarrier(Protocol):
@@ -42,3 +42,20 @@ class IdentityLookup(Protocol):
     """The one registry question the engine asks: does this device (or module) exist?"""
 
     async def get_identity(self, device_id: str, module_id: str | None = None) -> Any | None: ...
+
+
+class CallRecorder(Protocol):
+    """Where the engine tells each ended call it ran for a front door (the call history,
+    :mod:`methodhub.calls.history`). Never blocks, never raises: the call's answer does not wait."""
+
+    def record(
+        self,
+        call: Call,
+        origin: CallOrigin,
+        started: float,
+        outcome: CallOutcome | None,
+        error: BaseException | None,
+    ) -> None:
+        """``call`` (made by ``origin``, arrived at epoch ``started``) ended with ``outcome`` or
+        ``error`` (None for both: abandoned by its caller)."""
+        ...

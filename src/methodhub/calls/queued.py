@@ -84,6 +84,19 @@ class QueuedCall:
     """The node delivering it (while ``sent``)."""
     lease_until: float | None = None
     """While ``sent``: when the owner's attempt is over at the latest (then another node may act)."""
+    front_door: str | None = None
+    """Where the call came in (the front door's name, :mod:`methodhub.calls.history`; ``native``
+    and ``job`` for queued and job calls); None for a call stored before the history existed."""
+    caller: str | None = None
+    """Who made it: the name of the credential (shared access policy) its front door verified."""
+    request_size: int | None = None
+    """Bytes of the request payload (kept when the payload itself is not)."""
+    response_size: int | None = None
+    """Bytes of the device's answer, once it answered."""
+    latency_ms: float | None = None
+    """Milliseconds from delivery (a synchronous call: from its arrival) to its end."""
+    tracking_id: str | None = None
+    """The request id its front door answered with, if it answers with one."""
 
     @property
     def target(self) -> str:
@@ -200,6 +213,14 @@ class QueuedCall:
             self.job_id,
             owner,
             lease_until,
+            self.front_door,
+            self.caller,
+            self.request_size,
+            len(outcome_payload) if outcome_payload is not None else None,
+            (completed_time - delivered_time) * 1000.0
+            if completed_time is not None and delivered_time is not None
+            else None,
+            self.tracking_id,
         )
 
 
@@ -243,6 +264,20 @@ def request_hash(
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+@dataclass(frozen=True, slots=True)
+class CallFilters:
+    """``list_calls``' history filters (None: any)."""
+
+    method: str | None = None
+    front_door: str | None = None
+    since: float | None = None
+    """Created at or after (epoch seconds)."""
+    until: float | None = None
+    """Created before (epoch seconds)."""
+    status: int | None = None
+    """The device's status code."""
+
+
 CallUpdate: TypeAlias = tuple[QueuedCall, CallState, str | None]
 """One conditional update (``update_call``'s arguments): the new record, the state the stored one
 must still be in, and the owner it must still have (None: any)."""
@@ -276,8 +311,20 @@ class QueuedCallStore(Protocol):
         job_id: str | None = None,
         limit: int = 100,
         before: tuple[float, str] | None = None,
+        filters: CallFilters | None = None,
     ) -> list[QueuedCall]:
-        """Newest first; ``before``: ``(created_time, call_id)`` of the last one of the previous page."""
+        """Newest first; ``before``: ``(created_time, call_id)`` of the last one of the previous page;
+        ``filters``: the history's other filters (all given must hold)."""
+        ...
+
+    async def record_calls(self, calls: Sequence[QueuedCall]) -> None:
+        """Store ended calls (the history of synchronous calls) as they are, in one transaction;
+        their identities need not be registered any more."""
+        ...
+
+    async def prune_calls(self, before: float, keep: int, limit: int = 1000) -> int:
+        """Delete at most ``limit`` ended calls that are not a job's, oldest first: those ended
+        before ``before`` and those beyond the newest ``keep``; returns how many went."""
         ...
 
     async def claim_call(self, target: str, owner: str, now: float, lease: float) -> QueuedCall | None:

@@ -72,6 +72,32 @@ def add_serve_parser(
         "default 7d)",
     )
     serve.add_argument(
+        "--history",
+        choices=("on", "off"),
+        default="on",
+        help="record every synchronous call in the call history, GET /calls (default on)",
+    )
+    serve.add_argument(
+        "--history-payloads",
+        action="store_true",
+        help="keep synchronous calls' payloads in the history too (off by default: payloads may carry "
+        "secrets, and any ServiceConnect caller may read the history)",
+    )
+    serve.add_argument(
+        "--history-retention",
+        type=duration,
+        default=7 * 86_400,
+        metavar="DURATION",
+        help="how long an ended call (no job's) is kept (e.g. 12h, 30d; default 7d)",
+    )
+    serve.add_argument(
+        "--history-max",
+        type=_number(int, 1, inclusive=True),
+        default=1_000_000,
+        metavar="N",
+        help="ended calls (no job's) kept at most; the oldest beyond are pruned (default 1000000)",
+    )
+    serve.add_argument(
         "--job-rate",
         type=_number(float, 0, inclusive=False),
         default=None,
@@ -188,6 +214,10 @@ def serve(args: argparse.Namespace, data_dir: Path) -> None:
         amqps_port=args.amqps_port,
         amqp_port=args.amqp_port,
         queued_call_max_expires=args.max_queued_call_expiry,
+        history=args.history == "on",
+        history_payloads=args.history_payloads,
+        history_retention=args.history_retention,
+        history_max=args.history_max,
         job_rate=args.job_rate,
         job_concurrency=args.job_concurrency,
         tls_cert=args.tls_cert,

@@ -9,8 +9,9 @@ shape). The contract (docs/queued-calls.md):
   /calls/{callId}``; the same idempotency key with the same request → 200 with the same call; with
   another request → 409.
 - ``GET /calls/{callId}[?waitSeconds=N]`` (N ≤ 300: long-poll until it ends) → the record.
-- ``GET /calls?deviceId=&state=&jobId=&limit=&continuationToken=`` → ``{"calls": [...],
-  "continuationToken": ...}``, newest first.
+- ``GET /calls?deviceId=&state=&jobId=&methodName=&frontDoor=&since=&until=&status=&limit=
+  &continuationToken=`` → ``{"calls": [...], "continuationToken": ...}``, newest first: queued and
+  job calls and the call history's synchronous calls (:mod:`methodhub.calls.history`).
 - ``DELETE /calls/{callId}`` → 200 with the cancelled record; 409 once it was sent or ended.
 """
 
@@ -18,13 +19,15 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from methodhub import jsontext
 from methodhub.calls.delivery import QueuedCalls
-from methodhub.calls.queued import DEFAULT_EXPIRES, CallState, QueuedCall
+from methodhub.calls.queued import DEFAULT_EXPIRES, CallFilters, CallState, QueuedCall
 from methodhub.config import MAX_METHOD_PAYLOAD, RESPONSE_TIMEOUT_DEFAULT, RESPONSE_TIMEOUT_RANGE
 from methodhub.dialects.azure.errors import azure_error, utc_timestamp
+from methodhub.dialects.azure.jobs_api import parse_time
 from methodhub.dialects.azure.service_auth import ServiceAuthenticator
 from methodhub.dialects.azure.topics import validate_method_name
 from methodhub.errors import ErrorKind, HubError
@@ -58,6 +61,12 @@ def call_json(call: QueuedCall) -> dict[str, Any]:
         "jobId": call.job_id,
         "idempotencyKey": call.idempotency_key,
         "node": call.owner,
+        "frontDoor": call.front_door,
+        "caller": call.caller,
+        "requestSize": call.request_size,
+        "responseSize": call.response_size,
+        "latencyMs": round(call.latency_ms, 3) if call.latency_ms is not None else None,
+        "trackingId": call.tracking_id,
     }
     if call.outcome_status is not None:
         payload = jsontext.loads(call.outcome_payload) if call.outcome_payload else None
@@ -88,6 +97,32 @@ def _position(token: str) -> tuple[float, str]:
         raise HubError(ErrorKind.INVALID_ARGUMENT, "continuationToken is not one this API gave.") from None
 
 
+FRONT_DOORS = ("azure", "aliyun", "native", "job")
+
+
+def _filters(query: Mapping[str, str]) -> CallFilters | None:
+    """The history filters of a ``GET /calls`` (None: none given)."""
+    front_door, status = query.get("frontDoor"), query.get("status")
+    if front_door is not None and front_door not in FRONT_DOORS:
+        raise HubError(ErrorKind.INVALID_ARGUMENT, f"frontDoor must be one of {', '.join(FRONT_DOORS)}.")
+    code = None
+    if status is not None:
+        try:
+            code = int(status)
+        except ValueError:
+            raise HubError(
+                ErrorKind.INVALID_ARGUMENT, "status must be an integer (the device's status code)."
+            ) from None
+    filters = CallFilters(
+        method=query.get("methodName"),
+        front_door=front_door,
+        since=parse_time(query.get("since"), "since"),
+        until=parse_time(query.get("until"), "until"),
+        status=code,
+    )
+    return None if filters == CallFilters() else filters
+
+
 class QueuedCallsApi:
     """The ``/calls`` handlers."""
 
@@ -104,17 +139,17 @@ class QueuedCallsApi:
     def _authorized(self, handler: Any) -> Any:
         async def run(request: Request) -> Response:
             try:
-                await self.auth.authenticate(
+                policy = await self.auth.authenticate(
                     request.headers.get("authorization"), request.headers.get("host"), Right.SERVICE_CONNECT
                 )
-                response: Response = await handler(request)
+                response: Response = await handler(request, policy)
                 return response
             except HubError as exc:
                 return azure_error(exc)
 
         return run
 
-    async def _create(self, request: Request) -> Response:
+    async def _create(self, request: Request, policy: str) -> Response:
         try:
             body = jsontext.loads(request.body) if request.body else None
         except jsontext.NotJson as exc:
@@ -157,12 +192,13 @@ class QueuedCallsApi:
             expires=_number(body, "expiresInSeconds", default_expiry, 1, longest),
             attempts=_number(body, "attempts", 1, 1, 10),
             idempotency_key=key,
+            caller=policy,
         )
         return Response.json(
             call_json(call), 202 if created else 200, headers=[("location", f"/calls/{call.call_id}")]
         )
 
-    async def _get(self, request: Request) -> Response:
+    async def _get(self, request: Request, policy: str) -> Response:
         call_id = request.path_params["call_id"]
         wait = request.query.get("waitSeconds")
         if wait is None:
@@ -175,7 +211,7 @@ class QueuedCallsApi:
             raise HubError(ErrorKind.INVALID_ARGUMENT, f"waitSeconds must be a number from 0 to {MAX_WAIT}.")
         return Response.json(call_json(await self.calls.wait(call_id, seconds)))
 
-    async def _list(self, request: Request) -> Response:
+    async def _list(self, request: Request, policy: str) -> Response:
         query = request.query
         state = query.get("state")
         if state is not None and state not in CallState.__members__.values():
@@ -194,6 +230,7 @@ class QueuedCallsApi:
             job_id=query.get("jobId"),
             limit=limit + 1,
             before=_position(token) if token else None,
+            filters=_filters(query),
         )
         more = len(calls) > limit
         calls = calls[:limit]
@@ -201,5 +238,5 @@ class QueuedCallsApi:
             {"calls": [call_json(c) for c in calls], "continuationToken": _token(calls[-1]) if more else None}
         )
 
-    async def _cancel(self, request: Request) -> Response:
+    async def _cancel(self, request: Request, policy: str) -> Response:
         return Response.json(call_json(await self.calls.cancel(request.path_params["call_id"])))

@@ -22,6 +22,7 @@ from methodhub.api.landing import landing_page
 from methodhub.api.openapi import OPENAPI
 from methodhub.calls import CallEngine
 from methodhub.calls.delivery import QueuedCalls
+from methodhub.calls.history import HistoryRecorder
 from methodhub.calls.queued import CallState
 from methodhub.changes import ChangeFeedWatcher
 from methodhub.config import MAX_METHOD_PAYLOAD, HubConfig
@@ -96,6 +97,7 @@ class Hub:
         self.gateway: Gateway | None = None
         self.engine: CallEngine | None = None
         self.queued: QueuedCalls | None = None
+        self.history: HistoryRecorder | None = None
         self.jobs: JobRunner | None = None
         self.node = ""
         """This node's name (the router's and the queued calls' owner name)."""
@@ -151,6 +153,16 @@ class Hub:
         await router.start()
         self.router = router
         self.engine = CallEngine(router, registry, self.metrics)
+        if config.history:
+            self.history = HistoryRecorder(
+                registry,
+                payloads=config.history_payloads,
+                retention=config.history_retention,
+                max_records=config.history_max,
+                dropped=self.metrics.history_dropped,
+            )
+            self.engine.recorder = self.history
+            self.history.start()
         twins = DeviceTwins(registry)
         self.gateway = Gateway(
             registry=registry,
@@ -353,6 +365,8 @@ class Hub:
             self.router.stop_serving(HubError(ErrorKind.HUB_STOPPING))
         if self.queued is not None:
             await self.queued.stop()
+        if self.history is not None:
+            await self.history.stop()
         self._trimmer.stop()
         if self.console_events is not None:
             self.console_events.close()

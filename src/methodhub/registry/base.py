@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from methodhub.calls.jobs import Job, JobStatus, JobType
-from methodhub.calls.queued import CallState, CallUpdate, QueuedCall
+from methodhub.calls.queued import CallFilters, CallState, CallUpdate, QueuedCall
 from methodhub.query import Query
 from methodhub.registry.model import AccessPolicy, Change, Identity, Right, SymmetricKeys
 from methodhub.registry.products import ProductDevice
@@ -117,7 +117,14 @@ class Registry(ABC):
         job_id: str | None = None,
         limit: int = 100,
         before: tuple[float, str] | None = None,
+        filters: CallFilters | None = None,
     ) -> list[QueuedCall]: ...
+
+    @abstractmethod
+    async def record_calls(self, calls: Sequence[QueuedCall]) -> None: ...
+
+    @abstractmethod
+    async def prune_calls(self, before: float, keep: int, limit: int = 1000) -> int: ...
 
     @abstractmethod
     async def claim_call(self, target: str, owner: str, now: float, lease: float) -> QueuedCall | None: ...

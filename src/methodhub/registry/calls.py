@@ -4,11 +4,12 @@ into the registries)."""
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from methodhub.calls.queued import CallState, CallUpdate, QueuedCall
+from methodhub.calls.queued import CallFilters, CallState, CallUpdate, QueuedCall
 
 T = TypeVar("T")
 
@@ -35,6 +36,12 @@ COLUMNS = (
     "job_id",
     "owner",
     "lease_until",
+    "front_door",
+    "caller",
+    "request_size",
+    "response_size",
+    "latency_ms",
+    "tracking_id",
 )
 SELECT = ", ".join(COLUMNS)
 SQLITE_NEXT_QUEUED = (
@@ -61,6 +68,8 @@ MUTABLE = (
     "error_message",
     "owner",
     "lease_until",
+    "response_size",
+    "latency_ms",
 )
 """The columns an update stores: what a call's life changes. The others (the request, its times
 and keys) are fixed when it is created, and an update leaves them (and their indexes) alone."""
@@ -92,6 +101,8 @@ def update_statement(
         call.error_message,
         call.owner,
         call.lease_until,
+        call.response_size,
+        call.latency_ms,
         call.call_id,
         expect.value,
     )
@@ -123,6 +134,12 @@ def values(call: QueuedCall) -> tuple[Any, ...]:
         call.job_id,
         call.owner,
         call.lease_until,
+        call.front_door,
+        call.caller,
+        call.request_size,
+        call.response_size,
+        call.latency_ms,
+        call.tracking_id,
         call.target,
     )
 
@@ -164,6 +181,12 @@ def from_row(row: Sequence[Any], claimed: tuple[str, float, float] | None = None
         job_id=row[19],
         owner=owner,
         lease_until=lease_until,
+        front_door=row[22],
+        caller=row[23],
+        request_size=row[24],
+        response_size=row[25],
+        latency_ms=row[26],
+        tracking_id=row[27],
     )
 
 
@@ -173,6 +196,7 @@ def _filters(
     state: CallState | None,
     job_id: str | None,
     before: tuple[float, str] | None,
+    filters: CallFilters | None = None,
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
@@ -188,6 +212,17 @@ def _filters(
         add("state = {}", state.value)
     if job_id is not None:
         add("job_id = {}", job_id)
+    if filters is not None:
+        if filters.method is not None:
+            add("method = {}", filters.method)
+        if filters.front_door is not None:
+            add("front_door = {}", filters.front_door)
+        if filters.since is not None:
+            add("created_time >= {}", filters.since)
+        if filters.until is not None:
+            add("created_time < {}", filters.until)
+        if filters.status is not None:
+            add("outcome_status = {}", filters.status)
     if before is not None:
         add("(created_time < {} OR (created_time = {} AND call_id < {}))", before[0], before[0], before[1])
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
@@ -195,6 +230,16 @@ def _filters(
 
 _SENT = CallState.SENT.value
 _QUEUED = CallState.QUEUED.value
+
+ENDED = "job_id IS NULL AND completed_time IS NOT NULL AND state NOT IN ('queued', 'sent')"
+"""What pruning may delete: ended calls that are no job's (a job's results go with the job)."""
+COUNT_CUTOFF = f"SELECT completed_time FROM calls WHERE {ENDED} ORDER BY completed_time DESC LIMIT 1 OFFSET "
+"""The end time of the newest ended call beyond the ``keep`` newest (the offset follows)."""
+
+
+def prune_before(before: float, beyond_keep: float | None) -> float:
+    """Delete what ended before this: ``before``, or later when the ``keep`` newest end later."""
+    return before if beyond_keep is None else max(before, math.nextafter(float(beyond_keep), math.inf))
 
 
 def _claims_kept(calls: Sequence[QueuedCall], busy: set[str]) -> list[QueuedCall]:
@@ -322,8 +367,9 @@ class SqliteCalls:
         job_id: str | None = None,
         limit: int = 100,
         before: tuple[float, str] | None = None,
+        filters: CallFilters | None = None,
     ) -> list[QueuedCall]:
-        where, args = _filters(lambda n: "?", device_id, state, job_id, before)
+        where, args = _filters(lambda n: "?", device_id, state, job_id, before, filters)
 
         def query() -> list[QueuedCall]:
             rows = self._conn().execute(
@@ -333,6 +379,28 @@ class SqliteCalls:
             return [from_row(row) for row in rows]
 
         result: list[QueuedCall] = await self._read(query)
+        return result
+
+    async def record_calls(self, calls: Sequence[QueuedCall]) -> None:
+        rows = [values(call) for call in calls]
+
+        def insert(db: sqlite3.Connection) -> None:
+            db.executemany(SQLITE_INSERT, rows)
+
+        await self._run(self._transaction, insert)
+
+    async def prune_calls(self, before: float, keep: int, limit: int = 1000) -> int:
+        def prune(db: sqlite3.Connection) -> int:
+            row = db.execute(COUNT_CUTOFF + "?", (keep,)).fetchone()
+            cutoff = prune_before(before, row[0] if row else None)
+            cursor = db.execute(
+                "DELETE FROM calls WHERE call_id IN (SELECT call_id FROM calls WHERE "
+                f"{ENDED} AND completed_time < ? ORDER BY completed_time LIMIT ?)",
+                (cutoff, limit),
+            )
+            return int(cursor.rowcount)
+
+        result: int = await self._run(self._transaction, prune)
         return result
 
     async def claim_call(self, target: str, owner: str, now: float, lease: float) -> QueuedCall | None:
@@ -462,14 +530,40 @@ class PostgresCalls:
         job_id: str | None = None,
         limit: int = 100,
         before: tuple[float, str] | None = None,
+        filters: CallFilters | None = None,
     ) -> list[QueuedCall]:
-        where, args = _filters(lambda n: f"${n}", device_id, state, job_id, before)
+        where, args = _filters(lambda n: f"${n}", device_id, state, job_id, before, filters)
         sql = (
             f"SELECT {SELECT} FROM calls{where} ORDER BY created_time DESC, call_id DESC "
             f"LIMIT ${len(args) + 1}"
         )
         rows = await self._read(lambda conn: conn.fetch(sql, *args, limit))
         return [from_row(row) for row in rows]
+
+    async def record_calls(self, calls: Sequence[QueuedCall]) -> None:
+        if not calls:
+            return
+        marks = ", ".join(f"${n}" for n in range(1, len(COLUMNS) + 2))
+        rows = [values(call) for call in calls]
+
+        async def insert(conn: Any) -> None:
+            await conn.executemany(f"INSERT INTO calls ({SELECT}, target) VALUES ({marks})", rows)
+
+        await self._write(insert)
+
+    async def prune_calls(self, before: float, keep: int, limit: int = 1000) -> int:
+        async def prune(conn: Any) -> int:
+            beyond = await conn.fetchval(COUNT_CUTOFF + "$1", keep)
+            status: str = await conn.execute(
+                "DELETE FROM calls WHERE call_id IN (SELECT call_id FROM calls WHERE "
+                f"{ENDED} AND completed_time < $1 ORDER BY completed_time LIMIT $2)",
+                prune_before(before, beyond),
+                limit,
+            )
+            return int(status.rsplit(" ", 1)[-1])
+
+        result: int = await self._write(prune)
+        return result
 
     async def claim_call(self, target: str, owner: str, now: float, lease: float) -> QueuedCall | None:
         async def claim(conn: Any) -> QueuedCall | None:

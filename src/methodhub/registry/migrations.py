@@ -154,6 +154,17 @@ SQLITE_MIGRATIONS: list[str] = [
         PRIMARY KEY (product_key, function_block_id)
     ) WITHOUT ROWID;
     """,
+    # 9: call history (calls.history): every call's front door, caller, sizes, latency and the
+    # request id its front door answered with; synchronous calls are stored as ended calls.
+    """
+    ALTER TABLE calls ADD COLUMN front_door TEXT;
+    ALTER TABLE calls ADD COLUMN caller TEXT;
+    ALTER TABLE calls ADD COLUMN request_size INTEGER;
+    ALTER TABLE calls ADD COLUMN response_size INTEGER;
+    ALTER TABLE calls ADD COLUMN latency_ms REAL;
+    ALTER TABLE calls ADD COLUMN tracking_id TEXT;
+    CREATE INDEX calls_ended ON calls (completed_time) WHERE job_id IS NULL;
+    """,
 ]
 
 POSTGRES_MIGRATIONS: list[str] = [
@@ -300,6 +311,16 @@ POSTGRES_MIGRATIONS: list[str] = [
         updated_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (product_key, function_block_id)
     );
+    """,
+    # call history (see SQLITE_MIGRATIONS[8]).
+    """
+    ALTER TABLE calls ADD COLUMN front_door TEXT;
+    ALTER TABLE calls ADD COLUMN caller TEXT;
+    ALTER TABLE calls ADD COLUMN request_size INTEGER;
+    ALTER TABLE calls ADD COLUMN response_size INTEGER;
+    ALTER TABLE calls ADD COLUMN latency_ms DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN tracking_id TEXT;
+    CREATE INDEX calls_ended ON calls (completed_time) WHERE job_id IS NULL;
     """,
 ]
 

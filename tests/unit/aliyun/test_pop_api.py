@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from methodhub.calls import Call, CallKind, CallOutcome
+from methodhub.calls.model import CallOrigin
 from methodhub.dialects.aliyun.calls import message_id, rrpc_topic
 from methodhub.dialects.aliyun.errors import new_request_id, pop_error, rrpc_error
 from methodhub.dialects.aliyun.pop import AliyunApi, MessageIds, request_params
@@ -124,12 +125,16 @@ class StubEngine:
 
     def __init__(self, outcome: CallOutcome | HubError) -> None:
         self.calls: list[Call] = []
+        self.origins: list[CallOrigin | None] = []
         self.front_doors: list[str] = []
         self.outcome = outcome
 
-    def invoke(self, call: Call, front_door: str = "") -> asyncio.Future[CallOutcome]:
+    def invoke(
+        self, call: Call, front_door: str = "", origin: CallOrigin | None = None
+    ) -> asyncio.Future[CallOutcome]:
         self.calls.append(call)
         self.front_doors.append(front_door)
+        self.origins.append(origin)
         future: asyncio.Future[CallOutcome] = asyncio.get_running_loop().create_future()
         if isinstance(self.outcome, HubError):
             future.set_exception(self.outcome)
@@ -179,6 +184,7 @@ async def test_rrpc_becomes_a_message_call(registry: SqliteRegistry) -> None:
             b"\xffping",
         )
         assert call.response_timeout == 2.5 and call.connect_timeout == 0
+        assert engine.origins[-1] == CallOrigin("aliyun", "iothubowner", body["RequestId"]), attempt
         assert message_id(call.dialect_data) == str(body["MessageId"])
     assert message_id(engine.calls[0].dialect_data) != message_id(engine.calls[1].dialect_data)
     assert engine.front_doors == ["aliyun", "aliyun"]  # the latency metric's front_door label

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from methodhub.calls import CONNECT_TIMEOUT_INFO, Call, CallKind, CallOutcome
+from methodhub.calls.model import CallOrigin
 from methodhub.config import MAX_METHOD_PAYLOAD
 from methodhub.dialects.azure.rest import AzureApi
 from methodhub.dialects.azure.sas import generate_sas_token
@@ -37,12 +38,16 @@ class StubEngine:
 
     def __init__(self, outcome: CallOutcome | HubError | None = None) -> None:
         self.calls: list[Call] = []
+        self.origins: list[CallOrigin | None] = []
         self.front_doors: list[str] = []
         self.outcome = outcome or CallOutcome(200, b'{"ok":true}')
 
-    def invoke(self, call: Call, front_door: str = "") -> asyncio.Future[CallOutcome]:
+    def invoke(
+        self, call: Call, front_door: str = "", origin: CallOrigin | None = None
+    ) -> asyncio.Future[CallOutcome]:
         self.calls.append(call)
         self.front_doors.append(front_door)
+        self.origins.append(origin)
         future: asyncio.Future[CallOutcome] = asyncio.get_running_loop().create_future()
         if isinstance(self.outcome, HubError):
             future.set_exception(self.outcome)
@@ -188,6 +193,8 @@ async def test_a_verified_token_takes_the_fast_path_to_the_engines_future(door: 
     bad = door.handle(Request("POST", "/twins/dev1/methods", headers=headers, body=b"{"))
     assert isinstance(bad, Response) and bad.status == 400  # a bad body is answered at once
     assert len(door.engine.calls) == 2
+    # both paths tell the engine the call's origin (the call history): this API and the policy
+    assert door.engine.origins == [CallOrigin("azure", "service")] * 2
 
 
 # -- each error kind in Azure's shape ---------------------------------------------------------------------

@@ -41,9 +41,12 @@ def test_the_transitions_are_what_replace_would_make() -> None:
         outcome_payload=b"{}",
         owner=None,
         lease_until=None,
+        response_size=2,  # the answer's bytes and the attempt's milliseconds, derived
+        latency_ms=10_000.0,
     )
     failed = claimed.finished(CallState.FAILED, 161.0, error=("Timeout", "late"))
     assert (failed.error_code, failed.error_message, failed.outcome_status) == ("Timeout", "late", None)
+    assert (failed.response_size, failed.latency_ms) == (None, 11_000.0)
 
 
 def test_moved_changes_exactly_the_columns_an_update_stores() -> None:

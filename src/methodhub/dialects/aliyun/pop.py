@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl
 from methodhub import jsontext
 from methodhub.api.outcomes import response_future
 from methodhub.calls import Call, CallEngine, CallKind, CallOutcome
+from methodhub.calls.model import CallOrigin
 from methodhub.config import MAX_METHOD_PAYLOAD
 from methodhub.dialects.aliyun.calls import call_data
 from methodhub.dialects.aliyun.errors import new_request_id, pop_error, required, rrpc_error
@@ -71,9 +72,7 @@ MAX_TOPIC_BYTES = 128
 """Alibaba's topic length limit; it applies to ``Topic``."""
 IDENTIFIER = re.compile(r"(?:[A-Za-z0-9_]{1,30}:)?[A-Za-z0-9_]{1,50}")
 """A TSL service identifier (letters, digits, ``_``, up to 50), optionally ``module:identifier``."""
-UNIMPLEMENTED = frozenset(
-    {"AsyncRRpc", "Pub", "PubBroadcast", "SetDeviceProperty", "BatchRegisterDevice"}
-)
+UNIMPLEMENTED = frozenset({"AsyncRRpc", "Pub", "PubBroadcast", "SetDeviceProperty", "BatchRegisterDevice"})
 """Alibaba actions a migrating user may try that methodhub does not implement (yet)."""
 _NAME_ALPHABET = string.ascii_letters + string.digits
 POP_PARAMETERS = frozenset(
@@ -127,6 +126,13 @@ class MessageIds:
         candidate = (int(time.time() * 1000) - self.EPOCH_MS) << 22
         self._last = max(self._last + 1, candidate)
         return self._last
+
+
+FRONT_DOOR = "aliyun"
+"""The call history's name for this API's calls."""
+CALLER = "methodhub:caller"
+"""The parameter :meth:`AliyunApi._authenticate_then_run` sets to the authenticated policy (the
+AccessKeyId) once the signature is verified; no Alibaba parameter has a colon in its name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,7 +425,7 @@ class AliyunApi:
         host: str | None,
     ) -> Response:
         try:
-            await authenticated
+            params[CALLER] = await authenticated  # after the signature: no request can set it
         except HubError as exc:
             self._auth.refused(exc)
             return pop_error(exc, request_id, host)
@@ -477,7 +483,8 @@ class AliyunApi:
             sent = error.kind in (ErrorKind.CALL_TIMEOUT, ErrorKind.DEVICE_DISCONNECTED)
             return rrpc_error(error, request_id, message_id if sent else None, host)
 
-        return response_future(self._engine.invoke(call, "aliyun"), answered, failed)
+        origin = CallOrigin(FRONT_DOOR, params.get(CALLER), request_id)
+        return response_future(self._engine.invoke(call, FRONT_DOOR, origin), answered, failed)
 
     def _invoke_thing_service(
         self, params: dict[str, str], request_id: str, host: str | None
@@ -518,8 +525,9 @@ class AliyunApi:
             )
 
         def synchronous() -> Awaitable[Response]:
+            origin = CallOrigin(FRONT_DOOR, params.get(CALLER), request_id)
             return response_future(
-                self._engine.invoke(call, "aliyun"),
+                self._engine.invoke(call, FRONT_DOOR, origin),
                 answered,
                 lambda error: pop_error(error, request_id, host),
             )

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from methodhub import jsontext
 from methodhub.api.outcomes import response_future
 from methodhub.calls import Call, CallEngine, CallOutcome
-from methodhub.calls.model import identity_key
+from methodhub.calls.model import CallOrigin, identity_key
 from methodhub.config import (
     CONNECT_TIMEOUT_DEFAULT,
     CONNECT_TIMEOUT_RANGE,
@@ -34,6 +34,8 @@ from methodhub.query import Collection, Query, QuerySyntaxError, parse
 from methodhub.registry import Identity, Registry, Right, SymmetricKeys
 from methodhub.registry.twins import Twin, patch_twin, replace_twin
 
+FRONT_DOOR = "azure"
+"""The call history's name for this API's calls."""
 QUERY_PAGE_DEFAULT = 100
 QUERY_PAGE_MAX = 1000
 
@@ -186,23 +188,28 @@ class AzureApi:
         """Fast path: a cached token and a parsed body lead straight to the engine's future,
         chained into the response without a task. Anything else takes the coroutine path."""
         header = request.headers.get("authorization")
-        if header is None or self._auth.cached(header, Right.SERVICE_CONNECT) is None:
+        policy = None if header is None else self._auth.cached(header, Right.SERVICE_CONNECT)
+        if policy is None:
             return self._invoke_after_auth(request, target)
         try:
             call = parse_method_call(request.body, target)
         except HubError as exc:
             return azure_error(exc)
-        return response_future(self._engine.invoke(call, "azure"), method_result, azure_error)
+        origin = CallOrigin(FRONT_DOOR, policy)
+        return response_future(self._engine.invoke(call, FRONT_DOOR, origin), method_result, azure_error)
 
     async def _invoke_after_auth(self, request: Request, target: str) -> Response:
         try:
-            await self._auth.authenticate(
+            policy = await self._auth.authenticate(
                 request.headers.get("authorization"), request.headers.get("host"), Right.SERVICE_CONNECT
             )
             call = parse_method_call(request.body, target)
         except HubError as exc:
             return azure_error(exc)
-        return await response_future(self._engine.invoke(call, "azure"), method_result, azure_error)
+        origin = CallOrigin(FRONT_DOOR, policy)
+        return await response_future(
+            self._engine.invoke(call, FRONT_DOOR, origin), method_result, azure_error
+        )
 
     # -- registry -------------------------------------------------------------------------------------
 

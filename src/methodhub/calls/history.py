@@ -1,0 +1,262 @@
+"""The call history: every call a front door made, stored in the calls store once it ended.
+
+Queued and job calls are stored from the start (:mod:`methodhub.calls.delivery`); a synchronous
+call (a front door's: a direct method, an RPC, a synchronous service call) is told to a
+:class:`HistoryRecorder` by the engine when it ends (the engine's
+:class:`~methodhub.calls.ports.CallRecorder` port) and stored as an ended call: state
+``succeeded`` (the device answered, whatever its status) or ``failed`` (no answer: offline,
+timeout, ...; or abandoned by its caller, ``CALLER_GONE``), attempt 1 of 1.
+
+The write path is off the request's: :meth:`HistoryRecorder.record` appends to a bounded queue in
+memory and returns; a writer task stores what is queued in batches (one transaction each),
+:data:`WRITE_DELAY` seconds after the first waits or at once when :data:`MAX_BATCH` wait. When the
+store falls behind and :data:`MAX_PENDING` records wait, the oldest go unwritten and are counted
+(``methodhub_call_history_dropped_total``), as are those of a batch the store refused.
+Unlike :class:`~methodhub.calls.batches.Batches` (whose callers await each item's result), nobody
+waits for a record, so the queue can drop instead of growing.
+
+Retention: a pruning task deletes, every :data:`PRUNE_INTERVAL` seconds, in batches, ended calls
+that are no job's and ended more than ``retention`` seconds ago or beyond the ``max_records``
+newest (a job's calls go with their job).
+
+Payloads are not kept unless ``payloads`` is on: a method's payload often carries secrets (keys,
+passwords, tokens given to a device) and the history is readable by any ServiceConnect caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from methodhub.calls.model import Call, CallOrigin, CallOutcome
+from methodhub.calls.queued import CallState, QueuedCall, new_call_id
+from methodhub.errors import HubError
+from methodhub.metrics import Counter
+
+log = logging.getLogger("methodhub.calls.history")
+
+WRITE_DELAY = 0.2
+"""Seconds a record waits for others to be written with them."""
+MAX_BATCH = 500
+"""Records written in one transaction at most (and written at once when so many wait)."""
+MAX_PENDING = 50_000
+"""Records waiting in memory at most; beyond, the oldest are dropped."""
+RETENTION_DEFAULT = 7 * 86_400.0
+"""Seconds an ended call is kept by default (7 days)."""
+MAX_RECORDS_DEFAULT = 1_000_000
+"""Ended calls (no job's) kept at most by default."""
+PRUNE_INTERVAL = 60.0
+"""Seconds between prunings."""
+PRUNE_BATCH = 1000
+"""Rows one pruning transaction deletes at most (it repeats while a batch was full)."""
+CALLER_GONE = "CallerGone"
+"""The error code of a call its caller abandoned (went away before the answer)."""
+
+
+class HistoryStore(Protocol):
+    """What the recorder needs of the calls store (the registry)."""
+
+    async def record_calls(self, calls: Sequence[QueuedCall]) -> None: ...
+
+    async def prune_calls(self, before: float, keep: int, limit: int = 1000) -> int: ...
+
+
+def error_code(error: BaseException) -> tuple[str, str]:
+    """The stored ``(code, message)`` of a call's error (the error names queued calls store)."""
+    if isinstance(error, HubError):
+        return error.kind.spec.azure_name, error.message
+    return type(error).__name__, str(error)
+
+
+class HistoryRecorder:
+    """The :class:`~methodhub.calls.ports.CallRecorder` of the call history (see the module).
+
+    Args:
+        store: where records go.
+        payloads: keep request and response payloads (off: only their sizes).
+        retention: seconds an ended call is kept; ``max_records``: how many at most.
+        dropped: counts records dropped unwritten.
+        clock: epoch seconds (tests).
+    """
+
+    def __init__(
+        self,
+        store: HistoryStore,
+        *,
+        payloads: bool = False,
+        retention: float = RETENTION_DEFAULT,
+        max_records: int = MAX_RECORDS_DEFAULT,
+        max_pending: int = MAX_PENDING,
+        max_batch: int = MAX_BATCH,
+        write_delay: float = WRITE_DELAY,
+        prune_interval: float = PRUNE_INTERVAL,
+        dropped: Counter | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.payloads = payloads
+        self.retention = retention
+        self.max_records = max_records
+        self._max_pending = max_pending
+        self._max_batch = max_batch
+        self._delay = write_delay
+        self._prune_interval = prune_interval
+        self._dropped = dropped or Counter("methodhub_call_history_dropped_total", "")
+        self._clock = clock
+        self._pending: deque[QueuedCall] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Records waiting to be written."""
+        return len(self._pending)
+
+    @property
+    def dropped(self) -> int:
+        return int(self._dropped.get())
+
+    # -- the engine's port ---------------------------------------------------------------------------
+
+    def record(
+        self,
+        call: Call,
+        origin: CallOrigin,
+        started: float,
+        outcome: CallOutcome | None,
+        error: BaseException | None,
+    ) -> None:
+        now = self._clock()
+        device_id, _, module_id = call.target.partition("/")
+        status = outcome.status if outcome is not None else None
+        code, message = (
+            error_code(error)
+            if error is not None
+            else (None, None)
+            if outcome is not None
+            else (CALLER_GONE, "")
+        )
+        if code == CALLER_GONE:
+            message = "The caller went away before the device answered."
+        keep = self.payloads
+        self._queue(
+            QueuedCall(  # positional: a third cheaper than by keyword, once per call (as moved())
+                new_call_id(),
+                device_id,
+                module_id or None,
+                call.method,
+                call.payload if keep else b"",
+                call.response_timeout,
+                1,  # attempts
+                started,  # created_time
+                now,  # expires_time
+                CallState.SUCCEEDED if outcome is not None else CallState.FAILED,
+                1,  # attempt
+                started,  # delivered_time
+                now,  # completed_time
+                status,
+                outcome.payload if outcome is not None and keep else None,
+                code,
+                message,
+                None,  # idempotency_key
+                "",  # request_hash
+                None,  # job_id
+                None,  # owner
+                None,  # lease_until
+                origin.front_door,
+                origin.caller,
+                len(call.payload),  # request_size
+                len(outcome.payload) if outcome is not None else None,
+                (now - started) * 1000.0,  # latency_ms
+                origin.tracking_id,
+            )
+        )
+
+    def _queue(self, record: QueuedCall) -> None:
+        if len(self._pending) >= self._max_pending:
+            self._pending.popleft()
+            self._dropped.inc()
+        self._pending.append(record)
+        if self._writer is not None or self._timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a test calling record directly): written at flush
+            return
+        if len(self._pending) >= self._max_batch:
+            self._start()
+        else:
+            self._timer = loop.call_later(self._delay, self._start)
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def _start(self) -> asyncio.Task[None]:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        task = asyncio.get_running_loop().create_task(self._write(), name="call-history")
+        self._writer = task
+        return task
+
+    async def _write(self) -> None:
+        try:
+            while self._pending:
+                count = min(len(self._pending), self._max_batch)
+                batch = [self._pending.popleft() for _ in range(count)]
+                try:
+                    await self.store.record_calls(batch)
+                except asyncio.CancelledError:
+                    self._dropped.inc(amount=len(batch))
+                    raise
+                except Exception as exc:
+                    self._dropped.inc(amount=len(batch))
+                    log.warning("call history: %d records not stored: %s", len(batch), exc)
+        finally:
+            self._writer = None
+
+    async def flush(self) -> None:
+        """Write everything waiting now (and wait for the batch being written)."""
+        while self._pending or self._writer is not None:
+            task = self._writer or self._start()
+            await asyncio.wait([task])
+
+    # -- retention ------------------------------------------------------------------------------------
+
+    async def prune(self) -> int:
+        """One pruning: delete, in batches, what retention says goes; returns how many."""
+        total = 0
+        while True:
+            gone = await self.store.prune_calls(self._clock() - self.retention, self.max_records, PRUNE_BATCH)
+            total += gone
+            if gone < PRUNE_BATCH:
+                return total
+
+    async def _prune_forever(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except Exception as exc:
+                log.warning(
+                    "call history: pruning failed (tried again in %g s): %s", self._prune_interval, exc
+                )
+            await asyncio.sleep(self._prune_interval)
+
+    def start(self) -> None:
+        """Start pruning periodically (the first at once)."""
+        if self._pruner is None:
+            self._pruner = asyncio.get_running_loop().create_task(self._prune_forever(), name="history-prune")
+
+    async def stop(self) -> None:
+        """Stop pruning and write what waits."""
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+            self._pruner = None
+        await self.flush()
