@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -211,7 +212,7 @@ def test_calls_lists_the_history_with_filters(shared_hub: HubProcess, device_id:
     people = shared_hub.cli("calls", "--device", device_id, "--limit", "1").stdout.splitlines()
     assert len(people) == 1 and people[0].split("\t")[1:4] == [device_id, "update", "queued"]
     assert people[0].endswith(second)
-    none = shared_hub.cli("calls", "--device", "nobody-at-all")
+    none = shared_hub.cli("calls", "--device", f"nobody-{uuid.uuid4().hex[:8]}")  # never called
     assert none.stdout == "" and "no calls" in none.stderr
     bad = shared_hub.cli("calls", "--limit", "0", check=False)
     assert bad.returncode == 2 and "--limit" in bad.stderr
