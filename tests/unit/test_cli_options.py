@@ -113,3 +113,12 @@ def test_an_unexpected_error_is_one_line_unless_debug(
     assert "RuntimeError: something inside broke" in err and "--debug" in err
     with pytest.raises(RuntimeError):
         main(["device", "list", "--debug", "--data-dir", str(tmp_path)])
+
+
+def test_serve_takes_a_job_concurrency_of_at_least_one(capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(["serve", "--job-concurrency", "7"])
+    assert args.job_concurrency == 7
+    assert build_parser().parse_args(["serve"]).job_concurrency == 1000  # the documented default
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args(["serve", "--job-concurrency", "0"])
+    assert refused.value.code == 2 and "--job-concurrency" in capsys.readouterr().err
