@@ -38,7 +38,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[HubProcess]:
-    hub = HubProcess(tmp_path / "data").start()
+    hub = HubProcess(tmp_path / "data", args=["--history", "on"]).start()  # the calls page shows it
     yield hub
     hub.stop()
 

@@ -16,7 +16,9 @@ from tests.support import HubProcess
 @pytest.fixture(scope="package")
 def aliyun_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     hub = HubProcess(
-        tmp_path_factory.mktemp("aliyun-hub"), listeners=("mqtt", "http", "mqtts", "https")
+        tmp_path_factory.mktemp("aliyun-hub"),
+        listeners=("mqtt", "http", "mqtts", "https"),
+        args=["--history", "on"],  # test_call_history.py reads it
     ).start()
     yield hub
     hub.stop()

@@ -158,7 +158,7 @@ def test_history_off_records_no_synchronous_call(tmp_path: Path) -> None:
 
 
 def test_payloads_are_kept_with_history_payloads(tmp_path: Path) -> None:
-    hub = HubProcess(tmp_path / "data", args=["--history-payloads"]).start()
+    hub = HubProcess(tmp_path / "data", args=["--history", "on", "--history-payloads"]).start()
     try:
         device = PahoDevice(hub, "open", hub.create_device("open")).online()
         backend = Backend(hub)
