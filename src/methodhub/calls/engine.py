@@ -75,13 +75,16 @@ class CallEngine:
         loop = asyncio.get_running_loop()
         result: asyncio.Future[CallOutcome] = loop.create_future()
         self._metrics.call_started(front_door, result)
-        if origin is not None and self.recorder is not None:
-            result.add_done_callback(_Recording(self.recorder, call, origin))
+        recorder = self.recorder if origin is not None else None
         if self._stopping is not None:
             result.set_exception(self._stopping)
             self._count(ErrorKind.HUB_STOPPING.name.lower())
+            if recorder is not None and origin is not None:
+                recorder.record(call, origin, time.time(), None, self._stopping)
             return result
         run = _CallRun(self, call, result, loop.time() + call.connect_timeout)
+        if recorder is not None:  # told when the call ended (_CallRun._on_result_done)
+            run.recorder, run.origin, run.started = recorder, origin, time.time()
         self._runs.add(run)
         run.attempt()
         return run.result
@@ -166,26 +169,6 @@ class CallEngine:
             run.fail(exc)
 
 
-class _Recording:
-    """The done-callback telling an ended call to the recorder."""
-
-    __slots__ = ("call", "origin", "recorder", "started")
-
-    def __init__(self, recorder: CallRecorder, call: Call, origin: CallOrigin) -> None:
-        self.recorder = recorder
-        self.call = call
-        self.origin = origin
-        self.started = time.time()
-
-    def __call__(self, result: asyncio.Future[CallOutcome]) -> None:
-        if result.cancelled():
-            self.recorder.record(self.call, self.origin, self.started, None, None)
-            return
-        exc = result.exception()
-        outcome = result.result() if exc is None else None
-        self.recorder.record(self.call, self.origin, self.started, outcome, exc)
-
-
 class _CallRun:
     """The state of one call: its result future, the current delivery attempt and its timer."""
 
@@ -194,10 +177,13 @@ class _CallRun:
         "connect_deadline",
         "engine",
         "identity_checked",
+        "origin",
+        "recorder",
         "refusal",
         "refused_while_ready",
         "reply",
         "result",
+        "started",
         "timer",
     )
 
@@ -215,6 +201,10 @@ class _CallRun:
         """Attempts made after the carrier said the device is ready (each refused: offline)."""
         self.reply: asyncio.Future[CallOutcome] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.recorder: CallRecorder | None = None
+        """Told the call once it ended, with its ``origin`` and ``started`` (epoch seconds)."""
+        self.origin: CallOrigin | None = None
+        self.started = 0.0
         result.add_done_callback(self._on_result_done)
 
     def attempt(self) -> None:
@@ -280,3 +270,9 @@ class _CallRun:
             self.engine._count("abandoned")
             if self.reply is not None and not self.reply.done():
                 self.reply.cancel()
+            if self.recorder is not None and self.origin is not None:
+                self.recorder.record(self.call, self.origin, self.started, None, None)
+        elif self.recorder is not None and self.origin is not None:
+            exc = result.exception()
+            outcome = result.result() if exc is None else None
+            self.recorder.record(self.call, self.origin, self.started, outcome, exc)

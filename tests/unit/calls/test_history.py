@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from methodhub.calls import Call, CallEngine, CallOutcome
-from methodhub.calls.history import CALLER_GONE, PRUNE_BATCH, HistoryRecorder
+from methodhub.calls.history import CALLER_GONE, PRUNE_BATCH, HistoryRecorder, HistoryRow, history_call
 from methodhub.calls.model import CallOrigin
 from methodhub.calls.queued import CallState, QueuedCall
 from methodhub.errors import ErrorKind, HubError
@@ -30,12 +30,12 @@ class Store:
         self.prunes: list[tuple[float, int, int]] = []
         self.prunable = 0
 
-    async def record_calls(self, calls: Sequence[QueuedCall]) -> None:
+    async def record_history(self, rows: Sequence[HistoryRow]) -> None:
         if self.gate is not None:
             await self.gate.wait()
         if self.fail:
             raise OSError("disk full")
-        self.batches.append(list(calls))
+        self.batches.append([history_call(row) for row in rows])
 
     async def prune_calls(self, before: float, keep: int, limit: int = 1000) -> int:
         self.prunes.append((before, keep, limit))
