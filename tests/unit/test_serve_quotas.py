@@ -89,7 +89,9 @@ def test_flags_override_the_file_and_the_file_overrides_its_preset(tmp_path: Pat
 
 
 def test_a_preset_flag_replaces_the_files_preset(tmp_path: Path) -> None:
-    limits, _, _ = _settings(tmp_path, '[quotas]\npreset = "S1"\n', "--quota-preset", "S3", "--quota-units", "2")
+    limits, _, _ = _settings(
+        tmp_path, '[quotas]\npreset = "S1"\n', "--quota-preset", "S3", "--quota-units", "2"
+    )
     assert limits == azure_preset("S3", 2)
     limits, _, _ = _settings(tmp_path, '[quotas]\npreset = "S1"\n', "--quota-preset", "off")
     assert limits.any is False
@@ -97,7 +99,11 @@ def test_a_preset_flag_replaces_the_files_preset(tmp_path: Path) -> None:
 
 def test_azure_presets_carry_the_documented_numbers() -> None:
     s1 = azure_preset("S1")
-    assert (s1.method_calls_per_second, s1.device_connects_per_second, s1.job_device_operations_per_second) == (
+    assert (
+        s1.method_calls_per_second,
+        s1.device_connects_per_second,
+        s1.job_device_operations_per_second,
+    ) == (
         40,  # 160 KB/s/unit in 4 KB meters
         100,  # the higher of 100/s and 12/s/unit
         10,
@@ -105,13 +111,21 @@ def test_azure_presets_carry_the_documented_numbers() -> None:
     assert s1.registry_operations_per_second == pytest.approx(1.6667, abs=1e-4)  # 100/min/unit
     assert azure_preset("S1", 9).device_connects_per_second == 108  # 9 * 12, Azure's own example
     s2 = azure_preset("s2", 20)
-    assert (s2.method_calls_per_second, s2.device_connects_per_second, s2.job_device_operations_per_second) == (
+    assert (
+        s2.method_calls_per_second,
+        s2.device_connects_per_second,
+        s2.job_device_operations_per_second,
+    ) == (
         2400,
         2400,
         20,  # the higher of 10/s and 1/s/unit
     )
     s3 = azure_preset("S3", 2)
-    assert (s3.method_calls_per_second, s3.device_connects_per_second, s3.job_device_operations_per_second) == (
+    assert (
+        s3.method_calls_per_second,
+        s3.device_connects_per_second,
+        s3.job_device_operations_per_second,
+    ) == (
         12_000,
         12_000,
         100,
@@ -155,7 +169,9 @@ def test_bad_values_name_the_file_and_the_key(tmp_path: Path, toml: str, message
         (["--quota-nodes", "0"], "at least 1"),
     ],
 )
-def test_bad_flags_are_usage_errors(flags: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_flags_are_usage_errors(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as caught:
         build_parser().parse_args(["serve", *flags])
     assert caught.value.code == 2
@@ -173,6 +189,6 @@ def test_serve_with_a_bad_file_says_one_line_and_no_traceback(tmp_path: Path) ->
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
-        f"methodhub: error: cannot start: {tmp_path / 'methodhub.toml'}: nodes: expected a whole number of at "
-        "least 1, got 'many'"
+        f"methodhub: error: cannot start: {tmp_path / 'methodhub.toml'}: nodes: expected a whole number "
+        "of at least 1, got 'many'"
     ]

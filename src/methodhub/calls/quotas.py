@@ -47,7 +47,8 @@ class Throttled(HubError):
     def __init__(self, limit: str, retry_after: float, message: str | None = None) -> None:
         super().__init__(
             ErrorKind.THROTTLED,
-            message or f"The hub's {limit.replace('_', ' ')} quota is exhausted; retry in "
+            message
+            or f"The hub's {limit.replace('_', ' ')} quota is exhausted; retry in "
             f"{max(retry_after, 0.001):.3g} s.",
         )
         self.limit = limit

@@ -328,4 +328,3 @@ def _skew(value: Any) -> float:
     if seconds > 86_400:
         raise ValueError(f"{value!r}: a clock skew of more than a day is not a skew")
     return seconds
-

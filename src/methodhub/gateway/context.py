@@ -69,9 +69,7 @@ class ConnectionContext:
     connections: set[Closable] = field(default_factory=set)
     quotas: Quotas | None = None
 
-    async def authenticate(
-        self, connect: Connect, *, use_cache: bool = True, new: bool = True
-    ) -> Principal:
+    async def authenticate(self, connect: Connect, *, use_cache: bool = True, new: bool = True) -> Principal:
         """The principal of ``connect`` per the first dialect that claims it; raises ConnectRefused.
 
         A ``new`` connection (not a re-check of one already open) counts against the device connect

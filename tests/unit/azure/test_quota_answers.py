@@ -47,7 +47,13 @@ def test_alibaba_answers_throttling_user_http_400_with_its_retry_header() -> Non
 
 def test_throttled_kind_is_one_row_of_the_table() -> None:
     spec = ErrorKind.THROTTLED.spec
-    assert (spec.http_status, spec.azure_code, spec.azure_name, spec.aliyun_code, spec.aliyun_http_status) == (
+    assert (
+        spec.http_status,
+        spec.azure_code,
+        spec.azure_name,
+        spec.aliyun_code,
+        spec.aliyun_http_status,
+    ) == (
         429,
         429001,
         "ThrottlingException",

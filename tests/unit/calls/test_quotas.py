@@ -125,7 +125,9 @@ def test_registry_and_connect_buckets() -> None:
 
 
 def test_burst_seconds_scale_every_bucket() -> None:
-    quotas = Quotas(QuotaLimits(method_calls_per_second=40, registry_operations_per_second=2, burst_seconds=60))
+    quotas = Quotas(
+        QuotaLimits(method_calls_per_second=40, registry_operations_per_second=2, burst_seconds=60)
+    )
     assert quotas.method_calls is not None and quotas.method_calls.burst == 2400
     assert quotas.registry is not None and quotas.registry.burst == 120
 
