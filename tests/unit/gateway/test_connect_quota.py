@@ -59,7 +59,9 @@ async def test_a_refused_connect_is_refused_before_its_credentials_are_read(hub:
     assert hub.metrics.auth_failures.get("device", "mqtt_not_authorized") == 1
 
 
-async def test_amqp_connections_over_the_rate_are_closed_resource_limit_exceeded(hub: Hub, dev1: Identity) -> None:
+async def test_amqp_connections_over_the_rate_are_closed_resource_limit_exceeded(
+    hub: Hub, dev1: Identity
+) -> None:
     _limit(hub, 1)
     first = AmqpDevice(hub)
     await first.online("dev1", dev1.keys.primary)
