@@ -345,6 +345,12 @@ async def _measure(args: argparse.Namespace, registry: SqliteRegistry) -> tuple[
     metrics = Metrics()
     router = LocalRouter()
     engine = CallEngine(router, registry, metrics)
+    if getattr(args, "quotas", False):  # limits on, raised out of reach: their checks are measured
+        from methodhub.calls.quotas import QuotaLimits, Quotas
+
+        engine.quotas = Quotas(
+            QuotaLimits(method_calls_per_second=1e12, method_calls_per_policy_per_second=1e12)
+        )
     amqp = args.transport == "amqp"
     amqp_dialect = None
     if amqp:
@@ -433,6 +439,7 @@ def count_instructions(args: argparse.Namespace) -> float:
         command += ["--calls", str(calls), "--rounds", "1", "--warmup", str(args.warmup)]
         command += ["--connections", str(args.connections), "--loop", args.loop]
         command += ["--transport", args.transport] + (["--unsettled"] if args.unsettled else [])
+        command += ["--quotas"] if getattr(args, "quotas", False) else []
         # the same hash seed in both runs: set and dict layouts, hence the work, do not vary
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
@@ -469,6 +476,11 @@ def main(argv: list[str] | None = None) -> int:
         "--unsettled",
         action="store_true",
         help="amqp: Node's unsettled transfers (default: C#'s pre-settled)",
+    )
+    parser.add_argument(
+        "--quotas",
+        action="store_true",
+        help="the hub-wide and per-policy call rates on, out of reach (bench/quotas.py compares)",
     )
     parser.add_argument(
         "--instructions",
