@@ -139,6 +139,24 @@ class QuotaLimits:
             nodes=1,
         )
 
+    def describe(self) -> str:
+        """One line for the log: the rates that are on, e.g. ``method calls 40/s, ...``."""
+        parts = [
+            f"{name} {rate:g}/s"
+            for name, rate in (
+                ("method calls", self.method_calls_per_second),
+                ("method calls per policy", self.method_calls_per_policy_per_second),
+                ("device connects", self.device_connects_per_second),
+                ("registry operations", self.registry_operations_per_second),
+                ("job device operations", self.job_device_operations_per_second),
+            )
+            if rate is not None
+        ]
+        text = ", ".join(parts) or "none"
+        text += f" (burst {self.burst_seconds:g} s"
+        text += f", 1/{self.nodes} of each per node)" if self.nodes > 1 else ")"
+        return f"{self.preset}: {text}" if self.preset else text
+
     @property
     def any(self) -> bool:
         """Whether any rate is limited."""

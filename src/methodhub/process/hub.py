@@ -163,6 +163,8 @@ class Hub:
         await router.start()
         self.router = router
         quotas = Quotas(config.quotas.per_node(), on_throttled=self.metrics.throttled.inc)
+        if config.quotas.any:
+            log.info("quotas: %s", config.quotas.describe())
         self.quotas = quotas
         self.engine = CallEngine(router, registry, self.metrics, quotas=quotas if config.quotas.any else None)
         if config.history:

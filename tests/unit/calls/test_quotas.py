@@ -151,3 +151,11 @@ def test_per_node_shares_divide_every_rate() -> None:
         share.nodes,
     ) == (30, 10, 100, 1, 3, 1)
     assert QuotaLimits(method_calls_per_second=5).per_node().method_calls_per_second == 5
+
+
+def test_describe_names_the_rates_that_are_on() -> None:
+    assert QuotaLimits().describe() == "none (burst 1 s)"
+    limits = QuotaLimits(method_calls_per_second=40, device_connects_per_second=100, nodes=2, preset="S1")
+    assert (
+        limits.describe() == "S1: method calls 40/s, device connects 100/s (burst 1 s, 1/2 of each per node)"
+    )
