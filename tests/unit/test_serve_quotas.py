@@ -192,3 +192,13 @@ def test_serve_with_a_bad_file_says_one_line_and_no_traceback(tmp_path: Path) ->
         f"methodhub: error: cannot start: {tmp_path / 'methodhub.toml'}: nodes: expected a whole number "
         "of at least 1, got 'many'"
     ]
+
+
+def test_jobs_pace_to_the_lower_of_job_rate_and_the_quota_share() -> None:
+    from methodhub.process.hub import job_rate
+
+    assert job_rate(None, None) is None
+    assert job_rate(50, None) == 50
+    assert job_rate(None, 10) == 10
+    assert job_rate(50, 10) == 10
+    assert job_rate(5, 10) == 5

@@ -91,7 +91,8 @@ async def verify_device_token(
 
     Raises:
         TokenRefused: it proves nothing (see its ``cause``); checked in this order: resource,
-            expiry, registry reachable, identity registered, device enabled, policy, signature.
+            expiry and lifetime (the token policy), registry reachable, identity registered, device
+            enabled, policy, signature.
     """
     check_resource(token, device_id, module_id, hostname)
     _check_times(token, now, token_policy)
