@@ -77,8 +77,8 @@ class TokenBucket:
 
     def take(self, cost: float = 1.0) -> float:
         """Take ``cost`` tokens if they are there: returns 0.0. Otherwise takes nothing and returns
-        the seconds until they will be (> 0). A cost above ``burst`` is refused with the time a
-        full bucket takes... and never passes: callers keep costs at or below ``burst``."""
+        the seconds until they will be (> 0). A cost above ``burst`` never passes: callers keep
+        costs at or below ``burst`` (every caller here takes 1, and ``burst`` is at least 1)."""
         now = self._clock()
         tokens = self._tokens + (now - self._stamp) * self.rate
         if tokens > self.burst:
