@@ -351,6 +351,12 @@ async def _measure(args: argparse.Namespace, registry: SqliteRegistry) -> tuple[
 
         history = HistoryRecorder(registry)
         engine.recorder = history
+    if getattr(args, "quotas", False):  # limits on, raised out of reach: their checks are measured
+        from methodhub.calls.quotas import QuotaLimits, Quotas
+
+        engine.quotas = Quotas(
+            QuotaLimits(method_calls_per_second=1e12, method_calls_per_policy_per_second=1e12)
+        )
     amqp = args.transport == "amqp"
     amqp_dialect = None
     if amqp:
@@ -444,6 +450,7 @@ def count_instructions(args: argparse.Namespace) -> float:
         command += ["--connections", str(args.connections), "--loop", args.loop]
         command += ["--transport", args.transport] + (["--unsettled"] if args.unsettled else [])
         command += ["--history"] if args.history else []
+        command += ["--quotas"] if getattr(args, "quotas", False) else []
         # the same hash seed in both runs: set and dict layouts, hence the work, do not vary
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
@@ -456,7 +463,7 @@ def count_instructions(args: argparse.Namespace) -> float:
 
 def _what(args: argparse.Namespace) -> str:
     what = "mqtt" if args.transport == "mqtt" else "amqp-unsettled" if args.unsettled else "amqp"
-    return f"{what} history" if args.history else what
+    return what + (" history" if args.history else "") + (" quotas" if getattr(args, "quotas", False) else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -484,6 +491,11 @@ def main(argv: list[str] | None = None) -> int:
         "--history",
         action="store_true",
         help="record every call in the call history (serve --history on), each round's records stored in it",
+    )
+    parser.add_argument(
+        "--quotas",
+        action="store_true",
+        help="the hub-wide and per-policy call rates on, out of reach (bench/quotas.py compares)",
     )
     parser.add_argument(
         "--instructions",

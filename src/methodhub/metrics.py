@@ -317,6 +317,12 @@ class Metrics:
             "Credentials refused, by side (device, service) and reason.",
             ("side", "reason"),
         )
+        self.throttled = Counter(
+            "methodhub_throttled_total",
+            "Requests refused over a quota (429 / Throttling.User / CONNACK), by limit: method_calls, "
+            "method_calls_per_policy, device_connects, registry_operations.",
+            "limit",
+        )
         self.registry_seconds = Histogram(
             "methodhub_registry_operation_duration_seconds",
             "Registry (SQLite or PostgreSQL) operation durations, queueing for the database thread or "
@@ -428,6 +434,7 @@ class Metrics:
             self.device_connects,
             self.device_disconnects,
             self.auth_failures,
+            self.throttled,
             self.registry_seconds,
             self.loop_lag,
             *self._gauges,

@@ -13,6 +13,7 @@ import time
 
 from methodhub.calls.model import Call, CallOrigin, CallOutcome
 from methodhub.calls.ports import CallCarrier, CallRecorder, IdentityLookup
+from methodhub.calls.quotas import Quotas, Throttled
 from methodhub.errors import ErrorKind, HubError
 from methodhub.metrics import Metrics
 
@@ -36,6 +37,7 @@ class CallEngine:
         identities: tells "unknown device" from "offline device" (asked only when offline).
         metrics: counts outcomes (``methodhub_calls_total{outcome=...}``).
         recorder: told each call made with an origin once it ended (the call history); None: none.
+        quotas: the rate limits on calls made with an origin (a front door's); None: none.
     """
 
     def __init__(
@@ -44,8 +46,10 @@ class CallEngine:
         identities: IdentityLookup,
         metrics: Metrics | None = None,
         recorder: CallRecorder | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.recorder = recorder
+        self.quotas = quotas
         self._router = router
         self._identities = identities
         self._metrics = metrics or Metrics()
@@ -66,7 +70,9 @@ class CallEngine:
         * ``CALL_TIMEOUT``: delivered, but no answer within ``call.response_timeout``;
         * ``DEVICE_DISCONNECTED``: the device went away before answering (reported at once);
         * ``SERVICE_UNAVAILABLE``: the registry could not be asked;
-        * ``HUB_STOPPING``: the hub is stopping (:meth:`stop`).
+        * ``HUB_STOPPING``: the hub is stopping (:meth:`stop`);
+        * ``THROTTLED`` (a :class:`~methodhub.calls.quotas.Throttled`): a call with an ``origin``
+          over the hub's or its caller's call rate (the engine's ``quotas``).
 
         Cancelling the returned future abandons the call (the device's late answer is dropped).
         With an ``origin`` (a front door's call; a queued call's attempts have none, their store
@@ -82,6 +88,16 @@ class CallEngine:
             if recorder is not None and origin is not None:
                 recorder.record(call, origin, time.time(), None, self._stopping)
             return result
+        quotas = self.quotas
+        if quotas is not None and origin is not None:
+            try:
+                quotas.check_call(origin.caller)
+            except Throttled as throttled:
+                result.set_exception(throttled)
+                self._count("throttled")
+                if recorder is not None:  # a refused call is in the history too
+                    recorder.record(call, origin, time.time(), None, throttled)
+                return result
         run = _CallRun(self, call, result, loop.time() + call.connect_timeout)
         if recorder is not None:  # told when the call ended (_CallRun._on_result_done)
             run.recorder, run.origin, run.started = recorder, origin, time.time()
