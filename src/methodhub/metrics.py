@@ -383,10 +383,26 @@ class Metrics:
 
     # -- instrumentation -----------------------------------------------------------------------------
 
-    def call_started(self, front_door: str, result: asyncio.Future[Any]) -> None:
-        """A call came in through ``front_door``; ``result`` ends with its outcome (or error)."""
+    def call_started(self, front_door: str) -> float:
+        """A call came in through ``front_door``: one more in flight; returns the time it started
+        (``perf_counter()``), for :meth:`call_ended`."""
         self.in_flight[front_door] = self.in_flight.get(front_door, 0) + 1
-        result.add_done_callback(_CallTimer(self, front_door, perf_counter()))
+        return perf_counter()
+
+    def call_ended(self, front_door: str, started: float, result: asyncio.Future[Any]) -> None:
+        """The call :meth:`call_started` returned ``started`` for ended with ``result`` (done):
+        its latency into the histogram by outcome, one fewer in flight. (The engine calls it from
+        the done-callback it has on every call anyway: a callback of its own cost a loop turn's
+        dispatch per call.)"""
+        elapsed = perf_counter() - started
+        self.in_flight[front_door] -= 1
+        if result.cancelled():
+            outcome = "error"  # the caller gave up (e.g. its HTTP client went away)
+        else:
+            exc = result.exception()
+            kind = getattr(exc, "kind", None)
+            outcome = "answered" if exc is None else _CALL_OUTCOMES.get(getattr(kind, "name", ""), "error")
+        self.call_seconds.observe((front_door, outcome), elapsed)
 
     def device_connected(self, protocol: str, listener: str) -> None:
         self.device_connects.inc(*transport_labels(protocol, listener))
@@ -450,29 +466,6 @@ STORED_GAUGE_TIMEOUT = 2.0
 """Seconds a scrape waits for the registry (then it answers with the last values read)."""
 
 _CALL_OUTCOMES = {"DEVICE_OFFLINE": "offline", "CALL_TIMEOUT": "timeout"}
-
-
-class _CallTimer:
-    """The done callback of one call's result: its latency into the histogram, in flight minus one."""
-
-    __slots__ = ("front_door", "metrics", "started")
-
-    def __init__(self, metrics: Metrics, front_door: str, started: float) -> None:
-        self.metrics = metrics
-        self.front_door = front_door
-        self.started = started
-
-    def __call__(self, result: asyncio.Future[Any]) -> None:
-        elapsed = perf_counter() - self.started
-        metrics = self.metrics
-        metrics.in_flight[self.front_door] -= 1
-        if result.cancelled():
-            outcome = "error"  # the caller gave up (e.g. its HTTP client went away)
-        else:
-            exc = result.exception()
-            kind = getattr(exc, "kind", None)
-            outcome = "answered" if exc is None else _CALL_OUTCOMES.get(getattr(kind, "name", ""), "error")
-        metrics.call_seconds.observe((self.front_door, outcome), elapsed)
 
 
 class _Refresher:

@@ -80,25 +80,24 @@ class CallEngine:
         """
         loop = asyncio.get_running_loop()
         result: asyncio.Future[CallOutcome] = loop.create_future()
-        self._metrics.call_started(front_door, result)
+        started = self._metrics.call_started(front_door)
         recorder = self.recorder if origin is not None else None
-        if self._stopping is not None:
-            result.set_exception(self._stopping)
-            self._count(ErrorKind.HUB_STOPPING.name.lower())
-            if recorder is not None and origin is not None:
-                recorder.record(call, origin, time.time(), None, self._stopping)
-            return result
-        quotas = self.quotas
-        if quotas is not None and origin is not None:
+        refusal: HubError | None = self._stopping
+        if refusal is None and self.quotas is not None and origin is not None:
             try:
-                quotas.check_call(origin.caller)
+                self.quotas.check_call(origin.caller)
             except Throttled as throttled:
-                result.set_exception(throttled)
-                self._count("throttled")
-                if recorder is not None:  # a refused call is in the history too
-                    recorder.record(call, origin, time.time(), None, throttled)
-                return result
-        run = _CallRun(self, call, result, loop.time() + call.connect_timeout)
+                refusal = throttled
+        if refusal is not None:  # refused at once: stopping, or over a quota
+            result.set_exception(refusal)
+            self._count(
+                "throttled" if isinstance(refusal, Throttled) else ErrorKind.HUB_STOPPING.name.lower()
+            )
+            self._metrics.call_ended(front_door, started, result)
+            if recorder is not None and origin is not None:  # a refused call is in the history too
+                recorder.record(call, origin, time.time(), None, refusal)
+            return result
+        run = _CallRun(self, call, result, loop.time() + call.connect_timeout, front_door, started)
         if recorder is not None:  # told when the call ended (_CallRun._on_result_done)
             run.recorder, run.origin, run.started = recorder, origin, time.time()
         self._runs.add(run)
@@ -192,6 +191,7 @@ class _CallRun:
         "call",
         "connect_deadline",
         "engine",
+        "front_door",
         "identity_checked",
         "origin",
         "recorder",
@@ -200,13 +200,23 @@ class _CallRun:
         "reply",
         "result",
         "started",
+        "timed_from",
         "timer",
     )
 
     def __init__(
-        self, engine: CallEngine, call: Call, result: asyncio.Future[CallOutcome], connect_deadline: float
+        self,
+        engine: CallEngine,
+        call: Call,
+        result: asyncio.Future[CallOutcome],
+        connect_deadline: float,
+        front_door: str,
+        timed_from: float,
     ) -> None:
         self.engine = engine
+        self.front_door = front_door
+        self.timed_from = timed_from
+        """When the call started (``perf_counter()``), for its latency metric."""
         self.call = call
         self.result = result
         self.connect_deadline = connect_deadline
@@ -280,6 +290,7 @@ class _CallRun:
 
     def _on_result_done(self, result: asyncio.Future[CallOutcome]) -> None:
         self.engine._runs.discard(self)
+        self.engine._metrics.call_ended(self.front_door, self.timed_from, result)
         # The caller gave up (e.g. the HTTP client went away): abandon the delivery attempt so the
         # session forgets the request id and a late answer is dropped.
         if result.cancelled():
