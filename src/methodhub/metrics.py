@@ -38,7 +38,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )
 """Upper bounds (seconds) of the latency histograms: 0.1 ms to 30 s, about 2.5x apart (and +Inf)."""
 
-FRONT_DOORS = ("azure", "aliyun", "queued", "job")
+FRONT_DOORS = ("azure", "aliyun", "native", "job")
 """Where a call came in: Azure REST, the Alibaba POP API, a queued call, a job's device call."""
 OUTCOMES = ("answered", "offline", "timeout", "error")
 """How a call ended, in ``methodhub_call_duration_seconds``."""

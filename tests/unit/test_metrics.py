@@ -66,12 +66,12 @@ async def test_a_call_is_timed_by_front_door_and_outcome_and_counted_in_flight()
     calls = [
         ("azure", answered),
         ("aliyun", offline),
-        ("queued", timeout),
+        ("native", timeout),
         ("job", failed),
         ("azure", abandoned),
     ]
     started = [metrics.call_started(door) for door, _ in calls]
-    assert metrics.in_flight == {"azure": 2, "aliyun": 1, "queued": 1, "job": 1}
+    assert metrics.in_flight == {"azure": 2, "aliyun": 1, "native": 1, "job": 1}
     answered.set_result(object())
     offline.set_exception(HubError(ErrorKind.DEVICE_OFFLINE))
     timeout.set_exception(HubError(ErrorKind.CALL_TIMEOUT))
@@ -82,10 +82,10 @@ async def test_a_call_is_timed_by_front_door_and_outcome_and_counted_in_flight()
     seconds = metrics.call_seconds
     assert seconds.count("azure", "answered") == 1
     assert seconds.count("aliyun", "offline") == 1
-    assert seconds.count("queued", "timeout") == 1
+    assert seconds.count("native", "timeout") == 1
     assert seconds.count("job", "error") == 1
     assert seconds.count("azure", "error") == 1  # the caller gave up
-    assert metrics.in_flight == dict.fromkeys(("azure", "aliyun", "queued", "job"), 0)
+    assert metrics.in_flight == dict.fromkeys(("azure", "aliyun", "native", "job"), 0)
     text = samples(metrics.render())
     assert text['methodhub_calls_in_flight{front_door="azure"}'] == 0
     assert text['methodhub_call_duration_seconds_count{front_door="azure",outcome="answered"}'] == 1

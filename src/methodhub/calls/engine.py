@@ -61,7 +61,7 @@ class CallEngine:
     def invoke(
         self, call: Call, front_door: str = "azure", origin: CallOrigin | None = None
     ) -> asyncio.Future[CallOutcome]:
-        """Start ``call``, come in through ``front_door`` (``azure``, ``aliyun``, ``queued``, ``job``:
+        """Start ``call``, come in through ``front_door`` (``azure``, ``aliyun``, ``native``, ``job``:
         a label of ``methodhub_call_duration_seconds``); the returned future ends with the device's
         outcome or a ``HubError``:
 

@@ -226,7 +226,7 @@ async def test_every_call_is_timed_once_and_leaves_in_flight_whichever_way_it_en
     throttled = [r for r in refused if r.done()]
     assert throttled and metrics.in_flight["aliyun"] == len(refused) - len(throttled)  # refused: out at once
     engine.stop()
-    late = engine.invoke(call(), "queued")
+    late = engine.invoke(call(), "native")
     for result in [*refused, late]:
         with pytest.raises(HubError):
             await result
@@ -235,4 +235,4 @@ async def test_every_call_is_timed_once_and_leaves_in_flight_whichever_way_it_en
     seconds = metrics.call_seconds
     assert (seconds.count("azure", "answered"), seconds.count("azure", "error")) == (1, 1)
     assert seconds.count("aliyun", "error") == len(refused)  # throttled, or stopped while waiting
-    assert seconds.count("queued", "error") == 1  # refused: the hub is stopping
+    assert seconds.count("native", "error") == 1  # refused: the hub is stopping
