@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import Any
 
 from methodhub.calls.delivery import QueuedCalls
-from methodhub.calls.jobs import Job, JobStatus
+from methodhub.calls.jobs import JOB_CALLER, Job, JobStatus
 from methodhub.calls.queued import CallState, QueuedCall, new_call_id
 from methodhub.errors import ErrorKind, HubError
 from methodhub.query import parse
@@ -292,6 +292,7 @@ class JobRunner:
                 response_timeout=float(request.get("responseTimeoutInSeconds") or 30),
                 expires=max(1.0, job.deadline - self.clock()),
                 job_id=job.job_id,
+                caller=request.get(JOB_CALLER),
             )
             if job.job_id in self._open:
                 self._open[job.job_id] += len(stored)
@@ -319,6 +320,7 @@ class JobRunner:
             request_hash="",
             job_id=job.job_id,
             front_door="job",
+            caller=job.request.get(JOB_CALLER),
         )
         try:
             await self.registry.update_twin(device_id, None, lambda t: patch_twin(t, tags, desired, now))

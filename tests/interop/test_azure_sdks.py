@@ -368,9 +368,12 @@ def test_jobs_with_the_service_sdk(azure: Agent, tls_hub: HubProcess, connect: A
             json={"query": f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{job_id}'"},
             headers={"Authorization": backend.token},
         )
+        calls = backend.http.get("/calls", params={"jobId": job_id}, headers={"Authorization": backend.token})
     finally:
         backend.close()
     assert rows.headers["x-ms-item-type"] == "DeviceJob"
+    # the job's calls in the history: made by the job, for the policy that created it
+    assert {(c["frontDoor"], c["caller"]) for c in calls.json()["calls"]} == {("job", "iothubowner")}
     assert sorted(r["deviceId"] for r in rows.json()) == sorted(keys)
     assert {r["status"] for r in rows.json()} == {"completed"}
     reply = rows.json()[0]["outcome"]["deviceMethodResponse"]

@@ -205,6 +205,7 @@ class QueuedCalls:
         expires: float = DEFAULT_EXPIRES,
         attempts: int = 1,
         job_id: str | None = None,
+        caller: str | None = None,
     ) -> list[QueuedCall]:
         """One call per ``(device_id, module_id)`` of ``targets``, stored in one transaction and
         delivered at once where the device is ready (a job's page of devices: no idempotency keys).
@@ -219,7 +220,16 @@ class QueuedCalls:
         calls = []
         for device_id, module_id in targets:
             call = _new_call(
-                device_id, module_id, method, payload, response_timeout, expires, attempts, now, job_id
+                device_id,
+                module_id,
+                method,
+                payload,
+                response_timeout,
+                expires,
+                attempts,
+                now,
+                job_id,
+                caller=caller,
             )
             if not self._stopping and await self.carrier.wait_ready(call.target, 0):
                 call = call.claimed(self.node, now, LEASE_GRACE)

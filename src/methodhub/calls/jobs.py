@@ -52,6 +52,10 @@ DEFAULT_MAX_EXECUTION = 3600
 """``maxExecutionTimeInSeconds`` when a request has none (the Node SDK's own default)."""
 
 
+JOB_CALLER = "caller"
+"""The key of a job's ``request`` naming who created it (a shared access policy, an AccessKeyId)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """One job. Times are epoch seconds."""
@@ -62,7 +66,8 @@ class Job:
     request: dict[str, Any]
     """The job's ``cloudToDeviceMethod`` or ``updateTwin``, as asked (echoed in the JobResponse).
     A call job's has ``methodName``, ``payload`` (JSON text), ``responseTimeoutInSeconds`` and
-    optionally ``ratePerSecond`` (its own pace, under the runner's); its front door may keep more."""
+    optionally ``ratePerSecond`` (its own pace, under the runner's); ``caller`` (:data:`JOB_CALLER`):
+    who created the job, the caller of its calls in the history; its front door may keep more."""
     created_time: float
     start_time: float
     max_execution: float

@@ -93,6 +93,7 @@ async def test_invoke_things_service_answers_at_once_with_one_queued_call_per_de
     }
     assert all(c.expires_time - c.created_time == pytest.approx(86_400) for c in calls)
     assert {c.attempts for c in calls} == {3}  # Qos 1: at least once
+    assert {(c.caller, c.front_door) for c in calls} == {("iothubowner", "job")}  # who asked
     at_most_once = await invoke(
         front, registry, ProductKey=PK, Identifier="Echo", Args="{}", **names("dev-3")
     )
@@ -226,6 +227,7 @@ async def test_a_scheduled_job_shows_scheduled_and_is_cancelled(
     }
     job = await runner.get(job_id)
     assert (job.max_execution, job.request["ratePerSecond"]) == (300.0, 1.0)
+    assert job.request["caller"] == "iothubowner"  # the AccessKeyId: its calls' caller in the history
     assert (await post(front, registry, Action="CancelJob", JobId=job_id))["Success"] is True
     assert (await post(front, registry, Action="QueryJob", JobId=job_id))["Data"]["Status"] == "CANCELLED"
     listed = await post(front, registry, Action="ListJob", PageSize="10", CurrentPage="1", Status="CANCELLED")

@@ -36,7 +36,7 @@ async def runner(hub: Hub, registry: SqliteRegistry) -> AsyncIterator[JobRunner]
 
 def _job(job_id: str, condition: str = "*", start: float | None = None, **fields: Any) -> Job:
     start = time.time() if start is None else start
-    request = {"methodName": "reboot", "payload": '{"n":1}', "responseTimeoutInSeconds": 30}
+    request = {"methodName": "reboot", "payload": '{"n":1}', "responseTimeoutInSeconds": 30, "caller": "ops"}
     return Job(job_id, JobType.DEVICE_METHOD, condition, request, start, start, 60.0, **fields)
 
 
@@ -57,6 +57,7 @@ async def test_a_method_job_gives_each_selected_device_a_queued_call(
     assert (job.status, job.device_count, job.owner) == (JobStatus.RUNNING, 2, None)
     calls = await registry.list_calls(job_id="j1")
     assert sorted(c.device_id for c in calls) == ["d0", "d1"]
+    assert {(c.caller, c.front_door) for c in calls} == {("ops", "job")}  # who created the job
     deadline = job.start_time + 60
     assert all(
         c.state is CallState.QUEUED and c.expires_time == pytest.approx(deadline, abs=2) for c in calls
@@ -93,14 +94,20 @@ async def test_a_twin_job_patches_each_twin_and_records_it(
 ) -> None:
     await _fleet(registry)
     job = Job(
-        "t1", JobType.UPDATE_TWIN, "tags.site = 'B'", {"tags": {"x": 1}, "desired": None}, 0.0, 0.0, 60.0
+        "t1",
+        JobType.UPDATE_TWIN,
+        "tags.site = 'B'",
+        {"tags": {"x": 1}, "desired": None, "caller": "ops"},
+        0.0,
+        0.0,
+        60.0,
     )
     await runner.create(job)
     await runner.run_now()
     twin = await registry.get_twin("d2")
     assert twin is not None and twin.tags == {"site": "B", "x": 1}
     [record] = await registry.list_calls(job_id="t1")
-    assert (record.device_id, record.state) == ("d2", CallState.SUCCEEDED)
+    assert (record.device_id, record.state, record.caller) == ("d2", CallState.SUCCEEDED, "ops")
     await runner.tick()
     assert (await runner.get("t1")).status is JobStatus.COMPLETED  # nothing left open
 

@@ -31,11 +31,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from methodhub import jsontext
-from methodhub.calls.jobs import DEFAULT_MAX_EXECUTION, Job, JobStatus, JobType
+from methodhub.calls.jobs import DEFAULT_MAX_EXECUTION, JOB_CALLER, Job, JobStatus, JobType
 from methodhub.calls.queued import DEFAULT_EXPIRES, CallState, QueuedCall
 from methodhub.dialects.aliyun.calls import async_method, service_identifier
 from methodhub.dialects.aliyun.errors import required
-from methodhub.dialects.aliyun.pop import IDENTIFIER, SERVICE_TIMEOUT, call_target, thing_args
+from methodhub.dialects.aliyun.pop import CALLER, IDENTIFIER, SERVICE_TIMEOUT, call_target, thing_args
 from methodhub.dialects.aliyun.pop_devices import utc_time
 from methodhub.dialects.aliyun.pop_tsl import ASYNC, ASYNC_SERVICE_TIMEOUT, ThingModels
 from methodhub.dialects.aliyun.thing_model import call_type
@@ -241,6 +241,7 @@ class PopJobs:
             expires=min(SERVICE_EXPIRES, self.calls.max_expires),
             attempts=QOS1_ATTEMPTS if qos == "1" else 1,
             job_id=request_id,
+            caller=params.get(CALLER),
         )
         return {}
 
@@ -346,6 +347,7 @@ class PopJobs:
                 "payload": jsontext.dumps(arguments).decode(),
                 "responseTimeoutInSeconds": timeout,
                 "ratePerSecond": per_minute / 60,
+                JOB_CALLER: params.get(CALLER),
                 "aliyun": {
                     "JobName": name,
                     "Description": description,

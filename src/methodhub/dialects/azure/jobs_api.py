@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from methodhub import jsontext
-from methodhub.calls.jobs import DEFAULT_MAX_EXECUTION, Job, JobStatus, JobType
+from methodhub.calls.jobs import DEFAULT_MAX_EXECUTION, JOB_CALLER, Job, JobStatus, JobType
 from methodhub.calls.queued import CallState, QueuedCall
 from methodhub.dialects.azure.errors import azure_error, utc_timestamp
 from methodhub.dialects.azure.service_auth import ServiceAuthenticator
@@ -229,14 +229,14 @@ class AzureJobsApi:
         routes.add("POST", "/jobs/v2/{job_id}/cancel", self._authorized(self._cancel))
 
     def _authorized(
-        self, handler: Callable[[Request], Awaitable[Response]]
+        self, handler: Callable[[Request, str], Awaitable[Response]]
     ) -> Callable[[Request], Awaitable[Response]]:
         async def run_it(request: Request) -> Response:
             try:
-                await self.auth.authenticate(
+                policy = await self.auth.authenticate(
                     request.headers.get("authorization"), request.headers.get("host"), Right.SERVICE_CONNECT
                 )
-                return await handler(request)
+                return await handler(request, policy)
             except HubError as exc:
                 return azure_error(exc)
 
@@ -245,21 +245,22 @@ class AzureJobsApi:
     async def _response(self, job: Job) -> Response:
         return Response.json(job_json(job, await self.runner.statistics(job)))
 
-    async def _create(self, request: Request) -> Response:
+    async def _create(self, request: Request, policy: str) -> Response:
         try:
             body = jsontext.loads(request.body) if request.body else None
         except jsontext.NotJson as exc:
             raise HubError(ErrorKind.INVALID_ARGUMENT, f"The job is not valid JSON: {exc}") from None
-        job = await self.runner.create(parse_job(request.path_params["job_id"], body, self.clock()))
-        return await self._response(job)
+        job = parse_job(request.path_params["job_id"], body, self.clock())
+        job.request[JOB_CALLER] = policy  # its calls' caller in the call history
+        return await self._response(await self.runner.create(job))
 
-    async def _get(self, request: Request) -> Response:
+    async def _get(self, request: Request, policy: str) -> Response:
         return await self._response(await self.runner.get(request.path_params["job_id"]))
 
-    async def _cancel(self, request: Request) -> Response:
+    async def _cancel(self, request: Request, policy: str) -> Response:
         return await self._response(await self.runner.cancel(request.path_params["job_id"]))
 
-    async def _query(self, request: Request) -> Response:
+    async def _query(self, request: Request, policy: str) -> Response:
         """A JSON array of JobResponse (§1.6), filtered by jobType/jobStatus (any case), paged by
         ``x-ms-max-item-count`` and ``x-ms-continuation`` (or pageSize/continuationToken)."""
         query, headers = request.query, request.headers
