@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.support import HubProcess, PahoDevice
+from tests.support import Backend, HubProcess, PahoDevice
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -173,6 +174,11 @@ def test_the_console_tour(browser: Browser, hub: HubProcess, tmp_path: Path) -> 
         page.press("#filter-device", "Enter")
         ghost = page.locator("#calls tr", has_text="never")
         expect(page.locator("#calls tr")).to_have_count(1)
+        page.select_option("#filter-door", "azure")  # the hub's filters: not a direct call
+        expect(page.locator("#calls tr")).to_have_count(0)
+        page.select_option("#filter-door", "native")
+        page.select_option("#filter-since", "300")
+        expect(page.locator("#calls tr")).to_have_count(1)
         ghost.locator("button.cancel").click()
         expect(ghost.locator(".state")).to_have_text("cancelled")
 
@@ -191,7 +197,14 @@ def test_the_console_tour(browser: Browser, hub: HubProcess, tmp_path: Path) -> 
 
         page.goto(hub.http_url + "/console#/overview")
         expect(page.locator("#online-count")).to_have_text("2 / 3")
-        expect(page.locator("main")).to_contain_text("Latency")
+        expect(page.locator("main")).to_contain_text("Latency p50 / p95 / p99 (last hour)")
+        expect(page.locator("#latency")).to_have_text("— / — / — ms")  # no call since the page opened
+        backend = Backend(hub)
+        try:  # calls while the page watches: their latency percentiles from the histogram
+            assert all(backend.invoke("farm-1", "ping").status_code == 200 for _ in range(5))
+        finally:
+            backend.close()
+        expect(page.locator("#latency")).to_have_text(re.compile(r"^[\d.]+ / [\d.]+ / [\d.]+ ms$"))
         expect(page.locator(".error-code")).to_have_text(["device_offline: 1"])
         shots.take(page, "overview")
         page.click("#signout")

@@ -1,6 +1,7 @@
 // The console: a hash-routed single page (#/overview, #/devices, #/device/ID, #/calls, #/jobs).
 // Plain ES modules, no build step, no dependencies. Text goes into the DOM as text, never as HTML.
 import { API, Hub, HubError } from "/console/hub.js";
+import { buckets, quantile } from "/console/metrics.js";
 
 const main = document.getElementById("main");
 let hub = Hub.restore();
@@ -67,38 +68,51 @@ function svg(coords) {
   return el;
 }
 
+const ms = (seconds) => (seconds === null ? "—" : (seconds * 1000).toFixed(seconds < 0.01 ? 2 : 1));
+const card = (label, value, id, compact = false) => h("div", { class: "card" }, h("div", { class: "muted" }, label), h("div", { class: compact ? "big compact" : "big", ...(id ? { id } : {}) }, value));
+const HOUR = 3600 * 1000;
+
 function overviewPage() {
   const cards = h("div", { class: "cards" });
   const rateChart = h("div");
+  const latencyChart = h("div");
   const notes = h("div");
-  show(h("h1", {}, "Overview"), cards, h("h2", {}, "Calls per second (this node, since the page opened)"), rateChart, notes);
-  const history = [];
-  let last = null;
+  show(h("h1", {}, "Overview"), cards,
+    h("h2", {}, "Calls per second (this node, the last hour since the page opened)"), rateChart,
+    h("h2", {}, "Call latency p99 (this node)"), latencyChart, notes);
+  const points = []; // {at, calls, buckets, rate, p99}, one per scrape, the last hour
   every(2000, async () => {
     try {
       const [devices, metricsText] = await Promise.all([
         hub.request("GET", `/devices?${API}`),
         fetch("/metrics").then((r) => (r.ok ? r.text() : "")),
       ]);
-      const { values, histograms } = parseMetrics(metricsText);
-      const calls = sumOf(values, /^methodhub_calls_total/);
-      const errors = [...values].filter(([k]) => /^methodhub_calls_total/.test(k) && !/outcome="(ok|success|succeeded)"/.test(k) && /outcome=/.test(k));
+      const { values } = parseMetrics(metricsText);
       const now = Date.now();
-      const rate = last ? Math.max(0, (calls - last.calls) / ((now - last.at) / 1000)) : 0;
-      last = { calls, at: now };
-      history.push(rate); if (history.length > 1800) history.shift();
+      const calls = sumOf(values, /^methodhub_calls_total/);
+      const latency = buckets(values, "methodhub_call_duration_seconds");
+      const prev = points[points.length - 1];
+      const rate = prev ? Math.max(0, (calls - prev.calls) / ((now - prev.at) / 1000)) : 0;
+      const p99 = prev ? quantile(0.99, prev.buckets, latency) : null;
+      points.push({ at: now, calls, buckets: latency, rate, p99 });
+      while (points.length > 2 && now - points[0].at > HOUR) points.shift();
+      const first = points[0];
+      const window = (q) => (points.length > 1 ? quantile(q, first.buckets, latency) : null);
+      const errors = [...values].filter(([k, v]) => /^methodhub_calls_total/.test(k) && /outcome=/.test(k) && !/outcome="(ok|success|succeeded)"/.test(k) && v > 0);
       const up = devices.filter((d) => d.connectionState === "Connected").length;
       cards.replaceChildren(
-        h("div", { class: "card" }, h("div", { class: "muted" }, "Devices online"), h("div", { class: "big", id: "online-count" }, `${up} / ${devices.length}`)),
-        h("div", { class: "card" }, h("div", { class: "muted" }, "Calls/s"), h("div", { class: "big" }, rate.toFixed(1))),
-        h("div", { class: "card" }, h("div", { class: "muted" }, "Calls (total, this node)"), h("div", { class: "big" }, String(calls))),
-        h("div", { class: "card" }, h("div", { class: "muted" }, "Errors by code"), errors.length ? h("div", {}, errors.map(([k, v]) => h("div", { class: "error-code" }, `${(k.match(/outcome="([^"]*)"/) || [])[1]}: ${v}`))) : h("div", { class: "big" }, "0")),
+        card("Devices online", `${up} / ${devices.length}`, "online-count"),
+        card("Calls/s", rate.toFixed(1), "call-rate"),
+        card("Calls (total, this node)", String(calls)),
+        card("Latency p50 / p95 / p99 (last hour)", `${[0.5, 0.95, 0.99].map((q) => ms(window(q))).join(" / ")} ms`, "latency", true),
+        h("div", { class: "card" }, h("div", { class: "muted" }, "Errors by code"), errors.length
+          ? h("div", { id: "errors" }, errors.map(([k, v]) => h("div", { class: "error-code" }, `${(k.match(/outcome="([^"]*)"/) || [])[1]}: ${v}`)))
+          : h("div", { class: "big", id: "errors" }, "0")),
       );
-      rateChart.replaceChildren(svg(history.map((v, i) => `${(i / Math.max(1, history.length - 1)) * 300},${78 - (v / Math.max(1, ...history)) * 74}`).join(" ")));
-      const latency = histograms.find((n) => /latency|duration/.test(n));
-      notes.replaceChildren(h("p", { class: "muted" }, latency
-        ? `Latency histogram ${latency} is on /metrics; percentiles are best read in Prometheus/Grafana.`
-        : "Latency percentiles: this hub's /metrics has no latency histogram yet, so none are shown."));
+      const chart = (series) => { const top = Math.max(1e-9, ...series); return svg(series.map((v, i) => `${(i / Math.max(1, series.length - 1)) * 300},${78 - (v / top) * 74}`).join(" ")); };
+      rateChart.replaceChildren(chart(points.map((p) => p.rate)));
+      latencyChart.replaceChildren(chart(points.map((p) => p.p99 || 0)));
+      notes.replaceChildren(h("p", { class: "muted" }, "From this node's /metrics every 2 s (methodhub_calls_total, methodhub_call_duration_seconds); a cluster's figures are best read in Prometheus (docs/grafana-dashboard.json)."));
     } catch (e) { notes.replaceChildren(errorText(e)); }
   });
 }
@@ -234,7 +248,10 @@ function callRow(c) {
 function callsPage() {
   const device = h("input", { id: "filter-device", placeholder: "device id" });
   const state = h("select", { id: "filter-state" }, ["", "queued", "sent", "succeeded", "failed", "expired", "cancelled"].map((s) => h("option", { value: s }, s || "any state")));
-  const method = h("input", { id: "filter-method", placeholder: "method (filtered here)" });
+  const method = h("input", { id: "filter-method", placeholder: "method name" });
+  const door = h("select", { id: "filter-door" }, ["", "azure", "aliyun", "native", "job"].map((s) => h("option", { value: s }, s || "any front door")));
+  const code = h("input", { id: "filter-status", placeholder: "device status", inputmode: "numeric", size: 6 });
+  const since = h("select", { id: "filter-since" }, [["", "any time"], ["300", "last 5 min"], ["3600", "last hour"], ["86400", "last day"]].map(([v, t]) => h("option", { value: v }, t)));
   const tail = h("input", { id: "tail", type: "checkbox", checked: true });
   const body = h("tbody", { id: "calls" });
   const status = h("span", { class: "muted" });
@@ -244,16 +261,20 @@ function callsPage() {
     if (device.value.trim()) q.set("deviceId", device.value.trim());
     if (state.value) q.set("state", state.value);
     if (method.value.trim()) q.set("methodName", method.value.trim());
+    if (door.value) q.set("frontDoor", door.value);
+    if (code.value.trim()) q.set("status", code.value.trim());
+    if (since.value) q.set("since", new Date(Date.now() - 1000 * Number(since.value)).toISOString());
     try {
       const page = await hub.request("GET", `/calls?${q}`);
-      const m = method.value.trim();
-      body.replaceChildren(...page.calls.filter((c) => !m || c.methodName === m).map(callRow));
+      body.replaceChildren(...page.calls.map(callRow));
       status.textContent = `${body.childElementCount} calls, updated ${new Date().toLocaleTimeString()}`;
     } catch (e) { body.replaceChildren(h("tr", {}, h("td", { colspan: 6 }, errorText(e)))); }
   };
-  for (const el of [device, state, method]) el.addEventListener("change", () => { body.replaceChildren(); load(); });
-  show(h("h1", {}, "Calls"), h("p", { class: "muted" }, "Queued calls and the calls the hub records (GET /calls), newest first."),
-    h("div", { class: "row" }, h("label", {}, "Device", device), h("label", {}, "State", state), h("label", {}, "Method", method), h("label", {}, h("span", {}, tail, " live tail")), status),
+  for (const el of [device, state, method, door, code, since]) el.addEventListener("change", () => { body.replaceChildren(); load(); });
+  show(h("h1", {}, "Calls"), h("p", { class: "muted" }, "Queued and job calls, and every call the hub records (GET /calls), newest first."),
+    h("div", { class: "row" }, h("label", {}, "Device", device), h("label", {}, "State", state), h("label", {}, "Method", method),
+      h("label", {}, "Front door", door), h("label", {}, "Status", code), h("label", {}, "Since", since),
+      h("label", {}, h("span", {}, tail, " live tail")), status),
     h("table", {}, callsHead(), body));
   every(2000, load);
 }
