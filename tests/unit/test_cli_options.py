@@ -80,6 +80,7 @@ def test_the_banner_without_options_prints_plain_commands(monkeypatch: pytest.Mo
     args = _args(["serve"], Path("/home/u/.local/share/methodhub"))
     banner = tour(args, PLAIN_ONLY, "cs", Path("/home/u/.local/share/methodhub"))
     assert "  methodhub device create pump-17  " in banner
+    assert "  http://127.0.0.1:8080/console  " in banner and "the web console (a browser)" in banner
     assert "--data-dir" not in banner and "--registry" not in banner
 
 

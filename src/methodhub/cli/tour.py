@@ -41,6 +41,8 @@ def tour(args: argparse.Namespace, info: dict[str, Any], owner_connection_string
         steps.append(
             (printed_command(args, "invoke pump-17 reboot --payload '{\"delay\": 5}'"), "call a method")
         )
+        console = info.get("http") or info.get("https")
+        steps.append((f"{console}/console", "the web console (a browser): sign in with the string above"))
         if "http" in info:
             steps.append((f"curl {info['http']}/openapi.json", "the HTTP API"))
         elif "ca" in info:

@@ -18,10 +18,14 @@ const scrape = (counts) => new Map(Object.entries(counts));
 const name = "methodhub_call_duration_seconds";
 const key = (door, le) => `${name}_bucket{front_door="${door}",outcome="answered",le="${le}"}`;
 // two front doors, summed: 0.001 → 10, 0.01 → 30, +Inf → 40 (cumulative) at the second scrape
-const before = buckets(scrape({[key("azure", "0.001")]: 2, [key("azure", "0.01")]: 2, [key("azure", "+Inf")]: 2,
-                               "methodhub_calls_total": 5}), name);
-const after = buckets(scrape({[key("azure", "0.001")]: 7, [key("azure", "0.01")]: 17, [key("azure", "+Inf")]: 22,
-                              [key("aliyun", "0.001")]: 5, [key("aliyun", "0.01")]: 15, [key("aliyun", "+Inf")]: 20}), name);
+const before = buckets(scrape({
+  [key("azure", "0.001")]: 2, [key("azure", "0.01")]: 2, [key("azure", "+Inf")]: 2,
+  "methodhub_calls_total": 5,
+}), name);
+const after = buckets(scrape({
+  [key("azure", "0.001")]: 7, [key("azure", "0.01")]: 17, [key("azure", "+Inf")]: 22,
+  [key("aliyun", "0.001")]: 5, [key("aliyun", "0.01")]: 15, [key("aliyun", "+Inf")]: 20,
+}), name);
 console.log(JSON.stringify({
   after, p25: quantile(0.25, before, after), p50: quantile(0.5, before, after),
   p99: quantile(0.99, before, after), none: quantile(0.5, after, after),
@@ -39,7 +43,8 @@ def node() -> str:
 
 def test_quantiles_between_two_scrapes(node: str) -> None:
     script = SCRIPT % json.dumps(MODULE.as_uri())
-    done = subprocess.run([node, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=30)
+    command = [node, "--input-type=module", "-e", script]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     # summed over front doors, sorted by le, +Inf as null in JSON (Infinity)
