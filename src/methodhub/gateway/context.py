@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from methodhub.auth.x509 import ClientCertificate
 from methodhub.config import DeviceLimits
 from methodhub.gateway.auth import AuthContext
 from methodhub.gateway.dialect import ConnectRefused, Dialect, Principal
@@ -66,11 +67,16 @@ class ConnectionContext:
     connect_timeout: float
     connections: set[Closable] = field(default_factory=set)
 
-    async def authenticate(self, connect: Connect, *, use_cache: bool = True) -> Principal:
-        """The principal of ``connect`` per the first dialect that claims it; raises ConnectRefused."""
+    async def authenticate(
+        self, connect: Connect, *, use_cache: bool = True, client_certificate: ClientCertificate | None = None
+    ) -> Principal:
+        """The principal of ``connect`` (with the TLS client certificate the connection presented)
+        per the first dialect that claims it; raises ConnectRefused."""
         for dialect in self.dialects:
             if dialect.claims(connect):
-                return await dialect.authenticate(connect, self.auth, use_cache=use_cache)
+                return await dialect.authenticate(
+                    connect, self.auth, use_cache=use_cache, client_certificate=client_certificate
+                )
         raise ConnectRefused(
             ConnackCode.BAD_USERNAME_OR_PASSWORD,
             "the user name is not in any supported form (Azure: '{hostname}/{deviceId}/?api-version=...'; "

@@ -165,6 +165,23 @@ SQLITE_MIGRATIONS: list[str] = [
     ALTER TABLE calls ADD COLUMN tracking_id TEXT;
     CREATE INDEX calls_ended ON calls (completed_time) WHERE job_id IS NULL;
     """,
+    # X.509 authentication (issue 15): an identity's authentication type ('sas', 'selfSigned',
+    # 'certificateAuthority') and its thumbprints (upper-case hex), and the hub's certificate
+    # authorities (PEM; verified once their proof of possession was checked).
+    """
+    ALTER TABLE identities ADD COLUMN auth_type TEXT NOT NULL DEFAULT 'sas';
+    ALTER TABLE identities ADD COLUMN primary_thumbprint TEXT;
+    ALTER TABLE identities ADD COLUMN secondary_thumbprint TEXT;
+    CREATE TABLE certificate_authorities (
+        name TEXT PRIMARY KEY,
+        certificate TEXT NOT NULL,
+        thumbprint TEXT NOT NULL,
+        verification_code TEXT NOT NULL,
+        verified INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 ]
 
 POSTGRES_MIGRATIONS: list[str] = [
@@ -321,6 +338,21 @@ POSTGRES_MIGRATIONS: list[str] = [
     ALTER TABLE calls ADD COLUMN latency_ms DOUBLE PRECISION;
     ALTER TABLE calls ADD COLUMN tracking_id TEXT;
     CREATE INDEX calls_ended ON calls (completed_time) WHERE job_id IS NULL;
+    """,
+    # X.509 authentication (see SQLITE_MIGRATIONS[9]).
+    """
+    ALTER TABLE identities ADD COLUMN auth_type TEXT NOT NULL DEFAULT 'sas';
+    ALTER TABLE identities ADD COLUMN primary_thumbprint TEXT;
+    ALTER TABLE identities ADD COLUMN secondary_thumbprint TEXT;
+    CREATE TABLE certificate_authorities (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        certificate TEXT NOT NULL,
+        thumbprint TEXT NOT NULL,
+        verification_code TEXT NOT NULL,
+        verified BOOLEAN NOT NULL DEFAULT FALSE,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
     """,
 ]
 
