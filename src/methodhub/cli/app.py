@@ -11,7 +11,8 @@ go before or after the command.
 This module assembles the parser from the commands' modules (one per command: ``serve``, ``ca-cert``
 in ``tls``, ``ca`` in ``authorities``, ``connection-string``, ``device`` in ``devices`` and
 ``device_run``, ``product`` in ``products``, ``invoke``, ``call`` in ``calls``, ``calls`` in
-``call_history``, ``token``, ``policy`` in ``policies``, ``status``), runs the one given, and turns what escapes it into an exit code and one line.
+``call_history``, ``token``, ``policy`` in ``policies``, ``status``), runs the one given, and turns
+what escapes it into an exit code and one line.
 """
 
 from __future__ import annotations
