@@ -5,7 +5,10 @@ certificates on MQTT/TLS and MQTT over secure WebSocket."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import queue
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -292,3 +295,39 @@ def test_a_sas_token_signed_for_a_device_still_works_on_plain_mqtt(hub: HubProce
         )["SharedAccessKey"]
         == key
     )
+
+
+def test_device_run_with_x509_answers_calls_and_without_it_says_what_to_pass(
+    hub: HubProcess, tmp_path: Path
+) -> None:
+    thumbprint = _dev_cert(hub, "sim-1", tmp_path / "sim-1")
+    hub.cli("device", "create", "sim-1", "--x509-thumbprint", thumbprint)
+    missing = hub.cli("device", "run", "sim-1", "--tls", check=False)
+    assert missing.returncode == 1 and "pass --x509 CERT.pem KEY.pem" in missing.stderr
+    cert, key = _pair(tmp_path / "sim-1")
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "methodhub",
+            "--data-dir",
+            str(hub.data_dir),
+            "device",
+            "run",
+            "sim-1",
+            "--x509",
+            str(cert),
+            str(key),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        result = hub.cli("invoke", "sim-1", "ping", "--payload", "[1]", "--connect-timeout", "20")
+        assert json.loads(result.stdout) == {"status": 200, "payload": {"method": "ping", "payload": [1]}}
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    wrong = hub.cli("device", "run", "sim-1", "--x509", str(key), str(key), check=False)
+    assert wrong.returncode == 2 and "cannot use this certificate and key" in wrong.stderr
