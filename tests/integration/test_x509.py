@@ -1,6 +1,7 @@
 """X.509 device authentication (issue 15) against a real hub: the registry's Azure shapes over REST,
-`methodhub ca` and `device create --x509-*`, and paho-mqtt devices presenting real TLS client
-certificates on MQTT/TLS and MQTT over secure WebSocket."""
+`methodhub ca` and `device create --x509-*`, paho-mqtt devices presenting real TLS client
+certificates on MQTT/TLS and MQTT over secure WebSocket, and AMQP devices (methodhub.amqp's client
+role) presenting them on AMQP/TLS and AMQP over WebSocket, with no put-token."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ import pytest
 
 from methodhub.auth.x509 import der_of, thumbprints
 from methodhub.process.certificates import Issuer, issue, load_issuer, write_pair
+from tests.amqp_support import AmqpDevice
 from tests.support import HOSTNAME, Backend, HubProcess, PahoDevice, error_code, error_message, parse_cs, sign
 
-LISTENERS = ("mqtt", "http", "mqtts", "https")
+LISTENERS = ("mqtt", "http", "mqtts", "https", "amqps")
 NOT_AUTHORIZED = 5
 
 
@@ -331,3 +333,47 @@ def test_device_run_with_x509_answers_calls_and_without_it_says_what_to_pass(
         sim.wait(10)
     wrong = hub.cli("device", "run", "sim-1", "--x509", str(key), str(key), check=False)
     assert wrong.returncode == 2 and "cannot use this certificate and key" in wrong.stderr
+
+
+@pytest.mark.parametrize("websocket", [False, True], ids=["amqps", "amqp-wss"])
+def test_an_amqp_device_authenticates_with_its_certificate_alone(
+    hub: HubProcess, backend: Backend, tmp_path: Path, websocket: bool
+) -> None:
+    name = f"amqp-cam-{int(websocket)}"
+    thumbprint = _dev_cert(hub, name, tmp_path / name)
+    hub.cli("device", "create", name, "--x509-thumbprint", thumbprint)
+    device = AmqpDevice(hub, name, "", websocket=websocket, client_cert=_pair(tmp_path / name)).connect()
+    try:
+        device.enable_methods()  # no put-token: the certificate authorizes the links
+        device.serve(lambda method, payload: (200, payload))
+        answer = backend.invoke(name, "echo", {"x": 1})
+        assert answer.json() == {"status": 200, "payload": {"x": 1}}
+    finally:
+        device.close()
+
+
+def test_an_amqp_device_with_a_wrong_certificate_or_a_sas_token_is_refused(
+    hub: HubProcess, backend: Backend, tmp_path: Path
+) -> None:
+    key = hub.create_device("amqp-flip")
+    current = backend.http.get("/devices/amqp-flip", headers=_headers(backend)).json()
+    thumbprint = _dev_cert(hub, "amqp-flip", tmp_path / "amqp-flip")
+    body = {"authentication": {"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": thumbprint}}}
+    headers = {**_headers(backend), "If-Match": current["etag"]}
+    assert backend.http.put("/devices/amqp-flip", json=body, headers=headers).status_code == 200
+    time.sleep(1.0)  # the token cache hears of the change through the feed
+    sas = AmqpDevice(hub, "amqp-flip", key).connect()
+    try:
+        status, description = sas.authenticate()
+        assert status == 401 and "authenticates with an X.509 certificate" in description
+    finally:
+        sas.close()
+    _dev_cert(hub, "amqp-flip", tmp_path / "stranger")
+    stranger = AmqpDevice(hub, "amqp-flip", "", client_cert=_pair(tmp_path / "stranger")).connect()
+    try:
+        with pytest.raises(AssertionError, match="the hub refused the methods sender"):
+            stranger.enable_methods(timeout=5)
+    finally:
+        stranger.close()
+    assert any("the client certificate does not prove its identity" in line for line in hub.stderr_lines)
+    assert backend.invoke("amqp-flip", "echo", {}).status_code == 404  # never connected
