@@ -377,3 +377,12 @@ def test_an_amqp_device_with_a_wrong_certificate_or_a_sas_token_is_refused(
         stranger.close()
     assert any("the client certificate does not prove its identity" in line for line in hub.stderr_lines)
     assert backend.invoke("amqp-flip", "echo", {}).status_code == 404  # never connected
+
+
+def test_the_twin_names_the_authentication(hub: HubProcess, backend: Backend) -> None:
+    sha1 = "AB" * 20
+    body = {"authentication": {"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": sha1}}}
+    assert backend.http.put("/devices/twin-x", json=body, headers=_headers(backend)).status_code == 200
+    twin = backend.http.get("/twins/twin-x", headers=_headers(backend)).json()
+    assert twin["authenticationType"] == "selfSigned"
+    assert twin["x509Thumbprint"] == {"primaryThumbprint": sha1, "secondaryThumbprint": None}
