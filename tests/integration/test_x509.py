@@ -386,3 +386,20 @@ def test_the_twin_names_the_authentication(hub: HubProcess, backend: Backend) ->
     twin = backend.http.get("/twins/twin-x", headers=_headers(backend)).json()
     assert twin["authenticationType"] == "selfSigned"
     assert twin["x509Thumbprint"] == {"primaryThumbprint": sha1, "secondaryThumbprint": None}
+
+
+def test_a_changed_thumbprint_ends_the_live_connection(
+    hub: HubProcess, backend: Backend, tmp_path: Path
+) -> None:
+    thumbprint = _dev_cert(hub, "rotating", tmp_path / "rotating")
+    hub.cli("device", "create", "rotating", "--x509-thumbprint", thumbprint)
+    device = _device(hub, "rotating", _pair(tmp_path / "rotating")).online()
+    try:
+        current = backend.http.get("/devices/rotating", headers=_headers(backend)).json()
+        body = {"authentication": {"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": "0" * 64}}}
+        headers = {**_headers(backend), "If-Match": current["etag"]}
+        assert backend.http.put("/devices/rotating", json=body, headers=headers).status_code == 200
+        device.disconnects.get(timeout=5)  # re-checked through the change feed, and closed
+    finally:
+        device.close()
+    assert any("credentials no longer valid" in line for line in hub.stderr_lines)

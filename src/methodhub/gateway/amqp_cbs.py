@@ -248,11 +248,15 @@ class CbsAuthorization:
         try:
             if self.closing or self.identities.get(identity.key) is not identity:
                 return
+            x509 = identity.claim.certificate is not None
             log.info(
-                "detaching an identity: its SAS token expired with no renewal put-token",
+                "detaching an identity: its client certificate expired"
+                if x509
+                else "detaching an identity: its SAS token expired with no renewal put-token",
                 extra={"ctx": {"peer": self.peer, "device": identity.key}},
             )
-            self._deauthorize(identity, self.dialect.token_invalid, "its SAS token expired")
+            reason = "its client certificate expired" if x509 else "its SAS token expired"
+            self._deauthorize(identity, self.dialect.token_invalid, reason)
         except Exception:
             self._failed("expiring a token")
 
