@@ -403,3 +403,34 @@ def test_a_changed_thumbprint_ends_the_live_connection(
     finally:
         device.close()
     assert any("credentials no longer valid" in line for line in hub.stderr_lines)
+
+
+def test_ca_cli_lists_and_refuses_mistakes_with_one_line(hub: HubProcess, tmp_path: Path) -> None:
+    _dev_cert(hub, "list-root", tmp_path / "list-root", "--is-ca")
+    code = hub.cli("ca", "add", "listed", f"{tmp_path / 'list-root'}.pem").stdout.strip()
+    rows = {row["name"]: row for row in json.loads(hub.cli("ca", "list", "--json").stdout)}
+    assert rows["listed"]["verified"] is False and rows["listed"]["verificationCode"] == code
+    assert rows["listed"]["subject"] == "list-root" and len(rows["listed"]["thumbprint"]) == 64
+    assert "listed" in hub.cli("ca", "list").stdout
+    mistakes = [
+        (("ca", "add", "listed", f"{tmp_path / 'list-root'}.pem"), 1, "'listed' is registered already"),
+        (("ca", "add", "leaf-as-ca", _leaf(hub, tmp_path)), 2, "not a CA certificate"),
+        (("ca", "add", "nofile", str(tmp_path / "missing.pem")), 2, "missing.pem"),
+        (("ca", "verify", "nope", f"{tmp_path / 'list-root'}.pem"), 1, "no CA 'nope'"),
+        (("ca", "verify", "listed", f"{tmp_path / 'list-root'}.pem"), 1, "not the verification code"),
+        (("ca", "remove", "nope"), 1, "No CA 'nope'"),
+        (("ca", "dev-cert", "x", "--ca-key", str(tmp_path / "k.pem")), 2, "--ca-key needs --ca"),
+        (("ca", "dev-cert", "x", "--ca", f"{tmp_path / 'list-root'}.pem"), 2, "--ca needs --ca-key"),
+        (("ca", "dev-cert", "x", "--ca", "unregistered", "--ca-key", "k.pem"), 2, "neither a registered CA"),
+        (("device", "create", "both", "--x509-thumbprint", "A" * 40, "--x509-ca"), 2, "not both"),
+        (("device", "create", "half", "--x509-secondary", "A" * 40), 2, "needs --x509-thumbprint"),
+    ]
+    for args, code_expected, message in mistakes:
+        result = hub.cli(*args, check=False)
+        assert result.returncode == code_expected, (args, result.stderr)
+        assert message in result.stderr and result.stderr.count("\n") == 1, (args, result.stderr)
+
+
+def _leaf(hub: HubProcess, tmp_path: Path) -> str:
+    _dev_cert(hub, "a-leaf", tmp_path / "a-leaf")
+    return f"{tmp_path / 'a-leaf'}.pem"
