@@ -142,6 +142,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="phase 8 (history) also runs on a PostgreSQL registry (a private server; needs its binaries)",
     )
+    parser.add_argument(
+        "--history-rounds",
+        type=int,
+        default=3,
+        help="phase 8 (history): off/on pairs run, their medians compared (default 3)",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to CPUs")
     parser.add_argument(
         "--profile", action="store_true", help="extra run with py-spy on the hub (top functions)"
@@ -276,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         if "history" in phases:
             from bench.history import run as run_history
 
-            results["history"] = run_history(options, postgres=args.history_postgres).to_json()
+            results["history"] = run_history(
+                options, postgres=args.history_postgres, rounds=args.history_rounds
+            ).to_json()
     results["targets"] = evaluate_targets(results)
     results["meta"]["elapsed_s"] = time.time() - started
     written = write_results(results, args.out, stamp)

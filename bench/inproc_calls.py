@@ -345,6 +345,18 @@ async def _measure(args: argparse.Namespace, registry: SqliteRegistry) -> tuple[
     metrics = Metrics()
     router = LocalRouter()
     engine = CallEngine(router, registry, metrics)
+    history = None
+    if args.history:  # imported here: commits before the call history have no such module
+        from methodhub.calls.history import HistoryRecorder
+
+        history = HistoryRecorder(registry)
+        engine.recorder = history
+    if getattr(args, "quotas", False):  # limits on, raised out of reach: their checks are measured
+        from methodhub.calls.quotas import QuotaLimits, Quotas
+
+        engine.quotas = Quotas(
+            QuotaLimits(method_calls_per_second=1e12, method_calls_per_policy_per_second=1e12)
+        )
     amqp = args.transport == "amqp"
     amqp_dialect = None
     if amqp:
@@ -385,6 +397,8 @@ async def _measure(args: argparse.Namespace, registry: SqliteRegistry) -> tuple[
             protocol.connection_made(backend)
             backends.append(backend)
         await run_round(backends, max(args.warmup, 1))  # the first call verifies the token
+        if history is not None:
+            await history.flush()
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
@@ -394,6 +408,8 @@ async def _measure(args: argparse.Namespace, registry: SqliteRegistry) -> tuple[
             answered = device.answered
             cpu_start, wall_start = time.process_time(), time.perf_counter()
             await run_round(backends, args.calls)
+            if history is not None:  # this round's records are stored before its time ends
+                await history.flush()
             cpu_end, wall_end = time.process_time(), time.perf_counter()
             if device.answered - answered != args.calls:
                 raise BenchFailure(f"the device answered {device.answered - answered} of {args.calls} calls")
@@ -433,6 +449,8 @@ def count_instructions(args: argparse.Namespace) -> float:
         command += ["--calls", str(calls), "--rounds", "1", "--warmup", str(args.warmup)]
         command += ["--connections", str(args.connections), "--loop", args.loop]
         command += ["--transport", args.transport] + (["--unsettled"] if args.unsettled else [])
+        command += ["--history"] if args.history else []
+        command += ["--quotas"] if getattr(args, "quotas", False) else []
         # the same hash seed in both runs: set and dict layouts, hence the work, do not vary
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
@@ -444,9 +462,8 @@ def count_instructions(args: argparse.Namespace) -> float:
 
 
 def _what(args: argparse.Namespace) -> str:
-    if args.transport == "mqtt":
-        return "mqtt"
-    return "amqp-unsettled" if args.unsettled else "amqp"
+    what = "mqtt" if args.transport == "mqtt" else "amqp-unsettled" if args.unsettled else "amqp"
+    return what + (" history" if args.history else "") + (" quotas" if getattr(args, "quotas", False) else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -469,6 +486,16 @@ def main(argv: list[str] | None = None) -> int:
         "--unsettled",
         action="store_true",
         help="amqp: Node's unsettled transfers (default: C#'s pre-settled)",
+    )
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="record every call in the call history (serve --history on), each round's records stored in it",
+    )
+    parser.add_argument(
+        "--quotas",
+        action="store_true",
+        help="the hub-wide and per-policy call rates on, out of reach (bench/quotas.py compares)",
     )
     parser.add_argument(
         "--instructions",

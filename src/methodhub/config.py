@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from methodhub.calls.quotas import QuotaLimits
+
 # Azure's documented limits (azure-direct-methods-wire.md §3), applied by every front door.
 MAX_METHOD_PAYLOAD = 128 * 1024
 """Largest method request payload (the JSON of ``payload``), as Azure IoT Hub: 128 KiB."""
@@ -46,6 +48,22 @@ class DeviceLimits:
     max_topic_filter_length: int = 1024
     """Longest topic filter accepted, in UTF-8 bytes (Azure's longest, a module's inputs filter, is
     under 300)."""
+
+
+@dataclass(slots=True, frozen=True)
+class TokenPolicy:
+    """What a SAS token must be to be accepted (docs/operations.md, "Token policy").
+
+    A token is expired once ``se + clock_skew <= now``, and a connection authenticated with it ends
+    then (MQTT: disconnected; AMQP: its links detached unless a put-token renewed it); a token
+    whose ``se`` lies more than ``max_lifetime + clock_skew`` ahead is refused as too long-lived.
+    """
+
+    max_lifetime: float | None = None
+    """Seconds ahead of now a token's expiry may lie at most (None: any; ``--max-token-lifetime``)."""
+    clock_skew: float = 0.0
+    """Seconds a token is still accepted after its expiry, for callers whose clocks run late
+    (``--token-clock-skew``; 0 = refused from its ``se`` on, as before this setting existed)."""
 
 
 @dataclass(slots=True)
@@ -101,6 +119,13 @@ class HubConfig:
     connect_packet_timeout: float = 10.0
     """Seconds a new MQTT connection has to send CONNECT before it is closed."""
     max_calls_in_flight_per_device: int = 64
+    """Calls one device may have pending at once (``--max-calls-in-flight``); past it a call is
+    refused with 403 ``DeviceMaximumInflightMethodExceeded`` (Azure's own limit is not documented)."""
+    quotas: QuotaLimits = field(default_factory=QuotaLimits)
+    """Rate limits on calls, device connects, registry operations and jobs (``--quota-*``,
+    ``methodhub.toml`` ``[quotas]``); none by default."""
+    token_policy: TokenPolicy = field(default_factory=TokenPolicy)
+    """Token lifetime and clock skew (``--max-token-lifetime``, ``--token-clock-skew``)."""
     device_limits: DeviceLimits = field(default_factory=lambda: DeviceLimits())
     """What one device connection may do (packet rate, subscriptions)."""
     http_request_head_timeout: float = HTTP_REQUEST_HEAD_TIMEOUT

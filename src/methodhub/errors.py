@@ -197,6 +197,18 @@ class ErrorKind(Enum):
         None,
         "Too many calls are in flight to this device.",
     )
+    THROTTLED = ErrorSpec(
+        429,
+        429001,
+        "ThrottlingException",
+        "Throttling.User",
+        None,
+        "Request was denied due to user flow control: the hub's quota for this is exhausted; retry later.",
+        400,
+    )
+    """Over a quota (:mod:`methodhub.calls.quotas`). Azure: 429 ``ThrottlingException`` and a
+    ``Retry-After`` header; Alibaba: HTTP 400 ``Throttling.User`` (the POP gateway's layer, as its
+    APIs answer, e.g. "ErrorCode=Throttling.User HttpCode=400" on help.aliyun.com)."""
     NOT_FOUND = ErrorSpec(404, 404000, "NotFound", "InvalidAction.NotFound", None, "No such resource.", 404)
     JOB_NOT_FOUND = ErrorSpec(
         404, 404002, "JobNotFound", "iot.job.NotExistedJob", None, "No job with this id."

@@ -38,7 +38,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )
 """Upper bounds (seconds) of the latency histograms: 0.1 ms to 30 s, about 2.5x apart (and +Inf)."""
 
-FRONT_DOORS = ("azure", "aliyun", "queued", "job")
+FRONT_DOORS = ("azure", "aliyun", "native", "job")
 """Where a call came in: Azure REST, the Alibaba POP API, a queued call, a job's device call."""
 OUTCOMES = ("answered", "offline", "timeout", "error")
 """How a call ended, in ``methodhub_call_duration_seconds``."""
@@ -317,6 +317,12 @@ class Metrics:
             "Credentials refused, by side (device, service) and reason.",
             ("side", "reason"),
         )
+        self.throttled = Counter(
+            "methodhub_throttled_total",
+            "Requests refused over a quota (429 / Throttling.User / CONNACK), by limit: method_calls, "
+            "method_calls_per_policy, device_connects, registry_operations.",
+            "limit",
+        )
         self.registry_seconds = Histogram(
             "methodhub_registry_operation_duration_seconds",
             "Registry (SQLite or PostgreSQL) operation durations, queueing for the database thread or "
@@ -377,10 +383,26 @@ class Metrics:
 
     # -- instrumentation -----------------------------------------------------------------------------
 
-    def call_started(self, front_door: str, result: asyncio.Future[Any]) -> None:
-        """A call came in through ``front_door``; ``result`` ends with its outcome (or error)."""
+    def call_started(self, front_door: str) -> float:
+        """A call came in through ``front_door``: one more in flight; returns the time it started
+        (``perf_counter()``), for :meth:`call_ended`."""
         self.in_flight[front_door] = self.in_flight.get(front_door, 0) + 1
-        result.add_done_callback(_CallTimer(self, front_door, perf_counter()))
+        return perf_counter()
+
+    def call_ended(self, front_door: str, started: float, result: asyncio.Future[Any]) -> None:
+        """The call :meth:`call_started` returned ``started`` for ended with ``result`` (done):
+        its latency into the histogram by outcome, one fewer in flight. (The engine calls it from
+        the done-callback it has on every call anyway: a callback of its own cost a loop turn's
+        dispatch per call.)"""
+        elapsed = perf_counter() - started
+        self.in_flight[front_door] -= 1
+        if result.cancelled():
+            outcome = "error"  # the caller gave up (e.g. its HTTP client went away)
+        else:
+            exc = result.exception()
+            kind = getattr(exc, "kind", None)
+            outcome = "answered" if exc is None else _CALL_OUTCOMES.get(getattr(kind, "name", ""), "error")
+        self.call_seconds.observe((front_door, outcome), elapsed)
 
     def device_connected(self, protocol: str, listener: str) -> None:
         self.device_connects.inc(*transport_labels(protocol, listener))
@@ -428,6 +450,7 @@ class Metrics:
             self.device_connects,
             self.device_disconnects,
             self.auth_failures,
+            self.throttled,
             self.registry_seconds,
             self.loop_lag,
             *self._gauges,
@@ -443,29 +466,6 @@ STORED_GAUGE_TIMEOUT = 2.0
 """Seconds a scrape waits for the registry (then it answers with the last values read)."""
 
 _CALL_OUTCOMES = {"DEVICE_OFFLINE": "offline", "CALL_TIMEOUT": "timeout"}
-
-
-class _CallTimer:
-    """The done callback of one call's result: its latency into the histogram, in flight minus one."""
-
-    __slots__ = ("front_door", "metrics", "started")
-
-    def __init__(self, metrics: Metrics, front_door: str, started: float) -> None:
-        self.metrics = metrics
-        self.front_door = front_door
-        self.started = started
-
-    def __call__(self, result: asyncio.Future[Any]) -> None:
-        elapsed = perf_counter() - self.started
-        metrics = self.metrics
-        metrics.in_flight[self.front_door] -= 1
-        if result.cancelled():
-            outcome = "error"  # the caller gave up (e.g. its HTTP client went away)
-        else:
-            exc = result.exception()
-            kind = getattr(exc, "kind", None)
-            outcome = "answered" if exc is None else _CALL_OUTCOMES.get(getattr(kind, "name", ""), "error")
-        metrics.call_seconds.observe((self.front_door, outcome), elapsed)
 
 
 class _Refresher:

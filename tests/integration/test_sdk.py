@@ -221,3 +221,39 @@ def test_an_answer_that_is_not_a_hubs_is_a_method_hub_error(shared_hub: HubProce
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_queued_calls_and_the_history_through_the_sdk(tmp_path, device_id: str) -> None:
+    hub = HubProcess(tmp_path / "data", args=["--history", "on"]).start()
+    try:
+        hub.cli("device", "create", device_id)
+        with ServiceClient.from_connection_string(
+            hub.cli("connection-string").stdout.strip(), url=hub.http_url
+        ) as svc:
+            queued = svc.queue_call(device_id, "wake", {"n": 1}, expires=600)
+            assert queued["state"] == "queued" and svc.get_call(queued["callId"])["methodName"] == "wake"
+            for n in range(3):  # synchronous calls to an offline device: each in the history, failed
+                with pytest.raises(DeviceOfflineError):
+                    svc.invoke(device_id, f"ping{n}")
+            deadline = time.monotonic() + 10
+            while len(listed := svc.list_calls(device_id=device_id)) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)  # records are written in batches, 0.2 s after the first waits
+            assert [c["methodName"] for c in listed] == ["ping2", "ping1", "ping0", "wake"]
+            assert [c["methodName"] for c in svc.list_calls(device_id=device_id, limit=2)] == [
+                "ping2",
+                "ping1",
+            ]
+            assert [c["methodName"] for c in svc.list_calls(device_id=device_id, front_door="native")] == [
+                "wake"
+            ]
+            failed = svc.list_calls(device_id=device_id, state="failed", method_name="ping1")
+            assert len(failed) == 1 and failed[0]["error"]["errorCode"] == "DeviceNotOnline"
+            assert svc.list_calls(device_id=device_id, until="2000-01-01T00:00:00Z") == []
+            assert len(svc.list_calls(device_id=device_id, since="2000-01-01T00:00:00Z")) == 4
+            assert svc.list_calls(device_id=device_id, status=200) == []
+            cancelled = svc.cancel_call(queued["callId"])
+            assert cancelled["state"] == "cancelled"
+            with pytest.raises(MethodHubError):
+                svc.list_calls(front_door="nowhere")
+    finally:
+        hub.stop()

@@ -63,23 +63,29 @@ async def test_a_call_is_timed_by_front_door_and_outcome_and_counted_in_flight()
     metrics = Metrics()
     loop = asyncio.get_running_loop()
     answered, offline, timeout, failed, abandoned = (loop.create_future() for _ in range(5))
-    for door, future in (("azure", answered), ("aliyun", offline), ("queued", timeout), ("job", failed)):
-        metrics.call_started(door, future)
-    metrics.call_started("azure", abandoned)
-    assert metrics.in_flight == {"azure": 2, "aliyun": 1, "queued": 1, "job": 1}
+    calls = [
+        ("azure", answered),
+        ("aliyun", offline),
+        ("native", timeout),
+        ("job", failed),
+        ("azure", abandoned),
+    ]
+    started = [metrics.call_started(door) for door, _ in calls]
+    assert metrics.in_flight == {"azure": 2, "aliyun": 1, "native": 1, "job": 1}
     answered.set_result(object())
     offline.set_exception(HubError(ErrorKind.DEVICE_OFFLINE))
     timeout.set_exception(HubError(ErrorKind.CALL_TIMEOUT))
     failed.set_exception(HubError(ErrorKind.DEVICE_NOT_FOUND))
     abandoned.cancel()
-    await asyncio.sleep(0)  # done callbacks run on the next iteration
+    for (door, future), at in zip(calls, started, strict=True):
+        metrics.call_ended(door, at, future)
     seconds = metrics.call_seconds
     assert seconds.count("azure", "answered") == 1
     assert seconds.count("aliyun", "offline") == 1
-    assert seconds.count("queued", "timeout") == 1
+    assert seconds.count("native", "timeout") == 1
     assert seconds.count("job", "error") == 1
     assert seconds.count("azure", "error") == 1  # the caller gave up
-    assert metrics.in_flight == dict.fromkeys(("azure", "aliyun", "queued", "job"), 0)
+    assert metrics.in_flight == dict.fromkeys(("azure", "aliyun", "native", "job"), 0)
     text = samples(metrics.render())
     assert text['methodhub_calls_in_flight{front_door="azure"}'] == 0
     assert text['methodhub_call_duration_seconds_count{front_door="azure",outcome="answered"}'] == 1

@@ -366,7 +366,7 @@ class QueuedCalls:
         job = call.job_id is not None
         try:
             try:
-                outcome = await self.engine.invoke(call.call(), "job" if job else "queued")
+                outcome = await self.engine.invoke(call.call(), "job" if job else "native")
             except HubError as exc:
                 await self._attempt_failed(call, exc)
                 return exc.kind is not ErrorKind.DEVICE_OFFLINE

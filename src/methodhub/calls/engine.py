@@ -13,6 +13,7 @@ import time
 
 from methodhub.calls.model import Call, CallOrigin, CallOutcome
 from methodhub.calls.ports import CallCarrier, CallRecorder, IdentityLookup
+from methodhub.calls.quotas import Quotas, Throttled
 from methodhub.errors import ErrorKind, HubError
 from methodhub.metrics import Metrics
 
@@ -36,6 +37,7 @@ class CallEngine:
         identities: tells "unknown device" from "offline device" (asked only when offline).
         metrics: counts outcomes (``methodhub_calls_total{outcome=...}``).
         recorder: told each call made with an origin once it ended (the call history); None: none.
+        quotas: the rate limits on calls made with an origin (a front door's); None: none.
     """
 
     def __init__(
@@ -44,8 +46,10 @@ class CallEngine:
         identities: IdentityLookup,
         metrics: Metrics | None = None,
         recorder: CallRecorder | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.recorder = recorder
+        self.quotas = quotas
         self._router = router
         self._identities = identities
         self._metrics = metrics or Metrics()
@@ -57,7 +61,7 @@ class CallEngine:
     def invoke(
         self, call: Call, front_door: str = "azure", origin: CallOrigin | None = None
     ) -> asyncio.Future[CallOutcome]:
-        """Start ``call``, come in through ``front_door`` (``azure``, ``aliyun``, ``queued``, ``job``:
+        """Start ``call``, come in through ``front_door`` (``azure``, ``aliyun``, ``native``, ``job``:
         a label of ``methodhub_call_duration_seconds``); the returned future ends with the device's
         outcome or a ``HubError``:
 
@@ -66,7 +70,9 @@ class CallEngine:
         * ``CALL_TIMEOUT``: delivered, but no answer within ``call.response_timeout``;
         * ``DEVICE_DISCONNECTED``: the device went away before answering (reported at once);
         * ``SERVICE_UNAVAILABLE``: the registry could not be asked;
-        * ``HUB_STOPPING``: the hub is stopping (:meth:`stop`).
+        * ``HUB_STOPPING``: the hub is stopping (:meth:`stop`);
+        * ``THROTTLED`` (a :class:`~methodhub.calls.quotas.Throttled`): a call with an ``origin``
+          over the hub's or its caller's call rate (the engine's ``quotas``).
 
         Cancelling the returned future abandons the call (the device's late answer is dropped).
         With an ``origin`` (a front door's call; a queued call's attempts have none, their store
@@ -74,14 +80,26 @@ class CallEngine:
         """
         loop = asyncio.get_running_loop()
         result: asyncio.Future[CallOutcome] = loop.create_future()
-        self._metrics.call_started(front_door, result)
-        if origin is not None and self.recorder is not None:
-            result.add_done_callback(_Recording(self.recorder, call, origin))
-        if self._stopping is not None:
-            result.set_exception(self._stopping)
-            self._count(ErrorKind.HUB_STOPPING.name.lower())
+        started = self._metrics.call_started(front_door)
+        recorder = self.recorder if origin is not None else None
+        refusal: HubError | None = self._stopping
+        if refusal is None and self.quotas is not None and origin is not None:
+            try:
+                self.quotas.check_call(origin.caller)
+            except Throttled as throttled:
+                refusal = throttled
+        if refusal is not None:  # refused at once: stopping, or over a quota
+            result.set_exception(refusal)
+            self._count(
+                "throttled" if isinstance(refusal, Throttled) else ErrorKind.HUB_STOPPING.name.lower()
+            )
+            self._metrics.call_ended(front_door, started, result)
+            if recorder is not None and origin is not None:  # a refused call is in the history too
+                recorder.record(call, origin, time.time(), None, refusal)
             return result
-        run = _CallRun(self, call, result, loop.time() + call.connect_timeout)
+        run = _CallRun(self, call, result, loop.time() + call.connect_timeout, front_door, started)
+        if recorder is not None:  # told when the call ended (_CallRun._on_result_done)
+            run.recorder, run.origin, run.started = recorder, origin, time.time()
         self._runs.add(run)
         run.attempt()
         return run.result
@@ -166,26 +184,6 @@ class CallEngine:
             run.fail(exc)
 
 
-class _Recording:
-    """The done-callback telling an ended call to the recorder."""
-
-    __slots__ = ("call", "origin", "recorder", "started")
-
-    def __init__(self, recorder: CallRecorder, call: Call, origin: CallOrigin) -> None:
-        self.recorder = recorder
-        self.call = call
-        self.origin = origin
-        self.started = time.time()
-
-    def __call__(self, result: asyncio.Future[CallOutcome]) -> None:
-        if result.cancelled():
-            self.recorder.record(self.call, self.origin, self.started, None, None)
-            return
-        exc = result.exception()
-        outcome = result.result() if exc is None else None
-        self.recorder.record(self.call, self.origin, self.started, outcome, exc)
-
-
 class _CallRun:
     """The state of one call: its result future, the current delivery attempt and its timer."""
 
@@ -193,18 +191,32 @@ class _CallRun:
         "call",
         "connect_deadline",
         "engine",
+        "front_door",
         "identity_checked",
+        "origin",
+        "recorder",
         "refusal",
         "refused_while_ready",
         "reply",
         "result",
+        "started",
+        "timed_from",
         "timer",
     )
 
     def __init__(
-        self, engine: CallEngine, call: Call, result: asyncio.Future[CallOutcome], connect_deadline: float
+        self,
+        engine: CallEngine,
+        call: Call,
+        result: asyncio.Future[CallOutcome],
+        connect_deadline: float,
+        front_door: str,
+        timed_from: float,
     ) -> None:
         self.engine = engine
+        self.front_door = front_door
+        self.timed_from = timed_from
+        """When the call started (``perf_counter()``), for its latency metric."""
         self.call = call
         self.result = result
         self.connect_deadline = connect_deadline
@@ -215,6 +227,10 @@ class _CallRun:
         """Attempts made after the carrier said the device is ready (each refused: offline)."""
         self.reply: asyncio.Future[CallOutcome] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.recorder: CallRecorder | None = None
+        """Told the call once it ended, with its ``origin`` and ``started`` (epoch seconds)."""
+        self.origin: CallOrigin | None = None
+        self.started = 0.0
         result.add_done_callback(self._on_result_done)
 
     def attempt(self) -> None:
@@ -274,9 +290,16 @@ class _CallRun:
 
     def _on_result_done(self, result: asyncio.Future[CallOutcome]) -> None:
         self.engine._runs.discard(self)
+        self.engine._metrics.call_ended(self.front_door, self.timed_from, result)
         # The caller gave up (e.g. the HTTP client went away): abandon the delivery attempt so the
         # session forgets the request id and a late answer is dropped.
         if result.cancelled():
             self.engine._count("abandoned")
             if self.reply is not None and not self.reply.done():
                 self.reply.cancel()
+            if self.recorder is not None and self.origin is not None:
+                self.recorder.record(self.call, self.origin, self.started, None, None)
+        elif self.recorder is not None and self.origin is not None:
+            exc = result.exception()
+            outcome = result.result() if exc is None else None
+            self.recorder.record(self.call, self.origin, self.started, outcome, exc)

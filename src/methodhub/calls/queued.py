@@ -317,11 +317,6 @@ class QueuedCallStore(Protocol):
         ``filters``: the history's other filters (all given must hold)."""
         ...
 
-    async def record_calls(self, calls: Sequence[QueuedCall]) -> None:
-        """Store ended calls (the history of synchronous calls) as they are, in one transaction;
-        their identities need not be registered any more."""
-        ...
-
     async def prune_calls(self, before: float, keep: int, limit: int = 1000) -> int:
         """Delete at most ``limit`` ended calls that are not a job's, oldest first: those ended
         before ``before`` and those beyond the newest ``keep``; returns how many went."""

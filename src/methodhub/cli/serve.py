@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from methodhub.cli.exits import fail
 from methodhub.cli.invoke import duration
 from methodhub.cli.registry import agreed_hostname
+from methodhub.cli.serve_quotas import SettingsError, add_quota_options, quota_settings
 from methodhub.cli.tour import tour
 from methodhub.config import (
     HTTP_MAX_CONNECTIONS,
@@ -188,6 +190,7 @@ def add_serve_parser(
     )
 
     _add_device_limit_options(serve)
+    add_quota_options(serve)
 
 
 def serve(args: argparse.Namespace, data_dir: Path) -> None:
@@ -203,6 +206,12 @@ def serve(args: argparse.Namespace, data_dir: Path) -> None:
         fail(f"cannot start: {exc}")
     settings = read_settings(data_dir)
     metrics_token = _metrics_token(args)
+    try:
+        quotas, token_policy, in_flight = quota_settings(args, data_dir)
+    except SettingsError as exc:
+        fail(f"cannot start: {exc}")
+    if args.workers > 1:  # each worker is a node: it enforces its share of the hub-wide rates
+        quotas = replace(quotas, nodes=quotas.nodes * args.workers)
     hostname = asyncio.run(agreed_hostname(data_dir, args.registry_url, args.hostname))
     config = HubConfig(
         data_dir=data_dir,
@@ -233,6 +242,9 @@ def serve(args: argparse.Namespace, data_dir: Path) -> None:
         http_max_unestablished=args.http_max_unestablished,
         metrics_auth=args.metrics_auth,
         metrics_token=metrics_token,
+        quotas=quotas,
+        token_policy=token_policy,
+        max_calls_in_flight_per_device=in_flight,
     )
     if settings.get("hostname") != hostname:
         write_settings(data_dir, {**settings, "hostname": hostname})

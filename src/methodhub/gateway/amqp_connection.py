@@ -54,6 +54,7 @@ from methodhub.amqp import (
 from methodhub.amqp.events import (
     BadProtocolHeader,
     ConnectionClosed,
+    ConnectionOpened,
     CreditGranted,
     DeliverySettled,
     LinkAttached,
@@ -276,7 +277,24 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
             log.debug("the device closed the connection", extra={"ctx": {"peer": self.peer}})
         elif kind is CreditGranted:
             self._on_credit(event)  # type: ignore[arg-type]
-        # ConnectionOpened, SessionBegun: the state machine answered; nothing to do.
+        elif kind is ConnectionOpened:
+            self._on_opened()
+        # SessionBegun: the state machine answered; nothing to do.
+
+    def _on_opened(self) -> None:
+        """A new connection opened: over the hub's device connect rate, close it at once with
+        ``amqp:resource-limit-exceeded`` (the AMQP way to say "not now"; the SDKs retry)."""
+        quotas = self.ctx.quotas
+        if quotas is None:
+            return
+        wait = quotas.connect_wait()
+        if wait:
+            self.amqp.close(
+                Error(
+                    ErrorCondition.RESOURCE_LIMIT_EXCEEDED,
+                    f"Too many new device connections per second; retry in {max(wait, 0.001):.3g} s.",
+                )
+            )
 
     def _on_credit(self, event: CreditGranted) -> None:
         link = event.link

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from methodhub.auth.x509 import ClientCertificate
+from methodhub.calls.quotas import Quotas
 from methodhub.config import DeviceLimits
 from methodhub.gateway.auth import AuthContext
 from methodhub.gateway.dialect import ConnectRefused, Dialect, Principal
 from methodhub.gateway.session import SessionTable
 from methodhub.metrics import Metrics
-from methodhub.mqtt import ConnackCode
+from methodhub.mqtt import ConnackCode, ReasonCode
 
 if TYPE_CHECKING:
     from methodhub.mqtt import Connect
@@ -56,6 +57,7 @@ class ConnectionContext:
         max_packet_size: the largest MQTT packet accepted from a device.
         connect_timeout: seconds a new connection has to send CONNECT and have it answered.
         connections: the open connections (the gateway closes them when the node stops).
+        quotas: the node's rate limits (new device connections per second); None: none.
     """
 
     sessions: SessionTable
@@ -66,12 +68,31 @@ class ConnectionContext:
     max_packet_size: int
     connect_timeout: float
     connections: set[Closable] = field(default_factory=set)
+    quotas: Quotas | None = None
 
     async def authenticate(
-        self, connect: Connect, *, use_cache: bool = True, client_certificate: ClientCertificate | None = None
+        self,
+        connect: Connect,
+        *,
+        use_cache: bool = True,
+        new: bool = True,
+        client_certificate: ClientCertificate | None = None,
     ) -> Principal:
         """The principal of ``connect`` (with the TLS client certificate the connection presented)
-        per the first dialect that claims it; raises ConnectRefused."""
+        per the first dialect that claims it; raises ConnectRefused.
+
+        A ``new`` connection (not a re-check of one already open) counts against the device connect
+        rate first: past it, ConnectRefused with 3.1.1 code 3 (server unavailable) and MQTT 5 reason
+        0x9F (connection rate exceeded), before any credential is looked at.
+        """
+        if new and self.quotas is not None:
+            wait = self.quotas.connect_wait()
+            if wait:
+                raise ConnectRefused(
+                    ConnackCode.SERVER_UNAVAILABLE,
+                    f"too many new device connections per second; retry in {max(wait, 0.001):.3g} s",
+                    ReasonCode.CONNECTION_RATE_EXCEEDED,
+                )
         for dialect in self.dialects:
             if dialect.claims(connect):
                 return await dialect.authenticate(

@@ -23,7 +23,7 @@ from methodhub.errors import HubError
 if TYPE_CHECKING:
     from methodhub.auth.x509 import ClientCertificate
     from methodhub.gateway.auth import AuthContext
-    from methodhub.mqtt import ConnackCode, Connect, Publish
+    from methodhub.mqtt import ConnackCode, Connect, Publish, ReasonCode
     from methodhub.registry.twins import Twin
 
 SUBSCRIPTION_REFUSED = 0x80
@@ -44,10 +44,12 @@ class ConnectRefused(Exception):
     5 not authorized. The gateway maps them to MQTT 5 reason codes for v5 clients.
     """
 
-    def __init__(self, code: ConnackCode, reason: str) -> None:
+    def __init__(self, code: ConnackCode, reason: str, v5_code: ReasonCode | None = None) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.v5_code = v5_code
+        """The MQTT 5 reason code, where it says more than the mapping of ``code`` does."""
 
 
 @dataclass(slots=True)

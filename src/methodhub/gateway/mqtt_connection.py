@@ -382,7 +382,7 @@ class DeviceConnection(asyncio.Protocol):
                     }
                 },
             )
-            self._refuse(refused.code)
+            self._refuse(refused.code, refused.v5_code)
             return None
         except Exception:
             log.exception(
@@ -460,10 +460,10 @@ class DeviceConnection(asyncio.Protocol):
                 },
             )
 
-    def _refuse(self, code: ConnackCode) -> None:
-        reason_code = (
-            V5_REASON_FOR_CONNACK.get(code, ReasonCode.UNSPECIFIED_ERROR) if self.level >= 5 else code
-        )
+    def _refuse(self, code: ConnackCode, v5_code: ReasonCode | None = None) -> None:
+        reason_code: int = code
+        if self.level >= 5:
+            reason_code = v5_code or V5_REASON_FOR_CONNACK.get(code, ReasonCode.UNSPECIFIED_ERROR)
         self._send(Connack(session_present=False, reason_code=reason_code))
         self._close(None, None)
 
@@ -473,7 +473,10 @@ class DeviceConnection(asyncio.Protocol):
             return
         try:
             await self.ctx.authenticate(
-                self.connect_packet, use_cache=False, client_certificate=client_certificate(self.transport)
+                self.connect_packet,
+                use_cache=False,
+                new=False,
+                client_certificate=client_certificate(self.transport),
             )
         except ConnectRefused as refused:
             log.info(

@@ -25,6 +25,7 @@ from typing import Any
 from methodhub import jsontext
 from methodhub.calls.delivery import QueuedCalls
 from methodhub.calls.queued import DEFAULT_EXPIRES, CallFilters, CallState, QueuedCall
+from methodhub.calls.quotas import NO_QUOTAS, Quotas
 from methodhub.config import MAX_METHOD_PAYLOAD, RESPONSE_TIMEOUT_DEFAULT, RESPONSE_TIMEOUT_RANGE
 from methodhub.dialects.azure.errors import azure_error, utc_timestamp
 from methodhub.dialects.azure.jobs_api import parse_time
@@ -126,9 +127,11 @@ def _filters(query: Mapping[str, str]) -> CallFilters | None:
 class QueuedCallsApi:
     """The ``/calls`` handlers."""
 
-    def __init__(self, calls: QueuedCalls, auth: ServiceAuthenticator) -> None:
+    def __init__(self, calls: QueuedCalls, auth: ServiceAuthenticator, quotas: Quotas = NO_QUOTAS) -> None:
         self.calls = calls
         self.auth = auth
+        self.quotas = quotas
+        """Creating a queued call counts as a call against the method call quotas (429 past them)."""
 
     def register(self, routes: Routes) -> None:
         routes.add("POST", "/calls", self._authorized(self._create))
@@ -150,6 +153,7 @@ class QueuedCallsApi:
         return run
 
     async def _create(self, request: Request, policy: str) -> Response:
+        self.quotas.check_call(policy)
         try:
             body = jsontext.loads(request.body) if request.body else None
         except jsontext.NotJson as exc:

@@ -24,6 +24,7 @@ from methodhub.calls import CallEngine
 from methodhub.calls.delivery import QueuedCalls
 from methodhub.calls.history import HistoryRecorder
 from methodhub.calls.queued import CallState
+from methodhub.calls.quotas import NO_QUOTAS, Quotas
 from methodhub.changes import ChangeFeedWatcher
 from methodhub.config import MAX_METHOD_PAYLOAD, HubConfig
 from methodhub.console.events import ConsoleEvents
@@ -77,6 +78,13 @@ MAX_HTTP_BODY = 4 * MAX_METHOD_PAYLOAD
 than it does re-encoded (escapes, whitespace); the payload limit itself is checked after parsing."""
 
 
+def job_rate(configured: float | None, quota: float | None) -> float | None:
+    """The device calls per second jobs start on this node: the lower of ``serve --job-rate`` and
+    its share of the jobs device-operations quota (None: no limit)."""
+    rates = [rate for rate in (configured, quota) if rate is not None]
+    return min(rates) if rates else None
+
+
 @dataclass(slots=True, frozen=True)
 class Address:
     host: str
@@ -98,6 +106,8 @@ class Hub:
         self.engine: CallEngine | None = None
         self.queued: QueuedCalls | None = None
         self.history: HistoryRecorder | None = None
+        self.quotas: Quotas = NO_QUOTAS
+        """This node's rate limits (its share of the hub's; ``config.quotas``)."""
         self.jobs: JobRunner | None = None
         self.node = ""
         """This node's name (the router's and the queued calls' owner name)."""
@@ -152,7 +162,11 @@ class Hub:
         router = make_router(config, self.node)
         await router.start()
         self.router = router
-        self.engine = CallEngine(router, registry, self.metrics)
+        quotas = Quotas(config.quotas.per_node(), on_throttled=self.metrics.throttled.inc)
+        if config.quotas.any:
+            log.info("quotas: %s", config.quotas.describe())
+        self.quotas = quotas
+        self.engine = CallEngine(router, registry, self.metrics, quotas=quotas if config.quotas.any else None)
         if config.history:
             self.history = HistoryRecorder(
                 registry,
@@ -169,19 +183,22 @@ class Hub:
             router=router,
             metrics=self.metrics,
             hostname=config.hostname,
-            dialects=[AzureDialect(twins), AliyunDialect()],
+            dialects=[AzureDialect(twins, config.token_policy), AliyunDialect()],
             max_packet_size=DEFAULT_MAX_PACKET_SIZE,
             connect_packet_timeout=config.connect_packet_timeout,
             max_in_flight=config.max_calls_in_flight_per_device,
             limits=config.device_limits,
-            amqp_dialect=AzureAmqpDialect(twins),
+            amqp_dialect=AzureAmqpDialect(twins, config.token_policy),
         )
-        service_auth = ServiceAuthenticator(registry, config.hostname)
+        if quotas.device_connects is not None:
+            self.gateway.context.quotas = quotas
+        service_auth = ServiceAuthenticator(registry, config.hostname, config.token_policy)
         service_auth.on_failure = partial(self._auth_failed, "azure_")
         if config.metrics_auth:
             self._metrics_guard = MetricsGuard(service_auth, self.metrics, config.metrics_token)
         routes = Routes()
         azure_api = AzureApi(self.engine, registry, service_auth, self.gateway)
+        azure_api.quotas = quotas
         azure_api.register(routes)
         self.queued = QueuedCalls(
             registry,
@@ -192,13 +209,13 @@ class Hub:
             sweep_interval=config.queued_call_sweep_interval,
             max_expires=config.queued_call_max_expires,
         )
-        QueuedCallsApi(self.queued, service_auth).register(routes)
+        QueuedCallsApi(self.queued, service_auth, quotas).register(routes)
         self.jobs = JobRunner(
             registry,
             self.queued,
             self.node,
             interval=config.queued_call_sweep_interval,
-            rate=config.job_rate,
+            rate=job_rate(config.job_rate, quotas.limits.job_device_operations_per_second),
             concurrency=config.job_concurrency,
         )
         AzureJobsApi(self.jobs, service_auth).register(routes)
@@ -206,6 +223,7 @@ class Hub:
         pop_auth = PopAuthenticator(registry)
         pop_auth.on_failure = partial(self._auth_failed, "aliyun_")
         aliyun_api = AliyunApi(self.engine, registry, pop_auth, self.gateway)
+        aliyun_api.quotas = quotas
         thing_models = ThingModels(registry, self.queued)
         aliyun_api.async_services = thing_models
         aliyun_api.add_actions(thing_models.actions())

@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from methodhub.calls.history import HistoryRow
 from methodhub.calls.jobs import Job, JobStatus, JobType
 from methodhub.calls.queued import CallFilters, CallState, CallUpdate, QueuedCall
 from methodhub.query import Query
@@ -134,7 +135,7 @@ class Registry(ABC):
     ) -> list[QueuedCall]: ...
 
     @abstractmethod
-    async def record_calls(self, calls: Sequence[QueuedCall]) -> None: ...
+    async def record_history(self, rows: Sequence[HistoryRow]) -> None: ...
 
     @abstractmethod
     async def prune_calls(self, before: float, keep: int, limit: int = 1000) -> int: ...

@@ -9,7 +9,9 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from methodhub.calls.history import HistoryRow
 from methodhub.calls.queued import CallFilters, CallState, CallUpdate, QueuedCall
+from methodhub.registry import history
 
 T = TypeVar("T")
 
@@ -353,8 +355,14 @@ class SqliteCalls:
 
     async def get_call(self, call_id: str) -> QueuedCall | None:
         def query() -> QueuedCall | None:
-            row = self._conn().execute(f"SELECT {SELECT} FROM calls WHERE call_id = ?", (call_id,)).fetchone()
-            return from_row(row) if row else None
+            db = self._conn()
+            row = db.execute(f"SELECT {SELECT} FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+            if row:
+                return from_row(row)
+            pages = db.execute(
+                "SELECT rows FROM call_history WHERE first_id <= ?1 AND last_id >= ?1", (call_id,)
+            )
+            return history.find_record((page[0] for page in pages), call_id)
 
         result: QueuedCall | None = await self._read(query)
         return result
@@ -370,22 +378,39 @@ class SqliteCalls:
         filters: CallFilters | None = None,
     ) -> list[QueuedCall]:
         where, args = _filters(lambda n: "?", device_id, state, job_id, before, filters)
+        pages_where, page_args = history.page_filters(lambda n: "?", "instr", device_id, before, filters)
 
         def query() -> list[QueuedCall]:
-            rows = self._conn().execute(
+            db = self._conn()
+            rows = db.execute(
                 f"SELECT {SELECT} FROM calls{where} ORDER BY created_time DESC, call_id DESC LIMIT ?",
                 (*args, limit),
             )
-            return [from_row(row) for row in rows]
+            table = [from_row(row) for row in rows]
+            if not history.has_records(state, job_id):
+                return table
+            listing = history.Listing(table, limit, history.matches(device_id, state, before, filters))
+            pages = db.execute(
+                f"SELECT page_id, last_created FROM call_history{pages_where} ORDER BY last_created DESC",
+                page_args,
+            ).fetchall()
+            for page_id, last_created in pages:
+                if not listing.wants(last_created):
+                    break
+                (blob,) = db.execute("SELECT rows FROM call_history WHERE page_id = ?", (page_id,)).fetchone()
+                listing.add(history.decode_rows(blob))
+            return listing.result()
 
         result: list[QueuedCall] = await self._read(query)
         return result
 
-    async def record_calls(self, calls: Sequence[QueuedCall]) -> None:
-        rows = [values(call) for call in calls]
+    async def record_history(self, rows: Sequence[HistoryRow]) -> None:
+        if not rows:
+            return
+        page = history.page_of(rows)
 
         def insert(db: sqlite3.Connection) -> None:
-            db.executemany(SQLITE_INSERT, rows)
+            db.execute(history.INSERT + "(?, ?, ?, ?, ?, ?, ?, ?)", page)
 
         await self._run(self._transaction, insert)
 
@@ -398,7 +423,10 @@ class SqliteCalls:
                 f"{ENDED} AND completed_time < ? ORDER BY completed_time LIMIT ?)",
                 (cutoff, limit),
             )
-            return int(cursor.rowcount)
+            gone = int(cursor.rowcount)
+            doomed, records = history.doomed_pages(db.execute(history.PRUNE_HEADERS), before, keep, limit)
+            db.executemany("DELETE FROM call_history WHERE page_id = ?", [(page,) for page in doomed])
+            return gone + records
 
         result: int = await self._run(self._transaction, prune)
         return result
@@ -517,10 +545,17 @@ class PostgresCalls:
         return result
 
     async def get_call(self, call_id: str) -> QueuedCall | None:
-        row = await self._read(
-            lambda conn: conn.fetchrow(f"SELECT {SELECT} FROM calls WHERE call_id = $1", call_id)
-        )
-        return from_row(row) if row else None
+        async def query(conn: Any) -> QueuedCall | None:
+            row = await conn.fetchrow(f"SELECT {SELECT} FROM calls WHERE call_id = $1", call_id)
+            if row:
+                return from_row(row)
+            pages = await conn.fetch(
+                "SELECT rows FROM call_history WHERE first_id <= $1 AND last_id >= $1", call_id
+            )
+            return history.find_record((page[0] for page in pages), call_id)
+
+        result: QueuedCall | None = await self._read(query)
+        return result
 
     async def list_calls(
         self,
@@ -537,17 +572,34 @@ class PostgresCalls:
             f"SELECT {SELECT} FROM calls{where} ORDER BY created_time DESC, call_id DESC "
             f"LIMIT ${len(args) + 1}"
         )
-        rows = await self._read(lambda conn: conn.fetch(sql, *args, limit))
-        return [from_row(row) for row in rows]
+        pages_where, page_args = history.page_filters(lambda n: f"${n}", "strpos", device_id, before, filters)
 
-    async def record_calls(self, calls: Sequence[QueuedCall]) -> None:
-        if not calls:
+        async def query(conn: Any) -> list[QueuedCall]:
+            table = [from_row(row) for row in await conn.fetch(sql, *args, limit)]
+            if not history.has_records(state, job_id):
+                return table
+            listing = history.Listing(table, limit, history.matches(device_id, state, before, filters))
+            pages = await conn.fetch(
+                f"SELECT page_id, last_created FROM call_history{pages_where} ORDER BY last_created DESC",
+                *page_args,
+            )
+            for page_id, last_created in pages:
+                if not listing.wants(last_created):
+                    break
+                blob = await conn.fetchval("SELECT rows FROM call_history WHERE page_id = $1", page_id)
+                listing.add(history.decode_rows(blob))
+            return listing.result()
+
+        result: list[QueuedCall] = await self._read(query)
+        return result
+
+    async def record_history(self, rows: Sequence[HistoryRow]) -> None:
+        if not rows:
             return
-        marks = ", ".join(f"${n}" for n in range(1, len(COLUMNS) + 2))
-        rows = [values(call) for call in calls]
+        page = history.page_of(rows)
 
         async def insert(conn: Any) -> None:
-            await conn.executemany(f"INSERT INTO calls ({SELECT}, target) VALUES ({marks})", rows)
+            await conn.execute(history.INSERT + "($1, $2, $3, $4, $5, $6, $7, $8)", *page)
 
         await self._write(insert)
 
@@ -560,7 +612,10 @@ class PostgresCalls:
                 prune_before(before, beyond),
                 limit,
             )
-            return int(status.rsplit(" ", 1)[-1])
+            pages = await conn.fetch(history.PRUNE_HEADERS)
+            doomed, records = history.doomed_pages(pages, before, keep, limit)
+            await conn.execute("DELETE FROM call_history WHERE page_id = ANY($1::bigint[])", doomed)
+            return int(status.rsplit(" ", 1)[-1]) + records
 
         result: int = await self._write(prune)
         return result

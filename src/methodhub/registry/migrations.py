@@ -165,7 +165,23 @@ SQLITE_MIGRATIONS: list[str] = [
     ALTER TABLE calls ADD COLUMN tracking_id TEXT;
     CREATE INDEX calls_ended ON calls (completed_time) WHERE job_id IS NULL;
     """,
-    # X.509 authentication (issue 15): an identity's authentication type ('sas', 'selfSigned',
+    # 10: the call history's records in pages (registry.history): one row per batch written, its
+    # records in one blob; synchronous calls recorded before stay rows of calls.
+    """
+    CREATE TABLE call_history (
+        page_id INTEGER PRIMARY KEY,
+        first_created REAL NOT NULL,
+        last_created REAL NOT NULL,
+        last_completed REAL NOT NULL,
+        first_id TEXT NOT NULL,
+        last_id TEXT NOT NULL,
+        records INTEGER NOT NULL,
+        targets TEXT NOT NULL,
+        rows BLOB NOT NULL
+    );
+    CREATE INDEX call_history_created ON call_history (last_created);
+    """,
+    # 11: X.509 authentication (issue 15): an identity's authentication type ('sas', 'selfSigned',
     # 'certificateAuthority') and its thumbprints (upper-case hex), and the hub's certificate
     # authorities (PEM; verified once their proof of possession was checked).
     """
@@ -339,7 +355,22 @@ POSTGRES_MIGRATIONS: list[str] = [
     ALTER TABLE calls ADD COLUMN tracking_id TEXT;
     CREATE INDEX calls_ended ON calls (completed_time) WHERE job_id IS NULL;
     """,
-    # X.509 authentication (see SQLITE_MIGRATIONS[9]).
+    # call history pages (see SQLITE_MIGRATIONS[9]).
+    """
+    CREATE TABLE call_history (
+        page_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        first_created DOUBLE PRECISION NOT NULL,
+        last_created DOUBLE PRECISION NOT NULL,
+        last_completed DOUBLE PRECISION NOT NULL,
+        first_id TEXT COLLATE "C" NOT NULL,
+        last_id TEXT COLLATE "C" NOT NULL,
+        records INTEGER NOT NULL,
+        targets TEXT COLLATE "C" NOT NULL,
+        rows BYTEA NOT NULL
+    );
+    CREATE INDEX call_history_created ON call_history (last_created);
+    """,
+    # X.509 authentication (see SQLITE_MIGRATIONS[10]).
     """
     ALTER TABLE identities ADD COLUMN auth_type TEXT NOT NULL DEFAULT 'sas';
     ALTER TABLE identities ADD COLUMN primary_thumbprint TEXT;

@@ -29,6 +29,8 @@ from methodhub.sdk.errors import ERRORS_BY_CODE, MethodHubError
 TOKEN_TTL = 3600
 TOKEN_RENEW_MARGIN = 300
 HTTP_TIMEOUT_MARGIN = 10.0
+PAGE_MAX = 1000
+"""Calls the hub lists in one page at most (``GET /calls?limit=``)."""
 """The HTTP read timeout is the call's timeouts plus this, so the hub, not the socket, reports a timeout."""
 
 
@@ -210,21 +212,37 @@ class ServiceClient:
         state: str | None = None,
         job_id: str | None = None,
         method_name: str | None = None,
+        front_door: str | None = None,
         since: str | None = None,
+        until: str | None = None,
+        status: int | None = None,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """Call records, newest first (at most ``limit``); ``since``: ISO 8601 UTC, created then
-        or later. A hub that does not filter by ``methodName`` / ``since`` ignores them."""
+        """Call records, newest first, at most ``limit`` (any number: the hub's pages, 1,000 at
+        most each, are followed). Every filter given must hold: ``front_door`` one of ``azure``,
+        ``aliyun``, ``native``, ``job``; ``since`` (inclusive) and ``until`` (exclusive) ISO 8601
+        times of creation; ``status`` the device's status code. Synchronous calls are listed when
+        the hub records them (``serve --history on``, its default)."""
         filters = (
             ("deviceId", device_id),
             ("state", state),
             ("jobId", job_id),
             ("methodName", method_name),
+            ("frontDoor", front_door),
             ("since", since),
+            ("until", until),
+            ("status", None if status is None else str(status)),
         )
-        params = {k: v for k, v in filters if v}
-        params["limit"] = str(limit)
-        calls: list[dict[str, Any]] = self._calls("GET", params=params)["calls"]
+        params = {k: v for k, v in filters if v is not None}
+        calls: list[dict[str, Any]] = []
+        while len(calls) < limit:
+            params["limit"] = str(min(limit - len(calls), PAGE_MAX))
+            page = self._calls("GET", params=params)
+            calls += page["calls"]
+            token = page.get("continuationToken")
+            if not token or not page["calls"]:
+                break
+            params["continuationToken"] = token
         return calls
 
     def cancel_call(self, call_id: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ queued unless a test ends them in the store)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -135,6 +136,7 @@ async def test_query_device_service_data_serves_the_device_s_calls_from_the_stor
         await invoke(
             front, registry, ProductKey=PK, Identifier="Echo", Args=f'{{"n": {n}}}', **names("dev-1")
         )
+        await asyncio.sleep(0.002)  # one millisecond each: NextTime pages by the millisecond
     await invoke(front, registry, ProductKey=PK, Identifier="Other", Args="{}", **names("dev-1"))
     newest_echo = next(c for c in await registry.list_calls(device_id=f"{PK}:dev-1") if c.method == "Echo")
     await _answer(registry, newest_echo, 200, b'{"echo":2}')

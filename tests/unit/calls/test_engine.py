@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from methodhub.calls import Call, CallEngine, CallOutcome
+from methodhub.calls.model import CallOrigin
 from methodhub.errors import ErrorKind, HubError
 from methodhub.metrics import Metrics
 from methodhub.router import LocalRouter
@@ -205,3 +206,33 @@ async def test_a_reply_failing_after_the_call_was_stopped_is_retrieved() -> None
     replies.clear()
     gc.collect()
     assert [c["message"] for c in reported] == []
+
+
+async def test_every_call_is_timed_once_and_leaves_in_flight_whichever_way_it_ends(parts) -> None:
+    from methodhub.calls.quotas import QuotaLimits, Quotas
+
+    router, _, metrics, engine = parts
+    session = FakeSession()
+    router.announce("dev", session)
+    answered = engine.invoke(call(), "azure")
+    abandoned = engine.invoke(call(), "azure")
+    assert metrics.in_flight["azure"] == 2
+    session.calls[0][1].set_result(CallOutcome(200, b"1"))
+    abandoned.cancel()
+    await answered
+    await asyncio.sleep(0)
+    engine.quotas = Quotas(QuotaLimits(method_calls_per_second=1.0))
+    refused = [engine.invoke(call(), "aliyun", CallOrigin("aliyun", "k")) for _ in range(4)]
+    throttled = [r for r in refused if r.done()]
+    assert throttled and metrics.in_flight["aliyun"] == len(refused) - len(throttled)  # refused: out at once
+    engine.stop()
+    late = engine.invoke(call(), "native")
+    for result in [*refused, late]:
+        with pytest.raises(HubError):
+            await result
+    await asyncio.sleep(0)
+    assert set(metrics.in_flight.values()) == {0}
+    seconds = metrics.call_seconds
+    assert (seconds.count("azure", "answered"), seconds.count("azure", "error")) == (1, 1)
+    assert seconds.count("aliyun", "error") == len(refused)  # throttled, or stopped while waiting
+    assert seconds.count("native", "error") == 1  # refused: the hub is stopping

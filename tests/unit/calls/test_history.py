@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from methodhub.calls import Call, CallEngine, CallOutcome
-from methodhub.calls.history import CALLER_GONE, PRUNE_BATCH, HistoryRecorder
+from methodhub.calls.history import CALLER_GONE, PRUNE_BATCH, HistoryRecorder, HistoryRow, history_call
 from methodhub.calls.model import CallOrigin
 from methodhub.calls.queued import CallState, QueuedCall
 from methodhub.errors import ErrorKind, HubError
@@ -30,12 +30,12 @@ class Store:
         self.prunes: list[tuple[float, int, int]] = []
         self.prunable = 0
 
-    async def record_calls(self, calls: Sequence[QueuedCall]) -> None:
+    async def record_history(self, rows: Sequence[HistoryRow]) -> None:
         if self.gate is not None:
             await self.gate.wait()
         if self.fail:
             raise OSError("disk full")
-        self.batches.append(list(calls))
+        self.batches.append([history_call(row) for row in rows])
 
     async def prune_calls(self, before: float, keep: int, limit: int = 1000) -> int:
         self.prunes.append((before, keep, limit))
@@ -186,3 +186,23 @@ async def test_an_engine_without_a_recorder_records_nothing() -> None:
     session.calls[0][1].set_result(CallOutcome(200, b"1"))
     assert await result == CallOutcome(200, b"1")
     assert engine.recorder is None
+
+
+async def test_a_call_refused_over_a_quota_or_while_stopping_is_recorded(engine_parts) -> None:
+    from methodhub.calls.quotas import QuotaLimits, Quotas
+
+    router, engine, store, recorder = engine_parts
+    router.announce("dev", FakeSession())
+    engine.quotas = Quotas(QuotaLimits(method_calls_per_second=1.0, method_calls_per_policy_per_second=None))
+    made = [engine.invoke(Call("dev", f"m{n}", b"{}", 5), origin=ORIGIN) for n in range(5)]
+    throttled = [call for call in made if call.done() and isinstance(call.exception(), HubError)]
+    assert throttled  # the burst ran out: the rest are refused at once
+    engine.stop()
+    stopping = engine.invoke(Call("dev", "late", b"{}", 5), origin=ORIGIN)
+    for call in [*made, stopping]:
+        with pytest.raises(HubError):
+            await call
+    await recorder.flush()
+    codes = {c.method: c.error_code for c in store.stored}
+    assert len(store.stored) == 6 and codes["late"] == "HubStopping"
+    assert sum(code == "ThrottlingException" for code in codes.values()) == len(throttled)

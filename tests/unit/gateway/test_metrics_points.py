@@ -175,7 +175,7 @@ async def test_a_queued_calls_attempt_is_timed_as_queued(
         assert (await queued.wait(call.call_id, 10)).state is CallState.SUCCEEDED
     finally:
         await queued.stop()
-    assert hub.metrics.call_seconds.count("queued", "answered") == 1
+    assert hub.metrics.call_seconds.count("native", "answered") == 1
     assert hub.metrics.call_seconds.count("azure", "answered") == 0
 
 
@@ -199,4 +199,4 @@ async def test_a_jobs_device_call_is_timed_as_job(hub: Hub, registry: SqliteRegi
         await runner.stop()
         await calls.stop()
     assert hub.metrics.call_seconds.count("job", "answered") == 1
-    assert hub.metrics.call_seconds.count("queued", "answered") == 0
+    assert hub.metrics.call_seconds.count("native", "answered") == 0

@@ -8,6 +8,9 @@ Two layers, as on Alibaba's cloud:
 * IoT business errors (no such device, bad timeout, ...): HTTP 200 and
   ``{"RequestId", "Success": false, "Code", "ErrorMessage"}``, which the SDK returns as the body.
 
+A throttled request (``Throttling.User``, HTTP 400, gateway layer) also gets ``x-acs-retry-after``
+(milliseconds, what the Tea SDK reads).
+
 ``ErrorSpec.aliyun_http_status`` says which layer a kind belongs to. ``RRpc`` reports call outcomes
 (offline, timeout, device gone) as HTTP 200 ``{"RequestId", "Success": true, "RrpcCode"}`` (plus
 ``MessageId`` once the request was sent), so that clients checking ``RrpcCode`` see them.
@@ -15,9 +18,11 @@ Two layers, as on Alibaba's cloud:
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
+from methodhub.calls.quotas import Throttled
 from methodhub.errors import ErrorKind, HubError
 from methodhub.http.messages import Response
 
@@ -57,7 +62,12 @@ def pop_error(error: HubError, request_id: str, host: str | None = None) -> Resp
             "Message": error.message,
             "Recommend": RECOMMEND,
         }
-        return Response.json(body, spec.aliyun_http_status)
+        headers = None
+        if isinstance(error, Throttled):
+            # The Tea SDK (alibabacloud_tea_openapi) raises ThrottlingException(retry_after=...) when
+            # this header is there, and its retry policy waits that many milliseconds.
+            headers = [("x-acs-retry-after", str(max(1, math.ceil(error.retry_after * 1000))))]
+        return Response.json(body, spec.aliyun_http_status, headers)
     body = {
         "RequestId": request_id,
         "Success": False,

@@ -41,6 +41,7 @@ from methodhub import jsontext
 from methodhub.api.outcomes import response_future
 from methodhub.calls import Call, CallEngine, CallKind, CallOutcome
 from methodhub.calls.model import CallOrigin
+from methodhub.calls.quotas import NO_QUOTAS, Quotas
 from methodhub.config import MAX_METHOD_PAYLOAD
 from methodhub.dialects.aliyun.calls import call_data
 from methodhub.dialects.aliyun.errors import new_request_id, pop_error, required, rrpc_error
@@ -139,6 +140,8 @@ AccessKeyId) once the signature is verified; no Alibaba parameter has a colon in
 class _Action:
     right: Right
     run: Callable[[dict[str, str], str, str | None], Response | Awaitable[Response]]
+    registry: bool = False
+    """An identity registry operation: counted against the registry operations quota."""
 
 
 def request_params(request: Request) -> dict[str, str]:
@@ -333,22 +336,25 @@ class AliyunApi:
         self._message_ids = MessageIds()
         self.async_services: AsyncServices | None = None
         """The thing models (set by the hub): without them every service is synchronous."""
+        self.quotas: Quotas = NO_QUOTAS
+        """The node's rate limits (set by the hub): calls and registry operations per second."""
         devices = DeviceQueries(registry, presence, self._lookup)  # pop_devices.py
         self._actions: dict[str, _Action] = {
             "RRpc": _Action(Right.SERVICE_CONNECT, self._rrpc),
             "InvokeThingService": _Action(Right.SERVICE_CONNECT, self._invoke_thing_service),
-            "RegisterDevice": _Action(Right.REGISTRY_WRITE, self._guard(self._register_device)),
-            "QueryDeviceDetail": _Action(Right.REGISTRY_READ, self._guard(self._query_device_detail)),
-            "DeleteDevice": _Action(Right.REGISTRY_WRITE, self._guard(self._delete_device)),
-            "GetDeviceStatus": _Action(Right.REGISTRY_READ, self._guard(devices.get_device_status)),
-            "BatchGetDeviceState": _Action(Right.REGISTRY_READ, self._guard(devices.batch_get_device_state)),
-            "BatchQueryDeviceDetail": _Action(
-                Right.REGISTRY_READ, self._guard(devices.batch_query_device_detail)
-            ),
-            "QueryDevice": _Action(Right.REGISTRY_READ, self._guard(devices.query_device)),
-            "QueryDeviceStatistics": _Action(
-                Right.REGISTRY_READ, self._guard(devices.query_device_statistics)
-            ),
+            **{
+                name: _Action(right, self._guard(run), registry=True)
+                for name, right, run in (
+                    ("RegisterDevice", Right.REGISTRY_WRITE, self._register_device),
+                    ("QueryDeviceDetail", Right.REGISTRY_READ, self._query_device_detail),
+                    ("DeleteDevice", Right.REGISTRY_WRITE, self._delete_device),
+                    ("GetDeviceStatus", Right.REGISTRY_READ, devices.get_device_status),
+                    ("BatchGetDeviceState", Right.REGISTRY_READ, devices.batch_get_device_state),
+                    ("BatchQueryDeviceDetail", Right.REGISTRY_READ, devices.batch_query_device_detail),
+                    ("QueryDevice", Right.REGISTRY_READ, devices.query_device),
+                    ("QueryDeviceStatistics", Right.REGISTRY_READ, devices.query_device_statistics),
+                )
+            },
         }
 
     def add_actions(
@@ -429,6 +435,12 @@ class AliyunApi:
         except HubError as exc:
             self._auth.refused(exc)
             return pop_error(exc, request_id, host)
+        if action.registry:
+            quotas = self.quotas
+            try:
+                quotas.check(quotas.registry, "registry_operations")
+            except HubError as exc:
+                return pop_error(exc, request_id, host)
         result = action.run(params, request_id, host)
         return result if isinstance(result, Response) else await result
 

@@ -45,6 +45,7 @@ from methodhub.amqp import (
     read_plain_message,
 )
 from methodhub.calls.model import Call, CallOutcome, identity_key
+from methodhub.config import TokenPolicy
 from methodhub.dialects.azure.device_auth import (
     DeviceKeys,
     TokenRefused,
@@ -53,7 +54,7 @@ from methodhub.dialects.azure.device_auth import (
     verify_hub_token,
 )
 from methodhub.dialects.azure.methods import check_method_call, method_result
-from methodhub.dialects.azure.sas import SasToken, SasTokenError
+from methodhub.dialects.azure.sas import DEFAULT_TOKEN_POLICY, SasToken, SasTokenError
 from methodhub.dialects.azure.twin import (
     DESIRED_NOTIFICATIONS,
     DeviceTwins,
@@ -312,7 +313,11 @@ def parse_put_token(message: Message) -> PutToken | CbsError:
 
 
 async def verify_put_token(
-    put_token: PutToken, registry: DeviceKeys, hostname: str, now: float | None = None
+    put_token: PutToken,
+    registry: DeviceKeys,
+    hostname: str,
+    now: float | None = None,
+    policy: TokenPolicy = DEFAULT_TOKEN_POLICY,
 ) -> CbsGrant | CbsError:
     """Whether ``put_token``'s SAS token proves its audience's identity on hub ``hostname``.
 
@@ -331,10 +336,10 @@ async def verify_put_token(
         )
     try:
         if put_token.hub_wide:
-            expiry = await verify_hub_token(token, registry, hostname, at)
+            expiry = await verify_hub_token(token, registry, hostname, at, policy)
             return CbsGrant(put_token.message_id, "", None, "", expiry)
         verified = await verify_device_token(
-            token, put_token.device_id, put_token.module_id, registry, hostname, at
+            token, put_token.device_id, put_token.module_id, registry, hostname, at, policy
         )
     except TokenRefused as refused:
         if refused.cause == "unavailable":
@@ -640,9 +645,11 @@ class AzureAmqpDialect(AmqpDialect):
     shutting_down = SHUTTING_DOWN
     token_invalid = TOKEN_INVALID
 
-    def __init__(self, twins: DeviceTwins | None = None) -> None:
+    def __init__(self, twins: DeviceTwins | None = None, token_policy: TokenPolicy | None = None) -> None:
         self.twins = twins
         """Answers twin requests from the registry (None: a hub without twins)."""
+        self.token_policy = token_policy or DEFAULT_TOKEN_POLICY
+        """Token lifetime and clock skew the hub accepts."""
 
     def link_address(self, attach: Attach) -> str | None:
         return attach_address(attach)
@@ -685,7 +692,7 @@ class AzureAmqpDialect(AmqpDialect):
             claim.token,
             claim.hub_wide,
         )
-        return await verify_put_token(put_token, auth.registry, auth.hostname, now)
+        return await verify_put_token(put_token, auth.registry, auth.hostname, now, self.token_policy)
 
     def put_token_response(self, message_id: Any, status: int, description: str) -> Message:
         return put_token_response(message_id, status, description)

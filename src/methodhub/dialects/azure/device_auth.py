@@ -28,7 +28,8 @@ from methodhub.auth.x509 import (
     load_certificate,
 )
 from methodhub.calls.model import identity_key
-from methodhub.dialects.azure.sas import SasToken
+from methodhub.config import TokenPolicy
+from methodhub.dialects.azure.sas import DEFAULT_TOKEN_POLICY, SasToken
 from methodhub.gateway.auth import host_matches
 from methodhub.registry import AccessPolicy, AuthType, CertificateAuthority, Identity, Right
 
@@ -64,7 +65,8 @@ class VerifiedDevice:
 class TokenRefused(Exception):
     """The token does not prove the identity (``reason`` says why, for the device's operator).
 
-    ``cause`` is one of ``"resource"`` (for another hub or identity), ``"expired"``,
+    ``cause`` is one of ``"resource"`` (for another hub or identity), ``"expired"``, ``"lifetime"``
+    (expires further ahead than the hub's :class:`~methodhub.config.TokenPolicy` allows),
     ``"unavailable"`` (the registry could not be read: not the device's fault), ``"unknown"`` (not
     registered), ``"disabled"``, ``"policy"`` (no such policy, or it lacks DeviceConnect),
     ``"signature"`` (no key matches), ``"x509"`` (the identity authenticates with a certificate, or
@@ -98,16 +100,17 @@ async def verify_device_token(
     registry: DeviceKeys,
     hostname: str,
     now: float,
+    token_policy: TokenPolicy = DEFAULT_TOKEN_POLICY,
 ) -> VerifiedDevice:
     """What ``token`` proves about ``device_id``/``module_id`` on hub ``hostname`` at ``now``.
 
     Raises:
         TokenRefused: it proves nothing (see its ``cause``); checked in this order: resource,
-            expiry, registry reachable, identity registered, device enabled, policy, signature.
+            expiry and lifetime (the token policy), registry reachable, identity registered, device
+            enabled, policy, signature.
     """
     check_resource(token, device_id, module_id, hostname)
-    if token.is_expired(now):
-        raise TokenRefused("expired", f"the SAS token expired at {token.expiry}; generate a new one")
+    _check_times(token, now, token_policy)
     key = identity_key(device_id, module_id)
     try:
         identity = await registry.get_identity(device_id, module_id)
@@ -133,10 +136,24 @@ async def verify_device_token(
         keys = identity.keys
     if not (token.verify(keys.primary) or token.verify(keys.secondary)):
         raise TokenRefused("signature", f"the SAS token's signature does not match the keys of '{key}'")
-    return VerifiedDevice(device_id, module_id, key, float(token.expiry), token.key_name)
+    expires_at = token.expiry + token_policy.clock_skew
+    return VerifiedDevice(device_id, module_id, key, expires_at, token.key_name)
 
 
-async def verify_hub_token(token: SasToken, registry: DeviceKeys, hostname: str, now: float) -> float:
+def _check_times(token: SasToken, now: float, policy: TokenPolicy) -> None:
+    refusal = token.lifetime_refusal(now, policy)
+    if refusal is not None:
+        cause = "expired" if token.is_expired(now, policy.clock_skew) else "lifetime"
+        raise TokenRefused(cause, f"{refusal}; generate a new one")
+
+
+async def verify_hub_token(
+    token: SasToken,
+    registry: DeviceKeys,
+    hostname: str,
+    now: float,
+    policy: TokenPolicy = DEFAULT_TOKEN_POLICY,
+) -> float:
     """The expiry of a hub-wide ``token`` (``sr`` = the hub, or its ``/devices``), signed with a
     shared access policy (``skn``) that holds DeviceConnect: what a gateway or the C# SDK with a
     policy key presents once for every device it carries. Each device it then names is checked
@@ -153,19 +170,18 @@ async def verify_hub_token(token: SasToken, registry: DeviceKeys, hostname: str,
             f"a hub-wide SAS token must be for '{hostname}' and signed with a shared access policy "
             f"(skn); this one is for '{token.resource_decoded}'" + ("" if token.key_name else " with no skn"),
         )
-    if token.is_expired(now):
-        raise TokenRefused("expired", f"the SAS token expired at {token.expiry}; generate a new one")
+    _check_times(token, now, policy)
     try:
-        policy = await registry.get_policy(token.key_name)
+        access = await registry.get_policy(token.key_name)
     except Exception as exc:
         raise TokenRefused("unavailable", f"the registry is unavailable: {exc}") from None
-    if policy is None or Right.DEVICE_CONNECT not in policy.rights:
+    if access is None or Right.DEVICE_CONNECT not in access.rights:
         raise TokenRefused("policy", f"policy '{token.key_name}' does not exist or lacks DeviceConnect")
-    if not (token.verify(policy.keys.primary) or token.verify(policy.keys.secondary)):
+    if not (token.verify(access.keys.primary) or token.verify(access.keys.secondary)):
         raise TokenRefused(
             "signature", f"the SAS token's signature does not match the keys of '{token.key_name}'"
         )
-    return float(token.expiry)
+    return token.expiry + policy.clock_skew
 
 
 async def verify_device_certificate(

@@ -7,17 +7,20 @@ Azure answers errors with an envelope whose ``Message`` is itself a JSON-encoded
      device to connect.\\",\\"info\\":{\\"timeout\\":\\"00:00:00\\"},\\"timestampUtc\\":\\"…\\"}",
      "ExceptionMessage": ""}
 
-plus the header ``iothub-errorcode: DeviceNotOnline``.
+plus the header ``iothub-errorcode: DeviceNotOnline``. A throttled request (429001
+``ThrottlingException``) also gets ``Retry-After`` (seconds).
 """
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 
 import orjson
 
 from methodhub.calls import CONNECT_TIMEOUT_INFO
+from methodhub.calls.quotas import Throttled
 from methodhub.errors import ErrorKind, HubError
 from methodhub.http.messages import Response
 
@@ -51,7 +54,15 @@ def azure_error(error: HubError) -> Response:
         "timestampUtc": utc_timestamp(),
     }
     body = orjson.dumps({"Message": orjson.dumps(inner).decode(), "ExceptionMessage": ""})
-    return Response(spec.http_status, body, headers=[("iothub-errorcode", spec.azure_name)])
+    headers = [("iothub-errorcode", spec.azure_name)]
+    if isinstance(error, Throttled):
+        headers.append(("retry-after", str(retry_after_seconds(error.retry_after))))
+    return Response(spec.http_status, body, headers=headers)
+
+
+def retry_after_seconds(wait: float) -> int:
+    """``Retry-After`` is whole seconds (RFC 9110 §10.2.3): the wait rounded up, at least 1."""
+    return max(1, math.ceil(wait))
 
 
 def azure_error_of(kind: ErrorKind, message: str | None = None) -> Response:

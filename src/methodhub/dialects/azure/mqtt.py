@@ -19,9 +19,10 @@ from typing import Any
 
 from methodhub.auth.x509 import ClientCertificate
 from methodhub.calls.model import Call, identity_key
+from methodhub.config import TokenPolicy
 from methodhub.dialects.azure.device_auth import TokenRefused, verify_device_certificate, verify_device_token
 from methodhub.dialects.azure.methods import check_method_call, method_result
-from methodhub.dialects.azure.sas import SasToken, SasTokenError
+from methodhub.dialects.azure.sas import DEFAULT_TOKEN_POLICY, SasToken, SasTokenError
 from methodhub.dialects.azure.topics import (
     METHODS_FILTER,
     METHODS_PREFIX,
@@ -110,10 +111,12 @@ class AzureDialect(Dialect):
 
     name = "azure"
 
-    def __init__(self, twins: DeviceTwins | None = None) -> None:
+    def __init__(self, twins: DeviceTwins | None = None, token_policy: TokenPolicy | None = None) -> None:
         self.twins = twins
         """Answers twin requests from the registry (None: a hub without twins, see
         :func:`~methodhub.dialects.azure.twin.answer_twin_request`)."""
+        self.token_policy = token_policy or DEFAULT_TOKEN_POLICY
+        """Token lifetime and clock skew the hub accepts."""
 
     def claims(self, connect: Connect) -> bool:
         username = connect.username
@@ -164,7 +167,7 @@ class AzureDialect(Dialect):
             ) from None
         try:
             verified = await verify_device_token(
-                token, device_id, module_id or None, ctx.registry, ctx.hostname, now
+                token, device_id, module_id or None, ctx.registry, ctx.hostname, now, self.token_policy
             )
         except TokenRefused as refused:
             code = (
@@ -175,7 +178,7 @@ class AzureDialect(Dialect):
             raise ConnectRefused(code, refused.reason) from None
         principal = Principal(device_id, module_id or None, key, self, expires_at=verified.expires_at)
         if not token.key_name:
-            ctx.tokens.put(cache_key, principal, float(token.expiry), key)
+            ctx.tokens.put(cache_key, principal, verified.expires_at, key)
         return principal
 
     async def _authenticate_x509(

@@ -16,6 +16,7 @@ from methodhub import jsontext
 from methodhub.api.outcomes import response_future
 from methodhub.calls import Call, CallEngine, CallOutcome
 from methodhub.calls.model import CallOrigin, identity_key
+from methodhub.calls.quotas import NO_QUOTAS, Quotas
 from methodhub.config import (
     CONNECT_TIMEOUT_DEFAULT,
     CONNECT_TIMEOUT_RANGE,
@@ -136,6 +137,8 @@ class AzureApi:
         self._presence = presence
         self.job_rows: Callable[[Query, int, int], Awaitable[list[Any]]] | None = None
         """A page of ``devices.jobs`` rows (set by the hub once jobs run; None: there are none)."""
+        self.quotas: Quotas = NO_QUOTAS
+        """The node's rate limits (set by the hub): registry operations per second."""
 
     def register(self, routes: Routes) -> None:
         routes.add("POST", "/twins/{device_id}/methods", self.invoke_device_method)
@@ -157,17 +160,19 @@ class AzureApi:
             "/devices/{device_id}/modules",
             self._registry_call(Right.REGISTRY_READ, self._list_modules),
         )
-        routes.add("POST", "/devices/query", self._registry_call(Right.REGISTRY_READ, self._query))
+        routes.add("POST", "/devices/query", self._registry_call(Right.REGISTRY_READ, self._query, False))
         for method, handler in (
             ("GET", self._get_twin),
             ("PATCH", self._patch_twin),
             ("PUT", self._put_twin),
         ):  # twins are the service's (ServiceConnect), as on IoT Hub
-            routes.add(method, "/twins/{device_id}", self._registry_call(Right.SERVICE_CONNECT, handler))
+            routes.add(
+                method, "/twins/{device_id}", self._registry_call(Right.SERVICE_CONNECT, handler, False)
+            )
             routes.add(
                 method,
                 "/twins/{device_id}/modules/{module_id}",
-                self._registry_call(Right.SERVICE_CONNECT, handler),
+                self._registry_call(Right.SERVICE_CONNECT, handler, False),
             )
 
     # -- direct methods ---------------------------------------------------------------------------
@@ -215,13 +220,19 @@ class AzureApi:
     # -- registry -------------------------------------------------------------------------------------
 
     def _registry_call(
-        self, right: Right, handler: Callable[[Request], Awaitable[Response]]
+        self, right: Right, handler: Callable[[Request], Awaitable[Response]], identities: bool = True
     ) -> Callable[[Request], Awaitable[Response]]:
+        """``handler`` behind the SAS check of ``right``; an ``identities`` operation (create, get,
+        list, update, delete a device or module: Azure's "identity registry operations") also
+        counts against the registry operations quota."""
+
         async def authorized(request: Request) -> Response:
             try:
                 await self._auth.authenticate(
                     request.headers.get("authorization"), request.headers.get("host"), right
                 )
+                if identities:
+                    self.quotas.check(self.quotas.registry, "registry_operations")
                 return await handler(request)
             except HubError as exc:
                 return azure_error(exc)

@@ -15,6 +15,11 @@ import hmac
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
+from methodhub.config import TokenPolicy
+
+DEFAULT_TOKEN_POLICY = TokenPolicy()
+"""Any lifetime, no clock skew: what a hub without ``--max-token-lifetime`` accepts."""
+
 PREFIX = "SharedAccessSignature "
 MAX_EXPIRY = 253_402_300_799
 """The latest expiry accepted: 9999-12-31T23:59:59Z (what .NET's DateTime, and so Azure, can hold)."""
@@ -119,5 +124,19 @@ class SasToken:
         expected = _signature(self.resource, self.expiry, raw_key)
         return hmac.compare_digest(expected.encode(), self.signature.encode())
 
-    def is_expired(self, now: float) -> bool:
-        return self.expiry <= now
+    def is_expired(self, now: float, clock_skew: float = 0.0) -> bool:
+        """Whether the token is past its expiry at ``now``, allowing ``clock_skew`` seconds."""
+        return self.expiry + clock_skew <= now
+
+    def lifetime_refusal(self, now: float, policy: TokenPolicy) -> str | None:
+        """Why ``policy`` refuses this token's times at ``now`` (expired, or expiring further
+        ahead than ``policy.max_lifetime``), as a clause; None if it accepts them."""
+        if self.is_expired(now, policy.clock_skew):
+            return f"the SAS token expired at {self.expiry}"
+        limit = policy.max_lifetime
+        if limit is not None and self.expiry - now > limit + policy.clock_skew:
+            return (
+                f"the SAS token expires at {self.expiry}, {self.expiry - now:.0f} s from now; this hub "
+                f"accepts tokens valid for at most {limit:.0f} s"
+            )
+        return None

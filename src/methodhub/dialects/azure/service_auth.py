@@ -7,7 +7,8 @@ from collections.abc import Callable
 from urllib.parse import unquote
 
 from methodhub.auth.cache import VerifiedTokenCache
-from methodhub.dialects.azure.sas import SasToken, SasTokenError
+from methodhub.config import TokenPolicy
+from methodhub.dialects.azure.sas import DEFAULT_TOKEN_POLICY, SasToken, SasTokenError
 from methodhub.errors import ErrorKind, HubError
 from methodhub.registry import Registry, Right
 
@@ -38,13 +39,18 @@ class ServiceAuthenticator:
     the client used). Verified headers are cached until their expiry.
     """
 
-    def __init__(self, registry: Registry, hostname: str) -> None:
+    def __init__(
+        self, registry: Registry, hostname: str, token_policy: TokenPolicy = DEFAULT_TOKEN_POLICY
+    ) -> None:
+        self.token_policy = token_policy
+        """Token lifetime and clock skew the hub accepts."""
         self._registry = registry
         self._hostname = hostname.lower()
         self._cache = VerifiedTokenCache()
         self.on_failure: Callable[[str], None] = _ignore
         """Told the reason of each refusal (``missing``, ``malformed``, ``no_policy_name``, ``audience``,
-        ``expired``, ``unknown_policy``, ``bad_signature``, ``missing_right``): the hub counts them."""
+        ``expired``, ``lifetime``, ``unknown_policy``, ``bad_signature``, ``missing_right``): the hub
+        counts them."""
 
     def cached(self, header: str, right: Right) -> str | None:
         """The policy name if ``header`` was verified before and grants ``right``; else None."""
@@ -88,8 +94,11 @@ class ServiceAuthenticator:
                     "no_policy_name",
                 )
             self._check_audience(token, host_header)
-            if token.is_expired(now):
-                raise _unauthorized(f"The SAS token expired at {token.expiry}; sign a new one.", "expired")
+            refusal = token.lifetime_refusal(now, self.token_policy)
+            if refusal is not None:
+                expired = token.is_expired(now, self.token_policy.clock_skew)
+                reason = "expired" if expired else "lifetime"
+                raise _unauthorized(f"{refusal[:1].upper()}{refusal[1:]}; sign a new one.", reason)
             policy = await self._registry.get_policy(token.key_name)
             if policy is None:
                 raise _unauthorized(f"No shared access policy named '{token.key_name}'.", "unknown_policy")
@@ -98,7 +107,8 @@ class ServiceAuthenticator:
                     f"The SAS token's signature does not match policy '{policy.name}'.", "bad_signature"
                 )
             entry = (policy.name, policy.rights)
-            self._cache.put(header, entry, float(token.expiry), f"policy:{policy.name}")
+            expires = token.expiry + self.token_policy.clock_skew
+            self._cache.put(header, entry, expires, f"policy:{policy.name}")
         name, rights = entry
         if right not in rights:
             raise _unauthorized(
