@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from wsproto import WSConnection
@@ -149,8 +150,11 @@ class AmqpDevice:
         websocket: bool = False,
         plain: bool = False,
         max_frame_size: int = 65536,
+        client_cert: tuple[Path, Path] | None = None,
     ) -> None:
         self.hub = hub
+        self.client_cert = client_cert
+        """(certificate, key) PEM files the TLS connection presents (X.509 devices send no put-token)."""
         self.device_id = device_id
         self.module_id = module_id
         self.key = key
@@ -193,6 +197,8 @@ class AmqpDevice:
             self.stream = socket.create_connection(("127.0.0.1", self.hub.ports["amqp"]), timeout=timeout)
         else:
             context = ssl.create_default_context(cafile=str(self.hub.ca_file))
+            if self.client_cert is not None:
+                context.load_cert_chain(str(self.client_cert[0]), str(self.client_cert[1]))
             port = self.hub.ports["https" if self.websocket else "amqps"]
             raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
             tls = context.wrap_socket(raw, server_hostname=HOSTNAME)

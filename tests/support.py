@@ -268,10 +268,12 @@ class PahoDevice:
         keepalive: int = 60,
         transport: str = "mqtt",
         protocol: int = paho.MQTTv311,
+        client_cert: tuple[Path, Path] | None = None,
     ) -> None:
         """``transport``: ``mqtt`` (plain), ``mqtts`` (TLS), ``ws`` / ``wss`` (MQTT over WebSocket on
         the HTTP / HTTPS port at ``/$iothub/websocket``); TLS trusts the hub's development CA.
-        ``protocol``: ``paho.MQTTv311`` (as Azure's SDKs) or ``paho.MQTTv5``."""
+        ``protocol``: ``paho.MQTTv311`` (as Azure's SDKs) or ``paho.MQTTv5``. ``client_cert``:
+        (certificate, key) PEM files the TLS connection presents (X.509 devices)."""
         self.device_id = device_id
         self.hub = hub
         self.transport = transport
@@ -281,7 +283,8 @@ class PahoDevice:
         if transport in ("ws", "wss"):
             self.client.ws_set_options(path="/$iothub/websocket")
         if transport in ("mqtts", "wss"):
-            self.client.tls_set(ca_certs=str(hub.ca_file))
+            certfile, keyfile = (str(client_cert[0]), str(client_cert[1])) if client_cert else (None, None)
+            self.client.tls_set(ca_certs=str(hub.ca_file), certfile=certfile, keyfile=keyfile)
         self.connack: queue.Queue[int] = queue.Queue()
         self.subacks: queue.Queue[list[int]] = queue.Queue()
         self.requests: queue.Queue[tuple[str, bytes]] = queue.Queue()

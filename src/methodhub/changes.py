@@ -25,6 +25,8 @@ class ChangeFeedWatcher:
         on_policy: called with the name of each changed access policy.
         on_twin: awaited with the identity key of each twin whose desired properties changed
             (None: twin changes are not followed here).
+        on_authority: awaited with the name of each changed certificate authority (None: not
+            followed).
     """
 
     def __init__(
@@ -34,12 +36,14 @@ class ChangeFeedWatcher:
         on_identity: Callable[[str], Awaitable[None]],
         on_policy: Callable[[str], None],
         on_twin: Callable[[str], Awaitable[None]] | None = None,
+        on_authority: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._registry = registry
         self._interval = interval
         self._on_identity = on_identity
         self._on_policy = on_policy
         self._on_twin = on_twin
+        self._on_authority = on_authority
         self._task: asyncio.Task[None] | None = None
         self._seq = 0
 
@@ -65,6 +69,9 @@ class ChangeFeedWatcher:
             elif change.kind == "twin":
                 if self._on_twin is not None:
                     await self._on_twin(change.key)
+            elif change.kind == "authority":
+                if self._on_authority is not None:
+                    await self._on_authority(change.key)
             else:
                 await self._on_identity(change.key)
         return len(changes)

@@ -19,7 +19,7 @@ import time
 import traceback
 from typing import Any
 
-from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient, MethodResponse, ProxyOptions
+from azure.iot.device import X509, IoTHubDeviceClient, IoTHubModuleClient, MethodResponse, ProxyOptions
 from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import CloudToDeviceMethod
 
@@ -87,6 +87,40 @@ def device_connect(
     return {"connected": client.connected}
 
 
+def device_connect_x509(
+    name: str,
+    hostname: str,
+    device_id: str,
+    cert_file: str,
+    key_file: str,
+    ca: str,
+    proxy: list[Any],
+    websockets: bool = False,
+    module_id: str | None = None,
+) -> dict[str, Any]:
+    """A device (or module) client authenticated with an X.509 certificate, as Azure's samples
+    make one (``create_from_x509_certificate``); it answers methods like :func:`device_connect`'s."""
+    x509 = X509(cert_file=cert_file, key_file=key_file)
+    options: dict[str, Any] = {
+        "x509": x509,
+        "hostname": hostname,
+        "device_id": device_id,
+        "server_verification_cert": ca,
+        "websockets": websockets,
+        "proxy_options": ProxyOptions(proxy_type="HTTP", proxy_addr=proxy[0], proxy_port=proxy[1]),
+        "connection_retry": False,
+    }
+    if module_id is not None:
+        client: Any = IoTHubModuleClient.create_from_x509_certificate(module_id=module_id, **options)
+    else:
+        client = IoTHubDeviceClient.create_from_x509_certificate(**options)
+    events[name] = []
+    devices[name] = client
+    client.connect()
+    client.on_method_request_received = _handler(name, client)
+    return {"connected": client.connected}
+
+
 def device_events(name: str) -> list[Any]:
     return events[name]
 
@@ -133,6 +167,21 @@ def _device_dict(device: Any) -> dict[str, Any]:
 
 def service_create_device(device_id: str, primary: str, secondary: str, status: str = "enabled") -> Any:
     return _device_dict(_service().create_device_with_sas(device_id, primary, secondary, status))
+
+
+def service_create_device_x509(device_id: str, primary: str, secondary: str | None) -> Any:
+    device = _service().create_device_with_x509(device_id, primary, secondary, "enabled")
+    return {**_device_dict(device), "authentication": device.authentication.serialize()}
+
+
+def service_create_device_ca(device_id: str) -> Any:
+    device = _service().create_device_with_certificate_authority(device_id, "enabled")
+    return {**_device_dict(device), "authentication": device.authentication.serialize()}
+
+
+def service_create_module_x509(device_id: str, module_id: str, primary: str, secondary: str | None) -> Any:
+    module = _service().create_module_with_x509(device_id, module_id, None, primary, secondary)
+    return {**_device_dict(module), "authentication": module.authentication.serialize()}
 
 
 def service_update_device(device_id: str, etag: str, primary: str, secondary: str, status: str) -> Any:

@@ -76,7 +76,8 @@ class ConnectProxyAgent extends https.Agent {
         return;
       }
       const servername = options.servername || options.host;
-      callback(null, tls.connect({ socket, servername, ca: options.ca, ALPNProtocols: options.ALPNProtocols }));
+      // cert/key: what the SDK gives its WebSocket for an X.509 client (setOptions({cert, key})), if anything
+      callback(null, tls.connect({ socket, servername, ca: options.ca, cert: options.cert, key: options.key, ALPNProtocols: options.ALPNProtocols }));
     });
     request.once('error', callback);
     request.end();
@@ -117,10 +118,11 @@ function methodHandler(name, method) {
 }
 
 const OPERATIONS = {
-  /** Create a client named `client`, trust `ca`, open it, register the method handlers. `retry: false`:
+  /** Create a client named `client`, trust `ca` (and present `cert`/`key`, PEM, for an X.509 identity), open it,
+   * register the method handlers. `retry: false`:
    * the SDK's NoRetry policy instead of its default (which reconnects at once whenever the hub closes
    * the connection, so a client whose connection was taken over would take it back). */
-  async open({ client: name, cs, transport, ca, module = false, ws_proxy_port = null, retry = true, methods = METHODS }) {
+  async open({ client: name, cs, transport, ca, module = false, ws_proxy_port = null, retry = true, methods = METHODS, cert = null, key = null }) {
     if (clients.has(name)) throw new Error(`a client named ${name} is open already`);
     if (!(transport in TRANSPORTS)) throw new Error(`unknown transport ${transport}`);
     const { Client, ModuleClient } = require('azure-iot-device');
@@ -132,6 +134,7 @@ const OPERATIONS = {
     client.on('disconnect', (result) => report(name, 'disconnected', describe(result && result.reason) || {}));
     client.on('error', (err) => report(name, 'error', describe(err)));
     const options = { ca };
+    if (cert !== null) Object.assign(options, { cert, key }); // X.509: a `x509=true` connection string
     if (transport in WEBSOCKET_OPTION) {
       if (ws_proxy_port === null) throw new Error(`transport ${transport} dials port 443: give ws_proxy_port`);
       options[WEBSOCKET_OPTION[transport]] = { webSocketAgent: new ConnectProxyAgent(ws_proxy_port, ca) };

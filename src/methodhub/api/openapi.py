@@ -144,12 +144,22 @@ def _identity_ops(kind: str, params: list[dict[str, Any]]) -> dict[str, Any]:
 _AUTHENTICATION = {
     "type": "object",
     "properties": {
-        "type": {"type": "string", "enum": ["sas"]},
+        "type": {"type": "string", "enum": ["sas", "selfSigned", "certificateAuthority"]},
         "symmetricKey": {
             "type": "object",
-            "properties": {"primaryKey": {"type": "string"}, "secondaryKey": {"type": "string"}},
+            "properties": {
+                "primaryKey": {"type": ["string", "null"]},
+                "secondaryKey": {"type": ["string", "null"]},
+            },
         },
-        "x509Thumbprint": {"type": "object"},
+        "x509Thumbprint": {
+            "type": "object",
+            "description": "selfSigned: SHA-1 (40) or SHA-256 (64) hex digits, colons allowed",
+            "properties": {
+                "primaryThumbprint": {"type": ["string", "null"]},
+                "secondaryThumbprint": {"type": ["string", "null"]},
+            },
+        },
     },
 }
 _IDENTITY_COMMON = {

@@ -9,9 +9,10 @@ The global options (``--data-dir``, ``--registry``, ``--log-level``, ``--log-for
 go before or after the command.
 
 This module assembles the parser from the commands' modules (one per command: ``serve``, ``ca-cert``
-in ``tls``, ``connection-string``, ``device`` in ``devices`` and ``device_run``, ``product`` in
-``products``, ``invoke``, ``call`` in ``calls``, ``calls`` in ``call_history``, ``token``, ``policy``
-in ``policies``, ``status``), runs the one given, and turns what escapes it into an exit code and one line.
+in ``tls``, ``ca`` in ``authorities``, ``connection-string``, ``device`` in ``devices`` and
+``device_run``, ``product`` in ``products``, ``invoke``, ``call`` in ``calls``, ``calls`` in
+``call_history``, ``token``, ``policy`` in ``policies``, ``status``), runs the one given, and turns
+what escapes it into an exit code and one line.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from methodhub import __version__
+from methodhub.cli.authorities import add_ca_parser, manage_authorities
 from methodhub.cli.call_history import add_calls_parser, calls_command
 from methodhub.cli.calls import add_call_parser, call_command
 from methodhub.cli.connection_string import add_connection_string_parser, print_connection_string
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_parser(commands, common)
     add_ca_cert_parser(commands, common)
+    add_ca_parser(commands, common)
     add_connection_string_parser(commands, common)
     add_device_parser(commands, common)
     add_product_parser(commands, common)
@@ -97,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _run_command(args: argparse.Namespace, data_dir: Path) -> None:
     if args.command == "serve":
         serve(args, data_dir)
+    elif args.command == "ca":
+        manage_authorities(args, data_dir)
     elif args.command == "ca-cert":
         print_ca_cert(data_dir)
     elif args.command == "connection-string":

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,14 @@ def add_device_run_parser(
         help="with TLS (implies --tls): trust the CA certificates in this PEM file instead",
     )
     run.add_argument(
+        "--x509",
+        nargs=2,
+        type=Path,
+        default=None,
+        metavar=("CERT.pem", "KEY.pem"),
+        help="authenticate with this X.509 certificate and key (implies --tls) instead of a SAS token",
+    )
+    run.add_argument(
         "--connection-string", default=None, help="device connection string (default: from the data dir)"
     )
     run.add_argument(
@@ -59,11 +68,18 @@ def device_run(args: argparse.Namespace, data_dir: Path) -> None:
 
     connection_string = args.connection_string or os.environ.get(ENV_DEVICE_CONNECTION_STRING)
     origin = "--connection-string" if args.connection_string else f"${ENV_DEVICE_CONNECTION_STRING}"
+    x509 = getattr(args, "x509", None)
+    if x509 is not None:
+        for path in x509:
+            if not path.is_file():
+                fail(f"--x509 {path}: no such file", EXIT_USAGE)
     if connection_string is None:
         connection_string = asyncio.run(
-            device_connection_string_from_registry(data_dir, args.registry_url, args.device_id, args.module)
+            device_connection_string_from_registry(
+                data_dir, args.registry_url, args.device_id, args.module, x509=x509 is not None
+            )
         )
-    use_tls = args.tls or args.cacert is not None
+    use_tls = args.tls or args.cacert is not None or x509 is not None
     listener = "mqtts" if use_tls else "mqtt"
     mqtt = args.mqtt
     if mqtt is None:
@@ -74,8 +90,14 @@ def device_run(args: argparse.Namespace, data_dir: Path) -> None:
     context = tls_trust(args.cacert, data_dir) if use_tls else None
     try:
         client = DeviceClient.from_connection_string(
-            connection_string, host=host.strip("[]"), port=int(port), ssl=context
+            connection_string,
+            host=host.strip("[]"),
+            port=int(port),
+            ssl=context,
+            x509=(str(x509[0]), str(x509[1])) if x509 is not None else None,
         )
+    except (OSError, ssl.SSLError) as exc:
+        fail(f"--x509 {x509[0] if x509 else ''}: cannot use this certificate and key: {exc}", EXIT_USAGE)
     except ValueError as exc:
         fail(
             f"{origin} is not a device connection string: {exc}; get one with "
@@ -98,12 +120,17 @@ def device_run(args: argparse.Namespace, data_dir: Path) -> None:
     except CredentialError:
         fail(
             f"the hub refused the credentials of '{client.client_id}': the device was deleted or "
-            f"disabled, or its key changed (see `{printed_command(args, 'device list')}`)"
+            f"disabled, or its key or certificate changed (see `{printed_command(args, 'device list')}`)"
         )
 
 
 async def device_connection_string_from_registry(
-    data_dir: Path, registry_url: str | None, device_id: str, module_id: str | None = None
+    data_dir: Path,
+    registry_url: str | None,
+    device_id: str,
+    module_id: str | None = None,
+    *,
+    x509: bool = False,
 ) -> str:
     registry = await open_hub_registry(data_dir, registry_url)
     try:
@@ -114,8 +141,17 @@ async def device_connection_string_from_registry(
                 f"no identity '{identity_label(device_id, module_id)}'; "
                 f"create it with `methodhub device create {device_id}{flag}`"
             )
+        hostname = await hub_hostname(data_dir, registry)
+        if identity.auth.is_x509 or x509:
+            if not x509:
+                fail(
+                    f"'{identity_label(device_id, module_id)}' authenticates with an X.509 certificate "
+                    f"({identity.auth.type.value}); pass --x509 CERT.pem KEY.pem"
+                )
+            module = f";ModuleId={module_id}" if module_id else ""
+            return f"HostName={hostname};DeviceId={device_id}{module};x509=true"
         return device_connection_string(
-            await hub_hostname(data_dir, registry),
+            hostname,
             identity.device_id,
             identity.keys.primary,
             identity.module_id,

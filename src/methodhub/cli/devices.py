@@ -27,7 +27,7 @@ from methodhub.cli.registry import (
 from methodhub.errors import ErrorKind, HubError
 
 if TYPE_CHECKING:
-    from methodhub.registry import Registry
+    from methodhub.registry import DeviceAuth, Registry
 
 
 def add_device_parser(
@@ -48,6 +48,21 @@ def add_device_parser(
     )
     create.add_argument(
         "--secret", default=None, help="with --product: import this DeviceSecret instead of generating one"
+    )
+    create.add_argument(
+        "--x509-thumbprint",
+        default=None,
+        metavar="HEX",
+        help="authenticate with a self-signed X.509 certificate of this SHA-1 or SHA-256 thumbprint "
+        "(`methodhub ca dev-cert ID` prints one) instead of SAS keys",
+    )
+    create.add_argument(
+        "--x509-secondary", default=None, metavar="HEX", help="with --x509-thumbprint: a second certificate's"
+    )
+    create.add_argument(
+        "--x509-ca",
+        action="store_true",
+        help="authenticate with an X.509 certificate issued by a verified CA (`methodhub ca`), CN = the id",
     )
     list_ = device_commands.add_parser(
         "list", parents=[common], help="list devices (or a device's modules with --of ID)"
@@ -88,15 +103,17 @@ async def _device(args: argparse.Namespace, data_dir: Path) -> None:
         if action == "create" and (args.product is not None or args.secret is not None):
             await _create_product_device(registry, args)
         elif action == "create":
-            identity = await registry.create_identity(args.device_id, module_id)
-            print(
-                device_connection_string(
-                    await hub_hostname(data_dir, registry),
-                    identity.device_id,
-                    identity.keys.primary,
-                    identity.module_id,
+            auth = _x509_auth(args)
+            identity = await registry.create_identity(args.device_id, module_id, auth=auth)
+            hostname = await hub_hostname(data_dir, registry)
+            if auth is not None:
+                print(_x509_connection_string(hostname, identity.device_id, identity.module_id))
+            else:
+                print(
+                    device_connection_string(
+                        hostname, identity.device_id, identity.keys.primary, identity.module_id
+                    )
                 )
-            )
         elif action == "list":
             await list_devices(registry, args, data_dir)
         elif action in ("enable", "disable"):
@@ -120,15 +137,25 @@ async def _device(args: argparse.Namespace, data_dir: Path) -> None:
                 "statusReason": identity.status_reason,
                 "etag": identity.etag,
                 "generationId": identity.generation_id,
-                "primaryKey": identity.keys.primary,
-                "secondaryKey": identity.keys.secondary,
-                "connectionString": device_connection_string(
-                    await hub_hostname(data_dir, registry),
-                    identity.device_id,
-                    identity.keys.primary,
-                    identity.module_id,
-                ),
+                "authenticationType": identity.auth.type.value,
             }
+            hostname = await hub_hostname(data_dir, registry)
+            if identity.auth.is_x509:
+                shown |= {
+                    "primaryThumbprint": identity.auth.primary_thumbprint,
+                    "secondaryThumbprint": identity.auth.secondary_thumbprint,
+                    "connectionString": _x509_connection_string(
+                        hostname, identity.device_id, identity.module_id
+                    ),
+                }
+            else:
+                shown |= {
+                    "primaryKey": identity.keys.primary,
+                    "secondaryKey": identity.keys.secondary,
+                    "connectionString": device_connection_string(
+                        hostname, identity.device_id, identity.keys.primary, identity.module_id
+                    ),
+                }
             if not module_id:
                 shown["modules"] = [m.module_id for m in await registry.list_identities(identity.device_id)]
                 product_device = await registry.find_product_device(identity.device_id)
@@ -240,3 +267,25 @@ async def _create_product_device(registry: Any, args: argparse.Namespace) -> Non
         f"ProductKey={device.product_key}\nDeviceName={device.device_name}\n"
         f"DeviceSecret={device.device_secret}\nDeviceId={device.device_id}"
     )
+
+
+def _x509_auth(args: argparse.Namespace) -> DeviceAuth | None:
+    """The X.509 authentication ``device create`` asks for, or None for SAS keys."""
+    from methodhub.registry import AuthType, DeviceAuth
+
+    if args.x509_secondary is not None and args.x509_thumbprint is None:
+        fail("--x509-secondary needs --x509-thumbprint", EXIT_USAGE)
+    if args.x509_thumbprint is not None and args.x509_ca:
+        fail("give --x509-thumbprint (self-signed) or --x509-ca (CA-issued), not both", EXIT_USAGE)
+    if args.x509_thumbprint is not None:
+        return DeviceAuth(AuthType.SELF_SIGNED, args.x509_thumbprint, args.x509_secondary)
+    if args.x509_ca:
+        return DeviceAuth(AuthType.CERTIFICATE_AUTHORITY)
+    return None
+
+
+def _x509_connection_string(hostname: str, device_id: str, module_id: str | None) -> str:
+    """Azure's connection string of an X.509 identity: no key, ``x509=true`` (the certificate and
+    key are given to the SDK apart)."""
+    module = f";ModuleId={module_id}" if module_id else ""
+    return f"HostName={hostname};DeviceId={device_id}{module};x509=true"

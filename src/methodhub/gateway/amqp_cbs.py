@@ -22,6 +22,7 @@ from methodhub.amqp import AmqpConnection, Error, ErrorCondition, LinkRef, encod
 from methodhub.amqp.events import LinkAttached, SaslInitReceived
 from methodhub.gateway.amqp_channel import MAX_IDENTITIES, AmqpMethodsChannel, AuthorizedIdentity, LinkState
 from methodhub.gateway.amqp_dialect import AmqpDialect, LinkRoute, TokenClaim, TokenGrant, TokenRefusal
+from methodhub.gateway.auth import client_certificate
 
 if TYPE_CHECKING:
     from methodhub.admission import Admission
@@ -195,14 +196,18 @@ class CbsAuthorization:
 
     def authorize_for_link(self, event: LinkAttached, route: LinkRoute, address: str) -> bool:
         """A link names an identity no put-token authorized: when a hub-wide token holds, verify the
-        identity with it (reading pauses meanwhile), then handle the attach again. False when no
-        hub-wide token holds (the caller refuses the link)."""
+        identity with it — or, on a TLS connection with a client certificate, verify the
+        certificate for it (X.509 devices send no put-token) — reading paused meanwhile, then handle
+        the attach again. False when neither can (the caller refuses the link)."""
+        if route.key is None or not route.device_id or len(self.identities) >= MAX_IDENTITIES:
+            return False
         hub = self.hub_grant
-        if hub is None or route.key is None or not route.device_id or hub.expires_at <= self.wall():
+        if hub is not None and hub.expires_at > self.wall():
+            claim = TokenClaim(None, route.device_id, route.module_id, route.key, hub.token)
+        elif (certificate := client_certificate(self.transport)) is not None:
+            claim = TokenClaim(None, route.device_id, route.module_id, route.key, "", certificate=certificate)
+        else:
             return False
-        if len(self.identities) >= MAX_IDENTITIES:
-            return False
-        claim = TokenClaim(None, route.device_id, route.module_id, route.key, hub.token)
         self.waiting = True
         if self.transport is not None:
             self.transport.pause_reading()
@@ -215,7 +220,7 @@ class CbsAuthorization:
             return
         if isinstance(verdict, TokenGrant):
             self._authorize(verdict, claim)
-            self.identities[claim.key].via_hub = True
+            self.identities[claim.key].via_hub = claim.certificate is None
             self._on_attach(event)  # now authorized
         elif verdict.retryable:
             log.warning(
@@ -229,7 +234,9 @@ class CbsAuthorization:
             self.ctx.metrics.amqp_auth_refused.inc("hub_token")
             self.ctx.metrics.auth_failed("device", "amqp_hub_token")
             log.info(
-                "link refused: the hub-wide token does not authorize its identity",
+                "link refused: the client certificate does not prove its identity"
+                if claim.certificate is not None
+                else "link refused: the hub-wide token does not authorize its identity",
                 extra={"ctx": {"peer": self.peer, "device": claim.key, "reason": verdict.description}},
             )
             error = Error(ErrorCondition.UNAUTHORIZED_ACCESS, f"{verdict.description} (link '{address}')")
@@ -241,11 +248,15 @@ class CbsAuthorization:
         try:
             if self.closing or self.identities.get(identity.key) is not identity:
                 return
+            x509 = identity.claim.certificate is not None
             log.info(
-                "detaching an identity: its SAS token expired with no renewal put-token",
+                "detaching an identity: its client certificate expired"
+                if x509
+                else "detaching an identity: its SAS token expired with no renewal put-token",
                 extra={"ctx": {"peer": self.peer, "device": identity.key}},
             )
-            self._deauthorize(identity, self.dialect.token_invalid, "its SAS token expired")
+            reason = "its client certificate expired" if x509 else "its SAS token expired"
+            self._deauthorize(identity, self.dialect.token_invalid, reason)
         except Exception:
             self._failed("expiring a token")
 

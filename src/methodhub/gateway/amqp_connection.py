@@ -367,7 +367,7 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
             return
         identity = self.identities.get(named.key)
         if identity is None and self.authorize_for_link(event, named, str(address)):
-            return  # a hub-wide token is verifying it; the attach is handled again after
+            return  # a hub-wide token or the client certificate is being verified; handled again after
         if identity is None:
             log.info(
                 "link refused: identity not authorized",
@@ -564,7 +564,12 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
             self._drop(f"no {self.dialect.name!r} dialect is configured for AMQP devices", logging.WARNING)
             return None
         principal = Principal(
-            identity.device_id, identity.module_id, identity.key, dialect, identity.expires_at
+            identity.device_id,
+            identity.module_id,
+            identity.key,
+            dialect,
+            identity.expires_at,
+            attributes={"x509": True} if identity.claim.certificate is not None else {},
         )
         channel = identity.channel = AmqpMethodsChannel(self, identity, principal)
         if spawn:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from methodhub.amqp import Attach, Error, Message
+    from methodhub.auth.x509 import ClientCertificate
     from methodhub.calls.model import Call, CallOutcome
     from methodhub.errors import HubError
     from methodhub.gateway.auth import AuthContext
@@ -78,6 +79,8 @@ class TokenClaim:
         hub_wide: the token is for the whole hub, signed with a shared access policy (the C# SDK
             with a policy key, a gateway): ``device_id`` and ``key`` are empty, and each identity
             a link later names is verified with this token when the link attaches.
+        certificate: an X.509 claim: the connection's TLS client certificate proves the identity
+            a link names (``token`` is empty; no put-token is sent).
     """
 
     message_id: Any
@@ -86,6 +89,7 @@ class TokenClaim:
     key: str
     token: str
     hub_wide: bool = False
+    certificate: ClientCertificate | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from methodhub.auth.x509 import ClientCertificate
 from methodhub.calls.quotas import Quotas
 from methodhub.config import DeviceLimits
 from methodhub.gateway.auth import AuthContext
@@ -69,8 +70,16 @@ class ConnectionContext:
     connections: set[Closable] = field(default_factory=set)
     quotas: Quotas | None = None
 
-    async def authenticate(self, connect: Connect, *, use_cache: bool = True, new: bool = True) -> Principal:
-        """The principal of ``connect`` per the first dialect that claims it; raises ConnectRefused.
+    async def authenticate(
+        self,
+        connect: Connect,
+        *,
+        use_cache: bool = True,
+        new: bool = True,
+        client_certificate: ClientCertificate | None = None,
+    ) -> Principal:
+        """The principal of ``connect`` (with the TLS client certificate the connection presented)
+        per the first dialect that claims it; raises ConnectRefused.
 
         A ``new`` connection (not a re-check of one already open) counts against the device connect
         rate first: past it, ConnectRefused with 3.1.1 code 3 (server unavailable) and MQTT 5 reason
@@ -86,7 +95,9 @@ class ConnectionContext:
                 )
         for dialect in self.dialects:
             if dialect.claims(connect):
-                return await dialect.authenticate(connect, self.auth, use_cache=use_cache)
+                return await dialect.authenticate(
+                    connect, self.auth, use_cache=use_cache, client_certificate=client_certificate
+                )
         raise ConnectRefused(
             ConnackCode.BAD_USERNAME_OR_PASSWORD,
             "the user name is not in any supported form (Azure: '{hostname}/{deviceId}/?api-version=...'; "

@@ -21,6 +21,7 @@ from methodhub.calls.model import Call, CallOutcome
 from methodhub.errors import HubError
 
 if TYPE_CHECKING:
+    from methodhub.auth.x509 import ClientCertificate
     from methodhub.gateway.auth import AuthContext
     from methodhub.mqtt import ConnackCode, Connect, Publish, ReasonCode
     from methodhub.registry.twins import Twin
@@ -121,8 +122,16 @@ class Dialect(ABC):
         """Whether this CONNECT is in this dialect (decided from client id / username shapes)."""
 
     @abstractmethod
-    async def authenticate(self, connect: Connect, ctx: AuthContext, *, use_cache: bool = True) -> Principal:
-        """Verify the CONNECT's credentials; raise :class:`ConnectRefused` if they do not hold."""
+    async def authenticate(
+        self,
+        connect: Connect,
+        ctx: AuthContext,
+        *,
+        use_cache: bool = True,
+        client_certificate: ClientCertificate | None = None,
+    ) -> Principal:
+        """Verify the CONNECT's credentials (and the TLS client certificate the connection
+        presented, if any); raise :class:`ConnectRefused` if they do not hold."""
 
     def initial_subscriptions(self, principal: Principal) -> dict[str, int]:
         """Subscriptions the server makes for the device at connect (none unless it auto-subscribes)."""

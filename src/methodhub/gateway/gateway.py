@@ -248,6 +248,15 @@ class Gateway:
     def policy_changed(self, name: str) -> None:
         self.auth.tokens.invalidate(f"policy:{name}")
 
+    async def authority_changed(self, name: str) -> None:
+        """A registered CA changed (verified, removed): re-check every connection that
+        authenticated with a client certificate (a CA removed ends its devices' connections)."""
+        for key in self.sessions.connected_keys():
+            session = self.sessions.get(key)
+            channel = session.channel if session is not None else None
+            if session is not None and channel is not None and session.principal.attributes.get("x509"):
+                await channel.reverify()
+
     def stop_listening(self) -> None:
         """Accept no more connections (those open stay until :meth:`close`)."""
         for server in self._servers:

@@ -26,6 +26,7 @@ from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from methodhub.config import MAX_KEEPALIVE
+from methodhub.gateway.auth import client_certificate
 from methodhub.gateway.context import CLOSE_GRACE, MAX_WRITE_BUFFER, WORK_BUDGET
 from methodhub.gateway.dialect import SUBSCRIPTION_REFUSED, ConnectRefused, PendingReply
 from methodhub.mqtt import (
@@ -365,7 +366,7 @@ class DeviceConnection(asyncio.Protocol):
         """The CONNECT's principal, or None after refusing it with a CONNACK."""
         ctx = self.ctx
         try:
-            return await ctx.authenticate(connect)
+            return await ctx.authenticate(connect, client_certificate=client_certificate(self.transport))
         except ConnectRefused as refused:
             ctx.metrics.connects_refused.inc(_refusal_label(refused.code))
             if refused.code in (ConnackCode.BAD_USERNAME_OR_PASSWORD, ConnackCode.NOT_AUTHORIZED):
@@ -471,7 +472,12 @@ class DeviceConnection(asyncio.Protocol):
         if self.connect_packet is None or self.session is None or self.closing:
             return
         try:
-            await self.ctx.authenticate(self.connect_packet, use_cache=False, new=False)
+            await self.ctx.authenticate(
+                self.connect_packet,
+                use_cache=False,
+                new=False,
+                client_certificate=client_certificate(self.transport),
+            )
         except ConnectRefused as refused:
             log.info(
                 "closing connection: credentials no longer valid",

@@ -263,8 +263,17 @@ class Hub:
             assert self.gateway is not None
             return self.gateway.twin_changed(key)
 
+        def authority_changed(name: str):  # type: ignore[no-untyped-def]
+            assert self.gateway is not None
+            return self.gateway.authority_changed(name)
+
         self.watcher = ChangeFeedWatcher(
-            registry, config.change_poll_interval, identity_changed, policy_changed, twin_changed
+            registry,
+            config.change_poll_interval,
+            identity_changed,
+            policy_changed,
+            twin_changed,
+            authority_changed,
         )
         await self.watcher.start()
         await self.queued.start()

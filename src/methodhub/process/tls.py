@@ -159,7 +159,68 @@ def server_context(certificate: ServerCertificate) -> ssl.SSLContext:
             f"cannot use the certificate {certificate.cert} with the key {certificate.key}: {exc}; "
             "pass a PEM certificate (chain) with --tls-cert and its unencrypted PEM key with --tls-key"
         ) from None
+    request_client_certificates(context)
     return context
+
+
+_ACCEPT_ANY = None
+"""The OpenSSL certificate-verification callback that accepts every chain (made once, kept alive:
+OpenSSL holds a bare pointer to it)."""
+
+
+def request_client_certificates(context: ssl.SSLContext) -> bool:
+    """Make ``context`` (a server's) ask every client for a certificate, take any it sends and
+    continue without one: X.509 devices authenticate with it in the application
+    (:mod:`methodhub.auth.x509`), SAS devices and backends send none.
+
+    Python's ``ssl`` cannot do this alone: ``CERT_NONE`` asks for no certificate; ``CERT_OPTIONAL``
+    asks, but OpenSSL then aborts the handshake for any certificate that does not chain to the
+    context's trust store, so every self-signed device certificate (Azure's ``selfSigned``, the
+    common case) would fail. So the context is ``CERT_OPTIONAL`` and its OpenSSL chain verification
+    is replaced (``SSL_CTX_set_cert_verify_callback``, through ctypes on the very libssl the
+    ``_ssl`` module uses) by one that accepts the chain; the handshake still checks the client's
+    CertificateVerify, i.e. that it holds the certificate's private key. The application then
+    checks thumbprints, CNs, validity and issuers, against the registry as it is at that moment (a
+    CA removed applies at once, which a reloaded trust store would not).
+
+    Returns False, leaving ``context`` asking for no certificate (X.509 devices then cannot
+    authenticate; logged), where this cannot be done: not CPython, a debug build, or no such
+    OpenSSL symbol.
+    """
+    global _ACCEPT_ANY
+    import ctypes
+    import sys
+
+    if sys.implementation.name != "cpython" or hasattr(sys, "gettotalrefcount"):
+        log.warning("TLS client certificates are not requested: needs a release build of CPython")
+        return False
+    try:
+        import _ssl
+
+        libssl = ctypes.CDLL(_ssl.__file__)
+        set_callback = libssl.SSL_CTX_set_cert_verify_callback
+        get_mode = libssl.SSL_CTX_get_verify_mode
+    except (OSError, AttributeError) as exc:
+        log.warning("TLS client certificates are not requested: %s", exc)
+        return False
+    callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+    if _ACCEPT_ANY is None:
+        _ACCEPT_ANY = callback_type(lambda _store, _arg: 1)
+    set_callback.argtypes = [ctypes.c_void_p, callback_type, ctypes.c_void_p]
+    set_callback.restype = None
+    get_mode.argtypes = [ctypes.c_void_p]
+    get_mode.restype = ctypes.c_int
+    # A PySSLContext is PyObject_HEAD followed by its SSL_CTX pointer (Modules/_ssl.c); checked
+    # below by reading the verify mode OpenSSL holds back as Python sets it.
+    ssl_ctx = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
+    context.verify_mode = ssl.CERT_REQUIRED
+    if get_mode(ssl_ctx) != 3:  # SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+        context.verify_mode = ssl.CERT_NONE
+        log.warning("TLS client certificates are not requested: unexpected ssl module layout")
+        return False
+    context.verify_mode = ssl.CERT_OPTIONAL
+    set_callback(ssl_ctx, _ACCEPT_ANY, None)
+    return True
 
 
 def operator_certificate(cert: Path, key: Path) -> ServerCertificate:

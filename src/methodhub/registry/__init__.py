@@ -9,7 +9,17 @@ from methodhub.registry.base import Registry
 from methodhub.registry.ids import validate_device_id, validate_module_id
 from methodhub.registry.locations import is_postgres_url, redact_url
 from methodhub.registry.migrations import SchemaTooNew
-from methodhub.registry.model import DEFAULT_POLICIES, AccessPolicy, Change, Identity, Right, SymmetricKeys
+from methodhub.registry.model import (
+    DEFAULT_POLICIES,
+    AccessPolicy,
+    AuthType,
+    CertificateAuthority,
+    Change,
+    DeviceAuth,
+    Identity,
+    Right,
+    SymmetricKeys,
+)
 from methodhub.registry.products import (
     ProductDevice,
     product_device_id,
@@ -56,7 +66,10 @@ def open_registry(location: str | Path) -> Registry:
 __all__ = [
     "DEFAULT_POLICIES",
     "AccessPolicy",
+    "AuthType",
+    "CertificateAuthority",
     "Change",
+    "DeviceAuth",
     "Identity",
     "PostgresRegistry",
     "ProductDevice",

@@ -11,7 +11,15 @@ from methodhub.calls.history import HistoryRow
 from methodhub.calls.jobs import Job, JobStatus, JobType
 from methodhub.calls.queued import CallFilters, CallState, CallUpdate, QueuedCall
 from methodhub.query import Query
-from methodhub.registry.model import AccessPolicy, Change, Identity, Right, SymmetricKeys
+from methodhub.registry.model import (
+    AccessPolicy,
+    CertificateAuthority,
+    Change,
+    DeviceAuth,
+    Identity,
+    Right,
+    SymmetricKeys,
+)
 from methodhub.registry.products import ProductDevice
 from methodhub.registry.twins import Twin
 
@@ -67,8 +75,10 @@ class Registry(ABC):
         status: str = "enabled",
         status_reason: str | None = None,
         iot_edge: bool = False,
+        auth: DeviceAuth | None = None,
     ) -> Identity:
-        """Register a device (or a module of an existing device); keys are generated if None."""
+        """Register a device (or a module of an existing device); keys are generated if None;
+        ``auth`` None is SAS (``INVALID_ARGUMENT`` for bad thumbprints, or keys with X.509)."""
 
     @abstractmethod
     async def update_identity(
@@ -80,8 +90,11 @@ class Registry(ABC):
         keys: SymmetricKeys | None = None,
         status: str | None = None,
         status_reason: str | None = None,
+        auth: DeviceAuth | None = None,
     ) -> Identity:
-        """Change keys and/or status; ``etag`` None or ``"*"`` means unconditionally."""
+        """Change keys, status and/or authentication (None keeps it; see
+        :func:`~methodhub.registry.rules.apply_update`); ``etag`` None or ``"*"`` means
+        unconditionally."""
 
     @abstractmethod
     async def delete_identity(
@@ -288,6 +301,26 @@ class Registry(ABC):
     @abstractmethod
     async def delete_policy(self, name: str) -> None:
         """Remove a policy (tokens signed with its keys stop working); raises ``NOT_FOUND``."""
+
+    # -- certificate authorities (see registry.authorities) ---------------------------------------------
+
+    @abstractmethod
+    async def add_authority(self, name: str, certificate: str, thumbprint: str) -> CertificateAuthority:
+        """Register CA ``name`` (PEM ``certificate``, its SHA-256 ``thumbprint``) unverified, with a
+        new verification code; ``CONFLICT`` if the name is taken, ``INVALID_ARGUMENT`` for a bad
+        name. The caller has checked the certificate."""
+
+    @abstractmethod
+    async def list_authorities(self) -> list[CertificateAuthority]:
+        """Every registered CA, verified or not, by name."""
+
+    @abstractmethod
+    async def set_authority_verified(self, name: str) -> CertificateAuthority:
+        """Mark CA ``name`` verified (its proof of possession was checked); ``NOT_FOUND``."""
+
+    @abstractmethod
+    async def remove_authority(self, name: str) -> None:
+        """Forget CA ``name`` (its devices stop authenticating); ``NOT_FOUND``."""
 
     # -- change feed ----------------------------------------------------------------------------------
 

@@ -181,6 +181,23 @@ SQLITE_MIGRATIONS: list[str] = [
     );
     CREATE INDEX call_history_created ON call_history (last_created);
     """,
+    # 11: X.509 authentication (issue 15): an identity's authentication type ('sas', 'selfSigned',
+    # 'certificateAuthority') and its thumbprints (upper-case hex), and the hub's certificate
+    # authorities (PEM; verified once their proof of possession was checked).
+    """
+    ALTER TABLE identities ADD COLUMN auth_type TEXT NOT NULL DEFAULT 'sas';
+    ALTER TABLE identities ADD COLUMN primary_thumbprint TEXT;
+    ALTER TABLE identities ADD COLUMN secondary_thumbprint TEXT;
+    CREATE TABLE certificate_authorities (
+        name TEXT PRIMARY KEY,
+        certificate TEXT NOT NULL,
+        thumbprint TEXT NOT NULL,
+        verification_code TEXT NOT NULL,
+        verified INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 ]
 
 POSTGRES_MIGRATIONS: list[str] = [
@@ -352,6 +369,21 @@ POSTGRES_MIGRATIONS: list[str] = [
         rows BYTEA NOT NULL
     );
     CREATE INDEX call_history_created ON call_history (last_created);
+    """,
+    # X.509 authentication (see SQLITE_MIGRATIONS[10]).
+    """
+    ALTER TABLE identities ADD COLUMN auth_type TEXT NOT NULL DEFAULT 'sas';
+    ALTER TABLE identities ADD COLUMN primary_thumbprint TEXT;
+    ALTER TABLE identities ADD COLUMN secondary_thumbprint TEXT;
+    CREATE TABLE certificate_authorities (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        certificate TEXT NOT NULL,
+        thumbprint TEXT NOT NULL,
+        verification_code TEXT NOT NULL,
+        verified BOOLEAN NOT NULL DEFAULT FALSE,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
     """,
 ]
 

@@ -53,6 +53,35 @@ class SymmetricKeys:
         return KEY_BYTES_RANGE[0] <= len(raw) <= KEY_BYTES_RANGE[1]
 
 
+class AuthType(StrEnum):
+    """How an identity authenticates (Azure's ``authentication.type``)."""
+
+    SAS = "sas"
+    """A SAS token signed with one of its symmetric keys."""
+    SELF_SIGNED = "selfSigned"
+    """A client certificate whose thumbprint is one of the identity's two."""
+    CERTIFICATE_AUTHORITY = "certificateAuthority"
+    """A client certificate issued by a verified registered CA, its CN the identity's id."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAuth:
+    """An identity's authentication: its type and, for ``selfSigned``, its X.509 thumbprints
+    (upper-case hex without colons: 40 digits for SHA-1, 64 for SHA-256; see
+    :func:`methodhub.registry.rules.check_auth`)."""
+
+    type: AuthType = AuthType.SAS
+    primary_thumbprint: str | None = None
+    secondary_thumbprint: str | None = None
+
+    @property
+    def is_x509(self) -> bool:
+        return self.type is not AuthType.SAS
+
+
+SAS_AUTH = DeviceAuth()
+
+
 @dataclass(slots=True)
 class Identity:
     """A device (``module_id`` None) or a module of a device."""
@@ -68,6 +97,9 @@ class Identity:
     status_updated_at: float
     updated_at: float
     iot_edge: bool = False
+    auth: DeviceAuth = SAS_AUTH
+    """How it authenticates; an X.509 identity keeps its stored ``keys`` (never shown, never
+    accepted) so that switching it back to ``sas`` without keys gets fresh ones."""
 
     @property
     def key(self) -> str:
@@ -86,11 +118,11 @@ class AccessPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One row of the change feed: an identity (by key), a policy (by name) or a twin's desired
-    properties (by identity key) changed."""
+    """One row of the change feed: an identity (by key), a policy (by name), a twin's desired
+    properties (by identity key) or a certificate authority (by name) changed."""
 
     seq: int
-    kind: Literal["identity", "policy", "twin"]
+    kind: Literal["identity", "policy", "twin", "authority"]
     key: str
 
 
@@ -102,3 +134,25 @@ DEFAULT_POLICIES: dict[str, frozenset[Right]] = {
     "registryReadWrite": frozenset({Right.REGISTRY_READ, Right.REGISTRY_WRITE}),
 }
 """Azure IoT Hub's five default policies, created on a hub's first start."""
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateAuthority:
+    """A CA registered on the hub (Azure's "CA certificates"): devices of type
+    ``certificateAuthority`` authenticate with certificates it issued, once it is ``verified``
+    (its owner proved possession of its key by signing a certificate whose CN is
+    ``verification_code``).
+
+    Attributes:
+        name: 1 to 64 letters, digits, ``.``, ``_`` or ``-``.
+        certificate: the CA certificate, PEM.
+        thumbprint: its SHA-256 thumbprint, upper-case hex.
+    """
+
+    name: str
+    certificate: str
+    thumbprint: str
+    verification_code: str
+    verified: bool
+    created_at: float
+    updated_at: float

@@ -38,12 +38,20 @@ import asyncpg
 
 from methodhub.errors import ErrorKind, HubError
 from methodhub.query import Flavour, Query
+from methodhub.registry.authorities import PostgresAuthorities
 from methodhub.registry.base import LIVE_CALL_STATES, Registry
 from methodhub.registry.calls import PostgresCalls
 from methodhub.registry.jobs import PostgresJobs
 from methodhub.registry.locations import is_postgres_url, redact_url, split_connect_timeout
 from methodhub.registry.migrations import POSTGRES_MIGRATIONS, schema_too_new
-from methodhub.registry.model import DEFAULT_POLICIES, AccessPolicy, Change, Identity, SymmetricKeys
+from methodhub.registry.model import (
+    DEFAULT_POLICIES,
+    AccessPolicy,
+    Change,
+    DeviceAuth,
+    Identity,
+    SymmetricKeys,
+)
 from methodhub.registry.policies import PostgresPolicies
 from methodhub.registry.products import ProductDevice, validate_product_key
 from methodhub.registry.rules import (
@@ -63,6 +71,9 @@ from methodhub.registry.rules import (
     new_product_identity,
     policy_from_row,
     rights_text,
+)
+from methodhub.registry.rules import (
+    postgres_storable as _storable,
 )
 from methodhub.registry.sessions import SessionChanges, SessionWriteBehind
 from methodhub.registry.twin_query import twin_query_sql
@@ -113,29 +124,12 @@ _UPSERT_SESSIONS = (
 )
 
 
-def _storable(*texts: str | None) -> bool:
-    """Whether PostgreSQL can hold these strings (text never contains NUL or lone surrogates).
-
-    Nothing stored contains such characters (ids are validated), so a lookup by one finds nothing.
-    """
-    for text in texts:
-        if text is None or (text.isascii() and "\x00" not in text):
-            continue
-        if "\x00" in text:
-            return False
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-    return True
-
-
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class PostgresRegistry(PostgresCalls, PostgresJobs, PostgresPolicies, Registry):
+class PostgresRegistry(PostgresAuthorities, PostgresCalls, PostgresJobs, PostgresPolicies, Registry):
     """:class:`Registry` on PostgreSQL (asyncpg). See the module docstring.
 
     Args:
@@ -309,9 +303,16 @@ class PostgresRegistry(PostgresCalls, PostgresJobs, PostgresPolicies, Registry):
         status: str = "enabled",
         status_reason: str | None = None,
         iot_edge: bool = False,
+        auth: DeviceAuth | None = None,
     ) -> Identity:
         identity = new_identity(
-            device_id, module_id, keys=keys, status=status, status_reason=status_reason, iot_edge=iot_edge
+            device_id,
+            module_id,
+            keys=keys,
+            status=status,
+            status_reason=status_reason,
+            iot_edge=iot_edge,
+            auth=auth,
         )
 
         async def insert(conn: Connection) -> None:
@@ -333,7 +334,7 @@ class PostgresRegistry(PostgresCalls, PostgresJobs, PostgresPolicies, Registry):
                 raise missing(identity.device_id, "")
         inserted = await conn.fetchval(
             f"INSERT INTO identities ({IDENTITY_COLUMNS}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
             "ON CONFLICT (device_id, module_id) DO NOTHING RETURNING 1",
             *identity_values(identity),
         )
@@ -349,6 +350,7 @@ class PostgresRegistry(PostgresCalls, PostgresJobs, PostgresPolicies, Registry):
         keys: SymmetricKeys | None = None,
         status: str | None = None,
         status_reason: str | None = None,
+        auth: DeviceAuth | None = None,
     ) -> Identity:
         check_status(status)
         check_keys(keys)
@@ -362,11 +364,11 @@ class PostgresRegistry(PostgresCalls, PostgresJobs, PostgresPolicies, Registry):
         async def update(conn: Connection) -> Identity:
             current = await self._locked(conn, device_id, module_id or "")
             check_etag(etag, current, show_current=True)
-            apply_update(current, keys=keys, status=status, status_reason=status_reason)
+            apply_update(current, keys=keys, status=status, status_reason=status_reason, auth=auth)
             await conn.execute(
                 "UPDATE identities SET primary_key = $3, secondary_key = $4, status = $5, "
-                "status_reason = $6, etag = $7, status_updated_at = $8, updated_at = $9 "
-                f"WHERE {_IDENTITY_WHERE}",
+                "status_reason = $6, etag = $7, status_updated_at = $8, updated_at = $9, auth_type = $10, "
+                f"primary_thumbprint = $11, secondary_thumbprint = $12 WHERE {_IDENTITY_WHERE}",
                 device_id,
                 module_id or "",
                 current.keys.primary,
@@ -376,6 +378,7 @@ class PostgresRegistry(PostgresCalls, PostgresJobs, PostgresPolicies, Registry):
                 current.etag,
                 current.status_updated_at,
                 current.updated_at,
+                *identity_values(current)[12:],
             )
             await self._record(conn, "identity", [current.key])
             return current

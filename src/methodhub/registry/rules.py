@@ -15,7 +15,15 @@ from typing import Any
 
 from methodhub.errors import ErrorKind, HubError
 from methodhub.registry.ids import validate_device_id, validate_module_id
-from methodhub.registry.model import AccessPolicy, Identity, Right, SymmetricKeys
+from methodhub.registry.model import (
+    SAS_AUTH,
+    AccessPolicy,
+    AuthType,
+    DeviceAuth,
+    Identity,
+    Right,
+    SymmetricKeys,
+)
 from methodhub.registry.products import (
     device_secret_error,
     generate_device_secret,
@@ -27,7 +35,7 @@ STATUSES = ("enabled", "disabled")
 
 IDENTITY_COLUMNS = (
     "device_id, module_id, primary_key, secondary_key, status, status_reason, etag, generation_id, "
-    "created_at, status_updated_at, updated_at, iot_edge"
+    "created_at, status_updated_at, updated_at, iot_edge, auth_type, primary_thumbprint, secondary_thumbprint"
 )
 """The identity columns, in the order :func:`identity_from_row` reads them."""
 JOINED_IDENTITY_COLUMNS = ", ".join(f"i.{name.strip()}" for name in IDENTITY_COLUMNS.split(","))
@@ -56,11 +64,13 @@ def identity_from_row(row: Sequence[Any]) -> Identity:
         status_updated_at=row[9],
         updated_at=row[10],
         iot_edge=bool(row[11]),
+        auth=DeviceAuth(AuthType(row[12]), row[13], row[14]) if row[12] != "sas" else SAS_AUTH,
     )
 
 
 def identity_values(identity: Identity) -> tuple[Any, ...]:
-    """The values of :data:`IDENTITY_COLUMNS` for ``identity`` (``iot_edge`` as a bool)."""
+    """The values of :data:`IDENTITY_COLUMNS` for ``identity`` (``iot_edge`` as a bool, the
+    authentication type as its text)."""
     return (
         identity.device_id,
         identity.module_id or "",
@@ -74,7 +84,56 @@ def identity_values(identity: Identity) -> tuple[Any, ...]:
         identity.status_updated_at,
         identity.updated_at,
         identity.iot_edge,
+        identity.auth.type.value,
+        identity.auth.primary_thumbprint,
+        identity.auth.secondary_thumbprint,
     )
+
+
+THUMBPRINT_LENGTHS = {40: "SHA-1", 64: "SHA-256"}
+"""Azure accepts a certificate's SHA-1 or SHA-256 thumbprint, in hex."""
+
+
+def normalize_thumbprint(text: object, name: str) -> str:
+    """``text`` as stored: upper-case hex, colons and spaces dropped (``ab:cd`` = ``ABCD``);
+    ``INVALID_ARGUMENT`` naming ``name`` unless it is 40 (SHA-1) or 64 (SHA-256) hex digits."""
+    if not isinstance(text, str):
+        raise HubError(ErrorKind.INVALID_ARGUMENT, f"{name} must be a string of hex digits.")
+    digits = text.replace(":", "").replace(" ", "").upper()
+    if len(digits) not in THUMBPRINT_LENGTHS or any(c not in "0123456789ABCDEF" for c in digits):
+        raise HubError(
+            ErrorKind.INVALID_ARGUMENT,
+            f"{name} must be a certificate's SHA-1 (40 hex digits) or SHA-256 (64 hex digits) "
+            f"thumbprint; got {text[:80]!r}.",
+        )
+    return digits
+
+
+def check_auth(auth: DeviceAuth | None) -> DeviceAuth | None:
+    """``auth`` with its thumbprints normalized; ``INVALID_ARGUMENT`` for a combination Azure
+    refuses: ``selfSigned`` needs a primary thumbprint, the other types take none."""
+    if auth is None:
+        return None
+    if auth.type is AuthType.SELF_SIGNED:
+        if auth.primary_thumbprint is None:
+            raise HubError(
+                ErrorKind.INVALID_ARGUMENT,
+                "authentication type 'selfSigned' needs x509Thumbprint.primaryThumbprint.",
+            )
+        primary = normalize_thumbprint(auth.primary_thumbprint, "x509Thumbprint.primaryThumbprint")
+        secondary = (
+            normalize_thumbprint(auth.secondary_thumbprint, "x509Thumbprint.secondaryThumbprint")
+            if auth.secondary_thumbprint is not None
+            else None
+        )
+        return DeviceAuth(AuthType.SELF_SIGNED, primary, secondary)
+    if auth.primary_thumbprint is not None or auth.secondary_thumbprint is not None:
+        raise HubError(
+            ErrorKind.INVALID_ARGUMENT,
+            f"authentication type '{auth.type.value}' takes no x509Thumbprint "
+            "(thumbprints are for 'selfSigned').",
+        )
+    return auth
 
 
 def policy_from_row(row: Sequence[Any]) -> AccessPolicy:
@@ -138,6 +197,7 @@ def new_identity(
     status: str,
     status_reason: str | None,
     iot_edge: bool,
+    auth: DeviceAuth | None = None,
 ) -> Identity:
     """A validated identity to insert (keys generated if None; modules are always enabled)."""
     validate_device_id(device_id)
@@ -145,6 +205,11 @@ def new_identity(
         validate_module_id(module_id)
     check_status(status)
     check_keys(keys)
+    auth = check_auth(auth) or SAS_AUTH
+    if auth.is_x509 and keys is not None:
+        raise HubError(
+            ErrorKind.INVALID_ARGUMENT, f"authentication type '{auth.type.value}' takes no symmetricKey."
+        )
     now = time.time()
     return Identity(
         device_id=device_id,
@@ -158,6 +223,7 @@ def new_identity(
         status_updated_at=now,
         updated_at=now,
         iot_edge=iot_edge,
+        auth=auth,
     )
 
 
@@ -167,9 +233,27 @@ def apply_update(
     keys: SymmetricKeys | None,
     status: str | None,
     status_reason: str | None,
+    auth: DeviceAuth | None = None,
 ) -> Identity:
-    """``current`` changed as ``update_identity`` asks (in place; a new etag), and returned."""
+    """``current`` changed as ``update_identity`` asks (in place; a new etag), and returned.
+    ``auth`` None keeps the authentication; an identity switched back to ``sas`` without ``keys``
+    gets fresh keys (the ones it had before it was X.509 were never shown)."""
     now = time.time()
+    auth = check_auth(auth)
+    if auth is not None:
+        if auth.is_x509 and keys is not None:
+            raise HubError(
+                ErrorKind.INVALID_ARGUMENT, f"authentication type '{auth.type.value}' takes no symmetricKey."
+            )
+        if not auth.is_x509 and current.auth.is_x509 and keys is None:
+            keys = SymmetricKeys.generate()
+        current.auth = auth
+    elif keys is not None and current.auth.is_x509:
+        raise HubError(
+            ErrorKind.INVALID_ARGUMENT,
+            f"'{current.key}' authenticates with X.509 ({current.auth.type.value}); "
+            "set authentication.type 'sas' to give it symmetric keys.",
+        )
     if keys is not None:
         current.keys = keys
     if status is not None and status != current.status and not current.module_id:
@@ -201,3 +285,20 @@ def new_product_identity(
         iot_edge=False,
     )
     return identity, device_secret
+
+
+def postgres_storable(*texts: str | None) -> bool:
+    """Whether PostgreSQL can hold these strings (text never contains NUL or lone surrogates).
+
+    Nothing stored contains such characters (ids are validated), so a lookup by one finds nothing.
+    """
+    for text in texts:
+        if text is None or (text.isascii() and "\x00" not in text):
+            continue
+        if "\x00" in text:
+            return False
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True

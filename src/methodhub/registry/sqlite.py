@@ -25,11 +25,19 @@ from typing import Any, TypeVar
 from methodhub.errors import ErrorKind, HubError
 from methodhub.filemodes import create_private, make_private, warn_exposed
 from methodhub.query import Flavour, Query
+from methodhub.registry.authorities import SqliteAuthorities
 from methodhub.registry.base import LIVE_CALL_STATES, Registry
 from methodhub.registry.calls import SqliteCalls
 from methodhub.registry.jobs import SqliteJobs
 from methodhub.registry.migrations import SQLITE_MIGRATIONS, schema_too_new
-from methodhub.registry.model import DEFAULT_POLICIES, AccessPolicy, Change, Identity, SymmetricKeys
+from methodhub.registry.model import (
+    DEFAULT_POLICIES,
+    AccessPolicy,
+    Change,
+    DeviceAuth,
+    Identity,
+    SymmetricKeys,
+)
 from methodhub.registry.policies import SqlitePolicies
 from methodhub.registry.products import ProductDevice, validate_product_key
 from methodhub.registry.rules import (
@@ -70,7 +78,7 @@ BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for another process's transaction (the CLI, say) before failing."""
 
 
-class SqliteRegistry(SqliteCalls, SqliteJobs, SqlitePolicies, Registry):
+class SqliteRegistry(SqliteAuthorities, SqliteCalls, SqliteJobs, SqlitePolicies, Registry):
     """:class:`Registry` on a SQLite file. See the module docstring."""
 
     def __init__(self, path: str | Path) -> None:
@@ -228,9 +236,16 @@ class SqliteRegistry(SqliteCalls, SqliteJobs, SqlitePolicies, Registry):
         status: str = "enabled",
         status_reason: str | None = None,
         iot_edge: bool = False,
+        auth: DeviceAuth | None = None,
     ) -> Identity:
         identity = new_identity(
-            device_id, module_id, keys=keys, status=status, status_reason=status_reason, iot_edge=iot_edge
+            device_id,
+            module_id,
+            keys=keys,
+            status=status,
+            status_reason=status_reason,
+            iot_edge=iot_edge,
+            auth=auth,
         )
         await self._run(self._transaction, lambda db: self._insert(db, identity))
         return identity
@@ -239,11 +254,11 @@ class SqliteRegistry(SqliteCalls, SqliteJobs, SqlitePolicies, Registry):
         module_id = identity.module_id or ""
         if module_id and self._get(identity.device_id, "") is None:
             raise missing(identity.device_id, "")
-        values = identity_values(identity)
+        values = list(identity_values(identity))
+        values[11] = int(identity.iot_edge)
         try:
             db.execute(
-                f"INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*values[:-1], int(identity.iot_edge)),
+                f"INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES ({', '.join('?' * len(values))})", values
             )
         except sqlite3.IntegrityError:
             raise already_exists(identity) from None
@@ -258,6 +273,7 @@ class SqliteRegistry(SqliteCalls, SqliteJobs, SqlitePolicies, Registry):
         keys: SymmetricKeys | None = None,
         status: str | None = None,
         status_reason: str | None = None,
+        auth: DeviceAuth | None = None,
     ) -> Identity:
         check_status(status)
         check_keys(keys)
@@ -267,10 +283,11 @@ class SqliteRegistry(SqliteCalls, SqliteJobs, SqlitePolicies, Registry):
             if current is None:
                 raise missing(device_id, module_id or "")
             check_etag(etag, current, show_current=True)
-            apply_update(current, keys=keys, status=status, status_reason=status_reason)
+            apply_update(current, keys=keys, status=status, status_reason=status_reason, auth=auth)
             db.execute(
                 "UPDATE identities SET primary_key = ?, secondary_key = ?, status = ?, status_reason = ?, "
-                "etag = ?, status_updated_at = ?, updated_at = ? WHERE device_id = ? AND module_id = ?",
+                "etag = ?, status_updated_at = ?, updated_at = ?, auth_type = ?, primary_thumbprint = ?, "
+                "secondary_thumbprint = ? WHERE device_id = ? AND module_id = ?",
                 (
                     current.keys.primary,
                     current.keys.secondary,
@@ -279,6 +296,9 @@ class SqliteRegistry(SqliteCalls, SqliteJobs, SqlitePolicies, Registry):
                     current.etag,
                     current.status_updated_at,
                     current.updated_at,
+                    current.auth.type.value,
+                    current.auth.primary_thumbprint,
+                    current.auth.secondary_thumbprint,
                     device_id,
                     module_id or "",
                 ),

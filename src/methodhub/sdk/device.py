@@ -32,6 +32,7 @@ import json
 import logging
 import random
 import ssl
+import ssl as _ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -203,6 +204,8 @@ class DeviceClient:
         sas_token: a ready token (not renewable: the client stops when it expires).
         host / port: where to connect (default: ``hostname``, 1883 — or 8883 with TLS).
         ssl: True for TLS with the system's CAs, an ``ssl.SSLContext``, or None/False for plain MQTT.
+        x509: ``(certificate file, key file)`` (PEM) of an identity registered with X.509
+            authentication: presented over TLS (``ssl`` True if not given) instead of a SAS token.
         keepalive: MQTT keep-alive in seconds: a PINGREQ goes out after that long without sending or
             receiving anything, and a hub silent for 1.5 times that long is given up on (the client
             reconnects). 0 turns keep-alive off.
@@ -225,9 +228,15 @@ class DeviceClient:
         token_ttl: int = 3600,
         reconnect_min: float = 1.0,
         reconnect_max: float = 60.0,
+        x509: tuple[str, str] | None = None,
     ) -> None:
-        if key is None and sas_token is None:
-            raise ValueError("give a key (SharedAccessKey) or a sas_token")
+        if key is None and sas_token is None and x509 is None:
+            raise ValueError("give a key (SharedAccessKey), a sas_token or an x509 (certificate, key)")
+        if x509 is not None:
+            if ssl is None or ssl is False or ssl is True:
+                ssl = _ssl.create_default_context()
+            ssl.load_cert_chain(x509[0], x509[1])  # OSError / ssl.SSLError for bad files
+        self._x509 = x509 is not None
         self.hostname = hostname
         self.device_id = device_id
         self.module_id = module_id
@@ -255,8 +264,12 @@ class DeviceClient:
         Keyword arguments are those of :class:`DeviceClient` (``port=``, ``ssl=``, ...).
         """
         cs = ConnectionString.parse(connection_string)
-        if not cs.device_id or not (cs.shared_access_key or cs.shared_access_signature):
-            raise ValueError("a device connection string needs HostName, DeviceId and SharedAccessKey")
+        x509 = kwargs.get("x509") is not None
+        if not cs.device_id or not (cs.shared_access_key or cs.shared_access_signature or x509):
+            raise ValueError(
+                "a device connection string needs HostName, DeviceId and SharedAccessKey "
+                "(or x509=true with a certificate given apart)"
+            )
         kwargs.setdefault("host", cs.gateway_host_name or None)
         return cls(
             hostname=cs.host_name,
@@ -308,7 +321,7 @@ class DeviceClient:
             ),
             CONNECT_TIMEOUT,
         )
-        token, expiry = self._token()
+        token, expiry = self._token() if not self._x509 else (None, None)
         link.send(
             Connect(
                 protocol_name="MQTT",
@@ -317,7 +330,7 @@ class DeviceClient:
                 clean_session=False,
                 keepalive=self.keepalive,
                 username=f"{self.hostname}/{self.client_id}/?api-version={API_VERSION}",
-                password=token.encode(),
+                password=token.encode() if token is not None else None,  # X.509: none
             )
         )
         try:

@@ -75,7 +75,9 @@ class FakeDialect(Dialect):
     def claims(self, connect: Connect) -> bool:
         return True
 
-    async def authenticate(self, connect: Connect, ctx: Any, *, use_cache: bool = True) -> Principal:
+    async def authenticate(
+        self, connect: Connect, ctx: Any, *, use_cache: bool = True, client_certificate: Any = None
+    ) -> Principal:
         await asyncio.sleep(self.auth_delay)
         return Principal(connect.client_id, None, connect.client_id, self)
 

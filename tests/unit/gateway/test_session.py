@@ -23,7 +23,9 @@ class PlainDialect(Dialect):
     def claims(self, connect: Any) -> bool:
         return True
 
-    async def authenticate(self, connect: Any, ctx: Any, *, use_cache: bool = True) -> Principal:
+    async def authenticate(
+        self, connect: Any, ctx: Any, *, use_cache: bool = True, client_certificate: Any = None
+    ) -> Principal:
         raise NotImplementedError
 
     def grant(self, device: DeviceView, topic_filter: str, qos: int) -> int:

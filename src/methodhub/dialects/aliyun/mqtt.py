@@ -45,6 +45,7 @@ import time
 from dataclasses import dataclass, field
 
 from methodhub import jsontext
+from methodhub.auth.x509 import ClientCertificate
 from methodhub.calls.model import Call, CallKind, CallOutcome
 from methodhub.dialects.aliyun.calls import message_id, rrpc_topic, service_identifier
 from methodhub.dialects.aliyun.signing import (
@@ -151,7 +152,14 @@ class AliyunDialect(Dialect):
         username = connect.username
         return username is not None and "&" in username and "/" not in username
 
-    async def authenticate(self, connect: Connect, ctx: AuthContext, *, use_cache: bool = True) -> Principal:
+    async def authenticate(
+        self,
+        connect: Connect,
+        ctx: AuthContext,
+        *,
+        use_cache: bool = True,
+        client_certificate: ClientCertificate | None = None,
+    ) -> Principal:
         username = connect.username or ""
         device_name, _, product_key = username.partition("&")
         try:

@@ -49,6 +49,7 @@ from methodhub.config import TokenPolicy
 from methodhub.dialects.azure.device_auth import (
     DeviceKeys,
     TokenRefused,
+    verify_device_certificate,
     verify_device_token,
     verify_hub_token,
 )
@@ -668,6 +669,18 @@ class AzureAmqpDialect(AmqpDialect):
         return None if put_token is None else _claim(put_token)
 
     async def verify(self, claim: TokenClaim, auth: AuthContext, now: float) -> TokenGrant | TokenRefusal:
+        if claim.certificate is not None:  # X.509: the TLS client certificate, no token
+            try:
+                verified = await verify_device_certificate(
+                    claim.certificate, claim.device_id, claim.module_id, auth.registry, now
+                )
+            except TokenRefused as refused:
+                retryable = refused.cause == "unavailable"
+                status = STATUS_UNAVAILABLE if retryable else STATUS_UNAUTHORIZED
+                return TokenRefusal(claim.message_id, status, _sentence(refused.reason), retryable)
+            return TokenGrant(
+                claim.message_id, verified.device_id, verified.module_id, verified.key, verified.expires_at
+            )
         put_token = PutToken(
             claim.message_id,
             PUT_TOKEN,

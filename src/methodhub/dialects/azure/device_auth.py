@@ -12,14 +12,26 @@ signature must match one of the identity's (or the policy's) two keys.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Protocol
 
+from cryptography import x509
+
+from methodhub.auth.x509 import (
+    CertificateError,
+    CertificateRefused,
+    ClientCertificate,
+    check_issued,
+    check_thumbprint,
+    load_certificate,
+)
 from methodhub.calls.model import identity_key
 from methodhub.config import TokenPolicy
 from methodhub.dialects.azure.sas import DEFAULT_TOKEN_POLICY, SasToken
 from methodhub.gateway.auth import host_matches
-from methodhub.registry import AccessPolicy, Identity, Right
+from methodhub.registry import AccessPolicy, AuthType, CertificateAuthority, Identity, Right
 
 
 class DeviceKeys(Protocol):
@@ -28,6 +40,8 @@ class DeviceKeys(Protocol):
     async def get_identity(self, device_id: str, module_id: str | None = None) -> Identity | None: ...
 
     async def get_policy(self, name: str) -> AccessPolicy | None: ...
+
+    async def list_authorities(self) -> list[CertificateAuthority]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +69,8 @@ class TokenRefused(Exception):
     (expires further ahead than the hub's :class:`~methodhub.config.TokenPolicy` allows),
     ``"unavailable"`` (the registry could not be read: not the device's fault), ``"unknown"`` (not
     registered), ``"disabled"``, ``"policy"`` (no such policy, or it lacks DeviceConnect),
-    ``"signature"`` (no key matches).
+    ``"signature"`` (no key matches), ``"x509"`` (the identity authenticates with a certificate, or
+    the certificate does not prove it).
     """
 
     def __init__(self, cause: str, reason: str) -> None:
@@ -107,6 +122,12 @@ async def verify_device_token(
         raise TokenRefused("unknown", f"'{key}' is not registered on this hub")
     if device is None or device.status != "enabled":
         raise TokenRefused("disabled", f"device '{device_id}' is disabled")
+    if identity.auth.is_x509:
+        raise TokenRefused(
+            "x509",
+            f"'{key}' authenticates with an X.509 certificate ({identity.auth.type.value}), not a SAS "
+            "token; connect over TLS with its certificate and no password",
+        )
     if token.key_name:
         if policy is None or Right.DEVICE_CONNECT not in policy.rights:
             raise TokenRefused("policy", f"policy '{token.key_name}' does not exist or lacks DeviceConnect")
@@ -161,3 +182,71 @@ async def verify_hub_token(
             "signature", f"the SAS token's signature does not match the keys of '{token.key_name}'"
         )
     return token.expiry + policy.clock_skew
+
+
+async def verify_device_certificate(
+    client: ClientCertificate, device_id: str, module_id: str | None, registry: DeviceKeys, now: float
+) -> VerifiedDevice:
+    """What the TLS client certificate ``client`` proves about ``device_id``/``module_id`` at
+    ``now``: the identity must be registered with X.509 authentication, its device enabled, and the
+    certificate must match (:mod:`methodhub.auth.x509`: a registered thumbprint for
+    ``selfSigned``; for ``certificateAuthority`` the identity as CN and a chain to a verified
+    registered CA). ``expires_at`` is the certificate's expiry.
+
+    Raises:
+        TokenRefused: ``unavailable``, ``unknown``, ``disabled`` or ``x509`` (the reason says which
+            check failed).
+    """
+    key = identity_key(device_id, module_id)
+    try:
+        identity = await registry.get_identity(device_id, module_id)
+        device = identity if not module_id or identity is None else await registry.get_identity(device_id)
+    except Exception as exc:
+        raise TokenRefused("unavailable", f"the registry is unavailable: {exc}") from None
+    if identity is None:
+        raise TokenRefused("unknown", f"'{key}' is not registered on this hub")
+    if device is None or device.status != "enabled":
+        raise TokenRefused("disabled", f"device '{device_id}' is disabled")
+    auth = identity.auth
+    moment = dt.datetime.fromtimestamp(now, dt.UTC)
+    try:
+        if auth.type is AuthType.SELF_SIGNED:
+            certificate = check_thumbprint(
+                client, (auth.primary_thumbprint, auth.secondary_thumbprint), moment
+            )
+        elif auth.type is AuthType.CERTIFICATE_AUTHORITY:
+            try:
+                registered = await registry.list_authorities()
+            except Exception as exc:
+                raise TokenRefused("unavailable", f"the registry is unavailable: {exc}") from None
+            certificate, _ca = check_issued(client, key, _verified(registered), moment)
+        else:
+            raise TokenRefused(
+                "x509",
+                f"'{key}' authenticates with SAS tokens, not a certificate; send a SAS token as the password",
+            )
+    except CertificateRefused as refused:
+        raise TokenRefused(
+            "x509", f"the client certificate does not prove '{key}': {refused.reason}"
+        ) from None
+    return VerifiedDevice(device_id, module_id, key, certificate.not_valid_after_utc.timestamp(), None)
+
+
+def _verified(authorities: list[CertificateAuthority]) -> list[tuple[str, x509.Certificate]]:
+    loaded: list[tuple[str, x509.Certificate]] = []
+    for authority in authorities:
+        if not authority.verified:
+            continue
+        certificate = _parsed(authority.certificate)
+        if certificate is not None:  # an unreadable row (stored by hand?) proves nothing
+            loaded.append((authority.name, certificate))
+    return loaded
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(pem: str) -> x509.Certificate | None:
+    """A registered CA's certificate, parsed once (a CA-authenticated connect reads them all)."""
+    try:
+        return load_certificate(pem.encode())
+    except CertificateError:
+        return None

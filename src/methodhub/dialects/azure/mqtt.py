@@ -3,7 +3,9 @@
 * CONNECT: client id ``{deviceId}`` or ``{deviceId}/{moduleId}``; user name
   ``{hostname}/{clientId}/?api-version=...``; password a SAS token signed with the device's key
   (``sr = {hostname}/devices/{deviceId}[/modules/{moduleId}]``), or with a policy key holding
-  DeviceConnect (``skn`` set).
+  DeviceConnect (``skn`` set); or, for an identity registered with X.509 authentication, no
+  password and the device's client certificate on the TLS connection
+  (:func:`~methodhub.dialects.azure.device_auth.verify_device_certificate`).
 * Requests and responses: the ``$iothub`` grammar of :mod:`methodhub.dialects.azure.topics`; an
   MQTT 5 device may also answer on a request's Response Topic with its Correlation Data.
 * The device may subscribe only inside its own namespace; anything else is refused.
@@ -15,9 +17,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from methodhub.auth.x509 import ClientCertificate
 from methodhub.calls.model import Call, identity_key
 from methodhub.config import TokenPolicy
-from methodhub.dialects.azure.device_auth import TokenRefused, verify_device_token
+from methodhub.dialects.azure.device_auth import TokenRefused, verify_device_certificate, verify_device_token
 from methodhub.dialects.azure.methods import check_method_call, method_result
 from methodhub.dialects.azure.sas import DEFAULT_TOKEN_POLICY, SasToken, SasTokenError
 from methodhub.dialects.azure.topics import (
@@ -119,7 +122,14 @@ class AzureDialect(Dialect):
         username = connect.username
         return username is not None and "/" in username and "&" not in username.partition("/?")[0]
 
-    async def authenticate(self, connect: Connect, ctx: AuthContext, *, use_cache: bool = True) -> Principal:
+    async def authenticate(
+        self,
+        connect: Connect,
+        ctx: AuthContext,
+        *,
+        use_cache: bool = True,
+        client_certificate: ClientCertificate | None = None,
+    ) -> Principal:
         client_id = connect.client_id
         device_id, _, module_id = client_id.partition("/")
         if not device_id or "/" in module_id:
@@ -129,8 +139,12 @@ class AzureDialect(Dialect):
             )
         self._check_username(connect.username or "", client_id, ctx)
         if connect.password is None:
+            if client_certificate is not None:  # X.509: Azure's SDKs send no password
+                return await self._authenticate_x509(client_certificate, device_id, module_id or None, ctx)
             raise ConnectRefused(
-                ConnackCode.BAD_USERNAME_OR_PASSWORD, "no password; send a SAS token as the password"
+                ConnackCode.BAD_USERNAME_OR_PASSWORD,
+                "no password; send a SAS token as the password, or connect over TLS with the "
+                "device's X.509 certificate",
             )
         try:
             password = connect.password.decode("utf-8")
@@ -166,6 +180,29 @@ class AzureDialect(Dialect):
         if not token.key_name:
             ctx.tokens.put(cache_key, principal, verified.expires_at, key)
         return principal
+
+    async def _authenticate_x509(
+        self, certificate: ClientCertificate, device_id: str, module_id: str | None, ctx: AuthContext
+    ) -> Principal:
+        try:
+            verified = await verify_device_certificate(
+                certificate, device_id, module_id, ctx.registry, time.time()
+            )
+        except TokenRefused as refused:
+            code = (
+                ConnackCode.SERVER_UNAVAILABLE
+                if refused.cause == "unavailable"
+                else ConnackCode.NOT_AUTHORIZED
+            )
+            raise ConnectRefused(code, refused.reason) from None
+        return Principal(
+            device_id,
+            module_id,
+            verified.key,
+            self,
+            expires_at=verified.expires_at,
+            attributes={"x509": True},
+        )
 
     def _check_username(self, username: str, client_id: str, ctx: AuthContext) -> None:
         head, sep, _query = username.partition("/?")

@@ -24,6 +24,7 @@ from methodhub.config import (
     RESPONSE_TIMEOUT_DEFAULT,
     RESPONSE_TIMEOUT_RANGE,
 )
+from methodhub.dialects.azure.authentication import authentication_json, parse_authentication
 from methodhub.dialects.azure.errors import azure_error, utc_timestamp
 from methodhub.dialects.azure.service_auth import ServiceAuthenticator
 from methodhub.dialects.azure.topics import validate_method_name
@@ -32,7 +33,7 @@ from methodhub.errors import ErrorKind, HubError
 from methodhub.http.messages import Request, Response
 from methodhub.http.routing import Routes
 from methodhub.query import Collection, Query, QuerySyntaxError, parse
-from methodhub.registry import Identity, Registry, Right, SymmetricKeys
+from methodhub.registry import Identity, Registry, Right
 from methodhub.registry.twins import Twin, patch_twin, replace_twin
 
 FRONT_DOOR = "azure"
@@ -249,14 +250,7 @@ class AzureApi:
             "connectionStateUpdatedTime": utc_timestamp(since) if since else NEVER,
             "lastActivityTime": utc_timestamp(since) if since else NEVER,
             "cloudToDeviceMessageCount": 0,
-            "authentication": {
-                "symmetricKey": {
-                    "primaryKey": identity.keys.primary,
-                    "secondaryKey": identity.keys.secondary,
-                },
-                "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
-                "type": "sas",
-            },
+            "authentication": authentication_json(identity),
         }
         if identity.module_id is None:
             doc.update(
@@ -298,7 +292,7 @@ class AzureApi:
                 raise HubError(
                     ErrorKind.INVALID_ARGUMENT, f"{key} in the body ({body[key]!r}) differs from the URL."
                 )
-        keys = _keys_from(body.get("authentication"))
+        keys, auth = parse_authentication(body.get("authentication"))
         status = body.get("status")
         if module_id is None and status is not None and status not in ("enabled", "disabled"):
             raise HubError(ErrorKind.INVALID_ARGUMENT, "status must be 'enabled' or 'disabled'.")
@@ -316,6 +310,7 @@ class AzureApi:
                 status=status or "enabled",
                 status_reason=reason,
                 iot_edge=iot_edge,
+                auth=auth,
             )
             return await self._identity_response(identity)
         if etag is None:
@@ -324,7 +319,7 @@ class AzureApi:
                 kind, f"'{existing.key}' already exists; send If-Match with its etag (or \"*\") to update it."
             )
         identity = await self._registry.update_identity(
-            device_id, module_id, etag=etag, keys=keys, status=status, status_reason=reason
+            device_id, module_id, etag=etag, keys=keys, status=status, status_reason=reason, auth=auth
         )
         return await self._identity_response(identity)
 
@@ -494,29 +489,3 @@ def _status_reason(reason: Any) -> str | None:
             ErrorKind.INVALID_ARGUMENT, f"statusReason has at most {MAX_STATUS_REASON} characters."
         )
     return reason
-
-
-def _keys_from(authentication: Any) -> SymmetricKeys | None:
-    """Keys from an Azure ``authentication`` object; None means "generate them"."""
-    if authentication is None:
-        return None
-    if not isinstance(authentication, dict):
-        raise HubError(ErrorKind.INVALID_ARGUMENT, "authentication must be an object.")
-    kind = authentication.get("type", "sas")
-    if kind != "sas":
-        raise HubError(
-            ErrorKind.INVALID_ARGUMENT,
-            f"authentication type '{kind}' is not supported; methodhub supports 'sas' (symmetric keys).",
-        )
-    symmetric = _object(authentication.get("symmetricKey"), "authentication.symmetricKey")
-    primary, secondary = symmetric.get("primaryKey"), symmetric.get("secondaryKey")
-    if not primary and not secondary:
-        return None
-    if not primary or not secondary:
-        raise HubError(ErrorKind.INVALID_ARGUMENT, "Give both primaryKey and secondaryKey, or neither.")
-    for key in (primary, secondary):
-        if not SymmetricKeys.is_valid_key(key):
-            raise HubError(
-                ErrorKind.INVALID_ARGUMENT, "Symmetric keys must be base64 encoding 16 to 64 bytes."
-            )
-    return SymmetricKeys(primary, secondary)

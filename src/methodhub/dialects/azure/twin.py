@@ -102,8 +102,11 @@ def twin_json(twin: Twin, identity: Identity, connected: bool, since: float | No
         connectionState="Connected" if connected else "Disconnected",
         lastActivityTime=utc_timestamp(since) if since else NEVER,
         cloudToDeviceMessageCount=0,
-        authenticationType="sas",
-        x509Thumbprint={"primaryThumbprint": None, "secondaryThumbprint": None},
+        authenticationType=identity.auth.type.value,
+        x509Thumbprint={
+            "primaryThumbprint": identity.auth.primary_thumbprint,
+            "secondaryThumbprint": identity.auth.secondary_thumbprint,
+        },
         modelId="",
     )
     if identity.module_id is None:
