@@ -105,9 +105,8 @@ class HubConfig:
     (``serve --job-concurrency``)."""
     queued_call_max_expires: float = 7 * 86400
     """The longest ``expiresInSeconds`` a queued call may ask for (``serve --max-queued-call-expiry``)."""
-    history: bool = False
-    """Record synchronous calls in the call history (``serve --history on|off``; off by default
-    until its write path costs what issue 14 allows: ≤ 5 % of calls/s, measured ×0.66 today)."""
+    history: bool = True
+    """Record synchronous calls in the call history (``serve --history on|off``, on by default)."""
     history_payloads: bool = False
     """Keep synchronous calls' payloads in the history (``serve --history-payloads``)."""
     history_retention: float = 7 * 86400

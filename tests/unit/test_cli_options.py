@@ -123,3 +123,11 @@ def test_serve_takes_a_job_concurrency_of_at_least_one(capsys: pytest.CaptureFix
     with pytest.raises(SystemExit) as refused:
         build_parser().parse_args(["serve", "--job-concurrency", "0"])
     assert refused.value.code == 2 and "--job-concurrency" in capsys.readouterr().err
+
+
+def test_serve_records_the_call_history_unless_told_not_to() -> None:
+    assert build_parser().parse_args(["serve"]).history == "on"  # the documented default
+    assert build_parser().parse_args(["serve", "--history", "off"]).history == "off"
+    from methodhub.config import HubConfig
+
+    assert HubConfig(data_dir=Path("/d")).history is True

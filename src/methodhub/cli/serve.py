@@ -76,9 +76,9 @@ def add_serve_parser(
     serve.add_argument(
         "--history",
         choices=("on", "off"),
-        default="off",
-        help="record every synchronous call in the call history, GET /calls (default off: on "
-        "SQLite it costs a third of the calls/s at 64 in flight today, docs/queued-calls.md)",
+        default="on",
+        help="record every synchronous call in the call history, GET /calls (default on; its cost: "
+        "docs/queued-calls.md)",
     )
     serve.add_argument(
         "--history-payloads",
