@@ -131,6 +131,8 @@ class CrossNodeResult:
     """``"same"`` and ``"other"`` → one run per level; server CPU = both nodes + nats-server."""
     added: list[dict[str, float]] = field(default_factory=list)
     """Per level: what crossing adds — p50 (µs), CPU per call (µs) — and the calls/s ratio other/same."""
+    cpu_split: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    """``"same"`` / ``"other"`` → per level, µs of CPU per call of node ``a``, node ``b`` and ``nats``."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,9 +222,19 @@ def run_crossnode(
                     )
                     return r.requests, r.seconds, r.error_count, r.latency_ms, r.cpu_s
 
+                before = (a.cpu(), b.cpu(), cpu_seconds(nats_pid))
                 run = measure(f"crossnode {side}", c, cpu, farm, plan, once)
+                after = (a.cpu(), b.cpu(), cpu_seconds(nats_pid))
+                split = {
+                    name: (t1 - t0) / max(1, run.calls) * 1e6
+                    for name, t0, t1 in zip(("a", "b", "nats"), before, after, strict=True)
+                }
                 result.runs.setdefault(side, []).append(run)
-                progress("  " + describe(run))
+                result.cpu_split.setdefault(side, []).append({"concurrency": c, **split})
+                progress(
+                    "  " + describe(run) + f"; µs CPU per call: node A {split['a']:.0f}, node B "
+                    f"{split['b']:.0f}, nats-server {split['nats']:.0f}"
+                )
         for same, other in zip(result.runs["same"], result.runs["other"], strict=True):
             result.added.append(crossnode_added(same, other))
             progress("crossnode: " + crossnode_line(result.added[-1], asdict(same), asdict(other)))
@@ -275,4 +287,18 @@ def crossnode_markdown(crossnode: dict[str, Any], runs_table: Callable[[list[Any
     ]
     for side, title in (("same", "entering at B: same node"), ("other", "entering at A: other node")):
         parts += [f"### {title}", "", runs_table(crossnode["runs"][side], "nodes"), ""]
+    rows = [
+        f"| {side} | {x['concurrency']} | {x['a']:.0f} | {x['b']:.0f} | {x['nats']:.0f} |"
+        for side in ("same", "other")
+        for x in crossnode.get("cpu_split", {}).get(side, [])
+    ]
+    if rows:
+        parts += [
+            "### µs of CPU per call, by process",
+            "",
+            "| device on | in flight | node A | node B | nats-server |",
+            "|:---|---:|---:|---:|---:|",
+            *rows,
+            "",
+        ]
     return parts

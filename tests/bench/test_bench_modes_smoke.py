@@ -70,6 +70,10 @@ def test_crossnode_same_node_against_other_node(tmp_path: Path) -> None:
         assert added["p50_us"] == pytest.approx(
             (other["latency_ms"]["p50"] - same["latency_ms"]["p50"]) * 1000
         )
+    for side in ("same", "other"):  # the three processes' CPU add up to the run's server CPU
+        for split, run in zip(crossnode["cpu_split"][side], crossnode["runs"][side], strict=True):
+            total = (split["a"] + split["b"] + split["nats"]) * run["calls"] / 1e6
+            assert total == pytest.approx(run["server_cpu_s"], abs=0.1), (split, run["server_cpu_s"])
     assert done.stdout.count("crossnode c=") == 2
     assert "## Cross-node calls" in (tmp_path / "latest.md").read_text()
 
