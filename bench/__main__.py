@@ -14,9 +14,24 @@
 8. Call history (bench/history.py): phase 1 at 64 calls in flight with ``serve --history off``, then
    ``--history on``: calls/s of each and the ratio (target: on within 5 % of off); with
    ``--history-postgres`` on a PostgreSQL registry too.
+9. Cross-node calls (bench/workers.py; only with ``--only crossnode`` or ``--crossnode``): two hub
+   nodes joined by a private nats-server, the devices on node B; calls/s, p50 and CPU per call at 1
+   and 64 in flight entering at B (same node) and at A (the call crosses NATS), interleaved.
+
+Optional measurements: ``--syscalls`` (phase 1; also phase 2): the hub's syscalls per call (reads,
+writes, epoll_wait; ``perf trace -s``, else ``strace -c -f``, attached during an extra run at 64 in
+flight) and the peers' voluntary context switches per call ("farm sleeps per call", wrk's, the
+hub's own) at every level, from /proc and wait4.
 
 Results go to ``bench/results/`` (``{timestamp}.json/.md/.png`` and ``latest.*``); progress to stderr,
-headline figures to stdout. ``--quick`` finishes in about two minutes (``--only amqp --quick`` in one).
+headline figures to stdout. ``--quick`` finishes in about two minutes (``--only amqp --quick`` in one)
+and writes to ``bench/results/quick/`` (git-ignored), never over the committed ``latest.*``, unless
+``--out`` says where.
+
+Two commits in the same run: ``python -m bench --compare REV [--rounds N] [--no-instructions]
+[--duration S]`` runs ``python -m bench.ab REV HEAD`` (bench/ab.py): each commit checked out in a
+temporary worktree, their figures interleaved over N rounds (default 3), then the instructions per
+call of each under callgrind (unless ``--no-instructions``).
 """
 
 from __future__ import annotations
@@ -71,8 +86,14 @@ MODES: dict[str, dict[str, Any]] = {
 }
 
 
-PHASES = ("hub", "reference", "scale", "workers", "amqp", "queued", "jobs", "history")
-"""Phase names for ``--only``: 1 to 8 of the module docstring."""
+PHASES = ("hub", "reference", "scale", "workers", "amqp", "queued", "jobs", "history", "crossnode")
+"""Phase names for ``--only``: 1 to 9 of the module docstring."""
+OPTIONAL_PHASES = frozenset({"crossnode"})
+"""Phases a run without ``--only`` leaves out unless asked for (``--crossnode``)."""
+RESULTS = REPO / "bench" / "results"
+QUICK_RESULTS = RESULTS / "quick"
+"""Where ``--quick`` writes without ``--out``: git-ignored, so a quick run never rewrites the
+committed ``bench/results/latest.*`` (the last full run's)."""
 QUEUED_CALLS_PER_DEVICE = 4
 
 
@@ -152,10 +173,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="extra run with py-spy on the hub (top functions)"
     )
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="results folder")
+    parser.add_argument(
+        "--syscalls",
+        action="store_true",
+        help="phases 1 and 2 also count the server's syscalls per call (perf trace or strace, an extra "
+        "run at 64 in flight) and the peers' context switches per call at every level",
+    )
+    parser.add_argument(
+        "--crossnode",
+        action="store_true",
+        help="also run phase 9 (crossnode): calls to a device on another node, over NATS",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"results folder (default {os.path.relpath(RESULTS, REPO)}/; "
+        f"--quick: {os.path.relpath(QUICK_RESULTS, REPO)}/, git-ignored)",
+    )
+    compare = parser.add_argument_group("comparing two commits (bench/ab.py)")
+    compare.add_argument(
+        "--compare",
+        metavar="REV",
+        help="same-run A/B of commit REV against HEAD (python -m bench.ab REV HEAD), instead of a run",
+    )
+    compare.add_argument(
+        "--rounds", type=int, default=3, help="with --compare: interleaved rounds (default 3)"
+    )
+    compare.add_argument(
+        "--no-instructions",
+        action="store_true",
+        help="with --compare: skip the instruction counts under callgrind (~1 min per commit)",
+    )
     args = parser.parse_args(argv)
+    if args.compare is not None:
+        allowed = {"compare", "rounds", "no_instructions", "duration"}
+        other = sorted(
+            f"--{key.replace('_', '-')}"
+            for key, value in vars(args).items()
+            if key not in allowed and value != parser.get_default(key)
+        )
+        if other:
+            parser.error(
+                f"--compare takes --rounds, --no-instructions and --duration, not {', '.join(other)}"
+            )
+        if args.rounds < 1:
+            parser.error("--rounds must be ≥ 1")
+        return args  # bench.ab checks the commit
+    if args.rounds != 3 or args.no_instructions:
+        parser.error("--rounds and --no-instructions go with --compare REV")
     args.mode = "quick" if args.quick else "full" if args.full else "default"
-    args.phases = args.only if args.only is not None else set(PHASES)
+    if args.out is None:
+        args.out = QUICK_RESULTS if args.mode == "quick" else RESULTS
+    if args.only is not None:
+        args.phases = args.only
+    else:
+        args.phases = set(PHASES) - OPTIONAL_PHASES | ({"crossnode"} if args.crossnode else set())
     for key, value in MODES[args.mode].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -176,8 +249,22 @@ def _git() -> str:
         return "?"
 
 
+def ab_argv(args: argparse.Namespace) -> list[str]:
+    """``python -m bench --compare REV …`` as the arguments of ``python -m bench.ab``."""
+    out = [args.compare, "HEAD", "--rounds", str(args.rounds)]
+    if args.duration is not None:
+        out += ["--duration", str(args.duration)]
+    if args.no_instructions:
+        out.append("--no-instructions")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.compare is not None:
+        from bench import ab
+
+        return ab.main(ab_argv(args))
     ensure_tools()
     import methodhub
     from bench.amqp_compare import run_amqp_calls, run_amqp_scale
@@ -217,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             "queued_devices": args.queued_devices,
             "queued_calls_per_device": QUEUED_CALLS_PER_DEVICE,
             "pinned": not args.no_pin,
+            "syscalls": args.syscalls,
             "phases": [p for p in PHASES if p in args.phases],
         },
     }
@@ -235,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             workdir=workdir,
             plan=plan,
             profile=(args.out / f"{stamp}-profile.txt") if args.profile else None,
+            syscalls=args.syscalls,
         )
         if args.profile:
             args.out.mkdir(parents=True, exist_ok=True)
@@ -265,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
                 args.warmup,
                 workdir,
             ).to_json()
+        if "crossnode" in phases:
+            from bench.workers import run_crossnode
+
+            results["crossnode"] = run_crossnode(args.devices, args.duration, args.warmup, workdir).to_json()
         if "queued" in phases:
             from bench.queued import run as run_queued
 

@@ -20,6 +20,9 @@ run the same harness (it imports either code layout). The summary prints every r
 NEW/OLD ratio of the medians (and of the bests). The machine should be otherwise idle: a busy
 neighbour moves the timed figures by more than 3 %.
 
+``python -m bench --compare OLD [--rounds N] [--no-instructions] [--duration S]`` is
+``python -m bench.ab OLD HEAD`` with those options.
+
 Example::
 
     python -m bench.ab e40c65b HEAD --rounds 3

@@ -8,6 +8,7 @@ Reference: Python MQTT caller → Mosquitto → farm (``relay`` dialect) and bac
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,7 @@ from bench.farm import FarmConfig, FarmProcess
 from bench.hubproc import Hub, new_device_key, register_devices
 from bench.profiling import PySpy
 from bench.reference import CallerConfig, Mosquitto, run_caller
+from bench.syscalls import Tracer, per_call, voluntary_switches
 from bench.wrk import run_wrk, write_script
 
 DEVICE_PREFIX = "bench-"
@@ -48,6 +50,9 @@ class CallRun:
     tcp: dict[str, int] | None = None
     """Listen-queue overflows and SYN retransmits in this network namespace during the run: a connect
     of wrk's that waited for a SYN retransmit (1 s) shows as a ~1 s latency outlier."""
+    wakeups: dict[str, float] | None = None
+    """With ``--syscalls``: voluntary context switches per call of the ``farm``, the ``caller`` (wrk,
+    or the reference's caller) and the ``server`` (bench/syscalls.py)."""
 
 
 @dataclass
@@ -58,6 +63,8 @@ class SystemResult:
     peak_rss_bytes: int = 0
     setup: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
+    syscalls: dict[str, Any] = field(default_factory=dict)
+    """With ``--syscalls``: the server's syscalls per call in an extra traced run (bench/syscalls.py)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +79,16 @@ class CallOptions:
     workdir: Path
     plan: CpuPlan
     profile: Path | None = None
+    syscalls: bool = False
+    """Count wake-ups per call at every level, and syscalls per call in an extra traced run."""
+
+    @property
+    def syscalls_level(self) -> int:
+        """The level of the traced run: 64 in flight, else the highest level run."""
+        return SYSCALLS_LEVEL if SYSCALLS_LEVEL in self.concurrency else max(self.concurrency)
+
+
+SYSCALLS_LEVEL = 64
 
 
 def load_cpus(plan: CpuPlan) -> int:
@@ -121,6 +138,9 @@ def describe(run: CallRun) -> str:
     )
     if run.gc and run.gc["pauses"]:
         text += f", GC pauses {run.gc['pauses']} (max {run.gc['max_ms']:.0f} ms)"
+    if run.wakeups:
+        w = run.wakeups
+        text += f", sleeps per call: farm {w['farm']:.2f}, caller {w['caller']:.2f}, server {w['server']:.2f}"
     if run.tcp and (run.tcp.get("ListenOverflows") or run.tcp.get("TCPSynRetrans")):
         text += (
             f", {run.tcp.get('ListenOverflows', 0)} listen-queue overflows and "
@@ -169,17 +189,39 @@ def run_hub(
         for concurrency in options.concurrency:
             progress(f"{system}: {concurrency} calls in flight for {options.seconds} s")
 
-            def once(c: int = concurrency) -> tuple[int, float, int, dict[str, float], float]:
+            caller_switches = [0]
+
+            def once(
+                c: int = concurrency, switches: list[int] = caller_switches
+            ) -> tuple[int, float, int, dict[str, float], float]:
                 r = run_wrk(
                     hub.url, script, connections=c, seconds=options.seconds, threads=threads, cpus=plan.load
                 )
+                switches[0] = r.voluntary_switches
                 return r.requests, r.seconds, r.error_count, r.latency_ms, r.cpu_s
 
             mark = hub.log_mark()
+            before = Switches.take(hub.pid, farm.pid)
             run = measure(system, concurrency, hub.cpu, farm, plan, once)
+            if options.syscalls:
+                run.wakeups = before.per_call(Switches.take(hub.pid, farm.pid), caller_switches[0], run.calls)
             run.gc = hub.gc_since(mark)
             result.runs.append(run)
             progress("  " + describe(run))
+        if options.syscalls:
+            level = options.syscalls_level
+
+            def traced() -> int:
+                return run_wrk(
+                    hub.url,
+                    script,
+                    connections=level,
+                    seconds=options.seconds,
+                    threads=threads,
+                    cpus=plan.load,
+                ).requests
+
+            result.syscalls = syscalls_run(system, hub.pid, level, options.workdir / "hub.syscalls", traced)
         if options.profile is not None and result.runs:
             best = max(result.runs, key=lambda r: r.calls_per_s)
             result.profile = profile_run(hub, script, options, threads, best.concurrency)
@@ -219,6 +261,49 @@ def profile_run(
             **summary,
         }
     return summary
+
+
+@dataclass(frozen=True)
+class Switches:
+    """Voluntary context switches of a server and the device farm at one moment."""
+
+    server: int
+    farm: int
+
+    @staticmethod
+    def take(server_pid: int, farm_pid: int) -> Switches:
+        return Switches(voluntary_switches(server_pid), voluntary_switches(farm_pid))
+
+    def per_call(self, after: Switches, caller: int, calls: int) -> dict[str, float]:
+        """Each process's sleeps per call between this and ``after`` (``caller``: the caller's count)."""
+        calls = max(1, calls)
+        return {
+            "farm": (after.farm - self.farm) / calls,
+            "caller": caller / calls,
+            "server": (after.server - self.server) / calls,
+        }
+
+
+def syscalls_run(system: str, pid: int, level: int, out: Path, run: Callable[[], int]) -> dict[str, Any]:
+    """An extra run (``run``, returning its calls) with a syscall counter attached to ``pid``: the
+    server's syscalls per call, or {} when no tracer could attach."""
+    progress(f"{system}: syscalls per call, a tracer attached, {level} calls in flight")
+    tracer = Tracer(pid, out)
+    if tracer.proc is None:
+        return {}
+    started = time.perf_counter()
+    calls = run()
+    seconds = time.perf_counter() - started
+    counts = tracer.stop()
+    if counts is None or calls <= 0:
+        return {}
+    figures = per_call(counts, calls)
+    figures.update(tool=tracer.tool, concurrency=level, traced_calls_per_s=calls / seconds)
+    progress(
+        f"  {system} c={level}: {figures['total']:.2f} syscalls per call ({figures['reads']:.2f} reads, "
+        f"{figures['writes']:.2f} writes, {figures['epoll_wait']:.2f} epoll_wait; {tracer.tool})"
+    )
+    return figures
 
 
 def run_reference(options: CallOptions) -> SystemResult:
@@ -264,9 +349,23 @@ def run_reference(options: CallOptions) -> SystemResult:
                 r = caller(c, options.seconds)
                 return r["requests"], r["seconds"], sum(r["errors"].values()), r["latency_ms"], r["cpu_s"]
 
+            before = Switches.take(broker.pid, farm.pid)
+            children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_nvcsw  # the caller, once reaped
             run = measure("mosquitto", concurrency, broker.cpu, farm, plan, once)
+            if options.syscalls:
+                caller_switches = resource.getrusage(resource.RUSAGE_CHILDREN).ru_nvcsw - children
+                run.wakeups = before.per_call(Switches.take(broker.pid, farm.pid), caller_switches, run.calls)
             result.runs.append(run)
             progress("  " + describe(run))
+        if options.syscalls:
+            level = options.syscalls_level
+
+            def traced() -> int:
+                return int(caller(level, options.seconds)["requests"])
+
+            result.syscalls = syscalls_run(
+                "mosquitto", broker.pid, level, options.workdir / "mosquitto.syscalls", traced
+            )
         result.peak_rss_bytes = broker.peak_rss()
     finally:
         if farm is not None:

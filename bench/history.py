@@ -96,7 +96,7 @@ def _pair(
 ) -> HistoryResult:
     """History off then on, each on a fresh hub, ``rounds`` times (``registries``: each round's
     ``--registry`` URL for each side); each side's figure is the median of its rounds."""
-    one = replace(options, concurrency=[concurrency], profile=None)
+    one = replace(options, concurrency=[concurrency], profile=None, syscalls=False)  # phases 1, 2 only
     result = HistoryResult(concurrency=concurrency, devices=options.devices)
     per_side: dict[str, list[float]] = {"off": [], "on": []}
     for n in range(rounds):

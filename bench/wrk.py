@@ -102,6 +102,8 @@ class WrkResult:
     errors: dict[str, int]
     latency_ms: dict[str, float]
     cpu_s: float
+    voluntary_switches: int = 0
+    """wrk's voluntary context switches over its run, all threads (``wait4``'s ``ru_nvcsw``)."""
 
     @property
     def calls_per_s(self) -> float:
@@ -159,6 +161,7 @@ def _finish(proc: subprocess.Popen[str], cmd: list[str]) -> WrkResult:
         errors={k: int(v) for k, v in summary["errors"].items()},
         latency_ms={k: float(v) / 1000 for k, v in latency.items()},
         cpu_s=usage.ru_utime + usage.ru_stime,
+        voluntary_switches=usage.ru_nvcsw,
     )
 
 
