@@ -7,6 +7,8 @@ import datetime as dt
 import hashlib
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from methodhub.auth.x509 import (
     CertificateError,
@@ -20,9 +22,17 @@ from methodhub.auth.x509 import (
     load_certificate,
     thumbprints,
 )
-from methodhub.process.certificates import Issuer, certificate_pem, issue
+from methodhub.process.certificates import Issuer, certificate_pem
+from methodhub.process.certificates import issue as _issue
 
 NOW = dt.datetime.now(dt.UTC)
+
+
+def issue(*args: object, **fields: object) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """``certificates.issue``, valid from before NOW unless told (NOW is taken at import: in a long
+    run a certificate made later would start after it)."""
+    fields.setdefault("not_before", NOW - dt.timedelta(minutes=5))
+    return _issue(*args, **fields)  # type: ignore[arg-type]
 
 
 def _client(cert: object) -> ClientCertificate:
