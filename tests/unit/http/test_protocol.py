@@ -1,4 +1,7 @@
-"""One connection protocol against a recording transport: flow control and writes, no sockets."""
+"""One connection protocol against a recording transport: flow control and writes, no sockets.
+
+What a connection writes in one loop iteration reaches the transport in one write at the iteration's
+end (methodhub.burst): a test lets the loop turn (``await turn()``) before it looks at the writes."""
 
 from __future__ import annotations
 
@@ -55,8 +58,31 @@ class RecordingTransport(asyncio.Transport):
         self.protocol = protocol
 
 
+async def turn() -> None:
+    """Let the loop run one iteration: the connection's burst is written."""
+    await asyncio.sleep(0)
+
+
+def responses(transport: RecordingTransport) -> list[tuple[bytes, bytes]]:
+    """(status line, body) of every response written, in order, across all the writes."""
+    data = b"".join(transport.writes)
+    found: list[tuple[bytes, bytes]] = []
+    while data:
+        head, separator, rest = data.partition(b"\r\n\r\n")
+        assert separator, f"not a response: {data[:80]!r}"
+        lines = head.split(b"\r\n")
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        found.append((lines[0], rest[:length]))
+        data = rest[length:]
+    return found
+
+
 def statuses(transport: RecordingTransport) -> list[bytes]:
-    return [write.split(b"\r\n", 1)[0] for write in transport.writes]
+    return [status for status, _ in responses(transport)]
 
 
 @pytest.fixture
@@ -88,12 +114,14 @@ async def connection(calls: list[str]) -> AsyncIterator[Connection]:
     protocol.connection_lost(None)
 
 
-async def test_one_write_per_response(connection: Connection, calls: list[str]) -> None:
+async def test_one_write_per_loop_iteration_in_request_order(connection: Connection, calls: list[str]) -> None:
     protocol, transport, _ = connection
     protocol.data_received(request("GET", "/a") + request("GET", "/b"))
     assert calls == ["/a", "/b"]
-    assert len(transport.writes) == 2
-    assert all(write.endswith(name) for write, name in zip(transport.writes, (b"/a", b"/b"), strict=True))
+    assert transport.writes == []  # queued in the connection's burst until the iteration ends
+    await turn()
+    assert len(transport.writes) == 1
+    assert responses(transport) == [(b"HTTP/1.1 200 OK", b"/a"), (b"HTTP/1.1 200 OK", b"/b")]
 
 
 async def test_paused_writing_stops_the_pipeline(connection: Connection, calls: list[str]) -> None:
@@ -103,6 +131,7 @@ async def test_paused_writing_stops_the_pipeline(connection: Connection, calls: 
     assert calls == [] and transport.writes == []
     protocol.resume_writing()
     assert calls == ["/a", "/b"]
+    await turn()
     assert statuses(transport) == [b"HTTP/1.1 200 OK"] * 2
 
 
@@ -118,7 +147,8 @@ async def test_reading_pauses_when_the_pipeline_is_full(connection: Connection, 
     await asyncio.sleep(0)  # the done-callback runs on the next loop iteration
     assert len(calls) == MAX_PIPELINE + 1
     assert transport.reading
-    assert len(transport.writes) == MAX_PIPELINE + 1
+    await turn()
+    assert [body for _, body in responses(transport)] == [b"first"] + [f"/{i}".encode() for i in range(1, MAX_PIPELINE + 1)]
 
 
 async def test_nothing_is_written_after_the_connection_is_lost(
@@ -155,6 +185,7 @@ async def test_a_request_arriving_byte_by_byte(connection: Connection, calls: li
     for index in range(len(data)):
         protocol.data_received(data[index : index + 1])
     assert calls == ["/slowly"]
+    await turn()
     assert len(transport.writes) == 1 and transport.writes[0].endswith(b"/slowly")
 
 
@@ -190,5 +221,6 @@ async def test_held_back_requests_are_parsed_once_the_queue_drains(
     gate.set_result(Response(200, b"0", "text/plain"))
     await asyncio.sleep(0)
     assert calls == [f"/{index}" for index in range(count)]
-    assert len(transport.writes) == count
     assert transport.reading
+    await turn()
+    assert [body for _, body in responses(transport)] == [b"0"] + [f"/{i}".encode() for i in range(1, count)]
