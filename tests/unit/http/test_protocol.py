@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from methodhub.burst import BURST_LIMIT
 from methodhub.http.flow import MAX_PIPELINE
-from methodhub.http.messages import Request, Response
+from methodhub.http.messages import Request, Response, SwitchProtocol
 from methodhub.http.routing import Routes
 from methodhub.http.server import HttpServer
 from tests.unit.http.support import request
@@ -114,7 +115,9 @@ async def connection(calls: list[str]) -> AsyncIterator[Connection]:
     protocol.connection_lost(None)
 
 
-async def test_one_write_per_loop_iteration_in_request_order(connection: Connection, calls: list[str]) -> None:
+async def test_one_write_per_loop_iteration_in_request_order(
+    connection: Connection, calls: list[str]
+) -> None:
     protocol, transport, _ = connection
     protocol.data_received(request("GET", "/a") + request("GET", "/b"))
     assert calls == ["/a", "/b"]
@@ -148,7 +151,8 @@ async def test_reading_pauses_when_the_pipeline_is_full(connection: Connection, 
     assert len(calls) == MAX_PIPELINE + 1
     assert transport.reading
     await turn()
-    assert [body for _, body in responses(transport)] == [b"first"] + [f"/{i}".encode() for i in range(1, MAX_PIPELINE + 1)]
+    bodies = [body for _, body in responses(transport)]
+    assert bodies == [b"first"] + [f"/{i}".encode() for i in range(1, MAX_PIPELINE + 1)]
 
 
 async def test_nothing_is_written_after_the_connection_is_lost(
@@ -224,3 +228,100 @@ async def test_held_back_requests_are_parsed_once_the_queue_drains(
     assert transport.reading
     await turn()
     assert [body for _, body in responses(transport)] == [b"0"] + [f"/{i}".encode() for i in range(1, count)]
+
+
+def serve(routes: Routes, transport: RecordingTransport | None = None) -> tuple[Any, RecordingTransport]:
+    protocol = HttpServer(routes).protocol_factory()
+    transport = transport or RecordingTransport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def test_a_raising_handler_gets_500_and_the_connection_goes_on() -> None:
+    """Both of _run's ``except`` clauses on one connection: a method not allowed, then a handler that
+    raises (one ``exc`` name for both crashed the connection when the module was compiled)."""
+
+    def boom(request: Request) -> Response:
+        raise RuntimeError("a bug in a handler")
+
+    routes = Routes()
+    routes.add("GET", "/boom", boom)
+    routes.add("GET", "/fine", lambda request: Response(200, b"fine", "text/plain"))
+    protocol, transport = serve(routes)
+    protocol.data_received(request("POST", "/fine") + request("GET", "/boom") + request("GET", "/fine"))
+    await turn()
+    assert statuses(transport) == [
+        b"HTTP/1.1 405 Method Not Allowed",
+        b"HTTP/1.1 500 Internal Server Error",
+        b"HTTP/1.1 200 OK",
+    ]
+    assert not transport.closing
+    protocol.data_received(request("GET", "/boom"))
+    await turn()
+    assert statuses(transport)[-1] == b"HTTP/1.1 500 Internal Server Error" and not transport.closing
+    protocol.connection_lost(None)
+
+
+async def test_a_close_writes_the_queued_responses_first(connection: Connection, calls: list[str]) -> None:
+    protocol, transport, _ = connection
+    protocol.data_received(request("GET", "/a") + request("GET", "/b", headers=[("Connection", "close")]))
+    assert transport.closing  # closed at once, after one write of both (a write after close fails)
+    assert len(transport.writes) == 1
+    assert [body for _, body in responses(transport)] == [b"/a", b"/b"]
+
+
+async def test_an_abort_drops_the_queued_responses(connection: Connection, calls: list[str]) -> None:
+    protocol, transport, _ = connection
+    protocol.data_received(request("GET", "/a"))
+    protocol.abort()  # type: ignore[attr-defined]
+    await turn()
+    assert calls == ["/a"] and transport.writes == []
+
+
+async def test_what_the_next_protocol_writes_comes_after_the_queued_responses_and_the_101() -> None:
+    class Greeter(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            cast(asyncio.Transport, transport).write(b"hello")  # straight to the transport
+
+    routes = Routes()
+    routes.add("GET", "/a", lambda request: Response(200, b"a", "text/plain"))
+    routes.add("GET", "/up", lambda request: SwitchProtocol([("upgrade", "test")], Greeter()))
+    protocol, transport = serve(routes)
+    upgrade = request("GET", "/up", headers=[("Upgrade", "test"), ("Connection", "upgrade")])
+    protocol.data_received(request("GET", "/a") + upgrade)
+    assert len(transport.writes) == 2 and transport.writes[1] == b"hello"
+    first, _, rest = transport.writes[0].partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 OK") and rest.startswith(b"aHTTP/1.1 101 Switching Protocols\r\n")
+    assert rest.endswith(b"\r\n\r\n")
+    await turn()
+    assert len(transport.writes) == 2
+
+
+class HighWaterTransport(RecordingTransport):
+    """Tells its protocol to pause writing once more than 64 KiB are written (as a socket whose
+    client does not read)."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        super().write(data)
+        if sum(map(len, self.writes)) > 64 * 1024 and self.protocol is not None:
+            cast(asyncio.Protocol, self.protocol).pause_writing()
+
+
+async def test_a_big_response_reaches_the_transport_at_once_and_its_pause_stops_the_pipeline() -> None:
+    served: list[int] = []
+
+    def big(request: Request) -> Response:
+        served.append(len(served))
+        return Response(200, b"x" * BURST_LIMIT, "application/octet-stream")
+
+    routes = Routes()
+    routes.add("GET", "/big", big)
+    transport = HighWaterTransport()
+    protocol, _ = serve(routes, transport)
+    transport.protocol = protocol
+    protocol.data_received(request("GET", "/big") * 3)
+    assert served == [0]  # its write paused the transport before the next request was served
+    assert len(transport.writes) == 1
+    protocol.resume_writing()
+    assert served == [0, 1]
+    protocol.connection_lost(None)
