@@ -142,8 +142,7 @@ class HttpConnection(FlowControl):
         self._context = context
         self._admission = admission
         self._loop = asyncio.get_running_loop()
-        self._out = Burst(flusher_for(self._loop))
-        """Everything written to the client goes through here: one write per loop iteration."""
+        self._out = Burst(flusher_for(self._loop))  # every write: one transport.write per iteration
         self._match = context.routes.match
         self._max_body = context.max_body_size
         self._max_head = context.max_header_size
