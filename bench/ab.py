@@ -78,6 +78,8 @@ def _calls(tree: Path, out: Path, duration: int) -> dict[str, float]:
     return {
         "calls_per_s": float(run["calls_per_s"]),
         "cpu_us_per_call": float(run["server_cpu_s_per_1000"]) * 1000,
+        "p50_ms": float(run["latency_ms"]["p50"]),
+        "p99_ms": float(run["latency_ms"]["p99"]),
     }
 
 
@@ -187,13 +189,15 @@ def main(argv: list[str] | None = None) -> int:
                     ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False
                 )
     keys = ["inproc_us", "calls_cpu_best_us", "calls_cpu_median_us"]
-    keys += [] if args.no_calls else ["calls_per_s", "cpu_us_per_call"]
+    keys += [] if args.no_calls else ["calls_per_s", "cpu_us_per_call", "p50_ms", "p99_ms"]
     labels = {
         "inproc_us": "HTTP inproc µs/request",
         "calls_cpu_best_us": "inproc calls CPU µs/call, best",
         "calls_cpu_median_us": "inproc calls CPU µs/call, median",
         "calls_per_s": f"calls/s at {CONCURRENCY} in flight",
         "cpu_us_per_call": "hub CPU µs/call",
+        "p50_ms": f"p50 ms at {CONCURRENCY} in flight",
+        "p99_ms": f"p99 ms at {CONCURRENCY} in flight",
     }
     print(f"old {revs['old'][:10]}  new {revs['new'][:10]}  ({args.rounds} interleaved rounds)")
     for key in keys:
@@ -202,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         best = max if key == "calls_per_s" else min  # the best of a cost is its least
         medians = statistics.median(new) / statistics.median(old)
         bests = best(new) / best(old)
-        olds, news = (", ".join(f"{v:,.1f}" for v in values) for values in (old, new))
+        digits = 2 if key.endswith("_ms") else 1
+        olds, news = (", ".join(f"{v:,.{digits}f}" for v in values) for values in (old, new))
         print(
             f"{labels[key]:>32}: old {olds} | new {news} | new/old medians {medians:.3f}, bests {bests:.3f}"
         )

@@ -85,6 +85,9 @@ def connection_case() -> float:
         def write(self, data: Any) -> None:
             pass
 
+        def is_closing(self) -> bool:  # asked before each burst is written (methodhub.burst)
+            return False
+
         def get_write_buffer_size(self) -> int:
             return 0
 

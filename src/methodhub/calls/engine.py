@@ -57,6 +57,9 @@ class CallEngine:
         self._runs: set[_CallRun] = set()
         """Calls not yet answered: what :meth:`stop` answers at once."""
         self._stopping: HubError | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop the engine runs on, kept from its first call: ``asyncio.get_running_loop()``
+        costs a ``getpid`` system call on Python 3.11, once per call on the hot path (issue 16)."""
 
     def invoke(
         self, call: Call, front_door: str = "azure", origin: CallOrigin | None = None
@@ -78,7 +81,9 @@ class CallEngine:
         With an ``origin`` (a front door's call; a queued call's attempts have none, their store
         records them) and a recorder, the call is told to the recorder once it ended.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or loop.is_closed():  # (a closed one: a test that ran the engine on another)
+            loop = self._loop = asyncio.get_running_loop()
         result: asyncio.Future[CallOutcome] = loop.create_future()
         started = self._metrics.call_started(front_door)
         recorder = self.recorder if origin is not None else None

@@ -3,7 +3,8 @@ AMQP device transport (azure-amqp-wire.md).
 
 Bytes from the transport (TCP, TLS, or a WebSocket's byte stream) go into a server-role
 :class:`~methodhub.amqp.AmqpConnection`; the events that come out are handled here, and what the
-state machine queues is written in one ``transport.write`` per batch. What the links, CBS
+state machine queues goes into the connection's :class:`~methodhub.burst.Burst` after each batch:
+one ``transport.write`` per loop iteration. What the links, CBS
 put-tokens and method messages mean is the cloud's, asked through an
 :class:`~methodhub.gateway.amqp_dialect.AmqpDialect` (Azure's:
 :class:`~methodhub.dialects.azure.amqp.AzureAmqpDialect`); this module carries them. A connection may
@@ -20,7 +21,8 @@ Rules every connection keeps, as the MQTT connection does:
   drain is aborted after :data:`CLOSE_GRACE` seconds, and any task or callback serving it that
   fails closes it (logged once, counted in ``methodhub_connection_failures_total``).
 * It gets a work budget: at most :data:`WORK_BUDGET` frames per loop iteration, the rest stays
-  buffered while reading is paused. At most :data:`MAX_WRITE_BUFFER` bytes queued for a device.
+  buffered while reading is paused. At most :data:`MAX_WRITE_BUFFER` bytes queued for a device
+  (in its burst and its transport).
 * One timer: the state machine's next deadline (idle time-out, heartbeat) or the authorization
   deadline, re-armed when it fires or when the deadline moves earlier. Each authorized identity
   has one more, at its token's expiry: its links are then detached ``amqp:unauthorized-access``
@@ -64,6 +66,7 @@ from methodhub.amqp.events import (
     SaslInitReceived,
     SessionEnded,
 )
+from methodhub.burst import Burst, flusher_for
 from methodhub.errors import ErrorKind, HubError
 from methodhub.gateway.amqp_cbs import CbsAuthorization, HubGrant
 from methodhub.gateway.amqp_channel import CREDIT, AmqpMethodsChannel, AuthorizedIdentity, LinkState
@@ -110,6 +113,8 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
         self.amqp = AmqpConnection(ConnectionRole.SERVER, container_id="methodhub", idle_timeout=IDLE_TIMEOUT)
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
+        self.out = Burst(flusher_for(self.loop))
+        """What we write: one ``transport.write`` per loop iteration."""
         self.wall = time.time
         """Epoch seconds (token expiry); a test may replace it."""
         self.peer = "-"
@@ -148,6 +153,7 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.out.transport = self.transport
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
@@ -184,6 +190,8 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self.out.discard()
+        self.out.transport = None
         if self.admission is not None:
             self.admission.release(self)
         if self.timer is not None:
@@ -686,15 +694,17 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
             self._failed("handling a timer")
 
     def flush(self) -> None:
-        """Write what the state machine queued (at the end of a batch when one is being handled)."""
+        """Move what the state machine queued into this iteration's burst (at the end of a batch when
+        one is being handled)."""
         if self._batch:
             return
         data = self.amqp.data_to_send()
         transport = self.transport
         if not data or transport is None or self.closing:
             return
-        transport.write(data)
-        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+        out = self.out
+        out.write(data)
+        if out.size + transport.get_write_buffer_size() > MAX_WRITE_BUFFER:  # queued here or there
             self._drop("the device is not reading; its write buffer is full")
 
     def _drop(self, why: str | None, level: int = logging.INFO) -> None:
@@ -710,6 +720,9 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
             )
         self._batch = False
         self.flush()
+        if self.closing:  # that flush found the buffer full and closed already
+            return
+        self.out.flush()
         self.closing = True
         if self.timer is not None:
             self.timer.cancel()
@@ -735,5 +748,6 @@ class AmqpDeviceConnection(CbsAuthorization, asyncio.Protocol):
 
     def _abort(self) -> None:
         self.closing = True
+        self.out.discard()
         if self.transport is not None:
             self.transport.abort()

@@ -2,7 +2,7 @@
 
 Bytes from the socket go into :class:`~methodhub.mqtt.MqttConnection`; the events that come out
 are handled here (authenticate CONNECT, answer PINGREQ, pass SUBSCRIBE/PUBLISH to the session's
-dialect); packets we send are encoded by the state machine and written in one ``transport.write``.
+dialect); packets we send are encoded by the state machine and written in this loop iteration's burst.
 Everything that can go wrong on one connection ends that connection only, with a log line.
 
 Rules every connection keeps (issue 9):
@@ -13,7 +13,11 @@ Rules every connection keeps (issue 9):
   once, counted in ``methodhub_connection_failures_total``).
 * It gets a work budget: at most :data:`WORK_BUDGET` packets are handled per loop iteration; the
   rest stays buffered in the state machine while reading is paused, so one device sending
-  megabytes of PINGREQs cannot starve the others. Replies of one batch go out in one write.
+  megabytes of PINGREQs cannot starve the others.
+* Everything written to it goes through its :class:`~methodhub.burst.Burst`: one ``transport.write``
+  per loop iteration (the replies of a batch and the calls delivered in the same turn together), in
+  order; flushed before a close, dropped on abort; the bytes queued there count against
+  :data:`MAX_WRITE_BUFFER`.
 * It has an inbound packet-rate limit (a token bucket, :class:`~methodhub.config.DeviceLimits`).
 """
 
@@ -25,6 +29,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from methodhub.burst import Burst, flusher_for
 from methodhub.config import MAX_KEEPALIVE
 from methodhub.gateway.auth import client_certificate
 from methodhub.gateway.context import CLOSE_GRACE, MAX_WRITE_BUFFER, WORK_BUDGET
@@ -107,8 +112,8 @@ class DeviceConnection(asyncio.Protocol):
         self.waiting = False
         """Reading is paused: the CONNECT is being authenticated, or the work budget ran out and
         the rest of the buffered packets are handled in a later loop iteration."""
-        self._out: list[bytes] | None = None
-        """Replies gathered while a batch of packets is handled, written at once after it."""
+        self.out = Burst(flusher_for(self.loop))
+        """What we write: one ``transport.write`` per loop iteration."""
         self._tokens = float(self.limits.packet_burst)
         self._tokens_at = self.loop.time()
 
@@ -116,6 +121,7 @@ class DeviceConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.out.transport = self.transport
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
@@ -159,7 +165,8 @@ class DeviceConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self._out = None
+        self.out.discard()
+        self.out.transport = None
         if self.admission is not None:
             self.admission.release(self)
         for timer in (self.timer, self.expiry_timer):
@@ -217,7 +224,7 @@ class DeviceConnection(asyncio.Protocol):
     # -- events ---------------------------------------------------------------------------------------
 
     def _serve(self, events: Sequence[object]) -> None:
-        """Handle a batch of events (at most :data:`WORK_BUDGET`); replies go out in one write. If
+        """Handle a batch of events (at most :data:`WORK_BUDGET`); replies go out in the burst. If
         more packets are buffered, pause reading and go on in the next loop iteration."""
         count = len(events)
         if not count:
@@ -234,17 +241,11 @@ class DeviceConnection(asyncio.Protocol):
             if self._tokens < 0:
                 self._rate_exceeded()
                 return
-        batch = count > 1
-        if batch:
-            self._out = []
         try:
             self._handle(events)
         except Exception:
-            self._out = None
-            self._failed("handling packets")
+            self._failed("handling packets")  # aborts: what it queued is dropped
             return
-        if batch:
-            self._flush()
         # Fewer events than the budget: the state machine stopped for want of bytes (or at a CONNECT,
         # an error, a DISCONNECT), so there is nothing more to do now.
         if count >= WORK_BUDGET and not (self.closing or self.waiting) and self.mqtt.has_pending_events:
@@ -435,8 +436,7 @@ class DeviceConnection(asyncio.Protocol):
                 else None,
             )
         )
-        self._flush()
-        session.attach(self)
+        session.attach(self)  # calls it delivers now follow the CONNACK in the same burst
         if self.admission is not None:  # an authenticated device is never shed for a newcomer
             self.admission.mark_established(self)
             self.admission.mark_busy(self)
@@ -657,23 +657,15 @@ class DeviceConnection(asyncio.Protocol):
             self._write(self.mqtt.send(packet))  # type: ignore[arg-type]
 
     def _write(self, data: bytes) -> None:
-        out = self._out
-        if out is not None:
-            out.append(data)
-            return
         transport = self.transport
         if transport is None:
             return
-        transport.write(data)
-        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+        out = self.out
+        out.write(data)
+        if out.size + transport.get_write_buffer_size() > MAX_WRITE_BUFFER:  # queued here or there
             self._close(
                 "the device is not reading; its write buffer is full", ReasonCode.ADMINISTRATIVE_ACTION
             )
-
-    def _flush(self) -> None:
-        out, self._out = self._out, None
-        if out:
-            self._write(out[0] if len(out) == 1 else b"".join(out))
 
     def _close(self, why: str | None, v5_reason: int | None, level: int = logging.INFO) -> None:
         """Close the connection; ``why`` is logged, ``v5_reason`` is sent to MQTT 5 clients."""
@@ -682,9 +674,10 @@ class DeviceConnection(asyncio.Protocol):
         if why is not None:
             key = self.session.key if self.session is not None else self._client_id()
             log.log(level, "closing connection: %s", why, extra={"ctx": {"device": key, "peer": self.peer}})
-        if v5_reason is not None and self.level >= 5 and self.session is not None:
-            self._send(Disconnect(reason_code=v5_reason))
-        self._flush()
+        if v5_reason is not None and self.level >= 5 and self.session is not None and self.transport:
+            # Past _write's buffer check: a close *for* a full buffer must not close again (recursion).
+            self.out.write(self.mqtt.send(Disconnect(reason_code=v5_reason)))
+        self.out.flush()
         self.closing = True
         for timer in (self.timer, self.expiry_timer):
             if timer is not None:
@@ -702,6 +695,7 @@ class DeviceConnection(asyncio.Protocol):
     def _abort(self) -> None:
         """End the connection now, without flushing."""
         self.closing = True
+        self.out.discard()
         if self.transport is not None:
             self.transport.abort()
 

@@ -15,7 +15,10 @@
   an idle connection closes after ``keepalive_timeout`` — are all checked by one timer per
   connection, re-armed only when it fires, so no request arms or cancels a timer;
 * back-pressure both ways comes from :class:`~methodhub.http.flow.FlowControl`, responses' bytes
-  from :mod:`methodhub.http.wire`.
+  from :mod:`methodhub.http.wire`;
+* everything written (responses, ``100 Continue``, an upgrade's 101) goes through the connection's
+  :class:`~methodhub.burst.Burst`: one ``transport.write`` per loop iteration, in order; it is
+  flushed before a close, a half-close or a hand-over of the transport, dropped on abort.
 
 A connection knows its server only through a :class:`~methodhub.http.context.ServerContext`: the
 limits, routes and hooks every connection of one server shares, and the set of open connections.
@@ -32,6 +35,7 @@ from urllib.parse import unquote_to_bytes
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
 from methodhub.admission import Admission
+from methodhub.burst import Burst, flusher_for
 from methodhub.http.context import ServerContext
 from methodhub.http.flow import FEED_SLICE, MAX_PIPELINE, FlowControl
 from methodhub.http.messages import HttpError, Request, Response, StreamResponse, SwitchProtocol
@@ -117,6 +121,7 @@ class HttpConnection(FlowControl):
         "_max_body",
         "_max_head",
         "_new_message",
+        "_out",
         "_parser",
         "_peer",
         "_pending",
@@ -137,6 +142,7 @@ class HttpConnection(FlowControl):
         self._context = context
         self._admission = admission
         self._loop = asyncio.get_running_loop()
+        self._out = Burst(flusher_for(self._loop))  # every write: one transport.write per iteration
         self._match = context.routes.match
         self._max_body = context.max_body_size
         self._max_head = context.max_header_size
@@ -178,6 +184,7 @@ class HttpConnection(FlowControl):
         """
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
+        self._out.transport = transport
         self._peer = _peer_of(transport)
         if transport.get_extra_info("sslcontext") is not None:
             self._scheme = "https"
@@ -388,7 +395,7 @@ class HttpConnection(FlowControl):
             if self._queue or self._pending is not None:
                 self._continue_due = True
             elif self._transport is not None:
-                self._transport.write(CONTINUE)
+                self._out.write(CONTINUE)
 
     def on_body(self, chunk: bytes) -> None:
         """httptools: a piece of the content (chunked coding already removed).
@@ -530,7 +537,7 @@ class HttpConnection(FlowControl):
         ):
             self._continue_due = False
             self._phase_start = self._loop.time()  # the body's clock starts now that we asked for it
-            self._transport.write(CONTINUE)
+            self._out.write(CONTINUE)
 
     def _run(self, request: Request, keep_alive: bool, upgrade: bool) -> None:
         """Route ``request``, call its handler, and write or await the result."""
@@ -538,12 +545,12 @@ class HttpConnection(FlowControl):
             handler, request.path_params = self._match(request.method, request.path)
         except RouteNotFound:
             handler = self._context.not_found
-        except MethodNotAllowed as exc:
-            handler = self._context.method_not_allowed_handler(exc.allowed)
+        except MethodNotAllowed as not_allowed:
+            handler = self._context.method_not_allowed_handler(not_allowed.allowed)
         try:
             result = handler(request)
-        except Exception as exc:
-            result = self._error_response(request, exc)
+        except Exception as failure:  # its own name: one ``exc`` for both clauses crashed compiled code
+            result = self._error_response(request, failure)
         if type(result) is Response:
             self._respond(request, result, keep_alive, upgrade)
         elif asyncio.isfuture(result):
@@ -601,7 +608,7 @@ class HttpConnection(FlowControl):
             return context.default_on_error(request, exc)
 
     def _respond(self, request: Request, response: Response, keep_alive: bool, upgrade: bool) -> None:
-        """Write ``response`` (one ``transport.write``); close afterwards if the exchange says so."""
+        """Write ``response`` (into this iteration's burst); close afterwards if the exchange says so."""
         transport = self._transport
         if transport is None or transport.is_closing():
             return
@@ -616,7 +623,7 @@ class HttpConnection(FlowControl):
                 data, close = encode_response(fallback, request.method == "HEAD", close, echo)
             except ValueError:
                 data, close = FALLBACK_500, True
-        transport.write(data)
+        self._out.write(data)
         self._last_activity = self._loop.time()
         if close:
             self._close()
@@ -631,9 +638,11 @@ class HttpConnection(FlowControl):
             data, _ = encode_response(response, request is not None and request.method == "HEAD", True, False)
         except ValueError:
             data = FALLBACK_500
-        transport.write(data)
+        out = self._out
+        out.write(data)
         self._stop_reading = True
         self._queue.clear()
+        out.flush()  # before the half-close or the close: what is queued goes first
         if transport.can_write_eof():
             # RFC 9112 §9.6: half-close, keep reading (and discarding) until the client closes or a
             # short timeout, so data it already sent does not turn into a reset that loses our answer.
@@ -671,7 +680,9 @@ class HttpConnection(FlowControl):
     def _hand_over(self, head: bytes, protocol: asyncio.BaseProtocol) -> None:
         transport = self._transport
         assert transport is not None
-        transport.write(head)
+        out = self._out
+        out.write(head)
+        out.flush()  # the new protocol writes to the transport itself: ours goes first
         tail = bytes(self._upgrade_tail or b"")
         self._detach()
         transport.set_protocol(protocol)
@@ -686,13 +697,17 @@ class HttpConnection(FlowControl):
         self._queue.clear()
         if transport is not None:
             if self._write_paused and not self._context.closing:
+                self._out.discard()
                 transport.abort()  # the client is not reading: do not wait for the buffer
             else:
+                self._out.flush()
                 transport.close()  # flushes first (when stopping, close() bounds the wait)
 
     def _detach(self) -> None:
         """Stop using the transport (it closed, or another protocol owns it now)."""
         self._transport = None
+        self._out.discard()  # lost: nothing more reaches the client (handed over: flushed already)
+        self._out.transport = None
         self._parser = None  # breaks the parser ↔ protocol cycle
         self._stash = None
         self._upgrade_tail = None
@@ -778,4 +793,5 @@ class HttpConnection(FlowControl):
     def abort(self) -> None:
         """Drop the connection now (the grace period is over)."""
         if self._transport is not None:
+            self._out.discard()
             self._transport.abort()

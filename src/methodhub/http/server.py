@@ -3,8 +3,8 @@
 Why not ASGI: the hub's target is 10,000 method calls/s through this API on two cores shared with
 the load generator and the device farm, which leaves a few tens of µs per request for everything.
 An ASGI server spends that much on the ASGI dict/messages alone. Here a request costs the parser's
-callbacks, one :class:`~methodhub.http.messages.Request`, one route lookup, the handler, and one
-``transport.write``.
+callbacks, one :class:`~methodhub.http.messages.Request`, one route lookup, the handler, and its
+share of one ``transport.write`` per loop iteration (:mod:`methodhub.burst`).
 
 The package, by job:
 

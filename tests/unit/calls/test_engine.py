@@ -236,3 +236,24 @@ async def test_every_call_is_timed_once_and_leaves_in_flight_whichever_way_it_en
     assert (seconds.count("azure", "answered"), seconds.count("azure", "error")) == (1, 1)
     assert seconds.count("aliyun", "error") == len(refused)  # throttled, or stopped while waiting
     assert seconds.count("native", "error") == 1  # refused: the hub is stopping
+
+
+async def test_a_call_does_not_ask_for_the_running_loop_again(parts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``asyncio.get_running_loop()`` is a getpid system call on Python 3.11: once per engine, not per
+    call (issue 16)."""
+    router, _, _, engine = parts
+    session = FakeSession()
+    router.announce("dev", session)
+    asked: list[int] = []
+    running_loop = asyncio.get_running_loop
+
+    def counted() -> asyncio.AbstractEventLoop:
+        asked.append(1)
+        return running_loop()
+
+    monkeypatch.setattr(asyncio, "get_running_loop", counted)
+    results = [engine.invoke(call()) for _ in range(3)]
+    assert len(asked) == 1
+    for _, reply in session.calls:
+        reply.set_result(CallOutcome(200, b"1"))
+    assert [await result for result in results] == [CallOutcome(200, b"1")] * 3

@@ -1,15 +1,19 @@
-"""One connection protocol against a recording transport: flow control and writes, no sockets."""
+"""One connection protocol against a recording transport: flow control and writes, no sockets.
+
+What a connection writes in one loop iteration reaches the transport in one write at the iteration's
+end (methodhub.burst): a test lets the loop turn (``await turn()``) before it looks at the writes."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from methodhub.burst import BURST_LIMIT
 from methodhub.http.flow import MAX_PIPELINE
-from methodhub.http.messages import Request, Response
+from methodhub.http.messages import Request, Response, SwitchProtocol
 from methodhub.http.routing import Routes
 from methodhub.http.server import HttpServer
 from tests.unit.http.support import request
@@ -55,8 +59,31 @@ class RecordingTransport(asyncio.Transport):
         self.protocol = protocol
 
 
+async def turn() -> None:
+    """Let the loop run one iteration: the connection's burst is written."""
+    await asyncio.sleep(0)
+
+
+def responses(transport: RecordingTransport) -> list[tuple[bytes, bytes]]:
+    """(status line, body) of every response written, in order, across all the writes."""
+    data = b"".join(transport.writes)
+    found: list[tuple[bytes, bytes]] = []
+    while data:
+        head, separator, rest = data.partition(b"\r\n\r\n")
+        assert separator, f"not a response: {data[:80]!r}"
+        lines = head.split(b"\r\n")
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        found.append((lines[0], rest[:length]))
+        data = rest[length:]
+    return found
+
+
 def statuses(transport: RecordingTransport) -> list[bytes]:
-    return [write.split(b"\r\n", 1)[0] for write in transport.writes]
+    return [status for status, _ in responses(transport)]
 
 
 @pytest.fixture
@@ -88,12 +115,16 @@ async def connection(calls: list[str]) -> AsyncIterator[Connection]:
     protocol.connection_lost(None)
 
 
-async def test_one_write_per_response(connection: Connection, calls: list[str]) -> None:
+async def test_one_write_per_loop_iteration_in_request_order(
+    connection: Connection, calls: list[str]
+) -> None:
     protocol, transport, _ = connection
     protocol.data_received(request("GET", "/a") + request("GET", "/b"))
     assert calls == ["/a", "/b"]
-    assert len(transport.writes) == 2
-    assert all(write.endswith(name) for write, name in zip(transport.writes, (b"/a", b"/b"), strict=True))
+    assert transport.writes == []  # queued in the connection's burst until the iteration ends
+    await turn()
+    assert len(transport.writes) == 1
+    assert responses(transport) == [(b"HTTP/1.1 200 OK", b"/a"), (b"HTTP/1.1 200 OK", b"/b")]
 
 
 async def test_paused_writing_stops_the_pipeline(connection: Connection, calls: list[str]) -> None:
@@ -103,6 +134,7 @@ async def test_paused_writing_stops_the_pipeline(connection: Connection, calls: 
     assert calls == [] and transport.writes == []
     protocol.resume_writing()
     assert calls == ["/a", "/b"]
+    await turn()
     assert statuses(transport) == [b"HTTP/1.1 200 OK"] * 2
 
 
@@ -118,7 +150,9 @@ async def test_reading_pauses_when_the_pipeline_is_full(connection: Connection, 
     await asyncio.sleep(0)  # the done-callback runs on the next loop iteration
     assert len(calls) == MAX_PIPELINE + 1
     assert transport.reading
-    assert len(transport.writes) == MAX_PIPELINE + 1
+    await turn()
+    bodies = [body for _, body in responses(transport)]
+    assert bodies == [b"first"] + [f"/{i}".encode() for i in range(1, MAX_PIPELINE + 1)]
 
 
 async def test_nothing_is_written_after_the_connection_is_lost(
@@ -155,6 +189,7 @@ async def test_a_request_arriving_byte_by_byte(connection: Connection, calls: li
     for index in range(len(data)):
         protocol.data_received(data[index : index + 1])
     assert calls == ["/slowly"]
+    await turn()
     assert len(transport.writes) == 1 and transport.writes[0].endswith(b"/slowly")
 
 
@@ -190,5 +225,103 @@ async def test_held_back_requests_are_parsed_once_the_queue_drains(
     gate.set_result(Response(200, b"0", "text/plain"))
     await asyncio.sleep(0)
     assert calls == [f"/{index}" for index in range(count)]
-    assert len(transport.writes) == count
     assert transport.reading
+    await turn()
+    assert [body for _, body in responses(transport)] == [b"0"] + [f"/{i}".encode() for i in range(1, count)]
+
+
+def serve(routes: Routes, transport: RecordingTransport | None = None) -> tuple[Any, RecordingTransport]:
+    protocol = HttpServer(routes).protocol_factory()
+    transport = transport or RecordingTransport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def test_a_raising_handler_gets_500_and_the_connection_goes_on() -> None:
+    """Both of _run's ``except`` clauses on one connection: a method not allowed, then a handler that
+    raises (one ``exc`` name for both crashed the connection when the module was compiled)."""
+
+    def boom(request: Request) -> Response:
+        raise RuntimeError("a bug in a handler")
+
+    routes = Routes()
+    routes.add("GET", "/boom", boom)
+    routes.add("GET", "/fine", lambda request: Response(200, b"fine", "text/plain"))
+    protocol, transport = serve(routes)
+    protocol.data_received(request("POST", "/fine") + request("GET", "/boom") + request("GET", "/fine"))
+    await turn()
+    assert statuses(transport) == [
+        b"HTTP/1.1 405 Method Not Allowed",
+        b"HTTP/1.1 500 Internal Server Error",
+        b"HTTP/1.1 200 OK",
+    ]
+    assert not transport.closing
+    protocol.data_received(request("GET", "/boom"))
+    await turn()
+    assert statuses(transport)[-1] == b"HTTP/1.1 500 Internal Server Error" and not transport.closing
+    protocol.connection_lost(None)
+
+
+async def test_a_close_writes_the_queued_responses_first(connection: Connection, calls: list[str]) -> None:
+    protocol, transport, _ = connection
+    protocol.data_received(request("GET", "/a") + request("GET", "/b", headers=[("Connection", "close")]))
+    assert transport.closing  # closed at once, after one write of both (a write after close fails)
+    assert len(transport.writes) == 1
+    assert [body for _, body in responses(transport)] == [b"/a", b"/b"]
+
+
+async def test_an_abort_drops_the_queued_responses(connection: Connection, calls: list[str]) -> None:
+    protocol, transport, _ = connection
+    protocol.data_received(request("GET", "/a"))
+    protocol.abort()  # type: ignore[attr-defined]
+    await turn()
+    assert calls == ["/a"] and transport.writes == []
+
+
+async def test_what_the_next_protocol_writes_comes_after_the_queued_responses_and_the_101() -> None:
+    class Greeter(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            cast(asyncio.Transport, transport).write(b"hello")  # straight to the transport
+
+    routes = Routes()
+    routes.add("GET", "/a", lambda request: Response(200, b"a", "text/plain"))
+    routes.add("GET", "/up", lambda request: SwitchProtocol([("upgrade", "test")], Greeter()))
+    protocol, transport = serve(routes)
+    upgrade = request("GET", "/up", headers=[("Upgrade", "test"), ("Connection", "upgrade")])
+    protocol.data_received(request("GET", "/a") + upgrade)
+    assert len(transport.writes) == 2 and transport.writes[1] == b"hello"
+    first, _, rest = transport.writes[0].partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 OK") and rest.startswith(b"aHTTP/1.1 101 Switching Protocols\r\n")
+    assert rest.endswith(b"\r\n\r\n")
+    await turn()
+    assert len(transport.writes) == 2
+
+
+class HighWaterTransport(RecordingTransport):
+    """Tells its protocol to pause writing once more than 64 KiB are written (as a socket whose
+    client does not read)."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        super().write(data)
+        if sum(map(len, self.writes)) > 64 * 1024 and self.protocol is not None:
+            cast(asyncio.Protocol, self.protocol).pause_writing()
+
+
+async def test_a_big_response_reaches_the_transport_at_once_and_its_pause_stops_the_pipeline() -> None:
+    served: list[int] = []
+
+    def big(request: Request) -> Response:
+        served.append(len(served))
+        return Response(200, b"x" * BURST_LIMIT, "application/octet-stream")
+
+    routes = Routes()
+    routes.add("GET", "/big", big)
+    transport = HighWaterTransport()
+    protocol, _ = serve(routes, transport)
+    transport.protocol = protocol
+    protocol.data_received(request("GET", "/big") * 3)
+    assert served == [0]  # its write paused the transport before the next request was served
+    assert len(transport.writes) == 1
+    protocol.resume_writing()
+    assert served == [0, 1]
+    protocol.connection_lost(None)
