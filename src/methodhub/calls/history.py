@@ -225,37 +225,46 @@ class HistoryRecorder:
         )
 
     def _queue(self, record: HistoryRow) -> None:
-        if len(self._pending) >= self._max_pending:
-            self._pending.popleft()
+        pending = self._pending
+        if len(pending) >= self._max_pending:
+            pending.popleft()
             self._dropped.inc()
-        self._pending.append(record)
-        if self._writer is not None or self._timer is not None:
+        pending.append(record)
+        if self._writer is not None:
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop (a test calling record directly): written at flush
-            return
-        if len(self._pending) >= self._max_batch:
+        if len(pending) >= self._max_batch:
             self._start()
-        else:
-            self._timer = loop.call_later(self._delay, self._start)
+        elif self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a test calling record directly): written at flush
+                return
+            self._timer = loop.call_later(self._delay, self._start, True)
 
     # -- writing ----------------------------------------------------------------------------------
 
-    def _start(self) -> asyncio.Task[None]:
+    def _start(self, everything: bool = False) -> asyncio.Task[None]:
+        """Write the full batches waiting (``everything``: all that waits, the last batch short:
+        the delay is over, or a flush)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        task = asyncio.get_running_loop().create_task(self._write(), name="call-history")
+        waiting = len(self._pending)
+        count = waiting if everything else waiting - waiting % self._max_batch
+        task = asyncio.get_running_loop().create_task(self._write(count), name="call-history")
         self._writer = task
         return task
 
-    async def _write(self) -> None:
+    async def _write(self, count: int) -> None:
+        # Only `count` records, those waiting when it started: records made meanwhile wait for a
+        # full batch or the delay. Writing them at once instead made batches of a few dozen at
+        # high rates, and each batch costs a transaction (measured: 7 µs a record, not 0.8).
         try:
-            while self._pending:
-                count = min(len(self._pending), self._max_batch)
+            while count > 0 and self._pending:
+                size = min(count, self._max_batch, len(self._pending))
+                count -= size
                 pop = self._pending.popleft
-                batch = [pop() for _ in range(count)]
+                batch = [pop() for _ in range(size)]
                 try:
                     await self.store.record_history(batch)
                 except asyncio.CancelledError:
@@ -266,11 +275,15 @@ class HistoryRecorder:
                     log.warning("call history: %d records not stored: %s", len(batch), exc)
         finally:
             self._writer = None
+        if len(self._pending) >= self._max_batch:
+            self._start()
+        elif self._pending and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self._start, True)
 
     async def flush(self) -> None:
         """Write everything waiting now (and wait for the batch being written)."""
         while self._pending or self._writer is not None:
-            task = self._writer or self._start()
+            task = self._writer or self._start(everything=True)
             await asyncio.wait([task])
 
     # -- retention ------------------------------------------------------------------------------------

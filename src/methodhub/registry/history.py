@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import io
+import operator
 import pickle
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -70,15 +71,20 @@ def decode_rows(blob: bytes) -> list[HistoryRow]:
     return rows
 
 
+_created, _completed, _id, _target = (
+    operator.itemgetter(field) for field in (_CREATED, _COMPLETED, _ID, _TARGET)
+)
+
+
 def page_of(rows: Sequence[HistoryRow]) -> tuple[Any, ...]:
     """A page's values: its header (:data:`HEADER` order), then its blob."""
-    created = [row[_CREATED] for row in rows]
-    ids = [row[_ID] for row in rows]
-    targets = " ".join({row[_TARGET]: None for row in rows})
+    created = list(map(_created, rows))
+    ids = list(map(_id, rows))
+    targets = " ".join(dict.fromkeys(map(_target, rows)))
     return (
         min(created),
         max(created),
-        max(row[_COMPLETED] for row in rows),
+        max(map(_completed, rows)),
         min(ids),
         max(ids),
         len(rows),

@@ -206,3 +206,25 @@ async def test_a_call_refused_over_a_quota_or_while_stopping_is_recorded(engine_
     codes = {c.method: c.error_code for c in store.stored}
     assert len(store.stored) == 6 and codes["late"] == "HubStopping"
     assert sum(code == "ThrottlingException" for code in codes.values()) == len(throttled)
+
+
+async def test_records_made_while_a_batch_is_written_wait_for_a_full_batch_or_the_delay() -> None:
+    store = Store()
+    store.gate = asyncio.Event()
+    recorder = _recorder(store, write_delay=0.1, max_batch=4)
+    for n in range(4):  # a full batch: written at once, and held by the store
+        recorder.record(_call(n), ORIGIN, 999.0, CallOutcome(200, b"1"), None)
+    await asyncio.sleep(0)
+    for n in range(4, 6):  # made meanwhile: two, not a batch
+        recorder.record(_call(n), ORIGIN, 999.0, CallOutcome(200, b"1"), None)
+    store.gate.set()
+    await asyncio.sleep(0.02)
+    assert [len(b) for b in store.batches] == [4]  # not written in a batch of two at once
+    await asyncio.sleep(0.15)
+    assert [len(b) for b in store.batches] == [4, 2]  # the delay passed
+    for n in range(9):  # more than two batches: two full ones at once, the last after the delay
+        recorder.record(_call(n), ORIGIN, 999.0, CallOutcome(200, b"1"), None)
+    await asyncio.sleep(0.02)
+    assert [len(b) for b in store.batches] == [4, 2, 4, 4]
+    await recorder.flush()
+    assert [len(b) for b in store.batches] == [4, 2, 4, 4, 1] and recorder.pending == 0
