@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from methodhub.calls import CallOutcome
 from methodhub.errors import HubError
-from methodhub.http.messages import Response
+from methodhub.http.messages import Deferred, Response
 
 
 def response_future(
@@ -55,3 +55,23 @@ def response_future(
     source.add_done_callback(done)
     out.add_done_callback(abandoned)
     return out
+
+
+def deferred_response(
+    source: asyncio.Future[CallOutcome],
+    on_outcome: Callable[[CallOutcome], Response],
+    on_error: Callable[[HubError], Response],
+) -> Deferred:
+    """The same as :func:`response_future` for a handler that returns it to the HTTP server
+    directly: the response is made in ``source``'s own done-callback (no second future, one loop
+    turn sooner); the connection going away cancels ``source``. Not awaitable."""
+
+    def respond(fut: asyncio.Future[CallOutcome]) -> Response:
+        exc = fut.exception()
+        if exc is None:
+            return on_outcome(fut.result())
+        if isinstance(exc, HubError):
+            return on_error(exc)
+        raise exc
+
+    return Deferred(source, respond)

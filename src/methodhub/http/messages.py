@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 import orjson
 
 __all__ = [
+    "Deferred",
     "ErrorHook",
     "Handler",
     "HttpError",
@@ -134,11 +135,23 @@ class StreamResponse:
     protocol: asyncio.BaseProtocol
 
 
-Handler: TypeAlias = Callable[
-    [Request],
-    Response | SwitchProtocol | StreamResponse | Awaitable[Response | SwitchProtocol | StreamResponse],
-]
-"""A route handler: returns a Response directly, a Future of one (no task), or a coroutine."""
+@dataclass(slots=True)
+class Deferred:
+    """Returned by a handler whose response waits for a future: ``respond(future)``, called once
+    ``future`` is done (not cancelled), gives the response; an exception it raises is answered as a
+    handler's (500). Unlike returning a future of the response, the response is made and written in
+    the future's own done-callback: no second future, and one loop turn sooner. The connection
+    going away cancels ``future``.
+    """
+
+    future: asyncio.Future[Any]
+    respond: Callable[[asyncio.Future[Any]], Response]
+
+
+_Result: TypeAlias = Response | SwitchProtocol | StreamResponse
+Handler: TypeAlias = Callable[[Request], _Result | Deferred | Awaitable[_Result]]
+"""A route handler: returns a Response directly, a :class:`Deferred`, a Future of one (no task), or
+a coroutine."""
 
 
 class HttpError(Exception):

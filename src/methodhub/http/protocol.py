@@ -30,7 +30,6 @@ import asyncio
 import collections
 import socket
 from typing import Any, TypeAlias, cast
-from urllib.parse import unquote_to_bytes
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
@@ -38,9 +37,16 @@ from methodhub.admission import Admission
 from methodhub.burst import Burst, flusher_for
 from methodhub.http.context import ServerContext
 from methodhub.http.flow import FEED_SLICE, MAX_PIPELINE, FlowControl
-from methodhub.http.messages import HttpError, Request, Response, StreamResponse, SwitchProtocol
+from methodhub.http.messages import Deferred, HttpError, Request, Response, StreamResponse, SwitchProtocol
 from methodhub.http.routing import MethodNotAllowed, RouteNotFound
-from methodhub.http.wire import CONTINUE, FALLBACK_500, encode_response, stream_head, switching_protocols
+from methodhub.http.wire import (
+    CONTINUE,
+    FALLBACK_500,
+    encode_response,
+    parse_query,
+    stream_head,
+    switching_protocols,
+)
 
 __all__ = ["HttpConnection"]
 
@@ -57,31 +63,6 @@ _METHODS: dict[bytes, str] = {
 }
 _HEADER_NAMES: dict[bytes, str] = {}
 _HEADER_NAME_CACHE_SIZE = 256  # bounded: clients choose the names
-
-
-def _parse_query(raw_query: str) -> dict[str, str]:
-    """``a=1&b=x%20y`` → ``{"a": "1", "b": "x y"}`` (form decoding, like ``urllib.parse.parse_qsl``
-    with blank values kept, at a fraction of its cost when nothing needs decoding).
-
-    Args:
-        raw_query: the query as sent (latin-1 decoded bytes).
-
-    Returns:
-        Names → values, percent-decoded as UTF-8 (``+`` is a space); the last repeated name wins.
-    """
-    query: dict[str, str] = {}
-    for pair in raw_query.split("&"):
-        if not pair:
-            continue
-        name, _, value = pair.partition("=")
-        if "%" in pair or "+" in pair or not pair.isascii():
-            name, value = _unquote_plus(name), _unquote_plus(value)
-        query[name] = value
-    return query
-
-
-def _unquote_plus(text: str) -> str:
-    return unquote_to_bytes(text.replace("+", " ").encode("latin-1")).decode("utf-8", "replace")
 
 
 def _peer_of(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
@@ -164,7 +145,7 @@ class HttpConnection(FlowControl):
         self._rejection: HttpError | None = None
         # Requests received, in order, and the one being served.
         self._queue: collections.deque[_Entry] = collections.deque()
-        self._current: tuple[Request, bool, bool] | None = None
+        self._current: tuple[Request, bool, bool, Any] | None = None
         self._pending: asyncio.Future[Any] | None = None
         self._upgrade_tail: bytearray | None = None
         self._stop_reading = False
@@ -222,6 +203,8 @@ class HttpConnection(FlowControl):
         self._pending = None
         if pending is not None and not pending.done():
             pending.cancel()  # the client is gone: let the hub stop working on the call
+        elif pending is not None and not pending.cancelled():
+            pending.exception()  # ended as the client went: retrieved, or asyncio logs it
 
     def data_received(self, data: bytes) -> None:
         """Parse ``data`` and serve the requests it completes.
@@ -355,7 +338,7 @@ class HttpConnection(FlowControl):
         request = Request(
             method,
             path_bytes.decode("latin-1"),
-            _parse_query(raw_query) if raw_query else {},
+            parse_query(raw_query) if raw_query else {},
             headers,
             b"",
             {},
@@ -553,6 +536,8 @@ class HttpConnection(FlowControl):
             result = self._error_response(request, failure)
         if type(result) is Response:
             self._respond(request, result, keep_alive, upgrade)
+        elif type(result) is Deferred:
+            self._await(result.future, request, keep_alive, upgrade, result.respond)
         elif asyncio.isfuture(result):
             self._await(result, request, keep_alive, upgrade)
         elif asyncio.iscoroutine(result):
@@ -560,9 +545,16 @@ class HttpConnection(FlowControl):
         else:
             self._deliver(request, keep_alive, upgrade, result)
 
-    def _await(self, future: asyncio.Future[Any], request: Request, keep_alive: bool, upgrade: bool) -> None:
+    def _await(
+        self,
+        future: asyncio.Future[Any],
+        request: Request,
+        keep_alive: bool,
+        upgrade: bool,
+        respond: Any = None,
+    ) -> None:  # respond: a Deferred's
         self._pending = future
-        self._current = (request, keep_alive, upgrade)
+        self._current = (request, keep_alive, upgrade, respond)
         self._admission.mark_busy(self)  # a caller waits: never shed while the handler runs
         future.add_done_callback(self._handler_done)
 
@@ -574,9 +566,14 @@ class HttpConnection(FlowControl):
         current = self._current
         assert current is not None
         self._current = None
-        request, keep_alive, upgrade = current
+        request, keep_alive, upgrade, respond = current
         if future.cancelled():
             result: Any = self._error_response(request, asyncio.CancelledError("the handler was cancelled"))
+        elif respond is not None:  # a Deferred: its response from the future, here
+            try:
+                result = respond(future)
+            except Exception as failure:
+                result = self._error_response(request, failure)
         else:
             exc = future.exception()
             result = future.result() if exc is None else self._error_response(request, exc)

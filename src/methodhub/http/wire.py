@@ -11,6 +11,7 @@ import re
 import time
 from email.utils import formatdate
 from http import HTTPStatus
+from urllib.parse import unquote_to_bytes
 
 import orjson
 
@@ -213,3 +214,28 @@ def stream_head(content_type: str, headers: list[tuple[str, str]]) -> bytes:
         lines.append(_field_line(name, value))
     lines.append(b"Connection: close\r\n\r\n")
     return b"".join(lines)
+
+
+def parse_query(raw_query: str) -> dict[str, str]:
+    """``a=1&b=x%20y`` → ``{"a": "1", "b": "x y"}`` (form decoding, like ``urllib.parse.parse_qsl``
+    with blank values kept, at a fraction of its cost when nothing needs decoding).
+
+    Args:
+        raw_query: the query as sent (latin-1 decoded bytes).
+
+    Returns:
+        Names → values, percent-decoded as UTF-8 (``+`` is a space); the last repeated name wins.
+    """
+    query: dict[str, str] = {}
+    for pair in raw_query.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        if "%" in pair or "+" in pair or not pair.isascii():
+            name, value = unquote_plus(name), unquote_plus(value)
+        query[name] = value
+    return query
+
+
+def unquote_plus(text: str) -> str:
+    return unquote_to_bytes(text.replace("+", " ").encode("latin-1")).decode("utf-8", "replace")

@@ -13,7 +13,7 @@ import pytest
 
 from methodhub.burst import BURST_LIMIT
 from methodhub.http.flow import MAX_PIPELINE
-from methodhub.http.messages import Request, Response, SwitchProtocol
+from methodhub.http.messages import Deferred, Request, Response, SwitchProtocol
 from methodhub.http.routing import Routes
 from methodhub.http.server import HttpServer
 from tests.unit.http.support import request
@@ -325,3 +325,78 @@ async def test_a_big_response_reaches_the_transport_at_once_and_its_pause_stops_
     protocol.resume_writing()
     assert served == [0, 1]
     protocol.connection_lost(None)
+
+
+async def test_a_deferred_response_is_made_from_its_future_when_it_is_done() -> None:
+    """A handler's Deferred: the response made by ``respond`` in the future's done-callback (one turn
+    after the future is done); ``respond`` raising is a 500; the connection keeps serving."""
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[int]] = []
+
+    def later(request: Request) -> Deferred:
+        future: asyncio.Future[int] = loop.create_future()
+        futures.append(future)
+        return Deferred(future, lambda done: Response(200, str(done.result()).encode(), "text/plain"))
+
+    routes = Routes()
+    routes.add("GET", "/later", later)
+    routes.add("GET", "/broken", lambda request: Deferred(_done(loop, 1), lambda done: 1 / 0))  # type: ignore[arg-type,return-value]
+    protocol, transport = serve(routes)
+    protocol.data_received(request("GET", "/later") + request("GET", "/broken") + request("GET", "/later"))
+    await turn()
+    assert transport.writes == [] and len(futures) == 1  # the first waits: the pipeline keeps order
+    futures[0].set_result(7)
+    for _ in range(4):
+        await turn()
+    futures[1].set_result(8)
+    for _ in range(3):
+        await turn()
+    assert [(status, body) for status, body in responses_with_status(transport)] == [
+        (b"HTTP/1.1 200 OK", b"7"),
+        (b"HTTP/1.1 500 Internal Server Error", None),
+        (b"HTTP/1.1 200 OK", b"8"),
+    ]
+    protocol.connection_lost(None)
+
+
+async def test_a_deferred_future_is_cancelled_when_the_client_goes_and_its_error_retrieved(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[int]] = []
+
+    def later(request: Request) -> Deferred:
+        futures.append(loop.create_future())
+        return Deferred(futures[-1], lambda done: Response(200, b"", "text/plain"))
+
+    routes = Routes()
+    routes.add("GET", "/later", later)
+    gone, _ = serve(routes)
+    gone.data_received(request("GET", "/later"))
+    gone.connection_lost(None)
+    assert futures[0].cancelled()  # the hub stops working on it
+    failed, _ = serve(routes)
+    failed.data_received(request("GET", "/later"))
+    futures[1].set_exception(RuntimeError("ended as the client went"))
+    failed.connection_lost(None)  # in the same iteration: its done-callback has not run
+    del futures[:]
+    import gc
+
+    await turn()
+    gc.collect()
+    assert "never retrieved" not in caplog.text
+
+
+def _done(loop: asyncio.AbstractEventLoop, value: int) -> asyncio.Future[int]:
+    future: asyncio.Future[int] = loop.create_future()
+    future.set_result(value)
+    return future
+
+
+def responses_with_status(transport: RecordingTransport) -> list[tuple[bytes, bytes | None]]:
+    """(status line, body) of each response written; body None for an error page."""
+    found = []
+    for status in statuses(transport):
+        found.append(status)
+    bodies = [body for _, body in responses(transport)]
+    return [(s, b if s.endswith(b"200 OK") else None) for s, b in zip(found, bodies, strict=True)]

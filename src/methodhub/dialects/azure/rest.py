@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from methodhub import jsontext
-from methodhub.api.outcomes import response_future
+from methodhub.api.outcomes import deferred_response, response_future
 from methodhub.calls import Call, CallEngine, CallOutcome
 from methodhub.calls.model import CallOrigin, identity_key
 from methodhub.calls.quotas import NO_QUOTAS, Quotas
@@ -30,7 +30,7 @@ from methodhub.dialects.azure.service_auth import ServiceAuthenticator
 from methodhub.dialects.azure.topics import validate_method_name
 from methodhub.dialects.azure.twin import NEVER, service_change, twin_json
 from methodhub.errors import ErrorKind, HubError
-from methodhub.http.messages import Request, Response
+from methodhub.http.messages import Deferred, Request, Response
 from methodhub.http.routing import Routes
 from methodhub.query import Collection, Query, QuerySyntaxError, parse
 from methodhub.registry import Identity, Registry, Right
@@ -177,22 +177,23 @@ class AzureApi:
 
     # -- direct methods ---------------------------------------------------------------------------
 
-    def invoke_device_method(self, request: Request) -> Response | Awaitable[Response]:
+    def invoke_device_method(self, request: Request) -> Response | Deferred | Awaitable[Response]:
         device_id = request.path_params["device_id"]
         if "/" in device_id:
             return _slash_in_id("device")
         return self._invoke(request, device_id)
 
-    def invoke_module_method(self, request: Request) -> Response | Awaitable[Response]:
+    def invoke_module_method(self, request: Request) -> Response | Deferred | Awaitable[Response]:
         params = request.path_params
         device_id, module_id = params["device_id"], params["module_id"]
         if "/" in device_id or "/" in module_id:
             return _slash_in_id("device" if "/" in device_id else "module")
         return self._invoke(request, identity_key(device_id, module_id))
 
-    def _invoke(self, request: Request, target: str) -> Response | Awaitable[Response]:
-        """Fast path: a cached token and a parsed body lead straight to the engine's future,
-        chained into the response without a task. Anything else takes the coroutine path."""
+    def _invoke(self, request: Request, target: str) -> Response | Deferred | Awaitable[Response]:
+        """Fast path: a cached token and a parsed body lead straight to the engine's future, whose
+        done-callback makes the response (no task, no second future). Anything else takes the
+        coroutine path."""
         header = request.headers.get("authorization")
         policy = None if header is None else self._auth.cached(header, Right.SERVICE_CONNECT)
         if policy is None:
@@ -202,7 +203,7 @@ class AzureApi:
         except HubError as exc:
             return azure_error(exc)
         origin = CallOrigin(FRONT_DOOR, policy)
-        return response_future(self._engine.invoke(call, FRONT_DOOR, origin), method_result, azure_error)
+        return deferred_response(self._engine.invoke(call, FRONT_DOOR, origin), method_result, azure_error)
 
     async def _invoke_after_auth(self, request: Request, target: str) -> Response:
         try:
