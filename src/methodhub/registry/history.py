@@ -167,36 +167,31 @@ class Listing:
     def __init__(self, table: list[QueuedCall], limit: int, accept: Callable[[HistoryRow], bool]) -> None:
         self.limit = limit
         self._accept = accept
-        self._table = table
-        self._rows: list[tuple[float, str, HistoryRow]] = []
-        """A min-heap of the newest ``limit`` records so far, by (created_time, call_id)."""
+        self._newest: list[tuple[float, str, QueuedCall | HistoryRow]] = []
+        """A min-heap of the newest ``limit`` so far (table calls and records), by (created, id)."""
+        for call in table:
+            self._keep((call.created_time, call.call_id, call))
 
     def wants(self, last_created: float) -> bool:
         """Whether a page whose newest record was created at ``last_created`` may hold one of the
         ``limit`` newest (pages come newest ``last_created`` first: once False, for all the rest)."""
-        if len(self._rows) + len(self._table) < self.limit:
-            return True
-        newest = sorted(
-            [(c.created_time, c.call_id) for c in self._table] + [(t, i) for t, i, _ in self._rows],
-            reverse=True,
-        )
-        return last_created >= newest[self.limit - 1][0]
+        return len(self._newest) < self.limit or last_created >= self._newest[0][0]
 
     def add(self, rows: Iterable[HistoryRow]) -> None:
-        heap = self._rows
         for row in rows:
-            if not self._accept(row):
-                continue
-            item = (row[_CREATED], row[_ID], row)
-            if len(heap) < self.limit:
-                heapq.heappush(heap, item)
-            elif item[:2] > heap[0][:2]:
-                heapq.heapreplace(heap, item)
+            if self._accept(row):
+                self._keep((row[_CREATED], row[_ID], row))
+
+    def _keep(self, item: tuple[float, str, QueuedCall | HistoryRow]) -> None:
+        heap = self._newest
+        if len(heap) < self.limit:
+            heapq.heappush(heap, item)
+        elif item[:2] > heap[0][:2]:
+            heapq.heapreplace(heap, item)
 
     def result(self) -> list[QueuedCall]:
-        calls = self._table + [history_call(row) for _, _, row in self._rows]
-        calls.sort(key=lambda call: (call.created_time, call.call_id), reverse=True)
-        return calls[: self.limit]
+        found = sorted(self._newest, key=lambda item: item[:2], reverse=True)
+        return [held if isinstance(held, QueuedCall) else history_call(held) for _, _, held in found]
 
 
 def find_record(blobs: Iterable[bytes], call_id: str) -> QueuedCall | None:
